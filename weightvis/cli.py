@@ -1,0 +1,192 @@
+"""Command line: translate flags into one library call, print the outcome. The only place errors
+become messages (tracebacks only with WEIGHTVIS_DEBUG=1)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import WeightvisError
+
+__all__ = ["main"]
+
+_COMMANDS = ("demo",)
+
+
+def _render_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="weightvis",
+        description="Render model checkpoints into a static, zoomable bundle (open index.html in "
+                    "a browser; no server, no network). Also: 'weightvis demo --out DIR'.",
+    )
+    p.add_argument("sources", nargs="*", metavar="SRC",
+                   help="a .safetensors file, a sharded set (its model.safetensors.index.json) "
+                        "or a directory")
+    p.add_argument("-l", "--file-list", metavar="FILE",
+                   help="read further inputs from FILE, one per line")
+    p.add_argument("-o", "--out", metavar="DIR", help="bundle folder to write")
+    p.add_argument("--layout", choices=("arch", "hilbert"), default="arch",
+                   help="arch: transformer blocks stacked, sub-tensors aligned (default); "
+                        "hilbert: all elements along one Hilbert curve")
+    p.add_argument("--hilbert-unit", choices=("element", "byte"), default="element",
+                   help="with --layout hilbert: one pixel per element (value colours) or per raw "
+                        "file byte (byte-class colours)")
+    p.add_argument("--tile-format", choices=("png", "avif"), default="png",
+                   help="png: exact palette colours (default); avif: smaller, lossy")
+    p.add_argument("--scale", choices=("tensor", "global"), default="tensor",
+                   help="colour scale per tensor (default) or one scale for all tensors")
+    p.add_argument("--title", help="title shown in the viewer")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes (default: all cores)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing weightvis bundle at --out")
+    p.add_argument("--regen-html", metavar="DIR",
+                   help="rebuild index.html of an existing bundle from its manifest (no render)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--version", action="version", version=f"weightvis {__version__}")
+    return p
+
+
+def _demo_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="weightvis demo",
+        description="Render the embedded synthetic Llama-style checkpoint (no download) with "
+                    "planted features to find: a dead attention head, an outlier channel, a "
+                    "layer quantized to few levels, tied embeddings.")
+    p.add_argument("-o", "--out", metavar="DIR", required=True, help="bundle folder to write")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing weightvis bundle at --out")
+    p.add_argument("--keep-checkpoint", metavar="DIR",
+                   help="also write the synthetic checkpoint (safetensors + config.json) here")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+class _Bar:
+    """tqdm bars on stderr, one per stage."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, stage: str, advance: int, total: int) -> None:
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            for b in self.bars.values():
+                b.close()
+            unit = "tile" if stage == "tiles" else "tensor"
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr,
+                                          leave=False, dynamic_ncols=True)
+        bar.update(advance)
+
+    def close(self) -> None:
+        for b in self.bars.values():
+            b.close()
+        self.bars.clear()
+
+
+def _read_file_list(path: str) -> list[str]:
+    try:
+        text = Path(path).read_text("utf-8")
+    except OSError as e:
+        raise WeightvisError(f"{path}: cannot read the file list ({e.strerror})") from None
+    base = Path(path).parent
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            p = Path(line)
+            out.append(str(p if p.is_absolute() else base / p))
+    return out
+
+
+def _summary(res: Any) -> str:
+    m = res.manifest
+    sc = m["scenes"][0]
+    mb = res.bytes_written / 1e6
+    return (f"wrote {res.out}/index.html: {len(m['tensors'])} tensors, "
+            f"{res.elements:,} elements, canvas {sc['width']}x{sc['height']} px, "
+            f"zoom 0-{sc['max_zoom']}, {res.tiles_written} tiles ({mb:.1f} MB) "
+            f"in {res.seconds:.1f} s")
+
+
+def _run_render(argv: Sequence[str]) -> int:
+    parser = _render_parser()
+    a = parser.parse_args(argv)
+    from . import bundle
+
+    if a.regen_html:
+        if a.sources or a.out:
+            parser.error("--regen-html DIR takes no inputs and no --out")
+        path = bundle.regen_html(a.regen_html)
+        print(f"rebuilt {path}")
+        return 0
+    sources = list(a.sources) + (_read_file_list(a.file_list) if a.file_list else [])
+    if not sources:
+        parser.error("give at least one SRC (or -l FILE), or use 'weightvis demo --out DIR'")
+    if not a.out:
+        parser.error("--out DIR is required")
+    if a.workers is not None and a.workers < 1:
+        parser.error("--workers must be at least 1")
+    if a.hilbert_unit == "byte" and a.layout != "hilbert":
+        parser.error("--hilbert-unit byte needs --layout hilbert")
+    bar = _Bar(a.quiet)
+    try:
+        res = bundle.render(sources, a.out, layout=a.layout, hilbert_unit=a.hilbert_unit,
+                            tile_format=a.tile_format, scale=a.scale, title=a.title,
+                            workers=a.workers, overwrite=a.overwrite, progress=bar)
+    finally:
+        bar.close()
+    if not a.quiet:
+        print(_summary(res))
+    return 0
+
+
+def _run_demo(argv: Sequence[str]) -> int:
+    a = _demo_parser().parse_args(argv)
+    from .demo import render_demo
+
+    bar = _Bar(a.quiet)
+    try:
+        res = render_demo(a.out, workers=a.workers, overwrite=a.overwrite,
+                          keep_checkpoint=a.keep_checkpoint, progress=bar)
+    finally:
+        bar.close()
+    print(_summary(res))
+    print("open it: file://" + str(Path(res.out).resolve() / "index.html"))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args and args[0] == "demo":
+            return _run_demo(args[1:])
+        return _run_render(args)
+    except WeightvisError as e:
+        if os.environ.get("WEIGHTVIS_DEBUG"):
+            raise
+        print(f"weightvis: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, permission denied, ... while writing
+        if os.environ.get("WEIGHTVIS_DEBUG"):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"weightvis: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("weightvis: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("weightvis: error: out of memory", file=sys.stderr)
+        return 2

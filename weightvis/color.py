@@ -1,0 +1,192 @@
+"""Palettes as 256-entry LUTs, the exact value -> palette-index rule, and the manifest's colormap.
+
+The value palette is dark-centred and diverging: palette index 129 is black (zero), lightness in
+OKLab grows linearly with the level q = 0..125 on either side, hue gives the sign (warm = positive,
+cool = negative). OKLab: Bjoern Ottosson, "A perceptual color space for image processing" (2020).
+The transfer from value to level is ``q = floor(125*sqrt(min(|v|/s, 1)) + 0.5)``; see RULE.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "PAD", "NAN", "POSINF", "NEGINF", "ZERO", "LEVELS",
+    "VALUE_RULE", "PARENT_RULE", "value_palette", "value_index", "level_values",
+    "values_colormap", "byte_colormap", "BYTE_LUT", "palette_bytes",
+]
+
+PAD, NAN, POSINF, NEGINF = 0, 1, 2, 3
+ZERO = 129
+LEVELS = 125
+
+VALUE_RULE = (
+    "For a finite value v of a tensor with scale s (float64): a = min(|v|/s, 1); "
+    "q = floor(125*sqrt(a) + 0.5); index = 129+q if v > 0, 129-q if v < 0, 129 if v == 0. "
+    "NaN -> 1, +Inf -> 2, -Inf -> 3, padding (no element) -> 0. Index 255 is never used."
+)
+PARENT_RULE = (
+    "A zoomed-out pixel is made from its 2x2 children: padding children are ignored (all padding "
+    "-> padding); if any child is non-finite (index 1-3) the parent takes the first such child in "
+    "the order top-left, top-right, bottom-left, bottom-right; otherwise each child index i gives "
+    "the level u = sign(i-129)*((|i-129|)/125)^2 and the parent is the index of "
+    "sign(sum u)*sqrt(mean(u^2)) by the value rule with s = 1 (signed RMS)."
+)
+
+_POS_HUE = math.radians(40.0)   # warm orange-red
+_NEG_HUE = math.radians(245.0)  # blue
+_L_MAX = 0.92
+_C_PEAK = 0.19
+
+
+def _oklab_to_srgb(L: float, a: float, b: float) -> tuple[float, float, float]:
+    l_ = L + 0.3963377774 * a + 0.2158037573 * b
+    m_ = L - 0.1055613458 * a - 0.0638541728 * b
+    s_ = L - 0.0894841775 * a - 1.2914855480 * b
+    l, m, s = l_ ** 3, m_ ** 3, s_ ** 3
+    rgb_lin = (
+        4.0767416621 * l - 3.3077115913 * m + 0.2309699292 * s,
+        -1.2684380046 * l + 2.6097574011 * m - 0.3413193965 * s,
+        -0.0041960863 * l - 0.7034186147 * m + 1.7076147010 * s,
+    )
+    return rgb_lin  # linear, may be out of gamut
+
+
+def _encode(c: float) -> float:
+    c = min(max(c, 0.0), 1.0)
+    return 12.92 * c if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055
+
+
+def _in_gamut(L: float, C: float, h: float) -> bool:
+    r, g, b = _oklab_to_srgb(L, C * math.cos(h), C * math.sin(h))
+    return all(-1e-6 <= v <= 1 + 1e-6 for v in (r, g, b))
+
+
+def _max_chroma(L: float, h: float) -> float:
+    lo, hi = 0.0, 0.4
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if _in_gamut(L, mid, h):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _lch_to_rgb8(L: float, C: float, h: float) -> tuple[int, int, int]:
+    r, g, b = _oklab_to_srgb(L, C * math.cos(h), C * math.sin(h))
+    return tuple(int(round(_encode(v) * 255)) for v in (r, g, b))  # type: ignore[return-value]
+
+
+def value_palette() -> np.ndarray:
+    """The (256, 3) uint8 value palette."""
+    pal = np.zeros((256, 3), np.uint8)
+    pal[PAD] = (84, 84, 92)        # slate grey: no value has a neutral mid-grey colour
+    pal[NAN] = (255, 0, 255)       # magenta
+    pal[POSINF] = (255, 255, 0)    # yellow
+    pal[NEGINF] = (0, 255, 255)    # cyan
+    for q in range(LEVELS + 1):
+        L = _L_MAX * q / LEVELS
+        for sign, h in ((1, _POS_HUE), (-1, _NEG_HUE)):
+            # chroma rises with lightness, kept inside the sRGB gamut
+            C = min(_C_PEAK * (q / LEVELS) ** 0.7, 0.92 * _max_chroma(L, h))
+            pal[ZERO + sign * q] = _lch_to_rgb8(L, C, h)
+    pal[255] = pal[PAD]
+    return pal
+
+
+def palette_bytes(pal: np.ndarray) -> bytes:
+    """The palette as the flat RGB byte string Pillow's ``putpalette`` takes."""
+    assert pal.shape == (256, 3) and pal.dtype == np.uint8
+    return pal.tobytes()
+
+
+def value_index(v: np.ndarray, s: float) -> np.ndarray:
+    """Reference (numpy, float64) implementation of VALUE_RULE; the kernels must agree with it."""
+    v64 = np.asarray(v, dtype=np.float64)
+    out = np.full(v64.shape, ZERO, np.uint8)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = np.minimum(np.abs(v64) / s, 1.0)
+        q = np.floor(LEVELS * np.sqrt(a) + 0.5)
+    fin = np.isfinite(v64)
+    pos = fin & (v64 > 0)
+    neg = fin & (v64 < 0)
+    out[pos] = (ZERO + q[pos]).astype(np.uint8)
+    out[neg] = (ZERO - q[neg]).astype(np.uint8)
+    out[np.isnan(v64)] = NAN
+    out[np.isposinf(v64)] = POSINF
+    out[np.isneginf(v64)] = NEGINF
+    return out
+
+
+def level_values() -> np.ndarray:
+    """float64[256]: the signed level u of each value index (0 for non-value indices)."""
+    u = np.zeros(256, np.float64)
+    for q in range(LEVELS + 1):
+        u[ZERO + q] = (q / LEVELS) ** 2
+        u[ZERO - q] = -((q / LEVELS) ** 2)
+    return u
+
+
+def values_colormap() -> dict[str, Any]:
+    return {
+        "kind": "values",
+        "palette": value_palette().tolist(),
+        "padding_index": PAD, "nan_index": NAN, "posinf_index": POSINF, "neginf_index": NEGINF,
+        "zero_index": ZERO, "levels": LEVELS, "transfer": "sqrt",
+        "rule": VALUE_RULE, "parent_rule": PARENT_RULE,
+    }
+
+
+# -- raw bytes (--hilbert-unit byte) ----------------------------------------------------------
+# Byte classes after binvis (Aldo Cortesi, "Visualizing binaries with space-filling curves"):
+# 0x00 black, 0xFF white, printable ASCII blue, other control/whitespace green, high bytes red;
+# brightness within a class grows with the byte value.
+
+def _byte_tables() -> tuple[np.ndarray, np.ndarray]:
+    lut = np.zeros(256, np.uint8)
+    pal = np.zeros((256, 3), np.uint8)
+    pal[PAD] = value_palette()[PAD]
+    nxt = 1
+    lut[0x00] = nxt; pal[nxt] = (0, 0, 0); nxt += 1
+    lut[0xFF] = nxt; pal[nxt] = (255, 255, 255); nxt += 1
+    printable = list(range(0x20, 0x7F))
+    control = [b for b in range(0x01, 0x20)] + [0x7F]
+    for i, b in enumerate(printable):
+        t = i / (len(printable) - 1)
+        lut[b] = nxt; pal[nxt] = (int(30 + 40 * t), int(70 + 80 * t), int(150 + 105 * t)); nxt += 1
+    for i, b in enumerate(control):
+        t = i / (len(control) - 1)
+        lut[b] = nxt; pal[nxt] = (int(20 + 40 * t), int(110 + 120 * t), int(40 + 40 * t)); nxt += 1
+    high = list(range(0x80, 0xFF))  # 127 values share 64 shades (pairs)
+    base = nxt
+    for j in range(64):
+        t = j / 63
+        pal[base + j] = (int(110 + 145 * t), int(25 + 50 * t), int(25 + 40 * t))
+    for i, b in enumerate(high):
+        lut[b] = base + min(63, i // 2)
+    nxt = base + 64
+    pal[nxt:] = pal[PAD]
+    return lut, pal
+
+
+BYTE_LUT, _BYTE_PAL = _byte_tables()
+
+
+def byte_colormap() -> dict[str, Any]:
+    return {
+        "kind": "bytes",
+        "palette": _BYTE_PAL.tolist(),
+        "padding_index": PAD,
+        "byte_to_index": BYTE_LUT.tolist(),
+        "rule": "index = byte_to_index[byte]; 0x00 black, 0xFF white, printable ASCII blue, "
+                "other control bytes green, 0x80-0xFE red (pairs share a shade); padding -> 0. "
+                "Zoomed-out pixels take the top-left non-padding child (byte classes do not average).",
+    }
+
+
+def byte_palette() -> np.ndarray:
+    return _BYTE_PAL

@@ -1,0 +1,63 @@
+"""Typed errors. Every failure a user can cause is one of these; `cli.py` turns them into words.
+
+A message names the thing: file, tensor, byte offset, expected vs found.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "WeightvisError",
+    "FormatError",
+    "UnsupportedDtypeError",
+    "InputError",
+    "OutputError",
+    "BundleError",
+    "MissingExtraError",
+]
+
+
+class WeightvisError(Exception):
+    """Base of every error weightvis raises on purpose."""
+
+
+class FormatError(WeightvisError):
+    """A checkpoint file is malformed (truncated, bad header, offsets out of range, ...)."""
+
+    def __init__(self, path: object, problem: str, *, tensor: str | None = None,
+                 offset: int | None = None) -> None:
+        where = f"{path}"
+        if tensor is not None:
+            where += f": tensor {tensor!r}"
+        if offset is not None:
+            where += f" at byte {offset}"
+        super().__init__(f"{where}: {problem}")
+        self.path = path
+        self.tensor = tensor
+        self.offset = offset
+        self.problem = problem
+
+
+class UnsupportedDtypeError(FormatError):
+    """A tensor's element type cannot be decoded."""
+
+
+class InputError(WeightvisError):
+    """The inputs named on the command line / API do not make a checkpoint."""
+
+
+class OutputError(WeightvisError):
+    """The output location cannot be written (exists and is not ours, no --overwrite, ...)."""
+
+
+class BundleError(WeightvisError):
+    """An existing bundle is unreadable (e.g. for --regen-html)."""
+
+
+class MissingExtraError(WeightvisError):
+    """An optional dependency is needed; the message names the extra to install."""
+
+    def __init__(self, module: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the optional package {module!r}: "
+            f"pip install 'weightvis[{extra}]'"
+        )

@@ -1,0 +1,193 @@
+"""Checkpoint formats behind one reader interface, and the detecting factory ``open_checkpoint``.
+
+Inputs may be files, sharded sets (their ``*.index.json``) or directories. Formats are detected by
+magic bytes, not by extension.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError, InputError
+from ..types import TensorInfo
+from .base import Reader
+from .safetensors import SafetensorsReader, looks_like_safetensors
+
+__all__ = ["Reader", "MultiReader", "open_checkpoint", "detect_format", "resolve_inputs"]
+
+_SKIP_SUFFIXES = {".json", ".md", ".txt", ".model", ".py", ".yaml", ".yml", ".gitattributes",
+                  ".tiktoken", ".jinja", ".png", ".jpg"}
+
+
+def detect_format(path: Path) -> str:
+    """``safetensors``, ``gguf``, ``pytorch-zip``, ``pytorch-pickle`` or ``unknown`` (magic bytes)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    if head[:4] == b"GGUF":
+        return "gguf"
+    if head[:4] == b"PK\x03\x04":
+        return "pytorch-zip"
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        return "pytorch-pickle"
+    if looks_like_safetensors(head):
+        return "safetensors"
+    return "unknown"
+
+
+def _open_file(path: Path) -> Reader:
+    kind = detect_format(path)
+    if kind == "safetensors":
+        return SafetensorsReader(path)
+    if kind == "unknown":
+        if path.suffix == ".safetensors":  # let the reader say precisely what is wrong
+            return SafetensorsReader(path)
+        raise FormatError(path, "not a recognised checkpoint format (expected safetensors)")
+    raise FormatError(path, f"{kind} checkpoints are not supported yet by this weightvis")
+
+
+def _from_index(index: Path) -> list[Path]:
+    try:
+        doc = json.loads(index.read_text("utf-8"))
+        weight_map = doc["weight_map"]
+        if not isinstance(weight_map, dict):
+            raise TypeError
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise FormatError(index, "not a sharded-checkpoint index (needs a 'weight_map' object)"
+                          ) from None
+    files: list[Path] = []
+    for shard in dict.fromkeys(weight_map.values()):
+        f = index.parent / str(shard)
+        if not f.is_file():
+            raise InputError(f"{index}: shard {shard!r} listed in weight_map is missing")
+        files.append(f)
+    return files
+
+
+def _natural_key(s: str) -> list[object]:
+    import re
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+def _from_directory(d: Path) -> list[Path]:
+    indexes = sorted(d.glob("*.safetensors.index.json"))
+    if indexes:
+        return _from_index(indexes[0])
+    found = [f for f in sorted(d.iterdir(), key=lambda f: _natural_key(f.name))
+             if f.is_file() and not f.name.startswith(".") and f.suffix not in _SKIP_SUFFIXES
+             and detect_format(f) != "unknown"]
+    if not found:
+        others = [f.name for f in d.iterdir() if not f.name.startswith(".")]
+        what = f"only {', '.join(sorted(others)[:5])}" if others else "it is empty"
+        raise InputError(f"{d}: no checkpoint files found in this directory ({what})")
+    st = [f for f in found if detect_format(f) == "safetensors"]
+    return st or found
+
+
+def resolve_inputs(sources: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], dict[str, Any]]:
+    """Expand user inputs to data files; returns (files, sidecar ``config.json`` or {})."""
+    files: list[Path] = []
+    config: dict[str, Any] = {}
+    srcs = [Path(s) for s in sources]
+    if not srcs:
+        raise InputError("no input checkpoint given")
+    for s in srcs:
+        if s.is_dir():
+            files += _from_directory(s)
+            cfg = s / "config.json"
+        elif s.is_file():
+            if s.name.endswith(".index.json"):
+                files += _from_index(s)
+            else:
+                files.append(s)
+            cfg = s.parent / "config.json"
+        else:
+            raise InputError(f"{s}: no such file or directory")
+        if not config and cfg.is_file():
+            try:
+                loaded = json.loads(cfg.read_text("utf-8"))
+                config = loaded if isinstance(loaded, dict) else {}
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                config = {}  # a sidecar is optional; a broken one is ignored
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        r = f.resolve()
+        if r not in seen:
+            seen.add(r)
+            unique.append(f)
+    return unique, config
+
+
+class MultiReader(Reader):
+    """Several files presented as one checkpoint (shards, or a directory)."""
+
+    def __init__(self, readers: Sequence[Reader], config: Mapping[str, Any] | None = None):
+        self.readers = list(readers)
+        self.config = dict(config or {})
+        self._owner: dict[str, Reader] = {}
+        self._tensors: list[TensorInfo] = []
+        for r in self.readers:
+            for t in r.tensors():
+                if t.name in self._owner:
+                    other = self._owner[t.name].info(t.name).file
+                    raise FormatError(t.file, f"tensor name also present in {other}",
+                                      tensor=t.name)
+                self._owner[t.name] = r
+                self._tensors.append(t)
+        formats = sorted({r.format for r in self.readers})
+        self.format = "+".join(formats) if formats else "?"
+
+    def tensors(self) -> Sequence[TensorInfo]:
+        return self._tensors
+
+    def info(self, name: str) -> TensorInfo:
+        return self._owner[name].info(name)
+
+    def read(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
+             e_c1: int | None = None) -> np.ndarray:
+        return self._owner[name].read(name, e_r0, e_r1, e_c0, e_c1)
+
+    @property
+    def files(self) -> Sequence[Path]:
+        return [f for r in self.readers for f in r.files]
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        return {str(f): dict(r.metadata) for r in self.readers for f in r.files[:1]}
+
+    def raw_bytes_of(self, path: Path) -> np.ndarray:
+        for r in self.readers:
+            if path in r.files and hasattr(r, "raw_bytes"):
+                return r.raw_bytes()  # type: ignore[no-any-return]
+        raise KeyError(str(path))
+
+    def release(self) -> None:
+        for r in self.readers:
+            r.release()
+
+    def close(self) -> None:
+        for r in self.readers:
+            r.close()
+
+
+def open_checkpoint(sources: Iterable[str | os.PathLike[str]]) -> MultiReader:
+    """Open files / directories / index files as one checkpoint (headers only)."""
+    files, config = resolve_inputs(sources)
+    readers: list[Reader] = []
+    try:
+        for f in files:
+            readers.append(_open_file(f))
+    except BaseException:
+        for r in readers:
+            r.close()
+        raise
+    return MultiReader(readers, config)

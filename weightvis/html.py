@@ -1,0 +1,141 @@
+"""The bundle's web page: ``index.html`` rendered from ``viewer/index.html.j2`` and its assets.
+
+The manifest is inlined as JSON in ``<script type="application/json" id="weightvis-manifest">``
+because browsers refuse ``fetch()`` of local files from ``file://``. Tensor names are data: the JSON
+is escaped so that no name can end the script element (``<``, ``>``, ``&``, U+2028, U+2029 become
+``\\u003c``...), and every other value reaches the page through jinja2 autoescaping (the approach of
+openslide-python's ``examples/deepzoom``).
+
+The viewer files live in the top-level ``viewer/`` folder of a source checkout (or editable install)
+and in the package ``weightvis._viewer`` of a wheel (see ``pyproject.toml``).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from markupsafe import Markup
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+__all__ = ["render_index_html", "copy_viewer_assets", "manifest_script_json", "LEAFLET_VERSION"]
+
+LEAFLET_VERSION = "1.9.4"
+"""The vendored Leaflet (``viewer/vendor/leaflet-<version>/``, refreshed by ``vendor/refresh.sh``)."""
+
+_TEMPLATE = "index.html.j2"
+
+# Escapes that keep JSON valid and identical after JSON.parse, but make it inert inside a
+# <script> element: no "</script", no "<!--", no HTML entity, no JS line terminator.
+_SCRIPT_SAFE = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+_SCRIPT_SAFE_TABLE = str.maketrans(_SCRIPT_SAFE)
+
+
+def _viewer_dir() -> Path | Traversable:
+    """The folder holding ``index.html.j2``, ``viewer.js``, ``viewer.css`` and ``vendor/``."""
+    # This file is weightvis/html.py, so this is Path(weightvis.__file__).parent.parent / "viewer"
+    # without importing the package from inside itself.
+    checkout = Path(__file__).resolve().parent.parent / "viewer"
+    if (checkout / _TEMPLATE).is_file():
+        return checkout
+    packaged = importlib.resources.files("weightvis") / "_viewer"
+    if not (packaged / _TEMPLATE).is_file():
+        raise FileNotFoundError(
+            f"weightvis viewer files not found (looked in {checkout} and weightvis/_viewer)"
+        )
+    return packaged
+
+
+def _leaflet_dir(viewer: Path | Traversable) -> Path | Traversable:
+    return viewer / "vendor" / f"leaflet-{LEAFLET_VERSION}"
+
+
+def manifest_script_json(manifest: dict[str, Any]) -> str:
+    """The manifest as JSON text safe to place verbatim inside a ``<script>`` element.
+
+    ``JSON.parse`` of the result gives back exactly ``manifest``. Non-finite floats are refused
+    (JSON has no NaN; the manifest stores them as ``null``).
+
+    >>> manifest_script_json({"a": "</script>&\\u2028"})
+    '{"a":"\\\\u003c/script\\\\u003e\\\\u0026\\\\u2028"}'
+    """
+    try:
+        text = json.dumps(manifest, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    except ValueError as exc:
+        raise ValueError(f"manifest is not valid JSON (NaN/Inf must be null): {exc}") from exc
+    # ensure_ascii already escapes U+2028/U+2029; the table keeps this correct if that changes.
+    return text.translate(_SCRIPT_SAFE_TABLE)
+
+
+def _environment(viewer: Path | Traversable) -> jinja2.Environment:
+    def load(name: str) -> str:
+        return (viewer / name).read_text(encoding="utf-8")
+
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(load),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def render_index_html(manifest: dict[str, Any], *, title: str | None = None) -> str:
+    """The bundle's ``index.html`` with ``manifest`` inlined.
+
+    ``title`` defaults to the manifest's ``title``; it is escaped like every other value.
+    """
+    if title is None:
+        title = str(manifest.get("title") or "weightvis")
+    template = _environment(_viewer_dir()).get_template(_TEMPLATE)
+    return template.render(
+        title=title,
+        manifest_json=Markup(manifest_script_json(manifest)),
+        generator=str(manifest.get("generator") or "weightvis"),
+    )
+
+
+def _copy_file(src: Path | Traversable, dst: Path) -> None:
+    """Copy one file by writing a temporary name beside ``dst`` and renaming it."""
+    data = src.read_bytes()
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def copy_viewer_assets(out_dir: Path) -> None:
+    """Copy the viewer's static files into ``out_dir/assets/``.
+
+    ``leaflet.js``, ``leaflet.css``, ``images/*.png`` (referenced by ``leaflet.css``),
+    ``LICENSE-leaflet.txt`` (Leaflet's BSD-2-Clause licence), ``viewer.js`` and ``viewer.css``.
+    """
+    viewer = _viewer_dir()
+    leaflet = _leaflet_dir(viewer)
+    assets = Path(out_dir) / "assets"
+    (assets / "images").mkdir(parents=True, exist_ok=True)
+    _copy_file(leaflet / "leaflet.js", assets / "leaflet.js")
+    _copy_file(leaflet / "leaflet.css", assets / "leaflet.css")
+    _copy_file(leaflet / "LICENSE", assets / "LICENSE-leaflet.txt")
+    for image in sorted((leaflet / "images").iterdir(), key=lambda t: t.name):
+        if image.is_file() and image.name.endswith(".png"):
+            _copy_file(image, assets / "images" / image.name)
+    _copy_file(viewer / "viewer.js", assets / "viewer.js")
+    _copy_file(viewer / "viewer.css", assets / "viewer.css")

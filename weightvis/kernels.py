@@ -1,0 +1,260 @@
+"""Every @njit kernel: colour, statistics, tile reduction, Hilbert curve.
+
+Kernels are private and pure: arrays in, results written into ``out=`` arrays; they take integer
+constants, never strings. The public wrappers below validate shapes/dtypes and dispatch.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .color import LEVELS, NAN, NEGINF, PAD, POSINF, ZERO, level_values
+
+__all__ = [
+    "ACC_SIZE", "new_acc", "merge_acc", "colorize", "reduce_tile", "REDUCE_SIGNED_RMS",
+    "REDUCE_FIRST", "hilbert_xy2d", "hilbert_d2xy", "hilbert_tile_offsets", "warm_up",
+]
+
+# accumulator layout: count of finite, sum, sum of squares, min, max, zeros, NaN, Inf
+ACC_SIZE = 8
+_N, _SUM, _SUMSQ, _MIN, _MAX, _ZEROS, _NANS, _INFS = range(ACC_SIZE)
+
+REDUCE_SIGNED_RMS = 0
+REDUCE_FIRST = 1
+
+_LEVELS_U = level_values()
+
+
+def new_acc() -> np.ndarray:
+    acc = np.zeros(ACC_SIZE, np.float64)
+    acc[_MIN] = np.inf
+    acc[_MAX] = -np.inf
+    return acc
+
+
+def merge_acc(into: np.ndarray, other: np.ndarray) -> None:
+    """Merge accumulator ``other`` into ``into`` in place."""
+    into[_N] += other[_N]
+    into[_SUM] += other[_SUM]
+    into[_SUMSQ] += other[_SUMSQ]
+    into[_MIN] = min(into[_MIN], other[_MIN])
+    into[_MAX] = max(into[_MAX], other[_MAX])
+    into[_ZEROS] += other[_ZEROS]
+    into[_NANS] += other[_NANS]
+    into[_INFS] += other[_INFS]
+
+
+@numba.njit(cache=True, nogil=True)
+def _colorize_values(src, s, out, acc):  # type: ignore[no-untyped-def]
+    """src float32[h, w] (any strides) -> out uint8[h, w] palette indices by VALUE_RULE with scale
+    s (float64 > 0); accumulates statistics of src into acc float64[ACC_SIZE] in place."""
+    h, w = src.shape
+    n = 0.0
+    tot = 0.0
+    tot2 = 0.0
+    lo = acc[_MIN]
+    hi = acc[_MAX]
+    zeros = 0.0
+    nans = 0.0
+    infs = 0.0
+    for i in range(h):
+        for j in range(w):
+            v = np.float64(src[i, j])
+            if v != v:
+                out[i, j] = NAN
+                nans += 1.0
+            elif v == np.inf:
+                out[i, j] = POSINF
+                infs += 1.0
+            elif v == -np.inf:
+                out[i, j] = NEGINF
+                infs += 1.0
+            else:
+                n += 1.0
+                tot += v
+                tot2 += v * v
+                if v < lo:
+                    lo = v
+                if v > hi:
+                    hi = v
+                if v == 0.0:
+                    zeros += 1.0
+                    out[i, j] = ZERO
+                else:
+                    a = abs(v) / s
+                    if a > 1.0:
+                        a = 1.0
+                    q = np.int64(np.floor(LEVELS * np.sqrt(a) + 0.5))
+                    if v > 0:
+                        out[i, j] = ZERO + q
+                    else:
+                        out[i, j] = ZERO - q
+    acc[_N] += n
+    acc[_SUM] += tot
+    acc[_SUMSQ] += tot2
+    acc[_MIN] = lo
+    acc[_MAX] = hi
+    acc[_ZEROS] += zeros
+    acc[_NANS] += nans
+    acc[_INFS] += infs
+
+
+def colorize(src: np.ndarray, s: float, out: np.ndarray, acc: np.ndarray) -> None:
+    """Colour a float32 block into ``out`` (uint8, same shape) and accumulate its stats."""
+    if src.dtype != np.float32 or out.dtype != np.uint8 or src.shape != out.shape:
+        raise ValueError(f"colorize: need float32 src and uint8 out of one shape, got "
+                         f"{src.dtype}{src.shape} -> {out.dtype}{out.shape}")
+    if not (s > 0 and np.isfinite(s)):
+        raise ValueError(f"colorize: scale must be finite and > 0, got {s}")
+    _colorize_values(src, float(s), out, acc)
+
+
+@numba.njit(cache=True, nogil=True)
+def _reduce_signed_rms(kids, levels, out):  # type: ignore[no-untyped-def]
+    """kids uint8[2h, 2w] -> out uint8[h, w] by PARENT_RULE (signed RMS of levels)."""
+    h, w = out.shape
+    for i in range(h):
+        for j in range(w):
+            cnt = 0
+            tot = 0.0
+            tot2 = 0.0
+            special = 0
+            for di in range(2):
+                for dj in range(2):
+                    k = kids[2 * i + di, 2 * j + dj]
+                    if k == PAD:
+                        continue
+                    if k <= NEGINF:
+                        if special == 0:
+                            special = k
+                        continue
+                    u = levels[k]
+                    cnt += 1
+                    tot += u
+                    tot2 += u * u
+            if special != 0:
+                out[i, j] = special
+            elif cnt == 0:
+                out[i, j] = PAD
+            else:
+                a = np.sqrt(tot2 / cnt)
+                if a > 1.0:
+                    a = 1.0
+                q = np.int64(np.floor(LEVELS * np.sqrt(a) + 0.5))
+                if tot > 0:
+                    out[i, j] = ZERO + q
+                elif tot < 0:
+                    out[i, j] = ZERO - q
+                else:
+                    out[i, j] = ZERO if q == 0 else ZERO + q
+
+
+@numba.njit(cache=True, nogil=True)
+def _reduce_first(kids, out):  # type: ignore[no-untyped-def]
+    """kids uint8[2h, 2w] -> out uint8[h, w]: the first non-padding child (TL, TR, BL, BR)."""
+    h, w = out.shape
+    for i in range(h):
+        for j in range(w):
+            r = PAD
+            for di in range(2):
+                for dj in range(2):
+                    k = kids[2 * i + di, 2 * j + dj]
+                    if r == PAD and k != PAD:
+                        r = k
+            out[i, j] = r
+
+
+def reduce_tile(kids: np.ndarray, mode: int, out: np.ndarray) -> None:
+    """Reduce a (2n, 2n) uint8 mosaic of four children to the (n, n) parent ``out``."""
+    if kids.dtype != np.uint8 or out.dtype != np.uint8 or kids.shape != (2 * out.shape[0],
+                                                                         2 * out.shape[1]):
+        raise ValueError(f"reduce_tile: bad shapes {kids.shape} -> {out.shape}")
+    if mode == REDUCE_SIGNED_RMS:
+        _reduce_signed_rms(kids, _LEVELS_U, out)
+    elif mode == REDUCE_FIRST:
+        _reduce_first(kids, out)
+    else:
+        raise ValueError(f"reduce_tile: unknown mode {mode}")
+
+
+# -- Hilbert curve (Wikipedia "Hilbert curve", xy2d / d2xy / rot) ----------------------------
+
+@numba.njit(cache=True, nogil=True)
+def _xy2d(n, x, y):  # type: ignore[no-untyped-def]
+    d = np.int64(0)
+    s = n // 2
+    while s > 0:
+        rx = 1 if (x & s) > 0 else 0
+        ry = 1 if (y & s) > 0 else 0
+        d += np.int64(s) * np.int64(s) * ((3 * rx) ^ ry)
+        if ry == 0:
+            if rx == 1:
+                x = n - 1 - x
+                y = n - 1 - y
+            x, y = y, x
+        s //= 2
+    return d
+
+
+@numba.njit(cache=True, nogil=True)
+def _d2xy(n, d):  # type: ignore[no-untyped-def]
+    t = d
+    x = np.int64(0)
+    y = np.int64(0)
+    s = np.int64(1)
+    while s < n:
+        rx = 1 & (t // 2)
+        ry = 1 & (t ^ rx)
+        if ry == 0:
+            if rx == 1:
+                x = s - 1 - x
+                y = s - 1 - y
+            x, y = y, x
+        x += s * rx
+        y += s * ry
+        t //= 4
+        s *= 2
+    return x, y
+
+
+@numba.njit(cache=True, nogil=True)
+def _tile_offsets(n, c_x0, c_y0, out):  # type: ignore[no-untyped-def]
+    """out int64[T, T]: Hilbert index of canvas pixel (c_x0 + j, c_y0 + i) minus the tile's first
+    index (an aligned T x T tile is one contiguous range of T*T indices)."""
+    t = out.shape[0]
+    base = _xy2d(n, c_x0, c_y0)
+    base -= base % (t * t)
+    for i in range(t):
+        for j in range(t):
+            out[i, j] = _xy2d(n, c_x0 + j, c_y0 + i) - base
+    return base
+
+
+def hilbert_xy2d(n: int, c_x: int, c_y: int) -> int:
+    return int(_xy2d(np.int64(n), np.int64(c_x), np.int64(c_y)))
+
+
+def hilbert_d2xy(n: int, h: int) -> tuple[int, int]:
+    x, y = _d2xy(np.int64(n), np.int64(h))
+    return int(x), int(y)
+
+
+def hilbert_tile_offsets(n: int, c_x0: int, c_y0: int, out: np.ndarray) -> int:
+    """Fill ``out`` (int64[T, T]) with per-pixel curve offsets; returns the tile's first index."""
+    t = out.shape[0]
+    if out.shape != (t, t) or out.dtype != np.int64 or c_x0 % t or c_y0 % t or n % t:
+        raise ValueError("hilbert_tile_offsets: tile must be square, int64 and aligned")
+    return int(_tile_offsets(np.int64(n), np.int64(c_x0), np.int64(c_y0), out))
+
+
+def warm_up() -> None:
+    """Compile every kernel once (before worker processes fork)."""
+    a = np.zeros((2, 2), np.float32)
+    o = np.zeros((2, 2), np.uint8)
+    colorize(a, 1.0, o, new_acc())
+    colorize(a[:, :1], 1.0, o[:, :1], new_acc())
+    reduce_tile(np.zeros((2, 2), np.uint8), REDUCE_SIGNED_RMS, np.zeros((1, 1), np.uint8))
+    reduce_tile(np.zeros((2, 2), np.uint8), REDUCE_FIRST, np.zeros((1, 1), np.uint8))
+    hilbert_tile_offsets(2, 0, 0, np.zeros((2, 2), np.int64))
+    hilbert_d2xy(4, 3)

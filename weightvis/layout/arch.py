@@ -1,0 +1,375 @@
+"""Architectural layout: transformer blocks stacked on a grid, the same sub-tensor at the same
+offset in every block; embeddings above, the rest below. Reads shapes and names only.
+
+Geometry, all in canvas pixels at max zoom (1 px = 1 element):
+- a *slot* per block sub-path (``self_attn.q_proj.weight``), sized to the largest view of that
+  sub-path over all blocks; slots are arranged once, by kind (attention, MLP, norms, other) into
+  shelves, 1-row tensors (biases, norms) stacked in a column at the end of their shelf;
+- blocks on a column-major grid whose column count gives the canvas the aspect closest to 16:9;
+- sections above/below the grid are shelf-packed by name prefix at the grid's width; a tensor wider
+  than the canvas is folded into column chunks stacked downwards, a tensor much taller than wide
+  (embeddings, lm_head) into row chunks side by side. Folding never rescales.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from ..types import Group, Placement, SceneLayout, TensorInfo
+
+__all__ = ["arch_layout", "detect_blocks", "natural_key", "BlockParse", "slot_kind"]
+
+_BLOCK_RE = re.compile(
+    r"^(?P<prefix>(?:[^.]+\.)*?(?:layers|layer|h|blocks|block|blk))\.(?P<idx>\d+)\.(?P<rest>.+)$")
+
+_TARGET_ASPECT = 16 / 9
+
+
+def natural_key(s: str) -> tuple[object, ...]:
+    """Sort key in which digit runs compare as numbers: ``experts.2`` < ``experts.10``."""
+    return tuple((0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", s) if t)
+
+
+class BlockParse(NamedTuple):
+    prefix: str
+    index: int
+    sub: str
+
+
+def parse_block(name: str) -> BlockParse | None:
+    m = _BLOCK_RE.match(name)
+    if m is None:
+        return None
+    return BlockParse(m["prefix"], int(m["idx"]), m["rest"])
+
+
+def detect_blocks(names: Sequence[str]) -> str | None:
+    """The dominant block stack's prefix (most tensors, then most blocks, then the smaller
+    prefix), or None when no name looks like a transformer block."""
+    counts: dict[str, int] = defaultdict(int)
+    indices: dict[str, set[int]] = defaultdict(set)
+    for n in names:
+        p = parse_block(n)
+        if p is not None:
+            counts[p.prefix] += 1
+            indices[p.prefix].add(p.index)
+    if not counts:
+        return None
+    best = sorted(counts, key=lambda k: (-counts[k], -len(indices[k]), k))[0]
+    # a single "block" holding one tensor is not a stack
+    if len(indices[best]) < 2 and counts[best] < 2:
+        return None
+    return best
+
+
+# -- ordering of sub-paths ---------------------------------------------------------------------
+_KINDS = ("attention", "mlp", "norm", "other")
+_NORM_RE = re.compile(r"(norm|^ln(_?\d+|_?f)?$|^rms)")
+_ATTN_RE = re.compile(r"(attn|attention)")
+_MLP_RE = re.compile(r"(mlp|ffn|feed_forward|densereludense|intermediate|experts?|moe|router|"
+                     r"^gate|up_proj|down_proj|^fc\d|^w[123]$|c_fc|shared_expert)")
+_QKVO_RE = re.compile(r"^(q_proj|k_proj|v_proj|o_proj|query|key|value|qkv|wq|wk|wv|wqkv|"
+                      r"query_key_value|out_proj)$")
+
+_RANK = {
+    "self": 5, "self_attn": 5, "selfattention": 5,
+    "q_proj": 10, "query": 10, "q": 10, "wq": 10, "attn_q": 10, "c_attn": 10, "qkv": 10,
+    "qkv_proj": 10, "query_key_value": 10, "wqkv": 10, "attn_qkv": 10,
+    "k_proj": 11, "key": 11, "k": 11, "wk": 11, "attn_k": 11,
+    "v_proj": 12, "value": 12, "v": 12, "wv": 12, "attn_v": 12,
+    "o_proj": 13, "out_proj": 13, "o": 13, "attn_output": 13, "c_proj": 13,
+    "router": 15, "gate": 16, "ffn_gate_inp": 16,
+    "gate_proj": 20, "w1": 20, "wi_0": 20, "wi": 20, "fc1": 20, "c_fc": 20, "ffn_gate": 20,
+    "ffn_gate_exps": 20,
+    "up_proj": 21, "w3": 21, "wi_1": 21, "ffn_up": 21, "ffn_up_exps": 21,
+    "down_proj": 22, "w2": 22, "wo": 22, "fc2": 22, "ffn_down": 22, "ffn_down_exps": 22,
+    "output": 30,
+    "weight": 0, "bias": 1,
+}
+
+
+def slot_kind(sub: str) -> str:
+    """``attention``, ``mlp``, ``norm`` or ``other`` for a block sub-path."""
+    comps = [c.lower() for c in sub.split(".")]
+    module = comps[:-1] if len(comps) > 1 else comps
+    if any(_NORM_RE.search(c) for c in module):
+        return "norm"
+    if any(_ATTN_RE.search(c) for c in module):
+        return "attention"
+    if any(_MLP_RE.search(c) for c in module):
+        return "mlp"
+    if any(_QKVO_RE.match(c) for c in module):
+        return "attention"
+    if module and module[0] == "output":  # BERT's FFN output.dense
+        return "mlp"
+    return "other"
+
+
+def _sub_key(sub: str) -> tuple[object, ...]:
+    return (_KINDS.index(slot_kind(sub)),) + tuple(
+        (_RANK.get(c.lower(), 50), natural_key(c)) for c in sub.split("."))
+
+
+# -- packing helpers ---------------------------------------------------------------------------
+class _Piece(NamedTuple):
+    """Part of an item: an element block drawn at (dx, dy) inside the item."""
+
+    e_r0: int
+    e_r1: int
+    e_c0: int
+    e_c1: int
+    dx: int
+    dy: int
+
+
+class _Item(NamedTuple):
+    name: str
+    w: int
+    h: int
+    pieces: tuple[_Piece, ...]
+
+
+def _fold(t: TensorInfo, c_max_w: int, gap: int) -> _Item:
+    """One tensor as an item no wider than ``c_max_w`` (when it can be), folded, never scaled."""
+    rows, cols = t.e_rows, t.e_cols
+    if cols > c_max_w:
+        k = math.ceil(cols / c_max_w)
+        step = rows if rows == 1 else rows + gap
+        pieces = tuple(_Piece(0, rows, i * c_max_w, min(cols, (i + 1) * c_max_w), 0, i * step)
+                       for i in range(k))
+        return _Item(t.name, c_max_w, (k - 1) * step + rows, pieces)
+    if rows > 4 * cols:
+        k = min((c_max_w + gap) // (cols + gap), math.ceil(rows / max(cols, 1)))
+        if k >= 2:
+            per = math.ceil(rows / k)
+            k = math.ceil(rows / per)
+            pieces = tuple(_Piece(i * per, min(rows, (i + 1) * per), 0, cols, i * (cols + gap), 0)
+                           for i in range(k))
+            return _Item(t.name, k * cols + (k - 1) * gap, per, pieces)
+    return _Item(t.name, cols, rows, (_Piece(0, rows, 0, cols, 0, 0),))
+
+
+def _shelf(sizes: Sequence[tuple[int, int]], c_max_w: int, gap: int
+           ) -> tuple[list[tuple[int, int]], int, int]:
+    """Shelf-pack rectangles in order; returns their offsets and the bounding (w, h)."""
+    out: list[tuple[int, int]] = []
+    x = y = shelf_h = width = 0
+    for w, h in sizes:
+        if x > 0 and x + w > c_max_w:
+            y += shelf_h + gap
+            x = shelf_h = 0
+        out.append((x, y))
+        x += w + gap
+        shelf_h = max(shelf_h, h)
+        width = max(width, x - gap)
+    return out, width, (y + shelf_h if sizes else 0)
+
+
+def _vector_stack(items: Sequence[_Item], gap: int) -> tuple[list[tuple[int, int]], int, int]:
+    offs, y = [], 0
+    for it in items:
+        offs.append((0, y))
+        y += it.h + gap
+    return offs, max((it.w for it in items), default=0), max(0, y - gap)
+
+
+# -- sections and blocks -----------------------------------------------------------------------
+def _prefix_of(name: str, depth: int = 2) -> str:
+    comps = name.split(".")
+    return ".".join(comps[:min(depth, max(1, len(comps) - 1))])
+
+
+class _Packed(NamedTuple):
+    placements: list[Placement]
+    groups: list[Group]
+    w: int
+    h: int
+
+
+def _pack_section(tensors: Sequence[TensorInfo], c_w: int, gap: int, origin: tuple[int, int],
+                  label: str | None) -> _Packed:
+    """Tensors grouped by name prefix, each group shelf-packed, groups shelf-packed at width c_w."""
+    by_prefix: dict[str, list[TensorInfo]] = defaultdict(list)
+    for t in sorted(tensors, key=lambda t: natural_key(t.name)):
+        if t.numel > 0:
+            by_prefix[_prefix_of(t.name)].append(t)
+    boxes = []
+    for prefix, ts in by_prefix.items():
+        items = [_fold(t, c_w, gap) for t in ts]
+        mats = [it for it in items if it.h > 1 or len(it.pieces) > 1]
+        vecs = [it for it in items if not (it.h > 1 or len(it.pieces) > 1)]
+        offs, w, h = _shelf([(it.w, it.h) for it in mats], c_w, gap)
+        voffs, vw, vh = _vector_stack(vecs, max(1, gap // 4))
+        placed = list(zip(mats, offs))
+        if vecs:
+            vx = w + gap if mats else 0
+            if mats and vx + vw > c_w:  # vectors below the matrices
+                vx, vy = 0, h + gap
+            else:
+                vy = 0
+            placed += [(it, (vx + ox, vy + oy)) for it, (ox, oy) in zip(vecs, voffs)]
+            w, h = max(w, vx + vw), max(h, vy + vh)
+        boxes.append((prefix, placed, w, h))
+    goffs, w, h = _shelf([(b[2], b[3]) for b in boxes], c_w, 2 * gap)
+    placements: list[Placement] = []
+    groups: list[Group] = []
+    ox, oy = origin
+    for (prefix, placed, bw, bh), (gx, gy) in zip(boxes, goffs):
+        for it, (ix, iy) in placed:
+            for p in it.pieces:
+                placements.append(Placement(it.name, ox + gx + ix + p.dx, oy + gy + iy + p.dy,
+                                            p.e_r0, p.e_r1, p.e_c0, p.e_c1))
+        groups.append(Group(prefix, "prefix", ox + gx, oy + gy, bw, bh))
+    if label and placements:
+        groups.insert(0, Group(label, "section", ox, oy, w, h))
+    return _Packed(placements, groups, w, h)
+
+
+class _BlockPlan(NamedTuple):
+    subs: list[str]
+    offsets: dict[str, tuple[int, int]]
+    w: int
+    h: int
+
+
+def _plan_block(slot_sizes: dict[str, tuple[int, int]], gap: int) -> _BlockPlan:
+    subs = sorted(slot_sizes, key=_sub_key)
+    area = sum(w * h for h, w in slot_sizes.values())
+    widest = max((w for _, w in slot_sizes.values()), default=1)
+    c_max_w = max(widest, int(2 * math.sqrt(area)))
+    offsets: dict[str, tuple[int, int]] = {}
+    y = bw = 0
+    for kind in _KINDS:
+        ks = [s for s in subs if slot_kind(s) == kind]
+        if not ks:
+            continue
+        mats = [s for s in ks if slot_sizes[s][0] > 1]
+        vecs = [s for s in ks if slot_sizes[s][0] <= 1]
+        offs, w, h = _shelf([(slot_sizes[s][1], slot_sizes[s][0]) for s in mats], c_max_w, gap)
+        for s, (ox, oy) in zip(mats, offs):
+            offsets[s] = (ox, y + oy)
+        if vecs:
+            vgap = max(1, gap // 4)
+            vx = w + gap if mats else 0
+            vw = max(slot_sizes[s][1] for s in vecs)
+            if mats and vx + vw > c_max_w:
+                vx, vy = 0, h + gap
+            else:
+                vy = 0
+            for i, s in enumerate(vecs):
+                offsets[s] = (vx, y + vy + i * (1 + vgap))
+            w = max(w, vx + vw)
+            h = max(h, vy + len(vecs) * (1 + vgap) - vgap)
+        bw = max(bw, w)
+        y += h + gap
+    return _BlockPlan(subs, offsets, bw, max(0, y - gap))
+
+
+def _gap_for(max_dim: int) -> int:
+    return max(2, math.ceil(max_dim / 32))
+
+
+def arch_layout(tensors: Sequence[TensorInfo]) -> SceneLayout:
+    """The architectural scene for these tensors (shapes and names only)."""
+    names = [t.name for t in tensors]
+    prefix = detect_blocks(names)
+    if prefix is None:
+        return _generic_layout(tensors)
+    block_ts: dict[int, dict[str, TensorInfo]] = defaultdict(dict)
+    outside: list[TensorInfo] = []
+    for t in tensors:
+        p = parse_block(t.name)
+        if p is not None and p.prefix == prefix:
+            block_ts[p.index][p.sub] = t
+        else:
+            outside.append(t)
+    slot_sizes: dict[str, tuple[int, int]] = {}
+    for subs in block_ts.values():
+        for sub, t in subs.items():
+            if t.numel == 0:
+                continue
+            h0, w0 = slot_sizes.get(sub, (0, 0))
+            slot_sizes[sub] = (max(h0, t.e_rows), max(w0, t.e_cols))
+    max_dim = max((max(h, w) for h, w in slot_sizes.values()), default=1)
+    gap = _gap_for(max_dim)
+    plan = _plan_block(slot_sizes, gap)
+    b_lo, b_hi = min(block_ts), max(block_ts)
+    n_blocks = b_hi - b_lo + 1
+    head = [t for t in outside if _is_embedding(t.name)]
+    tail = [t for t in outside if not _is_embedding(t.name)]
+    bgap = 2 * gap
+    sgap = 4 * gap
+
+    def build(ncols: int) -> tuple[list[Placement], list[Group], int, int]:
+        nrows = math.ceil(n_blocks / ncols)
+        grid_w = ncols * plan.w + (ncols - 1) * bgap
+        grid_h = nrows * plan.h + (nrows - 1) * bgap
+        c_w = max(grid_w, 1)
+        hd = _pack_section(head, c_w, gap, (0, 0), "embeddings")
+        grid_y = hd.h + sgap if hd.placements else 0
+        placements = list(hd.placements)
+        groups = list(hd.groups)
+        for b, subs in sorted(block_ts.items()):
+            col, row = divmod(b - b_lo, nrows)
+            bx, by = col * (plan.w + bgap), grid_y + row * (plan.h + bgap)
+            groups.append(Group(f"block {b}", "block", bx, by, plan.w, plan.h))
+            for sub, t in subs.items():
+                if t.numel == 0:
+                    continue
+                ox, oy = plan.offsets[sub]
+                placements.append(Placement(t.name, bx + ox, by + oy, 0, t.e_rows, 0, t.e_cols))
+        tl_y = grid_y + grid_h + sgap
+        tl = _pack_section(tail, c_w, gap, (0, tl_y), "other")
+        placements += tl.placements
+        groups += tl.groups
+        width = max(grid_w, hd.w, tl.w)
+        height = tl_y + tl.h if tl.placements else grid_y + grid_h
+        return placements, groups, width, height
+
+    best = None
+    for ncols in range(1, n_blocks + 1):
+        if ncols > 1 and math.ceil(n_blocks / ncols) == math.ceil(n_blocks / (ncols - 1)):
+            continue  # same number of rows, only wider
+        built = build(ncols)
+        score = abs(math.log(max(built[2], 1) / max(built[3], 1) / _TARGET_ASPECT))
+        if best is None or score < best[0] - 1e-9:
+            best = (score, built)
+    assert best is not None
+    placements, groups, width, height = best[1]
+    slots: dict[str, tuple[int | None, str | None]] = {
+        t.name: (b, sub) for b, subs in block_ts.items() for sub, t in subs.items()}
+    return SceneLayout("arch", max(width, 1), max(height, 1), tuple(placements), tuple(groups),
+                       slots)
+
+
+_EMBED_RE = re.compile(r"(embed|^wte\b|^wpe\b|\.wte\.|\.wpe\.|token_embd|tok_embeddings|"
+                       r"^shared\.|\.shared\.)", re.IGNORECASE)
+
+
+def _is_embedding(name: str) -> bool:
+    return bool(_EMBED_RE.search(name))
+
+
+def _generic_layout(tensors: Sequence[TensorInfo]) -> SceneLayout:
+    """No transformer blocks: groups by name prefix, the width chosen for a 16:9-ish canvas."""
+    area = sum(t.numel for t in tensors)
+    widest = max((min(t.e_cols, 1 << 62) for t in tensors if t.numel), default=1)
+    gap = max(2, math.ceil(math.sqrt(max(area, 1)) / 100))
+    ideal = math.sqrt(max(area, 1) * _TARGET_ASPECT)
+    best = None
+    for f in (0.5, 0.7, 0.85, 1.0, 1.2, 1.4, 1.7, 2.0, 2.5, 3.0):
+        c_w = max(16, int(ideal * f))
+        if c_w < min(widest, 16):
+            continue
+        pk = _pack_section(tensors, c_w, gap, (0, 0), None)
+        score = abs(math.log(max(pk.w, 1) / max(pk.h, 1) / _TARGET_ASPECT))
+        if best is None or score < best[0] - 1e-9:
+            best = (score, pk)
+    assert best is not None
+    pk = best[1]
+    return SceneLayout("arch", max(pk.w, 1), max(pk.h, 1), tuple(pk.placements),
+                       tuple(pk.groups), {})

@@ -1,0 +1,301 @@
+"""Tile pyramid: grid geometry, leaves rendered from the data, parents from their four children.
+
+Work is split into subtrees rooted at a *split zoom*; each subtree is rendered depth-first by one
+worker (leaves from memory-mapped data, each parent reduced from its children as soon as they
+exist), so memory is bounded by a few tiles per level per worker, not by the model. The levels
+above the split zoom are reduced in the calling process from the subtree roots.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from . import color, kernels
+from .encode import encode_tile, write_atomic
+from .formats import MultiReader, open_checkpoint
+from .types import TILE_SIZE, SceneLayout, TileAddress
+
+__all__ = ["Geometry", "SceneJob", "render_scene", "SceneResult"]
+
+ProgressFn = Callable[[int], None]
+
+
+class Geometry:
+    """Tile grid of one scene, computed once: zoom range, which tiles hold content, and which
+    placements each leaf tile intersects."""
+
+    def __init__(self, layout: SceneLayout, tile: int = TILE_SIZE) -> None:
+        self.layout = layout
+        self.tile = tile
+        self.max_zoom = max(0, math.ceil(math.log2(max(layout.c_width, layout.c_height) / tile)))
+        self.leaf_placements: dict[tuple[int, int], list[int]] = defaultdict(list)
+        if layout.layout == "arch":
+            for i, p in enumerate(layout.placements):
+                for t_y in range(p.c_y // tile, (p.c_y + p.c_h - 1) // tile + 1):
+                    for t_x in range(p.c_x // tile, (p.c_x + p.c_w - 1) // tile + 1):
+                        self.leaf_placements[(t_x, t_y)].append(i)
+            leaves = set(self.leaf_placements)
+        else:
+            total = sum(s.length for s in layout.segments)
+            n = 1 << (layout.curve_order or 0)
+            leaves = set()
+            for h in range(0, total, tile * tile):
+                c_x, c_y = kernels.hilbert_d2xy(n, h)
+                leaves.add((c_x // tile, c_y // tile))
+        self.occupied: list[set[tuple[int, int]]] = [set() for _ in range(self.max_zoom + 1)]
+        self.occupied[self.max_zoom] = leaves
+        for z in range(self.max_zoom, 0, -1):
+            self.occupied[z - 1] = {(x // 2, y // 2) for x, y in self.occupied[z]}
+
+    def grid(self, z: int) -> tuple[int, int]:
+        """Number of tile columns and rows at zoom z."""
+        f = 2 ** (self.max_zoom - z) * self.tile
+        return (math.ceil(self.layout.c_width / f), math.ceil(self.layout.c_height / f))
+
+    def count(self) -> int:
+        return sum(len(o) for o in self.occupied)
+
+    def split_zoom(self, tasks_wanted: int) -> int:
+        for z in range(self.max_zoom + 1):
+            if len(self.occupied[z]) >= tasks_wanted:
+                return z
+        return self.max_zoom
+
+    def leaves_under(self, a: TileAddress) -> int:
+        f = 2 ** (self.max_zoom - a.z)
+        return sum(1 for x, y in self.occupied[self.max_zoom]
+                   if x // f == a.t_x and y // f == a.t_y)
+
+
+class SceneJob(NamedTuple):
+    """Everything a worker needs to render a scene's tiles (picklable)."""
+
+    sources: tuple[str, ...]
+    key: str
+    geometry: Geometry
+    scales: dict[str, float]
+    out_dir: str
+    tile_format: str
+    mode: str
+    """``values`` or ``bytes``."""
+
+
+class SceneResult(NamedTuple):
+    accs: dict[str, np.ndarray]
+    tiles_written: int
+    bytes_written: int
+
+
+class _Worker:
+    """Renders subtrees of one scene; one instance per process."""
+
+    def __init__(self, job: SceneJob, reader: MultiReader | None = None) -> None:
+        self.job = job
+        self.geo = job.geometry
+        self.t = job.geometry.tile
+        self.reader = reader if reader is not None else open_checkpoint(job.sources)
+        self.ext = job.tile_format
+        if job.mode == "bytes":
+            self.palette = color.palette_bytes(color.byte_palette())
+            self.reduce_mode = kernels.REDUCE_FIRST
+            self.file_bytes = {p.name: p for p in self.reader.files}
+        else:
+            self.palette = color.palette_bytes(color.value_palette())
+            self.reduce_mode = kernels.REDUCE_SIGNED_RMS
+        self.made_dirs: set[str] = set()
+        self.accs: dict[str, np.ndarray] = {}
+        self.tiles_written = 0
+        self.bytes_written = 0
+        lay = self.geo.layout
+        if lay.layout == "hilbert":
+            self.n = 1 << (lay.curve_order or 0)
+            self.seg_starts = np.array([s.h_start for s in lay.segments], np.int64)
+            self.offsets = np.zeros((self.t, self.t), np.int64)
+
+    # -- output ------------------------------------------------------------------------------
+    def write(self, a: TileAddress, idx: np.ndarray) -> None:
+        d = os.path.join(self.job.out_dir, "tiles", self.job.key, str(a.z), str(a.t_x))
+        if d not in self.made_dirs:
+            os.makedirs(d, exist_ok=True)
+            self.made_dirs.add(d)
+        data = encode_tile(idx, self.palette, self.ext)
+        write_atomic(Path(d) / f"{a.t_y}.{self.ext}", data)
+        self.tiles_written += 1
+        self.bytes_written += len(data)
+
+    def acc(self, name: str) -> np.ndarray:
+        a = self.accs.get(name)
+        if a is None:
+            a = self.accs[name] = kernels.new_acc()
+        return a
+
+    # -- leaves ------------------------------------------------------------------------------
+    def leaf(self, t_x: int, t_y: int) -> np.ndarray | None:
+        if (t_x, t_y) not in self.geo.occupied[self.geo.max_zoom]:
+            return None
+        if self.geo.layout.layout == "arch":
+            out = self._leaf_arch(t_x, t_y)
+        else:
+            out = self._leaf_hilbert(t_x, t_y)
+        self.reader.release()
+        return out
+
+    def _leaf_arch(self, t_x: int, t_y: int) -> np.ndarray:
+        t = self.t
+        out = np.full((t, t), color.PAD, np.uint8)
+        c_x0, c_y0 = t_x * t, t_y * t
+        placements = self.geo.layout.placements
+        for i in self.geo.leaf_placements[(t_x, t_y)]:
+            p = placements[i]
+            x0, x1 = max(p.c_x, c_x0), min(p.c_x + p.c_w, c_x0 + t)
+            y0, y1 = max(p.c_y, c_y0), min(p.c_y + p.c_h, c_y0 + t)
+            block = self.reader.read(p.tensor, p.e_r0 + (y0 - p.c_y), p.e_r0 + (y1 - p.c_y),
+                                     p.e_c0 + (x0 - p.c_x), p.e_c0 + (x1 - p.c_x))
+            kernels.colorize(block, self.job.scales[p.tensor],
+                             out[y0 - c_y0:y1 - c_y0, x0 - c_x0:x1 - c_x0], self.acc(p.tensor))
+        return out
+
+    def _leaf_hilbert(self, t_x: int, t_y: int) -> np.ndarray:
+        t = self.t
+        base = kernels.hilbert_tile_offsets(self.n, t_x * t, t_y * t, self.offsets)
+        flat = np.full(t * t, color.PAD, np.uint8)
+        segs = self.geo.layout.segments
+        first = max(0, int(np.searchsorted(self.seg_starts, base, side="right")) - 1)
+        for s in segs[first:]:
+            if s.h_start >= base + t * t:
+                break
+            lo, hi = max(s.h_start, base), min(s.h_start + s.length, base + t * t)
+            if hi <= lo:
+                continue
+            dst = flat[lo - base:hi - base]
+            if self.job.mode == "bytes":
+                raw = self.reader.raw_bytes_of(self.file_bytes[s.name])
+                dst[:] = color.BYTE_LUT[raw[lo - s.h_start:hi - s.h_start]]
+            else:
+                info = self.reader.info(s.name)
+                vals = _flat_read(self.reader, s.name, info.e_cols, lo - s.h_start, hi - lo)
+                kernels.colorize(vals.reshape(1, -1), self.job.scales[s.name],
+                                 dst.reshape(1, -1), self.acc(s.name))
+        return flat[self.offsets]
+
+    # -- subtrees ----------------------------------------------------------------------------
+    def subtree(self, a: TileAddress) -> np.ndarray | None:
+        """Render and write every tile under ``a`` (inclusive); returns ``a``'s own tile."""
+        if (a.t_x, a.t_y) not in self.geo.occupied[a.z]:
+            return None
+        if a.z == self.geo.max_zoom:
+            idx = self.leaf(a.t_x, a.t_y)
+        else:
+            idx = self.parent([self.subtree(c) for c in a.children()])
+        if idx is not None:
+            self.write(a, idx)
+        return idx
+
+    def parent(self, kids: Sequence[np.ndarray | None]) -> np.ndarray | None:
+        if all(k is None for k in kids):
+            return None
+        t = self.t
+        mosaic = np.full((2 * t, 2 * t), color.PAD, np.uint8)
+        for k, (oy, ox) in zip(kids, ((0, 0), (0, t), (t, 0), (t, t))):
+            if k is not None:
+                mosaic[oy:oy + t, ox:ox + t] = k
+        out = np.empty((t, t), np.uint8)
+        kernels.reduce_tile(mosaic, self.reduce_mode, out)
+        return out
+
+    def take_results(self) -> SceneResult:
+        r = SceneResult(self.accs, self.tiles_written, self.bytes_written)
+        self.accs, self.tiles_written, self.bytes_written = {}, 0, 0
+        return r
+
+
+def _flat_read(reader: MultiReader, name: str, cols: int, start: int, count: int) -> np.ndarray:
+    r0, c0 = divmod(start, cols)
+    if c0 + count <= cols:
+        return reader.read(name, r0, r0 + 1, c0, c0 + count).reshape(-1)
+    r1 = -(-(start + count) // cols)
+    return reader.read(name, r0, r1).reshape(-1)[c0:c0 + count]
+
+
+# -- process pool ------------------------------------------------------------------------------
+_WORKER: _Worker | None = None
+
+
+def _init_worker(job: SceneJob) -> None:
+    global _WORKER
+    _WORKER = _Worker(job)
+
+
+def _run_subtree(a: TileAddress) -> tuple[TileAddress, np.ndarray | None, SceneResult, int]:
+    assert _WORKER is not None
+    idx = _WORKER.subtree(a)
+    return a, idx, _WORKER.take_results(), _WORKER.geo.leaves_under(a)
+
+
+def _pool_context() -> mp.context.BaseContext:
+    methods = mp.get_all_start_methods()
+    return mp.get_context("fork" if "fork" in methods else "spawn")
+
+
+def render_scene(job: SceneJob, workers: int, progress: ProgressFn | None = None,
+                 reader: MultiReader | None = None) -> SceneResult:
+    """Render and write every tile of a scene; returns merged per-tensor accumulators."""
+    geo = job.geometry
+    kernels.warm_up()
+    split = 0 if workers <= 1 else geo.split_zoom(8 * workers)
+    roots = sorted((TileAddress(split, x, y) for x, y in geo.occupied[split]),
+                   key=lambda a: (a.t_y, a.t_x))
+    accs: dict[str, np.ndarray] = {}
+    written = nbytes = 0
+    level: dict[tuple[int, int], np.ndarray] = {}
+
+    def collect(a: TileAddress, idx: np.ndarray | None, res: SceneResult, leaves: int) -> None:
+        nonlocal written, nbytes
+        if idx is not None:
+            level[(a.t_x, a.t_y)] = idx
+        for name, acc in res.accs.items():
+            if name in accs:
+                kernels.merge_acc(accs[name], acc)
+            else:
+                accs[name] = acc
+        written += res.tiles_written
+        nbytes += res.bytes_written
+        if progress is not None:
+            progress(leaves)
+
+    if workers <= 1:
+        w = _Worker(job, reader)
+        for a in roots:
+            idx = w.subtree(a)
+            collect(a, idx, w.take_results(), geo.leaves_under(a))
+    else:
+        with _pool_context().Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
+            for a, idx, res, leaves in pool.imap_unordered(_run_subtree, roots):
+                collect(a, idx, res, leaves)
+        w = _Worker(job, reader)
+    # levels above the split, reduced here from the subtree roots
+    for z in range(split - 1, -1, -1):
+        nxt: dict[tuple[int, int], np.ndarray] = {}
+        for x, y in sorted(geo.occupied[z]):
+            kids = [level.get((c.t_x, c.t_y)) for c in TileAddress(z, x, y).children()]
+            idx = w.parent(kids)
+            if idx is not None:
+                w.write(TileAddress(z, x, y), idx)
+                nxt[(x, y)] = idx
+        level = nxt
+    res = w.take_results()
+    return SceneResult(accs, written + res.tiles_written, nbytes + res.bytes_written)
+
+
+def iter_tiles(geo: Geometry) -> Iterator[TileAddress]:
+    for z, occ in enumerate(geo.occupied):
+        for x, y in sorted(occ):
+            yield TileAddress(z, x, y)

@@ -1,0 +1,101 @@
+"""Value pass: each tensor's colour scale from a deterministic sample, and the statistics record.
+
+The scale s of a tensor is the 99.9th percentile of |v| over the finite elements of its sample
+(``numpy.quantile``, linear interpolation); if that is 0, the sample's max |v|; if that is 0 or
+the sample has no finite value, 1.0. The sample is the whole tensor up to SAMPLE_LIMIT elements,
+otherwise SAMPLE_RUNS evenly spaced runs of consecutive elements (row-major in the 2-D view)
+totalling SAMPLE_LIMIT. ``--scale global`` uses one s for all tensors: the 99.9th percentile of
+the union of the samples, each sample element weighted by numel/len(sample) of its tensor.
+
+Statistics (min, max, mean, std, rms, zero fraction, NaN/Inf counts) cover every element; they
+are accumulated by the leaf-tile kernels, which visit each element exactly once, so the data is
+streamed once for tiles and stats together.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .formats.base import Reader
+from .kernels import ACC_SIZE
+from .types import TensorInfo, TensorStats
+
+__all__ = ["SAMPLE_LIMIT", "SAMPLE_RUNS", "QUANTILE", "sample", "robust_scale", "global_scale",
+           "stats_from_acc"]
+
+SAMPLE_LIMIT = 1 << 20
+SAMPLE_RUNS = 64
+QUANTILE = 0.999
+
+
+def _flat_range(reader: Reader, t: TensorInfo, start: int, count: int) -> np.ndarray:
+    cols = t.e_cols
+    r0, c0 = divmod(start, cols)
+    if c0 + count <= cols:
+        return reader.read(t.name, r0, r0 + 1, c0, c0 + count).reshape(-1)
+    r1 = -(-(start + count) // cols)
+    block = reader.read(t.name, r0, r1).reshape(-1)
+    return block[c0:c0 + count]
+
+
+def sample(reader: Reader, t: TensorInfo) -> np.ndarray:
+    """The deterministic float32 sample of a tensor defined in the module docstring."""
+    n = t.numel
+    if n == 0:
+        return np.zeros(0, np.float32)
+    if n <= SAMPLE_LIMIT:
+        return reader.read(t.name, 0, t.e_rows).reshape(-1)
+    per = SAMPLE_LIMIT // SAMPLE_RUNS
+    parts = [_flat_range(reader, t, (i * (n - per)) // (SAMPLE_RUNS - 1), per)
+             for i in range(SAMPLE_RUNS)]
+    return np.concatenate(parts)
+
+
+def robust_scale(values: np.ndarray) -> float:
+    a = np.abs(values[np.isfinite(values)]).astype(np.float64)
+    if a.size == 0:
+        return 1.0
+    s = float(np.quantile(a, QUANTILE))
+    if s > 0 and math.isfinite(s):
+        return s
+    m = float(a.max())
+    return m if m > 0 else 1.0
+
+
+def global_scale(samples: list[tuple[np.ndarray, int]]) -> float:
+    """Weighted 99.9th percentile of |v| over (sample, numel) pairs (see module docstring)."""
+    vals, wts = [], []
+    for smp, numel in samples:
+        a = np.abs(smp[np.isfinite(smp)]).astype(np.float64)
+        if a.size:
+            vals.append(a)
+            wts.append(np.full(a.size, numel / smp.size))
+    if not vals:
+        return 1.0
+    v = np.concatenate(vals)
+    w = np.concatenate(wts)
+    order = np.argsort(v, kind="stable")
+    v, w = v[order], w[order]
+    cw = np.cumsum(w)
+    i = int(np.searchsorted(cw, QUANTILE * cw[-1], side="left"))
+    s = float(v[min(i, v.size - 1)])
+    if s > 0:
+        return s
+    m = float(v[-1])
+    return m if m > 0 else 1.0
+
+
+def stats_from_acc(acc: np.ndarray, numel: int, robust: float) -> TensorStats:
+    assert acc.shape == (ACC_SIZE,)
+    n, tot, tot2, lo, hi, zeros, nans, infs = (float(x) for x in acc)
+    if n > 0:
+        mean = tot / n
+        var = max(tot2 / n - mean * mean, 0.0)
+        std, rms = math.sqrt(var), math.sqrt(tot2 / n)
+    else:
+        mean = std = rms = lo = hi = math.nan
+    return TensorStats(min=lo, max=hi, mean=mean, std=std, rms=rms,
+                       zero_fraction=(zeros / numel) if numel else 0.0,
+                       nan_count=int(nans), inf_count=int(infs), robust=robust)
