@@ -45,6 +45,7 @@ def tiny_model_tensors() -> dict[str, np.ndarray]:
         HOSTILE: rng.standard_normal((24, 24)).astype(np.float32),
         "model.norm.weight": np.ones(48, dtype=np.float32),
         "model.conv.weight": rng.standard_normal((8, 3, 5)).astype(np.float32),
+        "lm_head.weight": rng.standard_normal((640, 256)).astype(np.float32) * 0.05,
     }
     for i in range(2):
         p = f"model.layers.{i}."

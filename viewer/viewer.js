@@ -131,9 +131,24 @@
 
   // ------------------------------------------------------------------ tile index
 
-  /** Which tiles of a scene exist (docs/manifest.md, "tile_index"); null = unknown, all may. */
+  /**
+   * Which tiles of a scene exist (docs/manifest.md, "tile_index"): a list of per-zoom bitmaps,
+   * or (older form) {"<z>": [[tx, ty], ...]}.
+   */
   function TileIndex(levels) {
     this.levels = {};
+    this.sets = null;
+    if (!Array.isArray(levels)) {
+      this.sets = {};
+      for (var z in levels) {
+        if (!Object.prototype.hasOwnProperty.call(levels, z)) continue;
+        var set = new Set();
+        var list = levels[z] || [];
+        for (var k = 0; k < list.length; k++) set.add(list[k][0] + "," + list[k][1]);
+        this.sets[z] = set;
+      }
+      return;
+    }
     for (var i = 0; i < levels.length; i++) {
       var lv = levels[i];
       var raw = atob(lv.bitmap || "");
@@ -143,6 +158,7 @@
     }
   }
   TileIndex.prototype.has = function (z, tx, ty) {
+    if (this.sets) return !!this.sets[z] && this.sets[z].has(tx + "," + ty);
     var lv = this.levels[z];
     if (!lv) return false;
     if (tx < 0 || ty < 0 || tx >= lv.cols || ty >= lv.rows) return false;
@@ -167,7 +183,7 @@
     this.groups = scene.groups || [];
     var cmaps = manifest.colormaps || (manifest.colormap ? { values: manifest.colormap } : {});
     this.colormap = cmaps[scene.colormap || "values"] || cmaps.values || null;
-    this.tileIndex = Array.isArray(scene.tile_index) ? new TileIndex(scene.tile_index) : null;
+    this.tileIndex = scene.tile_index && typeof scene.tile_index === "object" ? new TileIndex(scene.tile_index) : null;
     this.curve = scene.curve || null;
     this.isHilbert = scene.layout === "hilbert" && !!this.curve;
     // items: things drawn at a set of canvas rects: {name, label, rects: [[x, y, w, h]...]}
@@ -177,6 +193,9 @@
     this.pieces = [];
     if (this.isHilbert) this._buildHilbert();
     else this._buildPlacements();
+    // rects framing exactly one placement (a group there adds nothing to the tensor's label)
+    this.singleRects = {};
+    for (var i = 0; i < this.pieces.length; i++) this.singleRects[this.pieces[i].rect.join(",")] = true;
     this._buildGrid();
   }
 
@@ -427,32 +446,41 @@
       return s[0] < sw && s[1] < sh && s[0] + s[2] > 0 && s[1] + s[3] > 0;
     }
 
-    // Groups: faint frame + label above (or inside) the top-left corner.
+    // Groups: a faint dashed frame (blocks, sections) and a label above (or inside) the
+    // top-left corner. Block and section labels are placed before tensor labels; "prefix"
+    // groups after them, and not at all when they frame a single tensor.
+    var self = this;
     var g, s;
     ctx.lineWidth = 1;
     for (var gi = 0; gi < model.groups.length; gi++) {
       g = model.groups[gi];
+      if (g.kind === "prefix") continue;
       s = sRect(g.rect);
       if (!visible(s) || s[2] < 24 || s[3] < 8) continue;
-      ctx.strokeStyle = "rgba(255, 214, 120, 0.35)";
-      ctx.setLineDash([4, 3]);
+      ctx.strokeStyle = g.kind === "block" ? "rgba(255, 214, 120, 0.38)" : "rgba(200, 205, 215, 0.28)";
+      ctx.setLineDash(g.kind === "block" ? [4, 3] : [2, 3]);
       ctx.strokeRect(Math.round(s[0]) - 2.5, Math.round(s[1]) - 2.5, Math.round(s[2]) + 5, Math.round(s[3]) + 5);
       ctx.setLineDash([]);
     }
-    for (gi = 0; gi < model.groups.length; gi++) {
-      g = model.groups[gi];
-      s = sRect(g.rect);
-      if (!visible(s) || s[2] < 40 || s[3] < 8) continue;
-      var gtext = String(g.label);
-      var gw = this.textWidth(GROUP_FONT, gtext) + 2 * LABEL_PAD;
-      var gx = Math.max(s[0], 2);
-      var gy = s[1] - LABEL_H - 4;
-      if (gy < 2) gy = Math.max(s[1], 2);
-      if (gx + gw > s[0] + s[2] + 40) continue;
-      var gbox = [Math.round(gx), Math.round(gy), Math.ceil(gw), LABEL_H];
-      if (collides(placed, gbox)) continue;
-      placed.push({ text: gtext, name: gtext, kind: "group", box: gbox });
+    function placeGroupLabels(prefixes) {
+      for (var gj = 0; gj < model.groups.length; gj++) {
+        var grp = model.groups[gj];
+        if ((grp.kind === "prefix") !== prefixes) continue;
+        if (prefixes && model.singleRects[grp.rect.join(",")]) continue;
+        var gs = sRect(grp.rect);
+        if (!visible(gs) || gs[2] < 40 || gs[3] < 8) continue;
+        var gtext = self.fit(String(grp.label), Math.max(gs[2], 60) - 2 * LABEL_PAD, GROUP_FONT);
+        if (!gtext) continue;
+        var gw = Math.ceil(self.textWidth(GROUP_FONT, gtext) + 2 * LABEL_PAD);
+        var gx = Math.round(Math.max(gs[0], 2));
+        var above = [gx, Math.round(gs[1] - LABEL_H - 4), gw, LABEL_H];
+        var inside = [gx, Math.round(Math.max(gs[1], 2)), gw, LABEL_H];
+        var gbox = above[1] >= 2 && !collides(placed, above) ? above : inside;
+        if (collides(placed, gbox)) continue;
+        placed.push({ text: gtext, name: String(grp.label), kind: prefixes ? "prefix" : "group", box: gbox });
+      }
     }
+    placeGroupLabels(false);
 
     // Outlines of every piece big enough on screen.
     var hoverName = app.hover && app.hover.item ? app.hover.item.name : null;
@@ -502,17 +530,20 @@
       placed.push({ text: text, name: item.name, kind: "tensor", box: box });
     }
 
+    placeGroupLabels(true);
+
     // Draw labels (boxes first, then text).
     ctx.textBaseline = "middle";
     for (var li = 0; li < placed.length; li++) {
       var lab = placed[li];
       var b = lab.box;
       var active = lab.name === hoverName || lab.name === selName;
-      ctx.fillStyle = lab.kind === "group" ? "rgba(30, 24, 8, 0.82)" : active ? "rgba(0, 0, 0, 0.9)" : "rgba(12, 14, 20, 0.72)";
+      var isGroup = lab.kind !== "tensor";
+      ctx.fillStyle = isGroup ? "rgba(30, 24, 8, 0.82)" : active ? "rgba(0, 0, 0, 0.9)" : "rgba(12, 14, 20, 0.72)";
       roundRect(ctx, b[0], b[1], b[2], b[3], 3);
       ctx.fill();
-      ctx.font = lab.kind === "group" ? GROUP_FONT : LABEL_FONT;
-      ctx.fillStyle = lab.kind === "group" ? "#ffd98a" : active ? "#ffe08a" : "#eef1f6";
+      ctx.font = isGroup ? GROUP_FONT : LABEL_FONT;
+      ctx.fillStyle = lab.kind === "group" ? "#ffd98a" : lab.kind === "prefix" ? "#e8cf9a" : active ? "#ffe08a" : "#eef1f6";
       ctx.fillText(lab.text, b[0] + LABEL_PAD, b[1] + LABEL_H / 2 + 0.5);
     }
   };
@@ -538,9 +569,10 @@
    * The label text shortened to fit maxWidth, or null: the full label, then without ".weight",
    * then its trailing dotted parts ("…q_proj"), then the last part cut ("q_pr…").
    */
-  Overlay.prototype.fit = function (label, maxWidth) {
+  Overlay.prototype.fit = function (label, maxWidth, font) {
     var self = this;
-    function fits(t) { return self.textWidth(LABEL_FONT, t) <= maxWidth; }
+    font = font || LABEL_FONT;
+    function fits(t) { return self.textWidth(font, t) <= maxWidth; }
     if (fits(label)) return label;
     var base = label.replace(/\.weight$/, "");
     if (base !== label && fits(base)) return base;
@@ -684,9 +716,12 @@
       var mz = this.model.maxZoom;
       var bounds = this.llBoundsFromCRect([0, 0, this.model.cWidth, this.model.cHeight]);
       this.contentBounds = bounds;
-      this.map.setMinZoom(-MIN_ZOOM_BELOW_0);
-      this.map.setMaxZoom(mz + OVERZOOM);
-      this.map.setMaxBounds(bounds.pad(0.5));
+      // Limits are set without Leaflet's setters (which pan/zoom to obey them, animated) and
+      // enforced once the new view is set below.
+      this.map.setMaxBounds(null);
+      this.map.options.minZoom = -MIN_ZOOM_BELOW_0;
+      this.map.options.maxZoom = mz + OVERZOOM;
+      this.sceneChanged = true;
       this.tiles = new IndexedTileLayer(String(scene.tiles), this.model.tileIndex, {
         tileSize: this.manifest.tile_size || 512,
         minZoom: -MIN_ZOOM_BELOW_0,
@@ -708,9 +743,15 @@
       this.showStats(null);
     }
     if (view) {
-      this.map.setView(this.llFromC(view.cx, view.cy), view.z, { animate: false });
+      var z = Math.min(Math.max(view.z, this.map.getMinZoom()), this.map.getMaxZoom());
+      this.map.setView(this.llFromC(view.cx, view.cy), z, { animate: false });
     } else {
       this.map.fitBounds(this.contentBounds, { padding: [16, 16], animate: false });
+    }
+    if (this.sceneChanged) {
+      this.sceneChanged = false;
+      this.map.setMaxBounds(this.contentBounds.pad(0.5));
+      this.map.fire("zoomlevelschange");
     }
     this.overlay.request();
   };
@@ -843,7 +884,6 @@
     var cm = this.model.colormap;
     clear(d.legendTicks);
     clear(d.legendSwatches);
-    clear(d.legendValues);
     if (!cm || !cm.palette) {
       d.legendNote.textContent = "no colormap in the manifest";
       return;
@@ -876,10 +916,8 @@
       var tick = el("span", "wv-tick", tk.label);
       tick.style.left = left;
       d.legendTicks.appendChild(tick);
-      var val = el("span", "wv-tick", "");
-      val.style.left = left;
-      d.legendValues.appendChild(val);
     }
+    this._legendScale = undefined;
     var swatches = [
       ["padding", cm.padding_index], ["NaN", cm.nan_index],
       ["+Inf", cm.posinf_index], ["\u2212Inf", cm.neginf_index],
@@ -895,19 +933,17 @@
       d.legendSwatches.appendChild(item);
     }
     d.legendNote.textContent = "index = " + zero + " ± round(" + levels + "·" +
-      (cm.transfer === "linear" ? "" : "√") + "(min(|v|/s, 1)))";
+      (cm.transfer === "linear" ? "" : "√") + "min(|v|/s, 1))";
     this.updateLegendValues(null);
   };
 
   App.prototype.updateLegendValues = function (t) {
-    var spans = this.dom.legendValues.childNodes;
     var s = t && typeof t.scale === "number" ? t.scale : null;
     if (s === this._legendScale) return;
     this._legendScale = s;
-    for (var i = 0; i < spans.length && this.legendTicks; i++) {
-      spans[i].textContent = s === null ? "" : (this.legendTicks[i].f === 0 ? "0" : fmtSigned(this.legendTicks[i].f * s));
-    }
-    this.dom.legendValues.classList.toggle("wv-hidden", s === null);
+    var node = this.dom.legendValues;
+    node.textContent = s === null ? "s: hover a tensor" : "s = " + fmtNum(s) + "   s/4 = " + fmtNum(s / 4);
+    node.classList.toggle("wv-empty", s === null);
   };
 
   // -------------------------------------------------------------- search

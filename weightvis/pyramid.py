@@ -90,8 +90,26 @@ class SceneJob(NamedTuple):
 
 class SceneResult(NamedTuple):
     accs: dict[str, np.ndarray]
+    """Per-tensor statistics accumulators."""
     tiles_written: int
     bytes_written: int
+
+
+LeafAccs = dict[tuple[str, int, int], np.ndarray]
+"""(tensor, leaf t_y, leaf t_x) -> accumulator of the tensor's elements in that leaf."""
+
+
+def merge_leaf_accs(parts: LeafAccs) -> dict[str, np.ndarray]:
+    """Merge per-leaf accumulators in one canonical order, so that the statistics are the same
+    bit for bit whatever the number of workers and the order in which they finish."""
+    out: dict[str, np.ndarray] = {}
+    for key in sorted(parts):
+        name = key[0]
+        if name in out:
+            kernels.merge_acc(out[name], parts[key])
+        else:
+            out[name] = parts[key].copy()
+    return out
 
 
 class _Worker:
@@ -111,7 +129,8 @@ class _Worker:
             self.palette = color.palette_bytes(color.value_palette())
             self.reduce_mode = kernels.REDUCE_SIGNED_RMS
         self.made_dirs: set[str] = set()
-        self.accs: dict[str, np.ndarray] = {}
+        self.accs: LeafAccs = {}
+        self.leaf_at: tuple[int, int] = (0, 0)
         self.tiles_written = 0
         self.bytes_written = 0
         lay = self.geo.layout
@@ -132,15 +151,17 @@ class _Worker:
         self.bytes_written += len(data)
 
     def acc(self, name: str) -> np.ndarray:
-        a = self.accs.get(name)
+        key = (name, self.leaf_at[1], self.leaf_at[0])
+        a = self.accs.get(key)
         if a is None:
-            a = self.accs[name] = kernels.new_acc()
+            a = self.accs[key] = kernels.new_acc()
         return a
 
     # -- leaves ------------------------------------------------------------------------------
     def leaf(self, t_x: int, t_y: int) -> np.ndarray | None:
         if (t_x, t_y) not in self.geo.occupied[self.geo.max_zoom]:
             return None
+        self.leaf_at = (t_x, t_y)
         if self.geo.layout.layout == "arch":
             out = self._leaf_arch(t_x, t_y)
         else:
@@ -211,8 +232,8 @@ class _Worker:
         kernels.reduce_tile(mosaic, self.reduce_mode, out)
         return out
 
-    def take_results(self) -> SceneResult:
-        r = SceneResult(self.accs, self.tiles_written, self.bytes_written)
+    def take_results(self) -> tuple[LeafAccs, int, int]:
+        r = (self.accs, self.tiles_written, self.bytes_written)
         self.accs, self.tiles_written, self.bytes_written = {}, 0, 0
         return r
 
@@ -234,7 +255,8 @@ def _init_worker(job: SceneJob) -> None:
     _WORKER = _Worker(job)
 
 
-def _run_subtree(a: TileAddress) -> tuple[TileAddress, np.ndarray | None, SceneResult, int]:
+def _run_subtree(a: TileAddress
+                 ) -> tuple[TileAddress, np.ndarray | None, tuple[LeafAccs, int, int], int]:
     assert _WORKER is not None
     idx = _WORKER.subtree(a)
     return a, idx, _WORKER.take_results(), _WORKER.geo.leaves_under(a)
@@ -253,21 +275,18 @@ def render_scene(job: SceneJob, workers: int, progress: ProgressFn | None = None
     split = 0 if workers <= 1 else geo.split_zoom(8 * workers)
     roots = sorted((TileAddress(split, x, y) for x, y in geo.occupied[split]),
                    key=lambda a: (a.t_y, a.t_x))
-    accs: dict[str, np.ndarray] = {}
+    parts: LeafAccs = {}
     written = nbytes = 0
     level: dict[tuple[int, int], np.ndarray] = {}
 
-    def collect(a: TileAddress, idx: np.ndarray | None, res: SceneResult, leaves: int) -> None:
+    def collect(a: TileAddress, idx: np.ndarray | None, res: tuple[LeafAccs, int, int],
+                leaves: int) -> None:
         nonlocal written, nbytes
         if idx is not None:
             level[(a.t_x, a.t_y)] = idx
-        for name, acc in res.accs.items():
-            if name in accs:
-                kernels.merge_acc(accs[name], acc)
-            else:
-                accs[name] = acc
-        written += res.tiles_written
-        nbytes += res.bytes_written
+        parts.update(res[0])
+        written += res[1]
+        nbytes += res[2]
         if progress is not None:
             progress(leaves)
 
@@ -291,8 +310,8 @@ def render_scene(job: SceneJob, workers: int, progress: ProgressFn | None = None
                 w.write(TileAddress(z, x, y), idx)
                 nxt[(x, y)] = idx
         level = nxt
-    res = w.take_results()
-    return SceneResult(accs, written + res.tiles_written, nbytes + res.bytes_written)
+    _, top_written, top_bytes = w.take_results()
+    return SceneResult(merge_leaf_accs(parts), written + top_written, nbytes + top_bytes)
 
 
 def iter_tiles(geo: Geometry) -> Iterator[TileAddress]:

@@ -1,0 +1,322 @@
+"""End-to-end renders checked the way an outside script would: only manifest.json and the tile
+PNGs, against values read with safetensors.numpy and the manifest's written colour rule."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+import weightvis
+from weightvis.color import BYTE_LUT
+from weightvis.kernels import hilbert_xy2d
+
+from .conftest import BundleView, index_of, ramp_tensors, real_checkpoint
+
+
+def view2d(a: np.ndarray) -> np.ndarray:
+    if a.ndim == 0:
+        return a.reshape(1, 1)
+    if a.ndim == 1:
+        return a.reshape(1, -1)
+    return a.reshape(a.shape[0], -1)
+
+
+def parent_reference(kids: list[int]) -> int:
+    """PARENT_RULE, written from its text in the manifest."""
+    real = [k for k in kids if k != 0]
+    if not real:
+        return 0
+    special = [k for k in real if k in (1, 2, 3)]
+    if special:
+        return special[0]
+    u = [np.sign(k - 129) * ((abs(k - 129)) / 125) ** 2 for k in real]
+    v = float(np.sign(sum(u)) * np.sqrt(np.mean(np.square(u))))
+    q = int(np.floor(125 * np.sqrt(min(abs(v), 1.0)) + 0.5))
+    return 129 + q if v > 0 else 129 - q if v < 0 else 129 + q
+
+
+@pytest.fixture(scope="module")
+def minilm_bundle(tmp_path_factory: pytest.TempPathFactory) -> BundleView:
+    out = tmp_path_factory.mktemp("minilm") / "bundle"
+    weightvis.render([real_checkpoint("minilm")], out, workers=2)
+    return BundleView(out)
+
+
+@pytest.mark.slow
+def test_minilm_all_tensors_and_aligned_blocks(minilm_bundle: BundleView) -> None:
+    m = minilm_bundle.manifest
+    assert m["version"] == 1 and m["format"] == "weightvis-bundle"
+    assert len(m["tensors"]) == 104
+    scene = minilm_bundle.scene()
+    blocks = {g["label"]: g["rect"] for g in scene["groups"] if g["kind"] == "block"}
+    assert len(blocks) == 6
+    rel = set()
+    for b in range(6):
+        name = f"encoder.layer.{b}.attention.self.query.weight"
+        ps = [p for p in scene["placements"] if p["tensor"] == name]
+        assert len(ps) == 1
+        x, y, w, h = ps[0]["rect"]
+        bx, by, _, _ = blocks[f"block {b}"]
+        rel.add((x - bx, y - by, w, h))
+        assert m["tensors"][name]["block"] == b
+        assert m["tensors"][name]["slot"] == "attention.self.query.weight"
+    assert len(rel) == 1 and rel.pop()[2:] == (384, 384)
+
+
+@pytest.mark.slow
+def test_minilm_pixels_recomputed_from_manifest(minilm_bundle: BundleView) -> None:
+    ref = load_file(str(real_checkpoint("minilm")))
+    m = minilm_bundle.manifest
+    rng = np.random.default_rng(3)
+    names = sorted(m["tensors"])
+    checked = 0
+    for name in names:
+        v = view2d(ref[name])
+        s = m["tensors"][name]["scale"]
+        for _ in range(4):
+            r, c = int(rng.integers(v.shape[0])), int(rng.integers(v.shape[1]))
+            x, y = minilm_bundle.element_pixel(name, r, c)
+            assert minilm_bundle.pixel(minilm_bundle.scene(), x, y) == index_of(v[r, c], s), \
+                (name, r, c)
+            checked += 1
+    assert checked == 4 * 104
+    # the I64 tensor renders with its values
+    pid = view2d(ref["embeddings.position_ids"])
+    s = m["tensors"]["embeddings.position_ids"]["scale"]
+    assert m["tensors"]["embeddings.position_ids"]["dtype"] == "I64"
+    for c in (0, 1, 100, 511):
+        x, y = minilm_bundle.element_pixel("embeddings.position_ids", 0, c)
+        assert minilm_bundle.pixel(minilm_bundle.scene(), x, y) == index_of(pid[0, c], s)
+
+
+@pytest.mark.slow
+def test_minilm_stats_match_float64_numpy(minilm_bundle: BundleView) -> None:
+    ref = load_file(str(real_checkpoint("minilm")))
+    for name in ("embeddings.word_embeddings.weight", "encoder.layer.5.output.dense.bias",
+                 "embeddings.position_ids"):
+        v = ref[name].astype(np.float32).astype(np.float64)
+        st = minilm_bundle.manifest["tensors"][name]["stats"]
+        assert st["min"] == v.min() and st["max"] == v.max()
+        assert st["mean"] == pytest.approx(v.mean(), rel=1e-9, abs=1e-12)
+        assert st["std"] == pytest.approx(v.std(), rel=1e-6)
+        assert st["rms"] == pytest.approx(np.sqrt(np.mean(v * v)), rel=1e-9)
+        assert st["zero_fraction"] == pytest.approx(np.mean(v == 0))
+        assert st["nan_count"] == 0 and st["inf_count"] == 0
+
+
+@pytest.mark.slow
+def test_zeroed_row_is_one_full_width_line(tmp_path: Path) -> None:
+    ref = load_file(str(real_checkpoint("minilm")))
+    name = "encoder.layer.2.intermediate.dense.weight"
+    ref[name][100, :] = 0.0
+    p = tmp_path / "edited.safetensors"
+    save_file(ref, str(p))
+    bv = BundleView(weightvis.render([p], tmp_path / "b", workers=2).out)
+    scene = bv.scene()
+    (pl,) = [q for q in scene["placements"] if q["tensor"] == name]
+    x, y, w, h = pl["rect"]
+    assert (w, h) == (384, 1536)
+    row = [bv.pixel(scene, x + i, y + 100) for i in range(-1, w + 1)]
+    assert row[1:-1] == [129] * w            # the whole row is the zero colour ...
+    assert row[0] != 129 and row[-1] != 129  # ... and exactly as wide as the tensor
+    for other in (99, 101):
+        assert sum(bv.pixel(scene, x + i, y + other) == 129 for i in range(w)) < w // 4
+
+
+def test_ramp_every_pixel_and_every_parent(tmp_path: Path, ramp_file: Path) -> None:
+    bv = BundleView(weightvis.render([ramp_file], tmp_path / "b", workers=1).out)
+    scene = bv.scene()
+    tensors = ramp_tensors()
+    canvas = np.zeros((scene["height"], scene["width"]), np.int64)
+    for y in range(scene["height"]):
+        for x in range(scene["width"]):
+            canvas[y, x] = bv.pixel(scene, x, y)
+    drawn = np.zeros_like(canvas, dtype=bool)
+    for pl in scene["placements"]:
+        name = pl["tensor"]
+        v = view2d(tensors[name])
+        s = bv.manifest["tensors"][name]["scale"]
+        x, y, w, h = pl["rect"]
+        (r0, r1), (c0, c1) = pl["rows"], pl["cols"]
+        want = [[index_of(v[r, c], s) for c in range(c0, c1)] for r in range(r0, r1)]
+        np.testing.assert_array_equal(canvas[y:y + h, x:x + w], want)
+        drawn[y:y + h, x:x + w] = True
+    assert (canvas[~drawn] == 0).all()  # padding everywhere else
+    # parents from children by the written rule, level by level, up to zoom 0
+    level = np.zeros((512 * 2 ** scene["max_zoom"],) * 2, np.int64)
+    level[:canvas.shape[0], :canvas.shape[1]] = canvas
+    for z in range(scene["max_zoom"] - 1, -1, -1):
+        n = level.shape[0] // 2
+        up = np.array([[parent_reference([level[2 * i, 2 * j], level[2 * i, 2 * j + 1],
+                                          level[2 * i + 1, 2 * j], level[2 * i + 1, 2 * j + 1]])
+                        for j in range(n)] for i in range(n)])
+        for ty in range(n // 512):
+            for tx in range(n // 512):
+                tile = bv.tile(scene, z, tx, ty)
+                want = up[ty * 512:(ty + 1) * 512, tx * 512:(tx + 1) * 512]
+                if tile is None:
+                    assert (want == 0).all()
+                else:
+                    np.testing.assert_array_equal(tile, want)
+        level = up
+
+
+def test_nan_inf_and_stats(tmp_path: Path) -> None:
+    w = np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)
+    w[0, 0], w[0, 1], w[0, 2], w[1, 1] = np.nan, np.inf, -np.inf, 0.0
+    p = tmp_path / "x.safetensors"
+    save_file({"w": w}, str(p))
+    bv = BundleView(weightvis.render([p], tmp_path / "b", workers=1).out)
+    sc = bv.scene()
+    got = [bv.pixel(sc, *bv.element_pixel("w", 0, c)) for c in range(3)]
+    assert got == [1, 2, 3]
+    st = bv.manifest["tensors"]["w"]["stats"]
+    fin = w[np.isfinite(w)].astype(np.float64)
+    assert st["nan_count"] == 1 and st["inf_count"] == 2
+    assert st["min"] == fin.min() and st["max"] == fin.max()
+    assert st["zero_fraction"] == pytest.approx(1 / 64)
+
+
+def test_workers_give_identical_tiles(tmp_path: Path) -> None:
+    from weightvis.demo import write_demo_checkpoint
+
+    ck = write_demo_checkpoint(tmp_path / "ck")
+    a = weightvis.render([ck], tmp_path / "a", workers=1).out
+    b = weightvis.render([ck], tmp_path / "b", workers=2).out
+    fa = sorted(f.relative_to(a) for f in (a / "tiles").rglob("*.png"))
+    fb = sorted(f.relative_to(b) for f in (b / "tiles").rglob("*.png"))
+    assert fa == fb and len(fa) > 50
+    for f in fa:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (a, b))
+    assert ma == mb
+
+
+def test_hilbert_elements(tmp_path: Path, ramp_file: Path) -> None:
+    bv = BundleView(weightvis.render([ramp_file], tmp_path / "h", layout="hilbert",
+                                     workers=2).out)
+    sc = bv.scene()
+    assert sc["layout"] == "hilbert" and sc["placements"] == []
+    curve = sc["curve"]
+    n = 1 << curve["order"]
+    tensors = ramp_tensors()
+    total = 0
+    for seg in curve["segments"]:
+        v = view2d(tensors[seg["tensor"]]).reshape(-1)
+        s = bv.manifest["tensors"][seg["tensor"]]["scale"]
+        assert seg["length"] == v.size
+        for i in range(v.size):
+            # locate pixel of curve index start+i by brute-force inversion of xy2d in small n
+            h = seg["start"] + i
+            total += 1
+            x, y = _d2xy_by_search(n, h)
+            assert bv.pixel(sc, x, y) == index_of(v[i], s)
+    assert total == sum(t.size for t in tensors.values())
+
+
+_XY_CACHE: dict[int, dict[int, tuple[int, int]]] = {}
+
+
+def _d2xy_by_search(n: int, h: int) -> tuple[int, int]:
+    if n not in _XY_CACHE:
+        table = {}
+        for y in range(min(n, 64)):  # the ramp model fits in the first few rows of the curve
+            for x in range(min(n, 64)):
+                table[hilbert_xy2d(n, x, y)] = (x, y)
+        _XY_CACHE[n] = table
+    return _XY_CACHE[n][h]
+
+
+def test_hilbert_bytes(tmp_path: Path, ramp_file: Path) -> None:
+    bv = BundleView(weightvis.render([ramp_file], tmp_path / "hb", layout="hilbert",
+                                     hilbert_unit="byte", workers=1).out)
+    sc = bv.scene()
+    (seg,) = sc["curve"]["segments"]
+    raw = ramp_file.read_bytes()
+    assert seg["file"] == ramp_file.name and seg["length"] == len(raw)
+    lut = bv.manifest["colormaps"]["bytes"]["byte_to_index"]
+    assert lut == BYTE_LUT.tolist()
+    n = 1 << sc["curve"]["order"]
+    table = {hilbert_xy2d(n, x, y): (x, y) for y in range(n) for x in range(n)}
+    for h in range(0, len(raw), 7):
+        x, y = table[h]
+        assert bv.pixel(sc, x, y) == lut[raw[h]]
+    assert len(set(lut[1:])) > 100 and lut[0] != lut[0xFF]
+
+
+def test_global_scale(tmp_path: Path, ramp_file: Path) -> None:
+    m = weightvis.render([ramp_file], tmp_path / "g", scale="global", workers=1).manifest
+    scales = {t["scale"] for t in m["tensors"].values()}
+    assert len(scales) == 1 and m["scale"]["mode"] == "global"
+    # tensor k has values up to k+1: the weighted 99.9th percentile lies in the largest tensors
+    assert 9.0 < scales.pop() <= 11.0
+    per = weightvis.render([ramp_file], tmp_path / "t", workers=1).manifest
+    assert len({t["scale"] for t in per["tensors"].values()}) > 5
+
+
+def test_manifest_inlined_identically(tmp_path: Path) -> None:
+    hostile = "</script><img src=x onerror=alert(1)>"
+    p = tmp_path / "x.safetensors"
+    save_file({hostile: np.ones((3, 3), np.float32), "ok": np.zeros(4, np.float32)}, str(p))
+    out = weightvis.render([p], tmp_path / "b", workers=1).out
+    html = (out / "index.html").read_text()
+    m = re.search(r'<script type="application/json" id="weightvis-manifest">(.*?)</script>',
+                  html, re.S)
+    assert m is not None
+    assert json.loads(m.group(1)) == json.loads((out / "manifest.json").read_text())
+    assert hostile not in html  # never raw markup
+    assert "<img" not in html
+
+
+def test_avif_tiles(tmp_path: Path, ramp_file: Path) -> None:
+    from PIL import Image
+
+    out = weightvis.render([ramp_file], tmp_path / "a", tile_format="avif", workers=1).out
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["scenes"][0]["tiles"].endswith(".avif")
+    tiles = list((out / "tiles").rglob("*.avif"))
+    assert tiles and not list((out / "tiles").rglob("*.png"))
+    im = Image.open(tiles[0])
+    assert im.format == "AVIF" and im.size == (512, 512)
+
+
+def test_regen_html(tmp_path: Path, ramp_file: Path) -> None:
+    out = weightvis.render([ramp_file], tmp_path / "b", workers=1).out
+    before = (out / "index.html").read_text()
+    (out / "index.html").write_text("broken")
+    (out / "assets" / "viewer.js").unlink()
+    weightvis.regen_html(out)
+    assert (out / "index.html").read_text() == before
+    assert (out / "assets" / "viewer.js").is_file()
+
+
+def test_demo_has_the_planted_features(tmp_path: Path) -> None:
+    from weightvis.demo import DEAD_HEAD, OUTLIER_CHANNEL, QUANTIZED_LAYER, render_demo
+
+    bv = BundleView(render_demo(tmp_path / "d", workers=2).out)
+    m = bv.manifest
+    sc = bv.scene()
+    assert "lm_head.weight" not in m["tensors"]  # tied embeddings
+    layer, head = DEAD_HEAD
+    q = f"model.layers.{layer}.self_attn.q_proj.weight"
+    for r in range(head * 64, head * 64 + 64, 9):
+        assert {bv.pixel(sc, *bv.element_pixel(q, r, c)) for c in range(0, 512, 37)} == {129}
+    other = f"model.layers.{layer}.self_attn.q_proj.weight"
+    assert len({bv.pixel(sc, *bv.element_pixel(other, 0, c)) for c in range(64)}) > 10
+
+    def brightness(name: str, col: int) -> float:
+        return float(np.mean([abs(bv.pixel(sc, *bv.element_pixel(name, r, col)) - 129)
+                              for r in range(0, 512, 5)]))
+
+    g = "model.layers.4.mlp.gate_proj.weight"
+    assert brightness(g, OUTLIER_CHANNEL) > 2 * brightness(g, OUTLIER_CHANNEL + 1)
+    qz = f"model.layers.{QUANTIZED_LAYER}.mlp.up_proj.weight"
+    levels = {bv.pixel(sc, *bv.element_pixel(qz, 7, c)) for c in range(512)}
+    assert len(levels) <= 7
+    normal = "model.layers.4.mlp.up_proj.weight"
+    assert len({bv.pixel(sc, *bv.element_pixel(normal, 7, c)) for c in range(512)}) > 30
