@@ -320,3 +320,27 @@ def test_demo_has_the_planted_features(tmp_path: Path) -> None:
     assert len(levels) <= 7
     normal = "model.layers.4.mlp.up_proj.weight"
     assert len({bv.pixel(sc, *bv.element_pixel(normal, 7, c)) for c in range(512)}) > 30
+
+
+def test_tile_index_lists_exactly_the_tiles_written(tmp_path: Path) -> None:
+    import base64
+
+    from weightvis.demo import write_demo_checkpoint
+
+    out = weightvis.render([write_demo_checkpoint(tmp_path / "ck")], tmp_path / "b",
+                           workers=2).out
+    m = json.loads((out / "manifest.json").read_text())
+    for sc in m["scenes"]:
+        listed = set()
+        for lv in sc["tile_index"]:
+            bits = np.frombuffer(base64.b64decode(lv["bitmap"]), np.uint8)
+            present = np.unpackbits(bits, bitorder="little")[: lv["rows"] * lv["cols"]]
+            for i in np.flatnonzero(present):
+                listed.add((lv["z"], int(i % lv["cols"]), int(i // lv["cols"])))
+        on_disk = {(int(p.parts[-3]), int(p.parts[-2]), int(p.stem))
+                   for p in (out / "tiles" / sc["key"]).rglob("*.png")}
+        assert listed == on_disk
+        assert {z for z, _, _ in on_disk} == set(range(sc["max_zoom"] + 1))
+        # all-padding tiles are not written: the grid at max zoom has holes in this layout
+        top = sc["tile_index"][-1]
+        assert len([t for t in on_disk if t[0] == sc["max_zoom"]]) < top["cols"] * top["rows"]

@@ -5,6 +5,7 @@ complete (a failed run leaves nothing half-written, and never touches a folder t
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -12,6 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from . import __version__, color
 from .encode import check_format
@@ -103,6 +106,20 @@ def regen_html(bundle: str | os.PathLike[str]) -> Path:
     return b / "index.html"
 
 
+def _tile_index(geo: Geometry) -> list[dict[str, Any]]:
+    """Per zoom, a bitmap of the tiles that exist (README, "tile_index")."""
+    out = []
+    for z, occ in enumerate(geo.occupied):
+        cols, rows = geo.grid(z)
+        present = np.zeros((rows, cols), bool)
+        for x, y in occ:
+            present[y, x] = True
+        bits = np.packbits(present, axis=None, bitorder="little").tobytes()
+        out.append({"z": z, "cols": cols, "rows": rows,
+                    "bitmap": base64.b64encode(bits).decode("ascii")})
+    return out
+
+
 def _scene_json(key: str, label: str, lay: SceneLayout, geo: Geometry, ext: str,
                 colormap: str) -> dict[str, Any]:
     scene: dict[str, Any] = {
@@ -111,8 +128,7 @@ def _scene_json(key: str, label: str, lay: SceneLayout, geo: Geometry, ext: str,
         "tiles": f"tiles/{key}/{{z}}/{{x}}/{{y}}.{ext}", "colormap": colormap,
         "placements": [p.to_json() for p in lay.placements],
         "groups": [g.to_json() for g in lay.groups],
-        "tile_index": {str(z): sorted([x, y] for x, y in occ)
-                       for z, occ in enumerate(geo.occupied)},
+        "tile_index": _tile_index(geo),
         "curve": None,
     }
     if lay.layout == "hilbert":

@@ -1,0 +1,110 @@
+"""Kernels against their numpy references; palette properties the manifest promises."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from weightvis import color, kernels
+
+RNG = np.random.default_rng(11)
+
+
+def test_colorize_matches_reference_rule_including_bin_edges() -> None:
+    s = 0.37
+    q = np.arange(126, dtype=np.float64)
+    edges = s * ((q + 0.5) / 125) ** 2  # exact bin boundaries of the sqrt transfer
+    v = np.concatenate([[0.0, -0.0, s, -s, 10 * s, 1e-30, np.nan, np.inf, -np.inf], edges,
+                        np.nextafter(edges, 0), np.nextafter(edges, 1), -edges,
+                        RNG.standard_normal(5000) * s]).astype(np.float32)
+    v = v[: (v.size // 7) * 7].reshape(7, -1)
+    out = np.zeros(v.shape, np.uint8)
+    acc = kernels.new_acc()
+    kernels.colorize(v, s, out, acc)
+    np.testing.assert_array_equal(out, color.value_index(v, s))
+    # strided destination (a tile sub-rectangle) gives the same
+    big = np.zeros((9, v.shape[1] + 5), np.uint8)
+    kernels.colorize(v, s, big[1:8, 2:2 + v.shape[1]], kernels.new_acc())
+    np.testing.assert_array_equal(big[1:8, 2:2 + v.shape[1]], out)
+    fin = v[np.isfinite(v)].astype(np.float64)
+    n, tot, tot2, lo, hi, zeros, nans, infs = acc
+    assert n == fin.size and lo == fin.min() and hi == fin.max()
+    assert tot == pytest.approx(fin.sum()) and tot2 == pytest.approx((fin * fin).sum())
+    assert zeros == np.count_nonzero(fin == 0) and nans == 1 and infs == 2
+
+
+def test_colorize_rejects_bad_input() -> None:
+    with pytest.raises(ValueError):
+        kernels.colorize(np.zeros((2, 2), np.float64), 1.0, np.zeros((2, 2), np.uint8),
+                         kernels.new_acc())
+    with pytest.raises(ValueError, match="scale"):
+        kernels.colorize(np.zeros((2, 2), np.float32), 0.0, np.zeros((2, 2), np.uint8),
+                         kernels.new_acc())
+
+
+def test_signed_rms_reduction() -> None:
+    u = color.level_values()
+    kids = RNG.integers(4, 255, (64, 64)).astype(np.uint8)
+    kids[0, 0] = 0
+    kids[0:2, 2:4] = 0          # all padding
+    kids[2, 2] = 1              # NaN wins
+    out = np.zeros((32, 32), np.uint8)
+    kernels.reduce_tile(kids, kernels.REDUCE_SIGNED_RMS, out)
+    assert out[0, 1] == color.PAD  # all four children are padding
+    assert out[1, 1] == color.NAN  # a non-finite child stays visible
+    for i in range(32):
+        for j in range(32):
+            block = [int(k) for k in kids[2 * i:2 * i + 2, 2 * j:2 * j + 2].reshape(-1)]
+            real = [k for k in block if k != 0]
+            if not real:
+                want = 0
+            elif any(k in (1, 2, 3) for k in real):
+                want = next(k for k in real if k in (1, 2, 3))
+            else:
+                lv = np.array([u[k] for k in real])
+                val = np.sign(lv.sum()) * np.sqrt(np.mean(lv ** 2))
+                want = int(color.value_index(np.array([val]), 1.0)[0]) if val != 0 else \
+                    129 + int(np.floor(125 * np.sqrt(np.sqrt(np.mean(lv ** 2))) + 0.5))
+            assert out[i, j] == want, (i, j, block)
+
+
+def test_noise_neither_fades_nor_saturates_when_zoomed_out() -> None:
+    v = RNG.standard_normal((1024, 1024)).astype(np.float32)
+    idx = np.zeros(v.shape, np.uint8)
+    kernels.colorize(v, float(np.quantile(np.abs(v), 0.999)), idx, kernels.new_acc())
+    levels = [np.abs(idx.astype(int) - 129).mean()]
+    for _ in range(4):
+        h = idx.shape[0] // 2
+        out = np.zeros((h, h), np.uint8)
+        kernels.reduce_tile(idx, kernels.REDUCE_SIGNED_RMS, out)
+        idx = out
+        levels.append(np.abs(idx.astype(int) - 129).mean())
+        assert (idx > 129).mean() == pytest.approx(0.5, abs=0.05)  # both hues stay
+    # brightness stays within a band (a plain mean would drop by ~2x per level)
+    assert min(levels) > 0.8 * levels[0] and max(levels) < 1.5 * levels[0]
+
+
+def test_palette_contract() -> None:
+    pal = color.value_palette().astype(int)
+    assert tuple(pal[color.ZERO]) == (0, 0, 0)
+    lum = pal[color.ZERO:color.ZERO + 126].sum(axis=1)
+    assert (np.diff(lum) >= 0).all()  # brightness grows with |v|
+    assert (np.diff(pal[color.ZERO - 125:color.ZERO + 1][::-1].sum(axis=1)) >= 0).all()
+    pos, neg = pal[color.ZERO + 60], pal[color.ZERO - 60]
+    assert pos[0] > pos[2] and neg[2] > neg[0]  # hue gives the sign
+    values = pal[4:255]
+    for special in (color.PAD, color.NAN, color.POSINF, color.NEGINF):
+        d = np.abs(values - pal[special]).sum(axis=1)
+        assert d.min() > 40, special  # no value colour is near padding / NaN / Inf
+
+
+def test_hilbert_roundtrip_and_tile_contiguity() -> None:
+    n = 2048
+    for h in RNG.integers(0, n * n, 500):
+        x, y = kernels.hilbert_d2xy(n, int(h))
+        assert kernels.hilbert_xy2d(n, x, y) == h
+    off = np.zeros((512, 512), np.int64)
+    for tx, ty in ((0, 0), (3, 1), (2, 3)):
+        base = kernels.hilbert_tile_offsets(n, tx * 512, ty * 512, off)
+        assert base % (512 * 512) == 0
+        assert np.array_equal(np.sort(off.reshape(-1)), np.arange(512 * 512))

@@ -1,0 +1,42 @@
+"""The wheel carries the viewer (top-level viewer/ is shipped as weightvis/_viewer) and the
+installed package renders a bundle with it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_wheel_contains_viewer_and_vendored_leaflet(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    res = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation",
+                          "--outdir", str(tmp_path), str(root)], capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (whl,) = tmp_path.glob("weightvis-*.whl")
+    names = set(zipfile.ZipFile(whl).namelist())
+    for f in ("weightvis/_viewer/index.html.j2", "weightvis/_viewer/viewer.js",
+              "weightvis/_viewer/viewer.css", "weightvis/_viewer/vendor/leaflet-1.9.4/leaflet.js",
+              "weightvis/_viewer/vendor/leaflet-1.9.4/leaflet.css",
+              "weightvis/_viewer/vendor/leaflet-1.9.4/LICENSE", "weightvis/py.typed",
+              "weightvis/cli.py", "weightvis/formats/safetensors.py", "weightvis/layout/arch.py"):
+        assert f in names, f
+    assert not any(n.startswith("tests/") for n in names)
+    # installed from the wheel (no source tree beside it), a render finds the viewer
+    site = tmp_path / "site"
+    zipfile.ZipFile(whl).extractall(site)
+    code = ("import sys, numpy as np; from safetensors.numpy import save_file; import weightvis;"
+            "assert weightvis.__file__.startswith(sys.argv[1]), weightvis.__file__;"
+            "save_file({'w': np.ones((3, 3), np.float32)}, sys.argv[2] + '/m.safetensors');"
+            "weightvis.render([sys.argv[2] + '/m.safetensors'], sys.argv[2] + '/out', workers=1)")
+    res = subprocess.run([sys.executable, "-c", code, str(site), str(tmp_path)],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "leaflet.js" in (tmp_path / "out" / "index.html").read_text()
+    assert (tmp_path / "out" / "assets" / "leaflet.js").is_file()
