@@ -23,8 +23,8 @@ from .formats import MultiReader, open_checkpoint
 from .kernels import new_acc
 from .layout import arch_layout, hilbert_layout
 from .pyramid import Geometry, SceneJob, render_scene
-from .types import TILE_SIZE, HilbertUnit, LayoutKind, SceneLayout, ScaleMode, TileFormat
-from .values import global_scale, robust_scale, sample, stats_from_acc
+from .types import TILE_SIZE, HilbertUnit, LayoutKind, ScaleMode, SceneLayout, TileFormat
+from .values import global_scale, robust_scale, sample, stats_from_acc, thin
 
 __all__ = ["render", "regen_html", "RenderResult", "MANIFEST_VERSION", "is_bundle",
            "read_manifest"]
@@ -198,18 +198,19 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
 
     # value pass: scales from samples
     scales: dict[str, float] = {}
-    samples = []
+    kept = []  # for --scale global: every tensor's sample, thinned to bound memory
     for t in tensors:
         smp = sample(reader, t)
         reader.release()
         scales[t.name] = robust_scale(smp)
-        samples.append((smp, t.numel))
+        if scale == "global":
+            kept.append((thin(smp), t.numel))
         tick("scales", 1, len(tensors))
     robust = dict(scales)
     if scale == "global":
-        g = global_scale(samples)
+        g = global_scale(kept)
         scales = {k: g for k in scales}
-    del samples
+    del kept
 
     # output goes to a temporary sibling, moved into place at the end
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -264,10 +265,22 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
                         time.perf_counter() - t0, sum(t.numel for t in tensors))
 
 
+_GENERIC_NAMES = {"model", "models", "weights", "checkpoint", "checkpoints", "snapshot", "ckpt"}
+
+
 def _default_title(srcs: list[str]) -> str:
+    """The input's name; for generic file names (model.safetensors, shards, index) its folder's,
+    with the parent folder too when the folder's name alone says little."""
     p = Path(srcs[0]).resolve()
-    return p.name if p.is_dir() else p.stem if p.parent.name in ("", ".") else \
-        f"{p.parent.name}/{p.name}"
+    if not p.is_dir():
+        stem = p.name.split("-")[0].split(".")[0]
+        generic = ("model", "pytorch_model", "consolidated", "diffusion_pytorch_model")
+        if not (p.name.endswith(".index.json") or stem in generic):
+            return p.name
+        p = p.parent
+    if p.name.lower() in _GENERIC_NAMES and p.parent.name:
+        return f"{p.parent.name}/{p.name}"
+    return p.name
 
 
 def _move_into_place(tmp: Path, out_dir: Path) -> None:

@@ -147,29 +147,25 @@ def values_colormap() -> dict[str, Any]:
 # brightness within a class grows with the byte value.
 
 def _byte_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(byte -> palette index LUT, palette). Index 0 is padding."""
+    classes: list[tuple[list[int], tuple[int, int, int], tuple[int, int, int], int]] = [
+        # bytes, darkest colour, brightest colour, shades
+        ([0x00], (0, 0, 0), (0, 0, 0), 1),
+        ([0xFF], (255, 255, 255), (255, 255, 255), 1),
+        (list(range(0x20, 0x7F)), (30, 70, 150), (70, 150, 255), 95),    # printable ASCII
+        (list(range(0x01, 0x20)) + [0x7F], (20, 110, 40), (60, 230, 80), 32),  # control
+        (list(range(0x80, 0xFF)), (110, 25, 25), (255, 75, 65), 64),    # high bytes, in pairs
+    ]
     lut = np.zeros(256, np.uint8)
-    pal = np.zeros((256, 3), np.uint8)
-    pal[PAD] = value_palette()[PAD]
+    pal = np.tile(value_palette()[PAD], (256, 1))
     nxt = 1
-    lut[0x00] = nxt; pal[nxt] = (0, 0, 0); nxt += 1
-    lut[0xFF] = nxt; pal[nxt] = (255, 255, 255); nxt += 1
-    printable = list(range(0x20, 0x7F))
-    control = [b for b in range(0x01, 0x20)] + [0x7F]
-    for i, b in enumerate(printable):
-        t = i / (len(printable) - 1)
-        lut[b] = nxt; pal[nxt] = (int(30 + 40 * t), int(70 + 80 * t), int(150 + 105 * t)); nxt += 1
-    for i, b in enumerate(control):
-        t = i / (len(control) - 1)
-        lut[b] = nxt; pal[nxt] = (int(20 + 40 * t), int(110 + 120 * t), int(40 + 40 * t)); nxt += 1
-    high = list(range(0x80, 0xFF))  # 127 values share 64 shades (pairs)
-    base = nxt
-    for j in range(64):
-        t = j / 63
-        pal[base + j] = (int(110 + 145 * t), int(25 + 50 * t), int(25 + 40 * t))
-    for i, b in enumerate(high):
-        lut[b] = base + min(63, i // 2)
-    nxt = base + 64
-    pal[nxt:] = pal[PAD]
+    for byte_values, lo, hi, shades in classes:
+        for j in range(shades):
+            t = j / max(shades - 1, 1)
+            pal[nxt + j] = [int(a + (b - a) * t) for a, b in zip(lo, hi, strict=True)]
+        for i, b in enumerate(byte_values):
+            lut[b] = nxt + i * shades // len(byte_values)
+        nxt += shades
     return lut, pal
 
 
@@ -184,7 +180,8 @@ def byte_colormap() -> dict[str, Any]:
         "byte_to_index": BYTE_LUT.tolist(),
         "rule": "index = byte_to_index[byte]; 0x00 black, 0xFF white, printable ASCII blue, "
                 "other control bytes green, 0x80-0xFE red (pairs share a shade); padding -> 0. "
-                "Zoomed-out pixels take the top-left non-padding child (byte classes do not average).",
+                "Zoomed-out pixels take the top-left non-padding child (byte classes do not "
+                "average).",
     }
 
 

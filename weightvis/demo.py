@@ -61,7 +61,7 @@ def demo_tensors() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(_SEED)
 
     def mat(rows: int, cols: int, gain: float) -> np.ndarray:
-        w = rng.standard_normal((rows, cols), dtype=np.float32) / np.sqrt(cols) * gain
+        w: np.ndarray = rng.standard_normal((rows, cols), dtype=np.float32) / np.sqrt(cols) * gain
         w *= (1 + 0.25 * rng.standard_normal((rows, 1), dtype=np.float32))  # per-row scale
         return w
 

@@ -225,7 +225,7 @@ class _Worker:
             return None
         t = self.t
         mosaic = np.full((2 * t, 2 * t), color.PAD, np.uint8)
-        for k, (oy, ox) in zip(kids, ((0, 0), (0, t), (t, 0), (t, t))):
+        for k, (oy, ox) in zip(kids, ((0, 0), (0, t), (t, 0), (t, t)), strict=False):
             if k is not None:
                 mosaic[oy:oy + t, ox:ox + t] = k
         out = np.empty((t, t), np.uint8)

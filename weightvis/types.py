@@ -121,7 +121,7 @@ class TileAddress(NamedTuple):
     t_x: int
     t_y: int
 
-    def children(self) -> tuple["TileAddress", "TileAddress", "TileAddress", "TileAddress"]:
+    def children(self) -> tuple[TileAddress, TileAddress, TileAddress, TileAddress]:
         z, x, y = self.z + 1, 2 * self.t_x, 2 * self.t_y
         return (TileAddress(z, x, y), TileAddress(z, x + 1, y),
                 TileAddress(z, x, y + 1), TileAddress(z, x + 1, y + 1))

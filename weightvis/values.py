@@ -5,7 +5,8 @@ The scale s of a tensor is the 99.9th percentile of |v| over the finite elements
 the sample has no finite value, 1.0. The sample is the whole tensor up to SAMPLE_LIMIT elements,
 otherwise SAMPLE_RUNS evenly spaced runs of consecutive elements (row-major in the 2-D view)
 totalling SAMPLE_LIMIT. ``--scale global`` uses one s for all tensors: the 99.9th percentile of
-the union of the samples, each sample element weighted by numel/len(sample) of its tensor.
+the union of the samples (each thinned to every k-th element, at most 2^16), each sample element
+weighted by numel/len(sample) of its tensor.
 
 Statistics (min, max, mean, std, rms, zero fraction, NaN/Inf counts) cover every element; they
 are accumulated by the leaf-tile kernels, which visit each element exactly once, so the data is
@@ -23,7 +24,7 @@ from .kernels import ACC_SIZE
 from .types import TensorInfo, TensorStats
 
 __all__ = ["SAMPLE_LIMIT", "SAMPLE_RUNS", "QUANTILE", "sample", "robust_scale", "global_scale",
-           "stats_from_acc"]
+           "stats_from_acc", "thin", "GLOBAL_SAMPLE_LIMIT"]
 
 SAMPLE_LIMIT = 1 << 20
 SAMPLE_RUNS = 64
@@ -51,6 +52,16 @@ def sample(reader: Reader, t: TensorInfo) -> np.ndarray:
     parts = [_flat_range(reader, t, (i * (n - per)) // (SAMPLE_RUNS - 1), per)
              for i in range(SAMPLE_RUNS)]
     return np.concatenate(parts)
+
+
+GLOBAL_SAMPLE_LIMIT = 1 << 16
+
+
+def thin(values: np.ndarray) -> np.ndarray:
+    """Every k-th element of a sample, at most GLOBAL_SAMPLE_LIMIT of them (for --scale global,
+    which must hold every tensor's sample at once)."""
+    k = -(-values.size // GLOBAL_SAMPLE_LIMIT)
+    return values[::k].copy() if k > 1 else values
 
 
 def robust_scale(values: np.ndarray) -> float:

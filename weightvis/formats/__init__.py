@@ -26,7 +26,8 @@ _SKIP_SUFFIXES = {".json", ".md", ".txt", ".model", ".py", ".yaml", ".yml", ".gi
 
 
 def detect_format(path: Path) -> str:
-    """``safetensors``, ``gguf``, ``pytorch-zip``, ``pytorch-pickle`` or ``unknown`` (magic bytes)."""
+    """``safetensors``, ``gguf``, ``pytorch-zip``, ``pytorch-pickle`` or ``unknown``, by magic
+    bytes."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(16)

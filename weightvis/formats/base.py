@@ -50,7 +50,7 @@ class Reader(abc.ABC):
     def close(self) -> None:
         """Release file handles; the reader is unusable afterwards."""
 
-    def __enter__(self) -> "Reader":
+    def __enter__(self) -> Reader:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -52,7 +52,8 @@ _F8_E8M0 = f8_e8m0_table()
 
 def _lut(table: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     def dec(a: np.ndarray) -> np.ndarray:
-        return table[a]
+        out: np.ndarray = table[a]
+        return out
     return dec
 
 

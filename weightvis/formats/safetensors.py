@@ -133,7 +133,7 @@ class SafetensorsReader(Reader):
             if end > begin:
                 spans.append((begin, end, name))
         spans.sort()
-        for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
+        for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:], strict=False):
             if b1 < e0:
                 raise FormatError(p, f"data of {n1!r} [{b1}, ...) overlaps {n0!r} "
                                      f"[{b0}, {e0})", tensor=n1, offset=self._data_start + b1)

@@ -35,8 +35,10 @@ def natural_key(s: str) -> tuple[object, ...]:
 
 
 class BlockParse(NamedTuple):
+    """``model.layers.3.mlp.up_proj.weight`` -> (``model.layers``, 3, ``mlp.up_proj.weight``)."""
+
     prefix: str
-    index: int
+    block: int
     sub: str
 
 
@@ -56,7 +58,7 @@ def detect_blocks(names: Sequence[str]) -> str | None:
         p = parse_block(n)
         if p is not None:
             counts[p.prefix] += 1
-            indices[p.prefix].add(p.index)
+            indices[p.prefix].add(p.block)
     if not counts:
         return None
     best = sorted(counts, key=lambda k: (-counts[k], -len(indices[k]), k))[0]
@@ -204,21 +206,21 @@ def _pack_section(tensors: Sequence[TensorInfo], c_w: int, gap: int, origin: tup
         vecs = [it for it in items if not (it.h > 1 or len(it.pieces) > 1)]
         offs, w, h = _shelf([(it.w, it.h) for it in mats], c_w, gap)
         voffs, vw, vh = _vector_stack(vecs, max(1, gap // 4))
-        placed = list(zip(mats, offs))
+        placed = list(zip(mats, offs, strict=False))
         if vecs:
             vx = w + gap if mats else 0
             if mats and vx + vw > c_w:  # vectors below the matrices
                 vx, vy = 0, h + gap
             else:
                 vy = 0
-            placed += [(it, (vx + ox, vy + oy)) for it, (ox, oy) in zip(vecs, voffs)]
+            placed += [(it, (vx + ox, vy + oy)) for it, (ox, oy) in zip(vecs, voffs, strict=False)]
             w, h = max(w, vx + vw), max(h, vy + vh)
         boxes.append((prefix, placed, w, h))
     goffs, w, h = _shelf([(b[2], b[3]) for b in boxes], c_w, 2 * gap)
     placements: list[Placement] = []
     groups: list[Group] = []
     ox, oy = origin
-    for (prefix, placed, bw, bh), (gx, gy) in zip(boxes, goffs):
+    for (prefix, placed, bw, bh), (gx, gy) in zip(boxes, goffs, strict=False):
         for it, (ix, iy) in placed:
             for p in it.pieces:
                 placements.append(Placement(it.name, ox + gx + ix + p.dx, oy + gy + iy + p.dy,
@@ -250,7 +252,7 @@ def _plan_block(slot_sizes: dict[str, tuple[int, int]], gap: int) -> _BlockPlan:
         mats = [s for s in ks if slot_sizes[s][0] > 1]
         vecs = [s for s in ks if slot_sizes[s][0] <= 1]
         offs, w, h = _shelf([(slot_sizes[s][1], slot_sizes[s][0]) for s in mats], c_max_w, gap)
-        for s, (ox, oy) in zip(mats, offs):
+        for s, (ox, oy) in zip(mats, offs, strict=False):
             offsets[s] = (ox, y + oy)
         if vecs:
             vgap = max(1, gap // 4)
@@ -284,7 +286,7 @@ def arch_layout(tensors: Sequence[TensorInfo]) -> SceneLayout:
     for t in tensors:
         p = parse_block(t.name)
         if p is not None and p.prefix == prefix:
-            block_ts[p.index][p.sub] = t
+            block_ts[p.block][p.sub] = t
         else:
             outside.append(t)
     slot_sizes: dict[str, tuple[int, int]] = {}
