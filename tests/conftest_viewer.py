@@ -5,7 +5,7 @@
 * ``open_page``: opens a ``file://`` URL in a fresh context and records console errors, page
   errors, dialogs and every request URL, so a test can assert none went wrong / off ``file://``.
 * tiny checkpoints written with ``safetensors.numpy.save_file``, and ``make_handmade_bundle``: a
-  bundle built without the pipeline (palette PNG tiles + a manifest per docs/manifest.md), for the
+  bundle built without the pipeline (palette PNG tiles + a manifest per README "The bundle and its manifest"), for the
   viewer paths the pipeline's tiny fixtures don't reach (two scenes, byte-unit curves).
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -76,8 +77,11 @@ def chromium_args() -> list[str]:
 def chromium() -> Iterator[Any]:
     exe = shutil.which("chromium")
     if exe is None:
-        pytest.skip("chromium is not on PATH (CI installs Debian's chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+        msg = "chromium is not on PATH (.ci/run installs Debian's chromium)"
+        if os.environ.get("WEIGHTVIS_REQUIRE_BROWSER"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from playwright import sync_api
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, args=chromium_args())
         try:
@@ -152,7 +156,7 @@ def _palette() -> list[list[int]]:
 
 
 def value_index(v: np.ndarray, s: float) -> np.ndarray:
-    """The palette rule of docs/manifest.md (finite values)."""
+    """The palette rule of README "The bundle and its manifest" (finite values)."""
     v = v.astype(np.float64)
     a = np.minimum(np.abs(v) / s, 1.0)
     q = np.floor(125 * np.sqrt(a) + 0.5).astype(np.int64)
@@ -234,9 +238,11 @@ def _d2xy(n: int, d: int) -> tuple[int, int]:
 
 
 def make_handmade_bundle(out: Path, tensors: dict[str, np.ndarray], *, title: str = "hand-made",
-                         hilbert_scene: bool = True) -> dict[str, Any]:
+                         hilbert_scene: bool = True, c_min_size: tuple[int, int] = (0, 0)
+                         ) -> dict[str, Any]:
     """A bundle of ``tensors`` without the pipeline: an arch-like scene (shelf packing, one group
-    per ``layers.N``) and optionally a Hilbert scene, rendered by the manifest's rule."""
+    per ``layers.N``) and optionally a Hilbert scene, rendered by the manifest's rule.
+    ``c_min_size`` (w, h) widens the content with padding, so that some tiles are not written."""
     from weightvis.html import copy_viewer_assets, render_index_html
 
     out.mkdir(parents=True, exist_ok=True)
@@ -266,8 +272,8 @@ def make_handmade_bundle(out: Path, tensors: dict[str, np.ndarray], *, title: st
         }
         c_x += cols + gap
         shelf_h = max(shelf_h, rows)
-    c_w = max(p["rect"][0] + p["rect"][2] for p in placements)
-    c_h = max(p["rect"][1] + p["rect"][3] for p in placements)
+    c_w = max(c_min_size[0], max(p["rect"][0] + p["rect"][2] for p in placements))
+    c_h = max(c_min_size[1], max(p["rect"][1] + p["rect"][3] for p in placements))
     canvas = np.zeros((c_h, c_w), dtype=np.uint8)
     for p in placements:
         x, y, w, h = p["rect"]

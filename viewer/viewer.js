@@ -1,7 +1,7 @@
 /*
  * weightvis viewer — a zoomable map of a model's weights, opened from file:// with no network.
  *
- * The manifest (docs/manifest.md) is inlined in <script type="application/json"
+ * The manifest (README "The bundle and its manifest") is inlined in <script type="application/json"
  * id="weightvis-manifest">; Leaflet (CRS.Simple) shows the 512-px tile pyramid of one scene.
  *
  * Coordinate planes (STYLE.md): `c` canvas pixel at the scene's max zoom, `e` element (row, col)
@@ -16,11 +16,11 @@
 
   var OVERZOOM = 3;            // zoom levels past max_zoom, drawn with image-rendering: pixelated
   var MIN_ZOOM_BELOW_0 = 3;    // zoom levels below the one-tile overview
-  var OUTLINE_MIN_PX = 4;      // outline a placement when both its sides are at least this on screen
+  var OUTLINE_MIN_PX = 6;      // outline a placement when both its sides are at least this on screen
   var LABEL_FONT = "12px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
   var GROUP_FONT = "bold 13px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
   var LABEL_H = 16;            // label box height, CSS px
-  var LABEL_PAD = 4;           // label box horizontal padding
+  var LABEL_PAD = 3;           // label box horizontal padding
   var MAX_LABELS = 400;
   var MAX_RESULTS = 100;
 
@@ -129,10 +129,47 @@
     return squares;
   }
 
+  /**
+   * Outline of the Hilbert range [h0, h1) given as its aligned squares: canvas line segments
+   * [x0, y0, x1, y1] where the range borders another range or the canvas edge. An edge of length
+   * L is tested against the aligned L x L square across it (one contiguous index range): inside
+   * [h0, h1) -> no line, disjoint -> line, else split in halves, down to minSide. Only squares
+   * meeting cView [x0, y0, x1, y1] are traced; at most `budget` lines.
+   */
+  function cOutlineOfHRange(n, h0, h1, squares, minSide, cView, budget) {
+    var lines = [];
+    function edge(ex, ey, len, dir) {
+      if (lines.length >= budget) return;
+      var nx = dir === "L" ? ex - len : ex;
+      var ny = dir === "T" ? ey - len : ey;
+      var vertical = dir === "L" || dir === "R";
+      var line = vertical ? [ex, ey, ex, ey + len] : [ex, ey, ex + len, ey];
+      if (nx < 0 || ny < 0 || nx >= n || ny >= n) { lines.push(line); return; }
+      var area = len * len;
+      var h = hFromC(n, nx, ny);
+      var a = h - (h % area);
+      if (a >= h0 && a + area <= h1) return;
+      if (a + area <= h0 || a >= h1 || len <= minSide) { lines.push(line); return; }
+      var half = len / 2;
+      edge(ex, ey, half, dir);
+      if (vertical) edge(ex, ey + half, half, dir);
+      else edge(ex + half, ey, half, dir);
+    }
+    for (var i = 0; i < squares.length; i++) {
+      var q = squares[i];
+      if (q[0] > cView[2] || q[1] > cView[3] || q[0] + q[2] < cView[0] || q[1] + q[3] < cView[1]) continue;
+      edge(q[0], q[1], q[2], "L");
+      edge(q[0] + q[2], q[1], q[2], "R");
+      edge(q[0], q[1], q[2], "T");
+      edge(q[0], q[1] + q[2], q[2], "B");
+    }
+    return lines;
+  }
+
   // ------------------------------------------------------------------ tile index
 
   /**
-   * Which tiles of a scene exist (docs/manifest.md, "tile_index"): a list of per-zoom bitmaps,
+   * Which tiles of a scene exist (README "The bundle and its manifest", "tile_index"): a list of per-zoom bitmaps,
    * or (older form) {"<z>": [[tx, ty], ...]}.
    */
   function TileIndex(levels) {
@@ -241,6 +278,7 @@
         this.pieces.push({ item: item, rect: squares[j], segment: seg, square: true });
       }
       item.labelRect = biggest;
+      (item.hsegs || (item.hsegs = [])).push({ h0: seg.start, h1: seg.start + seg.length, squares: squares });
     }
   };
 
@@ -485,21 +523,28 @@
     // Outlines of every piece big enough on screen.
     var hoverName = app.hover && app.hover.item ? app.hover.item.name : null;
     var selName = app.selected ? app.selected.name : null;
+    // Outlines fade in with on-screen size (three strengths, one path each), so that a dense
+    // overview is not a grid of lines hiding the data.
     var candidates = [];
-    ctx.strokeStyle = "rgba(210, 216, 228, 0.42)";
-    ctx.beginPath();
+    var outlines = [new Path2D(), new Path2D(), new Path2D()];
     for (var i = 0; i < model.pieces.length; i++) {
       var piece = model.pieces[i];
       s = sRect(piece.rect);
       if (!visible(s)) continue;
-      if (s[2] >= OUTLINE_MIN_PX && s[3] >= OUTLINE_MIN_PX && !piece.square) {
-        ctx.rect(Math.round(s[0]) - 0.5, Math.round(s[1]) - 0.5, Math.round(s[2]) + 1, Math.round(s[3]) + 1);
+      var side = Math.min(s[2], s[3]);
+      if (side >= OUTLINE_MIN_PX && !piece.square) {
+        var strength = side < 2 * OUTLINE_MIN_PX ? 0 : side < 4 * OUTLINE_MIN_PX ? 1 : 2;
+        outlines[strength].rect(Math.round(s[0]) - 0.5, Math.round(s[1]) - 0.5, Math.round(s[2]) + 1, Math.round(s[3]) + 1);
       }
       if (s[2] >= 24 && s[3] >= LABEL_H + 2) {
         if (!piece.square || piece.rect === piece.item.labelRect) candidates.push({ piece: piece, s: s });
       }
     }
-    ctx.stroke();
+    var alphas = [0.14, 0.26, 0.42];
+    for (var oi = 0; oi < 3; oi++) {
+      ctx.strokeStyle = "rgba(210, 216, 228, " + alphas[oi] + ")";
+      ctx.stroke(outlines[oi]);
+    }
 
     // Highlights: hovered (amber) and selected (cyan) tensor, whatever their size.
     this._highlight(ctx, model, hoverName, "rgba(255, 196, 64, 0.95)", sRect, visible);
@@ -555,6 +600,24 @@
     ctx.strokeStyle = colour;
     ctx.lineWidth = 2;
     ctx.beginPath();
+    if (item.hsegs) {
+      // Hilbert range: trace its outline, no finer than a screen pixel, within the view.
+      var v = this.view();
+      var minSide = Math.max(1, Math.pow(2, Math.ceil(Math.log2(1 / v.k))));
+      var cView = [-v.ox / v.k, -v.oy / v.k, (this.sw - v.ox) / v.k, (this.sh - v.oy) / v.k];
+      for (var j = 0; j < item.hsegs.length; j++) {
+        var hs = item.hsegs[j];
+        var lines = cOutlineOfHRange(model.curveN, hs.h0, hs.h1, hs.squares, minSide, cView, 50000);
+        for (var li = 0; li < lines.length; li++) {
+          var ln = lines[li];
+          ctx.moveTo(Math.round(v.ox + v.k * ln[0]), Math.round(v.oy + v.k * ln[1]));
+          ctx.lineTo(Math.round(v.ox + v.k * ln[2]), Math.round(v.oy + v.k * ln[3]));
+        }
+      }
+      ctx.stroke();
+      ctx.lineWidth = 1;
+      return;
+    }
     for (var i = 0; i < item.rects.length; i++) {
       var s = sRect(item.rects[i]);
       if (!visible(s)) continue;
@@ -567,7 +630,8 @@
 
   /**
    * The label text shortened to fit maxWidth, or null: the full label, then without ".weight",
-   * then its trailing dotted parts ("…q_proj"), then the last part cut ("q_pr…").
+   * then its trailing dotted parts ("…self_attn.q_proj"), the last part alone ("q_proj"), and
+   * that part cut ("q_pr…").
    */
   Overlay.prototype.fit = function (label, maxWidth, font) {
     var self = this;
@@ -577,11 +641,12 @@
     var base = label.replace(/\.weight$/, "");
     if (base !== label && fits(base)) return base;
     var parts = base.split(".");
-    for (var i = 1; i < parts.length; i++) {
+    for (var i = 1; i < parts.length - 1; i++) {
       var t = "\u2026" + parts.slice(i).join(".");
       if (fits(t)) return t;
     }
     var last = parts[parts.length - 1];
+    if (fits(last)) return last;
     for (var n = last.length - 1; n >= 3; n--) {
       var u = last.slice(0, n) + "\u2026";
       if (fits(u)) return u;
@@ -872,7 +937,7 @@
 
   // -------------------------------------------------------------- legend
 
-  /** Palette index of v/s = a in [0, 1] (docs/manifest.md, "colormap"). */
+  /** Palette index of v/s = a in [0, 1] (README "The bundle and its manifest", "colormap"). */
   function qOf(cm, a) {
     var levels = cm.levels || 125;
     if (cm.transfer === "linear") return Math.floor(levels * a + 0.5);
@@ -998,7 +1063,7 @@
       li.appendChild(document.createTextNode(name.slice(m.pos + q.length)));
       li.title = name;
       li.addEventListener("mousedown", (function (match) {
-        return function (e) { e.preventDefault(); self.jumpTo(match); };
+        return function (e) { e.preventDefault(); self.jumpTo(match.item); };
       })(m));
       d.results.appendChild(li);
     }
