@@ -48,11 +48,22 @@ def _open_file(path: Path) -> Reader:
     kind = detect_format(path)
     if kind == "safetensors":
         return SafetensorsReader(path)
-    if kind == "unknown":
-        if path.suffix == ".safetensors":  # let the reader say precisely what is wrong
-            return SafetensorsReader(path)
-        raise FormatError(path, "not a recognised checkpoint format (expected safetensors)")
-    raise FormatError(path, f"{kind} checkpoints are not supported yet by this weightvis")
+    if kind == "gguf":
+        from .gguf import GGUFReader
+
+        return GGUFReader(path)
+    if kind in ("pytorch-zip", "pytorch-pickle"):
+        from .pytorch import PyTorchReader
+
+        return PyTorchReader(path)
+    if path.suffix == ".safetensors":  # let the reader say precisely what is wrong
+        return SafetensorsReader(path)
+    if path.suffix == ".gguf":
+        from .gguf import GGUFReader
+
+        return GGUFReader(path)
+    raise FormatError(path, "not a recognised checkpoint format (expected safetensors, GGUF "
+                            "or a PyTorch .bin/.pt/.pth/.ckpt)")
 
 
 def _from_index(index: Path) -> list[Path]:
