@@ -192,3 +192,28 @@ def test_hilbert_layout_segments() -> None:
                                                                      ("b", 10**6, 5)]
     assert 4 ** lay.curve_order >= 10**6 + 5 > 4 ** (lay.curve_order - 1)
     assert math.log2(lay.c_width) == lay.curve_order
+
+
+def test_gguf_names_share_the_hf_layout() -> None:
+    from weightvis.index import canonical_names
+
+    hf = llama_shapes(4, 64, 176, 16, 100)
+    to_gguf = {"model.embed_tokens.weight": "token_embd.weight", "lm_head.weight": "output.weight",
+               "model.norm.weight": "output_norm.weight"}
+    roles = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+             "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    for t in hf:
+        p = parse_block(t.name)
+        if p is not None:
+            role = p.sub.removesuffix(".weight")
+            to_gguf[t.name] = f"blk.{p.block}.{roles[role]}.weight"
+    gg = [TensorInfo(to_gguf[t.name], t.shape, "Q8_0", "m.gguf") for t in reversed(hf)]
+    canon = canonical_names([t.name for t in gg], gguf_arch="llama")
+    assert all(canon[to_gguf[t.name]] == t.name for t in hf)
+    a, b = arch_layout(hf), arch_layout(gg, canon)
+    rect_a = {p.tensor: (p.c_x, p.c_y, p.c_w, p.c_h, p.e_r0) for p in a.placements}
+    rect_b = {canon[p.tensor]: (p.c_x, p.c_y, p.c_w, p.c_h, p.e_r0) for p in b.placements}
+    assert rect_a == rect_b
+    assert {k: v for k, v in a.slots.items()} == {canon[k]: v for k, v in b.slots.items()}

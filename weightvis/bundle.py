@@ -20,6 +20,7 @@ from . import __version__, color
 from .encode import check_format
 from .errors import BundleError, InputError, OutputError
 from .formats import MultiReader, open_checkpoint
+from .index import canonical_names
 from .kernels import new_acc
 from .layout import arch_layout, hilbert_layout
 from .pyramid import Geometry, SceneJob, render_scene
@@ -186,8 +187,9 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
             progress(stage, n, total)
 
     # geometry (no data read)
+    canonical = canonical_names([t.name for t in tensors], gguf_arch=_gguf_arch(reader))
     if layout == "arch":
-        lay, key, label = arch_layout(tensors), "main", "Weights"
+        lay, key, label = arch_layout(tensors, canonical), "main", "Weights"
     elif unit == "element":
         lay, key, label = hilbert_layout(tensors), "hilbert", "Hilbert (elements)"
     else:
@@ -230,7 +232,8 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
             block, slot = lay.slots.get(t.name, (None, None))
             entry: dict[str, Any] = {
                 "shape": list(t.shape), "dtype": t.dtype, "view": [t.e_rows, t.e_cols],
-                "file": Path(t.file).name, "block": block, "slot": slot,
+                "file": Path(t.file).name, "canonical": canonical[t.name],
+                "block": block, "slot": slot,
                 "scale": float(scales[t.name]),
             }
             if job.mode == "values":
@@ -266,6 +269,14 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
 
 
 _GENERIC_NAMES = {"model", "models", "weights", "checkpoint", "checkpoints", "snapshot", "ckpt"}
+
+
+def _gguf_arch(reader: MultiReader) -> str | None:
+    for meta in reader.metadata.values():
+        arch = meta.get("general.architecture") if isinstance(meta, dict) else None
+        if isinstance(arch, str):
+            return arch
+    return None
 
 
 def _default_title(srcs: list[str]) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from ..types import Group, Placement, SceneLayout, TensorInfo
@@ -275,16 +275,24 @@ def _gap_for(max_dim: int) -> int:
     return max(2, math.ceil(max_dim / 32))
 
 
-def arch_layout(tensors: Sequence[TensorInfo]) -> SceneLayout:
-    """The architectural scene for these tensors (shapes and names only)."""
-    names = [t.name for t in tensors]
+def arch_layout(tensors: Sequence[TensorInfo],
+                canonical: Mapping[str, str] | None = None) -> SceneLayout:
+    """The architectural scene for these tensors (shapes and names only). ``canonical`` maps
+    tensor names to canonical names (index.py); blocks and slots are found from those, so two
+    formats of one model share slots."""
+    canon = dict(canonical or {})
+
+    def cname(t: TensorInfo) -> str:
+        return canon.get(t.name, t.name)
+
+    names = [cname(t) for t in tensors]
     prefix = detect_blocks(names)
     if prefix is None:
         return _generic_layout(tensors)
     block_ts: dict[int, dict[str, TensorInfo]] = defaultdict(dict)
     outside: list[TensorInfo] = []
     for t in tensors:
-        p = parse_block(t.name)
+        p = parse_block(cname(t))
         if p is not None and p.prefix == prefix:
             block_ts[p.block][p.sub] = t
         else:
@@ -301,8 +309,8 @@ def arch_layout(tensors: Sequence[TensorInfo]) -> SceneLayout:
     plan = _plan_block(slot_sizes, gap)
     b_lo, b_hi = min(block_ts), max(block_ts)
     n_blocks = b_hi - b_lo + 1
-    head = [t for t in outside if _is_embedding(t.name)]
-    tail = [t for t in outside if not _is_embedding(t.name)]
+    head = [t for t in outside if _is_embedding(cname(t))]
+    tail = [t for t in outside if not _is_embedding(cname(t))]
     bgap = 2 * gap
     sgap = 4 * gap
 
