@@ -8,6 +8,7 @@ The transfer from value to level is ``q = floor(125*sqrt(min(|v|/s, 1)) + 0.5)``
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -81,8 +82,8 @@ def _lch_to_rgb8(L: float, C: float, h: float) -> tuple[int, int, int]:
     return tuple(int(round(_encode(v) * 255)) for v in (r, g, b))  # type: ignore[return-value]
 
 
-def value_palette() -> np.ndarray:
-    """The (256, 3) uint8 value palette."""
+@functools.lru_cache(maxsize=1)
+def _value_palette() -> np.ndarray:
     pal = np.zeros((256, 3), np.uint8)
     pal[PAD] = (84, 84, 92)        # slate grey: no value has a neutral mid-grey colour
     pal[NAN] = (255, 0, 255)       # magenta
@@ -95,7 +96,13 @@ def value_palette() -> np.ndarray:
             C = min(_C_PEAK * (q / LEVELS) ** 0.7, 0.92 * _max_chroma(L, h))
             pal[ZERO + sign * q] = _lch_to_rgb8(L, C, h)
     pal[255] = pal[PAD]
+    pal.setflags(write=False)
     return pal
+
+
+def value_palette() -> np.ndarray:
+    """The (256, 3) uint8 value palette (a fresh, writable copy)."""
+    return _value_palette().copy()
 
 
 def palette_bytes(pal: np.ndarray) -> bytes:
