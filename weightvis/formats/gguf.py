@@ -86,7 +86,7 @@ def ggml_type_name(qtype: int) -> str | None:
     return t.name
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def can_decode(type_name: str) -> bool:
     """True when a ggml type can be decoded to float32 (numpy, or ``gguf.quants``)."""
     if type_name in _NUMPY_TYPES:
@@ -170,11 +170,11 @@ class GGUFReader(Reader):
         room = size - 24
         if n_kv * 13 > room:
             raise FormatError(p, f"impossible KV count {n_kv}: the file ({size} bytes) cannot "
-                                 "hold that many", offset=16)
+                                 "hold that many (truncated or corrupt)", offset=16)
         if n_tensors * 24 + n_kv * 13 > room:
             raise FormatError(p, f"impossible tensor count {n_tensors}: the file ({size} bytes) "
-                                 f"cannot hold that many tensor infos after {n_kv} KV pairs",
-                              offset=8)
+                                 f"cannot hold that many tensor infos after {n_kv} KV pairs "
+                                 "(truncated or corrupt)", offset=8)
         self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
         try:
             off = self._parse_kv(self._mm, 24, n_kv)
@@ -402,9 +402,10 @@ class GGUFReader(Reader):
             "vocab_size": vocab,
         }
 
-    def nbytes(self, name: str) -> int:
-        """Stored size of a tensor's data in bytes."""
-        return self._entry(name).nbytes
+    def byte_range(self, name: str) -> tuple[int, int]:
+        """``(begin, end)`` file offsets of a tensor's stored data."""
+        e = self._entry(name)
+        return e.begin, e.begin + e.nbytes
 
     # -- Reader ------------------------------------------------------------------------------
     def tensors(self) -> Sequence[TensorInfo]:
