@@ -15,14 +15,15 @@ from .errors import WeightvisError
 
 __all__ = ["main"]
 
-_COMMANDS = ("demo",)
+_COMMANDS = ("demo", "info")
 
 
 def _render_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="weightvis",
         description="Render model checkpoints into a static, zoomable bundle (open index.html in "
-                    "a browser; no server, no network). Also: 'weightvis demo --out DIR'.",
+                    "a browser; no server, no network). Also: 'weightvis demo --out DIR', "
+                    "'weightvis info SRC [SRC2]'.",
     )
     p.add_argument("sources", nargs="*", metavar="SRC",
                    help="a .safetensors file, a sharded set (its model.safetensors.index.json) "
@@ -65,6 +66,20 @@ def _demo_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-checkpoint", metavar="DIR",
                    help="also write the synthetic checkpoint (safetensors + config.json) here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _info_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="weightvis info",
+        description="The structure of a checkpoint at a glance, from headers only; with two "
+                    "checkpoints, how their architectures differ.")
+    p.add_argument("sources", nargs="+", metavar="SRC",
+                   help="a checkpoint (file, sharded index or directory); give two to compare")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--scan", action="store_true",
+                   help="also read every tensor and list NaN / Inf / all-zero tensors")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar with --scan")
     return p
 
 
@@ -167,11 +182,43 @@ def _run_demo(argv: Sequence[str]) -> int:
     return 0
 
 
+def _run_info(argv: Sequence[str]) -> int:
+    parser = _info_parser()
+    a = parser.parse_args(argv)
+    if len(a.sources) > 2:
+        parser.error("give one checkpoint, or two to compare (a sharded set is one checkpoint: "
+                     "pass its directory or its .index.json)")
+    import json
+
+    from . import info as winfo
+
+    bar = _Bar(a.quiet or not a.scan)
+    try:
+        infos = [winfo.checkpoint_info([s], scan=a.scan, progress=bar) for s in a.sources]
+    finally:
+        bar.close()
+    if len(infos) == 1:
+        out: Any = infos[0]
+        text = winfo.format_info(infos[0])
+    else:
+        out = {"a": infos[0], "b": infos[1], "comparison": winfo.compare_info(*infos)}
+        text = "\n\n".join([f"A: {a.sources[0]}\n" + winfo.format_info(infos[0]),
+                            f"B: {a.sources[1]}\n" + winfo.format_info(infos[1]),
+                            "A vs B\n" + winfo.format_compare(out["comparison"])])
+    if a.json:
+        print(json.dumps(out, indent=1, ensure_ascii=False))
+    else:
+        print(text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         if args and args[0] == "demo":
             return _run_demo(args[1:])
+        if args and args[0] == "info":
+            return _run_info(args[1:])
         return _run_render(args)
     except WeightvisError as e:
         if os.environ.get("WEIGHTVIS_DEBUG"):
