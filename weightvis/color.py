@@ -102,7 +102,8 @@ def _value_palette() -> np.ndarray:
 
 def value_palette() -> np.ndarray:
     """The (256, 3) uint8 value palette (a fresh, writable copy)."""
-    return _value_palette().copy()
+    pal: np.ndarray = _value_palette().copy()
+    return pal
 
 
 def palette_bytes(pal: np.ndarray) -> bytes:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["render_index_html", "copy_viewer_assets", "manifest_script_json", "LEAFLET_VERSION"]
 
 LEAFLET_VERSION = "1.9.4"
-"""The vendored Leaflet (``viewer/vendor/leaflet-<version>/``, refreshed by ``vendor/refresh.sh``)."""
+"""The vendored Leaflet (``viewer/vendor/leaflet-<version>/``, see ``vendor/refresh.sh``)."""
 
 _TEMPLATE = "index.html.j2"
 

@@ -122,8 +122,11 @@ def _architecture(tensors: Sequence[TensorInfo], canon: dict[str, str], prefix: 
 def checkpoint_info(sources: Sequence[str | os.PathLike[str]], *, scan: bool = False,
                     progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Structure of a checkpoint from its headers (``scan``: also read every tensor)."""
-    with open_checkpoint(sources) as reader:
+    reader = open_checkpoint(sources)
+    try:
         return _info(reader, scan, progress)
+    finally:
+        reader.close()
 
 
 def _info(reader: MultiReader, scan: bool,
@@ -197,7 +200,9 @@ def compare_info(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     ta = {r["canonical"]: r for r in a["tensors"]}
     tb = {r["canonical"]: r for r in b["tensors"]}
     only_a, only_b = sorted(set(ta) - set(tb)), sorted(set(tb) - set(ta))
-    shape_diffs, ratios, dtype_diffs = [], set(), []
+    shape_diffs: list[dict[str, Any]] = []
+    dtype_diffs: list[dict[str, Any]] = []
+    ratios: set[float] = set()
     for name in sorted(set(ta) & set(tb)):
         sa, sb = ta[name]["shape"], tb[name]["shape"]
         if ta[name]["dtype"] != tb[name]["dtype"]:
