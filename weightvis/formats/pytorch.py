@@ -7,7 +7,7 @@ Containers (torch/serialization.py):
   ``('storage', storage_type, key, location, numel)``), ``<prefix>/data/<key>`` (raw storage
   bytes in the writer's ``byteorder``), ``<prefix>/version``. Entries stored uncompressed (the
   normal case) are memory-mapped at ``local header offset + 30 + name length + extra length``;
-  compressed entries are inflated into memory when first read (kept in a small LRU cache).
+  compressed entries are inflated into memory when first read (an LRU cache of at most 1 GiB).
   TorchScript archives (``code/``, ``constants.pkl``) are read the same way: the tensors of their
   ``data.pkl`` are the module's attributes.
 - **legacy** (torch < 1.6, ``_use_new_zipfile_serialization=False``): five pickles in a row —
@@ -161,12 +161,12 @@ class _StorageRef(_Inert):
     """A storage named by a persistent id: ``key``'s bytes from ``base`` (legacy views), ``nbytes``
     long, elements of ``dtype``."""
 
-    __slots__ = ("key", "dtype", "nbytes", "base", "archive")
+    __slots__ = ("key", "dtype", "nbytes", "base", "archive", "sclass")
 
     def __init__(self, key: str, dtype: str | None, nbytes: int, base: int,
-                 archive: str) -> None:
-        self.key, self.dtype, self.nbytes, self.base, self.archive = (
-            key, dtype, nbytes, base, archive)
+                 archive: str, sclass: str) -> None:
+        self.key, self.dtype, self.nbytes, self.base, self.archive, self.sclass = (
+            key, dtype, nbytes, base, archive, sclass)
 
 
 class _TensorRef(_Inert):
@@ -250,6 +250,10 @@ class _Placeholder(metaclass=_FrozenMeta):
     def __setstate__(self, state: object) -> None:
         object.__setattr__(self, "_wv_state", state)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> _Placeholder:
+        """REDUCE on a placeholder's result (``getattr(m, f)(...)``): another inert record."""
+        return type(self)(*args, **kwargs)
+
     def __setattr__(self, name: str, value: object) -> None:  # BUILD slot state
         items = object.__getattribute__(self, "_wv_items")
         items[name] = value
@@ -305,10 +309,10 @@ def _placeholder_children(obj: _Placeholder) -> tuple[list[tuple[object, object]
     if isinstance(state, dict):
         if "_parameters" in state and "_modules" in state:
             out: list[tuple[object, object]] = []
-            skip = state.get("_non_persistent_buffers_set")
+            skip = dict.get(state, "_non_persistent_buffers_set")
             skip = skip if isinstance(skip, (set, frozenset)) else set()
             for part in ("_parameters", "_buffers", "_modules"):
-                d = state.get(part)
+                d = dict.get(state, part)
                 if isinstance(d, dict):
                     out += [(k, v) for k, v in dict.items(d)
                             if v is not None and not (part == "_buffers" and k in skip)]
@@ -321,7 +325,7 @@ def _placeholder_children(obj: _Placeholder) -> tuple[list[tuple[object, object]
 
 # -- stand-ins for the allow-listed globals -------------------------------------------------------
 def _neg_of(metadata: object) -> bool:
-    return isinstance(metadata, dict) and bool(metadata.get("neg"))
+    return isinstance(metadata, dict) and dict.get(metadata, "neg") is True
 
 
 def _rebuild_tensor(storage: object, storage_offset: object, size: object, stride: object,
@@ -340,7 +344,12 @@ def _rebuild_tensor_v2(storage: object, storage_offset: object, size: object, st
 def _rebuild_tensor_v3(storage: object, storage_offset: object, size: object, stride: object,
                        requires_grad: object, backward_hooks: object, dtype: object,
                        metadata: object = None) -> _TensorRef:
-    name = dtype.name if isinstance(dtype, _DType) else None
+    if isinstance(dtype, _DType):
+        name = dtype.name
+    elif isinstance(dtype, type) and issubclass(dtype, _Placeholder):
+        name = dtype._wv_global  # a dtype name this reader does not know
+    else:
+        name = type(dtype).__name__
     return _TensorRef(storage, storage_offset, size, stride, name, _neg_of(metadata))
 
 
@@ -503,7 +512,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         itemsize = _DTYPES[dt][1] if dt in _DTYPES else 1
         root = self.storages.get(key)
         if root is None:
-            root = self.storages[key] = _StorageRef(key, dt, numel * itemsize, 0, self.archive)
+            root = self.storages[key] = _StorageRef(key, dt, numel * itemsize, 0, self.archive,
+                                                    stype.name)
         view = pid[5] if len(pid) == 6 else None
         if view is None:
             return root
@@ -511,7 +521,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 or not all(isinstance(v, int) for v in view[1:])):
             raise pickle.UnpicklingError(f"malformed storage view {str(view)[:80]}")
         _vkey, off, vsize = view
-        return _StorageRef(key, dt, vsize * itemsize, off * itemsize, self.archive)
+        return _StorageRef(key, dt, vsize * itemsize, off * itemsize, self.archive, stype.name)
 
 
 # -- object graph ---------------------------------------------------------------------------------
@@ -584,10 +594,19 @@ def _describe(obj: object, count: _Counter) -> Any:
     return f"<{type(obj).__name__}>"
 
 
-def _is_excluded(key: object) -> bool:
-    """Entries never drawn: optimizer, scheduler and grad-scaler state."""
+_EXCLUDED_KEYS = frozenset({"opt", "opt_state", "amp", "scheduler", "schedulers",
+                            "lr_scheduler", "lr_schedulers", "scaler", "grad_scaler",
+                            "amp_scaler", "scheduler_state_dict", "lr_scheduler_state_dict",
+                            "scaler_state_dict"})
+
+
+def _is_excluded(key: object, value: object) -> bool:
+    """Containers never drawn: optimizer, LR-scheduler and grad-scaler state (``optimizer``,
+    ``optimizer_states``, ``optim``, ``lr_schedulers``, ``scaler``, ...)."""
+    if isinstance(value, (_TensorRef, _Unsupported)):
+        return False
     k = _key_str(key).lower()
-    return k.startswith("optim") or "scheduler" in k or "scaler" in k
+    return k.startswith("optim") or k in _EXCLUDED_KEYS
 
 
 def _mapping_children(obj: object) -> list[tuple[object, object]] | None:
@@ -612,7 +631,7 @@ def _choose_state_dict(root: object, count: _Counter) -> tuple[tuple[str, ...], 
             n = count(node)
         else:
             n = sum(count(v) for k, v in kids
-                    if not _is_excluded(k) and not (isinstance(k, str) and k in STATE_DICT_KEYS
+                    if not _is_excluded(k, v) and not (isinstance(k, str) and k in STATE_DICT_KEYS
                                                     and _mapping_or_module(v)))
         # more tensors first; on ties the deeper (nested) candidate, then the earlier one
         rank = (n, depth, -order)
@@ -653,7 +672,7 @@ def _collect(obj: object, path: tuple[str, ...], tensors: list[tuple[tuple[str, 
     report = not isinstance(obj, _Placeholder)
     for k, v in children:
         sub = path + (_key_str(k),)
-        if top and _is_excluded(k):
+        if top and not is_module and _is_excluded(k, v):
             if len(other) < _MAX_OTHER_ENTRIES:
                 other[".".join(sub)] = _describe(v, count)
             continue
@@ -859,8 +878,9 @@ class PyTorchReader(Reader):
             raise FormatError(p, "legacy storage key list is not a list of keys",
                               offset=mm.tell())
         self._metadata.update({"container": "legacy", "byteorder": "little"})
-        if isinstance(sys_info, dict) and isinstance(sys_info.get("little_endian"), bool):
-            self._metadata["writer_little_endian"] = sys_info["little_endian"]
+        endian = dict.get(sys_info, "little_endian") if isinstance(sys_info, dict) else None
+        if isinstance(endian, bool):
+            self._metadata["writer_little_endian"] = endian
         pos = mm.tell()
         blobs: dict[str, _Blob] = {}
         for k in keys:
@@ -943,9 +963,7 @@ class PyTorchReader(Reader):
                                  "persistent id", tensor=name)
         dname = t.dtype
         if not isinstance(dname, str) or dname not in _DTYPES:
-            if st.dtype is None or dname is None:
-                return "unknown storage type (dtype not recognised)"
-            raise FormatError(p, f"unknown dtype {dname!r}", tensor=name)
+            return f"element type {dname or 'of ' + st.sclass} is not recognised"
         etname, itemsize, why = _DTYPES[dname]
         if etname is None:
             return f"{dname}: {why}"
@@ -994,6 +1012,9 @@ class PyTorchReader(Reader):
     # -- Reader ------------------------------------------------------------------------------
     def tensors(self) -> Sequence[TensorInfo]:
         return [e.info for e in self._entries.values()]
+
+    def info(self, name: str) -> TensorInfo:
+        return self._entry(name).info
 
     @property
     def files(self) -> Sequence[Path]:

@@ -1,0 +1,192 @@
+"""Hand-made PyTorch checkpoints, written without torch: a tiny protocol-2 pickle emitter and the
+zip / legacy container writers (layout of torch/serialization.py), so tests can build files torch
+would never write (bad extents, missing storages, hostile globals, bad opcodes)."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+class G:
+    """A global ``module.name`` (emitted as GLOBAL; nothing is imported when writing)."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+
+class Call:
+    """``fn(*args)`` (REDUCE)."""
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        self.fn, self.args = fn, args
+
+
+class Build:
+    """``obj`` then BUILD with ``state``."""
+
+    def __init__(self, obj: Any, state: Any) -> None:
+        self.obj, self.state = obj, state
+
+
+class PID:
+    """A persistent id (BINPERSID of a tuple)."""
+
+    def __init__(self, *items: Any) -> None:
+        self.items = items
+
+
+class Raw:
+    """Raw opcode bytes spliced into the stream (for malformed pickles)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _emit(obj: Any, out: io.BytesIO) -> None:
+    w = out.write
+    if obj is None:
+        w(b"N")
+    elif obj is True:
+        w(b"\x88")
+    elif obj is False:
+        w(b"\x89")
+    elif isinstance(obj, int):
+        if 0 <= obj < 256:
+            w(b"K" + bytes([obj]))
+        elif -(1 << 31) <= obj < (1 << 31):
+            w(b"J" + struct.pack("<i", obj))
+        else:
+            b = obj.to_bytes((obj.bit_length() + 8) // 8, "little", signed=True)
+            w(b"\x8a" + bytes([len(b)]) + b)
+    elif isinstance(obj, float):
+        w(b"G" + struct.pack(">d", obj))
+    elif isinstance(obj, str):
+        b = obj.encode("utf-8")
+        w(b"X" + struct.pack("<I", len(b)) + b)
+    elif isinstance(obj, tuple):
+        w(b"(")
+        for v in obj:
+            _emit(v, out)
+        w(b"t")
+    elif isinstance(obj, list):
+        w(b"]")
+        if obj:
+            w(b"(")
+            for v in obj:
+                _emit(v, out)
+            w(b"e")
+    elif isinstance(obj, dict):
+        w(b"}")
+        if obj:
+            w(b"(")
+            for k, v in obj.items():
+                _emit(k, out)
+                _emit(v, out)
+            w(b"u")
+    elif isinstance(obj, G):
+        w(b"c" + obj.module.encode() + b"\n" + obj.name.encode() + b"\n")
+    elif isinstance(obj, Call):
+        _emit(obj.fn, out)
+        _emit(tuple(obj.args), out)
+        w(b"R")
+    elif isinstance(obj, Build):
+        _emit(obj.obj, out)
+        _emit(obj.state, out)
+        w(b"b")
+    elif isinstance(obj, PID):
+        _emit(tuple(obj.items), out)
+        w(b"Q")
+    elif isinstance(obj, Raw):
+        w(obj.data)
+    else:
+        raise TypeError(type(obj))
+
+
+def dumps(obj: Any) -> bytes:
+    """Protocol-2 pickle of a tree of plain values and G / Call / Build / PID / Raw nodes."""
+    out = io.BytesIO()
+    out.write(b"\x80\x02")
+    _emit(obj, out)
+    out.write(b".")
+    return out.getvalue()
+
+
+def ordered_dict(items: Mapping[str, Any]) -> Any:
+    """``collections.OrderedDict()`` filled by SETITEMS, as torch writes state dicts."""
+    return Raw(_ordered_dict_bytes(items))
+
+
+def _ordered_dict_bytes(items: Mapping[str, Any]) -> bytes:
+    out = io.BytesIO()
+    _emit(Call(G("collections", "OrderedDict")), out)
+    if items:
+        out.write(b"(")
+        for k, v in items.items():
+            _emit(k, out)
+            _emit(v, out)
+        out.write(b"u")
+    return out.getvalue()
+
+
+def tensor(key: str, storage: str, numel: int, offset: int, size: Sequence[int],
+           stride: Sequence[int], *, legacy_view: tuple[str, int, int] | None = None) -> Call:
+    """``torch._utils._rebuild_tensor_v2`` over storage ``key`` of class ``torch.<storage>``."""
+    pid = ("storage", G("torch", storage), key, "cpu", numel)
+    if legacy_view is not None:
+        pid = pid + (legacy_view,)
+    return Call(G("torch._utils", "_rebuild_tensor_v2"), PID(*pid), offset, tuple(size),
+                tuple(stride), False, Call(G("collections", "OrderedDict")))
+
+
+def write_zip(path: Path, data_pkl: bytes, storages: Mapping[str, bytes], *,
+              prefix: str = "archive", compress: bool = False, byteorder: str = "little",
+              extra: Mapping[str, bytes] | None = None) -> Path:
+    """A torch-style zip checkpoint (``<prefix>/data.pkl``, ``<prefix>/data/<key>``)."""
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{prefix}/data.pkl", data_pkl, compress_type=zipfile.ZIP_STORED)
+        z.writestr(f"{prefix}/byteorder", byteorder)
+        for key, data in storages.items():
+            z.writestr(f"{prefix}/data/{key}", data, compress_type=method)
+        z.writestr(f"{prefix}/version", "3\n")
+        for name, data in (extra or {}).items():
+            z.writestr(f"{prefix}/{name}", data)
+    return path
+
+
+def write_legacy(path: Path, main_pkl: bytes, storages: Sequence[tuple[str, int, bytes]]) -> Path:
+    """A legacy (non-zip) torch.save file; ``storages`` are (key, element size, bytes)."""
+    with open(path, "wb") as fh:
+        fh.write(pickle.dumps(LEGACY_MAGIC, protocol=2))
+        fh.write(pickle.dumps(1001, protocol=2))
+        fh.write(pickle.dumps({"protocol_version": 1001, "little_endian": True,
+                               "type_sizes": {"short": 2, "int": 4, "long": 4}}, protocol=2))
+        fh.write(main_pkl)
+        fh.write(pickle.dumps([k for k, _, _ in storages], protocol=2))
+        for _key, itemsize, data in storages:
+            fh.write(struct.pack("<q", len(data) // itemsize))
+            fh.write(data)
+    return path
+
+
+def rewrite_zip(src: Path, dst: Path, *, compress: bool = False,
+                replace: Mapping[str, bytes] | None = None) -> Path:
+    """Copy a zip checkpoint entry by entry, optionally deflating the storages and replacing
+    entries by their name after the archive prefix (``data.pkl``, ``byteorder``, ``data/0``)."""
+    replace = dict(replace or {})
+    with zipfile.ZipFile(src) as zi, zipfile.ZipFile(dst, "w") as zo:
+        for info in zi.infolist():
+            rel = info.filename.split("/", 1)[1] if "/" in info.filename else info.filename
+            data = replace.get(rel, zi.read(info))
+            method = (zipfile.ZIP_DEFLATED if compress and rel.startswith("data/")
+                      else zipfile.ZIP_STORED)
+            zo.writestr(info.filename, data, compress_type=method)
+    return dst
