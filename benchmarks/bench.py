@@ -5,7 +5,7 @@ Generates (once, cached) a deterministic Llama-shaped bf16 safetensors checkpoin
 parameter count, renders it with ``python -m weightvis`` in a subprocess while sampling the memory
 of the whole process tree, renders an image with the same pixel count with libvips ``dzsave`` in
 the same run, and reports the throughput ratio, peak memory, the diff/plain time ratio and the
-1 → N worker speed-up against the targets in ``/work/shared/PERF.md`` (see ``benchmarks/README.md``).
+1 → N worker speed-up against the project's performance targets (see ``benchmarks/README.md``).
 
     python benchmarks/bench.py --params 0.5e9 --scaling --out-json benchmarks/results/last.json
 
@@ -287,7 +287,8 @@ def _outlier_dims(seed: int, hidden: int) -> np.ndarray:
     return np.sort(rng.choice(hidden, size=max(2, hidden // 512), replace=False))
 
 
-def generate_tensor(spec: TensorSpec, index: int, shape: LlamaShape, seed: int) -> Iterator[np.ndarray]:
+def generate_tensor(spec: TensorSpec, index: int, shape: LlamaShape,
+                    seed: int) -> Iterator[np.ndarray]:
     """Yield the tensor's bf16 bits (uint16, C order) in consecutive pieces of <= 16 MiB.
 
     Deterministic in (seed, index, spec): each tensor has its own generator, so tensors can be
@@ -329,12 +330,14 @@ def generate_tensor(spec: TensorSpec, index: int, shape: LlamaShape, seed: int) 
 # Writing the checkpoint: headers first, then tensors streamed in parallel with pwrite
 # =================================================================================================
 
-def _safetensors_header(specs: Sequence[TensorSpec], metadata: dict[str, str]) -> tuple[bytes, list[int]]:
+def _safetensors_header(specs: Sequence[TensorSpec],
+                        metadata: dict[str, str]) -> tuple[bytes, list[int]]:
     """The 8-byte length + JSON header (space-padded to 8 bytes) and each tensor's data offset."""
     header: dict[str, Any] = {"__metadata__": metadata}
     offsets, pos = [], 0
     for t in specs:
-        header[t.name] = {"dtype": "BF16", "shape": list(t.shape), "data_offsets": [pos, pos + t.nbytes]}
+        header[t.name] = {"dtype": "BF16", "shape": list(t.shape),
+                          "data_offsets": [pos, pos + t.nbytes]}
         offsets.append(pos)
         pos += t.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
@@ -355,14 +358,14 @@ def _shard(specs: Sequence[TensorSpec], limit: int) -> list[list[TensorSpec]]:
 
 
 def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
-    view = memoryview(data).cast("B")
+    view = memoryview(data.data).cast("B")
     while view:
         n = os.pwrite(fd, view, offset)
         view, offset = view[n:], offset + n
 
 
-def write_checkpoint(directory: Path, shape: LlamaShape, seed: int, *, shard_bytes: int = SHARD_BYTES,
-                     threads: int | None = None) -> dict[str, Any]:
+def write_checkpoint(directory: Path, shape: LlamaShape, seed: int, *,
+                     shard_bytes: int = SHARD_BYTES, threads: int | None = None) -> dict[str, Any]:
     """Write the synthetic checkpoint into ``directory`` (must not exist); return a summary.
 
     Memory is bounded by ``threads`` × ~40 MiB of scratch whatever the size.
@@ -379,13 +382,13 @@ def write_checkpoint(directory: Path, shape: LlamaShape, seed: int, *, shard_byt
     index = {t.name: i for i, t in enumerate(specs)}
     weight_map = {}
     try:
-        for fname, members in zip(names, shards):
+        for fname, members in zip(names, shards, strict=True):
             head, offsets = _safetensors_header(members, meta)
             fd = os.open(directory / fname, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             fds.append(fd)
             os.ftruncate(fd, len(head) + sum(t.nbytes for t in members))
             _pwrite_all(fd, np.frombuffer(head, np.uint8), 0)
-            for t, off in zip(members, offsets):
+            for t, off in zip(members, offsets, strict=True):
                 jobs.append((index[t.name], t, fd, len(head) + off))
                 weight_map[t.name] = fname
 
@@ -423,7 +426,8 @@ def parse_count(text: str) -> int:
     """'0.5e9', '500M', '1.5B', '20m' -> int."""
     m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([kKmMbBgG]?)\s*", text)
     if not m:
-        raise argparse.ArgumentTypeError(f"not a parameter count: {text!r} (e.g. 0.5e9, 500M, 1.5B)")
+        raise argparse.ArgumentTypeError(
+            f"not a parameter count: {text!r} (e.g. 0.5e9, 500M, 1.5B)")
     mult = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}[m.group(2).lower()]
     try:
         value = float(m.group(1)) * mult
@@ -442,7 +446,8 @@ def checkpoint_key(params: int, seed: int, vocab: int, tied: bool, shard_bytes: 
 
 
 def ensure_checkpoint(cache: Path, params: int, *, seed: int, vocab: int, tied: bool,
-                      shard_bytes: int = SHARD_BYTES, threads: int | None = None) -> tuple[Path, dict[str, Any]]:
+                      shard_bytes: int = SHARD_BYTES,
+                      threads: int | None = None) -> tuple[Path, dict[str, Any]]:
     """The cached checkpoint directory for these settings, generated when missing.
 
     Written to ``<key>.tmp-<pid>`` and renamed, so an interrupted run never leaves a half cache.
@@ -465,7 +470,8 @@ def ensure_checkpoint(cache: Path, params: int, *, seed: int, vocab: int, tied: 
     summary = write_checkpoint(tmp, shape, seed, shard_bytes=shard_bytes, threads=threads)
     gen_s = time.perf_counter() - t0
     log(f"generated in {gen_s:.1f} s ({summary['bytes'] / gen_s / 1e6:.0f} MB/s)")
-    meta = {"key": key, "requested_params": params, "seed": seed, "shape": dataclasses.asdict(shape),
+    meta = {"key": key, "requested_params": params, "seed": seed,
+            "shape": dataclasses.asdict(shape),
             **summary, "generation_s": round(gen_s, 3), "generator_version": GENERATOR_VERSION}
     tmp_meta = meta_path.with_suffix(f".json.tmp-{os.getpid()}")
     tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
@@ -543,7 +549,8 @@ def _apply_edit(mm: np.ndarray, edit: dict[str, Any], rng: np.random.Generator) 
     m2[sl] = out
 
 
-def ensure_edited_copy(src: Path, meta: dict[str, Any], seed: int) -> tuple[Path, list[dict[str, Any]]]:
+def ensure_edited_copy(src: Path, meta: dict[str, Any],
+                       seed: int) -> tuple[Path, list[dict[str, Any]]]:
     """``src`` copied with ``planted_edits`` applied, cached as ``<src>-edits<v>``."""
     final = src.parent / f"{src.name}-edits{EDITS_VERSION}"
     shape = LlamaShape(**meta["shape"])
@@ -594,8 +601,11 @@ class Measured:
     rusage_children_maxrss: int  # getrusage(RUSAGE_CHILDREN).ru_maxrss after the run (cumulative)
     samples: int
     sampler_cpu_s: float        # CPU the sampler itself used (competes with the measured run)
+    other_cpu_s: float          # CPU used by everything else on the machine during the run
     stdout_tail: str
     stderr_tail: str
+    load_before: float | None = None  # other load (cores) seen just before the run
+    attempts: int = 1                 # runs made to get one with little other load
 
     @property
     def cpu_s(self) -> float:
@@ -610,8 +620,56 @@ def _tail(path: Path, n: int = 3000) -> str:
     return data[-n:].decode("utf-8", "replace")
 
 
+def _busy_cpu_s(psutil: Any) -> float:
+    """Machine-wide non-idle CPU seconds so far (all cores)."""
+    t = psutil.cpu_times()
+    idle = ("idle", "iowait", "guest", "guest_nice")   # guest time is already in user time
+    return float(sum(v for k, v in t._asdict().items() if k not in idle))
+
+
+def wait_for_quiet(max_wait: float, *, busy_cores: float = 0.1, window: float = 3.0) -> float:
+    """Wait (at most ``max_wait`` s) until the machine's other load is under ``busy_cores``
+    averaged over ``window`` s; return the load (cores) seen last."""
+    psutil = _require_psutil()
+    deadline = time.perf_counter() + max_wait
+    announced = False
+    while True:
+        b0, t0 = _busy_cpu_s(psutil), time.perf_counter()
+        time.sleep(window)
+        load = (_busy_cpu_s(psutil) - b0) / (time.perf_counter() - t0)
+        if load < busy_cores or time.perf_counter() >= deadline:
+            if load >= busy_cores:
+                log(f"machine still busy ({load:.2f} cores used by others); measuring anyway")
+            return load
+        if not announced:
+            log(f"waiting up to {max_wait:.0f} s for a quiet machine ({load:.2f} cores busy)")
+            announced = True
+
+
+def _process_tree(root: int, psutil: Any) -> list[int]:
+    """``root`` and all its descendants. Uses Linux's /proc/PID/task/TID/children (cheap: no scan
+    of every process, unlike ``psutil.Process.children``), else psutil."""
+    if not os.path.exists(f"/proc/{root}/task/{root}/children"):
+        try:
+            return [root, *(c.pid for c in psutil.Process(root).children(recursive=True))]
+        except psutil.NoSuchProcess:
+            return []
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return out
+
+
 def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, interval: float = 0.05,
-                 pss_every: int = 10, timeout: float | None = None, cwd: Path | None = None) -> Measured:
+                 pss_every: int = 20, timeout: float | None = None,
+                 cwd: Path | None = None) -> Measured:
     """Run ``cmd``; sample RSS of it and all its descendants every ``interval`` s.
 
     The exit is collected with ``os.wait4`` so the rusage (CPU time, max RSS) is this run's,
@@ -620,6 +678,7 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, interval:
     psutil = _require_psutil()
     with tempfile.TemporaryDirectory(prefix="wv-bench-log-") as logdir:
         out_p, err_p = Path(logdir) / "out", Path(logdir) / "err"
+        sys0 = _busy_cpu_s(psutil)
         with open(out_p, "wb") as fo, open(err_p, "wb") as fe:
             t0 = time.perf_counter()
             proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env, cwd=cwd)
@@ -627,25 +686,20 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, interval:
         peak = {"rss": 0, "anon": 0, "pss": 0, "procs": 0, "samples": 0}
 
         def sample() -> None:
-            try:
-                root = psutil.Process(proc.pid)
-            except psutil.NoSuchProcess:
-                return
+            known: dict[int, Any] = {}       # pid -> psutil.Process, reused between samples
             k = 0
             while not stop.is_set():
-                try:
-                    procs = [root, *root.children(recursive=True)]
-                except psutil.NoSuchProcess:
-                    break
-                rss = anon = pss = 0
-                alive = 0
-                for p in procs:
+                rss = anon = pss = alive = 0
+                for pid in _process_tree(proc.pid, psutil):
                     try:
-                        with p.oneshot():
-                            mi = p.memory_info()
-                            if k % pss_every == 0:
-                                pss += p.memory_full_info().pss
+                        p = known.get(pid)
+                        if p is None:
+                            p = known[pid] = psutil.Process(pid)
+                        mi = p.memory_info()
+                        if k % pss_every == 0:
+                            pss += p.memory_full_info().pss
                     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                        known.pop(pid, None)
                         continue
                     alive += 1
                     rss += mi.rss
@@ -679,6 +733,7 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, interval:
                 break
             time.sleep(0.01)
         wall = time.perf_counter() - t0
+        busy = _busy_cpu_s(psutil) - sys0
         proc.returncode = os.waitstatus_to_exitcode(status)
         stop.set()
         sampler.join()
@@ -690,6 +745,8 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, interval:
             peak_processes=peak["procs"], max_rss_single=ru.ru_maxrss * 1024,
             rusage_children_maxrss=rc.ru_maxrss * 1024, samples=peak["samples"],
             sampler_cpu_s=sampler_cpu[0] if sampler_cpu else float("nan"),
+            other_cpu_s=max(0.0, busy - ru.ru_utime - ru.ru_stime
+                            - (sampler_cpu[0] if sampler_cpu else 0)),
             stdout_tail=_tail(out_p), stderr_tail=_tail(err_p))
 
 
@@ -722,7 +779,8 @@ def warm_page_cache(directory: Path) -> float:
 
 def _python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    old = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + old if old else "")
     env.update(extra or {})
     return env
 
@@ -735,9 +793,38 @@ def weightvis_available(python: str) -> tuple[bool, str]:
 
 
 def diff_available(python: str) -> bool:
-    p = subprocess.run([python, "-m", "weightvis", "diff", "--help"], capture_output=True, text=True,
-                       env=_python_env(), cwd=REPO_ROOT)
-    return p.returncode == 0 and "usage" in (p.stdout + p.stderr).lower()
+    """True when ``weightvis diff --help`` answers with the diff command's own usage (the plain
+    render parser would take "diff" for a source path and print its usage instead)."""
+    p = subprocess.run([python, "-m", "weightvis", "diff", "--help"], capture_output=True,
+                       text=True, env=_python_env(), cwd=REPO_ROOT)
+    return p.returncode == 0 and re.search(r"usage:\s*\S*weightvis diff\b", p.stdout) is not None
+
+
+def measure(args: argparse.Namespace, label: str, cmd: list[str], env: dict[str, str], *,
+            cwd: Path | None = None, before: Any = None) -> Measured:
+    """``run_measured`` on a quiet machine: wait for quiet, run, and re-run (up to
+    ``args.retries`` times) when other processes used more than ``args.max_other_load`` cores
+    during the run; the least disturbed run is returned."""
+    best: Measured | None = None
+    for attempt in range(1 + args.retries):
+        if before is not None:
+            before()
+        quiet = wait_for_quiet(args.wait_idle) if args.wait_idle > 0 else None
+        m = run_measured(cmd, env=env, timeout=args.timeout, cwd=cwd)
+        m.load_before, m.attempts = quiet, attempt + 1
+        if m.returncode != 0:
+            return m
+        load = m.other_cpu_s / m.wall_s
+        if best is None or load < best.other_cpu_s / best.wall_s:
+            best = m
+        if load <= args.max_other_load:
+            break
+        log(f"{label}: other processes used {load:.2f} cores during the run "
+            f"(> --max-other-load {args.max_other_load}); "
+            + ("running it again" if attempt < args.retries else "keeping the least disturbed run"))
+    assert best is not None
+    best.attempts = attempt + 1
+    return best
 
 
 def render(args: argparse.Namespace, inputs: list[Path], workers: int, label: str,
@@ -746,13 +833,16 @@ def render(args: argparse.Namespace, inputs: list[Path], workers: int, label: st
     work = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=args.work_dir))
     out = work / "bundle"
     cmd = [args.python, "-m", "weightvis", *(["diff"] if len(inputs) == 2 else []),
-           *map(str, inputs), "--out", str(out), "--overwrite", "--quiet", "--workers", str(workers)]
+           *map(str, inputs), "--out", str(out), "--overwrite", "--quiet",
+           "--workers", str(workers)]
     cmd += args.weightvis_arg
     runs = []
     try:
         for rep in range(args.repeat):
-            log(f"{label}: {' '.join(cmd)}" + (f"  (repeat {rep + 1}/{args.repeat})" if args.repeat > 1 else ""))
-            m = run_measured(cmd, env=_python_env(), timeout=args.timeout, cwd=REPO_ROOT)
+            rep_s = f"  (repeat {rep + 1}/{args.repeat})" if args.repeat > 1 else ""
+            log(f"{label}: {' '.join(cmd)}{rep_s}")
+            m = measure(args, label, cmd, _python_env(), cwd=REPO_ROOT,
+                        before=lambda: [warm_page_cache(f) for f in inputs])
             if m.returncode != 0:
                 log(f"{label}: FAILED (exit {m.returncode})\n{m.stderr_tail}")
                 return {"label": label, "ok": False, "returncode": m.returncode, "cmd": cmd,
@@ -778,7 +868,12 @@ def render(args: argparse.Namespace, inputs: list[Path], workers: int, label: st
         "rusage_children_maxrss_bytes": best.rusage_children_maxrss,
         "peak_processes": max(m.peak_processes for m in runs),
         "rss_samples": best.samples, "sampler_cpu_s": best.sampler_cpu_s,
-        "output_bytes": stats["bytes"], "output_files": stats["files"], "output_tiles": stats["tiles"],
+        "other_load_cores": best.other_cpu_s / best.wall_s,
+        "other_load_before_cores": best.load_before,
+        "attempts": best.attempts,
+        "disturbed": best.other_cpu_s / best.wall_s > args.max_other_load,
+        "output_bytes": stats["bytes"], "output_files": stats["files"],
+        "output_tiles": stats["tiles"],
         "output": str(out) if args.keep_outputs else None,
         "stderr_tail": best.stderr_tail[-1000:],
     }
@@ -848,12 +943,13 @@ def run_vips(args: argparse.Namespace, pixels: int, threads: int) -> dict[str, A
     log(f"vips: dzsave {w}x{h}x{args.vips_bands} ({args.vips_source}, layout={args.vips_layout}, "
         f"VIPS_CONCURRENCY={threads})")
     try:
-        m = run_measured(cmd, env=_python_env({"VIPS_CONCURRENCY": str(threads)}), timeout=args.timeout)
+        m = measure(args, "vips", cmd, _python_env({"VIPS_CONCURRENCY": str(threads)}),
+                    before=lambda: shutil.rmtree(work / "pyramid", ignore_errors=True))
         if m.returncode != 0:
             log(f"vips: FAILED (exit {m.returncode})\n{m.stdout_tail}\n{m.stderr_tail}")
             return {"ok": False, "returncode": m.returncode, "stderr_tail": m.stderr_tail,
                     "stdout_tail": m.stdout_tail}
-        res = json.loads(m.stdout_tail.strip().splitlines()[-1])
+        res: dict[str, Any] = json.loads(m.stdout_tail.strip().splitlines()[-1])
         stats = dir_stats(work / "pyramid") if (work / "pyramid").exists() else dir_stats(work)
     finally:
         if not args.keep_outputs:
@@ -866,8 +962,11 @@ def run_vips(args: argparse.Namespace, pixels: int, threads: int) -> dict[str, A
         "skip_blanks": args.vips_skip_blanks,
         "px_per_s": px / res["dzsave_s"],
         "process_wall_s": m.wall_s, "process_cpu_s": m.cpu_s,
+        "other_load_cores": m.other_cpu_s / m.wall_s, "attempts": m.attempts,
+        "disturbed": m.other_cpu_s / m.wall_s > args.max_other_load,
         "peak_rss_sum_bytes": m.peak_rss_sum, "peak_pss_sum_bytes": m.peak_pss_sum,
-        "output_bytes": stats["bytes"], "output_files": stats["files"], "output_tiles": stats["tiles"],
+        "output_bytes": stats["bytes"], "output_files": stats["files"],
+        "output_tiles": stats["tiles"],
     })
     log(f"vips: dzsave {res['dzsave_s']:.2f} s = {res['px_per_s'] / 1e6:.1f} Mpx/s "
         f"(setup {res['setup_s']:.1f} s not counted)")
@@ -930,12 +1029,12 @@ def _s(x: float | None) -> str:
 
 def print_report(res: dict[str, Any]) -> None:
     ck = res["checkpoint"]
-    rows: list[tuple[str, str]] = []
     sh = ck["shape"]
     print()
     print(f"checkpoint  {ck['key']}  ({ck['elements']:,} elements, {ck['bytes'] / 1e9:.2f} GB, "
           f"{len(ck['files'])} file(s), {ck['tensors']} tensors)")
-    print(f"            hidden {sh['hidden']}, layers {sh['layers']}, intermediate {sh['intermediate']}, "
+    print(f"            hidden {sh['hidden']}, layers {sh['layers']}, "
+          f"intermediate {sh['intermediate']}, "
           f"heads {sh['heads']}/{sh['kv_heads']} kv, vocab {sh['vocab']}, "
           f"{'tied' if sh['tied'] else 'separate'} lm_head; generated in {ck['generation_s']:.1f} s"
           f"{' (cached)' if ck.get('cached') else ''}")
@@ -959,6 +1058,8 @@ def print_report(res: dict[str, Any]) -> None:
             ("  of which anon", [_mb(res[c]["peak_rss_anon_sum_bytes"]) for c in cols]),
             ("peak PSS, tree sum", [_mb(res[c]["peak_pss_sum_bytes"]) for c in cols]),
             ("max RSS one process", [_mb(res[c]["max_rss_single_process_bytes"]) for c in cols]),
+            ("other load on machine", [f"{res[c]['other_load_cores']:.2f} cores"
+                                       + (" (!)" if res[c]["disturbed"] else "") for c in cols]),
             ("processes (peak)", [str(res[c]["peak_processes"]) for c in cols]),
             ("output", [f"{res[c]['output_bytes'] / 1e6:,.0f} MB, {res[c]['output_files']:,} files"
                         for c in cols]),
@@ -966,20 +1067,26 @@ def print_report(res: dict[str, Any]) -> None:
         widths = [max(len(header[0]), *(len(r[0]) for r in table))]
         for j in range(len(cols)):
             widths.append(max(len(header[j + 1]), *(len(r[1][j]) for r in table)))
-        print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
+        print("  ".join([header[0].ljust(widths[0]),
+                         *(h.rjust(w) for h, w in zip(header[1:], widths[1:], strict=True))]))
         for name, vals in table:
-            print("  ".join([name.ljust(widths[0]), *(v.rjust(w) for v, w in zip(vals, widths[1:]))]))
+            print("  ".join([name.ljust(widths[0]),
+                             *(v.rjust(w) for v, w in zip(vals, widths[1:], strict=True))]))
+        if any(res[c]["disturbed"] for c in cols):
+            print("(!) other processes used the CPU during this run: its times are not reliable")
         print()
     v = res.get("vips")
     if v and v.get("ok"):
         print(f"vips dzsave {v['width']}x{v['height']}x{v['bands']} ({v['pixels']:,} px, image in "
-              f"{v['source']}, layout {v['layout']}, {v['threads']} threads): {v['dzsave_s']:.2f} s = "
-              f"{v['px_per_s'] / 1e6:.1f} Mpx/s, {v['dzsave_cpu_s']:.1f} s CPU, "
+              f"{v['source']}, layout {v['layout']}, {v['threads']} threads): "
+              f"{v['dzsave_s']:.2f} s = "
+              f"{v['px_per_s'] / 1e6:.1f} Mpx/s, {v['dzsave_cpu_s']:.1f} s CPU, other load "
+              f"{v['other_load_cores']:.2f} cores{' (!)' if v['disturbed'] else ''}, "
               f"{v['output_bytes'] / 1e6:,.0f} MB in {v['output_files']:,} files")
     elif v is not None:
         print(f"vips: {v.get('skipped') or 'failed'}")
     if res.get("diff_skipped"):
-        print(f"diff: {res['diff_skipped']}")
+        print(f"diff: skipped, {res['diff_skipped']}")
     print()
     print("targets")
     for t in res["targets"]:
@@ -1044,31 +1151,47 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parameter count to generate, e.g. 0.5e9, 500M, 1.5B (default 0.5e9)")
     g.add_argument("--seed", type=int, default=0, help="RNG seed of the checkpoint (default 0)")
     g.add_argument("--vocab", type=int, default=32000, help="vocabulary size (default 32000)")
-    g.add_argument("--tied", action="store_true", help="tie lm_head to the embedding (no lm_head tensor)")
+    g.add_argument("--tied", action="store_true",
+                   help="tie lm_head to the embedding (no lm_head tensor)")
     g.add_argument("--shard-bytes", type=parse_count, default=SHARD_BYTES,
                    help="max bytes per safetensors shard (default 2e9)")
     g.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
                    help=f"where checkpoints are cached (default {DEFAULT_CACHE})")
     g.add_argument("--generate-only", action="store_true",
                    help="generate (or find) the checkpoint, print its path and exit")
-    g.add_argument("--gen-threads", type=int, default=cpus, help=f"generator threads (default {cpus})")
+    g.add_argument("--gen-threads", type=int, default=cpus,
+                   help=f"generator threads (default {cpus})")
 
     g = p.add_argument_group("runs")
-    g.add_argument("--workers", type=int, default=cpus, help=f"weightvis --workers N (default {cpus})")
-    g.add_argument("--scaling", action="store_true", help="also render with 1 worker; report the speed-up")
+    g.add_argument("--workers", type=int, default=cpus,
+                   help=f"weightvis --workers N (default {cpus})")
+    g.add_argument("--scaling", action="store_true",
+                   help="also render with 1 worker; report the speed-up")
     g.add_argument("--no-diff", action="store_true", help="skip the diff benchmark")
     g.add_argument("--no-vips", action="store_true", help="skip the libvips comparison")
-    g.add_argument("--no-render", action="store_true", help="skip weightvis renders (e.g. vips only)")
+    g.add_argument("--no-render", action="store_true",
+                   help="skip weightvis renders (e.g. vips only)")
     g.add_argument("--no-warmup", action="store_true",
                    help="skip the unmeasured warm-up render of a tiny model (numba caches etc.)")
-    g.add_argument("--repeat", type=int, default=1, help="render each case N times, report the fastest")
+    g.add_argument("--repeat", type=int, default=1,
+                   help="render each case N times, report the fastest")
+    g.add_argument("--wait-idle", type=float, default=60.0, metavar="S",
+                   help="before each measured run, wait up to S seconds for the machine's other "
+                        "load to drop under 0.1 cores (0 = don't wait; default 60)")
+    g.add_argument("--max-other-load", type=float, default=0.15, metavar="CORES",
+                   help="a run during which other processes used more CPU than this is repeated "
+                        "(default 0.15 cores)")
+    g.add_argument("--retries", type=int, default=2,
+                   help="how often a disturbed run is repeated; the least disturbed is kept "
+                        "(default 2)")
     g.add_argument("--timeout", type=float, default=None, help="kill a run after this many seconds")
     g.add_argument("--python", default=sys.executable, help="interpreter for the runs")
     g.add_argument("--weightvis-arg", action="append", default=[], metavar="ARG",
                    help="extra argument passed to every weightvis run (repeatable)")
     g.add_argument("--work-dir", type=Path, default=None,
                    help="where outputs are written (default: <cache-dir>/runs)")
-    g.add_argument("--keep-outputs", action="store_true", help="keep the rendered bundles / pyramids")
+    g.add_argument("--keep-outputs", action="store_true",
+                   help="keep the rendered bundles / pyramids")
 
     g = p.add_argument_group("vips")
     g.add_argument("--vips-threads", type=int, default=None,
@@ -1077,7 +1200,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="1 = grey uchar noise, 1 byte/px like a palette PNG (default; the faster, "
                         "stricter baseline), 3 = the same noise colour-mapped to RGB")
     g.add_argument("--vips-source", choices=("memory", "file"), default="memory",
-                   help="image held in RAM, or in a temporary memory-mapped .v file (default memory)")
+                   help="image held in RAM, or in a temporary memory-mapped .v file "
+                        "(default memory)")
     g.add_argument("--vips-layout", choices=("google", "dz"), default="google",
                    help="google = XYZ {z}/{y}/{x} (default), dz = DeepZoom; both 512 px, overlap 0")
     g.add_argument("--vips-skip-blanks", type=int, default=None,
@@ -1097,7 +1221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.exit("bench: --workers and --repeat must be >= 1")
 
     ckpt, meta = ensure_checkpoint(args.cache_dir, args.params, seed=args.seed, vocab=args.vocab,
-                                   tied=args.tied, shard_bytes=args.shard_bytes, threads=args.gen_threads)
+                                   tied=args.tied, shard_bytes=args.shard_bytes,
+                                   threads=args.gen_threads)
     if args.generate_only:
         print(ckpt)
         return 0
@@ -1130,25 +1255,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tiny, _ = ensure_checkpoint(args.cache_dir, 1_000_000, seed=args.seed, vocab=1000,
                                             tied=True, threads=args.gen_threads)
                 log("warm-up render of a tiny model (not measured)")
-                subprocess.run([args.python, "-m", "weightvis", str(tiny), "--out",
-                                str(args.work_dir / "warmup"), "--overwrite", "--quiet",
-                                "--workers", str(args.workers), *args.weightvis_arg],
-                               env=_python_env(), cwd=REPO_ROOT, capture_output=True)
+                w = subprocess.run([args.python, "-m", "weightvis", str(tiny), "--out",
+                                    str(args.work_dir / "warmup"), "--overwrite", "--quiet",
+                                    "--workers", str(args.workers), *args.weightvis_arg],
+                                   env=_python_env(), cwd=REPO_ROOT, capture_output=True, text=True)
+                if w.returncode != 0:
+                    log(f"warm-up render failed (exit {w.returncode}): {w.stderr.strip()[-500:]}")
                 shutil.rmtree(args.work_dir / "warmup", ignore_errors=True)
-            res["page_cache_warm_s"] = warm_page_cache(ckpt)
             res["weightvis"] = render(args, [ckpt], args.workers, "weightvis", elements)
             if args.scaling:
-                warm_page_cache(ckpt)
                 res["weightvis_1worker"] = render(args, [ckpt], 1, "weightvis_1worker", elements)
             if not args.no_diff:
                 if not diff_available(args.python):
                     print("diff: not available yet")
-                    res["diff_skipped"] = "not available yet (python -m weightvis diff --help failed)"
+                    res["diff_skipped"] = ("not available yet "
+                                           "(python -m weightvis diff --help failed)")
                 else:
                     edited, edits = ensure_edited_copy(ckpt, meta, args.seed)
                     res["diff_edits"] = edits
-                    warm_page_cache(ckpt)
-                    warm_page_cache(edited)
                     res["diff"] = render(args, [ckpt, edited], args.workers, "diff", elements)
 
     if not args.no_vips:
