@@ -4,7 +4,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .bundle import RenderResult, regen_html, render  # noqa: E402
+from .bundle import DiffResult, RenderResult, regen_html, render, render_diff  # noqa: E402
 from .errors import WeightvisError  # noqa: E402
 
-__all__ = ["render", "regen_html", "RenderResult", "WeightvisError", "__version__"]
+diff = render_diff
+
+__all__ = ["render", "render_diff", "diff", "regen_html", "RenderResult", "DiffResult",
+           "WeightvisError", "__version__"]

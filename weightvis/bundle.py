@@ -6,13 +6,15 @@ complete (a failed run leaves nothing half-written, and never touches a folder t
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -21,14 +23,15 @@ from .encode import check_format
 from .errors import BundleError, InputError, OutputError
 from .formats import MultiReader, open_checkpoint
 from .index import canonical_names
-from .kernels import new_acc
-from .layout import arch_layout, hilbert_layout
-from .pyramid import Geometry, SceneJob, render_scene
+from .info import tensor_kind
+from .kernels import new_acc, new_delta_acc
+from .layout import arch_layout, detect_blocks, hilbert_layout
+from .pyramid import CheckpointSpec, Geometry, SceneJob, render_scene
 from .types import TILE_SIZE, HilbertUnit, LayoutKind, ScaleMode, SceneLayout, TileFormat
 from .values import global_scale, robust_scale, sample, stats_from_acc, thin
 
-__all__ = ["render", "regen_html", "RenderResult", "MANIFEST_VERSION", "is_bundle",
-           "read_manifest"]
+__all__ = ["render", "render_diff", "regen_html", "RenderResult", "DiffResult",
+           "MANIFEST_VERSION", "is_bundle", "read_manifest"]
 
 MANIFEST_VERSION = 1
 BUNDLE_FORMAT = "weightvis-bundle"
@@ -175,6 +178,35 @@ def render(
         reader.close()
 
 
+@contextlib.contextmanager
+def _staged(out_dir: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out_dir``, moved into its place when the block completes,
+    removed when it fails: a failed run leaves nothing half-written."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.weightvis-tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        _move_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _manifest_head(title: str, tile_format: str) -> dict[str, Any]:
+    return {"format": BUNDLE_FORMAT, "version": MANIFEST_VERSION,
+            "generator": f"weightvis {__version__}", "title": title, "tile_size": TILE_SIZE,
+            "tile_format": tile_format}
+
+
+def _source_json(reader: MultiReader) -> dict[str, Any]:
+    return {"format": reader.format, "files": [f.name for f in reader.files],
+            "metadata": {Path(k).name: v for k, v in reader.metadata.items()},
+            "config": reader.config}
+
+
 def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, unit: str,
             tile_format: str, scale: str, title: str | None, workers: int,
             progress: Progress | None, t0: float) -> RenderResult:
@@ -214,15 +246,9 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
         scales = {k: g for k in scales}
     del kept
 
-    # output goes to a temporary sibling, moved into place at the end
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.weightvis-tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with _staged(out_dir) as tmp:
         total_leaves = len(geo.occupied[geo.max_zoom])
-        job = SceneJob(tuple(srcs), key, geo, scales, str(tmp), tile_format,
+        job = SceneJob(CheckpointSpec(tuple(srcs)), key, geo, scales, str(tmp), tile_format,
                        "bytes" if unit == "byte" and layout == "hilbert" else "values")
         res = render_scene(job, workers, lambda n: tick("tiles", n, total_leaves), reader)
         colormap = "bytes" if job.mode == "bytes" else "values"
@@ -240,18 +266,8 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
                 entry["stats"] = stats_from_acc(acc, t.numel, robust[t.name]).to_json()
             tensors_json[t.name] = entry
         manifest: dict[str, Any] = {
-            "format": BUNDLE_FORMAT,
-            "version": MANIFEST_VERSION,
-            "generator": f"weightvis {__version__}",
-            "title": title or _default_title(srcs),
-            "tile_size": TILE_SIZE,
-            "tile_format": tile_format,
-            "source": {
-                "format": reader.format,
-                "files": [f.name for f in reader.files],
-                "metadata": {Path(k).name: v for k, v in reader.metadata.items()},
-                "config": reader.config,
-            },
+            **_manifest_head(title or _default_title(srcs), tile_format),
+            "source": _source_json(reader),
             "scale": {"mode": scale, "quantile": 0.999, "sample_limit": 1 << 20},
             "colormaps": {colormap: color.byte_colormap() if colormap == "bytes"
                           else color.values_colormap()},
@@ -260,10 +276,6 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
         }
         _write_manifest(tmp, manifest)
         _write_html(tmp, manifest)
-        _move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return RenderResult(out_dir, manifest, res.tiles_written, res.bytes_written,
                         time.perf_counter() - t0, sum(t.numel for t in tensors))
 
@@ -305,3 +317,272 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out_dir)
+
+
+# -- diff bundles -------------------------------------------------------------------------------
+DiffMetric = Literal["rms", "abs-log", "exact"]
+_METRICS = {"rms": 0, "abs-log": 1, "exact": 2}
+
+
+class DiffResult(NamedTuple):
+    out: Path
+    manifest: dict[str, Any]
+    diff: dict[str, Any]
+    tiles_written: int
+    bytes_written: int
+    seconds: float
+
+
+def _clip_layout(lay: SceneLayout, pairs: dict[str, Any], side: str) -> SceneLayout:
+    """The delta geometry restricted to one side's elements (for the A and B scenes)."""
+    placements = []
+    for p in lay.placements:
+        pair = pairs[p.tensor]
+        view = pair.view_a if side == "a" else pair.view_b
+        if view is None:
+            continue
+        r1, c1 = min(p.e_r1, view[0]), min(p.e_c1, view[1])
+        if r1 > p.e_r0 and c1 > p.e_c0:
+            placements.append(p._replace(e_r1=r1, e_c1=c1))
+    return lay._replace(placements=tuple(placements))
+
+
+def render_diff(
+    a_sources: Sequence[str | os.PathLike[str]],
+    b_sources: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    metric: DiffMetric = "rms",
+    palette: Literal["default", "cvd"] = "default",
+    scenes: Sequence[str] = ("delta",),
+    svd: bool = True,
+    finetune: bool | None = None,
+    tile_format: TileFormat = "png",
+    title: str | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> DiffResult:
+    """Render the element-wise difference B - A of two checkpoints into a bundle at ``out``,
+    with per-tensor numbers (``diff.json`` and ``manifest["diff"]``)."""
+    from . import delta as wdiff
+
+    t0 = time.perf_counter()
+    if metric not in _METRICS:
+        raise ValueError(f"metric must be one of {', '.join(_METRICS)}, not {metric!r}")
+    if palette not in ("default", "cvd"):
+        raise ValueError(f"palette must be 'default' or 'cvd', not {palette!r}")
+    bad = [s for s in scenes if s not in ("a", "b", "delta")]
+    if bad or "delta" not in scenes:
+        raise ValueError(f"scenes must include 'delta' and be among a, b, delta; got "
+                         f"{','.join(scenes)}")
+    check_format(tile_format)
+    n_workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+    out_dir = Path(out)
+    _check_out(out_dir, overwrite)
+    a_srcs, b_srcs = [str(s) for s in a_sources], [str(s) for s in b_sources]
+    ra = open_checkpoint(a_srcs)
+    try:
+        rb = open_checkpoint(b_srcs)
+    except BaseException:
+        ra.close()
+        raise
+    reader = wdiff.DiffReader(ra, rb)
+    try:
+        return _render_diff(reader, a_srcs, b_srcs, out_dir, metric, palette, list(scenes), svd,
+                            finetune, tile_format, title, n_workers, progress, t0)
+    finally:
+        reader.close()
+
+
+def _render_diff(reader: Any, a_srcs: list[str], b_srcs: list[str], out_dir: Path, metric: str,
+                 palette: str, scenes: list[str], svd: bool, finetune: bool | None,
+                 tile_format: str, title: str | None, workers: int,
+                 progress: Progress | None, t0: float) -> DiffResult:
+    from . import delta as wdiff
+    from .kernels import ELEMENTS_CAP
+
+    def tick(stage: str, n: int, total: int) -> None:
+        if progress is not None:
+            progress(stage, n, total)
+
+    pairs = reader.pairs
+    if not pairs:
+        raise InputError("neither checkpoint holds any tensor")
+    by_name = {p.name: p for p in pairs}
+    reason = wdiff.detect_finetune(a_srcs, b_srcs)
+    mode = "finetune" if (finetune if finetune is not None else reason is not None) \
+        else "compare"
+    canon_b = canonical_names([t.name for t in reader.b.tensors()], gguf_arch=_gguf_arch(reader.b))
+    canon_a = canonical_names([t.name for t in reader.a.tensors()], gguf_arch=_gguf_arch(reader.a))
+    canonical = {p.name: canon_b[p.b.name] if p.b is not None else canon_a[p.a.name]
+                 for p in pairs}
+    infos = list(reader.tensors())
+    lay = arch_layout(infos, canonical)
+    block_prefix = detect_blocks(list(canonical.values()))
+
+    # scales: s_delta = 0.5 * rms of A's sample (then B's, then 1)
+    scales: dict[str, float] = {}
+    side_scales: dict[str, dict[str, float]] = {"a": {}, "b": {}}
+    for p in pairs:
+        smp_a = sample(reader.a, p.a) if p.a is not None else None
+        smp_b = sample(reader.b, p.b) if p.b is not None else None
+        reader.release()
+        rms = 0.0
+        for smp in (smp_a, smp_b):
+            if smp is not None and rms == 0.0:
+                fin = smp[np.isfinite(smp)].astype(np.float64)
+                rms = float(np.sqrt(np.mean(fin * fin))) if fin.size else 0.0
+        scales[p.name] = 0.5 * rms if rms > 0 else 1.0
+        if smp_a is not None:
+            side_scales["a"][p.name] = robust_scale(smp_a)
+        if smp_b is not None:
+            side_scales["b"][p.name] = robust_scale(smp_b)
+        tick("scales", 1, len(pairs))
+
+    params = {"metric": _METRICS[metric], "decades": color.ABSLOG_DECADES, "palette": palette,
+              "base_only": mode == "finetune"}
+    spec = wdiff.DiffSpec(tuple(a_srcs), tuple(b_srcs), tuple(pairs))
+    with _staged(out_dir) as tmp:
+        geo = Geometry(lay)
+        leaves = len(geo.occupied[geo.max_zoom])
+        res = render_scene(SceneJob(spec, "delta", geo, scales, str(tmp), tile_format, "delta",
+                                    params), workers, lambda n: tick("tiles", n, leaves), reader)
+        scene_list = [_scene_json("delta", "Δ = B − A", lay, geo, tile_format, "delta")]
+        written, nbytes = res.tiles_written, res.bytes_written
+        for side in ("a", "b"):
+            if side not in scenes:
+                continue
+            side_lay = _clip_layout(lay, by_name, side)
+            side_geo = Geometry(side_lay._replace(c_width=lay.c_width, c_height=lay.c_height))
+            n_side = len(side_geo.occupied[side_geo.max_zoom])
+            r = render_scene(SceneJob(spec._replace(side=side), side, side_geo,
+                                      side_scales[side], str(tmp), tile_format, "values"),
+                             workers, lambda n: tick(f"tiles {side.upper()}", n, n_side))
+            written += r.tiles_written
+            nbytes += r.bytes_written
+            scene_list.append(_scene_json(side, f"{side.upper()}", side_lay, side_geo,
+                                          tile_format, "values"))
+
+        # numbers
+        pair_rows: list[dict[str, Any]] = []
+        for p in pairs:
+            block, slot = lay.slots.get(p.name, (None, None))
+            row: dict[str, Any] = {
+                "name": p.name, "a": p.a.name if p.a else None, "b": p.b.name if p.b else None,
+                "shape_a": list(p.a.shape) if p.a else None,
+                "shape_b": list(p.b.shape) if p.b else None,
+                "dtype_a": p.a.dtype if p.a else None, "dtype_b": p.b.dtype if p.b else None,
+                "paired_by": p.paired_by, "transform": p.transform, "block": block,
+                "kind": tensor_kind(canonical[p.name], block_prefix),
+                "scale": scales[p.name],
+                "scale_a": side_scales["a"].get(p.name), "scale_b": side_scales["b"].get(p.name),
+                "numbers": None, "elements": None,
+            }
+            if p.a is not None and p.b is not None:
+                acc = res.accs.get(p.name, new_delta_acc())
+                rows_f, cols_f = res.flags.get(p.name, (np.zeros(p.overlap[0], bool),
+                                                        np.zeros(p.overlap[1], bool)))
+                row["numbers"] = _pair_numbers(acc, rows_f, cols_f)
+                changed = row["numbers"]["changed"]
+                if p.shape_status == "shape-changed":
+                    row["status"] = "shape-changed"
+                else:
+                    row["status"] = "changed" if changed else "identical"
+                el = res.elements.get(p.name)
+                if changed and el is not None and changed <= ELEMENTS_CAP:
+                    row["elements"] = [[int(e[0]), int(e[1]), _num(e[2]), _num(e[3])]
+                                       for e in el]
+                if svd and changed and min(p.overlap) >= 2:
+                    row["numbers"]["svd"] = wdiff.svd_summary(reader, p.name)
+                tick("numbers", 1, len(pairs))
+            else:
+                row["status"] = p.shape_status
+            pair_rows.append(row)
+        summary = {s.replace("-", "_"): sum(r["status"] == s for r in pair_rows)
+                   for s in wdiff.STATUSES}
+        summary["elements_changed"] = sum(r["numbers"]["changed"] for r in pair_rows
+                                          if r["numbers"])
+        summary["elements_compared"] = sum(r["numbers"]["compared"] for r in pair_rows
+                                           if r["numbers"])
+        blocks: dict[str, dict[str, Any]] = {}
+        for r in pair_rows:
+            if r["block"] is None or not r["numbers"]:
+                continue
+            b = blocks.setdefault(str(r["block"]), {"changed_tensors": 0, "delta_sq": 0.0,
+                                                    "a_sq": 0.0})
+            b["changed_tensors"] += r["status"] != "identical"
+            b["delta_sq"] += r["numbers"]["delta_norm"] ** 2
+            b["a_sq"] += r["numbers"]["a_norm"] ** 2
+        for b in blocks.values():
+            b["delta_norm"] = math.sqrt(b.pop("delta_sq"))
+            b["a_norm"] = math.sqrt(b.pop("a_sq"))
+            b["rel"] = b["delta_norm"] / b["a_norm"] if b["a_norm"] else None
+        diff_doc = {
+            "a": {"title": _default_title(a_srcs), "format": reader.a.format,
+                  "files": [f.name for f in reader.a.files]},
+            "b": {"title": _default_title(b_srcs), "format": reader.b.format,
+                  "files": [f.name for f in reader.b.files]},
+            "mode": mode, "finetune_reason": reason if mode == "finetune" else None,
+            "metric": metric, "palette": palette, "summary": summary,
+            "diagnosis": wdiff.diagnose(pair_rows, mode),
+            "blocks": dict(sorted(blocks.items(), key=lambda kv: int(kv[0]))),
+            "pairs": pair_rows,
+        }
+        tensors_json: dict[str, Any] = {}
+        for p, r in zip(pairs, pair_rows, strict=True):
+            t = reader.info(p.name)
+            tensors_json[p.name] = {
+                "shape": list(t.shape), "dtype": t.dtype, "view": [t.e_rows, t.e_cols],
+                "file": Path(t.file).name, "canonical": canonical[p.name],
+                "block": r["block"], "slot": lay.slots.get(p.name, (None, None))[1],
+                "scale": scales[p.name], "stats": None, "status": r["status"],
+            }
+        manifest: dict[str, Any] = {
+            **_manifest_head(title or f"{diff_doc['a']['title']} → {diff_doc['b']['title']}",
+                             tile_format),
+            "source": {"a": _source_json(reader.a), "b": _source_json(reader.b)},
+            "scale": {"mode": "tensor", "quantile": 0.999, "sample_limit": 1 << 20},
+            "colormaps": {"delta": color.delta_colormap(metric, palette),
+                          **({"values": color.values_colormap()} if len(scene_list) > 1 else {})},
+            "scenes": scene_list,
+            "tensors": tensors_json,
+            "diff": diff_doc,
+        }
+        (tmp / "diff.json").write_text(json.dumps(diff_doc, indent=1, allow_nan=False,
+                                                  ensure_ascii=False), "utf-8")
+        _write_manifest(tmp, manifest)
+        _write_html(tmp, manifest)
+    return DiffResult(out_dir, manifest, diff_doc, written, nbytes, time.perf_counter() - t0)
+
+
+def _num(x: float) -> float | str:
+    """JSON has no NaN/Inf: those become the strings "NaN", "Infinity", "-Infinity"."""
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+
+
+def _first_indices(flags: np.ndarray, limit: int = 32) -> dict[str, Any]:
+    idx = np.flatnonzero(flags)
+    return {"count": int(idx.size), "first": [int(i) for i in idx[:limit]]}
+
+
+def _pair_numbers(acc: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> dict[str, Any]:
+    n, a2, b2, d2, ab, dmax, changed, nfi = (float(x) for x in acc)
+    a_norm, b_norm, d_norm = math.sqrt(a2), math.sqrt(b2), math.sqrt(d2)
+    r_idx, c_idx = np.flatnonzero(rows), np.flatnonzero(cols)
+    return {
+        "compared": int(n),
+        "a_norm": a_norm, "b_norm": b_norm, "delta_norm": d_norm,
+        "rel": d_norm / a_norm if a_norm else None,
+        "cosine": ab / (a_norm * b_norm) if a_norm and b_norm else None,
+        "max_abs_delta": dmax,
+        "changed": int(changed),
+        "changed_rows": _first_indices(rows), "changed_cols": _first_indices(cols),
+        "bbox": [int(r_idx[0]), int(r_idx[-1]) + 1, int(c_idx[0]), int(c_idx[-1]) + 1]
+        if r_idx.size else None,
+        "nonfinite_introduced": int(nfi),
+        "svd": None,
+    }

@@ -15,7 +15,7 @@ from .errors import WeightvisError
 
 __all__ = ["main"]
 
-_COMMANDS = ("demo", "info")
+_COMMANDS = ("demo", "info", "diff")
 
 
 def _render_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,7 @@ def _render_parser() -> argparse.ArgumentParser:
         prog="weightvis",
         description="Render model checkpoints into a static, zoomable bundle (open index.html in "
                     "a browser; no server, no network). Also: 'weightvis demo --out DIR', "
-                    "'weightvis info SRC [SRC2]'.",
+                    "'weightvis info SRC [SRC2]', 'weightvis diff A B --out DIR'.",
     )
     p.add_argument("sources", nargs="*", metavar="SRC",
                    help="a .safetensors file, a sharded set (its model.safetensors.index.json) "
@@ -67,6 +67,83 @@ def _demo_parser() -> argparse.ArgumentParser:
                    help="also write the synthetic checkpoint (safetensors + config.json) here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def _diff_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="weightvis diff",
+        description="Map what changed between two checkpoints (B - A, element by element) into a "
+                    "bundle, with per-tensor numbers in diff.json and a summary here.")
+    p.add_argument("a", metavar="A", help="the first (base) checkpoint: file, index or directory")
+    p.add_argument("b", metavar="B", help="the second checkpoint")
+    p.add_argument("-o", "--out", metavar="DIR", required=True, help="bundle folder to write")
+    p.add_argument("--diff-metric", choices=("rms", "abs-log", "exact"), default="rms",
+                   help="rms: relative to A's RMS (default); abs-log: raw magnitude on a log "
+                        "scale; exact: any change at full brightness")
+    p.add_argument("--palette", choices=("default", "cvd"), default="default",
+                   help="default: green grew / red shrank; cvd: blue / orange")
+    p.add_argument("--scenes", default="delta", metavar="LIST",
+                   help="scenes to draw, among a,b,delta (default: delta)")
+    ft = p.add_mutually_exclusive_group()
+    ft.add_argument("--finetune", dest="finetune", action="store_true", default=None,
+                    help="treat B as a finetune of A (default: when B's model card says so)")
+    ft.add_argument("--no-finetune", dest="finetune", action="store_false")
+    p.add_argument("--no-svd", action="store_true",
+                   help="skip the low-rank estimate of each 2-D delta")
+    p.add_argument("--tile-format", choices=("png", "avif"), default="png")
+    p.add_argument("--title", help="title shown in the viewer")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing weightvis bundle at --out")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    return p
+
+
+def _diff_summary(res: Any) -> str:
+    d = res.diff
+    s = d["summary"]
+    lines = [f"wrote {res.out}/index.html and diff.json in {res.seconds:.1f} s",
+             f"{d['mode']} mode: {s['identical']} identical, {s['changed']} changed, "
+             f"{s['shape_changed']} shape-changed, {s['only_in_a']} only in A, "
+             f"{s['only_in_b']} only in B; {s['elements_changed']:,} of "
+             f"{s['elements_compared']:,} elements changed"]
+    lines += ["  " + ln for ln in d["diagnosis"]]
+    rows = [p for p in d["pairs"] if p["status"] != "identical"]
+    rows.sort(key=lambda p: (p["status"] not in ("shape-changed", "only-in-b"),
+                             -((p["numbers"] or {}).get("rel") or 0)))
+    if rows:
+        lines.append(f"  {'status':14s} {'‖Δ‖/‖A‖':>9s} {'changed':>11s}  tensor")
+        for p in rows[:20]:
+            nb = p["numbers"] or {}
+            rel = f"{nb['rel']:.3g}" if nb.get("rel") is not None else "-"
+            ch = f"{nb['changed']:,}" if nb else "-"
+            lines.append(f"  {p['status']:14s} {rel:>9s} {ch:>11s}  {p['name']}")
+        if len(rows) > 20:
+            lines.append(f"  … {len(rows) - 20} more in diff.json")
+    return "\n".join(lines)
+
+
+def _run_diff(argv: Sequence[str]) -> int:
+    parser = _diff_parser()
+    a = parser.parse_args(argv)
+    scenes = [x.strip() for x in a.scenes.split(",") if x.strip()]
+    if not scenes or any(x not in ("a", "b", "delta") for x in scenes) or "delta" not in scenes:
+        parser.error("--scenes takes a comma list among a, b, delta, and includes delta")
+    if a.workers is not None and a.workers < 1:
+        parser.error("--workers must be at least 1")
+    from . import bundle
+
+    bar = _Bar(a.quiet)
+    try:
+        res = bundle.render_diff([a.a], [a.b], a.out, metric=a.diff_metric, palette=a.palette,
+                                 scenes=scenes, svd=not a.no_svd, finetune=a.finetune,
+                                 tile_format=a.tile_format, title=a.title, workers=a.workers,
+                                 overwrite=a.overwrite, progress=bar)
+    finally:
+        bar.close()
+    if not a.quiet:
+        print(_diff_summary(res))
+    return 0
 
 
 def _info_parser() -> argparse.ArgumentParser:
@@ -219,6 +296,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_demo(args[1:])
         if args and args[0] == "info":
             return _run_info(args[1:])
+        if args and args[0] == "diff":
+            return _run_diff(args[1:])
+        if "--diff" in args:  # the seed's spelling: weightvis --diff A B --out DIR
+            i = args.index("--diff")
+            if len(args) < i + 3:
+                print("weightvis: error: --diff takes two checkpoints: --diff A B",
+                      file=sys.stderr)
+                return 2
+            return _run_diff(args[i + 1:i + 3] + args[:i] + args[i + 3:])
         return _run_render(args)
     except WeightvisError as e:
         if os.environ.get("WEIGHTVIS_DEBUG"):

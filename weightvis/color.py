@@ -17,7 +17,8 @@ import numpy as np
 __all__ = [
     "PAD", "NAN", "POSINF", "NEGINF", "ZERO", "LEVELS",
     "VALUE_RULE", "PARENT_RULE", "value_palette", "value_index", "level_values",
-    "values_colormap", "byte_colormap", "BYTE_LUT", "palette_bytes",
+    "values_colormap", "byte_colormap", "BYTE_LUT", "palette_bytes", "delta_palette",
+    "delta_colormap", "D_NONFINITE", "D_ONLY_A", "D_ONLY_B", "D_BASE_ONLY", "D_GAP", "D_LEVELS",
 ]
 
 PAD, NAN, POSINF, NEGINF = 0, 1, 2, 3
@@ -195,3 +196,70 @@ def byte_colormap() -> dict[str, Any]:
 
 def byte_palette() -> np.ndarray:
     return _BYTE_PAL
+
+
+# -- deltas (weightvis diff) --------------------------------------------------------------------
+D_NONFINITE, D_ONLY_A, D_ONLY_B, D_BASE_ONLY, D_GAP = 1, 2, 3, 4, 5
+D_LEVELS = 123  # indices 129-123 = 6 .. 129+123 = 252; 2..5 are hatches
+ABSLOG_DECADES = (-8.0, 0.0)
+"""abs-log metric: |delta| from 1e-8 to 1 spans the levels (raw magnitude, same for all)."""
+
+DELTA_RULES = {
+    "rms": ("d = float64(b) - float64(a); s = 0.5 * rms(A) (rms over A's deterministic sample, "
+            "see scale); q = floor(123*sqrt(min(|d|/s, 1)) + 0.5), at least 1 when b != a"),
+    "abs-log": ("d = float64(b) - float64(a); q = floor(123*(log10|d| + 8)/8 + 0.5) clamped to "
+                "1..123 when b != a (|d| = 1e-8 -> 1, |d| >= 1 -> 123); the same for every tensor"),
+    "exact": "q = 123 when b != a",
+}
+DELTA_COMMON = (" Unchanged (b == a, or both NaN) -> 129 (black); grew (d > 0) -> 129+q; shrank "
+                "(d < 0) -> 129-q; non-finite d -> 1 (white). Elements only in A -> hatch of 2 "
+                "(4 in finetune mode), only in B -> hatch of 3, on 5: index 2/3/4 where "
+                "((x + y) // 4) % 2 == 0 (only in B: ((x - y) // 4) % 2 == 0), x, y the pixel in "
+                "its zoom level, else 5.")
+DELTA_PARENT_RULE = (
+    "A zoomed-out pixel from its 2x2 children: padding ignored; a non-finite child wins; else "
+    "value children (6..252) give levels u = sign*(q/123)^2 and the parent is "
+    "sign(sum u)*sqrt(mean u^2) through q = floor(123*sqrt(.) + 0.5), at least 1 if any child "
+    "changed; with no value child, the first hatch class among 2, 3, 4 is re-hatched at the "
+    "parent's pixel; all padding -> padding.")
+
+
+def _delta_palette(pos_hue: float, neg_hue: float) -> np.ndarray:
+    pal = np.tile(value_palette()[PAD], (256, 1))
+    pal[D_NONFINITE] = (255, 255, 255)
+    pal[D_ONLY_A] = (196, 120, 255)
+    pal[D_ONLY_B] = (255, 196, 64)
+    pal[D_BASE_ONLY] = (150, 150, 150)
+    pal[D_GAP] = (36, 36, 42)
+    for q in range(D_LEVELS + 1):
+        L = 0.30 + 0.62 * q / D_LEVELS if q else 0.0  # level 1 is already visible
+        for sign, h in ((1, math.radians(pos_hue)), (-1, math.radians(neg_hue))):
+            C = min(0.20, 0.92 * _max_chroma(L, h)) if q else 0.0
+            pal[ZERO + sign * q] = _lch_to_rgb8(L, C, h)
+    return pal
+
+
+@functools.lru_cache(maxsize=2)
+def _delta_palette_cached(name: str) -> np.ndarray:
+    if name == "cvd":  # blue / orange: distinct for deuteranopia and protanopia
+        return _delta_palette(250.0, 60.0)
+    return _delta_palette(142.0, 27.0)  # green grew, red shrank
+
+
+def delta_palette(name: str = "default") -> np.ndarray:
+    if name not in ("default", "cvd"):
+        raise ValueError(f"unknown diff palette {name!r} (default or cvd)")
+    pal: np.ndarray = _delta_palette_cached(name).copy()
+    return pal
+
+
+def delta_colormap(metric: str, palette: str) -> dict[str, Any]:
+    return {
+        "kind": "delta", "metric": metric, "palette_name": palette,
+        "palette": delta_palette(palette).tolist(),
+        "padding_index": PAD, "nonfinite_index": D_NONFINITE, "only_a_index": D_ONLY_A,
+        "only_b_index": D_ONLY_B, "base_only_index": D_BASE_ONLY, "hatch_gap_index": D_GAP,
+        "zero_index": ZERO, "levels": D_LEVELS,
+        "abs_log_decades": list(ABSLOG_DECADES) if metric == "abs-log" else None,
+        "rule": DELTA_RULES[metric] + "." + DELTA_COMMON, "parent_rule": DELTA_PARENT_RULE,
+    }

@@ -19,7 +19,7 @@ from .layout.arch import _is_embedding, detect_blocks, parse_block, slot_kind
 from .types import TensorInfo
 
 __all__ = ["checkpoint_info", "compare_info", "stored_nbytes", "format_info", "format_compare",
-           "KINDS"]
+           "KINDS", "tensor_kind"]
 
 KINDS = ("attention", "mlp", "norms", "embeddings", "experts", "other")
 _EXPERT_RE = re.compile(r"(^|\.)experts?\.\d+\.|_exps\b|\.experts\.")
@@ -40,7 +40,8 @@ def stored_nbytes(t: TensorInfo) -> int:
     return t.numel // bs * ts
 
 
-def _kind(canon: str, prefix: str | None) -> str:
+def tensor_kind(canon: str, prefix: str | None) -> str:
+    """attention, mlp, norms, embeddings, experts or other, from the canonical name."""
     if _EXPERT_RE.search(canon):
         return "experts"
     if _is_embedding(canon) or _HEAD_RE.search(canon):
@@ -142,7 +143,7 @@ def _info(reader: MultiReader, scan: bool,
     rows = []
     for t in tensors:
         c = canon[t.name]
-        kind = _kind(c, prefix)
+        kind = tensor_kind(c, prefix)
         per_kind[kind] += t.numel
         p = parse_block(c)
         if p is not None and p.prefix == prefix:

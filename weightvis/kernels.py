@@ -258,3 +258,210 @@ def warm_up() -> None:
     reduce_tile(np.zeros((2, 2), np.uint8), REDUCE_FIRST, np.zeros((1, 1), np.uint8))
     hilbert_tile_offsets(2, 0, 0, np.zeros((2, 2), np.int64))
     hilbert_d2xy(4, 3)
+
+
+# -- deltas (weightvis diff) ----------------------------------------------------------------------
+# delta accumulator: elements in both, sum a^2, sum b^2, sum d^2, sum a*b (finite pairs),
+# max |d|, changed elements, non-finite introduced (finite in A, not in B)
+DELTA_ACC_SIZE = 8
+_DN, _DA2, _DB2, _DD2, _DAB, _DMAX, _DCHG, _DNFI = range(DELTA_ACC_SIZE)
+METRIC_RMS, METRIC_ABSLOG, METRIC_EXACT = 0, 1, 2
+HATCH_A, HATCH_B, HATCH_BASE = 2, 3, 4
+ELEMENTS_CAP = 64
+
+
+def new_delta_acc() -> np.ndarray:
+    return np.zeros(DELTA_ACC_SIZE, np.float64)
+
+
+def merge_delta_acc(into: np.ndarray, other: np.ndarray) -> None:
+    into[:_DMAX] += other[:_DMAX]
+    into[_DMAX] = max(into[_DMAX], other[_DMAX])
+    into[_DCHG:] += other[_DCHG:]
+
+
+@numba.njit(cache=True, nogil=True)
+def _colorize_delta(a, b, s, metric, l0, l1, out, acc, row_flags, col_flags, e_r0, e_c0,
+                    elems, n_elems):  # type: ignore[no-untyped-def]
+    """a, b float32[h, w] (element block rows e_r0.., cols e_c0.. of both tensors) -> out uint8
+    delta indices (color.DELTA_RULES); accumulates acc (DELTA_ACC_SIZE) in place; sets
+    row_flags[e_r0+i] / col_flags[e_c0+j] for changed elements; records up to
+    elems.shape[0] changed elements (row, col, a, b) in elems, counting in n_elems[0]."""
+    h, w = a.shape
+    lv = 123.0
+    for i in range(h):
+        for j in range(w):
+            av = np.float64(a[i, j])
+            bv = np.float64(b[i, j])
+            a_fin = abs(av) < np.inf
+            b_fin = abs(bv) < np.inf
+            if a_fin:
+                acc[_DA2] += av * av
+            if b_fin:
+                acc[_DB2] += bv * bv
+            if a_fin and b_fin:
+                acc[_DAB] += av * bv
+            acc[_DN] += 1.0
+            if av == bv or (av != av and bv != bv):
+                out[i, j] = ZERO
+                continue
+            acc[_DCHG] += 1.0
+            row_flags[e_r0 + i] = True
+            col_flags[e_c0 + j] = True
+            k = n_elems[0]
+            if k < elems.shape[0]:
+                elems[k, 0] = e_r0 + i
+                elems[k, 1] = e_c0 + j
+                elems[k, 2] = av
+                elems[k, 3] = bv
+            n_elems[0] = k + 1
+            if a_fin and not b_fin:
+                acc[_DNFI] += 1.0
+            d = bv - av
+            if not (abs(d) < np.inf):
+                out[i, j] = NAN  # index 1: non-finite delta
+                continue
+            acc[_DD2] += d * d
+            ad = abs(d)
+            if ad > acc[_DMAX]:
+                acc[_DMAX] = ad
+            if metric == 0:
+                x = ad / s
+                if x > 1.0:
+                    x = 1.0
+                q = np.int64(np.floor(lv * np.sqrt(x) + 0.5))
+            elif metric == 1:
+                q = np.int64(np.floor(lv * (np.log10(ad) - l0) / (l1 - l0) + 0.5))
+            else:
+                q = 123
+            if q < 1:
+                q = 1
+            if q > 123:
+                q = 123
+            out[i, j] = ZERO + q if d > 0 else ZERO - q
+
+
+@numba.njit(cache=True, nogil=True)
+def _stripe(kind, x, y):  # type: ignore[no-untyped-def]
+    if kind == 3:
+        on = ((x - y + (1 << 40)) // 4) % 2 == 0
+    else:
+        on = ((x + y) // 4) % 2 == 0
+    return kind if on else 5
+
+
+@numba.njit(cache=True, nogil=True)
+def _hatch(out, e_r0, e_c0, ra, ca, rb, cb, base_only, c_x0, c_y0):  # type: ignore[no-untyped-def]
+    """Write the one-sided elements of a block (element rows e_r0.., cols e_c0..; tensor A is
+    ra x ca, B is rb x cb): hatch 2 (4 if base_only) where only A has the element, 3 where only
+    B has it, padding where neither; elements in both are left as they are. The stripe phase
+    comes from the canvas pixel (c_x0 + j, c_y0 + i)."""
+    h, w = out.shape
+    for i in range(h):
+        r = e_r0 + i
+        for j in range(w):
+            c = e_c0 + j
+            in_a = r < ra and c < ca
+            in_b = r < rb and c < cb
+            if in_a and in_b:
+                continue
+            if in_a:
+                out[i, j] = _stripe(4 if base_only else 2, c_x0 + j, c_y0 + i)
+            elif in_b:
+                out[i, j] = _stripe(3, c_x0 + j, c_y0 + i)
+            else:
+                out[i, j] = PAD
+
+
+@numba.njit(cache=True, nogil=True)
+def _reduce_delta(kids, p_x0, p_y0, out):  # type: ignore[no-untyped-def]
+    """kids uint8[2h, 2w] delta indices -> out uint8[h, w] by color.DELTA_PARENT_RULE; the
+    parent tile's top-left pixel is (p_x0, p_y0) in its zoom level."""
+    h, w = out.shape
+    lv = 123.0
+    for i in range(h):
+        for j in range(w):
+            cnt = 0
+            tot = 0.0
+            tot2 = 0.0
+            special = 0
+            hatch = 0
+            changed = False
+            for di in range(2):
+                for dj in range(2):
+                    k = kids[2 * i + di, 2 * j + dj]
+                    if k == PAD:
+                        continue
+                    if k == 1:
+                        special = 1
+                    elif k <= 5:
+                        if hatch == 0 and k != 5:
+                            hatch = k
+                        elif hatch == 0:
+                            hatch = -1
+                    else:
+                        q = abs(np.int64(k) - ZERO)
+                        u = (q / lv) ** 2
+                        if k < ZERO:
+                            u = -u
+                        if q > 0:
+                            changed = True
+                        cnt += 1
+                        tot += u
+                        tot2 += u * u
+            if special:
+                out[i, j] = 1
+            elif cnt > 0:
+                q = np.int64(np.floor(lv * np.sqrt(np.sqrt(tot2 / cnt)) + 0.5))
+                if changed and q < 1:
+                    q = 1
+                if q > 123:
+                    q = 123
+                out[i, j] = ZERO - q if tot < 0 else ZERO + q
+            elif hatch > 0:
+                out[i, j] = _stripe(hatch, p_x0 + j, p_y0 + i)
+            elif hatch < 0:
+                out[i, j] = 5
+            else:
+                out[i, j] = PAD
+
+
+def colorize_delta(a: np.ndarray, b: np.ndarray, s: float, metric: int, out: np.ndarray,
+                   acc: np.ndarray, row_flags: np.ndarray, col_flags: np.ndarray, e_r0: int,
+                   e_c0: int, elems: np.ndarray, n_elems: np.ndarray,
+                   decades: tuple[float, float] = (-8.0, 0.0)) -> None:
+    """Delta colours of an element block present in both tensors (see _colorize_delta)."""
+    if a.shape != b.shape or a.shape != out.shape or a.dtype != np.float32 \
+            or b.dtype != np.float32 or out.dtype != np.uint8:
+        raise ValueError("colorize_delta: a, b float32 and out uint8 of one shape")
+    if metric == METRIC_RMS and not (s > 0 and np.isfinite(s)):
+        raise ValueError(f"colorize_delta: scale must be finite and > 0, got {s}")
+    _colorize_delta(a, b, float(s), int(metric), float(decades[0]), float(decades[1]), out, acc,
+                    row_flags, col_flags, int(e_r0), int(e_c0), elems, n_elems)
+
+
+def hatch(out: np.ndarray, e_r0: int, e_c0: int, shape_a: tuple[int, int],
+          shape_b: tuple[int, int], base_only: bool, c_x0: int, c_y0: int) -> None:
+    _hatch(out, int(e_r0), int(e_c0), int(shape_a[0]), int(shape_a[1]), int(shape_b[0]),
+           int(shape_b[1]), bool(base_only), int(c_x0), int(c_y0))
+
+
+def reduce_delta(kids: np.ndarray, p_x0: int, p_y0: int, out: np.ndarray) -> None:
+    if kids.dtype != np.uint8 or out.dtype != np.uint8 or kids.shape != (2 * out.shape[0],
+                                                                         2 * out.shape[1]):
+        raise ValueError(f"reduce_delta: bad shapes {kids.shape} -> {out.shape}")
+    _reduce_delta(kids, int(p_x0), int(p_y0), out)
+
+
+def warm_up_delta() -> None:
+    a = np.zeros((2, 2), np.float32)
+    o = np.zeros((2, 2), np.uint8)
+    f = np.zeros(4, np.bool_)
+    e = np.zeros((ELEMENTS_CAP + 1, 4), np.float64)
+    colorize_delta(a, a, 1.0, METRIC_RMS, o, new_delta_acc(), f, f, 0, 0, e,
+                   np.zeros(1, np.int64))
+    colorize_delta(a[:, :1], a[:, :1], 1.0, METRIC_RMS, o[:, :1], new_delta_acc(), f, f, 0, 0,
+                   e, np.zeros(1, np.int64))
+    hatch(o, 0, 0, (1, 1), (2, 2), False, 0, 0)
+    hatch(o[:, :1], 0, 0, (1, 1), (2, 2), False, 0, 0)
+    reduce_delta(np.zeros((2, 2), np.uint8), 0, 0, np.zeros((1, 1), np.uint8))

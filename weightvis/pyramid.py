@@ -14,7 +14,7 @@ import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from .encode import encode_tile, write_atomic
 from .formats import MultiReader, open_checkpoint
 from .types import TILE_SIZE, SceneLayout, TileAddress
 
-__all__ = ["Geometry", "SceneJob", "render_scene", "SceneResult"]
+__all__ = ["Geometry", "SceneJob", "CheckpointSpec", "render_scene", "SceneResult"]
 
 ProgressFn = Callable[[int], None]
 
@@ -75,38 +75,63 @@ class Geometry:
                    if x // f == a.t_x and y // f == a.t_y)
 
 
+class CheckpointSpec(NamedTuple):
+    """How a worker opens the checkpoint it draws (picklable; every worker opens its own)."""
+
+    sources: tuple[str, ...]
+
+    def open(self) -> MultiReader:
+        return open_checkpoint(self.sources)
+
+
 class SceneJob(NamedTuple):
     """Everything a worker needs to render a scene's tiles (picklable)."""
 
-    sources: tuple[str, ...]
+    spec: Any
+    """Has ``open() -> Reader`` (CheckpointSpec, or diff.DiffSpec for delta scenes)."""
     key: str
     geometry: Geometry
     scales: dict[str, float]
     out_dir: str
     tile_format: str
     mode: str
-    """``values`` or ``bytes``."""
+    """``values``, ``bytes`` or ``delta``."""
+    params: dict[str, Any] = {}
+    """delta scenes: ``metric`` (kernels.METRIC_*), ``decades``, ``palette``, ``base_only``."""
 
 
 class SceneResult(NamedTuple):
     accs: dict[str, np.ndarray]
-    """Per-tensor statistics accumulators."""
+    """Per-tensor statistics accumulators (delta accumulators in delta scenes)."""
     tiles_written: int
     bytes_written: int
+    flags: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    """delta scenes: per pair, changed rows and changed columns of the overlap."""
+    elements: dict[str, np.ndarray] = {}
+    """delta scenes: per pair, changed elements (row, col, a, b), sorted, when few."""
 
 
 LeafAccs = dict[tuple[str, int, int], np.ndarray]
+
+
+class WorkerResult(NamedTuple):
+    accs: "LeafAccs"
+    tiles_written: int
+    bytes_written: int
+    flags: dict[str, tuple[np.ndarray, np.ndarray]]
+    elems: dict[str, np.ndarray]
 """(tensor, leaf t_y, leaf t_x) -> accumulator of the tensor's elements in that leaf."""
 
 
-def merge_leaf_accs(parts: LeafAccs) -> dict[str, np.ndarray]:
+def merge_leaf_accs(parts: LeafAccs, delta: bool = False) -> dict[str, np.ndarray]:
     """Merge per-leaf accumulators in one canonical order, so that the statistics are the same
     bit for bit whatever the number of workers and the order in which they finish."""
+    merge = kernels.merge_delta_acc if delta else kernels.merge_acc
     out: dict[str, np.ndarray] = {}
     for key in sorted(parts):
         name = key[0]
         if name in out:
-            kernels.merge_acc(out[name], parts[key])
+            merge(out[name], parts[key])
         else:
             out[name] = parts[key].copy()
     return out
@@ -119,17 +144,23 @@ class _Worker:
         self.job = job
         self.geo = job.geometry
         self.t = job.geometry.tile
-        self.reader = reader if reader is not None else open_checkpoint(job.sources)
+        self.reader: Any = reader if reader is not None else job.spec.open()
         self.ext = job.tile_format
         if job.mode == "bytes":
             self.palette = color.palette_bytes(color.byte_palette())
             self.reduce_mode = kernels.REDUCE_FIRST
             self.file_bytes = {p.name: p for p in self.reader.files}
+        elif job.mode == "delta":
+            self.palette = color.palette_bytes(color.delta_palette(job.params["palette"]))
+            self.reduce_mode = -1
+            kernels.warm_up_delta()
         else:
             self.palette = color.palette_bytes(color.value_palette())
             self.reduce_mode = kernels.REDUCE_SIGNED_RMS
         self.made_dirs: set[str] = set()
         self.accs: LeafAccs = {}
+        self.flags: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.elems: dict[str, list[np.ndarray]] = {}
         self.leaf_at: tuple[int, int] = (0, 0)
         self.tiles_written = 0
         self.bytes_written = 0
@@ -154,7 +185,8 @@ class _Worker:
         key = (name, self.leaf_at[1], self.leaf_at[0])
         a = self.accs.get(key)
         if a is None:
-            a = self.accs[key] = kernels.new_acc()
+            a = self.accs[key] = (kernels.new_delta_acc() if self.job.mode == "delta"
+                                  else kernels.new_acc())
         return a
 
     # -- leaves ------------------------------------------------------------------------------
@@ -162,7 +194,9 @@ class _Worker:
         if (t_x, t_y) not in self.geo.occupied[self.geo.max_zoom]:
             return None
         self.leaf_at = (t_x, t_y)
-        if self.geo.layout.layout == "arch":
+        if self.job.mode == "delta":
+            out = self._leaf_delta(t_x, t_y)
+        elif self.geo.layout.layout == "arch":
             out = self._leaf_arch(t_x, t_y)
         else:
             out = self._leaf_hilbert(t_x, t_y)
@@ -182,6 +216,40 @@ class _Worker:
                                      p.e_c0 + (x0 - p.c_x), p.e_c0 + (x1 - p.c_x))
             kernels.colorize(block, self.job.scales[p.tensor],
                              out[y0 - c_y0:y1 - c_y0, x0 - c_x0:x1 - c_x0], self.acc(p.tensor))
+        return out
+
+    def _leaf_delta(self, t_x: int, t_y: int) -> np.ndarray:
+        t = self.t
+        out = np.full((t, t), color.PAD, np.uint8)
+        c_x0, c_y0 = t_x * t, t_y * t
+        prm = self.job.params
+        for i in self.geo.leaf_placements[(t_x, t_y)]:
+            p = self.geo.layout.placements[i]
+            pair = self.reader.pair(p.tensor)
+            x0, x1 = max(p.c_x, c_x0), min(p.c_x + p.c_w, c_x0 + t)
+            y0, y1 = max(p.c_y, c_y0), min(p.c_y + p.c_h, c_y0 + t)
+            r0, r1 = p.e_r0 + (y0 - p.c_y), p.e_r0 + (y1 - p.c_y)
+            c0, c1 = p.e_c0 + (x0 - p.c_x), p.e_c0 + (x1 - p.c_x)
+            dst = out[y0 - c_y0:y1 - c_y0, x0 - c_x0:x1 - c_x0]
+            va, vb = pair.view_a or (0, 0), pair.view_b or (0, 0)
+            if va != vb:
+                kernels.hatch(dst, r0, c0, va, vb, prm["base_only"], x0, y0)
+            orows, ocols = pair.overlap
+            ro1, co1 = min(r1, orows), min(c1, ocols)
+            if ro1 <= r0 or co1 <= c0:
+                continue
+            a = self.reader.read_side("a", p.tensor, r0, ro1, c0, co1)
+            b = self.reader.read_side("b", p.tensor, r0, ro1, c0, co1)
+            fl = self.flags.get(p.tensor)
+            if fl is None:
+                fl = self.flags[p.tensor] = (np.zeros(orows, np.bool_), np.zeros(ocols, np.bool_))
+            buf = np.zeros((kernels.ELEMENTS_CAP + 1, 4), np.float64)
+            n = np.zeros(1, np.int64)
+            kernels.colorize_delta(a, b, self.job.scales.get(p.tensor, 1.0), prm["metric"],
+                                   dst[:ro1 - r0, :co1 - c0], self.acc(p.tensor), fl[0], fl[1],
+                                   r0, c0, buf, n, prm["decades"])
+            if n[0]:
+                self.elems.setdefault(p.tensor, []).append(buf[:min(int(n[0]), len(buf))])
         return out
 
     def _leaf_hilbert(self, t_x: int, t_y: int) -> np.ndarray:
@@ -215,12 +283,12 @@ class _Worker:
         if a.z == self.geo.max_zoom:
             idx = self.leaf(a.t_x, a.t_y)
         else:
-            idx = self.parent([self.subtree(c) for c in a.children()])
+            idx = self.parent([self.subtree(c) for c in a.children()], a)
         if idx is not None:
             self.write(a, idx)
         return idx
 
-    def parent(self, kids: Sequence[np.ndarray | None]) -> np.ndarray | None:
+    def parent(self, kids: Sequence[np.ndarray | None], a: TileAddress) -> np.ndarray | None:
         if all(k is None for k in kids):
             return None
         t = self.t
@@ -229,12 +297,17 @@ class _Worker:
             if k is not None:
                 mosaic[oy:oy + t, ox:ox + t] = k
         out = np.empty((t, t), np.uint8)
-        kernels.reduce_tile(mosaic, self.reduce_mode, out)
+        if self.job.mode == "delta":
+            kernels.reduce_delta(mosaic, a.t_x * t, a.t_y * t, out)
+        else:
+            kernels.reduce_tile(mosaic, self.reduce_mode, out)
         return out
 
-    def take_results(self) -> tuple[LeafAccs, int, int]:
-        r = (self.accs, self.tiles_written, self.bytes_written)
+    def take_results(self) -> WorkerResult:
+        r = WorkerResult(self.accs, self.tiles_written, self.bytes_written, self.flags,
+                         {k: np.concatenate(v) for k, v in self.elems.items()})
         self.accs, self.tiles_written, self.bytes_written = {}, 0, 0
+        self.flags, self.elems = {}, {}
         return r
 
 
@@ -255,8 +328,7 @@ def _init_worker(job: SceneJob) -> None:
     _WORKER = _Worker(job)
 
 
-def _run_subtree(a: TileAddress
-                 ) -> tuple[TileAddress, np.ndarray | None, tuple[LeafAccs, int, int], int]:
+def _run_subtree(a: TileAddress) -> tuple[TileAddress, np.ndarray | None, WorkerResult, int]:
     assert _WORKER is not None
     idx = _WORKER.subtree(a)
     return a, idx, _WORKER.take_results(), _WORKER.geo.leaves_under(a)
@@ -272,21 +344,32 @@ def render_scene(job: SceneJob, workers: int, progress: ProgressFn | None = None
     """Render and write every tile of a scene; returns merged per-tensor accumulators."""
     geo = job.geometry
     kernels.warm_up()
+    if job.mode == "delta":
+        kernels.warm_up_delta()
     split = 0 if workers <= 1 else geo.split_zoom(8 * workers)
     roots = sorted((TileAddress(split, x, y) for x, y in geo.occupied[split]),
                    key=lambda a: (a.t_y, a.t_x))
     parts: LeafAccs = {}
     written = nbytes = 0
     level: dict[tuple[int, int], np.ndarray] = {}
+    flags: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    elems: dict[str, list[np.ndarray]] = {}
 
-    def collect(a: TileAddress, idx: np.ndarray | None, res: tuple[LeafAccs, int, int],
-                leaves: int) -> None:
+    def collect(a: TileAddress, idx: np.ndarray | None, res: WorkerResult, leaves: int) -> None:
         nonlocal written, nbytes
         if idx is not None:
             level[(a.t_x, a.t_y)] = idx
-        parts.update(res[0])
-        written += res[1]
-        nbytes += res[2]
+        parts.update(res.accs)
+        written += res.tiles_written
+        nbytes += res.bytes_written
+        for name, (rows, cols) in res.flags.items():
+            if name in flags:
+                flags[name][0][:] |= rows
+                flags[name][1][:] |= cols
+            else:
+                flags[name] = (rows, cols)
+        for name, e in res.elems.items():
+            elems.setdefault(name, []).append(e)
         if progress is not None:
             progress(leaves)
 
@@ -305,13 +388,19 @@ def render_scene(job: SceneJob, workers: int, progress: ProgressFn | None = None
         nxt: dict[tuple[int, int], np.ndarray] = {}
         for x, y in sorted(geo.occupied[z]):
             kids = [level.get((c.t_x, c.t_y)) for c in TileAddress(z, x, y).children()]
-            idx = w.parent(kids)
+            idx = w.parent(kids, TileAddress(z, x, y))
             if idx is not None:
                 w.write(TileAddress(z, x, y), idx)
                 nxt[(x, y)] = idx
         level = nxt
-    _, top_written, top_bytes = w.take_results()
-    return SceneResult(merge_leaf_accs(parts), written + top_written, nbytes + top_bytes)
+    top = w.take_results()
+    merged_elems = {}
+    for name, es in elems.items():
+        e = np.concatenate(es)
+        merged_elems[name] = e[np.lexsort((e[:, 1], e[:, 0]))]
+    return SceneResult(merge_leaf_accs(parts, job.mode == "delta"),
+                       written + top.tiles_written, nbytes + top.bytes_written, flags,
+                       merged_elems)
 
 
 def iter_tiles(geo: Geometry) -> Iterator[TileAddress]:

@@ -1,0 +1,513 @@
+"""Diffs: pairing two checkpoints' tensors, the diff reader (B - A), per-tensor numbers, a low-rank
+estimate of each 2-D delta, finetune detection and an honest diagnosis.
+
+Pairing (every tensor of A and of B ends in exactly one pair):
+1. exact: the same name in A and B;
+2. name map: the same canonical name (index.py: GGUF names mapped to their HF spelling);
+3. prefix: the same name once wrapper prefixes (``module.``, ``_orig_mod.``,
+   ``base_model.model.``, ``model.``, ``transformer.``) are stripped from both, when that
+   leaves one candidate on each side.
+Status: identical (same view, every element equal; NaN equals NaN), changed, shape-changed
+(different 2-D views: the overlapping part is compared), only-in-a, only-in-b.
+
+When one side is a llama-family GGUF and a paired tensor is Q or K of attention, llama.cpp's
+converter permuted its rows for its RoPE layout; the GGUF side is read with the permutation
+undone: ``w.reshape(n_head, 2, d // n_head // 2, -1).swapaxes(1, 2).reshape(w.shape)`` (n_head
+for Q, n_head_kv for K) when that makes the pair closer on a sample of rows (checked per tensor,
+so a GGUF written without the permutation is read as is).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .formats import MultiReader, open_checkpoint
+from .formats.base import Reader
+from .index import canonical_names
+from .types import TensorInfo, view_of
+
+__all__ = ["Pair", "pair_tensors", "DiffReader", "DiffSpec", "detect_finetune", "svd_summary",
+           "diagnose", "STATUSES"]
+
+STATUSES = ("identical", "changed", "shape-changed", "only-in-a", "only-in-b")
+_WRAPPERS = ("module.", "_orig_mod.", "base_model.model.", "model.", "transformer.")
+_LLAMA_FAMILY = {"llama", "mistral", "granite", "granitemoe", "deci", "llama4", "mistral3"}
+
+
+class Pair(NamedTuple):
+    """A tensor of A and/or B, drawn under ``name``."""
+
+    name: str
+    a: TensorInfo | None
+    b: TensorInfo | None
+    paired_by: str | None
+    """``exact``, ``name-map``, ``prefix``; None for one-sided pairs."""
+    transform: str | None = None
+    """``unpermute-q`` / ``unpermute-k`` (applied to the GGUF side), or None."""
+    heads: int = 0
+    gguf_side: str | None = None
+
+    @property
+    def view_a(self) -> tuple[int, int] | None:
+        return None if self.a is None else view_of(self.a.shape)
+
+    @property
+    def view_b(self) -> tuple[int, int] | None:
+        return None if self.b is None else view_of(self.b.shape)
+
+    @property
+    def shape_status(self) -> str:
+        if self.a is None:
+            return "only-in-b"
+        if self.b is None:
+            return "only-in-a"
+        return "same" if self.view_a == self.view_b else "shape-changed"
+
+    @property
+    def view(self) -> tuple[int, int]:
+        """The drawn area: both views' union."""
+        va, vb = self.view_a or (0, 0), self.view_b or (0, 0)
+        return (max(va[0], vb[0]), max(va[1], vb[1]))
+
+    @property
+    def overlap(self) -> tuple[int, int]:
+        va, vb = self.view_a or (0, 0), self.view_b or (0, 0)
+        return (min(va[0], vb[0]), min(va[1], vb[1]))
+
+
+def _strip(name: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for w in _WRAPPERS:
+            if name.startswith(w) and len(name) > len(w):
+                name = name[len(w):]
+                changed = True
+    return name
+
+
+def _gguf_arch(reader: MultiReader) -> str | None:
+    for meta in reader.metadata.values():
+        arch = meta.get("general.architecture") if isinstance(meta, dict) else None
+        if isinstance(arch, str):
+            return arch
+    return None
+
+
+def _gguf_heads(reader: MultiReader) -> tuple[int, int]:
+    for meta in reader.metadata.values():
+        if not isinstance(meta, dict):
+            continue
+        arch = meta.get("general.architecture")
+        h = meta.get(f"{arch}.attention.head_count")
+        kv = meta.get(f"{arch}.attention.head_count_kv", h)
+        if isinstance(h, int) and h > 0:
+            return h, kv if isinstance(kv, int) and kv > 0 else h
+    return 0, 0
+
+
+def pair_tensors(a: MultiReader, b: MultiReader) -> list[Pair]:
+    """Pair every tensor of A with its counterpart in B (module docstring); B's order first,
+    then what only A has, in A's order."""
+    ta, tb = list(a.tensors()), list(b.tensors())
+    ca = canonical_names([t.name for t in ta], gguf_arch=_gguf_arch(a))
+    cb = canonical_names([t.name for t in tb], gguf_arch=_gguf_arch(b))
+    a_by = {t.name: t for t in ta}
+    matched: dict[str, tuple[str, str]] = {}  # b name -> (a name, how)
+    free_a = dict(a_by)
+    for t in tb:
+        if t.name in free_a:
+            matched[t.name] = (t.name, "exact")
+            del free_a[t.name]
+    for how, key_a, key_b in (("name-map", lambda n: ca[n], lambda n: cb[n]),
+                              ("prefix", lambda n: _strip(ca[n]), lambda n: _strip(cb[n]))):
+        index: dict[str, list[str]] = {}
+        for n in free_a:
+            index.setdefault(key_a(n), []).append(n)
+        unmatched_b = [t.name for t in tb if t.name not in matched]
+        counts: dict[str, int] = {}
+        for n in unmatched_b:
+            counts[key_b(n)] = counts.get(key_b(n), 0) + 1
+        for n in unmatched_b:
+            k = key_b(n)
+            cands = index.get(k, [])
+            if len(cands) == 1 and counts[k] == 1:
+                matched[n] = (cands[0], how)
+                del free_a[cands[0]]
+                index[k] = []
+    a_fmt = {t.name: t.file for t in ta}
+    gguf_a = a.format == "gguf" and (_gguf_arch(a) or "") in _LLAMA_FAMILY
+    gguf_b = b.format == "gguf" and (_gguf_arch(b) or "") in _LLAMA_FAMILY
+    heads_a, heads_b = _gguf_heads(a), _gguf_heads(b)
+    pairs: list[Pair] = []
+    for t in tb:
+        if t.name in matched:
+            an, how = matched[t.name]
+            transform, heads, side = None, 0, None
+            if gguf_a != gguf_b:  # exactly one side is a llama-family GGUF
+                role = _qk_role(cb[t.name])
+                if role is not None:
+                    hq, hkv = heads_a if gguf_a else heads_b
+                    heads = hq if role == "q" else hkv
+                    if heads > 0:
+                        transform, side = f"unpermute-{role}", "a" if gguf_a else "b"
+            pairs.append(Pair(t.name, a_by[an], t, how, transform, heads, side))
+        else:
+            pairs.append(Pair(t.name, None, t, None))
+    taken = {p.name for p in pairs}
+    for n, t in free_a.items():
+        name = n if n not in taken else f"{n} (A)"
+        pairs.append(Pair(name, t, None, None))
+    del a_fmt
+    return pairs
+
+
+def _qk_role(canonical: str) -> str | None:
+    if re.search(r"(self_attn\.q_proj|attention\.wq)\.weight$", canonical):
+        return "q"
+    if re.search(r"(self_attn\.k_proj|attention\.wk)\.weight$", canonical):
+        return "k"
+    return None
+
+
+def unpermute_rows(rows: int, heads: int) -> np.ndarray:
+    """perm such that hf_rows = gguf_rows[perm] (undoes llama.cpp's RoPE row permutation)."""
+    if heads <= 0 or rows % (2 * heads):
+        raise ValueError(f"{rows} rows cannot be split into {heads} heads of two halves")
+    gg = np.arange(rows).reshape(heads, rows // heads // 2, 2).swapaxes(1, 2).reshape(-1)
+    return gg
+
+
+class DiffReader(Reader):
+    """The pairs of two checkpoints. ``read`` gives B - A over the overlap (the generic Reader
+    view of a diff); ``read_side`` gives one side, aligned (Q/K permutation undone)."""
+
+    format = "diff"
+
+    def __init__(self, a: MultiReader, b: MultiReader, pairs: Sequence[Pair] | None = None,
+                 *, check_permutation: bool = True) -> None:
+        self.a, self.b = a, b
+        self.pairs = list(pairs) if pairs is not None else pair_tensors(a, b)
+        self._by_name = {p.name: p for p in self.pairs}
+        if check_permutation and pairs is None:
+            self.pairs = [self._confirm_transform(p) for p in self.pairs]
+            self._by_name = {p.name: p for p in self.pairs}
+        self._infos = [TensorInfo(p.name, p.view, _dtype(p), (p.b or p.a).file)  # type: ignore
+                       for p in self.pairs]
+        self._info_by = {t.name: t for t in self._infos}
+
+    def pair(self, name: str) -> Pair:
+        return self._by_name[name]
+
+    def _confirm_transform(self, p: Pair) -> Pair:
+        """Keep an unpermute transform only if it brings the sides closer on a sample."""
+        if p.transform is None or p.shape_status != "same":
+            return p
+        rows, cols = p.overlap
+        try:
+            perm = unpermute_rows(rows, p.heads)
+        except ValueError:
+            return p._replace(transform=None, heads=0, gguf_side=None)
+        n = min(rows, max(2 * rows // p.heads, 64))
+        ra = self.a.read(p.a.name, 0, n)  # type: ignore[union-attr]
+        rb = self.b.read(p.b.name, 0, n)  # type: ignore[union-attr]
+        head_rows = rows // p.heads
+        m = (n // head_rows) * head_rows
+        if m == 0:
+            return p
+        local = perm[:m]
+        plain = float(np.nansum((rb[:m] - ra[:m]) ** 2))
+        if p.gguf_side == "a":
+            fixed = float(np.nansum((rb[:m] - ra[local]) ** 2))
+        else:
+            fixed = float(np.nansum((rb[local] - ra[:m]) ** 2))
+        return p if fixed < plain else p._replace(transform=None, heads=0, gguf_side=None)
+
+    # -- Reader ------------------------------------------------------------------------------
+    def tensors(self) -> Sequence[TensorInfo]:
+        return self._infos
+
+    def info(self, name: str) -> TensorInfo:
+        return self._info_by[name]
+
+    def read_side(self, side: str, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
+                  e_c1: int | None = None) -> np.ndarray:
+        """Block of A's (side ``a``) or B's tensor of the pair, in the pair's row order."""
+        p = self._by_name[name]
+        t = p.a if side == "a" else p.b
+        reader = self.a if side == "a" else self.b
+        if t is None:
+            raise KeyError(f"{name}: no tensor in {side.upper()}")
+        rows, cols = view_of(t.shape)
+        c1 = cols if e_c1 is None else e_c1
+        if p.transform is not None and p.gguf_side == side:
+            head_rows = rows // p.heads
+            h0, h1 = e_r0 // head_rows, -(-e_r1 // head_rows)
+            block = reader.read(t.name, h0 * head_rows, h1 * head_rows, e_c0, c1)
+            perm = unpermute_rows(rows, p.heads)[h0 * head_rows:h1 * head_rows] - h0 * head_rows
+            return np.ascontiguousarray(block[perm][e_r0 - h0 * head_rows:e_r1 - h0 * head_rows])
+        return reader.read(t.name, e_r0, e_r1, e_c0, c1)
+
+    def read(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
+             e_c1: int | None = None) -> np.ndarray:
+        p = self._by_name[name]
+        if p.a is None or p.b is None:
+            raise KeyError(f"{name}: only in one checkpoint")
+        rows, cols = p.overlap
+        c1 = cols if e_c1 is None else e_c1
+        if e_r1 > rows or c1 > cols:
+            raise ValueError(f"{name}: block outside the overlap {rows}x{cols}")
+        return (self.read_side("b", name, e_r0, e_r1, e_c0, c1)
+                - self.read_side("a", name, e_r0, e_r1, e_c0, c1))
+
+    @property
+    def files(self) -> Sequence[Path]:
+        return list(self.a.files) + list(self.b.files)
+
+    def release(self) -> None:
+        self.a.release()
+        self.b.release()
+
+    def close(self) -> None:
+        self.a.close()
+        self.b.close()
+
+
+def _dtype(p: Pair) -> str:
+    if p.a is not None and p.b is not None:
+        return p.a.dtype if p.a.dtype == p.b.dtype else f"{p.a.dtype}→{p.b.dtype}"
+    return (p.a or p.b).dtype  # type: ignore[union-attr]
+
+
+class DiffSpec(NamedTuple):
+    """How a worker opens a diff (picklable): the two inputs and the pairs already decided."""
+
+    a_sources: tuple[str, ...]
+    b_sources: tuple[str, ...]
+    pairs: tuple[Pair, ...]
+    side: str | None = None
+    """None: the pair reader; ``a``/``b``: that side alone, for the A and B scenes."""
+
+    def open(self) -> Any:
+        r = DiffReader(open_checkpoint(self.a_sources), open_checkpoint(self.b_sources),
+                       self.pairs, check_permutation=False)
+        return r if self.side is None else SideReader(r, self.side)
+
+
+class SideReader(Reader):
+    """One side of a diff as a plain reader, in the pair geometry (for the A and B scenes)."""
+
+    format = "diff-side"
+
+    def __init__(self, diff: DiffReader, side: str) -> None:
+        self.diff, self.side = diff, side
+
+    def tensors(self) -> Sequence[TensorInfo]:
+        return self.diff.tensors()
+
+    def info(self, name: str) -> TensorInfo:
+        return self.diff.info(name)
+
+    def read(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
+             e_c1: int | None = None) -> np.ndarray:
+        return self.diff.read_side(self.side, name, e_r0, e_r1, e_c0, e_c1)
+
+    def release(self) -> None:
+        self.diff.release()
+
+    def close(self) -> None:
+        self.diff.close()
+
+
+# -- finetune mode ------------------------------------------------------------------------------
+def _front_matter(readme: Path) -> dict[str, Any]:
+    """The ``key: value`` / ``key:\\n- item`` lines of a model card's YAML front matter."""
+    try:
+        text = readme.read_text("utf-8", errors="replace")
+    except OSError:
+        return {}
+    if not text.startswith("---"):
+        return {}
+    end = text.find("\n---", 3)
+    body = text[3:end if end > 0 else len(text)]
+    out: dict[str, Any] = {}
+    key: str | None = None
+    for line in body.splitlines():
+        m = re.match(r"^([A-Za-z_][\w-]*):\s*(.*)$", line)
+        if m:
+            key, val = m.group(1), m.group(2).strip().strip("'\"")
+            out[key] = val if val else []
+        elif key is not None and re.match(r"^\s*-\s+", line) and isinstance(out.get(key), list):
+            out[key].append(re.sub(r"^\s*-\s+", "", line).strip().strip("'\""))
+    return out
+
+
+def detect_finetune(a_sources: Sequence[str], b_sources: Sequence[str]) -> str | None:
+    """The reason B is a finetune of A, or None: B's model card (README.md beside it) names A in
+    ``base_model`` - the same path, or a repo id / path whose last part is A's folder name."""
+    b_dir = Path(b_sources[0])
+    b_dir = b_dir if b_dir.is_dir() else b_dir.parent
+    fm = _front_matter(b_dir / "README.md")
+    base = fm.get("base_model")
+    if not base:
+        return None
+    bases = base if isinstance(base, list) else [base]
+    a_path = Path(a_sources[0]).resolve()
+    a_dir = a_path if a_path.is_dir() else a_path.parent
+    names = {a_dir.name.lower(), str(a_dir).lower()}
+    for bm in bases:
+        bm_s = str(bm).strip().rstrip("/")
+        if bm_s.lower() in names or bm_s.split("/")[-1].lower() in names \
+                or str((b_dir / bm_s).resolve()).lower() in names:
+            rel = fm.get("base_model_relation")
+            return f"B's model card declares base_model: {bm_s}" + (
+                f" ({rel})" if isinstance(rel, str) and rel else "")
+    return None
+
+
+# -- numbers -------------------------------------------------------------------------------------
+SVD_ROWS = 4096
+SVD_RANK = 64
+
+
+def svd_summary(reader: DiffReader, name: str, *, seed: int = 0) -> dict[str, Any] | None:
+    """Low-rank estimate of a 2-D delta from up to SVD_ROWS evenly spaced rows: top-k shares of
+    the sampled delta's energy and rank_99 (smallest k whose share >= 0.99; None when it is
+    above SVD_RANK). Randomized range finder with two power iterations (Halko, Martinsson &
+    Tropp, 2011)."""
+    p = reader.pair(name)
+    rows, cols = p.overlap
+    if p.a is None or p.b is None or rows < 2 or cols < 2:
+        return None
+    runs = min(64, rows)
+    per = max(1, min(SVD_ROWS // runs, rows // runs))
+    starts = np.linspace(0, rows - per, runs).astype(np.int64)
+    blocks = []
+    for r in np.unique(starts):
+        d = reader.read(name, int(r), int(r) + per, 0, cols)
+        blocks.append(d)
+    reader.release()
+    m = np.concatenate(blocks).astype(np.float64)
+    m[~np.isfinite(m)] = 0.0
+    total = float((m * m).sum())
+    if total == 0.0:
+        return {"rank_99": 0, "top_share": {}, "rows_used": int(m.shape[0])}
+    k = min(SVD_RANK, m.shape[0], m.shape[1])
+    rng = np.random.default_rng(seed)
+    omega = rng.standard_normal((m.shape[1], min(k + 8, m.shape[1])))
+    y = m @ omega
+    for _ in range(2):
+        y = m @ (m.T @ y)
+        y, _ = np.linalg.qr(y)
+    q, _ = np.linalg.qr(y)
+    s = np.linalg.svd(q.T @ m, compute_uv=False)[:k]
+    share = np.cumsum(s * s) / total
+    top = {str(j): round(float(share[j - 1]), 6) for j in (1, 2, 4, 8, 16, 32, 64) if j <= k}
+    hit = np.flatnonzero(share >= 0.99)
+    return {"rank_99": int(hit[0]) + 1 if hit.size else None, "top_share": top,
+            "rows_used": int(m.shape[0])}
+
+
+def _ranges(ints: Sequence[int]) -> str:
+    """[3, 4, 5, 9] -> '3-5, 9'."""
+    out, start, prev = [], None, None
+    for i in sorted(ints):
+        if start is None:
+            start = prev = i
+        elif i == prev + 1:  # type: ignore[operator]
+            prev = i
+        else:
+            out.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = prev = i
+    if start is not None:
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+    return ", ".join(out)
+
+
+def _describe(p: Mapping[str, Any]) -> str:
+    """One tensor's change in words, from its numbers."""
+    nb = p["numbers"]
+    rows, cols = nb["changed_rows"], nb["changed_cols"]
+    if nb["changed"] == 1 and p.get("elements"):
+        r, c, a, b = p["elements"][0]
+        delta = f" ({b - a:+.4g})" if isinstance(a, float) and isinstance(b, float) else ""
+        return f"one element changed, [{r}, {c}]{delta}"
+    if rows["count"] == 1:
+        return f"row {rows['first'][0]} changed ({nb['changed']:,} elements)"
+    if cols["count"] == 1:
+        return f"column {cols['first'][0]} changed ({nb['changed']:,} elements)"
+    cos, an, bn = nb["cosine"], nb["a_norm"], nb["b_norm"]
+    frac = nb["changed"] / max(1, nb["compared"])
+    if cos is not None and cos > 1 - 1e-9 and an and abs(bn / an - 1) > 1e-7:
+        return f"scaled ×{bn / an:.6g} (cosine 1)"
+    what = f"{frac:.0%} of elements changed, ‖Δ‖/‖A‖ = {nb['rel']:.3g}" if nb["rel"] is not None \
+        else f"{nb['changed']:,} elements changed"
+    sv = nb.get("svd")
+    if sv:
+        r99 = sv["rank_99"]
+        what += (f", rank ≤ {r99} (low-rank)" if r99 is not None and r99 <= 16 else
+                 f", rank {r99}" if r99 is not None else ", high-rank (> 64)")
+    return what
+
+
+def diagnose(pairs: Sequence[Mapping[str, Any]], mode: str) -> list[str]:
+    """Short sentences that say only what the numbers show."""
+    by = {s: [p for p in pairs if p["status"] == s] for s in STATUSES}
+    n = len(pairs)
+    lines: list[str] = []
+    if len(by["identical"]) == n:
+        return [f"identical: all {n} tensors are bit-for-bit equal"]
+    changed = by["changed"] + [p for p in by["shape-changed"]
+                               if p["numbers"] and p["numbers"]["changed"]]
+    if changed:
+        blocks = sorted({p["block"] for p in changed if p["block"] is not None})
+        kinds = sorted({p["kind"] for p in changed})
+        head = f"{len(changed)} of {n} tensors changed"
+        if blocks:
+            all_blocks = sorted({p["block"] for p in pairs if p["block"] is not None})
+            outside = [p for p in changed if p["block"] is None]
+            span = "every layer" if blocks == all_blocks else f"layers {_ranges(blocks)}"
+            head += (": " + ("only " if not outside else "") + f"{span} ({', '.join(kinds)})"
+                     + (f", plus {len(outside)} outside the blocks" if outside else ""))
+        lines.append(head)
+    elif by["identical"]:
+        lines.append("no values changed in the tensors both have")
+    for p in by["shape-changed"]:
+        lines.append(f"shape changed: {p['name']} {p['shape_a']} -> {p['shape_b']}")
+    for status, what in (("only-in-b", "only in B"),
+                         ("only-in-a", "only in the base" if mode == "finetune" else "only in A")):
+        if by[status]:
+            names = ", ".join(p["name"] for p in by[status][:5])
+            more = f" and {len(by[status]) - 5} more" if len(by[status]) > 5 else ""
+            lines.append(f"{len(by[status])} tensor(s) {what}: {names}{more}")
+    if len(changed) <= 8:
+        lines += [f"{p['name']}: {_describe(p)}" for p in changed]
+    else:
+        ranks = [p["numbers"]["svd"]["rank_99"] for p in changed
+                 if p["numbers"].get("svd")]
+        rels = [p["numbers"]["rel"] for p in changed if p["numbers"]["rel"] is not None]
+        fracs = sorted(p["numbers"]["changed"] / max(1, p["numbers"]["compared"])
+                       for p in changed)
+        if rels and max(rels) < 0.01 and fracs[len(fracs) // 2] > 0.5:
+            lines.append(f"small dense differences (‖Δ‖/‖A‖ ≤ {max(rels):.2g}, most elements "
+                         "changed): rounding or quantization scale, not a training update")
+        elif ranks and all(r is not None and r <= 16 for r in ranks):
+            lines.append(f"every changed 2-D tensor is low-rank (rank ≤ {max(ranks)}): "
+                         "LoRA-like")
+        elif ranks and any(r is None for r in ranks):
+            lines.append(f"{sum(r is None for r in ranks)} of {len(ranks)} changed 2-D "
+                         "tensors are high-rank (> 64): a rewrite, not a low-rank update")
+        top = sorted(changed, key=lambda p: -(p["numbers"]["rel"] or 0))[:3]
+        lines.append("largest relative changes: " + "; ".join(
+            f"{p['name']} {p['numbers']['rel']:.3g}" for p in top if p["numbers"]["rel"]))
+    nfi = sum(p["numbers"]["nonfinite_introduced"] for p in changed)
+    if nfi:
+        lines.append(f"{nfi} non-finite value(s) introduced in B")
+    return lines
+
+
