@@ -26,6 +26,31 @@ REAL = {
               "ae6f50bed1f95c7a138ae384801871f43ad6965dbd196387ef746ec1f0f2908d"),
     "silero": ("silero_vad", "data/silero_vad_16k.safetensors",
                "c59271c284ae9c8335d795d60e0bfdb71aaaceec578d9bd9ffc1b8153c319ea1"),
+    # PyTorch files
+
+    "akiki_pt": ("akiki", "models/akiki-vad.pt",
+              "101466d71a492fd33e699271f4cf7340c7cb26ebe2c83baaaa5b096a1c0bd34f"),
+    **{f"pocketnet{i}": ("pocketnet", f"weights/v3_fold{i}.pt", sha) for i, sha in enumerate([
+        "c29e1b7044a0b71d9d78b1b3db06e02e6a11e594b923b569e1dc3ce8d7232349",
+        "0ea8f31e3712e4cdd6e62b1f45f4c8b9b2015b046740a16bbae02bf725428257",
+        "16b51a74cba018a16e07c253e87253e1d4c447a1d127538b34baf099a4ef4d6a",
+        "97617f54abaf62eac05edbaf41e9b8e6ccf8c0b9fdd893a9a42cc6a1c5d0063c",
+        "e354570a9d97326ecb53dda71eed4c7b407402f8bbafcec6737d3fc121296fc7"])},
+    **{f"lpips-{v}-{net}": ("lpips", f"weights/{v}/{net}.pth", sha) for (v, net), sha in {
+        ("v0.0", "alex"): "18720f55913d0af89042f13faa7e536a6ce1444a0914e6db9461355ece1e8cd5",
+        ("v0.0", "squeeze"): "c27abd3a0145541baa50990817df58d3759c3f8154949f42af3b59b4e042d0bf",
+        ("v0.0", "vgg"): "b9e4236260c3dd988fc79d2a48d645d885afcbb21f9fd595e6744cf7419b582c",
+        ("v0.1", "alex"): "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+        ("v0.1", "squeeze"): "4a5350f23600cb79923ce65bb07cbf57dca461329894153e05a1346bd531cf76",
+        ("v0.1", "vgg"): "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+    }.items()},
+    "dists": ("DISTS_pytorch", "weights.pt",
+              "f5e65c96230b7f6ca995691647d482237e4cab8a50c5c4a5784f219ef0748218"),
+    **{f"facenet-{n}": ("facenet_pytorch", f"data/{n}.pt", sha) for n, sha in {
+        "pnet": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
+        "rnet": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
+        "onet": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+    }.items()},
 }
 _HASHED: dict[str, Path] = {}
 

@@ -148,3 +148,35 @@ def build_gguf(kvs: Sequence[bytes] = (), infos: Sequence[bytes] = (), data: byt
     body = head + b"".join(kvs) + b"".join(infos)
     body += b"\0" * (-len(body) % alignment)
     return body + data
+
+
+def hf_llama_to_gguf(hf: Mapping[str, np.ndarray], path: Path, *, n_layers: int, heads: int,
+                     kv_heads: int, hidden: int, qtype: str = "Q8_0") -> Path:
+    """Write HF llama-style weights the way llama.cpp's converter does: GGUF names, Q and K rows
+    permuted for its RoPE layout, 2-D tensors quantized (``qtype``), vectors F32."""
+    def permute(w: np.ndarray, n: int) -> np.ndarray:
+        return w.reshape(n, 2, w.shape[0] // n // 2, *w.shape[1:]).swapaxes(1, 2).reshape(
+            w.shape)
+
+    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(n_layers)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_embedding_length(hidden)
+    for name, v in hf.items():
+        g = tmap.get_name(name, try_suffixes=(".weight",))
+        assert g is not None, name
+        if name.endswith("q_proj.weight"):
+            v = permute(v, heads)
+        elif name.endswith("k_proj.weight"):
+            v = permute(v, kv_heads)
+        if v.ndim == 2:
+            w.add_tensor(g, gguf.quants.quantize(v, Q[qtype]), raw_dtype=Q[qtype])
+        else:
+            w.add_tensor(g, v.astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

@@ -280,39 +280,16 @@ def test_unpermute_rows_inverts_llama_cpp() -> None:
 
 @pytest.mark.slow
 def test_gguf_q8_0_pairs_with_hf_weights(tmp_path: Path) -> None:
-    gguf = pytest.importorskip("gguf")
     from weightvis.demo import DEMO_CONFIG, demo_tensors
 
     hf = demo_tensors()
     save_file(hf, str(tmp_path / "hf.safetensors"))
-    heads, kv = DEMO_CONFIG["num_attention_heads"], DEMO_CONFIG["num_key_value_heads"]
+    from .gguf_fixtures import hf_llama_to_gguf
 
-    def permute(w: np.ndarray, n: int) -> np.ndarray:
-        return w.reshape(n, 2, w.shape[0] // n // 2, *w.shape[1:]).swapaxes(1, 2).reshape(
-            w.shape)
-
-    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, DEMO_CONFIG["num_hidden_layers"])
-    w = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
-    w.add_block_count(DEMO_CONFIG["num_hidden_layers"])
-    w.add_head_count(heads)
-    w.add_head_count_kv(kv)
-    w.add_embedding_length(DEMO_CONFIG["hidden_size"])
-    for name, v in hf.items():
-        g = tmap.get_name(name, try_suffixes=(".weight",))
-        assert g is not None, name
-        if name.endswith("q_proj.weight"):
-            v = permute(v, heads)
-        elif name.endswith("k_proj.weight"):
-            v = permute(v, kv)
-        if v.ndim == 2:
-            q = gguf.quants.quantize(v, gguf.GGMLQuantizationType.Q8_0)
-            w.add_tensor(g, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-        else:
-            w.add_tensor(g, v)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    hf_llama_to_gguf(hf, tmp_path / "m.gguf", n_layers=DEMO_CONFIG["num_hidden_layers"],
+                     heads=DEMO_CONFIG["num_attention_heads"],
+                     kv_heads=DEMO_CONFIG["num_key_value_heads"],
+                     hidden=DEMO_CONFIG["hidden_size"])
     d = weightvis.diff([tmp_path / "hf.safetensors"], [tmp_path / "m.gguf"], tmp_path / "d",
                        workers=2, svd=False).diff
     assert d["summary"]["only_in_a"] == 0 and d["summary"]["only_in_b"] == 0

