@@ -28,7 +28,7 @@ from .kernels import new_acc, new_delta_acc
 from .layout import arch_layout, detect_blocks, hilbert_layout
 from .pyramid import CheckpointSpec, Geometry, SceneJob, render_scene
 from .types import TILE_SIZE, HilbertUnit, LayoutKind, ScaleMode, SceneLayout, TileFormat
-from .values import global_scale, robust_scale, sample, stats_from_acc, thin
+from .values import global_scale, robust_scale, sample, stats_from_acc, tensor_scales
 
 __all__ = ["render", "render_diff", "regen_html", "RenderResult", "DiffResult",
            "MANIFEST_VERSION", "is_bundle", "read_manifest"]
@@ -230,25 +230,20 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
             "Hilbert (file bytes)"
     geo = Geometry(lay)
 
-    # value pass: scales from samples
-    scales: dict[str, float] = {}
-    kept = []  # for --scale global: every tensor's sample, thinned to bound memory
-    for t in tensors:
-        smp = sample(reader, t)
-        reader.release()
-        scales[t.name] = robust_scale(smp)
-        if scale == "global":
-            kept.append((thin(smp), t.numel))
-        tick("scales", 1, len(tensors))
+    # value pass: scales from samples, over the workers
+    spec = CheckpointSpec(tuple(srcs))
+    scales, kept = tensor_scales(reader, spec, [t.name for t in tensors], workers=workers,
+                                 keep_samples=scale == "global",
+                                 tick=lambda: tick("scales", 1, len(tensors)))
     robust = dict(scales)
     if scale == "global":
-        g = global_scale(kept)
+        g = global_scale([(kept[t.name], t.numel) for t in tensors if t.name in kept])
         scales = {k: g for k in scales}
     del kept
 
     with _staged(out_dir) as tmp:
         total_leaves = len(geo.occupied[geo.max_zoom])
-        job = SceneJob(CheckpointSpec(tuple(srcs)), key, geo, scales, str(tmp), tile_format,
+        job = SceneJob(spec, key, geo, scales, str(tmp), tile_format,
                        "bytes" if unit == "byte" and layout == "hilbert" else "values")
         res = render_scene(job, workers, lambda n: tick("tiles", n, total_leaves), reader)
         colormap = "bytes" if job.mode == "bytes" else "values"

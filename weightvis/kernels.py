@@ -46,9 +46,33 @@ def merge_acc(into: np.ndarray, other: np.ndarray) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
-def _colorize_values(src, s, out, acc):  # type: ignore[no-untyped-def]
-    """src float32[h, w] (any strides) -> out uint8[h, w] palette indices by VALUE_RULE with scale
-    s (float64 > 0); accumulates statistics of src into acc float64[ACC_SIZE] in place."""
+def _index_values(src, s, out):  # type: ignore[no-untyped-def]
+    """src float32[h, w] (any strides) -> out uint8[h, w] palette indices by VALUE_RULE with
+    scale s (float64 > 0). Exact: float64 division, sqrt and floor as the rule says."""
+    h, w = src.shape
+    for i in range(h):
+        for j in range(w):
+            v = np.float64(src[i, j])
+            a = abs(v) / s
+            if a < 1.0:
+                q = np.int64(np.floor(LEVELS * np.sqrt(a) + 0.5))
+            elif a >= 1.0:
+                q = LEVELS
+            else:  # NaN
+                out[i, j] = NAN
+                continue
+            if v > 0:
+                out[i, j] = POSINF if v == np.inf else ZERO + q
+            elif v < 0:
+                out[i, j] = NEGINF if v == -np.inf else ZERO - q
+            else:
+                out[i, j] = ZERO
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _accumulate_stats(src, acc):  # type: ignore[no-untyped-def]
+    """Accumulate statistics of src float32[h, w] into acc float64[ACC_SIZE] in place (sums may
+    be reassociated: vectorised; min/max/counts are exact)."""
     h, w = src.shape
     n = 0.0
     tot = 0.0
@@ -57,39 +81,18 @@ def _colorize_values(src, s, out, acc):  # type: ignore[no-untyped-def]
     hi = acc[_MAX]
     zeros = 0.0
     nans = 0.0
-    infs = 0.0
     for i in range(h):
         for j in range(w):
             v = np.float64(src[i, j])
-            if v != v:
-                out[i, j] = NAN
-                nans += 1.0
-            elif v == np.inf:
-                out[i, j] = POSINF
-                infs += 1.0
-            elif v == -np.inf:
-                out[i, j] = NEGINF
-                infs += 1.0
-            else:
-                n += 1.0
-                tot += v
-                tot2 += v * v
-                if v < lo:
-                    lo = v
-                if v > hi:
-                    hi = v
-                if v == 0.0:
-                    zeros += 1.0
-                    out[i, j] = ZERO
-                else:
-                    a = abs(v) / s
-                    if a > 1.0:
-                        a = 1.0
-                    q = np.int64(np.floor(LEVELS * np.sqrt(a) + 0.5))
-                    if v > 0:
-                        out[i, j] = ZERO + q
-                    else:
-                        out[i, j] = ZERO - q
+            fin = abs(v) < np.inf
+            vv = v if fin else 0.0
+            n += 1.0 if fin else 0.0
+            nans += 1.0 if v != v else 0.0
+            tot += vv
+            tot2 += vv * vv
+            lo = min(lo, v) if fin else lo
+            hi = max(hi, v) if fin else hi
+            zeros += 1.0 if v == 0.0 else 0.0
     acc[_N] += n
     acc[_SUM] += tot
     acc[_SUMSQ] += tot2
@@ -97,7 +100,7 @@ def _colorize_values(src, s, out, acc):  # type: ignore[no-untyped-def]
     acc[_MAX] = hi
     acc[_ZEROS] += zeros
     acc[_NANS] += nans
-    acc[_INFS] += infs
+    acc[_INFS] += h * w - n - nans
 
 
 def colorize(src: np.ndarray, s: float, out: np.ndarray, acc: np.ndarray) -> None:
@@ -107,7 +110,8 @@ def colorize(src: np.ndarray, s: float, out: np.ndarray, acc: np.ndarray) -> Non
                          f"{src.dtype}{src.shape} -> {out.dtype}{out.shape}")
     if not (s > 0 and np.isfinite(s)):
         raise ValueError(f"colorize: scale must be finite and > 0, got {s}")
-    _colorize_values(src, float(s), out, acc)
+    _index_values(src, float(s), out)
+    _accumulate_stats(src, acc)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -1,7 +1,7 @@
 """Value pass: each tensor's colour scale from a deterministic sample, and the statistics record.
 
 The scale s of a tensor is the 99.9th percentile of |v| over the finite elements of its sample
-(``numpy.quantile``, linear interpolation); if that is 0, the sample's max |v|; if that is 0 or
+(``numpy.quantile`` of the float32 values, linear interpolation); if that is 0, the sample's max |v|; if that is 0 or
 the sample has no finite value, 1.0. The sample is the whole tensor up to SAMPLE_LIMIT elements,
 otherwise SAMPLE_RUNS evenly spaced runs of consecutive elements (row-major in the 2-D view)
 totalling SAMPLE_LIMIT. ``--scale global`` uses one s for all tensors: the 99.9th percentile of
@@ -16,6 +16,8 @@ streamed once for tiles and stats together.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -24,7 +26,7 @@ from .kernels import ACC_SIZE
 from .types import TensorInfo, TensorStats
 
 __all__ = ["SAMPLE_LIMIT", "SAMPLE_RUNS", "QUANTILE", "sample", "robust_scale", "global_scale",
-           "stats_from_acc", "thin", "GLOBAL_SAMPLE_LIMIT"]
+           "stats_from_acc", "thin", "GLOBAL_SAMPLE_LIMIT", "tensor_scales"]
 
 SAMPLE_LIMIT = 1 << 20
 SAMPLE_RUNS = 64
@@ -65,10 +67,10 @@ def thin(values: np.ndarray) -> np.ndarray:
 
 
 def robust_scale(values: np.ndarray) -> float:
-    a = np.abs(values[np.isfinite(values)]).astype(np.float64)
+    a = np.abs(values[np.isfinite(values)])
     if a.size == 0:
         return 1.0
-    s = float(np.quantile(a, QUANTILE))
+    s = float(np.quantile(a, QUANTILE))  # float32 in, linear interpolation
     if s > 0 and math.isfinite(s):
         return s
     m = float(a.max())
@@ -96,6 +98,67 @@ def global_scale(samples: list[tuple[np.ndarray, int]]) -> float:
         return s
     m = float(v[-1])
     return m if m > 0 else 1.0
+
+
+class ScaleTask(NamedTuple):
+    """Scale of one tensor (and its thinned sample for --scale global), computed in a worker."""
+
+    name: str
+    keep_sample: bool
+
+
+def _scale_of(reader: Reader, task: ScaleTask) -> tuple[str, float, np.ndarray | None]:
+    t = reader.info(task.name)
+    smp = sample(reader, t)
+    reader.release()
+    return task.name, robust_scale(smp), thin(smp) if task.keep_sample else None
+
+
+_READER: Reader | None = None
+
+
+def _init(spec: Any) -> None:
+    global _READER
+    _READER = spec.open()
+
+
+def _run(task: ScaleTask) -> tuple[str, float, np.ndarray | None]:
+    assert _READER is not None
+    return _scale_of(_READER, task)
+
+
+def tensor_scales(reader: Reader, spec: Any, names: Sequence[str], *, workers: int,
+                  keep_samples: bool = False, tick: Callable[[], None] | None = None
+                  ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Each tensor's robust scale (and, with ``keep_samples``, its thinned sample), over
+    ``workers`` processes that open ``spec`` themselves (``reader`` when workers == 1)."""
+    tasks = [ScaleTask(n, keep_samples) for n in names]
+    scales: dict[str, float] = {}
+    kept: dict[str, np.ndarray] = {}
+    if workers <= 1 or len(tasks) < 2:
+        results: Iterable[tuple[str, float, np.ndarray | None]] = (
+            _scale_of(reader, t) for t in tasks)
+        pool = None
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        pool = ctx.Pool(workers, initializer=_init, initargs=(spec,))
+        # big tensors first, so no worker is left with one at the end
+        order = sorted(tasks, key=lambda t: -reader.info(t.name).numel)
+        results = pool.imap_unordered(_run, order, chunksize=1)
+    try:
+        for name, s, smp in results:
+            scales[name] = s
+            if smp is not None:
+                kept[name] = smp
+            if tick is not None:
+                tick()
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return scales, kept
 
 
 def stats_from_acc(acc: np.ndarray, numel: int, robust: float) -> TensorStats:
