@@ -28,7 +28,7 @@ from .kernels import new_acc, new_delta_acc
 from .layout import arch_layout, detect_blocks, hilbert_layout
 from .pyramid import CheckpointSpec, Geometry, SceneJob, render_scene
 from .types import TILE_SIZE, HilbertUnit, LayoutKind, ScaleMode, SceneLayout, TileFormat
-from .values import global_scale, robust_scale, sample, stats_from_acc, tensor_scales
+from .values import global_scale, stats_from_acc, tensor_scales
 
 __all__ = ["render", "render_diff", "regen_html", "RenderResult", "DiffResult",
            "MANIFEST_VERSION", "is_bundle", "read_manifest"]
@@ -232,7 +232,7 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
 
     # value pass: scales from samples, over the workers
     spec = CheckpointSpec(tuple(srcs))
-    scales, kept = tensor_scales(reader, spec, [t.name for t in tensors], workers=workers,
+    scales, kept, _ = tensor_scales(reader, spec, [t.name for t in tensors], workers=workers,
                                  keep_samples=scale == "global",
                                  tick=lambda: tick("scales", 1, len(tensors)))
     robust = dict(scales)
@@ -416,24 +416,24 @@ def _render_diff(reader: Any, a_srcs: list[str], b_srcs: list[str], out_dir: Pat
     lay = arch_layout(infos, canonical)
     block_prefix = detect_blocks(list(canonical.values()))
 
-    # scales: s_delta = 0.5 * rms of A's sample (then B's, then 1)
+    # scales: s_delta = 0.5 * rms of A's sample (then B's, then 1); each side's robust scale
+    n_pairs = len(pairs)
+    robust_a, _, rms_a = tensor_scales(reader.a, CheckpointSpec(tuple(a_srcs)),
+                                       [p.a.name for p in pairs if p.a is not None],
+                                       workers=workers, tick=lambda: tick("scales A", 1, n_pairs))
+    robust_b, _, rms_b = tensor_scales(reader.b, CheckpointSpec(tuple(b_srcs)),
+                                       [p.b.name for p in pairs if p.b is not None],
+                                       workers=workers, tick=lambda: tick("scales B", 1, n_pairs))
     scales: dict[str, float] = {}
     side_scales: dict[str, dict[str, float]] = {"a": {}, "b": {}}
     for p in pairs:
-        smp_a = sample(reader.a, p.a) if p.a is not None else None
-        smp_b = sample(reader.b, p.b) if p.b is not None else None
-        reader.release()
-        rms = 0.0
-        for smp in (smp_a, smp_b):
-            if smp is not None and rms == 0.0:
-                fin = smp[np.isfinite(smp)].astype(np.float64)
-                rms = float(np.sqrt(np.mean(fin * fin))) if fin.size else 0.0
+        rms = (rms_a.get(p.a.name, 0.0) if p.a else 0.0) or (
+            rms_b.get(p.b.name, 0.0) if p.b else 0.0)
         scales[p.name] = 0.5 * rms if rms > 0 else 1.0
-        if smp_a is not None:
-            side_scales["a"][p.name] = robust_scale(smp_a)
-        if smp_b is not None:
-            side_scales["b"][p.name] = robust_scale(smp_b)
-        tick("scales", 1, len(pairs))
+        if p.a is not None:
+            side_scales["a"][p.name] = robust_a[p.a.name]
+        if p.b is not None:
+            side_scales["b"][p.name] = robust_b[p.b.name]
 
     params = {"metric": _METRICS[metric], "decades": color.ABSLOG_DECADES, "palette": palette,
               "base_only": mode == "finetune"}

@@ -26,7 +26,7 @@ from .kernels import ACC_SIZE
 from .types import TensorInfo, TensorStats
 
 __all__ = ["SAMPLE_LIMIT", "SAMPLE_RUNS", "QUANTILE", "sample", "robust_scale", "global_scale",
-           "stats_from_acc", "thin", "GLOBAL_SAMPLE_LIMIT", "tensor_scales"]
+           "stats_from_acc", "thin", "GLOBAL_SAMPLE_LIMIT", "tensor_scales", "sample_rms"]
 
 SAMPLE_LIMIT = 1 << 20
 SAMPLE_RUNS = 64
@@ -107,11 +107,20 @@ class ScaleTask(NamedTuple):
     keep_sample: bool
 
 
-def _scale_of(reader: Reader, task: ScaleTask) -> tuple[str, float, np.ndarray | None]:
+def sample_rms(values: np.ndarray) -> float:
+    """RMS of the finite values of a sample (0 when there are none)."""
+    fin = values[np.isfinite(values)].astype(np.float64)
+    return float(np.sqrt(np.mean(fin * fin))) if fin.size else 0.0
+
+
+_ScaleResult = tuple[str, float, float, "np.ndarray | None"]
+
+
+def _scale_of(reader: Reader, task: ScaleTask) -> _ScaleResult:
     t = reader.info(task.name)
     smp = sample(reader, t)
     reader.release()
-    return task.name, robust_scale(smp), thin(smp) if task.keep_sample else None
+    return task.name, robust_scale(smp), sample_rms(smp), thin(smp) if task.keep_sample else None
 
 
 _READER: Reader | None = None
@@ -122,22 +131,22 @@ def _init(spec: Any) -> None:
     _READER = spec.open()
 
 
-def _run(task: ScaleTask) -> tuple[str, float, np.ndarray | None]:
+def _run(task: ScaleTask) -> _ScaleResult:
     assert _READER is not None
     return _scale_of(_READER, task)
 
 
 def tensor_scales(reader: Reader, spec: Any, names: Sequence[str], *, workers: int,
                   keep_samples: bool = False, tick: Callable[[], None] | None = None
-                  ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Each tensor's robust scale (and, with ``keep_samples``, its thinned sample), over
-    ``workers`` processes that open ``spec`` themselves (``reader`` when workers == 1)."""
+                  ) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, float]]:
+    """Each tensor's robust scale, its thinned sample (with ``keep_samples``) and its sample's
+    RMS, over ``workers`` processes that open ``spec`` themselves (``reader`` if workers == 1)."""
     tasks = [ScaleTask(n, keep_samples) for n in names]
     scales: dict[str, float] = {}
     kept: dict[str, np.ndarray] = {}
+    rms: dict[str, float] = {}
     if workers <= 1 or len(tasks) < 2:
-        results: Iterable[tuple[str, float, np.ndarray | None]] = (
-            _scale_of(reader, t) for t in tasks)
+        results: Iterable[_ScaleResult] = (_scale_of(reader, t) for t in tasks)
         pool = None
     else:
         import multiprocessing as mp
@@ -148,8 +157,9 @@ def tensor_scales(reader: Reader, spec: Any, names: Sequence[str], *, workers: i
         order = sorted(tasks, key=lambda t: -reader.info(t.name).numel)
         results = pool.imap_unordered(_run, order, chunksize=1)
     try:
-        for name, s, smp in results:
+        for name, s, r, smp in results:
             scales[name] = s
+            rms[name] = r
             if smp is not None:
                 kept[name] = smp
             if tick is not None:
@@ -158,7 +168,7 @@ def tensor_scales(reader: Reader, spec: Any, names: Sequence[str], *, workers: i
         if pool is not None:
             pool.close()
             pool.join()
-    return scales, kept
+    return scales, kept, rms
 
 
 def stats_from_acc(acc: np.ndarray, numel: int, robust: float) -> TensorStats:
