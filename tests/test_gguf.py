@@ -136,11 +136,11 @@ def test_reads_touch_only_the_blocks_of_the_requested_rows(
         got = r.read("blk.0.ffn_up_exps.weight", 2, 4, 300, 700)  # blocks 1, 2 of rows 2, 3
         assert_bits_equal(got, view2d(ref)[2:4, 300:700])
         assert seen == [(2, 2 * 144)]
-        assert r._touched is not None
+        assert r._file.touched is not None
         b, _ = r.byte_range("blk.0.ffn_up_exps.weight")
-        assert r._touched == (b + 2 * 8 * 144, b + 4 * 8 * 144)
+        assert r._file.touched == (b + 2 * 8 * 144, b + 4 * 8 * 144)
         r.release()
-        assert r._touched is None
+        assert r._file.touched is None
         assert_bits_equal(r.read_all("blk.0.ffn_up_exps.weight"), view2d(ref))  # still readable
 
 

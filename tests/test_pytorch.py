@@ -598,11 +598,11 @@ def test_block_reads_touch_only_their_rows(tmp_path: Path) -> None:
     with PyTorchReader(p) as r:
         start = r.raw_bytes().tobytes().index(w.numpy().tobytes())
         r.read("w", 10, 12, 4, 8)
-        assert r._touched == (start + (10 * 32 + 4) * 4, start + (11 * 32 + 8) * 4)
+        assert r._file.touched == (start + (10 * 32 + 4) * 4, start + (11 * 32 + 8) * 4)
         r.release()
-        assert r._touched is None
+        assert r._file.touched is None
         r.read("wt", 3, 4, 0, 64)  # a transposed row is a strided column of the storage
-        assert r._touched == (start + 3 * 4, start + (63 * 32 + 3 + 1) * 4)
+        assert r._file.touched == (start + 3 * 4, start + (63 * 32 + 3 + 1) * 4)
 
 
 # -- malformed files ------------------------------------------------------------------------------

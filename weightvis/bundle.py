@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import math
 import os
@@ -451,11 +452,12 @@ def _render_diff(reader: Any, a_srcs: list[str], b_srcs: list[str], out_dir: Pat
             side_lay = _clip_layout(lay, by_name, side)
             side_geo = Geometry(side_lay._replace(c_width=lay.c_width, c_height=lay.c_height))
             n_side = len(side_geo.occupied[side_geo.max_zoom])
-            r = render_scene(SceneJob(spec._replace(side=side), side, side_geo,
-                                      side_scales[side], str(tmp), tile_format, "values"),
-                             workers, lambda n: tick(f"tiles {side.upper()}", n, n_side))
-            written += r.tiles_written
-            nbytes += r.bytes_written
+            side_res = render_scene(
+                SceneJob(spec._replace(side=side), side, side_geo, side_scales[side], str(tmp),
+                         tile_format, "values"),
+                workers, functools.partial(_tick_stage, tick, f"tiles {side.upper()}", n_side))
+            written += side_res.tiles_written
+            nbytes += side_res.bytes_written
             scene_list.append(_scene_json(side, f"{side.upper()}", side_lay, side_geo,
                                           tile_format, "values"))
 
@@ -513,7 +515,7 @@ def _render_diff(reader: Any, a_srcs: list[str], b_srcs: list[str], out_dir: Pat
             b["delta_norm"] = math.sqrt(b.pop("delta_sq"))
             b["a_norm"] = math.sqrt(b.pop("a_sq"))
             b["rel"] = b["delta_norm"] / b["a_norm"] if b["a_norm"] else None
-        diff_doc = {
+        diff_doc: dict[str, Any] = {
             "a": {"title": _default_title(a_srcs), "format": reader.a.format,
                   "files": [f.name for f in reader.a.files]},
             "b": {"title": _default_title(b_srcs), "format": reader.b.format,
@@ -549,6 +551,10 @@ def _render_diff(reader: Any, a_srcs: list[str], b_srcs: list[str], out_dir: Pat
         _write_manifest(tmp, manifest)
         _write_html(tmp, manifest)
     return DiffResult(out_dir, manifest, diff_doc, written, nbytes, time.perf_counter() - t0)
+
+
+def _tick_stage(tick: Callable[[str, int, int], None], stage: str, total: int, n: int) -> None:
+    tick(stage, n, total)
 
 
 def _num(x: float) -> float | str:

@@ -20,7 +20,7 @@ so a GGUF written without the permutation is read as is).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -124,8 +124,21 @@ def pair_tensors(a: MultiReader, b: MultiReader) -> list[Pair]:
         if t.name in free_a:
             matched[t.name] = (t.name, "exact")
             del free_a[t.name]
-    for how, key_a, key_b in (("name-map", lambda n: ca[n], lambda n: cb[n]),
-                              ("prefix", lambda n: _strip(ca[n]), lambda n: _strip(cb[n]))):
+    def by_canon_a(n: str) -> str:
+        return ca[n]
+
+    def by_canon_b(n: str) -> str:
+        return cb[n]
+
+    def stripped_a(n: str) -> str:
+        return _strip(ca[n])
+
+    def stripped_b(n: str) -> str:
+        return _strip(cb[n])
+
+    keys: list[tuple[str, Callable[[str], str], Callable[[str], str]]] = [
+        ("name-map", by_canon_a, by_canon_b), ("prefix", stripped_a, stripped_b)]
+    for how, key_a, key_b in keys:
         index: dict[str, list[str]] = {}
         for n in free_a:
             index.setdefault(key_a(n), []).append(n)
@@ -179,8 +192,8 @@ def unpermute_rows(rows: int, heads: int) -> np.ndarray:
     """perm such that hf_rows = gguf_rows[perm] (undoes llama.cpp's RoPE row permutation)."""
     if heads <= 0 or rows % (2 * heads):
         raise ValueError(f"{rows} rows cannot be split into {heads} heads of two halves")
-    gg = np.arange(rows).reshape(heads, rows // heads // 2, 2).swapaxes(1, 2).reshape(-1)
-    return gg
+    gg: np.ndarray = np.arange(rows).reshape(heads, rows // heads // 2, 2).swapaxes(1, 2)
+    return gg.reshape(-1)
 
 
 class DiffReader(Reader):
@@ -262,8 +275,9 @@ class DiffReader(Reader):
         c1 = cols if e_c1 is None else e_c1
         if e_r1 > rows or c1 > cols:
             raise ValueError(f"{name}: block outside the overlap {rows}x{cols}")
-        return (self.read_side("b", name, e_r0, e_r1, e_c0, c1)
-                - self.read_side("a", name, e_r0, e_r1, e_c0, c1))
+        d: np.ndarray = (self.read_side("b", name, e_r0, e_r1, e_c0, c1)
+                         - self.read_side("a", name, e_r0, e_r1, e_c0, c1))
+        return d
 
     @property
     def files(self) -> Sequence[Path]:

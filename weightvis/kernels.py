@@ -285,8 +285,8 @@ def merge_delta_acc(into: np.ndarray, other: np.ndarray) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
-def _colorize_delta(a, b, s, metric, l0, l1, out, acc, row_flags, col_flags, e_r0, e_c0,
-                    elems, n_elems):  # type: ignore[no-untyped-def]
+def _colorize_delta(  # type: ignore[no-untyped-def]
+        a, b, s, metric, l0, l1, out, acc, row_flags, col_flags, e_r0, e_c0, elems, n_elems):
     """a, b float32[h, w] (element block rows e_r0.., cols e_c0.. of both tensors) -> out uint8
     delta indices (color.DELTA_RULES); accumulates acc (DELTA_ACC_SIZE) in place; sets
     row_flags[e_r0+i] / col_flags[e_c0+j] for changed elements; records up to

@@ -115,7 +115,7 @@ LeafAccs = dict[tuple[str, int, int], np.ndarray]
 
 
 class WorkerResult(NamedTuple):
-    accs: "LeafAccs"
+    accs: LeafAccs
     tiles_written: int
     bytes_written: int
     flags: dict[str, tuple[np.ndarray, np.ndarray]]

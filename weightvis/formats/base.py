@@ -7,6 +7,8 @@ float32. Readers are cheap to open (headers only) so that every worker process o
 from __future__ import annotations
 
 import abc
+import mmap
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import numpy as np
 
 from ..types import TensorInfo
 
-__all__ = ["Reader", "check_block"]
+__all__ = ["Reader", "check_block", "MappedFile"]
 
 
 class Reader(abc.ABC):
@@ -78,3 +80,60 @@ def check_block(t: TensorInfo, e_r0: int, e_r1: int, e_c0: int, e_c1: int | None
             f"view {rows}x{cols}")
     return c1
 
+
+
+class MappedFile:
+    """A checkpoint file opened for reading, memory-mapped on first use, with the byte range
+    that reads have touched since the last ``release`` (dropped from this process's resident
+    pages by ``madvise(MADV_DONTNEED)``: the page cache keeps them, RSS stays bounded)."""
+
+    def __init__(self, path: Path) -> None:
+        from ..errors import FormatError
+
+        self.path = path
+        try:
+            self.fh = open(path, "rb")
+        except OSError as e:
+            raise FormatError(path, f"cannot open: {e.strerror}") from None
+        self.size = os.fstat(self.fh.fileno()).st_size
+        self.mm: mmap.mmap | None = None
+        self._buf: np.ndarray | None = None
+        self._touched: tuple[int, int] | None = None
+
+    def buffer(self) -> np.ndarray:
+        """The whole file as a read-only uint8 array."""
+        if self._buf is None:
+            if self.size == 0:
+                self._buf = np.zeros(0, np.uint8)
+            else:
+                self.mm = mmap.mmap(self.fh.fileno(), 0, access=mmap.ACCESS_READ)
+                self._buf = np.frombuffer(self.mm, dtype=np.uint8)
+        return self._buf
+
+    @property
+    def touched(self) -> tuple[int, int] | None:
+        """Byte range read since the last release (None: nothing)."""
+        return self._touched
+
+    def touch(self, lo: int, hi: int) -> None:
+        """Record that bytes lo..hi-1 were read."""
+        t = self._touched
+        self._touched = (lo, hi) if t is None else (min(lo, t[0]), max(hi, t[1]))
+
+    def release(self) -> None:
+        if self.mm is not None and self._touched is not None and hasattr(self.mm, "madvise"):
+            lo = (self._touched[0] // mmap.PAGESIZE) * mmap.PAGESIZE
+            hi = min(self.size, self._touched[1])
+            if hi > lo:
+                self.mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        self._touched = None
+
+    def close(self) -> None:
+        self._buf = None
+        if self.mm is not None:
+            try:
+                self.mm.close()
+            except BufferError:  # a caller still holds a view; the mapping dies with it
+                pass
+            self.mm = None
+        self.fh.close()

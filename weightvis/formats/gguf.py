@@ -41,7 +41,7 @@ import numpy as np
 
 from ..errors import FormatError, UnsupportedDtypeError
 from ..types import TensorInfo
-from .base import Reader, check_block
+from .base import MappedFile, Reader, check_block
 from .dtypes import ELEMENT_TYPES, ElementType
 
 __all__ = ["GGUFReader", "GGUF_MAGIC", "DEFAULT_ALIGNMENT", "SHORT_ARRAY_MAX", "MAX_DIMS",
@@ -125,20 +125,15 @@ class GGUFReader(Reader):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._file = MappedFile(self.path)
+        self._fh, self._size = self._file.fh, self._file.size
         try:
-            self._fh = open(self.path, "rb")
-        except OSError as e:
-            raise FormatError(self.path, f"cannot open: {e.strerror}") from None
-        try:
-            self._size = os.fstat(self._fh.fileno()).st_size
             self.version = 0
             self.alignment = DEFAULT_ALIGNMENT
             self.data_start = 0
             self._metadata: dict[str, Any] = {}
             self._entries: dict[str, _Entry] = {}
             self._mm: mmap.mmap | None = None
-            self._buf: np.ndarray | None = None
-            self._touched: tuple[int, int] | None = None
             self._parse_header()
         except BaseException:
             self.close()
@@ -175,7 +170,9 @@ class GGUFReader(Reader):
             raise FormatError(p, f"impossible tensor count {n_tensors}: the file ({size} bytes) "
                                  f"cannot hold that many tensor infos after {n_kv} KV pairs "
                                  "(truncated or corrupt)", offset=8)
-        self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self._file.buffer()
+        self._mm = self._file.mm
+        assert self._mm is not None
         try:
             off = self._parse_kv(self._mm, 24, n_kv)
             off, infos = self._parse_tensor_infos(self._mm, off, n_tensors)
@@ -429,11 +426,9 @@ class GGUFReader(Reader):
         return self._metadata
 
     def _buffer(self) -> np.ndarray:
-        if self._buf is None:
-            if self._mm is None:
-                raise ValueError(f"{self.path}: reader is closed")
-            self._buf = np.frombuffer(self._mm, dtype=np.uint8)
-        return self._buf
+        if self._mm is None:
+            raise ValueError(f"{self.path}: reader is closed")
+        return self._file.buffer()
 
     def read(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
              e_c1: int | None = None) -> np.ndarray:
@@ -461,10 +456,7 @@ class GGUFReader(Reader):
             vals = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(ent.qtype))
             assert vals.shape == (n_rows, (b1 - b0) * bs), (vals.shape, n_rows, b0, b1)
             out = np.ascontiguousarray(vals[:, e_c0 - b0 * bs:c1 - b0 * bs], dtype=np.float32)
-        if self._touched is None:
-            self._touched = (lo, hi)
-        else:
-            self._touched = (min(lo, self._touched[0]), max(hi, self._touched[1]))
+        self._file.touch(lo, hi)
         return out
 
     def raw_bytes(self) -> np.ndarray:
@@ -472,22 +464,11 @@ class GGUFReader(Reader):
         return self._buffer()
 
     def release(self) -> None:
-        if self._mm is not None and self._touched is not None and hasattr(self._mm, "madvise"):
-            lo = (self._touched[0] // _PAGE) * _PAGE
-            hi = min(self._size, self._touched[1])
-            if hi > lo:
-                self._mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-        self._touched = None
+        self._file.release()
 
     def close(self) -> None:
-        self._buf = None
-        if self._mm is not None:
-            try:
-                self._mm.close()
-            except BufferError:  # a caller still holds a view; the mapping dies with it
-                pass
-            self._mm = None
-        self._fh.close()
+        self._mm = None
+        self._file.close()
 
 
 def _gguf_version() -> str:

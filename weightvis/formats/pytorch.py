@@ -66,7 +66,7 @@ import numpy as np
 
 from ..errors import FormatError, UnsupportedDtypeError
 from ..types import TensorInfo
-from .base import Reader, check_block
+from .base import MappedFile, Reader, check_block
 from .dtypes import ELEMENT_TYPES, ElementType
 
 __all__ = ["PyTorchReader", "LEGACY_MAGIC", "STATE_DICT_KEYS"]
@@ -730,21 +730,16 @@ class PyTorchReader(Reader):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._file = MappedFile(self.path)
+        self._fh, self._size = self._file.fh, self._file.size
         try:
-            self._fh = open(self.path, "rb")
-        except OSError as e:
-            raise FormatError(self.path, f"cannot open: {e.strerror}") from None
-        try:
-            self._size = os.fstat(self._fh.fileno()).st_size
             if self._size < 2:
                 raise FormatError(self.path, f"file is {self._size} bytes, too short for a "
                                              "PyTorch checkpoint")
-            self._mm: mmap.mmap | None = mmap.mmap(self._fh.fileno(), 0,
-                                                   access=mmap.ACCESS_READ)
-            self._buf: np.ndarray | None = np.frombuffer(self._mm, dtype=np.uint8)
+            self._buf: np.ndarray | None = self._file.buffer()
+            self._mm: mmap.mmap | None = self._file.mm
             self._zip: zipfile.ZipFile | None = None
             self._inflated: OrderedDict[str, np.ndarray] = OrderedDict()
-            self._touched: tuple[int, int] | None = None
             self._entries: dict[str, _Entry] = {}
             self._unsupported: dict[str, str] = {}
             self._metadata: dict[str, Any] = {}
@@ -1086,9 +1081,7 @@ class PyTorchReader(Reader):
         arr = np.lib.stride_tricks.as_strided(
             flat, shape=shape, strides=tuple(d * isz for d in strides_e), writeable=False)
         if ent.blob.zinfo is None:
-            f_lo, f_hi = ent.blob.start + lo, ent.blob.start + hi
-            self._touched = ((f_lo, f_hi) if self._touched is None else
-                             (min(f_lo, self._touched[0]), max(f_hi, self._touched[1])))
+            self._file.touch(ent.blob.start + lo, ent.blob.start + hi)
         return arr, skip
 
     def read(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
@@ -1111,12 +1104,7 @@ class PyTorchReader(Reader):
         return self._buf
 
     def release(self) -> None:
-        if self._mm is not None and self._touched is not None and hasattr(self._mm, "madvise"):
-            lo = (self._touched[0] // _PAGE) * _PAGE
-            hi = min(self._size, self._touched[1])
-            if hi > lo:
-                self._mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-        self._touched = None
+        self._file.release()
 
     def close(self) -> None:
         self._buf = None
@@ -1125,14 +1113,8 @@ class PyTorchReader(Reader):
         if zf is not None:
             zf.close()
             self._zip = None
-        mm = getattr(self, "_mm", None)
-        if mm is not None:
-            try:
-                mm.close()
-            except BufferError:  # a caller still holds a view; the mapping dies with it
-                pass
-            self._mm = None
-        self._fh.close()
+        self._mm = None
+        self._file.close()
 
 
 def _lookup(obj: object, key: str) -> object:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import mmap
 import os
 import struct
 from collections.abc import Mapping, Sequence
@@ -20,16 +19,13 @@ import numpy as np
 
 from ..errors import FormatError, UnsupportedDtypeError
 from ..types import TensorInfo
-from .base import Reader, check_block
+from .base import MappedFile, Reader, check_block
 from .dtypes import ELEMENT_TYPES, ElementType
 
 __all__ = ["SafetensorsReader", "MAX_HEADER_BYTES", "looks_like_safetensors", "write_safetensors"]
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 """The reference implementation's bound on the JSON header (100 MB)."""
-
-_PAGE = mmap.PAGESIZE
-
 
 def looks_like_safetensors(head: bytes) -> bool:
     """True when the first bytes are a plausible safetensors prefix (u64 length, then '{')."""
@@ -53,18 +49,16 @@ class SafetensorsReader(Reader):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        try:
-            self._fh = open(self.path, "rb")
-        except OSError as e:
-            raise FormatError(self.path, f"cannot open: {e.strerror}") from None
-        self._size = os.fstat(self._fh.fileno()).st_size
+        self._file = MappedFile(self.path)
+        self._fh, self._size = self._file.fh, self._file.size
         self._entries: dict[str, _Entry] = {}
         self._metadata: dict[str, Any] = {}
         self._data_start = 0
-        self._parse_header()
-        self._mm: mmap.mmap | None = None
-        self._buf: np.ndarray | None = None
-        self._touched: tuple[int, int] | None = None
+        try:
+            self._parse_header()
+        except BaseException:
+            self._file.close()
+            raise
 
     # -- header ------------------------------------------------------------------------------
     def _parse_header(self) -> None:
@@ -152,22 +146,13 @@ class SafetensorsReader(Reader):
     def metadata(self) -> Mapping[str, Any]:
         return self._metadata
 
-    def _buffer(self) -> np.ndarray:
-        if self._buf is None:
-            if self._size == 0:
-                self._buf = np.zeros(0, np.uint8)
-            else:
-                self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
-                self._buf = np.frombuffer(self._mm, dtype=np.uint8)
-        return self._buf
-
     def stored(self, name: str) -> np.ndarray:
         """The tensor's 2-D view in its storage dtype, memory-mapped (no copy, no decode)."""
         try:
             ent = self._entries[name]
         except KeyError:
             raise KeyError(f"{self.path}: no tensor {name!r}") from None
-        buf = self._buffer()
+        buf = self._file.buffer()
         a = buf[self._data_start + ent.begin:self._data_start + ent.end].view(ent.etype.storage)
         return a.reshape(ent.info.e_rows, ent.info.e_cols)
 
@@ -180,35 +165,19 @@ class SafetensorsReader(Reader):
         block = self.stored(name)[e_r0:e_r1, e_c0:c1]
         out = np.ascontiguousarray(ent.etype.decode(block), dtype=np.float32)
         row_bytes = ent.info.e_cols * ent.etype.itemsize
-        lo = self._data_start + ent.begin + e_r0 * row_bytes
-        hi = self._data_start + ent.begin + e_r1 * row_bytes
-        if self._touched is None:
-            self._touched = (lo, hi)
-        else:
-            self._touched = (min(lo, self._touched[0]), max(hi, self._touched[1]))
+        start = self._data_start + ent.begin
+        self._file.touch(start + e_r0 * row_bytes, start + e_r1 * row_bytes)
         return out
 
     def raw_bytes(self) -> np.ndarray:
         """The whole file as a read-only uint8 array (memory-mapped)."""
-        return self._buffer()
+        return self._file.buffer()
 
     def release(self) -> None:
-        if self._mm is not None and self._touched is not None and hasattr(self._mm, "madvise"):
-            lo = (self._touched[0] // _PAGE) * _PAGE
-            hi = min(self._size, self._touched[1])
-            if hi > lo:
-                self._mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-        self._touched = None
+        self._file.release()
 
     def close(self) -> None:
-        self._buf = None
-        if self._mm is not None:
-            try:
-                self._mm.close()
-            except BufferError:  # a caller still holds a view; the mapping dies with it
-                pass
-            self._mm = None
-        self._fh.close()
+        self._file.close()
 
 
 def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, tuple[str, Sequence[int],
