@@ -506,3 +506,42 @@ def test_real_diff_bundle(tmp_path: Path, open_page: Any) -> None:
     page.keyboard.press("d")
     page.wait_for_function("weightvis.app.model.key === 'delta'")
     log.assert_clean()
+
+
+@pytest.mark.parametrize("metric", ["abs-log", "exact"])
+def test_legend_of_other_metrics_and_finetune(metric: str, planted: Any, tmp_path: Path, open_page: Any) -> None:
+    """abs-log: ticks at the colormap's decades; exact: shrank / unchanged / grew; finetune mode
+    shows the base-only hatch instead of only-in-A. (Tiles stay rms: only the legend is read.)"""
+    from weightvis.html import render_index_html
+
+    a, b = planted
+    manifest = make_diff_bundle(tmp_path / "bundle", a, b, scenes=("delta",), mode="finetune")
+    cm = manifest["colormaps"]["delta"]
+    cm["metric"] = manifest["diff"]["metric"] = metric
+    cm["abs_log_decades"] = [-8, 0] if metric == "abs-log" else None
+    (tmp_path / "bundle" / "index.html").write_text(render_index_html(manifest), encoding="utf-8")
+    page, log = open_page((tmp_path / "bundle" / "index.html").resolve().as_uri())
+    ticks = page.eval_on_selector_all("#wv-legend-ticks .wv-tick", "els => els.map(e => e.textContent)")
+    bar = page.evaluate("""(() => { const c = document.getElementById('wv-legend-bar');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, 1).data;
+        return [...Array(c.width).keys()].map(i => [d[4*i], d[4*i+1], d[4*i+2]]); })()""")
+    z, lv = cm["zero_index"], cm["levels"]
+    if metric == "abs-log":
+        assert ticks == [f"{MINUS}1", f"{MINUS}10{MINUS}4", "0", "+10\u22124", "+1"]
+        lefts = page.eval_on_selector_all("#wv-legend-ticks .wv-tick", "els => els.map(e => parseFloat(e.style.left))")
+        # 1e-4 is level floor(123 * 4/8 + 0.5) = 62
+        assert lefts[3] - lefts[2] == pytest.approx(100 * 62 / (2 * lv + 1), abs=0.3)
+        assert len(bar) == 2 * lv + 1
+        assert "1e-8" in page.text_content("#wv-legend-values")
+    else:
+        assert ticks == ["shrank", "unchanged", "grew"]
+        assert bar == [cm["palette"][z - lv], cm["palette"][z], cm["palette"][z + lv]]
+        assert page.text_content("#wv-legend-values") == "any change at full brightness"
+    swatches = page.eval_on_selector_all("#wv-legend-swatches .wv-swatch", "els => els.map(e => e.textContent)")
+    assert swatches == ["unchanged", "non-finite \u0394", "base only (A)", "only in B", "padding"]
+    assert page.get_attribute("#wv-legend-swatches canvas.wv-swatch-hatch", "data-index") == str(cm["base_only_index"])
+    assert page.text_content("#wv-ct-sides").endswith(f"finetune of Ametric {metric}")
+    # hovering a tensor does not replace the fixed text of these metrics
+    hover_element(page, Bundle(tmp_path / "bundle", manifest), RAMP, 7, 42)
+    assert "s\u0394 =" not in page.text_content("#wv-legend-values")
+    log.assert_clean()

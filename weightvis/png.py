@@ -25,6 +25,7 @@ from __future__ import annotations
 import struct
 import sys
 import zlib
+from typing import Any
 
 import numba
 import numpy as np
@@ -90,13 +91,12 @@ _U7 = np.uint64(7)
 _U56 = np.uint64(56)
 
 
-@intrinsic
-def _store_u64(typingctx, arr, idx, val):  # type: ignore[no-untyped-def]
+def _store_u64_typer(typingctx, arr, idx, val):  # type: ignore[no-untyped-def]
     """arr[idx:idx + 8] = val (arr uint8, val a 64-bit integer stored in native byte order), one
     unaligned store; no bounds check."""
     if not (isinstance(arr, types.Array) and arr.dtype == types.uint8 and arr.layout == "C"
             and isinstance(idx, types.Integer) and isinstance(val, types.Integer)
-            and val.bitwidth == 64):
+            and getattr(val, "bitwidth", 0) == 64):
         return None
     sig = types.void(arr, idx, val)
 
@@ -107,6 +107,9 @@ def _store_u64(typingctx, arr, idx, val):  # type: ignore[no-untyped-def]
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+_store_u64: Any = intrinsic(_store_u64_typer)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -598,7 +601,7 @@ def encode_png_palette(idx: np.ndarray, palette: bytes, *, block_bytes: int = BL
                           _FIXED_LENS, rpos, rlen, out)
     if nbytes < 0:
         raise RuntimeError("encode_png_palette: deflate block size differs from its cost (bug)")
-    body = memoryview(out)[:nbytes]
+    body = out[:nbytes].data
     tail = struct.pack(">I", adler)
     crc = zlib.crc32(tail, zlib.crc32(body, _IDAT_CRC0))
     return b"".join((

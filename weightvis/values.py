@@ -2,8 +2,8 @@
 
 The scale s of a tensor is the 99.9th percentile of |v| over the finite elements of its sample
 (``numpy.quantile`` of the float32 values, linear interpolation); if that is 0, the sample's
-max |v|; if that is 0 or the sample has no finite value, 1.0. The sample is the whole tensor up to SAMPLE_LIMIT elements,
-otherwise SAMPLE_RUNS evenly spaced runs of consecutive elements (row-major in the 2-D view)
+max |v|; if that is 0 or the sample has no finite value, 1.0. The sample is the whole tensor up
+to SAMPLE_LIMIT elements, otherwise SAMPLE_RUNS evenly spaced runs of consecutive elements (row-major in the 2-D view)
 totalling SAMPLE_LIMIT. ``--scale global`` uses one s for all tensors: the 99.9th percentile of
 the union of the samples (each thinned to every k-th element, at most 2^16), each sample element
 weighted by numel/len(sample) of its tensor.
