@@ -344,3 +344,39 @@ def test_tile_index_lists_exactly_the_tiles_written(tmp_path: Path) -> None:
         # all-padding tiles are not written: the grid at max zoom has holes in this layout
         top = sc["tile_index"][-1]
         assert len([t for t in on_disk if t[0] == sc["max_zoom"]]) < top["cols"] * top["rows"]
+
+
+@pytest.mark.parametrize("dtype", ["BF16", "F16"])
+def test_16bit_tensors_every_pixel_and_stats(tmp_path: Path, dtype: str) -> None:
+    """Every pixel of a 16-bit checkpoint (all 65,536 codes, NaN/Inf included) equals the rule
+    applied to the decoded value, and the statistics equal float64 numpy on the decoded values."""
+    import ml_dtypes
+
+    from weightvis.formats.safetensors import write_safetensors
+
+    codes = np.arange(1 << 16, dtype=np.uint16).reshape(256, 256)
+    rng = np.random.default_rng(9)
+    shuffled = rng.permutation(codes.reshape(-1)).reshape(128, 512)
+    p = tmp_path / "c.safetensors"
+    write_safetensors(p, {"model.layers.0.all": (dtype, (256, 256), codes),
+                          "model.layers.1.all": (dtype, (128, 512), shuffled)})
+    mdt = ml_dtypes.bfloat16 if dtype == "BF16" else np.float16
+    bv = BundleView(weightvis.render([p], tmp_path / "b", workers=2).out)
+    sc = bv.scene()
+    for name, arr in (("model.layers.0.all", codes), ("model.layers.1.all", shuffled)):
+        vals = arr.view(mdt).astype(np.float32)
+        s = bv.manifest["tensors"][name]["scale"]
+        (pl,) = [q for q in sc["placements"] if q["tensor"] == name]
+        x, y, w, h = pl["rect"]
+        got = np.array([[bv.pixel(sc, x + i, y + j) for i in range(w)] for j in range(h)])
+        want = np.vectorize(lambda v, s=s: index_of(v, s))(vals)
+        np.testing.assert_array_equal(got, want)
+        st = bv.manifest["tensors"][name]["stats"]
+        fin = vals[np.isfinite(vals)].astype(np.float64)
+        assert st["min"] == fin.min() and st["max"] == fin.max()
+        assert st["nan_count"] == int(np.isnan(vals).sum())
+        assert st["inf_count"] == int(np.isinf(vals).sum())
+        assert st["zero_fraction"] == pytest.approx(np.mean(vals == 0))
+        # the codes span 1e-40..3e38: sums cancel only up to rounding of the largest terms
+        assert st["mean"] == pytest.approx(fin.mean(), rel=1e-9, abs=1e-12 * np.abs(fin).max())
+        assert st["rms"] == pytest.approx(np.sqrt(np.mean(fin * fin)), rel=1e-9)

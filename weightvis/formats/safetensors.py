@@ -183,7 +183,7 @@ class SafetensorsReader(Reader):
 def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, tuple[str, Sequence[int],
                       np.ndarray]], metadata: Mapping[str, str] | None = None) -> None:
     """Write a safetensors file from ``{name: (dtype, shape, storage array)}``; the storage array
-    holds the raw elements (e.g. BF16 as uint16). Used by the demo and by tests (numpy has no
+    holds the elements, or their raw bits as unsigned integers (BF16 and F16 as uint16). Used by the demo and by tests (numpy has no
     bfloat16, and ``safetensors.numpy`` cannot write one)."""
     header: dict[str, Any] = {}
     if metadata:
@@ -192,7 +192,11 @@ def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, tuple[
     offset = 0
     for name, (dtype, shape, arr) in tensors.items():
         etype = ELEMENT_TYPES[dtype]
-        data = np.ascontiguousarray(arr).astype(etype.storage, copy=False).tobytes()
+        a = np.ascontiguousarray(arr)
+        if a.dtype.kind in "ui" and etype.storage.kind == "f" \
+                and a.dtype.itemsize == etype.itemsize:
+            a = a.view(etype.storage)  # integer codes are the raw bits (F16 from uint16)
+        data = a.astype(etype.storage, copy=False).tobytes()
         if len(data) != math.prod(shape) * etype.itemsize:
             raise ValueError(f"{name}: {len(data)} bytes for shape {list(shape)} of {dtype}")
         header[name] = {"dtype": dtype, "shape": list(shape),
