@@ -115,7 +115,8 @@ def palette_bytes(pal: np.ndarray) -> bytes:
 
 def value_index(v: np.ndarray, s: float) -> np.ndarray:
     """Reference (numpy, float64) implementation of VALUE_RULE; the kernels must agree with it."""
-    v64 = np.asarray(v, dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # signalling NaN codes are quieted by the cast
+        v64 = np.asarray(v, dtype=np.float64)
     out = np.full(v64.shape, ZERO, np.uint8)
     with np.errstate(invalid="ignore", divide="ignore"):
         a = np.minimum(np.abs(v64) / s, 1.0)

@@ -103,6 +103,63 @@ def _accumulate_stats(src, acc):  # type: ignore[no-untyped-def]
     acc[_INFS] += h * w - n - nans
 
 
+@numba.njit(cache=True, nogil=True)
+def _index_codes(src, lut, out, hist):  # type: ignore[no-untyped-def]
+    """src uint16[h, w] codes (any strides) -> out uint8[h, w] = lut[code]; hist int64[65536]
+    counts the codes (statistics come from it: _acc_from_hist)."""
+    h, w = src.shape
+    for i in range(h):
+        for j in range(w):
+            c = src[i, j]
+            out[i, j] = lut[c]
+            hist[c] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _acc_from_hist(hist, values, acc):  # type: ignore[no-untyped-def]
+    """Accumulate the statistics of a code histogram (values float32[65536]: each code's value)
+    into acc float64[ACC_SIZE] in place, and zero the histogram."""
+    for c in range(hist.shape[0]):
+        k = hist[c]
+        if k == 0:
+            continue
+        hist[c] = 0
+        v = np.float64(values[c])
+        if v != v:
+            acc[_NANS] += k
+        elif v == np.inf or v == -np.inf:
+            acc[_INFS] += k
+        else:
+            acc[_N] += k
+            acc[_SUM] += k * v
+            acc[_SUMSQ] += k * v * v
+            if v < acc[_MIN]:
+                acc[_MIN] = v
+            if v > acc[_MAX]:
+                acc[_MAX] = v
+            if v == 0.0:
+                acc[_ZEROS] += k
+
+
+def code_lut(values: np.ndarray, s: float) -> np.ndarray:
+    """uint8[65536]: the palette index of every 16-bit code by VALUE_RULE (built with the numpy
+    reference implementation, so the fast path is exact by construction)."""
+    from .color import value_index
+
+    return value_index(values, s)
+
+
+def colorize_codes(src: np.ndarray, lut: np.ndarray, values: np.ndarray, out: np.ndarray,
+                   acc: np.ndarray, hist: np.ndarray) -> None:
+    """Colour a block of 16-bit codes through ``lut`` into ``out`` and accumulate its stats.
+    ``hist`` is an int64[65536] scratch array, all zero on entry and on return."""
+    if src.dtype != np.uint16 or out.dtype != np.uint8 or src.shape != out.shape \
+            or lut.shape != (1 << 16,) or hist.shape != (1 << 16,):
+        raise ValueError("colorize_codes: uint16 src, uint8 out of one shape, 65536-entry lut")
+    _index_codes(src, lut, out, hist)
+    _acc_from_hist(hist, values, acc)
+
+
 def colorize(src: np.ndarray, s: float, out: np.ndarray, acc: np.ndarray) -> None:
     """Colour a float32 block into ``out`` (uint8, same shape) and accumulate its stats."""
     if src.dtype != np.float32 or out.dtype != np.uint8 or src.shape != out.shape:
@@ -258,6 +315,12 @@ def warm_up() -> None:
     o = np.zeros((2, 2), np.uint8)
     colorize(a, 1.0, o, new_acc())
     colorize(a[:, :1], 1.0, o[:, :1], new_acc())
+    lut = np.zeros(1 << 16, np.uint8)
+    vals = np.zeros(1 << 16, np.float32)
+    hist = np.zeros(1 << 16, np.int64)
+    codes = np.zeros((2, 2), np.uint16)
+    colorize_codes(codes, lut, vals, o, new_acc(), hist)
+    colorize_codes(codes[:, :1], lut, vals, o[:, :1], new_acc(), hist)
     reduce_tile(np.zeros((2, 2), np.uint8), REDUCE_SIGNED_RMS, np.zeros((1, 1), np.uint8))
     reduce_tile(np.zeros((2, 2), np.uint8), REDUCE_FIRST, np.zeros((1, 1), np.uint8))
     hilbert_tile_offsets(2, 0, 0, np.zeros((2, 2), np.int64))

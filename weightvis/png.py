@@ -185,20 +185,28 @@ def _scan(raw, start, end, lsym, rpos, rlen, hist):  # type: ignore[no-untyped-d
                 h[3, b7] += 1
                 k += 8
                 continue
-        b = raw[k]
-        if k >= 1 and b == raw[k - 1] and k + 2 < n and raw[k + 1] == b and raw[k + 2] == b:
-            m = k + 3
-            lim = min(k + 258, n)
-            while m < lim and raw[m] == b:
-                m += 1
-            rpos[nr] = k - start
-            rlen[nr] = m - k
-            nr += 1
-            hist[lsym[m - k]] += 1
-            k = m
-        else:
-            h[0, b] += 1
-            k += 1
+        # slow path for the next (up to) 8 positions: a token at a time
+        stop = min(k + 8, end)
+        while k < stop:
+            b = raw[k]
+            # one branch, taken only at a run (equal neighbours alone are common in quantized
+            # tiles and would be mispredicted): the tests are combined without short-circuits
+            r0 = raw[max(k - 1, 0)]
+            r1 = raw[min(k + 1, n - 1)]
+            r2 = raw[min(k + 2, n - 1)]
+            if (k >= 1) & (k + 2 < n) & (r0 == b) & (r1 == b) & (r2 == b):
+                m = k + 3
+                lim = min(k + 258, n)
+                while m < lim and raw[m] == b:
+                    m += 1
+                rpos[nr] = k - start
+                rlen[nr] = m - k
+                nr += 1
+                hist[lsym[m - k]] += 1
+                k = m
+            else:
+                h[0, b] += 1
+                k += 1
     for s in range(256):
         hist[s] = h[0, s] + h[1, s] + h[2, s] + h[3, s]
     hist[256] += 1

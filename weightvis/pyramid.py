@@ -21,6 +21,7 @@ import numpy as np
 from . import color, kernels
 from .encode import encode_tile, write_atomic
 from .formats import MultiReader, open_checkpoint
+from .formats.dtypes import code_values
 from .types import TILE_SIZE, SceneLayout, TileAddress
 
 __all__ = ["Geometry", "SceneJob", "CheckpointSpec", "render_scene", "SceneResult"]
@@ -158,6 +159,9 @@ class _Worker:
             self.palette = color.palette_bytes(color.value_palette())
             self.reduce_mode = kernels.REDUCE_SIGNED_RMS
         self.made_dirs: set[str] = set()
+        self.luts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.value_tables: dict[str, np.ndarray] = {}
+        self.hist = np.zeros(1 << 16, np.int64)
         self.accs: LeafAccs = {}
         self.flags: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.elems: dict[str, list[np.ndarray]] = {}
@@ -212,11 +216,31 @@ class _Worker:
             p = placements[i]
             x0, x1 = max(p.c_x, c_x0), min(p.c_x + p.c_w, c_x0 + t)
             y0, y1 = max(p.c_y, c_y0), min(p.c_y + p.c_h, c_y0 + t)
-            block = self.reader.read(p.tensor, p.e_r0 + (y0 - p.c_y), p.e_r0 + (y1 - p.c_y),
-                                     p.e_c0 + (x0 - p.c_x), p.e_c0 + (x1 - p.c_x))
-            kernels.colorize(block, self.job.scales[p.tensor],
-                             out[y0 - c_y0:y1 - c_y0, x0 - c_x0:x1 - c_x0], self.acc(p.tensor))
+            block = (p.tensor, p.e_r0 + (y0 - p.c_y), p.e_r0 + (y1 - p.c_y),
+                     p.e_c0 + (x0 - p.c_x), p.e_c0 + (x1 - p.c_x))
+            dst = out[y0 - c_y0:y1 - c_y0, x0 - c_x0:x1 - c_x0]
+            codes = self.reader.read_codes(*block)
+            if codes is not None:  # 16-bit fast path: a LUT, stats from a code histogram
+                lut, values = self.code_lut(p.tensor)
+                kernels.colorize_codes(codes, lut, values, dst, self.acc(p.tensor), self.hist)
+            else:
+                kernels.colorize(self.reader.read(*block), self.job.scales[p.tensor], dst,
+                                 self.acc(p.tensor))
         return out
+
+    def code_lut(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(palette index, value) of every 16-bit code of a BF16/F16 tensor, built once."""
+        got = self.luts.get(name)
+        if got is None:
+            values = self.code_values(self.reader.info(name).dtype)
+            got = self.luts[name] = (kernels.code_lut(values, self.job.scales[name]), values)
+        return got
+
+    def code_values(self, dtype: str) -> np.ndarray:
+        v = self.value_tables.get(dtype)
+        if v is None:
+            v = self.value_tables[dtype] = code_values(dtype)
+        return v
 
     def _leaf_delta(self, t_x: int, t_y: int) -> np.ndarray:
         t = self.t

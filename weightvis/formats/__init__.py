@@ -168,6 +168,10 @@ class MultiReader(Reader):
              e_c1: int | None = None) -> np.ndarray:
         return self._owner[name].read(name, e_r0, e_r1, e_c0, e_c1)
 
+    def read_codes(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
+                   e_c1: int | None = None) -> np.ndarray | None:
+        return self._owner[name].read_codes(name, e_r0, e_r1, e_c0, e_c1)
+
     @property
     def files(self) -> Sequence[Path]:
         return [f for r in self.readers for f in r.files]

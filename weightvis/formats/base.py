@@ -36,6 +36,13 @@ class Reader(abc.ABC):
         """Rows ``e_r0..e_r1-1``, cols ``e_c0..e_c1-1`` of the tensor's 2-D view as a C-contiguous
         float32 array of shape (e_r1-e_r0, e_c1-e_c0). Touches only the bytes of those rows."""
 
+    def read_codes(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
+                   e_c1: int | None = None) -> np.ndarray | None:
+        """The block's raw 16-bit codes (uint16) for BF16 and F16 tensors, without decoding (the
+        renderer's fast path: a palette index is a function of the code); None when the reader
+        or the dtype has no such form - callers then use ``read``."""
+        return None
+
     @property
     def files(self) -> Sequence[Path]:
         """The files holding tensor data (for ``--hilbert-unit byte`` and the manifest)."""

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["ELEMENT_TYPES", "ElementType", "decode_f8_table", "f8_e8m0_table"]
+__all__ = ["ELEMENT_TYPES", "ElementType", "decode_f8_table", "f8_e8m0_table", "CODE_DTYPES",
+           "code_values"]
 
 
 def decode_f8_table(exp_bits: int, man_bits: int, bias: int, *, ieee_specials: bool) -> np.ndarray:
@@ -102,3 +103,18 @@ ELEMENT_TYPES: dict[str, ElementType] = {
         ElementType("BOOL", "u1", lambda a: (a != 0).astype(np.float32)),
     ]
 }
+
+
+CODE_DTYPES = ("BF16", "F16")
+"""16-bit types whose every value is one of 65,536 codes (see ``code_values``)."""
+
+
+def code_values(name: str) -> np.ndarray:
+    """float32[65536]: the value of every 16-bit code of a type in CODE_DTYPES."""
+    codes = np.arange(1 << 16, dtype=np.uint16)
+    if name == "BF16":
+        return _bf16(codes)
+    if name == "F16":
+        out: np.ndarray = codes.view("<f2").astype(np.float32)
+        return out
+    raise ValueError(f"{name} has no 16-bit code table")

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import FormatError, UnsupportedDtypeError
 from ..types import TensorInfo
 from .base import MappedFile, Reader, check_block
-from .dtypes import ELEMENT_TYPES, ElementType
+from .dtypes import CODE_DTYPES, ELEMENT_TYPES, ElementType
 
 __all__ = ["SafetensorsReader", "MAX_HEADER_BYTES", "looks_like_safetensors", "write_safetensors"]
 
@@ -168,6 +168,18 @@ class SafetensorsReader(Reader):
         start = self._data_start + ent.begin
         self._file.touch(start + e_r0 * row_bytes, start + e_r1 * row_bytes)
         return out
+
+    def read_codes(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
+                   e_c1: int | None = None) -> np.ndarray | None:
+        ent = self._entries.get(name)
+        if ent is None or ent.etype.name not in CODE_DTYPES:
+            return None
+        c1 = check_block(ent.info, e_r0, e_r1, e_c0, e_c1)
+        block = self.stored(name)[e_r0:e_r1, e_c0:c1].view(np.uint16)
+        row_bytes = ent.info.e_cols * 2
+        start = self._data_start + ent.begin
+        self._file.touch(start + e_r0 * row_bytes, start + e_r1 * row_bytes)
+        return block
 
     def raw_bytes(self) -> np.ndarray:
         """The whole file as a read-only uint8 array (memory-mapped)."""
