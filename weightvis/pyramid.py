@@ -20,6 +20,7 @@ import numpy as np
 
 from . import color, kernels
 from .encode import encode_tile, write_atomic
+from .png import warm_up as png_warm_up
 from .formats import MultiReader, open_checkpoint
 from .formats.dtypes import code_values
 from .types import TILE_SIZE, SceneLayout, TileAddress
@@ -368,6 +369,7 @@ def render_scene(job: SceneJob, workers: int, progress: ProgressFn | None = None
     """Render and write every tile of a scene; returns merged per-tensor accumulators."""
     geo = job.geometry
     kernels.warm_up()
+    png_warm_up()
     if job.mode == "delta":
         kernels.warm_up_delta()
     split = 0 if workers <= 1 else geo.split_zoom(8 * workers)
