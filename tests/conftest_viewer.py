@@ -325,6 +325,7 @@ def make_handmade_bundle(out: Path, tensors: dict[str, np.ndarray], *, title: st
     return manifest
 
 
+
 # --------------------------------------------------------------------------- hand-made diff bundle
 # A diff bundle per docs/diff-manifest.md, built without the engine: pairs with their numbers,
 # colormaps.delta, scenes delta / a / b sharing one geometry. Used by tests/test_viewer_diff.py.
@@ -341,7 +342,11 @@ def diff_palette() -> list[list[int]]:
         return [[int(c) for c in rgb] for rgb in delta_palette("default")]
     except (ImportError, AttributeError, TypeError, ValueError):
         pal = [[38, 42, 52] for _ in range(256)]
-        pal[D_NONFINITE], pal[D_ONLY_A], pal[D_ONLY_B] = [255, 255, 255], [196, 120, 255], [255, 196, 64]
+        pal[D_NONFINITE], pal[D_ONLY_A], pal[D_ONLY_B] = (
+            [255, 255, 255],
+            [196, 120, 255],
+            [255, 196, 64],
+        )
         pal[D_BASE_ONLY], pal[D_GAP] = [150, 150, 150], [36, 36, 42]
         for q in range(D_LEVELS + 1):
             f = 0.3 + 0.7 * q / D_LEVELS if q else 0.0
@@ -365,7 +370,7 @@ def delta_index(a: np.ndarray, b: np.ndarray, s: float) -> np.ndarray:
 
 def hatch_index(kind: int, c_x: int, c_y: int, w: int, h: int) -> np.ndarray:
     """Hatch `kind` on the gap index, phase from the canvas pixel (c_x, c_y) of the top-left."""
-    ys, xs = np.mgrid[c_y:c_y + h, c_x:c_x + w]
+    ys, xs = np.mgrid[c_y : c_y + h, c_x : c_x + w]
     k = (xs - ys) // 4 if kind == D_ONLY_B else (xs + ys) // 4
     return np.where(k % 2 == 0, kind, D_GAP).astype(np.uint8)
 
@@ -395,28 +400,39 @@ def diff_numbers(a: np.ndarray, b: np.ndarray) -> tuple[dict[str, Any], list[lis
     svd = None
     if a.ndim == 2 and changed.any() and min(rows, cols) >= 2:
         sv = np.linalg.svd(np.where(changed, d, 0.0), compute_uv=False)[:64]
-        share = np.cumsum(sv ** 2) / np.sum(np.where(changed, d, 0.0) ** 2)
+        share = np.cumsum(sv**2) / np.sum(np.where(changed, d, 0.0) ** 2)
         hit = np.flatnonzero(share >= 0.99)
-        svd = {"rank_99": int(hit[0]) + 1 if hit.size else None,
-               "top_share": {str(k): float(share[k - 1]) for k in (1, 2, 4, 8, 16, 32, 64) if k <= len(sv)},
-               "rows_used": int(rows)}
+        svd = {
+            "rank_99": int(hit[0]) + 1 if hit.size else None,
+            "top_share": {
+                str(k): float(share[k - 1]) for k in (1, 2, 4, 8, 16, 32, 64) if k <= len(sv)
+            },
+            "rows_used": int(rows),
+        }
     r_idx, c_idx = np.nonzero(changed)
     numbers = {
-        "a_norm": a_norm, "b_norm": b_norm, "delta_norm": d_norm,
+        "a_norm": a_norm,
+        "b_norm": b_norm,
+        "delta_norm": d_norm,
         "rel": d_norm / a_norm if a_norm else None,
         "cosine": float((oa * ob).sum() / (a_norm * b_norm)) if a_norm and b_norm else None,
         "max_abs_delta": float(np.abs(d[changed]).max()) if changed.any() else 0.0,
         "changed": int(changed.sum()),
-        "changed_rows": _index_list(changed.any(axis=1)), "changed_cols": _index_list(changed.any(axis=0)),
+        "changed_rows": _index_list(changed.any(axis=1)),
+        "changed_cols": _index_list(changed.any(axis=0)),
         "bbox": [int(r_idx.min()), int(r_idx.max()) + 1, int(c_idx.min()), int(c_idx.max()) + 1]
-        if changed.any() else None,
+        if changed.any()
+        else None,
         "nonfinite_introduced": int((np.isfinite(oa) & ~np.isfinite(ob)).sum()),
         "compared": int(rows * cols),
         "svd": svd,
     }
     elements = None
     if changed.sum() <= 64:
-        elements = [[int(r), int(c), _json_value(oa[r, c]), _json_value(ob[r, c])] for r, c in zip(r_idx, c_idx)]
+        elements = [
+            [int(r), int(c), _json_value(oa[r, c]), _json_value(ob[r, c])]
+            for r, c in zip(r_idx, c_idx, strict=True)
+        ]
     return numbers, elements
 
 
@@ -438,16 +454,24 @@ def planted_diff_tensors() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]
     b[HOSTILE][3, 4] += np.float32(0.25)
     rng = np.random.default_rng(7)
     b["model.embed_tokens.weight"] = np.concatenate(
-        [a["model.embed_tokens.weight"], rng.standard_normal((4, 48)).astype(np.float32) * 0.05])
+        [a["model.embed_tokens.weight"], rng.standard_normal((4, 48)).astype(np.float32) * 0.05]
+    )
     del b["model.conv.weight"]
     b["model.extra_b.weight"] = rng.standard_normal((16, 24)).astype(np.float32)
     return a, b
 
 
-def make_diff_bundle(out: Path, a: dict[str, np.ndarray], b: dict[str, np.ndarray], *,
-                     scenes: tuple[str, ...] = ("delta", "a", "b"), mode: str = "compare",
-                     title: str = "hand-made diff", diagnosis: list[str] | None = None,
-                     c_max_w: int = 640) -> dict[str, Any]:
+def make_diff_bundle(
+    out: Path,
+    a: dict[str, np.ndarray],
+    b: dict[str, np.ndarray],
+    *,
+    scenes: tuple[str, ...] = ("delta", "a", "b"),
+    mode: str = "compare",
+    title: str = "hand-made diff",
+    diagnosis: list[str] | None = None,
+    c_max_w: int = 640,
+) -> dict[str, Any]:
     """A diff bundle of A -> B (pairs by exact name) by docs/diff-manifest.md, metric rms."""
     from weightvis.html import copy_viewer_assets, render_index_html
 
@@ -459,8 +483,15 @@ def make_diff_bundle(out: Path, a: dict[str, np.ndarray], b: dict[str, np.ndarra
     tinfo: dict[str, Any] = {}
     block_rects: dict[int, list[int]] = {}
     c_x = c_y = shelf_h = 0
-    summary = {"identical": 0, "changed": 0, "shape_changed": 0, "only_in_a": 0, "only_in_b": 0,
-               "elements_changed": 0, "elements_compared": 0}
+    summary = {
+        "identical": 0,
+        "changed": 0,
+        "shape_changed": 0,
+        "only_in_a": 0,
+        "only_in_b": 0,
+        "elements_changed": 0,
+        "elements_compared": 0,
+    }
     drawn: list[tuple[str, list[int]]] = []
     for name in names:
         ta, tb = a.get(name), b.get(name)
@@ -484,15 +515,29 @@ def make_diff_bundle(out: Path, a: dict[str, np.ndarray], b: dict[str, np.ndarra
             summary["elements_compared"] += min(va[0], vb[0]) * min(va[1], vb[1])  # type: ignore[index]
         summary[status.replace("-", "_")] += 1
         parts = name.split(".")
-        block = int(parts[parts.index("layers") + 1]) if "layers" in parts and parts.index("layers") + 1 < len(parts) else None
-        rms_a = float(np.sqrt(np.mean(view2d(ta).astype(np.float64) ** 2))) if ta is not None else 0.0
+        block = (
+            int(parts[parts.index("layers") + 1])
+            if "layers" in parts and parts.index("layers") + 1 < len(parts)
+            else None
+        )
+        rms_a = (
+            float(np.sqrt(np.mean(view2d(ta).astype(np.float64) ** 2))) if ta is not None else 0.0
+        )
         s_delta = 0.5 * rms_a if rms_a > 0 else 1.0
         pair = {
-            "name": name, "a": name if ta is not None else None, "b": name if tb is not None else None,
-            "status": status, "shape_a": list(ta.shape) if ta is not None else None,
+            "name": name,
+            "a": name if ta is not None else None,
+            "b": name if tb is not None else None,
+            "status": status,
+            "shape_a": list(ta.shape) if ta is not None else None,
             "shape_b": list(tb.shape) if tb is not None else None,
-            "dtype_a": "F32" if ta is not None else None, "dtype_b": "F32" if tb is not None else None,
-            "paired_by": "exact", "transform": None, "block": block, "numbers": numbers, "elements": elements,
+            "dtype_a": "F32" if ta is not None else None,
+            "dtype_b": "F32" if tb is not None else None,
+            "paired_by": "exact",
+            "transform": None,
+            "block": block,
+            "numbers": numbers,
+            "elements": elements,
             "scale_a": float(np.quantile(np.abs(ta), 0.999)) or 1.0 if ta is not None else None,
             "scale_b": float(np.quantile(np.abs(tb), 0.999)) or 1.0 if tb is not None else None,
         }
@@ -507,12 +552,18 @@ def make_diff_bundle(out: Path, a: dict[str, np.ndarray], b: dict[str, np.ndarra
             r[0], r[1] = min(r[0], c_x), min(r[1], c_y)
             r[2], r[3] = max(r[2], c_x + cols), max(r[3], c_y + rows)
         tinfo[name] = {
-            "shape": [rows, cols] if status == "shape-changed" else list((ta if ta is not None else tb).shape),  # type: ignore[union-attr]
+            "shape": [rows, cols]
+            if status == "shape-changed"
+            else list((ta if ta is not None else tb).shape),  # type: ignore[union-attr]
             "view": [rows, cols],
-            "dtype": ("F32" if ta is not None else "\u2014") + "\u2192" + ("F32" if tb is not None else "\u2014"),
-            "file": "model.safetensors", "block": block,
-            "slot": ".".join(parts[parts.index("layers") + 2:]) if block is not None else None,
-            "scale": s_delta, "stats": None,
+            "dtype": ("F32" if ta is not None else "\u2014")
+            + "\u2192"
+            + ("F32" if tb is not None else "\u2014"),
+            "file": "model.safetensors",
+            "block": block,
+            "slot": ".".join(parts[parts.index("layers") + 2 :]) if block is not None else None,
+            "scale": s_delta,
+            "stats": None,
         }
         c_x += cols + gap
         shelf_h = max(shelf_h, rows)
@@ -520,54 +571,106 @@ def make_diff_bundle(out: Path, a: dict[str, np.ndarray], b: dict[str, np.ndarra
     c_h = max(r[1] + r[3] for _, r in drawn)
     delta = np.zeros((c_h, c_w), dtype=np.uint8)
     sides = {"a": np.zeros((c_h, c_w), dtype=np.uint8), "b": np.zeros((c_h, c_w), dtype=np.uint8)}
-    for (name, (x, y, w, h)), pair in zip(drawn, pairs):
+    for (name, (x, y, _, _)), pair in zip(drawn, pairs, strict=True):
         ta, tb = a.get(name), b.get(name)
         if ta is not None and tb is not None:
             oa, ob = view2d(ta), view2d(tb)
             rows, cols = min(oa.shape[0], ob.shape[0]), min(oa.shape[1], ob.shape[1])
-            delta[y:y + rows, x:x + cols] = delta_index(oa[:rows, :cols], ob[:rows, :cols], tinfo[name]["scale"])
-        for side, t, kind in (("a", ta, D_BASE_ONLY if mode == "finetune" else D_ONLY_A), ("b", tb, D_ONLY_B)):
+            delta[y : y + rows, x : x + cols] = delta_index(
+                oa[:rows, :cols], ob[:rows, :cols], tinfo[name]["scale"]
+            )
+        for side, t, kind in (
+            ("a", ta, D_BASE_ONLY if mode == "finetune" else D_ONLY_A),
+            ("b", tb, D_ONLY_B),
+        ):
             if t is None:
                 continue
             v = view2d(t)
-            sides[side][y:y + v.shape[0], x:x + v.shape[1]] = value_index(v, pair["scale_" + side])
+            sides[side][y : y + v.shape[0], x : x + v.shape[1]] = value_index(
+                v, pair["scale_" + side]
+            )
             other = tb if side == "a" else ta
             ov = view2d(other).shape if other is not None else (0, 0)
             hatch = hatch_index(kind, x, y, v.shape[1], v.shape[0])
             outside = np.ones(v.shape, dtype=bool)
-            outside[:ov[0], :ov[1]] = False
-            region = delta[y:y + v.shape[0], x:x + v.shape[1]]
+            outside[: ov[0], : ov[1]] = False
+            region = delta[y : y + v.shape[0], x : x + v.shape[1]]
             region[outside] = hatch[outside]
     palette = diff_palette()
     scene_list: list[dict[str, Any]] = []
-    groups = [{"label": f"block {k}", "kind": "block", "rect": [r[0], r[1], r[2] - r[0], r[3] - r[1]]}
-              for k, r in sorted(block_rects.items())]
+    groups = [
+        {"label": f"block {k}", "kind": "block", "rect": [r[0], r[1], r[2] - r[0], r[3] - r[1]]}
+        for k, r in sorted(block_rects.items())
+    ]
     labels = {"delta": "\u0394 B \u2212 A", "a": "A", "b": "B"}
     for key in scenes:
         canvas = delta if key == "delta" else sides[key]
-        max_zoom, tile_index = _write_pyramid(out, key, canvas, palette if key == "delta" else _palette())
-        scene_list.append({
-            "key": key, "label": labels[key], "layout": "arch", "max_zoom": max_zoom, "width": c_w,
-            "height": c_h, "tiles": f"tiles/{key}/{{z}}/{{x}}/{{y}}.png",
-            "colormap": "delta" if key == "delta" else "values", "placements": placements,
-            "groups": groups, "curve": None, "tile_index": tile_index,
-        })
+        max_zoom, tile_index = _write_pyramid(
+            out, key, canvas, palette if key == "delta" else _palette()
+        )
+        scene_list.append(
+            {
+                "key": key,
+                "label": labels[key],
+                "layout": "arch",
+                "max_zoom": max_zoom,
+                "width": c_w,
+                "height": c_h,
+                "tiles": f"tiles/{key}/{{z}}/{{x}}/{{y}}.png",
+                "colormap": "delta" if key == "delta" else "values",
+                "placements": placements,
+                "groups": groups,
+                "curve": None,
+                "tile_index": tile_index,
+            }
+        )
     if diagnosis is None:
-        diagnosis = [f"{summary['changed']} tensors changed, {summary['shape_changed']} changed shape",
-                     f"{summary['only_in_b']} tensor only in B, {summary['only_in_a']} only in A"]
+        diagnosis = [
+            f"{summary['changed']} tensors changed, {summary['shape_changed']} changed shape",
+            f"{summary['only_in_b']} tensor only in B, {summary['only_in_a']} only in A",
+        ]
     manifest = {
-        "format": "weightvis-bundle", "version": 1, "generator": "weightvis tests", "title": title,
-        "tile_size": _TILE, "tile_format": "png",
-        "source": {"format": "safetensors", "files": ["b/model.safetensors"], "metadata": {}, "config": {}},
+        "format": "weightvis-bundle",
+        "version": 1,
+        "generator": "weightvis tests",
+        "title": title,
+        "tile_size": _TILE,
+        "tile_format": "png",
+        "source": {
+            "format": "safetensors",
+            "files": ["b/model.safetensors"],
+            "metadata": {},
+            "config": {},
+        },
         "colormaps": {
-            "values": {"palette": _palette(), "padding_index": 0, "nan_index": 1, "posinf_index": 2,
-                       "neginf_index": 3, "zero_index": 129, "levels": 125, "transfer": "sqrt", "rule": "see docs"},
-            "delta": {"kind": "delta", "metric": "rms", "palette_name": "default", "palette": palette,
-                      "padding_index": 0, "nonfinite_index": D_NONFINITE, "only_a_index": D_ONLY_A,
-                      "only_b_index": D_ONLY_B, "base_only_index": D_BASE_ONLY, "hatch_gap_index": D_GAP,
-                      "zero_index": D_ZERO, "levels": D_LEVELS, "abs_log_decades": None,
-                      "rule": "rms: q = floor(123*sqrt(min(|d|/s, 1)) + 0.5), at least 1 when b != a",
-                      "parent_rule": "first child (test bundle)"},
+            "values": {
+                "palette": _palette(),
+                "padding_index": 0,
+                "nan_index": 1,
+                "posinf_index": 2,
+                "neginf_index": 3,
+                "zero_index": 129,
+                "levels": 125,
+                "transfer": "sqrt",
+                "rule": "see docs",
+            },
+            "delta": {
+                "kind": "delta",
+                "metric": "rms",
+                "palette_name": "default",
+                "palette": palette,
+                "padding_index": 0,
+                "nonfinite_index": D_NONFINITE,
+                "only_a_index": D_ONLY_A,
+                "only_b_index": D_ONLY_B,
+                "base_only_index": D_BASE_ONLY,
+                "hatch_gap_index": D_GAP,
+                "zero_index": D_ZERO,
+                "levels": D_LEVELS,
+                "abs_log_decades": None,
+                "rule": "rms: q = floor(123*sqrt(min(|d|/s, 1)) + 0.5), at least 1 when b != a",
+                "parent_rule": "first child (test bundle)",
+            },
         },
         "scale": {"mode": "tensor", "quantile": 0.999, "sample_limit": 1048576},
         "scenes": scene_list,
@@ -575,11 +678,50 @@ def make_diff_bundle(out: Path, a: dict[str, np.ndarray], b: dict[str, np.ndarra
         "diff": {
             "a": {"title": "tiny-A", "format": "safetensors", "files": ["a/model.safetensors"]},
             "b": {"title": "tiny-B", "format": "safetensors", "files": ["b/model.safetensors"]},
-            "mode": mode, "metric": "rms", "palette": "default", "summary": summary,
-            "diagnosis": diagnosis, "blocks": {}, "pairs": pairs,
+            "mode": mode,
+            "metric": "rms",
+            "palette": "default",
+            "summary": summary,
+            "diagnosis": diagnosis,
+            "blocks": {},
+            "pairs": pairs,
         },
     }
     (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     (out / "index.html").write_text(render_index_html(manifest, title=title), encoding="utf-8")
     copy_viewer_assets(out)
     return manifest
+
+
+@pytest.fixture(scope="module", name="chromium")
+def chromium_reusing() -> Iterator[Any]:
+    """``chromium`` for modules that run beside tests/test_viewer_browser.py.
+
+    pytest registers an imported fixture once per module, so two modules importing the
+    session-scoped ``chromium`` would start two sync Playwrights in one thread, which Playwright
+    refuses. This one reuses a browser another module's fixture has launched (it stays theirs to
+    close), else launches its own for this module only, closed before any later module starts.
+    """
+    import gc
+
+    exe = shutil.which("chromium")
+    if exe is None:
+        msg = "chromium is not on PATH (.ci/run installs Debian's chromium)"
+        if os.environ.get("WEIGHTVIS_REQUIRE_BROWSER"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from playwright import sync_api
+
+    # type(), not isinstance(): some objects (torch's deprecated aliases) warn when asked for
+    # their __class__
+    browser_type = sync_api.Browser
+    running = [o for o in gc.get_objects() if type(o) is browser_type and o.is_connected()]
+    if running:
+        yield running[0]
+        return
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=chromium_args())
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -22,32 +22,60 @@ import pytest
 
 try:
     from .conftest_viewer import (  # noqa: F401  (fixtures)
-        HOSTILE, RAMP, chromium, delta_index, make_diff_bundle, open_page, planted_diff_tensors,
-        ramp_values, view2d,
+        HOSTILE,
+        RAMP,
+        chromium_reusing,
+        delta_index,
+        make_diff_bundle,
+        open_page,
+        planted_diff_tensors,
+        ramp_values,
+        view2d,
     )
     from .test_viewer_browser import (
-        Bundle, assert_rgb, hover_canvas_pixel, readout,
-        screen_rgb, set_view, tile_urls_in_index, view_contains, wait_tiles,
+        Bundle,
+        assert_rgb,
+        hover_canvas_pixel,
+        readout,
+        screen_rgb,
+        set_view,
+        tile_urls_in_index,
+        view_contains,
+        wait_tiles,
     )
 except ImportError:  # tests/ not a package
     from conftest_viewer import (  # type: ignore[no-redef]  # noqa: F401
-        HOSTILE, RAMP, chromium, delta_index, make_diff_bundle, open_page, planted_diff_tensors,
-        ramp_values, view2d,
+        HOSTILE,
+        RAMP,
+        chromium_reusing,
+        delta_index,
+        make_diff_bundle,
+        open_page,
+        planted_diff_tensors,
+        ramp_values,
+        view2d,
     )
     from test_viewer_browser import (  # type: ignore[no-redef]
-        Bundle, assert_rgb, hover_canvas_pixel, readout,
-        screen_rgb, set_view, tile_urls_in_index, view_contains, wait_tiles,
+        Bundle,
+        assert_rgb,
+        hover_canvas_pixel,
+        readout,
+        screen_rgb,
+        set_view,
+        tile_urls_in_index,
+        view_contains,
+        wait_tiles,
     )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 MINUS = "\u2212"
-UP = "model.layers.1.mlp.up_proj.weight"        # row 10 zeroed: 48 changes, values stored
+UP = "model.layers.1.mlp.up_proj.weight"  # row 10 zeroed: 48 changes, values stored
 SCALED = "model.layers.0.mlp.down_proj.weight"  # x1.01: 4608 changes, values not stored
 SAME = "model.layers.0.self_attn.q_proj.weight"  # identical
 ONLY_B = "model.extra_b.weight"
 ONLY_A = "model.conv.weight"
-EMBED = "model.embed_tokens.weight"             # 96 -> 100 rows
+EMBED = "model.embed_tokens.weight"  # 96 -> 100 rows
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +87,15 @@ def planted() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
 def diffb(planted: Any, tmp_path_factory: pytest.TempPathFactory) -> Bundle:
     a, b = planted
     out = tmp_path_factory.mktemp("diff") / "bundle"
-    manifest = make_diff_bundle(out, a, b, diagnosis=[
-        "5 tensors differ: 4 changed, 1 changed shape (vocabulary 96 -> 100)",
-        f"{ONLY_B} is new in B; {ONLY_A} was dropped"])
+    manifest = make_diff_bundle(
+        out,
+        a,
+        b,
+        diagnosis=[
+            "5 tensors differ: 4 changed, 1 changed shape (vocabulary 96 -> 100)",
+            f"{ONLY_B} is new in B; {ONLY_A} was dropped",
+        ],
+    )
     return Bundle(out, manifest)
 
 
@@ -89,18 +123,21 @@ def shot(page: Any, name: str) -> None:
 
 
 def table_names(page: Any) -> list[str]:
-    return page.eval_on_selector_all("#wv-ct-rows tr.wv-ct-row td:first-child", "els => els.map(e => e.textContent)")
+    return page.eval_on_selector_all(
+        "#wv-ct-rows tr.wv-ct-row td:first-child", "els => els.map(e => e.textContent)"
+    )
 
 
 def table_column(page: Any, index: int) -> list[str]:
     return page.eval_on_selector_all(
-        "#wv-ct-rows tr.wv-ct-row", "(rows, i) => rows.map(r => r.children[i].textContent)", index)
+        "#wv-ct-rows tr.wv-ct-row", "(rows, i) => rows.map(r => r.children[i].textContent)", index
+    )
 
 
 def assert_only_listed_tiles_requested_any_scene(bundle: Bundle, log: Any) -> None:
     base = bundle.url.rsplit("/", 1)[0] + "/"
     listed = set().union(*(tile_urls_in_index(bundle, s["key"]) for s in bundle.manifest["scenes"]))
-    tiles = [u[len(base):] for u in log.requests if u.startswith(base + "tiles/")]
+    tiles = [u[len(base) :] for u in log.requests if u.startswith(base + "tiles/")]
     assert tiles, "no tile was requested"
     assert set(tiles) <= listed, sorted(set(tiles) - listed)
 
@@ -111,9 +148,11 @@ def pairs_of(bundle: Bundle) -> list[dict[str, Any]]:
 
 def diff_readout(page: Any) -> dict[str, str]:
     r = readout(page)
-    r.update(page.evaluate("""() => ({status: document.getElementById('wv-r-status').textContent,
+    r.update(
+        page.evaluate("""() => ({status: document.getElementById('wv-r-status').textContent,
         ab: document.getElementById('wv-r-ab').textContent,
-        delta: document.getElementById('wv-r-delta').textContent})"""))
+        delta: document.getElementById('wv-r-delta').textContent})""")
+    )
     return r
 
 
@@ -121,7 +160,9 @@ def parse_num(text: str) -> float:
     return float(text.replace(MINUS, "-").replace("+", ""))
 
 
-def hover_element(page: Any, bundle: Bundle, tensor: str, e_row: int, e_col: int, scene: str = "delta") -> None:
+def hover_element(
+    page: Any, bundle: Bundle, tensor: str, e_row: int, e_col: int, scene: str = "delta"
+) -> None:
     (p,) = [p for p in bundle.scene(scene)["placements"] if p["tensor"] == tensor]
     x, y = p["rect"][0], p["rect"][1]
     c_x, c_y = x + e_col - p["cols"][0], y + e_row - p["rows"][0]
@@ -130,13 +171,21 @@ def hover_element(page: Any, bundle: Bundle, tensor: str, e_row: int, e_col: int
 
 
 def stats_rows(page: Any) -> dict[str, str]:
-    return dict(page.eval_on_selector_all(
-        "#wv-s-table tr", "rows => rows.map(r => [r.children[0].textContent, r.children[1].textContent])"))
+    return dict(
+        page.eval_on_selector_all(
+            "#wv-s-table tr",
+            "rows => rows.map(r => [r.children[0].textContent, r.children[1].textContent])",
+        )
+    )
 
 
 def current_view(page: Any) -> tuple[float, float, float]:
-    return tuple(page.evaluate(  # type: ignore[return-value]
-        "(() => { const c = weightvis.app.cFromLl(weightvisMap.getCenter()); return [c.x, c.y, weightvisMap.getZoom()]; })()"))
+    return tuple(
+        page.evaluate(  # type: ignore[return-value]
+            """(() => { const c = weightvis.app.cFromLl(weightvisMap.getCenter());
+                return [c.x, c.y, weightvisMap.getZoom()]; })()"""
+        )
+    )
 
 
 # --------------------------------------------------------------------------- tests
@@ -147,28 +196,41 @@ def test_delta_legend_and_values_legend(diffb: Bundle, open_page: Any) -> None:
     assert page.evaluate("weightvis.app.model.key") == "delta"
     cm = diffb.manifest["colormaps"]["delta"]
     assert page.text_content("#wv-legend-title") == f"Colour \u00b7 \u0394 = B {MINUS} A (rms)"
-    ticks = page.eval_on_selector_all("#wv-legend-ticks .wv-tick", "els => els.map(e => e.textContent)")
+    ticks = page.eval_on_selector_all(
+        "#wv-legend-ticks .wv-tick", "els => els.map(e => e.textContent)"
+    )
     assert ticks == [f"{MINUS}s\u0394", f"{MINUS}s\u0394/4", "0", "+s\u0394/4", "+s\u0394"]
-    lefts = page.eval_on_selector_all("#wv-legend-ticks .wv-tick", "els => els.map(e => parseFloat(e.style.left))")
+    lefts = page.eval_on_selector_all(
+        "#wv-legend-ticks .wv-tick", "els => els.map(e => parseFloat(e.style.left))"
+    )
     n = 2 * cm["levels"] + 1
     assert lefts[2] == pytest.approx(50, abs=0.3)
     # +s/4 is level floor(123 * sqrt(1/4) + 0.5) = 62
     assert lefts[3] - lefts[2] == pytest.approx(100 * 62 / n, abs=0.3)
     bar = page.evaluate("""(() => { const c = document.getElementById('wv-legend-bar');
-        const d = c.getContext('2d').getImageData(0, 0, c.width, 1).data; const px = i => [d[4*i], d[4*i+1], d[4*i+2]];
+        const d = c.getContext('2d').getImageData(0, 0, c.width, 1).data;
+        const px = i => [d[4*i], d[4*i+1], d[4*i+2]];
         return [c.width, px(0), px((c.width - 1) / 2), px(c.width - 1)]; })()""")
     z, lv = cm["zero_index"], cm["levels"]
     assert bar == [n, cm["palette"][z - lv], cm["palette"][z], cm["palette"][z + lv]]
     assert page.is_visible("#wv-legend-ends")
-    swatches = page.eval_on_selector_all("#wv-legend-swatches .wv-swatch", "els => els.map(e => e.textContent)")
+    swatches = page.eval_on_selector_all(
+        "#wv-legend-swatches .wv-swatch", "els => els.map(e => e.textContent)"
+    )
     assert swatches == ["unchanged", "non-finite \u0394", "only in A", "only in B", "padding"]
     # the hatch swatches are drawn with the palette's hatch and gap colours, both directions
-    hatches = page.eval_on_selector_all("#wv-legend-swatches canvas.wv-swatch-hatch", """els => els.map(c => {
-        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; const seen = new Set();
+    hatches = page.eval_on_selector_all(
+        "#wv-legend-swatches canvas.wv-swatch-hatch",
+        """els => els.map(c => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        const seen = new Set();
         for (let i = 0; i < d.length; i += 4) seen.add(d[i] + ',' + d[i+1] + ',' + d[i+2]);
-        return [c.dataset.index, [...seen].sort(), [d[0], d[1], d[2]], [d[4*4], d[4*4+1], d[4*4+2]]]; })""")
+        return [c.dataset.index, [...seen].sort(), [d[0], d[1], d[2]],
+                [d[4*4], d[4*4+1], d[4*4+2]]]; })""",
+    )
     gap = ",".join(map(str, cm["palette"][cm["hatch_gap_index"]]))
-    for (index, colours, px0, px4), want in zip(hatches, [cm["only_a_index"], cm["only_b_index"]]):
+    wanted = [cm["only_a_index"], cm["only_b_index"]]
+    for (index, colours, px0, px4), want in zip(hatches, wanted, strict=True):
         assert int(index) == want
         assert colours == sorted({",".join(map(str, cm["palette"][want])), gap})
         assert px0 == cm["palette"][want] and px4 == cm["palette"][cm["hatch_gap_index"]]
@@ -176,17 +238,23 @@ def test_delta_legend_and_values_legend(diffb: Bundle, open_page: Any) -> None:
     hover_element(page, diffb, RAMP, 3, 3)
     s = diffb.manifest["tensors"][RAMP]["scale"]
     values = page.text_content("#wv-legend-values")
-    assert values.startswith("s\u0394 = ") and float(values.split()[2]) == pytest.approx(s, rel=1e-3)
+    assert values.startswith("s\u0394 = ") and float(values.split()[2]) == pytest.approx(
+        s, rel=1e-3
+    )
     shot(page, "legend")
     # a values scene keeps the values legend, with scale_a of the tensor under the cursor
     page.keyboard.press("a")
     page.wait_for_function("weightvis.app.model.key === 'a'")
-    ticks = page.eval_on_selector_all("#wv-legend-ticks .wv-tick", "els => els.map(e => e.textContent)")
+    ticks = page.eval_on_selector_all(
+        "#wv-legend-ticks .wv-tick", "els => els.map(e => e.textContent)"
+    )
     assert ticks == [f"{MINUS}s", f"{MINUS}s/4", "0", "+s/4", "+s"]
     assert page.text_content("#wv-legend-title") == "Colour"
     assert not page.is_visible("#wv-legend-ends")
     (pair,) = [p for p in pairs_of(diffb) if p["name"] == RAMP]
-    assert float(page.text_content("#wv-legend-values").split()[2]) == pytest.approx(pair["scale_a"], rel=1e-3)
+    assert float(page.text_content("#wv-legend-values").split()[2]) == pytest.approx(
+        pair["scale_a"], rel=1e-3
+    )
     assert page.text_content("#wv-r-scale-label") == "scale s (A)"
     log.assert_clean()
 
@@ -205,9 +273,14 @@ def test_table_lists_non_identical_pairs_and_filters(diffb: Bundle, open_page: A
     assert set(statuses[3:]) == {"changed"}
     assert page.text_content("#wv-ct-count") == f"showing 7 of {len(pairs)}"
     summary = page.text_content("#wv-ct-summary")
-    assert summary.startswith(f"{len(pairs)} pairs: 4 changed \u00b7 1 shape changed \u00b7 1 only in A \u00b7 1 only in B \u00b7 9 identical")
-    assert page.eval_on_selector_all("#wv-ct-diagnosis li", "els => els.map(e => e.textContent)") == \
-        diffb.manifest["diff"]["diagnosis"]
+    assert summary.startswith(
+        f"{len(pairs)} pairs: 4 changed \u00b7 1 shape changed \u00b7 1 only in A"
+        " \u00b7 1 only in B \u00b7 9 identical"
+    )
+    assert (
+        page.eval_on_selector_all("#wv-ct-diagnosis li", "els => els.map(e => e.textContent)")
+        == diffb.manifest["diff"]["diagnosis"]
+    )
     # every pair with "identical" ticked; none with everything unticked
     page.check("#wv-ct-filters input[value=identical]")
     assert sorted(table_names(page)) == sorted(p["name"] for p in pairs)
@@ -231,14 +304,16 @@ def test_sort_by_changed_elements(diffb: Bundle, open_page: Any) -> None:
     counts = [None if t == "\u2014" else int(t.replace(",", "")) for t in table_column(page, 6)]
     known = [c for c in counts if c is not None]
     assert known == sorted(known, reverse=True) and known[0] == 4608
-    assert counts[len(known):] == [None] * (len(counts) - len(known)), "one-sided pairs (no numbers) last"
+    assert counts[len(known) :] == [None] * (len(counts) - len(known)), (
+        "one-sided pairs (no numbers) last"
+    )
     assert table_names(page)[0] == SCALED
     page.click("#wv-ct-headrow th:nth-child(7) button")
     assert page.get_attribute("#wv-ct-headrow th:nth-child(7)", "aria-sort") == "ascending"
     counts = [None if t == "\u2014" else int(t.replace(",", "")) for t in table_column(page, 6)]
     known = [c for c in counts if c is not None]
     assert known == sorted(known) and known[-1] == 4608
-    assert counts[len(known):] == [None] * (len(counts) - len(known))
+    assert counts[len(known) :] == [None] * (len(counts) - len(known))
     # by name
     page.click("#wv-ct-headrow th:nth-child(1) button")
     names = table_names(page)
@@ -257,8 +332,9 @@ def test_row_click_and_keyboard_zoom_to_the_tensor(diffb: Bundle, open_page: Any
     assert page.evaluate("weightvisMap.getZoom()") >= diffb.scene()["max_zoom"]
     assert page.text_content("#wv-s-name") == UP
     assert page.evaluate("weightvis.app.selected.name") == UP
-    assert page.eval_on_selector_all("#wv-ct-rows tr.wv-ct-selected td:first-child",
-                                      "els => els.map(e => e.textContent)") == [UP]
+    assert page.eval_on_selector_all(
+        "#wv-ct-rows tr.wv-ct-selected td:first-child", "els => els.map(e => e.textContent)"
+    ) == [UP]
     stats = stats_rows(page)
     assert stats["status"] == "changed"
     assert stats["changed"].startswith("48 of 4,608")
@@ -283,9 +359,12 @@ def test_row_click_and_keyboard_zoom_to_the_tensor(diffb: Bundle, open_page: Any
     hover_canvas_pixel(page, ramp_rect[0] + 10, ramp_rect[1] + 10)
     page.mouse.down()
     page.mouse.up()
-    page.wait_for_function("weightvis.app.selected && weightvis.app.selected.name === 'model.ramp.weight'")
-    assert page.eval_on_selector_all("#wv-ct-rows tr.wv-ct-selected td:first-child",
-                                      "els => els.map(e => e.textContent)") == [RAMP]
+    page.wait_for_function(
+        "weightvis.app.selected && weightvis.app.selected.name === 'model.ramp.weight'"
+    )
+    assert page.eval_on_selector_all(
+        "#wv-ct-rows tr.wv-ct-selected td:first-child", "els => els.map(e => e.textContent)"
+    ) == [RAMP]
     log.assert_clean()
 
 
@@ -301,7 +380,9 @@ def test_readout_values_and_statuses(diffb: Bundle, planted: Any, open_page: Any
     assert parse_num(a_text) == pytest.approx(want_a, rel=1e-6)
     assert parse_num(b_text) == pytest.approx(want_b, rel=1e-6)
     assert r["delta"] == "+0.5"
-    assert r["scale"] == page.evaluate("(s) => String(Number(s.toPrecision(4)))", diffb.manifest["tensors"][RAMP]["scale"])
+    assert r["scale"] == page.evaluate(
+        "(s) => String(Number(s.toPrecision(4)))", diffb.manifest["tensors"][RAMP]["scale"]
+    )
     wait_tiles(page, diffb.scene()["max_zoom"])
     shot(page, "readout-element")
     # the pixel is the rule's green, and its neighbour is black
@@ -311,7 +392,9 @@ def test_readout_values_and_statuses(diffb: Bundle, planted: Any, open_page: Any
     want = int(delta_index(a[RAMP][7:8, 42:43], b[RAMP][7:8, 42:43], s)[0, 0])
     assert want > cm["zero_index"]
     assert_rgb(screen_rgb(page, p["rect"][0] + 42, p["rect"][1] + 7), cm["palette"][want])
-    assert_rgb(screen_rgb(page, p["rect"][0] + 43, p["rect"][1] + 7), cm["palette"][cm["zero_index"]])
+    assert_rgb(
+        screen_rgb(page, p["rect"][0] + 43, p["rect"][1] + 7), cm["palette"][cm["zero_index"]]
+    )
     # another element of the same tensor: every change is listed, so this one is known unchanged
     hover_element(page, diffb, RAMP, 0, 0)
     r = diff_readout(page)
@@ -328,7 +411,11 @@ def test_readout_values_and_statuses(diffb: Bundle, planted: Any, open_page: Any
     # more than 64 changes: values not stored
     hover_element(page, diffb, SCALED, 2, 2)
     r = diff_readout(page)
-    assert (r["status"], r["ab"], r["delta"]) == ("changed", "not stored (more than 64 changes)", "\u2014")
+    assert (r["status"], r["ab"], r["delta"]) == (
+        "changed",
+        "not stored (more than 64 changes)",
+        "\u2014",
+    )
     # one-sided and shape-changed
     hover_element(page, diffb, ONLY_B, 1, 1)
     assert diff_readout(page)["ab"] == "only in B"
@@ -358,7 +445,9 @@ def test_hostile_name_in_a_diff_stays_text(diffb: Bundle, open_page: Any) -> Non
     assert page.get_attribute("#wv-ct-rows tr.wv-ct-row td:first-child", "title") == HOSTILE
     page.wait_for_timeout(300)
     assert log.dialogs == []
-    assert page.evaluate("[...document.images].filter(i => i.getAttribute('src') === 'x').length") == 0
+    assert (
+        page.evaluate("[...document.images].filter(i => i.getAttribute('src') === 'x').length") == 0
+    )
     assert page.evaluate("document.scripts.length") == 3
     log.assert_clean()
 
@@ -415,9 +504,11 @@ def test_thousands_of_pairs_render_lazily(many: Bundle, open_page: Any) -> None:
     # keyboard to the end: the last row is rendered, focused and in view
     page.focus("#wv-ct-rows tr.wv-ct-row[tabindex='0']")
     page.keyboard.press("End")
-    last = page.evaluate("""(() => { const a = document.activeElement; const s = document.getElementById('wv-ct-scroll');
+    last = page.evaluate("""(() => { const a = document.activeElement;
+        const s = document.getElementById('wv-ct-scroll');
         const ra = a.getBoundingClientRect(), rs = s.getBoundingClientRect();
-        return [a.getAttribute('data-index'), ra.top >= rs.top - 1 && ra.bottom <= rs.bottom + 1]; })()""")
+        return [a.getAttribute('data-index'),
+                ra.top >= rs.top - 1 && ra.bottom <= rs.bottom + 1]; })()""")
     assert last == ["2499", True]
     assert page.eval_on_selector_all("#wv-ct-rows tr.wv-ct-row", "els => els.length") < 120
     page.keyboard.press("PageUp")
@@ -428,8 +519,12 @@ def test_thousands_of_pairs_render_lazily(many: Bundle, open_page: Any) -> None:
     assert len(counts) == 2500 and counts == sorted(counts, reverse=True) and counts[0] == 4
     # scrolling to the middle renders the rows there
     page.evaluate("document.getElementById('wv-ct-scroll').scrollTop = 1200 * weightvis.table.rowH")
-    page.wait_for_function("document.querySelector('#wv-ct-rows tr.wv-ct-row[data-index=\"1210\"]') !== null")
-    name = page.evaluate("document.querySelector('#wv-ct-rows tr.wv-ct-row[data-index=\"1210\"] td').textContent")
+    page.wait_for_function(
+        "document.querySelector('#wv-ct-rows tr.wv-ct-row[data-index=\"1210\"]') !== null"
+    )
+    name = page.evaluate(
+        "document.querySelector('#wv-ct-rows tr.wv-ct-row[data-index=\"1210\"] td').textContent"
+    )
     assert name == page.evaluate("weightvis.table.rows[1210].name")
     page.click("#wv-ct-rows tr.wv-ct-row[data-index='1210']")
     assert view_contains(page, many.rects(name)[0])
@@ -447,14 +542,21 @@ def test_real_diff_bundle(tmp_path: Path, open_page: Any) -> None:
 
     rng = np.random.default_rng(5)
     a = {
-        "model.layers.0.self_attn.q_proj.weight": rng.standard_normal((64, 64)).astype(np.float32) * 0.02,
-        "model.layers.0.mlp.up_proj.weight": rng.standard_normal((96, 64)).astype(np.float32) * 0.02,
+        "model.layers.0.self_attn.q_proj.weight": rng.standard_normal((64, 64)).astype(np.float32)
+        * 0.02,
+        "model.layers.0.mlp.up_proj.weight": rng.standard_normal((96, 64)).astype(np.float32)
+        * 0.02,
         "model.layers.0.input_layernorm.weight": np.ones(64, np.float32),
-        "model.layers.1.self_attn.q_proj.weight": rng.standard_normal((64, 64)).astype(np.float32) * 0.02,
+        "model.layers.1.self_attn.q_proj.weight": rng.standard_normal((64, 64)).astype(np.float32)
+        * 0.02,
         "model.dropped.weight": rng.standard_normal((8, 64)).astype(np.float32),
     }
     b = {k: v.copy() for k, v in a.items()}
-    plus, zeroed, new = "model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.up_proj.weight", "model.added.weight"
+    plus, zeroed, new = (
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.mlp.up_proj.weight",
+        "model.added.weight",
+    )
     b[plus][7, 42] += np.float32(0.5)
     b[zeroed][10, :] = 0
     del b["model.dropped.weight"]
@@ -463,8 +565,12 @@ def test_real_diff_bundle(tmp_path: Path, open_page: Any) -> None:
     (tmp_path / "b").mkdir()
     save_file(a, str(tmp_path / "a" / "model.safetensors"))
     save_file(b, str(tmp_path / "b" / "model.safetensors"))
-    result = weightvis.diff([str(tmp_path / "a" / "model.safetensors")], [str(tmp_path / "b" / "model.safetensors")],
-                            tmp_path / "bundle", scenes=("delta", "a", "b"))
+    result = weightvis.diff(
+        [str(tmp_path / "a" / "model.safetensors")],
+        [str(tmp_path / "b" / "model.safetensors")],
+        tmp_path / "bundle",
+        scenes=("delta", "a", "b"),
+    )
     out = Path(result.out)
     bundle = Bundle(out, json.loads((out / "manifest.json").read_text("utf-8")))
     pairs = {p["name"]: p for p in bundle.manifest["diff"]["pairs"]}
@@ -474,8 +580,12 @@ def test_real_diff_bundle(tmp_path: Path, open_page: Any) -> None:
 
     page, log = open_page(bundle.url)
     assert page.evaluate("weightvis.app.model.key") == "delta"
-    assert sorted(table_names(page)) == sorted(n for n, p in pairs.items() if p["status"] != "identical")
-    ticks = page.eval_on_selector_all("#wv-legend-ticks .wv-tick", "els => els.map(e => e.textContent)")
+    assert sorted(table_names(page)) == sorted(
+        n for n, p in pairs.items() if p["status"] != "identical"
+    )
+    ticks = page.eval_on_selector_all(
+        "#wv-legend-ticks .wv-tick", "els => els.map(e => e.textContent)"
+    )
     assert ticks[0] == f"{MINUS}s\u0394" and ticks[-1] == "+s\u0394"
     # the +0.5 element: readout and colour
     names = table_names(page)
@@ -509,7 +619,9 @@ def test_real_diff_bundle(tmp_path: Path, open_page: Any) -> None:
 
 
 @pytest.mark.parametrize("metric", ["abs-log", "exact"])
-def test_legend_of_other_metrics_and_finetune(metric: str, planted: Any, tmp_path: Path, open_page: Any) -> None:
+def test_legend_of_other_metrics_and_finetune(
+    metric: str, planted: Any, tmp_path: Path, open_page: Any
+) -> None:
     """abs-log: ticks at the colormap's decades; exact: shrank / unchanged / grew; finetune mode
     shows the base-only hatch instead of only-in-A. (Tiles stay rms: only the legend is read.)"""
     from weightvis.html import render_index_html
@@ -521,14 +633,18 @@ def test_legend_of_other_metrics_and_finetune(metric: str, planted: Any, tmp_pat
     cm["abs_log_decades"] = [-8, 0] if metric == "abs-log" else None
     (tmp_path / "bundle" / "index.html").write_text(render_index_html(manifest), encoding="utf-8")
     page, log = open_page((tmp_path / "bundle" / "index.html").resolve().as_uri())
-    ticks = page.eval_on_selector_all("#wv-legend-ticks .wv-tick", "els => els.map(e => e.textContent)")
+    ticks = page.eval_on_selector_all(
+        "#wv-legend-ticks .wv-tick", "els => els.map(e => e.textContent)"
+    )
     bar = page.evaluate("""(() => { const c = document.getElementById('wv-legend-bar');
         const d = c.getContext('2d').getImageData(0, 0, c.width, 1).data;
         return [...Array(c.width).keys()].map(i => [d[4*i], d[4*i+1], d[4*i+2]]); })()""")
     z, lv = cm["zero_index"], cm["levels"]
     if metric == "abs-log":
         assert ticks == [f"{MINUS}1", f"{MINUS}10{MINUS}4", "0", "+10\u22124", "+1"]
-        lefts = page.eval_on_selector_all("#wv-legend-ticks .wv-tick", "els => els.map(e => parseFloat(e.style.left))")
+        lefts = page.eval_on_selector_all(
+            "#wv-legend-ticks .wv-tick", "els => els.map(e => parseFloat(e.style.left))"
+        )
         # 1e-4 is level floor(123 * 4/8 + 0.5) = 62
         assert lefts[3] - lefts[2] == pytest.approx(100 * 62 / (2 * lv + 1), abs=0.3)
         assert len(bar) == 2 * lv + 1
@@ -537,9 +653,13 @@ def test_legend_of_other_metrics_and_finetune(metric: str, planted: Any, tmp_pat
         assert ticks == ["shrank", "unchanged", "grew"]
         assert bar == [cm["palette"][z - lv], cm["palette"][z], cm["palette"][z + lv]]
         assert page.text_content("#wv-legend-values") == "any change at full brightness"
-    swatches = page.eval_on_selector_all("#wv-legend-swatches .wv-swatch", "els => els.map(e => e.textContent)")
+    swatches = page.eval_on_selector_all(
+        "#wv-legend-swatches .wv-swatch", "els => els.map(e => e.textContent)"
+    )
     assert swatches == ["unchanged", "non-finite \u0394", "base only (A)", "only in B", "padding"]
-    assert page.get_attribute("#wv-legend-swatches canvas.wv-swatch-hatch", "data-index") == str(cm["base_only_index"])
+    assert page.get_attribute("#wv-legend-swatches canvas.wv-swatch-hatch", "data-index") == str(
+        cm["base_only_index"]
+    )
     assert page.text_content("#wv-ct-sides").endswith(f"finetune of Ametric {metric}")
     # hovering a tensor does not replace the fixed text of these metrics
     hover_element(page, Bundle(tmp_path / "bundle", manifest), RAMP, 7, 42)

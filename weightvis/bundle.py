@@ -558,11 +558,11 @@ def _tick_stage(tick: Callable[[str, int, int], None], stage: str, total: int, n
 
 
 def _num(x: float) -> float | str:
-    """JSON has no NaN/Inf: those become the strings "NaN", "Infinity", "-Infinity"."""
+    """JSON has no NaN/Inf: those become the strings "nan", "inf", "-inf"."""
     x = float(x)
     if math.isfinite(x):
         return x
-    return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
 
 
 def _first_indices(flags: np.ndarray, limit: int = 32) -> dict[str, Any]:
