@@ -108,3 +108,19 @@ def test_hilbert_roundtrip_and_tile_contiguity() -> None:
         base = kernels.hilbert_tile_offsets(n, tx * 512, ty * 512, off)
         assert base % (512 * 512) == 0
         assert np.array_equal(np.sort(off.reshape(-1)), np.arange(512 * 512))
+
+
+@pytest.mark.parametrize("dtype", ["BF16", "F16"])
+def test_percentile_from_code_histogram_equals_sorting(dtype: str) -> None:
+    from weightvis.formats.dtypes import code_values
+    from weightvis.values import robust_scale, robust_scale_codes
+
+    rng = np.random.default_rng(21)
+    vals = code_values(dtype)
+    cases = [rng.integers(0, 1 << 16, 50_001).astype(np.uint16),        # every kind of code
+             np.zeros(7, np.uint16), np.array([0x7FC0, 0x8000, 1], np.uint16)]
+    normal = rng.standard_normal(100_000).astype(np.float32)
+    cases.append((normal.view(np.uint32) >> 16).astype(np.uint16) if dtype == "BF16"
+                 else normal.astype(np.float16).view(np.uint16))
+    for codes in cases:
+        assert robust_scale_codes(codes, dtype) == robust_scale(vals[codes])

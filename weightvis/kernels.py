@@ -105,7 +105,7 @@ def _accumulate_stats(src, acc):  # type: ignore[no-untyped-def]
 
 @numba.njit(cache=True, nogil=True)
 def _index_codes(src, lut, out, hist):  # type: ignore[no-untyped-def]
-    """src uint16[h, w] codes (any strides) -> out uint8[h, w] = lut[code]; hist int64[65536]
+    """src uint16[h, w] codes (any strides) -> out uint8[h, w] = lut[code]; hist int32[65536]
     counts the codes (statistics come from it: _acc_from_hist)."""
     h, w = src.shape
     for i in range(h):
@@ -152,7 +152,8 @@ def code_lut(values: np.ndarray, s: float) -> np.ndarray:
 def colorize_codes(src: np.ndarray, lut: np.ndarray, values: np.ndarray, out: np.ndarray,
                    acc: np.ndarray, hist: np.ndarray) -> None:
     """Colour a block of 16-bit codes through ``lut`` into ``out`` and accumulate its stats.
-    ``hist`` is an int64[65536] scratch array, all zero on entry and on return."""
+    ``hist`` is an int32[65536] scratch array, all zero on entry and on return (a block holds
+    fewer than 2**31 elements)."""
     if src.dtype != np.uint16 or out.dtype != np.uint8 or src.shape != out.shape \
             or lut.shape != (1 << 16,) or hist.shape != (1 << 16,):
         raise ValueError("colorize_codes: uint16 src, uint8 out of one shape, 65536-entry lut")
@@ -317,7 +318,7 @@ def warm_up() -> None:
     colorize(a[:, :1], 1.0, o[:, :1], new_acc())
     lut = np.zeros(1 << 16, np.uint8)
     vals = np.zeros(1 << 16, np.float32)
-    hist = np.zeros(1 << 16, np.int64)
+    hist = np.zeros(1 << 16, np.int32)
     codes = np.zeros((2, 2), np.uint16)
     colorize_codes(codes, lut, vals, o, new_acc(), hist)
     colorize_codes(codes[:, :1], lut, vals, o[:, :1], new_acc(), hist)

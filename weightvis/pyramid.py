@@ -13,21 +13,22 @@ import multiprocessing as mp
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import color, kernels
-from .encode import encode_tile, write_atomic
-from .png import warm_up as png_warm_up
+from .encode import encode_tile
 from .formats import MultiReader, open_checkpoint
 from .formats.dtypes import code_values
+from .png import warm_up as png_warm_up
 from .types import TILE_SIZE, SceneLayout, TileAddress
 
 __all__ = ["Geometry", "SceneJob", "CheckpointSpec", "render_scene", "SceneResult"]
 
 ProgressFn = Callable[[int], None]
+RELEASE_EVERY = 16
+"""Leaves between drops of the mapped pages they read (each leaf reads at most a few MB)."""
 
 
 class Geometry:
@@ -162,7 +163,8 @@ class _Worker:
         self.made_dirs: set[str] = set()
         self.luts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.value_tables: dict[str, np.ndarray] = {}
-        self.hist = np.zeros(1 << 16, np.int64)
+        self.hist = np.zeros(1 << 16, np.int32)
+        self.since_release = 0
         self.accs: LeafAccs = {}
         self.flags: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.elems: dict[str, list[np.ndarray]] = {}
@@ -182,7 +184,10 @@ class _Worker:
             os.makedirs(d, exist_ok=True)
             self.made_dirs.add(d)
         data = encode_tile(idx, self.palette, self.ext)
-        write_atomic(Path(d) / f"{a.t_y}.{self.ext}", data)
+        # the bundle is staged in a temporary folder moved into place when complete
+        # (bundle._staged), so a tile needs no rename of its own
+        with open(os.path.join(d, f"{a.t_y}.{self.ext}"), "wb") as fh:
+            fh.write(data)
         self.tiles_written += 1
         self.bytes_written += len(data)
 
@@ -205,7 +210,10 @@ class _Worker:
             out = self._leaf_arch(t_x, t_y)
         else:
             out = self._leaf_hilbert(t_x, t_y)
-        self.reader.release()
+        self.since_release += 1
+        if self.since_release >= RELEASE_EVERY:
+            self.reader.release()
+            self.since_release = 0
         return out
 
     def _leaf_arch(self, t_x: int, t_y: int) -> np.ndarray:
@@ -329,6 +337,8 @@ class _Worker:
         return out
 
     def take_results(self) -> WorkerResult:
+        self.reader.release()
+        self.since_release = 0
         r = WorkerResult(self.accs, self.tiles_written, self.bytes_written, self.flags,
                          {k: np.concatenate(v) for k, v in self.elems.items()})
         self.accs, self.tiles_written, self.bytes_written = {}, 0, 0

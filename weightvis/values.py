@@ -1,7 +1,9 @@
 """Value pass: each tensor's colour scale from a deterministic sample, and the statistics record.
 
 The scale s of a tensor is the 99.9th percentile of |v| over the finite elements of its sample
-(``numpy.quantile`` of the float32 values, linear interpolation); if that is 0, the sample's
+(linear interpolation between the order statistics at (n-1)*0.999, as numpy.quantile does,
+in float64; 16-bit tensors get the same order statistics from a histogram of their codes);
+if that is 0, the sample's
 max |v|; if that is 0 or the sample has no finite value, 1.0. The sample is the whole tensor up
 to SAMPLE_LIMIT elements, otherwise SAMPLE_RUNS evenly spaced runs of consecutive elements (row-major in the 2-D view)
 totalling SAMPLE_LIMIT. ``--scale global`` uses one s for all tensors: the 99.9th percentile of
@@ -22,6 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .formats.base import Reader
+from .formats.dtypes import CODE_DTYPES, code_values
 from .kernels import ACC_SIZE
 from .types import TensorInfo, TensorStats
 
@@ -41,6 +44,65 @@ def _flat_range(reader: Reader, t: TensorInfo, start: int, count: int) -> np.nda
     r1 = -(-(start + count) // cols)
     block = reader.read(t.name, r0, r1).reshape(-1)
     return block[c0:c0 + count]
+
+
+def _flat_codes(reader: Reader, t: TensorInfo, start: int, count: int) -> np.ndarray | None:
+    cols = t.e_cols
+    r0, c0 = divmod(start, cols)
+    if c0 + count <= cols:
+        block = reader.read_codes(t.name, r0, r0 + 1, c0, c0 + count)
+        return None if block is None else block.reshape(-1)
+    r1 = -(-(start + count) // cols)
+    block = reader.read_codes(t.name, r0, r1)
+    return None if block is None else block.reshape(-1)[c0:c0 + count]
+
+
+def sample_codes(reader: Reader, t: TensorInfo) -> np.ndarray | None:
+    """The same sample as ``sample``, as raw 16-bit codes (BF16/F16 tensors), or None."""
+    n = t.numel
+    if n == 0 or t.dtype not in CODE_DTYPES:
+        return None
+    if n <= SAMPLE_LIMIT:
+        block = reader.read_codes(t.name, 0, t.e_rows)
+        return None if block is None else block.reshape(-1)
+    per = SAMPLE_LIMIT // SAMPLE_RUNS
+    parts = []
+    for i in range(SAMPLE_RUNS):
+        part = _flat_codes(reader, t, (i * (n - per)) // (SAMPLE_RUNS - 1), per)
+        if part is None:
+            return None
+        parts.append(part)
+    return np.concatenate(parts)
+
+
+def _quantile_sorted(lo: float, hi: float, frac: float) -> float:
+    """numpy's linear interpolation between two order statistics, in float64."""
+    return lo + frac * (hi - lo)
+
+
+def robust_scale_codes(codes: np.ndarray, dtype: str) -> float:
+    """``robust_scale`` of a 16-bit sample from a histogram of its magnitude codes: for BF16 and
+    F16 the order of |v| is the order of ``code & 0x7FFF`` (sign bit cleared), so the order
+    statistics, and the percentile, come out of a 32,768-bin count without sorting."""
+    mag = (codes & 0x7FFF).astype(np.int64)
+    counts = np.bincount(mag, minlength=1 << 15)
+    with np.errstate(invalid="ignore"):  # signalling-NaN codes are quieted by the cast
+        table = np.abs(code_values(dtype)[: 1 << 15].astype(np.float64))
+    finite = np.isfinite(table)
+    counts = np.where(finite, counts, 0)
+    n = int(counts.sum())
+    if n == 0:
+        return 1.0
+    cum = np.cumsum(counts)
+    h = (n - 1) * QUANTILE
+    k = int(math.floor(h))
+    v_lo = float(table[np.searchsorted(cum, k + 1)])
+    v_hi = float(table[np.searchsorted(cum, min(k + 2, n))])
+    s = _quantile_sorted(v_lo, v_hi, h - k)
+    if s > 0 and math.isfinite(s):
+        return s
+    m = float(table[np.flatnonzero(counts)[-1]])
+    return m if m > 0 else 1.0
 
 
 def sample(reader: Reader, t: TensorInfo) -> np.ndarray:
@@ -70,7 +132,10 @@ def robust_scale(values: np.ndarray) -> float:
     a = np.abs(values[np.isfinite(values)])
     if a.size == 0:
         return 1.0
-    s = float(np.quantile(a, QUANTILE))  # float32 in, linear interpolation
+    h = (a.size - 1) * QUANTILE
+    k = int(math.floor(h))
+    part = np.partition(a, [k, min(k + 1, a.size - 1)])
+    s = _quantile_sorted(float(part[k]), float(part[min(k + 1, a.size - 1)]), h - k)
     if s > 0 and math.isfinite(s):
         return s
     m = float(a.max())
@@ -105,6 +170,7 @@ class ScaleTask(NamedTuple):
 
     name: str
     keep_sample: bool
+    want_rms: bool = False
 
 
 def sample_rms(values: np.ndarray) -> float:
@@ -118,9 +184,15 @@ _ScaleResult = tuple[str, float, float, "np.ndarray | None"]
 
 def _scale_of(reader: Reader, task: ScaleTask) -> _ScaleResult:
     t = reader.info(task.name)
+    if not (task.keep_sample or task.want_rms):
+        codes = sample_codes(reader, t)
+        if codes is not None:  # 16-bit: percentile from a code histogram, no decode, no sort
+            reader.release()
+            return task.name, robust_scale_codes(codes, t.dtype), 0.0, None
     smp = sample(reader, t)
     reader.release()
-    return task.name, robust_scale(smp), sample_rms(smp), thin(smp) if task.keep_sample else None
+    rms = sample_rms(smp) if task.want_rms else 0.0
+    return task.name, robust_scale(smp), rms, thin(smp) if task.keep_sample else None
 
 
 _READER: Reader | None = None
@@ -137,11 +209,12 @@ def _run(task: ScaleTask) -> _ScaleResult:
 
 
 def tensor_scales(reader: Reader, spec: Any, names: Sequence[str], *, workers: int,
-                  keep_samples: bool = False, tick: Callable[[], None] | None = None
+                  keep_samples: bool = False, want_rms: bool = False,
+                  tick: Callable[[], None] | None = None
                   ) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, float]]:
     """Each tensor's robust scale, its thinned sample (with ``keep_samples``) and its sample's
     RMS, over ``workers`` processes that open ``spec`` themselves (``reader`` if workers == 1)."""
-    tasks = [ScaleTask(n, keep_samples) for n in names]
+    tasks = [ScaleTask(n, keep_samples, want_rms) for n in names]
     scales: dict[str, float] = {}
     kept: dict[str, np.ndarray] = {}
     rms: dict[str, float] = {}
