@@ -1,14 +1,13 @@
 """Value pass: each tensor's colour scale from a deterministic sample, and the statistics record.
 
-The scale s of a tensor is the 99.9th percentile of |v| over the finite elements of its sample
-(linear interpolation between the order statistics at (n-1)*0.999, as numpy.quantile does,
-in float64; 16-bit tensors get the same order statistics from a histogram of their codes);
-if that is 0, the sample's
-max |v|; if that is 0 or the sample has no finite value, 1.0. The sample is the whole tensor up
-to SAMPLE_LIMIT elements, otherwise SAMPLE_RUNS evenly spaced runs of consecutive elements (row-major in the 2-D view)
-totalling SAMPLE_LIMIT. ``--scale global`` uses one s for all tensors: the 99.9th percentile of
-the union of the samples (each thinned to every k-th element, at most 2^16), each sample element
-weighted by numel/len(sample) of its tensor.
+The scale s of a tensor is the 99.9th percentile of |v| over the finite elements of its sample:
+linear interpolation between the order statistics at (n-1)*0.999, as numpy.quantile does, in
+float64 (16-bit tensors get the same order statistics from a histogram of their codes); if that
+is 0, the sample's max |v|; if that is 0 or the sample has no finite value, 1.0. The sample is the
+whole tensor up to SAMPLE_LIMIT elements, otherwise SAMPLE_RUNS evenly spaced runs of consecutive
+elements (row-major in the 2-D view) totalling SAMPLE_LIMIT. ``--scale global`` uses one s for
+all tensors: the 99.9th percentile of the union of the samples (each thinned to every k-th
+element, at most 2^16), each sample element weighted by numel/len(sample) of its tensor.
 
 Statistics (min, max, mean, std, rms, zero fraction, NaN/Inf counts) cover every element; they
 are accumulated by the leaf-tile kernels, which visit each element exactly once, so the data is

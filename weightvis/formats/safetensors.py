@@ -195,8 +195,8 @@ class SafetensorsReader(Reader):
 def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, tuple[str, Sequence[int],
                       np.ndarray]], metadata: Mapping[str, str] | None = None) -> None:
     """Write a safetensors file from ``{name: (dtype, shape, storage array)}``; the storage array
-    holds the elements, or their raw bits as unsigned integers (BF16 and F16 as uint16). Used by the demo and by tests (numpy has no
-    bfloat16, and ``safetensors.numpy`` cannot write one)."""
+    holds the elements, or their raw bits as unsigned integers (BF16 and F16 as uint16). Used by
+    the demo and by tests (numpy has no bfloat16; ``safetensors.numpy`` cannot write one)."""
     header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = dict(metadata)
