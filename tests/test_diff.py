@@ -330,3 +330,36 @@ def test_cli_diff(tmp_path: Path, ramp_file: Path) -> None:
                                 str(tmp_path / "o3")], capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "Traceback" not in res.stderr and "nope" in res.stderr
     assert not (tmp_path / "o3").exists()
+
+
+def test_bf16_pair_numbers_through_the_code_path(tmp_path: Path) -> None:
+    """bf16 on both sides: unchanged blocks take the 16-bit fast path; numbers must still equal
+    float64 numpy on the decoded values, and the edited element must be found."""
+    import ml_dtypes
+
+    from weightvis.demo import write_demo_checkpoint
+    from weightvis.formats.safetensors import SafetensorsReader, write_safetensors
+
+    a_dir = write_demo_checkpoint(tmp_path / "a")
+    with SafetensorsReader(a_dir / "model.safetensors") as r:
+        stored = {t.name: np.array(r.stored(t.name)).reshape(t.shape) for t in r.tensors()}
+    b = {k: v.copy() for k, v in stored.items()}
+    name = "model.layers.2.mlp.up_proj.weight"
+    b[name][9, 33] ^= np.uint16(0x0001)  # one ulp
+    (tmp_path / "b").mkdir()
+    write_safetensors(tmp_path / "b" / "model.safetensors",
+                      {k: ("BF16", v.shape, v) for k, v in b.items()})
+    d = weightvis.diff([a_dir], [tmp_path / "b"], tmp_path / "d", workers=2, svd=False).diff
+    by = {p["name"]: p for p in d["pairs"]}
+    assert d["summary"]["changed"] == 1 and by[name]["numbers"]["changed"] == 1
+    assert by[name]["elements"][0][:2] == [9, 33]
+    for nm in (name, "model.embed_tokens.weight", "model.norm.weight"):
+        va = stored[nm].view(ml_dtypes.bfloat16).astype(np.float64)
+        vb = b[nm].view(ml_dtypes.bfloat16).astype(np.float64)
+        nb = by[nm]["numbers"]
+        assert nb["compared"] == va.size
+        assert nb["a_norm"] == pytest.approx(np.linalg.norm(va), rel=1e-12)
+        assert nb["b_norm"] == pytest.approx(np.linalg.norm(vb), rel=1e-12)
+        assert nb["delta_norm"] == pytest.approx(np.linalg.norm(vb - va), rel=1e-12, abs=0)
+        assert nb["cosine"] == pytest.approx(float((va * vb).sum()) / np.linalg.norm(va)
+                                             / np.linalg.norm(vb), rel=1e-12)

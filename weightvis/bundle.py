@@ -27,7 +27,7 @@ from .index import canonical_names
 from .info import tensor_kind
 from .kernels import new_acc, new_delta_acc
 from .layout import arch_layout, detect_blocks, hilbert_layout
-from .pyramid import CheckpointSpec, Geometry, SceneJob, render_scene
+from .pyramid import CheckpointSpec, Geometry, SceneJob, render_scene, warm_up_all
 from .types import TILE_SIZE, HilbertUnit, LayoutKind, ScaleMode, SceneLayout, TileFormat
 from .values import global_scale, stats_from_acc, tensor_scales
 
@@ -421,7 +421,7 @@ def _render_diff(reader: Any, a_srcs: list[str], b_srcs: list[str], out_dir: Pat
     n_pairs = len(pairs)
     robust_a, _, rms_a = tensor_scales(reader.a, CheckpointSpec(tuple(a_srcs)),
                                        [p.a.name for p in pairs if p.a is not None],
-                                       workers=workers, want_rms=True,
+                                       workers=workers, want_rms=True, meanwhile=warm_up_all,
                                        tick=lambda: tick("scales A", 1, n_pairs))
     robust_b, _, rms_b = tensor_scales(reader.b, CheckpointSpec(tuple(b_srcs)),
                                        [p.b.name for p in pairs if p.b is not None],

@@ -266,6 +266,15 @@ class DiffReader(Reader):
             return np.ascontiguousarray(block[perm][e_r0 - h0 * head_rows:e_r1 - h0 * head_rows])
         return reader.read(t.name, e_r0, e_r1, e_c0, c1)
 
+    def read_side_codes(self, side: str, name: str, e_r0: int, e_r1: int, e_c0: int,
+                        e_c1: int) -> np.ndarray | None:
+        """The block's raw 16-bit codes on one side (BF16/F16, no row permutation), or None."""
+        p = self._by_name[name]
+        t = p.a if side == "a" else p.b
+        if t is None or (p.transform is not None and p.gguf_side == side):
+            return None
+        return (self.a if side == "a" else self.b).read_codes(t.name, e_r0, e_r1, e_c0, e_c1)
+
     def read(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
              e_c1: int | None = None) -> np.ndarray:
         p = self._by_name[name]

@@ -494,6 +494,37 @@ def _reduce_delta(kids, p_x0, p_y0, out):  # type: ignore[no-untyped-def]
                 out[i, j] = PAD
 
 
+@numba.njit(cache=True, nogil=True)
+def _identical_codes(src, values, hist, out, acc):  # type: ignore[no-untyped-def]
+    """A block whose 16-bit codes are the same in A and B: out = unchanged (129); accumulate
+    the delta numbers (b == a everywhere) from a code histogram; hist int32[65536] is zero on
+    entry and on return."""
+    h, w = src.shape
+    for i in range(h):
+        for j in range(w):
+            hist[src[i, j]] += 1
+            out[i, j] = ZERO
+    for c in range(hist.shape[0]):
+        k = hist[c]
+        if k == 0:
+            continue
+        hist[c] = 0
+        v = np.float64(values[c])
+        acc[_DN] += k
+        if abs(v) < np.inf:
+            acc[_DA2] += k * v * v
+            acc[_DB2] += k * v * v
+            acc[_DAB] += k * v * v
+
+
+def identical_codes(codes: np.ndarray, values: np.ndarray, hist: np.ndarray, out: np.ndarray,
+                    acc: np.ndarray) -> None:
+    """Delta of a block equal in A and B, given as its 16-bit codes (see _identical_codes)."""
+    if codes.dtype != np.uint16 or codes.shape != out.shape or hist.shape != (1 << 16,):
+        raise ValueError("identical_codes: uint16 codes and uint8 out of one shape")
+    _identical_codes(codes, values, hist, out, acc)
+
+
 def colorize_delta(a: np.ndarray, b: np.ndarray, s: float, metric: int, out: np.ndarray,
                    acc: np.ndarray, row_flags: np.ndarray, col_flags: np.ndarray, e_r0: int,
                    e_c0: int, elems: np.ndarray, n_elems: np.ndarray,
@@ -533,3 +564,8 @@ def warm_up_delta() -> None:
     hatch(o, 0, 0, (1, 1), (2, 2), False, 0, 0)
     hatch(o[:, :1], 0, 0, (1, 1), (2, 2), False, 0, 0)
     reduce_delta(np.zeros((2, 2), np.uint8), 0, 0, np.zeros((1, 1), np.uint8))
+    codes = np.zeros((2, 2), np.uint16)
+    hist = np.zeros(1 << 16, np.int32)
+    vals = np.zeros(1 << 16, np.float32)
+    identical_codes(codes, vals, hist, o, new_delta_acc())
+    identical_codes(codes[:, :1], vals, hist, o[:, :1], new_delta_acc())

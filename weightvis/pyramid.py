@@ -271,11 +271,21 @@ class _Worker:
             ro1, co1 = min(r1, orows), min(c1, ocols)
             if ro1 <= r0 or co1 <= c0:
                 continue
-            a = self.reader.read_side("a", p.tensor, r0, ro1, c0, co1)
-            b = self.reader.read_side("b", p.tensor, r0, ro1, c0, co1)
             fl = self.flags.get(p.tensor)
             if fl is None:
                 fl = self.flags[p.tensor] = (np.zeros(orows, np.bool_), np.zeros(ocols, np.bool_))
+            if pair.a.dtype == pair.b.dtype:  # type: ignore[union-attr]
+                ca = self.reader.read_side_codes("a", p.tensor, r0, ro1, c0, co1)
+                cb = self.reader.read_side_codes("b", p.tensor, r0, ro1, c0, co1) \
+                    if ca is not None else None
+                if ca is not None and cb is not None and np.array_equal(ca, cb):
+                    # unchanged block: black, numbers from a code histogram, no decode
+                    kernels.identical_codes(ca, self.code_values(pair.a.dtype),  # type: ignore
+                                            self.hist, dst[:ro1 - r0, :co1 - c0],
+                                            self.acc(p.tensor))
+                    continue
+            a = self.reader.read_side("a", p.tensor, r0, ro1, c0, co1)
+            b = self.reader.read_side("b", p.tensor, r0, ro1, c0, co1)
             buf = np.zeros((kernels.ELEMENTS_CAP + 1, 4), np.float64)
             n = np.zeros(1, np.int64)
             kernels.colorize_delta(a, b, self.job.scales.get(p.tensor, 1.0), prm["metric"],
@@ -374,14 +384,24 @@ def _pool_context() -> mp.context.BaseContext:
     return mp.get_context("fork" if "fork" in methods else "spawn")
 
 
+_WARM = False
+
+
+def warm_up_all() -> None:
+    """Compile (or load from numba's cache) every kernel the tiles need, once per process."""
+    global _WARM
+    if not _WARM:
+        kernels.warm_up()
+        png_warm_up()
+        kernels.warm_up_delta()
+        _WARM = True
+
+
 def render_scene(job: SceneJob, workers: int, progress: ProgressFn | None = None,
                  reader: MultiReader | None = None) -> SceneResult:
     """Render and write every tile of a scene; returns merged per-tensor accumulators."""
     geo = job.geometry
-    kernels.warm_up()
-    png_warm_up()
-    if job.mode == "delta":
-        kernels.warm_up_delta()
+    warm_up_all()
     split = 0 if workers <= 1 else geo.split_zoom(8 * workers)
     roots = sorted((TileAddress(split, x, y) for x, y in geo.occupied[split]),
                    key=lambda a: (a.t_y, a.t_x))

@@ -79,6 +79,16 @@ def _quantile_sorted(lo: float, hi: float, frac: float) -> float:
     return lo + frac * (hi - lo)
 
 
+def codes_rms(codes: np.ndarray, dtype: str) -> float:
+    """``sample_rms`` of a 16-bit sample, from its code histogram."""
+    counts = np.bincount(codes, minlength=1 << 16)
+    with np.errstate(invalid="ignore"):
+        v = code_values(dtype).astype(np.float64)
+    fin = np.isfinite(v) & (counts > 0)
+    n = int(counts[fin].sum())
+    return float(np.sqrt((counts[fin] * v[fin] * v[fin]).sum() / n)) if n else 0.0
+
+
 def robust_scale_codes(codes: np.ndarray, dtype: str) -> float:
     """``robust_scale`` of a 16-bit sample from a histogram of its magnitude codes: for BF16 and
     F16 the order of |v| is the order of ``code & 0x7FFF`` (sign bit cleared), so the order
@@ -183,11 +193,12 @@ _ScaleResult = tuple[str, float, float, "np.ndarray | None"]
 
 def _scale_of(reader: Reader, task: ScaleTask) -> _ScaleResult:
     t = reader.info(task.name)
-    if not (task.keep_sample or task.want_rms):
+    if not task.keep_sample:
         codes = sample_codes(reader, t)
         if codes is not None:  # 16-bit: percentile from a code histogram, no decode, no sort
             reader.release()
-            return task.name, robust_scale_codes(codes, t.dtype), 0.0, None
+            rms = codes_rms(codes, t.dtype) if task.want_rms else 0.0
+            return task.name, robust_scale_codes(codes, t.dtype), rms, None
     smp = sample(reader, t)
     reader.release()
     rms = sample_rms(smp) if task.want_rms else 0.0
@@ -209,10 +220,13 @@ def _run(task: ScaleTask) -> _ScaleResult:
 
 def tensor_scales(reader: Reader, spec: Any, names: Sequence[str], *, workers: int,
                   keep_samples: bool = False, want_rms: bool = False,
-                  tick: Callable[[], None] | None = None
+                  tick: Callable[[], None] | None = None,
+                  meanwhile: Callable[[], None] | None = None,
                   ) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, float]]:
     """Each tensor's robust scale, its thinned sample (with ``keep_samples``) and its sample's
-    RMS, over ``workers`` processes that open ``spec`` themselves (``reader`` if workers == 1)."""
+    RMS, over ``workers`` processes that open ``spec`` themselves (``reader`` if workers == 1).
+    ``meanwhile`` runs in a thread of this process while the workers compute (started after
+    they have forked, so they inherit no lock it takes)."""
     tasks = [ScaleTask(n, keep_samples, want_rms) for n in names]
     scales: dict[str, float] = {}
     kept: dict[str, np.ndarray] = {}
@@ -228,6 +242,15 @@ def tensor_scales(reader: Reader, spec: Any, names: Sequence[str], *, workers: i
         # big tensors first, so no worker is left with one at the end
         order = sorted(tasks, key=lambda t: -reader.info(t.name).numel)
         results = pool.imap_unordered(_run, order, chunksize=1)
+    side = None
+    if meanwhile is not None:
+        if pool is None:
+            meanwhile()
+        else:
+            import threading
+
+            side = threading.Thread(target=meanwhile, name="weightvis-warm-up", daemon=True)
+            side.start()
     try:
         for name, s, r, smp in results:
             scales[name] = s
@@ -240,6 +263,8 @@ def tensor_scales(reader: Reader, spec: Any, names: Sequence[str], *, workers: i
         if pool is not None:
             pool.close()
             pool.join()
+        if side is not None:
+            side.join()
     return scales, kept, rms
 
 
