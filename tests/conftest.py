@@ -155,6 +155,15 @@ class BundleView:
         raise KeyError((name, row, col))
 
 
+def view2d(a: np.ndarray) -> np.ndarray:
+    """A tensor's 2-D view (0-D -> 1x1, 1-D -> 1xn, N-D -> a x b*...)."""
+    if a.ndim == 0:
+        return a.reshape(1, 1)
+    if a.ndim == 1:
+        return a.reshape(1, -1)
+    return a.reshape(a.shape[0], -1)
+
+
 def index_of(v: float, s: float) -> int:
     """The manifest's value rule, written from its text (not from weightvis)."""
     v = float(v)

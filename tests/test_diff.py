@@ -15,11 +15,7 @@ from safetensors.numpy import load_file, save_file
 import weightvis
 from weightvis.delta import detect_finetune, unpermute_rows
 
-from .conftest import BundleView, real_checkpoint
-
-
-def view2d(a: np.ndarray) -> np.ndarray:
-    return a.reshape(1, -1) if a.ndim <= 1 else a.reshape(a.shape[0], -1)
+from .conftest import BundleView, real_checkpoint, view2d
 
 
 def delta_index(a: float, b: float, s: float, metric: str = "rms") -> int:

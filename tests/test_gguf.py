@@ -47,12 +47,7 @@ def assert_bits_equal(got: np.ndarray, want: np.ndarray) -> None:
     np.testing.assert_array_equal(got.view(np.uint32), want.astype(np.float32).view(np.uint32))
 
 
-def view2d(a: np.ndarray) -> np.ndarray:
-    if a.ndim == 0:
-        return a.reshape(1, 1)
-    if a.ndim == 1:
-        return a.reshape(1, -1)
-    return a.reshape(a.shape[0], -1)
+from .conftest import view2d  # noqa: E402
 
 
 def _shapes(type_name: str) -> dict[str, tuple[int, ...]]:

@@ -15,15 +15,7 @@ import weightvis
 from weightvis.color import BYTE_LUT
 from weightvis.kernels import hilbert_xy2d
 
-from .conftest import BundleView, index_of, ramp_tensors, real_checkpoint
-
-
-def view2d(a: np.ndarray) -> np.ndarray:
-    if a.ndim == 0:
-        return a.reshape(1, 1)
-    if a.ndim == 1:
-        return a.reshape(1, -1)
-    return a.reshape(a.shape[0], -1)
+from .conftest import BundleView, index_of, ramp_tensors, real_checkpoint, view2d
 
 
 def parent_reference(kids: list[int]) -> int:

@@ -220,7 +220,8 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
             progress(stage, n, total)
 
     # geometry (no data read)
-    canonical = canonical_names([t.name for t in tensors], gguf_arch=_gguf_arch(reader))
+    canonical = canonical_names([t.name for t in tensors],
+                                gguf_arch=reader.gguf_architecture())
     if layout == "arch":
         lay, key, label = arch_layout(tensors, canonical), "main", "Weights"
     elif unit == "element":
@@ -277,14 +278,6 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
 
 
 _GENERIC_NAMES = {"model", "models", "weights", "checkpoint", "checkpoints", "snapshot", "ckpt"}
-
-
-def _gguf_arch(reader: MultiReader) -> str | None:
-    for meta in reader.metadata.values():
-        arch = meta.get("general.architecture") if isinstance(meta, dict) else None
-        if isinstance(arch, str):
-            return arch
-    return None
 
 
 def _default_title(srcs: list[str]) -> str:
@@ -409,8 +402,10 @@ def _render_diff(reader: Any, a_srcs: list[str], b_srcs: list[str], out_dir: Pat
     reason = wdiff.detect_finetune(a_srcs, b_srcs)
     mode = "finetune" if (finetune if finetune is not None else reason is not None) \
         else "compare"
-    canon_b = canonical_names([t.name for t in reader.b.tensors()], gguf_arch=_gguf_arch(reader.b))
-    canon_a = canonical_names([t.name for t in reader.a.tensors()], gguf_arch=_gguf_arch(reader.a))
+    canon_b = canonical_names([t.name for t in reader.b.tensors()],
+                              gguf_arch=reader.b.gguf_architecture())
+    canon_a = canonical_names([t.name for t in reader.a.tensors()],
+                              gguf_arch=reader.a.gguf_architecture())
     canonical = {p.name: canon_b[p.b.name] if p.b is not None else canon_a[p.a.name]
                  for p in pairs}
     infos = list(reader.tensors())

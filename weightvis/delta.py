@@ -91,14 +91,6 @@ def _strip(name: str) -> str:
     return name
 
 
-def _gguf_arch(reader: MultiReader) -> str | None:
-    for meta in reader.metadata.values():
-        arch = meta.get("general.architecture") if isinstance(meta, dict) else None
-        if isinstance(arch, str):
-            return arch
-    return None
-
-
 def _gguf_heads(reader: MultiReader) -> tuple[int, int]:
     for meta in reader.metadata.values():
         if not isinstance(meta, dict):
@@ -115,8 +107,8 @@ def pair_tensors(a: MultiReader, b: MultiReader) -> list[Pair]:
     """Pair every tensor of A with its counterpart in B (module docstring); B's order first,
     then what only A has, in A's order."""
     ta, tb = list(a.tensors()), list(b.tensors())
-    ca = canonical_names([t.name for t in ta], gguf_arch=_gguf_arch(a))
-    cb = canonical_names([t.name for t in tb], gguf_arch=_gguf_arch(b))
+    ca = canonical_names([t.name for t in ta], gguf_arch=a.gguf_architecture())
+    cb = canonical_names([t.name for t in tb], gguf_arch=b.gguf_architecture())
     a_by = {t.name: t for t in ta}
     matched: dict[str, tuple[str, str]] = {}  # b name -> (a name, how)
     free_a = dict(a_by)
@@ -154,8 +146,8 @@ def pair_tensors(a: MultiReader, b: MultiReader) -> list[Pair]:
                 del free_a[cands[0]]
                 index[k] = []
     a_fmt = {t.name: t.file for t in ta}
-    gguf_a = a.format == "gguf" and (_gguf_arch(a) or "") in _LLAMA_FAMILY
-    gguf_b = b.format == "gguf" and (_gguf_arch(b) or "") in _LLAMA_FAMILY
+    gguf_a = a.format == "gguf" and (a.gguf_architecture() or "") in _LLAMA_FAMILY
+    gguf_b = b.format == "gguf" and (b.gguf_architecture() or "") in _LLAMA_FAMILY
     heads_a, heads_b = _gguf_heads(a), _gguf_heads(b)
     pairs: list[Pair] = []
     for t in tb:

@@ -52,7 +52,7 @@ def tensor_kind(canon: str, prefix: str | None) -> str:
     return {"norm": "norms", "attention": "attention", "mlp": "mlp"}.get(k, "other")
 
 
-def _gguf_arch(reader: MultiReader) -> dict[str, Any]:
+def _gguf_arch_info(reader: MultiReader) -> dict[str, Any]:
     for r in reader.readers:
         arch_info = getattr(r, "arch_info", None)
         if callable(arch_info):
@@ -133,7 +133,7 @@ def checkpoint_info(sources: Sequence[str | os.PathLike[str]], *, scan: bool = F
 def _info(reader: MultiReader, scan: bool,
           progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
     tensors = list(reader.tensors())
-    gg = _gguf_arch(reader)
+    gg = _gguf_arch_info(reader)
     canon = canonical_names([t.name for t in tensors], gguf_arch=gg.get("architecture"))
     prefix = detect_blocks([canon[t.name] for t in tensors])
     per_kind: Counter[str] = Counter()

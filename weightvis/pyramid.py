@@ -274,13 +274,13 @@ class _Worker:
             fl = self.flags.get(p.tensor)
             if fl is None:
                 fl = self.flags[p.tensor] = (np.zeros(orows, np.bool_), np.zeros(ocols, np.bool_))
-            if pair.a.dtype == pair.b.dtype:  # type: ignore[union-attr]
+            if pair.a.dtype == pair.b.dtype:
                 ca = self.reader.read_side_codes("a", p.tensor, r0, ro1, c0, co1)
                 cb = self.reader.read_side_codes("b", p.tensor, r0, ro1, c0, co1) \
                     if ca is not None else None
                 if ca is not None and cb is not None and np.array_equal(ca, cb):
                     # unchanged block: black, numbers from a code histogram, no decode
-                    kernels.identical_codes(ca, self.code_values(pair.a.dtype),  # type: ignore
+                    kernels.identical_codes(ca, self.code_values(pair.a.dtype),
                                             self.hist, dst[:ro1 - r0, :co1 - c0],
                                             self.acc(p.tensor))
                     continue

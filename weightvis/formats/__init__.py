@@ -180,6 +180,14 @@ class MultiReader(Reader):
     def metadata(self) -> Mapping[str, Any]:
         return {str(f): dict(r.metadata) for r in self.readers for f in r.files[:1]}
 
+    def gguf_architecture(self) -> str | None:
+        """``general.architecture`` of the first GGUF file, if any (``llama``, ``qwen2moe``…)."""
+        for meta in self.metadata.values():
+            arch = meta.get("general.architecture") if isinstance(meta, dict) else None
+            if isinstance(arch, str):
+                return arch
+        return None
+
     def raw_bytes_of(self, path: Path) -> np.ndarray:
         for r in self.readers:
             if path in r.files and hasattr(r, "raw_bytes"):
