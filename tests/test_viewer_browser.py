@@ -18,32 +18,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-try:
-    from .conftest_viewer import (  # noqa: F401  (fixtures)
-        HOSTILE,
-        RAMP,
-        RAMP_SHAPE,
-        _d2xy,
-        chromium,
-        make_handmade_bundle,
-        open_page,
-        ramp_values,
-        tiny_model_tensors,
-        write_tiny_checkpoint,
-    )
-except ImportError:  # tests/ not a package
-    from conftest_viewer import (  # type: ignore[no-redef]  # noqa: F401
-        HOSTILE,
-        RAMP,
-        RAMP_SHAPE,
-        _d2xy,
-        chromium,
-        make_handmade_bundle,
-        open_page,
-        ramp_values,
-        tiny_model_tensors,
-        write_tiny_checkpoint,
-    )
+from .conftest_viewer import (  # noqa: F401  (fixtures)
+    HOSTILE,
+    RAMP,
+    RAMP_SHAPE,
+    _d2xy,
+    chromium,
+    make_handmade_bundle,
+    open_page,
+    ramp_values,
+    tiny_model_tensors,
+    write_tiny_checkpoint,
+)
+
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -20,52 +20,29 @@ from typing import Any
 import numpy as np
 import pytest
 
-try:
-    from .conftest_viewer import (  # noqa: F401  (fixtures)
-        HOSTILE,
-        RAMP,
-        chromium_reusing,
-        delta_index,
-        make_diff_bundle,
-        open_page,
-        planted_diff_tensors,
-        ramp_values,
-        view2d,
-    )
-    from .test_viewer_browser import (
-        Bundle,
-        assert_rgb,
-        hover_canvas_pixel,
-        readout,
-        screen_rgb,
-        set_view,
-        tile_urls_in_index,
-        view_contains,
-        wait_tiles,
-    )
-except ImportError:  # tests/ not a package
-    from conftest_viewer import (  # type: ignore[no-redef]  # noqa: F401
-        HOSTILE,
-        RAMP,
-        chromium_reusing,
-        delta_index,
-        make_diff_bundle,
-        open_page,
-        planted_diff_tensors,
-        ramp_values,
-        view2d,
-    )
-    from test_viewer_browser import (  # type: ignore[no-redef]
-        Bundle,
-        assert_rgb,
-        hover_canvas_pixel,
-        readout,
-        screen_rgb,
-        set_view,
-        tile_urls_in_index,
-        view_contains,
-        wait_tiles,
-    )
+from .conftest_viewer import (  # noqa: F401  (fixtures)
+    HOSTILE,
+    RAMP,
+    chromium_reusing,
+    delta_index,
+    make_diff_bundle,
+    open_page,
+    planted_diff_tensors,
+    ramp_values,
+    view2d,
+)
+from .test_viewer_browser import (
+    Bundle,
+    assert_rgb,
+    hover_canvas_pixel,
+    readout,
+    screen_rgb,
+    set_view,
+    tile_urls_in_index,
+    view_contains,
+    wait_tiles,
+)
+
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
