@@ -68,6 +68,56 @@ def test_signed_rms_reduction() -> None:
             assert out[i, j] == want, (i, j, block)
 
 
+def parent_rule_numpy(kids: np.ndarray) -> np.ndarray:
+    """PARENT_RULE in float64 numpy, children summed TL, TR, BL, BR as the rule is written
+    (a vectorised copy of the per-pixel reference above, for millions of pixels)."""
+    u = color.level_values()
+    k = np.stack([kids[0::2, 0::2], kids[0::2, 1::2], kids[1::2, 0::2], kids[1::2, 1::2]])
+    value = k >= 4
+    lv = np.where(value, u[k], 0.0)
+    cnt = value.sum(axis=0)
+    tot = ((lv[0] + lv[1]) + lv[2]) + lv[3]
+    tot2 = ((lv[0] ** 2 + lv[1] ** 2) + lv[2] ** 2) + lv[3] ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = np.minimum(np.sqrt(tot2 / cnt), 1.0)
+        q = np.floor(125 * np.sqrt(a) + 0.5)
+    out = np.where(tot < 0, 129 - q, 129 + q)
+    out = np.where(cnt == 0, 0, out)
+    special = np.zeros(cnt.shape, np.int64)
+    for c in k[::-1]:  # the first non-finite child in TL, TR, BL, BR order wins
+        special = np.where((c >= 1) & (c <= 3), c, special)
+    return np.where(special > 0, special, out).astype(np.uint8)
+
+
+def test_fast_reduction_matches_the_rule_on_hard_cases() -> None:
+    """The float32 fast path must defer to the float64 rule wherever it could differ: signs
+    that cancel exactly (+q, -q pairs), levels next to a rounding boundary, partial padding,
+    non-finite children. Checked on 4 M random children drawn from such cases."""
+    n = 1024
+    q = RNG.integers(0, 126, (4, n, n))
+    sign = np.where(RNG.random((4, n, n)) < 0.5, -1, 1)
+    cancel = RNG.random((n, n)) < 0.3  # second pair mirrors the first: sum u == 0 exactly
+    q[2:, cancel] = q[:2, cancel]
+    sign[2:, cancel] = -sign[:2, cancel]
+    idx = (129 + sign * q).astype(np.uint8)
+    special = RNG.random((4, n, n))
+    idx[special < 0.01] = 0                      # partial padding
+    idx[(special >= 0.01) & (special < 0.012)] = RNG.integers(1, 4)  # non-finite
+    kids = np.empty((2 * n, 2 * n), np.uint8)
+    kids[0::2, 0::2], kids[0::2, 1::2], kids[1::2, 0::2], kids[1::2, 1::2] = idx
+    want = parent_rule_numpy(kids)
+    out = np.zeros((n, n), np.uint8)
+    kernels.reduce_tile(kids, kernels.REDUCE_SIGNED_RMS, out)
+    np.testing.assert_array_equal(out, want)
+    # one child into its quadrant of a parent: the same pixels, nothing outside written
+    half = np.full((n, n), 77, np.uint8)
+    kernels.reduce_tile(kids[:n, n:], kernels.REDUCE_SIGNED_RMS, half, (0, n // 2))
+    np.testing.assert_array_equal(half[:n // 2, n // 2:], want[:n // 2, n // 2:])
+    assert (half[:, :n // 2] == 77).all() and (half[n // 2:] == 77).all()
+    with pytest.raises(ValueError, match="bad shapes"):
+        kernels.reduce_tile(kids[:n, :n], kernels.REDUCE_SIGNED_RMS, half, (n // 2 + 1, 0))
+
+
 def test_noise_neither_fades_nor_saturates_when_zoomed_out() -> None:
     v = RNG.standard_normal((1024, 1024)).astype(np.float32)
     idx = np.zeros(v.shape, np.uint8)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import struct
 import sys
+import threading
 import zlib
 from typing import Any
 
@@ -598,6 +599,23 @@ def _deflate_bound(n: int, block_bytes: int) -> int:
 
 # -- public wrapper --------------------------------------------------------------------------
 
+_LOCAL = threading.local()
+
+
+def _scratch(n: int, block_bytes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Work arrays for n filtered bytes (raw rows, deflate output, run positions and lengths),
+    kept per thread for the last size asked: a tile pyramid encodes thousands of images of one
+    size, and fresh arrays cost page faults and clearing each time."""
+    key = (n, block_bytes)
+    got = getattr(_LOCAL, "scratch", None)
+    if got is None or got[0] != key:
+        nruns = (min(block_bytes, n) + 2) // 3 + 2
+        got = (key, (np.empty(n, np.uint8), np.empty(_deflate_bound(n, block_bytes), np.uint8),
+                     np.empty(nruns, np.int32), np.empty(nruns, np.int32)))
+        _LOCAL.scratch = got
+    return got[1]
+
+
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data,
                                                                                    zlib.crc32(kind)))
@@ -631,12 +649,8 @@ def encode_png_palette(idx: np.ndarray, palette: bytes, *, block_bytes: int = BL
     if not 1 <= block_bytes <= 1 << 30:
         raise ValueError(f"encode_png_palette: block_bytes must be in 1..2^30, got {block_bytes}")
     n = h * (w + 1)
-    raw = np.empty(n, np.uint8)
+    raw, out, rpos, rlen = _scratch(n, block_bytes)
     adler = _filter_rows(idx, raw)
-    out = np.empty(_deflate_bound(n, block_bytes), np.uint8)
-    nruns = (min(block_bytes, n) + 2) // 3 + 2
-    rpos = np.empty(nruns, np.int32)
-    rlen = np.empty(nruns, np.int32)
     nbytes = _deflate_rle(raw, block_bytes, _LSYM, _LEXT, _LVAL, _SYM_EBITS, _CL_ORDER, _CL_EBITS,
                           _FIXED_LENS, rpos, rlen, out)
     if nbytes < 0:

@@ -8,6 +8,7 @@ above the split zoom are reduced in the calling process from the subtree roots.
 
 from __future__ import annotations
 
+import gc
 import math
 import multiprocessing as mp
 import os
@@ -161,6 +162,7 @@ class _Worker:
             self.palette = color.palette_bytes(color.value_palette())
             self.reduce_mode = kernels.REDUCE_SIGNED_RMS
         self.made_dirs: set[str] = set()
+        self.spare: list[np.ndarray] = []
         self.luts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.value_tables: dict[str, np.ndarray] = {}
         self.hist = np.zeros(1 << 16, np.int32)
@@ -218,7 +220,8 @@ class _Worker:
 
     def _leaf_arch(self, t_x: int, t_y: int) -> np.ndarray:
         t = self.t
-        out = np.full((t, t), color.PAD, np.uint8)
+        out = self.buffer()
+        out.fill(color.PAD)
         c_x0, c_y0 = t_x * t, t_y * t
         placements = self.geo.layout.placements
         for i in self.geo.leaf_placements[(t_x, t_y)]:
@@ -253,7 +256,8 @@ class _Worker:
 
     def _leaf_delta(self, t_x: int, t_y: int) -> np.ndarray:
         t = self.t
-        out = np.full((t, t), color.PAD, np.uint8)
+        out = self.buffer()
+        out.fill(color.PAD)
         c_x0, c_y0 = t_x * t, t_y * t
         prm = self.job.params
         for i in self.geo.leaf_placements[(t_x, t_y)]:
@@ -316,7 +320,7 @@ class _Worker:
                 vals = _flat_read(self.reader, s.name, info.e_cols, lo - s.h_start, hi - lo)
                 kernels.colorize(vals.reshape(1, -1), self.job.scales[s.name],
                                  dst.reshape(1, -1), self.acc(s.name))
-        return flat[self.offsets]
+        return np.take(flat, self.offsets, out=self.buffer())
 
     # -- subtrees ----------------------------------------------------------------------------
     def subtree(self, a: TileAddress) -> np.ndarray | None:
@@ -332,19 +336,27 @@ class _Worker:
         return idx
 
     def parent(self, kids: Sequence[np.ndarray | None], a: TileAddress) -> np.ndarray | None:
+        """Tile ``a`` reduced from its children (TL, TR, BL, BR; None where absent), each
+        into its quadrant; the children's buffers are recycled."""
         if all(k is None for k in kids):
             return None
-        t = self.t
-        mosaic = np.full((2 * t, 2 * t), color.PAD, np.uint8)
-        for k, (oy, ox) in zip(kids, ((0, 0), (0, t), (t, 0), (t, t)), strict=False):
+        t, h = self.t, self.t // 2
+        out = self.buffer()
+        for k, (oy, ox) in zip(kids, ((0, 0), (0, h), (h, 0), (h, h)), strict=True):
+            if k is None:
+                out[oy:oy + h, ox:ox + h] = color.PAD
+            elif self.job.mode == "delta":
+                kernels.reduce_delta(k, a.t_x * t + ox, a.t_y * t + oy, out, (oy, ox))
+            else:
+                kernels.reduce_tile(k, self.reduce_mode, out, (oy, ox))
+        for k in kids:
             if k is not None:
-                mosaic[oy:oy + t, ox:ox + t] = k
-        out = np.empty((t, t), np.uint8)
-        if self.job.mode == "delta":
-            kernels.reduce_delta(mosaic, a.t_x * t, a.t_y * t, out)
-        else:
-            kernels.reduce_tile(mosaic, self.reduce_mode, out)
+                self.spare.append(k)
         return out
+
+    def buffer(self) -> np.ndarray:
+        """A (tile, tile) uint8 buffer, recycled: fresh pages cost a fault and a clear each."""
+        return self.spare.pop() if self.spare else np.empty((self.t, self.t), np.uint8)
 
     def take_results(self) -> WorkerResult:
         self.reader.release()
@@ -370,6 +382,9 @@ _WORKER: _Worker | None = None
 
 def _init_worker(job: SceneJob) -> None:
     global _WORKER
+    # everything inherited from the parent lives as long as the worker: keep it out of the
+    # collector's full passes (measured: 3 % of the worker's time went to gc over it)
+    gc.freeze()
     _WORKER = _Worker(job)
 
 
