@@ -232,22 +232,37 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
             "Hilbert (file bytes)"
     geo = Geometry(lay)
 
-    # value pass: scales from samples, over the workers
+    # value pass: each tensor's scale from its sample. Per-tensor scales need no pass before
+    # the tiles: the tile workers compute the scales of the tensors they draw (the same
+    # deterministic function), while this process computes them all for the manifest.
     spec = CheckpointSpec(tuple(srcs))
-    scales, kept, _ = tensor_scales(reader, spec, [t.name for t in tensors], workers=workers,
-                                 keep_samples=scale == "global",
-                                 tick=lambda: tick("scales", 1, len(tensors)))
-    robust = dict(scales)
-    if scale == "global":
-        g = global_scale([(kept[t.name], t.numel) for t in tensors if t.name in kept])
-        scales = {k: g for k in scales}
-    del kept
+    names = [t.name for t in tensors]
+    robust: dict[str, float] = {}
+
+    def value_pass(workers: int) -> None:
+        got, kept, _ = tensor_scales(reader, spec, names, workers=workers,
+                                     keep_samples=scale == "global",
+                                     tick=lambda: tick("scales", 1, len(tensors)))
+        robust.update(got)
+        if scale == "global":
+            g = global_scale([(kept[t.name], t.numel) for t in tensors if t.name in kept])
+            scales.update({k: g for k in got})
+
+    scales: dict[str, float] = {}
+    overlap = scale != "global" and workers > 1
+    if not overlap:
+        value_pass(workers)
+        if scale != "global":
+            scales.update(robust)
 
     with _staged(out_dir) as tmp:
         total_leaves = len(geo.occupied[geo.max_zoom])
-        job = SceneJob(spec, key, geo, scales, str(tmp), tile_format,
+        job = SceneJob(spec, key, geo, dict(scales), str(tmp), tile_format,
                        "bytes" if unit == "byte" and layout == "hilbert" else "values")
-        res = render_scene(job, workers, lambda n: tick("tiles", n, total_leaves), reader)
+        res = render_scene(job, workers, lambda n: tick("tiles", n, total_leaves), reader,
+                           meanwhile=(lambda: value_pass(1)) if overlap else None)
+        if overlap:
+            scales.update(robust)
         colormap = "bytes" if job.mode == "bytes" else "values"
         tensors_json: dict[str, Any] = {}
         for t in tensors:

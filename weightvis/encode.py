@@ -10,9 +10,10 @@ import numpy as np
 from PIL import Image, features
 
 from .errors import MissingExtraError
-from .png import encode_png_palette
+from .png import png_parts
 
-__all__ = ["encode_tile", "write_atomic", "check_format", "EXTENSIONS"]
+__all__ = ["encode_tile", "encode_tile_parts", "write_parts", "write_atomic", "check_format",
+           "EXTENSIONS"]
 
 EXTENSIONS = {"png": "png", "avif": "avif"}
 AVIF_QUALITY = 90
@@ -31,15 +32,35 @@ def encode_tile(idx: np.ndarray, palette: bytes, fmt: str) -> bytes:
     palette; png.py: deflate with run-length matches and dynamic Huffman codes, like zlib's
     Z_RLE strategy, in numba - 4-5x faster than Pillow at the same size); AVIF stores the RGB
     colours (lossy, quality AVIF_QUALITY)."""
+    return b"".join(encode_tile_parts(idx, palette, fmt))
+
+
+def encode_tile_parts(idx: np.ndarray, palette: bytes, fmt: str) -> list[bytes | memoryview]:
+    """``encode_tile`` as buffers for ``write_parts``, valid until this thread's next call."""
     assert idx.dtype == np.uint8 and idx.ndim == 2
     if fmt == "png":
-        return encode_png_palette(idx, palette)
+        return png_parts(idx, palette)
     h, w = idx.shape
     img = Image.frombuffer("P", (w, h), np.ascontiguousarray(idx), "raw", "P", 0, 1)
     img.putpalette(palette)
     buf = io.BytesIO()
     img.convert("RGB").save(buf, "AVIF", quality=AVIF_QUALITY, speed=AVIF_SPEED)
-    return buf.getvalue()
+    return [buf.getvalue()]
+
+
+def write_parts(path: str, parts: list[bytes | memoryview]) -> int:
+    """Create (or truncate) ``path`` and write the buffers in order; returns the bytes written.
+    (No rename: tiles go into a staged folder that is renamed into place when complete.)"""
+    total = sum(len(p) for p in parts)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        done = os.writev(fd, parts)
+        while done < total:  # a short write (signal, nearly full disk): write the rest
+            rest = b"".join(bytes(p) for p in parts)[done:]
+            done += os.write(fd, rest)
+    finally:
+        os.close(fd)
+    return total
 
 
 def write_atomic(path: Path, data: bytes) -> None:

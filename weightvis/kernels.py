@@ -142,11 +142,31 @@ def _acc_from_hist(hist, values, acc):  # type: ignore[no-untyped-def]
 
 
 def code_lut(values: np.ndarray, s: float) -> np.ndarray:
-    """uint8[65536]: the palette index of every 16-bit code by VALUE_RULE (built with the numpy
-    reference implementation, so the fast path is exact by construction)."""
-    from .color import value_index
+    """uint8[65536]: the palette index of every 16-bit code by VALUE_RULE (the value of each
+    code through the same kernel as float tensors; every code is checked against the rule)."""
+    if values.shape != (1 << 16,) or values.dtype != np.float32:
+        raise ValueError("code_lut: need the float32 value of each of the 65536 codes")
+    if not (s > 0 and np.isfinite(s)):
+        raise ValueError(f"code_lut: scale must be finite and > 0, got {s}")
+    out = np.empty(1 << 16, np.uint8)
+    _index_values(values.reshape(1, -1), float(s), out.reshape(1, -1))
+    return out
 
-    return value_index(values, s)
+
+@numba.njit(cache=True, nogil=True)
+def _code_counts(codes, mask, counts):  # type: ignore[no-untyped-def]
+    for i in range(codes.shape[0]):
+        counts[codes[i] & mask] += 1
+
+
+def code_counts(codes: np.ndarray, magnitude: bool = False) -> np.ndarray:
+    """int64 histogram of 1-D uint16 codes: 65536 bins, or with ``magnitude`` 32768 bins of
+    ``code & 0x7FFF`` (the sign bit cleared; for BF16/F16 the order of |v|)."""
+    if codes.dtype != np.uint16 or codes.ndim != 1:
+        raise ValueError("code_counts: need 1-D uint16 codes")
+    counts = np.zeros(1 << (15 if magnitude else 16), np.int64)
+    _code_counts(codes, np.uint16(0x7FFF if magnitude else 0xFFFF), counts)
+    return counts
 
 
 def colorize_codes(src: np.ndarray, lut: np.ndarray, values: np.ndarray, out: np.ndarray,
@@ -387,6 +407,8 @@ def warm_up() -> None:
     codes = np.zeros((2, 2), np.uint16)
     colorize_codes(codes, lut, vals, o, new_acc(), hist)
     colorize_codes(codes[:, :1], lut, vals, o[:, :1], new_acc(), hist)
+    code_lut(vals, 1.0)
+    code_counts(codes.reshape(-1), True)
     reduce_tile(np.zeros((2, 2), np.uint8), REDUCE_SIGNED_RMS, np.zeros((1, 1), np.uint8))
     reduce_tile(np.zeros((2, 2), np.uint8), REDUCE_FIRST, np.zeros((1, 1), np.uint8))
     hilbert_tile_offsets(2, 0, 0, np.zeros((2, 2), np.int64))

@@ -19,11 +19,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import color, kernels
-from .encode import encode_tile
+from .encode import encode_tile_parts, write_parts
 from .formats import MultiReader, open_checkpoint
 from .formats.dtypes import code_values
 from .png import warm_up as png_warm_up
 from .types import TILE_SIZE, SceneLayout, TileAddress
+from .values import tensor_scale
 
 __all__ = ["Geometry", "SceneJob", "CheckpointSpec", "render_scene", "SceneResult"]
 
@@ -96,6 +97,8 @@ class SceneJob(NamedTuple):
     key: str
     geometry: Geometry
     scales: dict[str, float]
+    """Colour scale per tensor; a values scene may leave tensors out: a worker then computes
+    the per-tensor scale itself (values.tensor_scale: deterministic, the manifest's value)."""
     out_dir: str
     tile_format: str
     mode: str
@@ -163,6 +166,7 @@ class _Worker:
             self.reduce_mode = kernels.REDUCE_SIGNED_RMS
         self.made_dirs: set[str] = set()
         self.spare: list[np.ndarray] = []
+        self.own_scales: dict[str, float] = {}
         self.luts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.value_tables: dict[str, np.ndarray] = {}
         self.hist = np.zeros(1 << 16, np.int32)
@@ -185,13 +189,12 @@ class _Worker:
         if d not in self.made_dirs:
             os.makedirs(d, exist_ok=True)
             self.made_dirs.add(d)
-        data = encode_tile(idx, self.palette, self.ext)
         # the bundle is staged in a temporary folder moved into place when complete
         # (bundle._staged), so a tile needs no rename of its own
-        with open(os.path.join(d, f"{a.t_y}.{self.ext}"), "wb") as fh:
-            fh.write(data)
+        n = write_parts(os.path.join(d, f"{a.t_y}.{self.ext}"),
+                        encode_tile_parts(idx, self.palette, self.ext))
         self.tiles_written += 1
-        self.bytes_written += len(data)
+        self.bytes_written += n
 
     def acc(self, name: str) -> np.ndarray:
         key = (name, self.leaf_at[1], self.leaf_at[0])
@@ -236,7 +239,7 @@ class _Worker:
                 lut, values = self.code_lut(p.tensor)
                 kernels.colorize_codes(codes, lut, values, dst, self.acc(p.tensor), self.hist)
             else:
-                kernels.colorize(self.reader.read(*block), self.job.scales[p.tensor], dst,
+                kernels.colorize(self.reader.read(*block), self.scale(p.tensor), dst,
                                  self.acc(p.tensor))
         return out
 
@@ -245,8 +248,16 @@ class _Worker:
         got = self.luts.get(name)
         if got is None:
             values = self.code_values(self.reader.info(name).dtype)
-            got = self.luts[name] = (kernels.code_lut(values, self.job.scales[name]), values)
+            got = self.luts[name] = (kernels.code_lut(values, self.scale(name)), values)
         return got
+
+    def scale(self, name: str) -> float:
+        s = self.job.scales.get(name)
+        if s is None:
+            s = self.own_scales.get(name)
+            if s is None:
+                s = self.own_scales[name] = tensor_scale(self.reader, name)
+        return s
 
     def code_values(self, dtype: str) -> np.ndarray:
         v = self.value_tables.get(dtype)
@@ -318,7 +329,7 @@ class _Worker:
             else:
                 info = self.reader.info(s.name)
                 vals = _flat_read(self.reader, s.name, info.e_cols, lo - s.h_start, hi - lo)
-                kernels.colorize(vals.reshape(1, -1), self.job.scales[s.name],
+                kernels.colorize(vals.reshape(1, -1), self.scale(s.name),
                                  dst.reshape(1, -1), self.acc(s.name))
         return np.take(flat, self.offsets, out=self.buffer())
 
@@ -408,14 +419,16 @@ def warm_up_all() -> None:
     if not _WARM:
         kernels.warm_up()
         png_warm_up()
-        kernels.warm_up_delta()
         _WARM = True
 
 
 def render_scene(job: SceneJob, workers: int, progress: ProgressFn | None = None,
-                 reader: MultiReader | None = None) -> SceneResult:
-    """Render and write every tile of a scene; returns merged per-tensor accumulators."""
+                 reader: MultiReader | None = None,
+                 meanwhile: Callable[[], None] | None = None) -> SceneResult:
+    """Render and write every tile of a scene; returns merged per-tensor accumulators.
+    ``meanwhile`` runs in this process while the workers render (before any result is taken)."""
     geo = job.geometry
+    # before forking: numba's first load costs ~0.2 s per process, the workers inherit it
     warm_up_all()
     split = 0 if workers <= 1 else geo.split_zoom(8 * workers)
     roots = sorted((TileAddress(split, x, y) for x, y in geo.occupied[split]),
@@ -445,13 +458,18 @@ def render_scene(job: SceneJob, workers: int, progress: ProgressFn | None = None
             progress(leaves)
 
     if workers <= 1:
+        if meanwhile is not None:
+            meanwhile()
         w = _Worker(job, reader)
         for a in roots:
             idx = w.subtree(a)
             collect(a, idx, w.take_results(), geo.leaves_under(a))
     else:
         with _pool_context().Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
-            for a, idx, res, leaves in pool.imap_unordered(_run_subtree, roots):
+            results = pool.imap_unordered(_run_subtree, roots)
+            if meanwhile is not None:
+                meanwhile()
+            for a, idx, res, leaves in results:
                 collect(a, idx, res, leaves)
         w = _Worker(job, reader)
     # levels above the split, reduced here from the subtree roots

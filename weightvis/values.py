@@ -24,11 +24,12 @@ import numpy as np
 
 from .formats.base import Reader
 from .formats.dtypes import CODE_DTYPES, code_values
-from .kernels import ACC_SIZE
+from .kernels import ACC_SIZE, code_counts
 from .types import TensorInfo, TensorStats
 
 __all__ = ["SAMPLE_LIMIT", "SAMPLE_RUNS", "QUANTILE", "sample", "robust_scale", "global_scale",
-           "stats_from_acc", "thin", "GLOBAL_SAMPLE_LIMIT", "tensor_scales", "sample_rms"]
+           "stats_from_acc", "thin", "GLOBAL_SAMPLE_LIMIT", "tensor_scales", "sample_rms",
+           "tensor_scale"]
 
 SAMPLE_LIMIT = 1 << 20
 SAMPLE_RUNS = 64
@@ -65,13 +66,15 @@ def sample_codes(reader: Reader, t: TensorInfo) -> np.ndarray | None:
         block = reader.read_codes(t.name, 0, t.e_rows)
         return None if block is None else block.reshape(-1)
     per = SAMPLE_LIMIT // SAMPLE_RUNS
-    parts = []
-    for i in range(SAMPLE_RUNS):
-        part = _flat_codes(reader, t, (i * (n - per)) // (SAMPLE_RUNS - 1), per)
-        if part is None:
-            return None
-        parts.append(part)
-    return np.concatenate(parts)
+    starts = [(i * (n - per)) // (SAMPLE_RUNS - 1) for i in range(SAMPLE_RUNS)]
+    whole = reader.read_codes(t.name, 0, t.e_rows)
+    if whole is None:
+        return None
+    if whole.flags.c_contiguous:  # a view of the mapped file: slice the runs out of it
+        flat = whole.reshape(-1)
+        return np.concatenate([flat[s:s + per] for s in starts])
+    parts = [_flat_codes(reader, t, s, per) for s in starts]
+    return np.concatenate(parts)  # type: ignore[arg-type]
 
 
 def _quantile_sorted(lo: float, hi: float, frac: float) -> float:
@@ -81,7 +84,7 @@ def _quantile_sorted(lo: float, hi: float, frac: float) -> float:
 
 def codes_rms(codes: np.ndarray, dtype: str) -> float:
     """``sample_rms`` of a 16-bit sample, from its code histogram."""
-    counts = np.bincount(codes, minlength=1 << 16)
+    counts = code_counts(codes)
     with np.errstate(invalid="ignore"):
         v = code_values(dtype).astype(np.float64)
     fin = np.isfinite(v) & (counts > 0)
@@ -93,8 +96,7 @@ def robust_scale_codes(codes: np.ndarray, dtype: str) -> float:
     """``robust_scale`` of a 16-bit sample from a histogram of its magnitude codes: for BF16 and
     F16 the order of |v| is the order of ``code & 0x7FFF`` (sign bit cleared), so the order
     statistics, and the percentile, come out of a 32,768-bin count without sorting."""
-    mag = (codes & 0x7FFF).astype(np.int64)
-    counts = np.bincount(mag, minlength=1 << 15)
+    counts = code_counts(codes, magnitude=True)
     with np.errstate(invalid="ignore"):  # signalling-NaN codes are quieted by the cast
         table = np.abs(code_values(dtype)[: 1 << 15].astype(np.float64))
     finite = np.isfinite(table)
@@ -203,6 +205,11 @@ def _scale_of(reader: Reader, task: ScaleTask) -> _ScaleResult:
     reader.release()
     rms = sample_rms(smp) if task.want_rms else 0.0
     return task.name, robust_scale(smp), rms, thin(smp) if task.keep_sample else None
+
+
+def tensor_scale(reader: Reader, name: str) -> float:
+    """The per-tensor scale of one tensor (what ``tensor_scales`` computes for it)."""
+    return _scale_of(reader, ScaleTask(name, False))[1]
 
 
 _READER: Reader | None = None
