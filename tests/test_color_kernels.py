@@ -174,3 +174,43 @@ def test_percentile_from_code_histogram_equals_sorting(dtype: str) -> None:
                  else normal.astype(np.float16).view(np.uint16))
     for codes in cases:
         assert robust_scale_codes(codes, dtype) == robust_scale(vals[codes])
+
+
+def delta_parent_reference(kids: list[int], c_x: int, c_y: int) -> int:
+    """color.DELTA_PARENT_RULE from its text (hatch stripes through the kernels' _stripe)."""
+    real = [k for k in kids if k != color.PAD]
+    if not real:
+        return color.PAD
+    if color.D_NONFINITE in real:
+        return color.D_NONFINITE
+    values = [k for k in real if k >= 6]
+    if values:
+        u = [np.sign(k - 129) * (abs(k - 129) / 123) ** 2 for k in values]
+        q = int(np.floor(123 * np.sqrt(np.sqrt(np.mean(np.square(u)))) + 0.5))
+        if any(k != 129 for k in values):
+            q = max(q, 1)
+        q = min(q, 123)
+        return 129 - q if sum(u) < 0 else 129 + q
+    hatch = [k for k in real if k in (2, 3, 4)]
+    return int(kernels._stripe(hatch[0], c_x, c_y)) if hatch else color.D_GAP
+
+
+def test_delta_reduction_matches_the_rule() -> None:
+    n = 96
+    kids = RNG.integers(1, 253, (2 * n, 2 * n)).astype(np.uint8)
+    pick = RNG.random(kids.shape)
+    kids[pick < 0.6] = color.ZERO                   # mostly unchanged, as in most diffs
+    kids[(pick >= 0.6) & (pick < 0.75)] = color.PAD
+    kids[: 2 * n // 3, : 2 * n // 3] = color.ZERO   # whole unchanged and padding regions
+    kids[-2 * n // 3:, -2 * n // 3:] = color.PAD
+    out = np.full((n, n), 77, np.uint8)
+    p_x0, p_y0 = 512 * 5, 512 * 3
+    kernels.reduce_delta(kids, p_x0, p_y0, out)
+    want = np.array([[delta_parent_reference(
+        [int(k) for k in kids[2 * i:2 * i + 2, 2 * j:2 * j + 2].reshape(-1)], p_x0 + j, p_y0 + i)
+        for j in range(n)] for i in range(n)])
+    np.testing.assert_array_equal(out, want)
+    quad = np.full((2 * n, 2 * n), 77, np.uint8)   # one child into the bottom-right quadrant
+    kernels.reduce_delta(kids, p_x0 + n, p_y0 + n, quad, (n, n))
+    np.testing.assert_array_equal(quad[n:, n:], want)
+    assert (quad[:n] == 77).all() and (quad[n:, :n] == 77).all()
