@@ -225,8 +225,8 @@ _F = np.float32
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _rms_row_fast(a, b, o, ox, flag):  # type: ignore[no-untyped-def]
-    """One row of parents o[ox + j] from child rows a (top) and b (bottom), for pixels whose four
+def _rms_row_fast(a, b, o, flag):  # type: ignore[no-untyped-def]
+    """One row of parents o[j] from child rows a (top) and b (bottom), for pixels whose four
     children are value indices (or all padding), in float32 so that it vectorises; flag[j] = 1
     where the float32 answer may differ from PARENT_RULE and _rms_pixel must decide.
 
@@ -242,7 +242,7 @@ def _rms_row_fast(a, b, o, ox, flag):  # type: ignore[no-untyped-def]
     quarter = _F(0.25)
     lo = _F(1e-4)
     hi = _F(1.0 - 1e-4)
-    for j in range(a.shape[0] // 2):
+    for j in range(o.shape[0]):
         k0 = a[2 * j]
         k1 = a[2 * j + 1]
         k2 = b[2 * j]
@@ -263,9 +263,24 @@ def _rms_row_fast(a, b, o, ox, flag):  # type: ignore[no-untyped-def]
         r = z + qf if t >= zero else z - qf
         mn = min(min(k0, k1), min(k2, k3))
         mx = max(max(k0, k1), max(k2, k3))
-        o[ox + j] = np.uint8(np.int32(r)) if mx > 0 else np.uint8(PAD)
+        o[j] = np.uint8(np.int32(r)) if mx > 0 else np.uint8(PAD)
         flag[j] = np.uint8(((mn <= NEGINF) & (mx > 0)) | ((t == zero) & (qf > zero))
                            | (frac < lo) | (frac > hi))
+
+
+@numba.njit(cache=True, nogil=True)
+def _flagged(flag, w, cols):  # type: ignore[no-untyped-def]
+    """The j < w with flag[j] != 0 into cols (in order), eight flags per test; returns how many.
+    flag is uint8 with a length that is a multiple of 8, zero beyond w."""
+    words = flag.view(np.uint64)
+    n = 0
+    for wi in range(words.shape[0]):
+        if words[wi] != 0:
+            for j in range(8 * wi, min(8 * wi + 8, w)):
+                if flag[j]:
+                    cols[n] = j
+                    n += 1
+    return n
 
 
 @numba.njit(cache=True, nogil=True)
@@ -275,18 +290,15 @@ def _reduce_signed_rms(kids, levels, out, oy, ox):  # type: ignore[no-untyped-de
     checked against _rms_pixel on all 255^4 combinations of four children)."""
     h, w = kids.shape[0] // 2, kids.shape[1] // 2
     flag = np.zeros((w + 7) // 8 * 8, np.uint8)
-    words = flag.view(np.uint64)
+    cols = np.empty(w, np.int64)
     for i in range(h):
         a = kids[2 * i]
         b = kids[2 * i + 1]
-        o = out[oy + i]
-        _rms_row_fast(a, b, o, ox, flag)
-        for wi in range(words.shape[0]):
-            if words[wi] != 0:
-                for j in range(8 * wi, min(8 * wi + 8, w)):
-                    if flag[j]:
-                        o[ox + j] = _rms_pixel(a[2 * j], a[2 * j + 1], b[2 * j],
-                                               b[2 * j + 1], levels)
+        o = out[oy + i, ox:ox + w]
+        _rms_row_fast(a, b, o, flag)
+        for t in range(_flagged(flag, w, cols)):
+            j = cols[t]
+            o[j] = _rms_pixel(a[2 * j], a[2 * j + 1], b[2 * j], b[2 * j + 1], levels)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -576,17 +588,17 @@ def _delta_pixel(k0, k1, k2, k3, c_x, c_y):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def _delta_row_fast(a, b, o, ox, flag):  # type: ignore[no-untyped-def]
-    """Parents o[ox + j] whose four children are all unchanged (-> unchanged) or all padding
+def _delta_row_fast(a, b, o, flag):  # type: ignore[no-untyped-def]
+    """Parents o[j] whose four children are all unchanged (-> unchanged) or all padding
     (-> padding), the bulk of most diffs; flag[j] = 1 for every other pixel."""
-    for j in range(a.shape[0] // 2):
+    for j in range(o.shape[0]):
         k0 = a[2 * j]
         k1 = a[2 * j + 1]
         k2 = b[2 * j]
         k3 = b[2 * j + 1]
         same = (k0 == ZERO) & (k1 == ZERO) & (k2 == ZERO) & (k3 == ZERO)
         pad = (k0 | k1 | k2 | k3) == PAD
-        o[ox + j] = np.uint8(ZERO) if same else np.uint8(PAD)
+        o[j] = np.uint8(ZERO) if same else np.uint8(PAD)
         flag[j] = np.uint8(not (same | pad))
 
 
@@ -596,18 +608,16 @@ def _reduce_delta(kids, p_x0, p_y0, out, oy, ox):  # type: ignore[no-untyped-def
     out[oy, ox] is pixel (p_x0, p_y0) of its zoom level."""
     h, w = kids.shape[0] // 2, kids.shape[1] // 2
     flag = np.zeros((w + 7) // 8 * 8, np.uint8)
-    words = flag.view(np.uint64)
+    cols = np.empty(w, np.int64)
     for i in range(h):
         a = kids[2 * i]
         b = kids[2 * i + 1]
-        o = out[oy + i]
-        _delta_row_fast(a, b, o, ox, flag)
-        for wi in range(words.shape[0]):
-            if words[wi] != 0:
-                for j in range(8 * wi, min(8 * wi + 8, w)):
-                    if flag[j]:
-                        o[ox + j] = _delta_pixel(a[2 * j], a[2 * j + 1], b[2 * j],
-                                                 b[2 * j + 1], p_x0 + j, p_y0 + i)
+        o = out[oy + i, ox:ox + w]
+        _delta_row_fast(a, b, o, flag)
+        for t in range(_flagged(flag, w, cols)):
+            j = cols[t]
+            o[j] = _delta_pixel(a[2 * j], a[2 * j + 1], b[2 * j], b[2 * j + 1],
+                                     p_x0 + j, p_y0 + i)
 
 
 @numba.njit(cache=True, nogil=True)
