@@ -234,6 +234,7 @@ class _Worker:
             block = (p.tensor, p.e_r0 + (y0 - p.c_y), p.e_r0 + (y1 - p.c_y),
                      p.e_c0 + (x0 - p.c_x), p.e_c0 + (x1 - p.c_x))
             dst = out[y0 - c_y0:y1 - c_y0, x0 - c_x0:x1 - c_x0]
+            self.scale(p.tensor)  # first: computing it reads a sample and releases pages
             codes = self.reader.read_codes(*block)
             if codes is not None:  # 16-bit fast path: a LUT, stats from a code histogram
                 lut, values = self.code_lut(p.tensor)
