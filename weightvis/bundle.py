@@ -233,13 +233,14 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
     geo = Geometry(lay)
 
     # value pass: each tensor's scale from its sample. Per-tensor scales need no pass before
-    # the tiles: the tile workers compute the scales of the tensors they draw (the same
-    # deterministic function), while this process computes them all for the manifest.
+    # the tiles: the tile workers compute the scale of each tensor they draw (the same
+    # deterministic function) and return it; this process computes the others afterwards
+    # (all of them for byte scenes, meanwhile, as those workers draw no values).
     spec = CheckpointSpec(tuple(srcs))
     names = [t.name for t in tensors]
     robust: dict[str, float] = {}
 
-    def value_pass(workers: int) -> None:
+    def value_pass(workers: int, names: list[str] = names) -> None:
         got, kept, _ = tensor_scales(reader, spec, names, workers=workers,
                                      keep_samples=scale == "global",
                                      tick=lambda: tick("scales", 1, len(tensors)))
@@ -257,11 +258,16 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
 
     with _staged(out_dir) as tmp:
         total_leaves = len(geo.occupied[geo.max_zoom])
-        job = SceneJob(spec, key, geo, dict(scales), str(tmp), tile_format,
-                       "bytes" if unit == "byte" and layout == "hilbert" else "values")
+        mode = "bytes" if unit == "byte" and layout == "hilbert" else "values"
+        job = SceneJob(spec, key, geo, dict(scales), str(tmp), tile_format, mode)
         res = render_scene(job, workers, lambda n: tick("tiles", n, total_leaves), reader,
-                           meanwhile=(lambda: value_pass(1)) if overlap else None)
+                           meanwhile=(lambda: value_pass(1)) if overlap and mode == "bytes"
+                           else None)
         if overlap:
+            robust.update(res.scales)
+            missing = [n for n in names if n not in robust]
+            if missing:
+                value_pass(1, missing)
             scales.update(robust)
         colormap = "bytes" if job.mode == "bytes" else "values"
         tensors_json: dict[str, Any] = {}

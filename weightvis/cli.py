@@ -291,6 +291,9 @@ def _run_info(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    # the render path does no linear algebra; OpenBLAS's thread pool, started when numpy is
+    # first imported, spins for ~0.3 CPU-s on the cores the tile workers need (measured)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         if args and args[0] == "demo":
             return _run_demo(args[1:])

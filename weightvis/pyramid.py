@@ -116,6 +116,8 @@ class SceneResult(NamedTuple):
     """delta scenes: per pair, changed rows and changed columns of the overlap."""
     elements: dict[str, np.ndarray] = {}
     """delta scenes: per pair, changed elements (row, col, a, b), sorted, when few."""
+    scales: dict[str, float] = {}
+    """Per-tensor scales the workers computed (tensors the job's ``scales`` left out)."""
 
 
 LeafAccs = dict[tuple[str, int, int], np.ndarray]
@@ -127,6 +129,7 @@ class WorkerResult(NamedTuple):
     bytes_written: int
     flags: dict[str, tuple[np.ndarray, np.ndarray]]
     elems: dict[str, np.ndarray]
+    scales: dict[str, float]
 """(tensor, leaf t_y, leaf t_x) -> accumulator of the tensor's elements in that leaf."""
 
 
@@ -167,6 +170,7 @@ class _Worker:
         self.made_dirs: set[str] = set()
         self.spare: list[np.ndarray] = []
         self.own_scales: dict[str, float] = {}
+        self.new_scales: dict[str, float] = {}
         self.luts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.value_tables: dict[str, np.ndarray] = {}
         self.hist = np.zeros(1 << 16, np.int32)
@@ -257,7 +261,8 @@ class _Worker:
         if s is None:
             s = self.own_scales.get(name)
             if s is None:
-                s = self.own_scales[name] = tensor_scale(self.reader, name)
+                s = self.own_scales[name] = self.new_scales[name] = \
+                    tensor_scale(self.reader, name)
         return s
 
     def code_values(self, dtype: str) -> np.ndarray:
@@ -374,9 +379,9 @@ class _Worker:
         self.reader.release()
         self.since_release = 0
         r = WorkerResult(self.accs, self.tiles_written, self.bytes_written, self.flags,
-                         {k: np.concatenate(v) for k, v in self.elems.items()})
+                         {k: np.concatenate(v) for k, v in self.elems.items()}, self.new_scales)
         self.accs, self.tiles_written, self.bytes_written = {}, 0, 0
-        self.flags, self.elems = {}, {}
+        self.flags, self.elems, self.new_scales = {}, {}, {}
         return r
 
 
@@ -439,12 +444,14 @@ def render_scene(job: SceneJob, workers: int, progress: ProgressFn | None = None
     level: dict[tuple[int, int], np.ndarray] = {}
     flags: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     elems: dict[str, list[np.ndarray]] = {}
+    scales: dict[str, float] = {}
 
     def collect(a: TileAddress, idx: np.ndarray | None, res: WorkerResult, leaves: int) -> None:
         nonlocal written, nbytes
         if idx is not None:
             level[(a.t_x, a.t_y)] = idx
         parts.update(res.accs)
+        scales.update(res.scales)
         written += res.tiles_written
         nbytes += res.bytes_written
         for name, (rows, cols) in res.flags.items():
@@ -490,7 +497,7 @@ def render_scene(job: SceneJob, workers: int, progress: ProgressFn | None = None
         merged_elems[name] = e[np.lexsort((e[:, 1], e[:, 0]))]
     return SceneResult(merge_leaf_accs(parts, job.mode == "delta"),
                        written + top.tiles_written, nbytes + top.bytes_written, flags,
-                       merged_elems)
+                       merged_elems, scales)
 
 
 def iter_tiles(geo: Geometry) -> Iterator[TileAddress]:
