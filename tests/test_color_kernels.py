@@ -163,7 +163,7 @@ def test_hilbert_roundtrip_and_tile_contiguity() -> None:
 @pytest.mark.parametrize("dtype", ["BF16", "F16"])
 def test_percentile_from_code_histogram_equals_sorting(dtype: str) -> None:
     from weightvis.formats.dtypes import code_values
-    from weightvis.values import robust_scale, robust_scale_codes
+    from weightvis.values import numpy_code_counts, robust_scale, robust_scale_codes
 
     rng = np.random.default_rng(21)
     vals = code_values(dtype)
@@ -174,6 +174,11 @@ def test_percentile_from_code_histogram_equals_sorting(dtype: str) -> None:
                  else normal.astype(np.float16).view(np.uint16))
     for codes in cases:
         assert robust_scale_codes(codes, dtype) == robust_scale(vals[codes])
+        # the scale helper's numpy-only histogram gives the same counts and the same scale
+        for magnitude in (False, True):
+            assert np.array_equal(numpy_code_counts(codes, magnitude),
+                                  kernels.code_counts(codes, magnitude))
+        assert robust_scale_codes(codes, dtype, numpy_code_counts) == robust_scale(vals[codes])
 
 
 def delta_parent_reference(kids: list[int], c_x: int, c_y: int) -> int:

@@ -372,3 +372,31 @@ def test_16bit_tensors_every_pixel_and_stats(tmp_path: Path, dtype: str) -> None
         # the codes span 1e-40..3e38: sums cancel only up to rounding of the largest terms
         assert st["mean"] == pytest.approx(fin.mean(), rel=1e-9, abs=1e-12 * np.abs(fin).max())
         assert st["rms"] == pytest.approx(np.sqrt(np.mean(fin * fin)), rel=1e-9)
+
+
+def test_scale_helper_fills_the_shared_table_like_the_value_pass(tmp_path: Path) -> None:
+    import multiprocessing as mp
+    import pickle
+
+    from weightvis.demo import write_demo_checkpoint
+    from weightvis.formats import open_checkpoint
+    from weightvis.pyramid import CheckpointSpec
+    from weightvis.values import SharedScales, start_scale_helper, tensor_scale
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("the helper needs fork")
+    ck = write_demo_checkpoint(tmp_path / "ck")
+    reader = open_checkpoint([str(ck)])
+    names = [t.name for t in reader.tensors()]
+    table = SharedScales(names)
+    table.put(names[0], 123.0)  # already known: the helper leaves it
+    helper = start_scale_helper(CheckpointSpec((str(ck),)), names, table)
+    helper.join()
+    assert helper.exitcode == 0
+    assert table.get(names[0]) == 123.0
+    for n in names[1:]:  # written by the forked process, read here
+        assert table.get(n) == tensor_scale(reader, n)
+    copy = pickle.loads(pickle.dumps(table))  # a non-fork worker gets a snapshot
+    assert [copy.get(n) for n in names] == [table.get(n) for n in names]
+    assert SharedScales(["x"]).get("x") is None and table.get("not a tensor") is None
+    reader.close()

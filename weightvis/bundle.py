@@ -29,7 +29,8 @@ from .kernels import new_acc, new_delta_acc
 from .layout import arch_layout, detect_blocks, hilbert_layout
 from .pyramid import CheckpointSpec, Geometry, SceneJob, render_scene, warm_up_all
 from .types import TILE_SIZE, HilbertUnit, LayoutKind, ScaleMode, SceneLayout, TileFormat
-from .values import global_scale, stats_from_acc, tensor_scales
+from .values import (SharedScales, global_scale, start_scale_helper, stats_from_acc,
+                     tensor_scales)
 
 __all__ = ["render", "render_diff", "regen_html", "RenderResult", "DiffResult",
            "MANIFEST_VERSION", "is_bundle", "read_manifest"]
@@ -233,12 +234,20 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
     geo = Geometry(lay)
 
     # value pass: each tensor's scale from its sample. Per-tensor scales need no pass before
-    # the tiles: the tile workers compute the scale of each tensor they draw (the same
-    # deterministic function) and return it; this process computes the others afterwards
-    # (all of them for byte scenes, meanwhile, as those workers draw no values).
+    # the tiles: a helper process computes them (numpy only) while this one loads the
+    # compiled kernels, in the order the tiles will need them; a tile worker that draws a
+    # tensor the helper has not reached computes its scale itself (the same deterministic
+    # function) and returns it. This process computes the others afterwards (all of them for
+    # byte scenes, meanwhile, as those workers draw no values).
     spec = CheckpointSpec(tuple(srcs))
     names = [t.name for t in tensors]
     robust: dict[str, float] = {}
+    mode = "bytes" if unit == "byte" and layout == "hilbert" else "values"
+    overlap = scale != "global" and workers > 1
+    shared = helper = None
+    if overlap and mode == "values":
+        shared = SharedScales(names)
+        helper = start_scale_helper(spec, _drawing_order(lay, geo, workers, names), shared)
 
     def value_pass(workers: int, names: list[str] = names) -> None:
         got, kept, _ = tensor_scales(reader, spec, names, workers=workers,
@@ -250,7 +259,6 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
             scales.update({k: g for k in got})
 
     scales: dict[str, float] = {}
-    overlap = scale != "global" and workers > 1
     if not overlap:
         value_pass(workers)
         if scale != "global":
@@ -258,13 +266,18 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
 
     with _staged(out_dir) as tmp:
         total_leaves = len(geo.occupied[geo.max_zoom])
-        mode = "bytes" if unit == "byte" and layout == "hilbert" else "values"
-        job = SceneJob(spec, key, geo, dict(scales), str(tmp), tile_format, mode)
-        res = render_scene(job, workers, lambda n: tick("tiles", n, total_leaves), reader,
-                           meanwhile=(lambda: value_pass(1)) if overlap and mode == "bytes"
-                           else None)
+        job = SceneJob(spec, key, geo, dict(scales), str(tmp), tile_format, mode, shared=shared)
+        try:
+            res = render_scene(job, workers, lambda n: tick("tiles", n, total_leaves), reader,
+                               meanwhile=(lambda: value_pass(1)) if overlap and mode == "bytes"
+                               else None)
+        finally:
+            if helper is not None:
+                helper.join()
         if overlap:
             robust.update(res.scales)
+            if shared is not None:
+                robust.update((n, v) for n in names if (v := shared.get(n)) is not None)
             missing = [n for n in names if n not in robust]
             if missing:
                 value_pass(1, missing)
@@ -296,6 +309,24 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
         _write_html(tmp, manifest)
     return RenderResult(out_dir, manifest, res.tiles_written, res.bytes_written,
                         time.perf_counter() - t0, sum(t.numel for t in tensors))
+
+
+def _drawing_order(lay: SceneLayout, geo: Geometry, workers: int,
+                   names: list[str]) -> list[str]:
+    """Tensor names about in the order the tile workers first draw them: by the subtree
+    (render_scene's split, rows first) holding a tensor's first pixel, then by position
+    (along the curve for a Hilbert layout)."""
+    f = geo.tile << (geo.max_zoom - geo.split_zoom(8 * workers))
+    first: dict[str, tuple[int, ...]] = {}
+    if lay.layout == "arch":
+        for p in lay.placements:
+            k = (p.c_y // f, p.c_x // f, p.c_y, p.c_x)
+            if p.tensor not in first or k < first[p.tensor]:
+                first[p.tensor] = k
+    else:
+        first = {sg.name: (sg.h_start,) for sg in lay.segments}
+    last = (1 << 62,) * 4
+    return sorted(names, key=lambda n: first.get(n, last))
 
 
 _GENERIC_NAMES = {"model", "models", "weights", "checkpoint", "checkpoints", "snapshot", "ckpt"}

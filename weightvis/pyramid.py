@@ -24,7 +24,7 @@ from .formats import MultiReader, open_checkpoint
 from .formats.dtypes import code_values
 from .png import warm_up as png_warm_up
 from .types import TILE_SIZE, SceneLayout, TileAddress
-from .values import tensor_scale
+from .values import SharedScales, tensor_scale
 
 __all__ = ["Geometry", "SceneJob", "CheckpointSpec", "render_scene", "SceneResult"]
 
@@ -105,6 +105,9 @@ class SceneJob(NamedTuple):
     """``values``, ``bytes`` or ``delta``."""
     params: dict[str, Any] = {}
     """delta scenes: ``metric`` (kernels.METRIC_*), ``decades``, ``palette``, ``base_only``."""
+    shared: SharedScales | None = None
+    """Scales a helper process is computing meanwhile (values.start_scale_helper); a worker
+    uses those already written and computes the others itself."""
 
 
 class SceneResult(NamedTuple):
@@ -260,9 +263,11 @@ class _Worker:
         s = self.job.scales.get(name)
         if s is None:
             s = self.own_scales.get(name)
+        if s is None:
+            s = self.job.shared.get(name) if self.job.shared is not None else None
             if s is None:
-                s = self.own_scales[name] = self.new_scales[name] = \
-                    tensor_scale(self.reader, name)
+                s = self.new_scales[name] = tensor_scale(self.reader, name)
+            self.own_scales[name] = s
         return s
 
     def code_values(self, dtype: str) -> np.ndarray:

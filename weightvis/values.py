@@ -17,6 +17,7 @@ streamed once for tiles and stats together.
 from __future__ import annotations
 
 import math
+import mmap
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -29,6 +30,7 @@ from .types import TensorInfo, TensorStats
 
 __all__ = ["SAMPLE_LIMIT", "SAMPLE_RUNS", "QUANTILE", "sample", "robust_scale", "global_scale",
            "stats_from_acc", "thin", "GLOBAL_SAMPLE_LIMIT", "tensor_scales", "sample_rms",
+           "SharedScales", "start_scale_helper", "numpy_code_counts",
            "tensor_scale"]
 
 SAMPLE_LIMIT = 1 << 20
@@ -82,6 +84,13 @@ def _quantile_sorted(lo: float, hi: float, frac: float) -> float:
     return lo + frac * (hi - lo)
 
 
+def numpy_code_counts(codes: np.ndarray, magnitude: bool = False) -> np.ndarray:
+    """``kernels.code_counts`` with numpy alone (the same counts; for a process that has not
+    loaded the compiled kernels, see ``start_scale_helper``)."""
+    return np.bincount(codes & np.uint16(0x7FFF if magnitude else 0xFFFF),
+                       minlength=1 << (15 if magnitude else 16)).astype(np.int64, copy=False)
+
+
 def codes_rms(codes: np.ndarray, dtype: str) -> float:
     """``sample_rms`` of a 16-bit sample, from its code histogram."""
     counts = code_counts(codes)
@@ -92,11 +101,12 @@ def codes_rms(codes: np.ndarray, dtype: str) -> float:
     return float(np.sqrt((counts[fin] * v[fin] * v[fin]).sum() / n)) if n else 0.0
 
 
-def robust_scale_codes(codes: np.ndarray, dtype: str) -> float:
+def robust_scale_codes(codes: np.ndarray, dtype: str,
+                       counter: Callable[..., np.ndarray] = code_counts) -> float:
     """``robust_scale`` of a 16-bit sample from a histogram of its magnitude codes: for BF16 and
     F16 the order of |v| is the order of ``code & 0x7FFF`` (sign bit cleared), so the order
     statistics, and the percentile, come out of a 32,768-bin count without sorting."""
-    counts = code_counts(codes, magnitude=True)
+    counts = counter(codes, magnitude=True)
     with np.errstate(invalid="ignore"):  # signalling-NaN codes are quieted by the cast
         table = np.abs(code_values(dtype)[: 1 << 15].astype(np.float64))
     finite = np.isfinite(table)
@@ -193,23 +203,80 @@ def sample_rms(values: np.ndarray) -> float:
 _ScaleResult = tuple[str, float, float, "np.ndarray | None"]
 
 
-def _scale_of(reader: Reader, task: ScaleTask) -> _ScaleResult:
+def _scale_of(reader: Reader, task: ScaleTask,
+              counter: Callable[..., np.ndarray] = code_counts) -> _ScaleResult:
     t = reader.info(task.name)
     if not task.keep_sample:
         codes = sample_codes(reader, t)
         if codes is not None:  # 16-bit: percentile from a code histogram, no decode, no sort
             reader.release()
             rms = codes_rms(codes, t.dtype) if task.want_rms else 0.0
-            return task.name, robust_scale_codes(codes, t.dtype), rms, None
+            return task.name, robust_scale_codes(codes, t.dtype, counter), rms, None
     smp = sample(reader, t)
     reader.release()
     rms = sample_rms(smp) if task.want_rms else 0.0
     return task.name, robust_scale(smp), rms, thin(smp) if task.keep_sample else None
 
 
-def tensor_scale(reader: Reader, name: str) -> float:
+def tensor_scale(reader: Reader, name: str,
+                 counter: Callable[..., np.ndarray] = code_counts) -> float:
     """The per-tensor scale of one tensor (what ``tensor_scales`` computes for it)."""
-    return _scale_of(reader, ScaleTask(name, False))[1]
+    return _scale_of(reader, ScaleTask(name, False), counter)[1]
+
+
+class SharedScales:
+    """Per-tensor scales in memory shared with processes forked after it was made: NaN until
+    computed. A scale is finite and > 0 and is written with one aligned 8-byte store, so a
+    reader sees NaN or the value, never a torn one. Pickled (non-fork start), it is a copy."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.index = {n: i for i, n in enumerate(names)}
+        self._mem: mmap.mmap | None = mmap.mmap(-1, 8 * max(1, len(names)))
+        self.values = np.frombuffer(self._mem, np.float64, count=len(names))
+        self.values[:] = np.nan
+
+    def get(self, name: str) -> float | None:
+        i = self.index.get(name)
+        v = float(self.values[i]) if i is not None else math.nan
+        return v if v == v else None
+
+    def put(self, name: str, value: float) -> None:
+        self.values[self.index[name]] = value
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"index": self.index, "values": self.values.copy()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.index, self.values, self._mem = state["index"], state["values"], None
+
+
+def _fill_scales(spec: Any, names: Sequence[str], table: SharedScales) -> None:
+    try:
+        reader = spec.open()
+        try:
+            for name in names:
+                if table.get(name) is None:
+                    table.put(name, tensor_scale(reader, name, numpy_code_counts))
+        finally:
+            reader.close()
+    except Exception:  # noqa: BLE001 - a scale left out is computed where it is needed,
+        return         # which reports any error with the file and tensor
+
+
+def start_scale_helper(spec: Any, names: Sequence[str], table: SharedScales) -> Any:
+    """Fill ``table`` with the per-tensor scales of ``names`` (in that order) in a forked
+    process that uses numpy only, so it can run while this process is still loading the
+    compiled kernels (~0.2 s at start-up with a core idle, measured). Returns the process
+    (``join`` it), or None where processes cannot be forked. Whoever needs a scale the helper
+    has not written yet computes it itself (the same deterministic function)."""
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        return None
+    p = mp.get_context("fork").Process(target=_fill_scales, args=(spec, list(names), table),
+                                       name="weightvis-scales", daemon=True)
+    p.start()
+    return p
 
 
 _READER: Reader | None = None
