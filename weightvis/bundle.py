@@ -314,13 +314,15 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
 def _drawing_order(lay: SceneLayout, geo: Geometry, workers: int,
                    names: list[str]) -> list[str]:
     """Tensor names about in the order the tile workers first draw them: by the subtree
-    (render_scene's split, rows first) holding a tensor's first pixel, then by position
+    (in the order render_scene hands them out) holding a tensor's first pixel, then by position
     (along the curve for a Hilbert layout)."""
-    f = geo.tile << (geo.max_zoom - geo.split_zoom(8 * workers))
+    split, roots = geo.subtree_roots(workers)
+    f = geo.tile << (geo.max_zoom - split)
+    rank = {(a.t_x, a.t_y): i for i, a in enumerate(roots)}
     first: dict[str, tuple[int, ...]] = {}
     if lay.layout == "arch":
         for p in lay.placements:
-            k = (p.c_y // f, p.c_x // f, p.c_y, p.c_x)
+            k = (rank.get((p.c_x // f, p.c_y // f), len(rank)), p.c_y, p.c_x)
             if p.tensor not in first or k < first[p.tensor]:
                 first[p.tensor] = k
     else:

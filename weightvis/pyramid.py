@@ -12,7 +12,7 @@ import gc
 import math
 import multiprocessing as mp
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -30,6 +30,9 @@ __all__ = ["Geometry", "SceneJob", "CheckpointSpec", "render_scene", "SceneResul
 
 ProgressFn = Callable[[int], None]
 RELEASE_EVERY = 16
+TASKS_PER_WORKER = 8
+"""Subtrees per worker: small ones balance the end of a render (the levels above them are
+reduced in the calling process as the subtrees arrive)."""
 """Leaves between drops of the mapped pages they read (each leaf reads at most a few MB)."""
 
 
@@ -74,10 +77,14 @@ class Geometry:
                 return z
         return self.max_zoom
 
-    def leaves_under(self, a: TileAddress) -> int:
-        f = 2 ** (self.max_zoom - a.z)
-        return sum(1 for x, y in self.occupied[self.max_zoom]
-                   if x // f == a.t_x and y // f == a.t_y)
+    def subtree_roots(self, workers: int) -> tuple[int, list[TileAddress]]:
+        """The split zoom and the roots of the subtrees the tile workers take, biggest first
+        (so the last tasks are small and no worker is left alone with a big one at the end)."""
+        split = 0 if workers <= 1 else self.split_zoom(TASKS_PER_WORKER * workers)
+        f = 2 ** (self.max_zoom - split)
+        size = Counter((x // f, y // f) for x, y in self.occupied[self.max_zoom])
+        roots = sorted(self.occupied[split], key=lambda a: (-size[a], a[1], a[0]))
+        return split, [TileAddress(split, x, y) for x, y in roots]
 
 
 class CheckpointSpec(NamedTuple):
@@ -182,6 +189,7 @@ class _Worker:
         self.flags: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.elems: dict[str, list[np.ndarray]] = {}
         self.leaf_at: tuple[int, int] = (0, 0)
+        self.leaves = 0
         self.tiles_written = 0
         self.bytes_written = 0
         lay = self.geo.layout
@@ -222,6 +230,7 @@ class _Worker:
             out = self._leaf_arch(t_x, t_y)
         else:
             out = self._leaf_hilbert(t_x, t_y)
+        self.leaves += 1
         self.since_release += 1
         if self.since_release >= RELEASE_EVERY:
             self.reader.release()
@@ -413,7 +422,8 @@ def _init_worker(job: SceneJob) -> None:
 def _run_subtree(a: TileAddress) -> tuple[TileAddress, np.ndarray | None, WorkerResult, int]:
     assert _WORKER is not None
     idx = _WORKER.subtree(a)
-    return a, idx, _WORKER.take_results(), _WORKER.geo.leaves_under(a)
+    leaves, _WORKER.leaves = _WORKER.leaves, 0
+    return a, idx, _WORKER.take_results(), leaves
 
 
 def _pool_context() -> mp.context.BaseContext:
@@ -441,20 +451,33 @@ def render_scene(job: SceneJob, workers: int, progress: ProgressFn | None = None
     geo = job.geometry
     # before forking: numba's first load costs ~0.2 s per process, the workers inherit it
     warm_up_all()
-    split = 0 if workers <= 1 else geo.split_zoom(8 * workers)
-    roots = sorted((TileAddress(split, x, y) for x, y in geo.occupied[split]),
-                   key=lambda a: (a.t_y, a.t_x))
+    split, roots = geo.subtree_roots(workers)
     parts: LeafAccs = {}
     written = nbytes = 0
-    level: dict[tuple[int, int], np.ndarray] = {}
+    # tiles at and above the split zoom not yet reduced into their parent
+    waiting: list[dict[tuple[int, int], np.ndarray | None]] = [{} for _ in range(split + 1)]
+    top = _Worker(job, reader)
     flags: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     elems: dict[str, list[np.ndarray]] = {}
     scales: dict[str, float] = {}
 
+    def arrive(z: int, x: int, y: int, idx: np.ndarray | None) -> None:
+        """Reduce the levels above the split here, each parent as soon as its children are in
+        (while the workers go on), so little is left to do after the last subtree."""
+        waiting[z][(x, y)] = idx
+        while z > 0:
+            a = TileAddress(z - 1, x // 2, y // 2)
+            kids = [(c.t_x, c.t_y) for c in a.children()]
+            if any(k in geo.occupied[z] and k not in waiting[z] for k in kids):
+                return
+            idx = top.parent([waiting[z].pop(k, None) for k in kids], a)
+            if idx is not None:
+                top.write(a, idx)
+            z, x, y = a.z, a.t_x, a.t_y
+            waiting[z][(x, y)] = idx
+
     def collect(a: TileAddress, idx: np.ndarray | None, res: WorkerResult, leaves: int) -> None:
         nonlocal written, nbytes
-        if idx is not None:
-            level[(a.t_x, a.t_y)] = idx
         parts.update(res.accs)
         scales.update(res.scales)
         written += res.tiles_written
@@ -469,14 +492,15 @@ def render_scene(job: SceneJob, workers: int, progress: ProgressFn | None = None
             elems.setdefault(name, []).append(e)
         if progress is not None:
             progress(leaves)
+        arrive(a.z, a.t_x, a.t_y, idx)
 
     if workers <= 1:
         if meanwhile is not None:
             meanwhile()
-        w = _Worker(job, reader)
         for a in roots:
-            idx = w.subtree(a)
-            collect(a, idx, w.take_results(), geo.leaves_under(a))
+            idx = top.subtree(a)
+            leaves, top.leaves = top.leaves, 0
+            collect(a, idx, top.take_results(), leaves)
     else:
         with _pool_context().Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
             results = pool.imap_unordered(_run_subtree, roots)
@@ -484,24 +508,13 @@ def render_scene(job: SceneJob, workers: int, progress: ProgressFn | None = None
                 meanwhile()
             for a, idx, res, leaves in results:
                 collect(a, idx, res, leaves)
-        w = _Worker(job, reader)
-    # levels above the split, reduced here from the subtree roots
-    for z in range(split - 1, -1, -1):
-        nxt: dict[tuple[int, int], np.ndarray] = {}
-        for x, y in sorted(geo.occupied[z]):
-            kids = [level.get((c.t_x, c.t_y)) for c in TileAddress(z, x, y).children()]
-            idx = w.parent(kids, TileAddress(z, x, y))
-            if idx is not None:
-                w.write(TileAddress(z, x, y), idx)
-                nxt[(x, y)] = idx
-        level = nxt
-    top = w.take_results()
+    top_res = top.take_results()
     merged_elems = {}
     for name, es in elems.items():
         e = np.concatenate(es)
         merged_elems[name] = e[np.lexsort((e[:, 1], e[:, 0]))]
     return SceneResult(merge_leaf_accs(parts, job.mode == "delta"),
-                       written + top.tiles_written, nbytes + top.bytes_written, flags,
+                       written + top_res.tiles_written, nbytes + top_res.bytes_written, flags,
                        merged_elems, scales)
 
 
