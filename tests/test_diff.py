@@ -359,3 +359,26 @@ def test_bf16_pair_numbers_through_the_code_path(tmp_path: Path) -> None:
         assert nb["delta_norm"] == pytest.approx(np.linalg.norm(vb - va), rel=1e-12, abs=0)
         assert nb["cosine"] == pytest.approx(float((va * vb).sum()) / np.linalg.norm(va)
                                              / np.linalg.norm(vb), rel=1e-12)
+
+
+@pytest.mark.slow
+def test_svd_summaries_in_parallel_equal_the_serial_ones(
+        planted: tuple[Path, Path, BundleView]) -> None:
+    from weightvis import delta as wdiff
+    from weightvis.formats import open_checkpoint
+
+    a_path, b_path, bv = planted
+    reader = wdiff.DiffReader(open_checkpoint([str(a_path)]), open_checkpoint([str(b_path)]))
+    try:
+        spec = wdiff.DiffSpec((str(a_path),), (str(b_path),), tuple(reader.pairs))
+        names = [EDITS["scaled"], EDITS["row"], EDITS["element"]]
+        par = wdiff.svd_summaries(reader, spec, names, workers=2)
+        assert list(par) == names
+        assert par == {n: wdiff.svd_summary(reader, n) for n in names}
+        # the bundle holds the same; a single changed row or element is a rank-1 delta
+        pairs = {p["name"]: p for p in bv.manifest["diff"]["pairs"]}
+        for n in (EDITS["row"], EDITS["element"]):
+            assert pairs[n]["numbers"]["svd"] == par[n]
+            assert par[n]["rank_99"] == 1
+    finally:
+        reader.close()

@@ -443,7 +443,7 @@ def _render_diff(reader: Any, a_srcs: list[str], b_srcs: list[str], out_dir: Pat
                  tile_format: str, title: str | None, workers: int,
                  progress: Progress | None, t0: float) -> DiffResult:
     from . import delta as wdiff
-    from .kernels import ELEMENTS_CAP
+    from .kernels import DELTA_CHANGED, ELEMENTS_CAP
 
     def tick(stage: str, n: int, total: int) -> None:
         if progress is not None:
@@ -512,7 +512,11 @@ def _render_diff(reader: Any, a_srcs: list[str], b_srcs: list[str], out_dir: Pat
             scene_list.append(_scene_json(side, f"{side.upper()}", side_lay, side_geo,
                                           tile_format, "values"))
 
-        # numbers
+        # numbers; the low-rank summaries of the changed pairs in parallel
+        svds = wdiff.svd_summaries(reader, spec, [
+            p.name for p in pairs if svd and p.a is not None and p.b is not None
+            and min(p.overlap) >= 2 and res.accs.get(p.name, new_delta_acc())[DELTA_CHANGED]
+        ], workers=workers)
         pair_rows: list[dict[str, Any]] = []
         for p in pairs:
             block, slot = lay.slots.get(p.name, (None, None))
@@ -541,8 +545,8 @@ def _render_diff(reader: Any, a_srcs: list[str], b_srcs: list[str], out_dir: Pat
                 if changed and el is not None and changed <= ELEMENTS_CAP:
                     row["elements"] = [[int(e[0]), int(e[1]), _num(e[2]), _num(e[3])]
                                        for e in el]
-                if svd and changed and min(p.overlap) >= 2:
-                    row["numbers"]["svd"] = wdiff.svd_summary(reader, p.name)
+                if p.name in svds:
+                    row["numbers"]["svd"] = svds[p.name]
                 tick("numbers", 1, len(pairs))
             else:
                 row["status"] = p.shape_status

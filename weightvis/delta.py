@@ -428,6 +428,34 @@ def svd_summary(reader: DiffReader, name: str, *, seed: int = 0) -> dict[str, An
             "rows_used": int(m.shape[0])}
 
 
+_SVD_READER: Any = None
+
+
+def _svd_init(spec: DiffSpec) -> None:
+    global _SVD_READER
+    _SVD_READER = spec.open()
+
+
+def _svd_run(name: str) -> tuple[str, dict[str, Any] | None]:
+    return name, svd_summary(_SVD_READER, name)
+
+
+def svd_summaries(reader: DiffReader, spec: DiffSpec, names: Sequence[str], *,
+                  workers: int) -> dict[str, dict[str, Any] | None]:
+    """``svd_summary`` of each of ``names``, over ``workers`` forked processes that open
+    ``spec`` themselves (in this process with ``reader`` when one worker, one name, or no
+    fork): a finetune changes every tensor, and each summary is a few hundred ms of BLAS."""
+    import multiprocessing as mp
+
+    if workers <= 1 or len(names) < 2 or "fork" not in mp.get_all_start_methods():
+        return {n: svd_summary(reader, n) for n in names}
+    order = sorted(names, key=lambda n: -reader.pair(n).overlap[0] * reader.pair(n).overlap[1])
+    with mp.get_context("fork").Pool(min(workers, len(names)), initializer=_svd_init,
+                                     initargs=(spec,)) as pool:
+        got = dict(pool.imap_unordered(_svd_run, order))
+    return {n: got[n] for n in names}
+
+
 def _ranges(ints: Sequence[int]) -> str:
     """[3, 4, 5, 9] -> '3-5, 9'."""
     out, start, prev = [], None, None

@@ -432,6 +432,8 @@ def warm_up() -> None:
 # max |d|, changed elements, non-finite introduced (finite in A, not in B)
 DELTA_ACC_SIZE = 8
 _DN, _DA2, _DB2, _DD2, _DAB, _DMAX, _DCHG, _DNFI = range(DELTA_ACC_SIZE)
+DELTA_CHANGED = _DCHG
+"""Index of the changed-element count in a delta accumulator."""
 METRIC_RMS, METRIC_ABSLOG, METRIC_EXACT = 0, 1, 2
 HATCH_A, HATCH_B, HATCH_BASE = 2, 3, 4
 ELEMENTS_CAP = 64
