@@ -25,12 +25,10 @@ from .errors import BundleError, InputError, OutputError
 from .formats import MultiReader, open_checkpoint
 from .index import canonical_names
 from .info import tensor_kind
-from .kernels import new_acc, new_delta_acc
 from .layout import arch_layout, detect_blocks, hilbert_layout
-from .pyramid import CheckpointSpec, Geometry, SceneJob, render_scene, warm_up_all
+from .tiling import CheckpointSpec, Geometry, SceneJob
 from .types import TILE_SIZE, HilbertUnit, LayoutKind, ScaleMode, SceneLayout, TileFormat
-from .values import (SharedScales, global_scale, start_scale_helper, stats_from_acc,
-                     tensor_scales)
+from .values import SharedScales, global_scale, start_scale_helper, stats_from_acc, tensor_scales
 
 __all__ = ["render", "render_diff", "regen_html", "RenderResult", "DiffResult",
            "MANIFEST_VERSION", "is_bundle", "read_manifest"]
@@ -258,6 +256,10 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
             g = global_scale([(kept[t.name], t.numel) for t in tensors if t.name in kept])
             scales.update({k: g for k in got})
 
+    # the compiled kernels load now, while the helper works (numba's import: ~0.16 s)
+    from .kernels import new_acc
+    from .pyramid import render_scene
+
     scales: dict[str, float] = {}
     if not overlap:
         value_pass(workers)
@@ -443,7 +445,8 @@ def _render_diff(reader: Any, a_srcs: list[str], b_srcs: list[str], out_dir: Pat
                  tile_format: str, title: str | None, workers: int,
                  progress: Progress | None, t0: float) -> DiffResult:
     from . import delta as wdiff
-    from .kernels import DELTA_CHANGED, ELEMENTS_CAP
+    from .kernels import DELTA_CHANGED, ELEMENTS_CAP, new_delta_acc
+    from .pyramid import render_scene, warm_up_all
 
     def tick(stage: str, n: int, total: int) -> None:
         if progress is not None:

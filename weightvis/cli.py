@@ -10,7 +10,6 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from . import __version__
@@ -134,7 +133,8 @@ def _run_diff(argv: Sequence[str]) -> int:
         parser.error("--scenes takes a comma list among a, b, delta, and includes delta")
     if a.workers is not None and a.workers < 1:
         parser.error("--workers must be at least 1")
-    bundle = _pipeline()
+    from . import bundle
+
     bar = _Bar(a.quiet)
     try:
         res = bundle.render_diff([a.a], [a.b], a.out, metric=a.diff_metric, palette=a.palette,
@@ -214,23 +214,11 @@ def _summary(res: Any) -> str:
             f"in {res.seconds:.1f} s")
 
 
-def _pipeline() -> ModuleType:
-    """The render pipeline, imported with the cyclic collector paused, then frozen: what
-    start-up created is never scanned again (the collector's passes over numba's objects
-    cost ~0.05-0.1 s of serial start-up, measured)."""
-    gc.disable()
-    try:
-        from . import bundle
-    finally:
-        gc.freeze()
-        gc.enable()
-    return bundle
-
-
 def _run_render(argv: Sequence[str]) -> int:
     parser = _render_parser()
     a = parser.parse_args(argv)
-    bundle = _pipeline()
+    from . import bundle
+
     if a.regen_html:
         if a.sources or a.out:
             parser.error("--regen-html DIR takes no inputs and no --out")
@@ -260,7 +248,6 @@ def _run_render(argv: Sequence[str]) -> int:
 
 def _run_demo(argv: Sequence[str]) -> int:
     a = _demo_parser().parse_args(argv)
-    _pipeline()
     from .demo import render_demo
 
     bar = _Bar(a.quiet)
@@ -305,9 +292,12 @@ def _run_info(argv: Sequence[str]) -> int:
 
 
 def run() -> None:
-    """The console entry point (``weightvis``, ``python -m weightvis``): ``main``, then exit
+    """The console entry point (``weightvis``, ``python -m weightvis``): ``main`` without the
+    cyclic garbage collector (a command makes little cyclic garbage; the collector's passes
+    over the objects numba creates while loading cost ~0.05-0.1 s, measured), then exit
     without the interpreter's teardown, which spends ~0.12 s unloading numba and LLVM after a
     render (measured); by then every file is closed, and the output is flushed here."""
+    gc.disable()
     code = main()
     with contextlib.suppress(OSError):  # a closed pipe (``| head``) has nothing to flush to
         sys.stdout.flush()

@@ -10,7 +10,6 @@ import numpy as np
 from PIL import Image, features
 
 from .errors import MissingExtraError
-from .png import png_parts
 
 __all__ = ["encode_tile", "encode_tile_parts", "write_parts", "write_atomic", "check_format",
            "EXTENSIONS"]
@@ -39,6 +38,8 @@ def encode_tile_parts(idx: np.ndarray, palette: bytes, fmt: str) -> list[bytes |
     """``encode_tile`` as buffers for ``write_parts``, valid until this thread's next call."""
     assert idx.dtype == np.uint8 and idx.ndim == 2
     if fmt == "png":
+        from .png import png_parts  # compiled kernels, loaded on first use (see tiling)
+
         return png_parts(idx, palette)
     h, w = idx.shape
     img = Image.frombuffer("P", (w, h), np.ascontiguousarray(idx), "raw", "P", 0, 1)

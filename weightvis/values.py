@@ -25,7 +25,6 @@ import numpy as np
 
 from .formats.base import Reader
 from .formats.dtypes import CODE_DTYPES, code_values
-from .kernels import ACC_SIZE, code_counts
 from .types import TensorInfo, TensorStats
 
 __all__ = ["SAMPLE_LIMIT", "SAMPLE_RUNS", "QUANTILE", "sample", "robust_scale", "global_scale",
@@ -82,6 +81,13 @@ def sample_codes(reader: Reader, t: TensorInfo) -> np.ndarray | None:
 def _quantile_sorted(lo: float, hi: float, frac: float) -> float:
     """numpy's linear interpolation between two order statistics, in float64."""
     return lo + frac * (hi - lo)
+
+
+def code_counts(codes: np.ndarray, magnitude: bool = False) -> np.ndarray:
+    """``kernels.code_counts`` (compiled; loaded on first use, see tiling)."""
+    from .kernels import code_counts as compiled
+
+    return compiled(codes, magnitude)
 
 
 def numpy_code_counts(codes: np.ndarray, magnitude: bool = False) -> np.ndarray:
@@ -343,6 +349,8 @@ def tensor_scales(reader: Reader, spec: Any, names: Sequence[str], *, workers: i
 
 
 def stats_from_acc(acc: np.ndarray, numel: int, robust: float) -> TensorStats:
+    from .kernels import ACC_SIZE
+
     assert acc.shape == (ACC_SIZE,)
     n, tot, tot2, lo, hi, zeros, nans, infs = (float(x) for x in acc)
     if n > 0:

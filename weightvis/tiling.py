@@ -1,0 +1,102 @@
+"""Tile geometry and the description of a scene's tile job: what the pipeline decides before
+any tile is drawn. Imports no compiled kernel, so a render can start its helper processes
+before it loads them (see values.start_scale_helper)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from typing import Any, NamedTuple
+
+from .formats import MultiReader, open_checkpoint
+from .types import TILE_SIZE, SceneLayout, TileAddress
+from .values import SharedScales
+
+__all__ = ["Geometry", "CheckpointSpec", "SceneJob", "TASKS_PER_WORKER"]
+
+TASKS_PER_WORKER = 8
+"""Subtrees per worker, handed out biggest first (the levels above them are reduced in the
+calling process as they arrive)."""
+
+
+class Geometry:
+    """Tile grid of one scene, computed once: zoom range, which tiles hold content, and which
+    placements each leaf tile intersects."""
+
+    def __init__(self, layout: SceneLayout, tile: int = TILE_SIZE) -> None:
+        self.layout = layout
+        self.tile = tile
+        self.max_zoom = max(0, math.ceil(math.log2(max(layout.c_width, layout.c_height) / tile)))
+        self.leaf_placements: dict[tuple[int, int], list[int]] = defaultdict(list)
+        if layout.layout == "arch":
+            for i, p in enumerate(layout.placements):
+                for t_y in range(p.c_y // tile, (p.c_y + p.c_h - 1) // tile + 1):
+                    for t_x in range(p.c_x // tile, (p.c_x + p.c_w - 1) // tile + 1):
+                        self.leaf_placements[(t_x, t_y)].append(i)
+            leaves = set(self.leaf_placements)
+        else:
+            from .kernels import hilbert_d2xy  # compiled: only Hilbert layouts load it here
+
+            total = sum(s.length for s in layout.segments)
+            n = 1 << (layout.curve_order or 0)
+            leaves = set()
+            for h in range(0, total, tile * tile):
+                c_x, c_y = hilbert_d2xy(n, h)
+                leaves.add((c_x // tile, c_y // tile))
+        self.occupied: list[set[tuple[int, int]]] = [set() for _ in range(self.max_zoom + 1)]
+        self.occupied[self.max_zoom] = leaves
+        for z in range(self.max_zoom, 0, -1):
+            self.occupied[z - 1] = {(x // 2, y // 2) for x, y in self.occupied[z]}
+
+    def grid(self, z: int) -> tuple[int, int]:
+        """Number of tile columns and rows at zoom z."""
+        f = 2 ** (self.max_zoom - z) * self.tile
+        return (math.ceil(self.layout.c_width / f), math.ceil(self.layout.c_height / f))
+
+    def count(self) -> int:
+        return sum(len(o) for o in self.occupied)
+
+    def split_zoom(self, tasks_wanted: int) -> int:
+        for z in range(self.max_zoom + 1):
+            if len(self.occupied[z]) >= tasks_wanted:
+                return z
+        return self.max_zoom
+
+    def subtree_roots(self, workers: int) -> tuple[int, list[TileAddress]]:
+        """The split zoom and the roots of the subtrees the tile workers take, biggest first
+        (so the last tasks are small and no worker is left alone with a big one at the end)."""
+        split = 0 if workers <= 1 else self.split_zoom(TASKS_PER_WORKER * workers)
+        f = 2 ** (self.max_zoom - split)
+        size = Counter((x // f, y // f) for x, y in self.occupied[self.max_zoom])
+        roots = sorted(self.occupied[split], key=lambda a: (-size[a], a[1], a[0]))
+        return split, [TileAddress(split, x, y) for x, y in roots]
+
+
+class CheckpointSpec(NamedTuple):
+    """How a worker opens the checkpoint it draws (picklable; every worker opens its own)."""
+
+    sources: tuple[str, ...]
+
+    def open(self) -> MultiReader:
+        return open_checkpoint(self.sources)
+
+
+class SceneJob(NamedTuple):
+    """Everything a worker needs to render a scene's tiles (picklable)."""
+
+    spec: Any
+    """Has ``open() -> Reader`` (CheckpointSpec, or diff.DiffSpec for delta scenes)."""
+    key: str
+    geometry: Geometry
+    scales: dict[str, float]
+    """Colour scale per tensor; a values scene may leave tensors out: a worker then computes
+    the per-tensor scale itself (values.tensor_scale: deterministic, the manifest's value)."""
+    out_dir: str
+    tile_format: str
+    mode: str
+    """``values``, ``bytes`` or ``delta``."""
+    params: dict[str, Any] = {}
+    """delta scenes: ``metric`` (kernels.METRIC_*), ``decades``, ``palette``, ``base_only``."""
+    shared: SharedScales | None = None
+    """Scales a helper process is computing meanwhile (values.start_scale_helper); a worker
+    uses those already written and computes the others itself."""
