@@ -428,6 +428,20 @@ def svd_summary(reader: DiffReader, name: str, *, seed: int = 0) -> dict[str, An
             "rows_used": int(m.shape[0])}
 
 
+SVD_MEMORY = 1 << 30
+"""Bytes the low-rank summaries computed at once may use together (see svd_summaries)."""
+
+
+def _svd_rows(rows: int) -> int:
+    runs = min(64, rows)
+    return runs * max(1, min(SVD_ROWS // runs, rows // runs))
+
+
+def _svd_bytes(reader: DiffReader, name: str) -> int:
+    rows, cols = reader.pair(name).overlap
+    return _svd_rows(rows) * cols * (4 + 8 + 8)
+
+
 _SVD_READER: Any = None
 
 
@@ -442,16 +456,20 @@ def _svd_run(name: str) -> tuple[str, dict[str, Any] | None]:
 
 def svd_summaries(reader: DiffReader, spec: DiffSpec, names: Sequence[str], *,
                   workers: int) -> dict[str, dict[str, Any] | None]:
-    """``svd_summary`` of each of ``names``, over ``workers`` forked processes that open
-    ``spec`` themselves (in this process with ``reader`` when one worker, one name, or no
-    fork): a finetune changes every tensor, and each summary is a few hundred ms of BLAS."""
+    """``svd_summary`` of each of ``names``, over up to ``workers`` forked processes that open
+    ``spec`` themselves, as many as SVD_MEMORY allows (in this process with ``reader`` when
+    that is one, or without fork): a finetune changes every tensor, and each summary is a few
+    hundred ms of BLAS."""
     import multiprocessing as mp
 
-    if workers <= 1 or len(names) < 2 or "fork" not in mp.get_all_start_methods():
+    # each summary holds its sampled rows three times over (float32 as read, float64, the
+    # squares): as many at once as fit SVD_MEMORY
+    need = max((_svd_bytes(reader, n) for n in names), default=0)
+    procs = min(workers, len(names), max(1, SVD_MEMORY // max(1, need)))
+    if procs <= 1 or "fork" not in mp.get_all_start_methods():
         return {n: svd_summary(reader, n) for n in names}
-    order = sorted(names, key=lambda n: -reader.pair(n).overlap[0] * reader.pair(n).overlap[1])
-    with mp.get_context("fork").Pool(min(workers, len(names)), initializer=_svd_init,
-                                     initargs=(spec,)) as pool:
+    order = sorted(names, key=lambda n: -_svd_bytes(reader, n))
+    with mp.get_context("fork").Pool(procs, initializer=_svd_init, initargs=(spec,)) as pool:
         got = dict(pool.imap_unordered(_svd_run, order))
     return {n: got[n] for n in names}
 
