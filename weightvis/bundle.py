@@ -273,9 +273,13 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
             res = render_scene(job, workers, lambda n: tick("tiles", n, total_leaves), reader,
                                meanwhile=(lambda: value_pass(1)) if overlap and mode == "bytes"
                                else None)
-        finally:
-            if helper is not None:
+        except BaseException:
+            if helper is not None:  # failed or interrupted: its scales are not needed
+                helper.terminate()
                 helper.join()
+            raise
+        if helper is not None:
+            helper.join()
         if overlap:
             robust.update(res.scales)
             if shared is not None:
