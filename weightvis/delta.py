@@ -407,7 +407,8 @@ def svd_summary(reader: DiffReader, name: str, *, seed: int = 0) -> dict[str, An
         d = reader.read(name, int(r), int(r) + per, 0, cols)
         blocks.append(d)
     reader.release()
-    m = np.concatenate(blocks).astype(np.float64)
+    m = np.concatenate(blocks, dtype=np.float64)
+    del blocks  # at most the rows twice at once: float32 + float64, then float64 + squares
     m[~np.isfinite(m)] = 0.0
     total = float((m * m).sum())
     if total == 0.0:
@@ -439,7 +440,7 @@ def _svd_rows(rows: int) -> int:
 
 def _svd_bytes(reader: DiffReader, name: str) -> int:
     rows, cols = reader.pair(name).overlap
-    return _svd_rows(rows) * cols * (4 + 8 + 8)
+    return _svd_rows(rows) * cols * (8 + 8)
 
 
 _SVD_READER: Any = None
@@ -462,8 +463,8 @@ def svd_summaries(reader: DiffReader, spec: DiffSpec, names: Sequence[str], *,
     hundred ms of BLAS."""
     import multiprocessing as mp
 
-    # each summary holds its sampled rows three times over (float32 as read, float64, the
-    # squares): as many at once as fit SVD_MEMORY
+    # each summary holds its sampled rows twice at once (as read and in float64, then in
+    # float64 and squared): as many at once as fit SVD_MEMORY
     need = max((_svd_bytes(reader, n) for n in names), default=0)
     procs = min(workers, len(names), max(1, SVD_MEMORY // max(1, need)))
     if procs <= 1 or "fork" not in mp.get_all_start_methods():
