@@ -400,3 +400,35 @@ def test_scale_helper_fills_the_shared_table_like_the_value_pass(tmp_path: Path)
     assert [copy.get(n) for n in names] == [table.get(n) for n in names]
     assert SharedScales(["x"]).get("x") is None and table.get("not a tensor") is None
     reader.close()
+
+
+def test_failed_render_stops_its_scale_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               ) -> None:
+    import multiprocessing as mp
+    import signal
+    import time
+
+    from weightvis import pyramid, values
+    from weightvis.demo import write_demo_checkpoint
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("the helper needs fork")
+    ck = write_demo_checkpoint(tmp_path / "ck")
+    helpers: list[mp.process.BaseProcess] = []
+
+    def slow_helper(*args: object) -> None:  # runs in the forked helper
+        time.sleep(60)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        helpers.extend(p for p in mp.active_children() if p.name == "weightvis-scales")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(values, "_fill_scales", slow_helper)
+    monkeypatch.setattr(pyramid, "render_scene", broken)
+    t0 = time.monotonic()
+    with pytest.raises(OSError, match="No space"):
+        weightvis.render([ck], tmp_path / "out", workers=2)
+    assert time.monotonic() - t0 < 30  # not waiting for the helper
+    assert len(helpers) == 1 and helpers[0].exitcode == -signal.SIGTERM
+    assert not (tmp_path / "out").exists()  # and nothing half-written stays
+    assert not list(tmp_path.glob(".out.weightvis-tmp-*"))

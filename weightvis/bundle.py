@@ -179,6 +179,21 @@ def render(
 
 
 @contextlib.contextmanager
+def _reaped(proc: Any) -> Iterator[None]:
+    """Join the helper process ``proc`` (or None) when the block completes; stop it first when
+    the block fails or is interrupted (its results are not needed then)."""
+    try:
+        yield
+    except BaseException:
+        if proc is not None:
+            proc.terminate()
+            proc.join()
+        raise
+    if proc is not None:
+        proc.join()
+
+
+@contextlib.contextmanager
 def _staged(out_dir: Path) -> Iterator[Path]:
     """A temporary folder beside ``out_dir``, moved into its place when the block completes,
     removed when it fails: a failed run leaves nothing half-written."""
@@ -266,21 +281,13 @@ def _render(reader: MultiReader, srcs: list[str], out_dir: Path, layout: str, un
         if scale != "global":
             scales.update(robust)
 
-    with _staged(out_dir) as tmp:
+    with _reaped(helper), _staged(out_dir) as tmp:
         total_leaves = len(geo.occupied[geo.max_zoom])
         job = SceneJob(spec, key, geo, dict(scales), str(tmp), tile_format, mode, shared=shared)
-        try:
-            res = render_scene(job, workers, lambda n: tick("tiles", n, total_leaves), reader,
-                               meanwhile=(lambda: value_pass(1)) if overlap and mode == "bytes"
-                               else None)
-        except BaseException:
-            if helper is not None:  # failed or interrupted: its scales are not needed
-                helper.terminate()
-                helper.join()
-            raise
-        if helper is not None:
-            helper.join()
-        if overlap:
+        res = render_scene(job, workers, lambda n: tick("tiles", n, total_leaves), reader,
+                           meanwhile=(lambda: value_pass(1)) if overlap and mode == "bytes"
+                           else None)
+        if overlap:  # (a scale the helper is still computing is computed here too: the same)
             robust.update(res.scales)
             if shared is not None:
                 robust.update((n, v) for n in names if (v := shared.get(n)) is not None)
