@@ -390,6 +390,12 @@ SVD_ROWS = 4096
 SVD_RANK = 64
 
 
+def _svd_sampling(rows: int) -> tuple[int, int]:
+    """svd_summary's sample of a delta with ``rows`` rows: (runs, rows per run)."""
+    runs = min(64, rows)
+    return runs, max(1, min(SVD_ROWS // runs, rows // runs))
+
+
 def svd_summary(reader: DiffReader, name: str, *, seed: int = 0) -> dict[str, Any] | None:
     """Low-rank estimate of a 2-D delta from up to SVD_ROWS evenly spaced rows: top-k shares of
     the sampled delta's energy and rank_99 (smallest k whose share >= 0.99; None when it is
@@ -399,8 +405,7 @@ def svd_summary(reader: DiffReader, name: str, *, seed: int = 0) -> dict[str, An
     rows, cols = p.overlap
     if p.a is None or p.b is None or rows < 2 or cols < 2:
         return None
-    runs = min(64, rows)
-    per = max(1, min(SVD_ROWS // runs, rows // runs))
+    runs, per = _svd_sampling(rows)
     starts = np.linspace(0, rows - per, runs).astype(np.int64)
     blocks = []
     for r in np.unique(starts):
@@ -433,14 +438,10 @@ SVD_MEMORY = 1 << 30
 """Bytes the low-rank summaries computed at once may use together (see svd_summaries)."""
 
 
-def _svd_rows(rows: int) -> int:
-    runs = min(64, rows)
-    return runs * max(1, min(SVD_ROWS // runs, rows // runs))
-
-
 def _svd_bytes(reader: DiffReader, name: str) -> int:
     rows, cols = reader.pair(name).overlap
-    return _svd_rows(rows) * cols * (8 + 8)
+    runs, per = _svd_sampling(rows)
+    return runs * per * cols * (8 + 8)
 
 
 _SVD_READER: Any = None

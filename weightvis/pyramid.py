@@ -29,9 +29,6 @@ __all__ = ["Geometry", "SceneJob", "CheckpointSpec", "render_scene", "SceneResul
 
 ProgressFn = Callable[[int], None]
 RELEASE_EVERY = 16
-TASKS_PER_WORKER = 8
-"""Subtrees per worker: small ones balance the end of a render (the levels above them are
-reduced in the calling process as the subtrees arrive)."""
 """Leaves between drops of the mapped pages they read (each leaf reads at most a few MB)."""
 
 
