@@ -392,7 +392,7 @@ SVD_RANK = 64
 
 def _svd_sampling(rows: int) -> tuple[int, int]:
     """svd_summary's sample of a delta with ``rows`` rows: (runs, rows per run)."""
-    runs = min(64, rows)
+    runs = max(1, min(64, rows))
     return runs, max(1, min(SVD_ROWS // runs, rows // runs))
 
 
