@@ -380,7 +380,7 @@ def test_scale_helper_fills_the_shared_table_like_the_value_pass(tmp_path: Path)
 
     from weightvis.demo import write_demo_checkpoint
     from weightvis.formats import open_checkpoint
-    from weightvis.pyramid import CheckpointSpec
+    from weightvis.tiling import CheckpointSpec
     from weightvis.values import SharedScales, start_scale_helper, tensor_scale
 
     if "fork" not in mp.get_all_start_methods():

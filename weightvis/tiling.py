@@ -82,21 +82,43 @@ class CheckpointSpec(NamedTuple):
 
 
 class SceneJob(NamedTuple):
-    """Everything a worker needs to render a scene's tiles (picklable)."""
+    """Everything a worker needs to render a scene's tiles (picklable, explicit: a task needs no
+    state of the process that made it)."""
 
     spec: Any
-    """Has ``open() -> Reader`` (CheckpointSpec, or diff.DiffSpec for delta scenes)."""
+    """Has ``open() -> Reader`` (CheckpointSpec, or diff.DiffSpec for pair and side scenes)."""
     key: str
     geometry: Geometry
     scales: dict[str, float]
     """Colour scale per tensor; a values scene may leave tensors out: a worker then computes
     the per-tensor scale itself (values.tensor_scale: deterministic, the manifest's value)."""
-    out_dir: str
+    sink: Any
+    """store.TileSink: where tiles are written."""
     tile_format: str
-    mode: str
-    """``values``, ``bytes`` or ``delta``."""
-    params: dict[str, Any] = {}
-    """delta scenes: ``metric`` (kernels.METRIC_*), ``decades``, ``palette``, ``base_only``."""
+    painter: Any
+    """painters.Painter: turns data into palette indices and reduces parents."""
     shared: SharedScales | None = None
     """Scales a helper process is computing meanwhile (values.start_scale_helper); a worker
     uses those already written and computes the others itself."""
+    prefetch: tuple[str, ...] = ()
+    """Tensors whose scales an executor may compute ahead in a helper process (those the job's
+    ``scales`` leave out, when the painter needs them)."""
+
+    def drawing_order(self, workers: int) -> list[str]:
+        """``prefetch`` about in the order the tile workers first draw them: by the subtree
+        (in the order they are handed out) holding a tensor's first pixel, then by position
+        (along the curve for a Hilbert layout)."""
+        geo, lay = self.geometry, self.geometry.layout
+        split, roots = geo.subtree_roots(workers)
+        f = geo.tile << (geo.max_zoom - split)
+        rank = {(a.t_x, a.t_y): i for i, a in enumerate(roots)}
+        first: dict[str, tuple[int, ...]] = {}
+        if lay.layout == "hilbert":
+            first = {sg.name: (sg.h_start,) for sg in lay.segments}
+        else:
+            for p in lay.placements:
+                k = (rank.get((p.c_x // f, p.c_y // f), len(rank)), p.c_y, p.c_x)
+                if p.tensor not in first or k < first[p.tensor]:
+                    first[p.tensor] = k
+        last = (1 << 62,) * 4
+        return sorted(self.prefetch, key=lambda n: first.get(n, last))

@@ -1,0 +1,235 @@
+"""The scenes of a diff — ``[delta]`` or ``[delta, a, b]`` — and the diff analysis that ends it:
+per-pair numbers, the summary, per-block norms and the diagnosis (``diff.json``, also the
+manifest's ``diff``; docs/diff-manifest.md)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import color
+from . import delta as wdiff
+from .errors import InputError
+from .executors import Executor
+from .index import canonical_names
+from .info import tensor_kind
+from .layout import arch_layout, detect_blocks
+from .manifest import build_manifest, manifest_head
+from .options import METRICS, DiffOptions
+from .painters import DeltaPainter, ValuesPainter
+from .scenes import SCALE_DOC, Plan, Progress, Scene, default_title, source_json
+from .tiling import CheckpointSpec, Geometry
+from .types import SceneLayout
+from .values import tensor_scales
+
+__all__ = ["plan_diff", "pair_numbers"]
+
+
+def _clip_layout(lay: SceneLayout, pairs: Mapping[str, wdiff.Pair], side: str) -> SceneLayout:
+    """The delta geometry restricted to one side's elements (for the A and B scenes)."""
+    placements = []
+    for p in lay.placements:
+        pair = pairs[p.tensor]
+        view = pair.view_a if side == "a" else pair.view_b
+        if view is None:
+            continue
+        r1, c1 = min(p.e_r1, view[0]), min(p.e_c1, view[1])
+        if r1 > p.e_r0 and c1 > p.e_c0:
+            placements.append(p._replace(e_r1=r1, e_c1=c1))
+    return lay._replace(placements=tuple(placements))
+
+
+def plan_diff(reader: wdiff.DiffReader, a_srcs: list[str], b_srcs: list[str],
+              opts: DiffOptions, executor: Executor, tick: Progress) -> Plan:
+    """The scenes of a diff and its analysis. Reads samples of both sides for the scales."""
+    from .pyramid import warm_up_all
+
+    pairs = reader.pairs
+    if not pairs:
+        raise InputError("neither checkpoint holds any tensor")
+    by_name = {p.name: p for p in pairs}
+    reason = wdiff.detect_finetune(a_srcs, b_srcs)
+    finetune = opts.finetune if opts.finetune is not None else reason is not None
+    mode = "finetune" if finetune else "compare"
+    canon_b = canonical_names([t.name for t in reader.b.tensors()],
+                              gguf_arch=reader.b.gguf_architecture())
+    canon_a = canonical_names([t.name for t in reader.a.tensors()],
+                              gguf_arch=reader.a.gguf_architecture())
+    canonical = {p.name: canon_b[p.b.name] if p.b is not None else canon_a[p.a.name]  # type: ignore[union-attr]
+                 for p in pairs}
+    lay = arch_layout(list(reader.tensors()), canonical)
+    block_prefix = detect_blocks(list(canonical.values()))
+
+    # scales: s_delta = 0.5 * rms of A's sample (then B's, then 1); each side's robust scale
+    n_pairs = len(pairs)
+    robust_a, _, rms_a = tensor_scales(reader.a, CheckpointSpec(tuple(a_srcs)),
+                                       [p.a.name for p in pairs if p.a is not None],
+                                       workers=executor.workers, want_rms=True,
+                                       meanwhile=warm_up_all,
+                                       tick=lambda: tick("scales A", 1, n_pairs))
+    robust_b, _, rms_b = tensor_scales(reader.b, CheckpointSpec(tuple(b_srcs)),
+                                       [p.b.name for p in pairs if p.b is not None],
+                                       workers=executor.workers, want_rms=True,
+                                       tick=lambda: tick("scales B", 1, n_pairs))
+    scales: dict[str, float] = {}
+    side_scales: dict[str, dict[str, float]] = {"a": {}, "b": {}}
+    for p in pairs:
+        rms = (rms_a.get(p.a.name, 0.0) if p.a else 0.0) or (
+            rms_b.get(p.b.name, 0.0) if p.b else 0.0)
+        scales[p.name] = 0.5 * rms if rms > 0 else 1.0
+        if p.a is not None:
+            side_scales["a"][p.name] = robust_a[p.a.name]
+        if p.b is not None:
+            side_scales["b"][p.name] = robust_b[p.b.name]
+
+    spec = wdiff.DiffSpec(tuple(a_srcs), tuple(b_srcs), tuple(pairs))
+    painter = DeltaPainter(METRICS[opts.metric], color.ABSLOG_DECADES, opts.palette,
+                           mode == "finetune")
+    scenes = [Scene("delta", "Δ = B − A", lay, Geometry(lay), painter, spec, scales)]
+    for side in opts.scenes[1:]:
+        side_lay = _clip_layout(lay, by_name, side)
+        side_geo = Geometry(side_lay._replace(c_width=lay.c_width, c_height=lay.c_height))
+        scenes.append(Scene(side, side.upper(), side_lay, side_geo, ValuesPainter(),
+                            spec._replace(side=side), side_scales[side],
+                            stage=f"tiles {side.upper()}"))
+
+    def finish(results: Mapping[str, Any], executor: Executor) -> tuple[dict[str, Any],
+                                                                         dict[str, Any]]:
+        from .kernels import DELTA_CHANGED, ELEMENTS_CAP, new_delta_acc
+
+        res = results["delta"]
+        # numbers; the low-rank summaries of the changed pairs in parallel
+        svds = wdiff.svd_summaries(reader, spec, [
+            p.name for p in pairs if opts.svd and p.a is not None and p.b is not None
+            and min(p.overlap) >= 2 and res.accs.get(p.name, new_delta_acc())[DELTA_CHANGED]
+        ], workers=executor.workers)
+        pair_rows: list[dict[str, Any]] = []
+        for p in pairs:
+            block, slot = lay.slots.get(p.name, (None, None))
+            row: dict[str, Any] = {
+                "name": p.name, "a": p.a.name if p.a else None, "b": p.b.name if p.b else None,
+                "shape_a": list(p.a.shape) if p.a else None,
+                "shape_b": list(p.b.shape) if p.b else None,
+                "dtype_a": p.a.dtype if p.a else None, "dtype_b": p.b.dtype if p.b else None,
+                "paired_by": p.paired_by, "transform": p.transform, "block": block,
+                "kind": tensor_kind(canonical[p.name], block_prefix),
+                "scale": scales[p.name],
+                "scale_a": side_scales["a"].get(p.name), "scale_b": side_scales["b"].get(p.name),
+                "numbers": None, "elements": None,
+            }
+            if p.a is not None and p.b is not None:
+                acc = res.accs.get(p.name, new_delta_acc())
+                rows_f, cols_f = res.flags.get(p.name, (np.zeros(p.overlap[0], bool),
+                                                        np.zeros(p.overlap[1], bool)))
+                row["numbers"] = pair_numbers(acc, rows_f, cols_f)
+                changed = row["numbers"]["changed"]
+                if p.shape_status == "shape-changed":
+                    row["status"] = "shape-changed"
+                else:
+                    row["status"] = "changed" if changed else "identical"
+                el = res.elements.get(p.name)
+                if changed and el is not None and changed <= ELEMENTS_CAP:
+                    row["elements"] = [[int(e[0]), int(e[1]), _num(e[2]), _num(e[3])]
+                                       for e in el]
+                if p.name in svds:
+                    row["numbers"]["svd"] = svds[p.name]
+                tick("numbers", 1, len(pairs))
+            else:
+                row["status"] = p.shape_status
+            pair_rows.append(row)
+        diff_doc: dict[str, Any] = {
+            "a": {"title": default_title(a_srcs), "format": reader.a.format,
+                  "files": [f.name for f in reader.a.files]},
+            "b": {"title": default_title(b_srcs), "format": reader.b.format,
+                  "files": [f.name for f in reader.b.files]},
+            "mode": mode, "finetune_reason": reason if mode == "finetune" else None,
+            "metric": opts.metric, "palette": opts.palette, "summary": _summary(pair_rows),
+            "diagnosis": wdiff.diagnose(pair_rows, mode),
+            "blocks": _blocks(pair_rows),
+            "pairs": pair_rows,
+        }
+        tensors_json: dict[str, Any] = {}
+        for p, r in zip(pairs, pair_rows, strict=True):
+            t = reader.info(p.name)
+            tensors_json[p.name] = {
+                "shape": list(t.shape), "dtype": t.dtype, "view": [t.e_rows, t.e_cols],
+                "file": Path(t.file).name, "canonical": canonical[p.name],
+                "block": r["block"], "slot": lay.slots.get(p.name, (None, None))[1],
+                "scale": scales[p.name], "stats": None, "status": r["status"],
+            }
+        colormaps: dict[str, Any] = {"delta": color.delta_colormap(opts.metric, opts.palette)}
+        if len(scenes) > 1:
+            colormaps["values"] = color.values_colormap()
+        manifest = build_manifest(
+            manifest_head(opts.title or f"{diff_doc['a']['title']} → {diff_doc['b']['title']}",
+                          opts.tile_format),
+            source={"a": source_json(reader.a), "b": source_json(reader.b)},
+            scale=SCALE_DOC, colormaps=colormaps,
+            scenes=[s.json(opts.tile_format) for s in scenes], tensors=tensors_json,
+            extra={"diff": diff_doc})
+        return manifest, {"diff.json": diff_doc}
+
+    return Plan(scenes, finish, reader, opts.tile_format)
+
+
+def _summary(pair_rows: list[dict[str, Any]]) -> dict[str, int]:
+    summary = {s.replace("-", "_"): sum(r["status"] == s for r in pair_rows)
+               for s in wdiff.STATUSES}
+    summary["elements_changed"] = sum(r["numbers"]["changed"] for r in pair_rows if r["numbers"])
+    summary["elements_compared"] = sum(r["numbers"]["compared"] for r in pair_rows
+                                       if r["numbers"])
+    return summary
+
+
+def _blocks(pair_rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    blocks: dict[str, dict[str, Any]] = {}
+    for r in pair_rows:
+        if r["block"] is None or not r["numbers"]:
+            continue
+        b = blocks.setdefault(str(r["block"]), {"changed_tensors": 0, "delta_sq": 0.0,
+                                                "a_sq": 0.0})
+        b["changed_tensors"] += r["status"] != "identical"
+        b["delta_sq"] += r["numbers"]["delta_norm"] ** 2
+        b["a_sq"] += r["numbers"]["a_norm"] ** 2
+    for b in blocks.values():
+        b["delta_norm"] = math.sqrt(b.pop("delta_sq"))
+        b["a_norm"] = math.sqrt(b.pop("a_sq"))
+        b["rel"] = b["delta_norm"] / b["a_norm"] if b["a_norm"] else None
+    return dict(sorted(blocks.items(), key=lambda kv: int(kv[0])))
+
+
+def _num(x: float) -> float | str:
+    """JSON has no NaN/Inf: those become the strings "nan", "inf", "-inf"."""
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+
+
+def _first_indices(flags: np.ndarray, limit: int = 32) -> dict[str, Any]:
+    idx = np.flatnonzero(flags)
+    return {"count": int(idx.size), "first": [int(i) for i in idx[:limit]]}
+
+
+def pair_numbers(acc: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> dict[str, Any]:
+    """A pair's numbers from its delta accumulator and changed-row/column flags."""
+    n, a2, b2, d2, ab, dmax, changed, nfi = (float(x) for x in acc)
+    a_norm, b_norm, d_norm = math.sqrt(a2), math.sqrt(b2), math.sqrt(d2)
+    r_idx, c_idx = np.flatnonzero(rows), np.flatnonzero(cols)
+    return {
+        "compared": int(n),
+        "a_norm": a_norm, "b_norm": b_norm, "delta_norm": d_norm,
+        "rel": d_norm / a_norm if a_norm else None,
+        "cosine": ab / (a_norm * b_norm) if a_norm and b_norm else None,
+        "max_abs_delta": dmax,
+        "changed": int(changed),
+        "changed_rows": _first_indices(rows), "changed_cols": _first_indices(cols),
+        "bbox": [int(r_idx[0]), int(r_idx[-1]) + 1, int(c_idx[0]), int(c_idx[-1]) + 1]
+        if r_idx.size else None,
+        "nonfinite_introduced": int(nfi),
+        "svd": None,
+    }

@@ -1,0 +1,108 @@
+"""Frozen, validated option objects: what a render or a diff was asked to do, checked once at the
+public boundary and trusted afterwards (STYLE.md 5). numpy-free.
+
+>>> RenderOptions(layout="hilbert", hilbert_unit="byte").scene_key
+'bytes'
+>>> DiffOptions(scenes=("a", "delta")).scenes
+('delta', 'a')
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .types import HilbertUnit, LayoutKind, ScaleMode, TileFormat
+
+__all__ = ["RenderOptions", "DiffOptions", "DiffMetric", "DiffPalette", "METRICS",
+           "resolve_workers"]
+
+DiffMetric = Literal["rms", "abs-log", "exact"]
+DiffPalette = Literal["default", "cvd"]
+METRICS: dict[str, int] = {"rms": 0, "abs-log": 1, "exact": 2}
+"""Diff metric name -> the kernels' integer mode (kernels.METRIC_*)."""
+
+_FORMATS = ("png", "avif")
+
+
+def resolve_workers(workers: int | None) -> int:
+    """``None`` -> every core; at least 1."""
+    return max(1, workers if workers is not None else (os.cpu_count() or 1))
+
+
+def _check_common(tile_format: str, workers: int | None) -> None:
+    if tile_format not in _FORMATS:
+        raise ValueError(f"unknown tile format {tile_format!r} (png or avif)")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """A render of one checkpoint."""
+
+    layout: LayoutKind = "arch"
+    hilbert_unit: HilbertUnit = "element"
+    tile_format: TileFormat = "png"
+    scale: ScaleMode = "tensor"
+    title: str | None = None
+    workers: int | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("arch", "hilbert"):
+            raise ValueError(f"layout must be 'arch' or 'hilbert', not {self.layout!r}")
+        if self.hilbert_unit not in ("element", "byte"):
+            raise ValueError(f"hilbert_unit must be 'element' or 'byte', not "
+                             f"{self.hilbert_unit!r}")
+        if self.scale not in ("tensor", "global"):
+            raise ValueError(f"scale must be 'tensor' or 'global', not {self.scale!r}")
+        _check_common(self.tile_format, self.workers)
+
+    @property
+    def bytes_scene(self) -> bool:
+        """The scene draws the files' raw bytes (``--layout hilbert --hilbert-unit byte``)."""
+        return self.layout == "hilbert" and self.hilbert_unit == "byte"
+
+    @property
+    def scene_key(self) -> str:
+        if self.layout == "arch":
+            return "main"
+        return "bytes" if self.bytes_scene else "hilbert"
+
+    @property
+    def scene_label(self) -> str:
+        return {"main": "Weights", "hilbert": "Hilbert (elements)",
+                "bytes": "Hilbert (file bytes)"}[self.scene_key]
+
+
+@dataclass(frozen=True)
+class DiffOptions:
+    """A diff B - A of two checkpoints."""
+
+    metric: DiffMetric = "rms"
+    palette: DiffPalette = "default"
+    scenes: tuple[str, ...] = field(default=("delta",))
+    """Scene keys, ``delta`` first (normalised), then ``a`` and ``b`` in that order."""
+    svd: bool = True
+    finetune: bool | None = None
+    """None: decided from the inputs (delta.detect_finetune)."""
+    tile_format: TileFormat = "png"
+    title: str | None = None
+    workers: int | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {self.metric!r}")
+        if self.palette not in ("default", "cvd"):
+            raise ValueError(f"palette must be 'default' or 'cvd', not {self.palette!r}")
+        scenes = tuple(self.scenes)
+        bad = [s for s in scenes if s not in ("a", "b", "delta")]
+        if bad or "delta" not in scenes:
+            raise ValueError(f"scenes must include 'delta' and be among a, b, delta; got "
+                             f"{','.join(scenes)}")
+        _check_common(self.tile_format, self.workers)
+        object.__setattr__(self, "scenes",
+                           tuple(s for s in ("delta", "a", "b") if s in scenes))

@@ -1,0 +1,242 @@
+"""Painters and scanners: how a scene turns data into palette indices, chosen once per scene.
+
+A **scanner** walks a leaf tile of a layout: ``PlacementScanner`` visits the rectangles of an
+arch (or any placement) layout, ``CurveScanner`` the runs of a Hilbert curve. A **painter** turns
+the elements (or bytes) a scanner hands it into palette indices and statistics, and reduces four
+children into a parent: ``ValuesPainter`` (the diverging value palette, signed-RMS parents),
+``BytesPainter`` (raw file bytes, first-child parents), ``DeltaPainter`` (B - A of a pair, the
+diff's exact rule). The pyramid (pyramid.py) knows neither: it calls ``scanner.leaf`` and
+``painter.reduce``.
+
+Painters are small picklable values (their parameters); the per-process state they use (LUTs,
+histograms, accumulators, the open reader) lives on the ``TileWorker`` passed to each call.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from . import color
+from .types import SceneLayout, Segment
+
+if TYPE_CHECKING:
+    from .pyramid import TileWorker
+
+
+
+class _LazyKernels:
+    """``weightvis.kernels``, imported on first use and then bound in its place: a render
+    forks its scale helper before the compiled kernels load (executors.LocalPoolExecutor)."""
+
+    def __getattr__(self, name: str) -> Any:
+        from . import kernels as loaded
+
+        globals()["kernels"] = loaded
+        return getattr(loaded, name)
+
+
+kernels: Any = _LazyKernels()
+
+__all__ = ["ValuesPainter", "BytesPainter", "DeltaPainter", "PlacementScanner", "CurveScanner",
+           "scanner_for", "Painter"]
+
+
+class Painter:
+    """The interface (and the defaults) every painter implements."""
+
+    colormap = "values"
+    """The manifest colormap its indices refer to."""
+
+    def palette(self) -> bytes:
+        raise NotImplementedError
+
+    def setup(self, w: TileWorker) -> None:
+        """Once per worker, before its first tile."""
+
+    def new_acc(self) -> np.ndarray:
+        return kernels.new_acc()
+
+    def merge_acc(self, into: np.ndarray, other: np.ndarray) -> None:
+        kernels.merge_acc(into, other)
+
+    def rect(self, w: TileWorker, tensor: str, e_r0: int, e_r1: int, e_c0: int, e_c1: int,
+             dst: np.ndarray, c_x0: int, c_y0: int) -> None:
+        """Paint elements rows e_r0..e_r1-1, cols e_c0..e_c1-1 of ``tensor`` into ``dst``
+        (whose top-left is canvas pixel c_x0, c_y0)."""
+        raise TypeError(f"{type(self).__name__} cannot paint a placement layout")
+
+    def run(self, w: TileWorker, seg: Segment, lo: int, hi: int, dst: np.ndarray) -> None:
+        """Paint curve indices lo..hi-1 of segment ``seg`` into the flat ``dst``."""
+        raise TypeError(f"{type(self).__name__} cannot paint a curve layout")
+
+    def reduce(self, kid: np.ndarray, p_x0: int, p_y0: int, out: np.ndarray,
+               at: tuple[int, int]) -> None:
+        """Reduce child tile ``kid`` into the quadrant ``at`` (row, col offset) of ``out``;
+        the quadrant's top-left is pixel p_x0, p_y0 of the parent's zoom."""
+        raise NotImplementedError
+
+
+class ValuesPainter(Painter):
+    """Tensor values through the per-tensor scale (color.VALUE_RULE); parents by signed RMS."""
+
+    def palette(self) -> bytes:
+        return color.palette_bytes(color.value_palette())
+
+    def rect(self, w: TileWorker, tensor: str, e_r0: int, e_r1: int, e_c0: int, e_c1: int,
+             dst: np.ndarray, c_x0: int, c_y0: int) -> None:
+        s = w.scale(tensor)  # first: computing it reads a sample and releases pages
+        codes = w.reader.read_codes(tensor, e_r0, e_r1, e_c0, e_c1)
+        if codes is not None:  # 16-bit fast path: a LUT, stats from a code histogram
+            lut, values = w.code_lut(tensor)
+            kernels.colorize_codes(codes, lut, values, dst, w.acc(tensor), w.hist)
+        else:
+            kernels.colorize(w.reader.read(tensor, e_r0, e_r1, e_c0, e_c1), s, dst,
+                             w.acc(tensor))
+
+    def run(self, w: TileWorker, seg: Segment, lo: int, hi: int, dst: np.ndarray) -> None:
+        cols = w.reader.info(seg.name).e_cols
+        vals = _flat_read(w.reader, seg.name, cols, lo - seg.h_start, hi - lo)
+        kernels.colorize(vals.reshape(1, -1), w.scale(seg.name), dst.reshape(1, -1),
+                         w.acc(seg.name))
+
+    def reduce(self, kid: np.ndarray, p_x0: int, p_y0: int, out: np.ndarray,
+               at: tuple[int, int]) -> None:
+        kernels.reduce_tile(kid, kernels.REDUCE_SIGNED_RMS, out, at)
+
+
+class BytesPainter(Painter):
+    """A file's raw bytes (color.BYTE_LUT); a parent pixel is its first child's."""
+
+    colormap = "bytes"
+
+    def palette(self) -> bytes:
+        return color.palette_bytes(color.byte_palette())
+
+    def setup(self, w: TileWorker) -> None:
+        w.file_bytes = {p.name: p for p in w.reader.files}
+
+    def run(self, w: TileWorker, seg: Segment, lo: int, hi: int, dst: np.ndarray) -> None:
+        raw = w.reader.raw_bytes_of(w.file_bytes[seg.name])
+        dst[:] = color.BYTE_LUT[raw[lo - seg.h_start:hi - seg.h_start]]
+
+    def reduce(self, kid: np.ndarray, p_x0: int, p_y0: int, out: np.ndarray,
+               at: tuple[int, int]) -> None:
+        kernels.reduce_tile(kid, kernels.REDUCE_FIRST, out, at)
+
+
+class DeltaPainter(Painter):
+    """B - A of a pair (color.DELTA_RULES): black only for exact equality, NaN = NaN, hatching
+    where one side has no element; exact parents (color.DELTA_PARENT_RULE)."""
+
+    colormap = "delta"
+
+    def __init__(self, metric: int, decades: tuple[float, float], palette: str,
+                 base_only: bool) -> None:
+        self.metric, self.decades, self.palette_name = metric, decades, palette
+        self.base_only = base_only
+
+    def palette(self) -> bytes:
+        return color.palette_bytes(color.delta_palette(self.palette_name))
+
+    def setup(self, w: TileWorker) -> None:
+        kernels.warm_up_delta()
+
+    def new_acc(self) -> np.ndarray:
+        return kernels.new_delta_acc()
+
+    def merge_acc(self, into: np.ndarray, other: np.ndarray) -> None:
+        kernels.merge_delta_acc(into, other)
+
+    def rect(self, w: TileWorker, tensor: str, e_r0: int, e_r1: int, e_c0: int, e_c1: int,
+             dst: np.ndarray, c_x0: int, c_y0: int) -> None:
+        pair = w.reader.pair(tensor)
+        va, vb = pair.view_a or (0, 0), pair.view_b or (0, 0)
+        if va != vb:
+            kernels.hatch(dst, e_r0, e_c0, va, vb, self.base_only, c_x0, c_y0)
+        orows, ocols = pair.overlap
+        ro1, co1 = min(e_r1, orows), min(e_c1, ocols)
+        if ro1 <= e_r0 or co1 <= e_c0:
+            return
+        fl = w.flags.get(tensor)
+        if fl is None:
+            fl = w.flags[tensor] = (np.zeros(orows, np.bool_), np.zeros(ocols, np.bool_))
+        part = dst[:ro1 - e_r0, :co1 - e_c0]
+        if pair.a.dtype == pair.b.dtype:
+            ca = w.reader.read_side_codes("a", tensor, e_r0, ro1, e_c0, co1)
+            cb = w.reader.read_side_codes("b", tensor, e_r0, ro1, e_c0, co1) \
+                if ca is not None else None
+            if ca is not None and cb is not None and np.array_equal(ca, cb):
+                # unchanged block: black, numbers from a code histogram, no decode
+                kernels.identical_codes(ca, w.code_values(pair.a.dtype), w.hist, part,
+                                        w.acc(tensor))
+                return
+        a = w.reader.read_side("a", tensor, e_r0, ro1, e_c0, co1)
+        b = w.reader.read_side("b", tensor, e_r0, ro1, e_c0, co1)
+        buf = np.zeros((kernels.ELEMENTS_CAP + 1, 4), np.float64)
+        n = np.zeros(1, np.int64)
+        kernels.colorize_delta(a, b, w.job.scales.get(tensor, 1.0), self.metric, part,
+                               w.acc(tensor), fl[0], fl[1], e_r0, e_c0, buf, n, self.decades)
+        if n[0]:
+            w.elems.setdefault(tensor, []).append(buf[:min(int(n[0]), len(buf))])
+
+    def reduce(self, kid: np.ndarray, p_x0: int, p_y0: int, out: np.ndarray,
+               at: tuple[int, int]) -> None:
+        kernels.reduce_delta(kid, p_x0, p_y0, out, at)
+
+
+def _flat_read(reader: Any, name: str, cols: int, start: int, count: int) -> np.ndarray:
+    r0, c0 = divmod(start, cols)
+    if c0 + count <= cols:
+        return reader.read(name, r0, r0 + 1, c0, c0 + count).reshape(-1)  # type: ignore
+    r1 = -(-(start + count) // cols)
+    return reader.read(name, r0, r1).reshape(-1)[c0:c0 + count]  # type: ignore
+
+
+class PlacementScanner(NamedTuple):
+    """Leaves of a placement layout: each rectangle a leaf intersects, painted in order."""
+
+    def leaf(self, w: TileWorker, t_x: int, t_y: int, out: np.ndarray) -> None:
+        t = w.t
+        out.fill(color.PAD)
+        c_x0, c_y0 = t_x * t, t_y * t
+        placements = w.geo.layout.placements
+        paint = w.painter.rect
+        for i in w.geo.leaf_placements.get((t_x, t_y), ()):
+            p = placements[i]
+            x0, x1 = max(p.c_x, c_x0), min(p.c_x + p.c_w, c_x0 + t)
+            y0, y1 = max(p.c_y, c_y0), min(p.c_y + p.c_h, c_y0 + t)
+            paint(w, p.tensor, p.e_r0 + (y0 - p.c_y), p.e_r0 + (y1 - p.c_y),
+                  p.e_c0 + (x0 - p.c_x), p.e_c0 + (x1 - p.c_x),
+                  out[y0 - c_y0:y1 - c_y0, x0 - c_x0:x1 - c_x0], x0, y0)
+
+
+class CurveScanner:
+    """Leaves of a Hilbert layout: the curve runs a leaf covers, painted along the curve, then
+    permuted into the tile by the curve's offsets."""
+
+    def __init__(self, lay: SceneLayout, tile: int) -> None:
+        self.n = 1 << (lay.curve_order or 0)
+        self.seg_starts = np.array([s.h_start for s in lay.segments], np.int64)
+        self.offsets = np.zeros((tile, tile), np.int64)
+
+    def leaf(self, w: TileWorker, t_x: int, t_y: int, out: np.ndarray) -> None:
+        t = w.t
+        base = kernels.hilbert_tile_offsets(self.n, t_x * t, t_y * t, self.offsets)
+        flat = np.full(t * t, color.PAD, np.uint8)
+        segs = w.geo.layout.segments
+        first = max(0, int(np.searchsorted(self.seg_starts, base, side="right")) - 1)
+        for s in segs[first:]:
+            if s.h_start >= base + t * t:
+                break
+            lo, hi = max(s.h_start, base), min(s.h_start + s.length, base + t * t)
+            if hi > lo:
+                w.painter.run(w, s, lo, hi, flat[lo - base:hi - base])
+        np.take(flat, self.offsets, out=out)
+
+
+def scanner_for(lay: SceneLayout, tile: int) -> PlacementScanner | CurveScanner:
+    """The scanner of a layout (chosen once per scene)."""
+    return CurveScanner(lay, tile) if lay.layout == "hilbert" else PlacementScanner()
+

@@ -1,0 +1,197 @@
+"""Scenes: what a bundle shows, planned before any tile is drawn.
+
+A ``Scene`` binds a reader (its picklable ``spec``), a layout and its tile geometry, a painter
+(painters.py), a colormap, a key and a label, plus the colour scales known before the tiles. A
+``Plan`` is a list of scenes and ``finish``, which turns their results into the manifest (and any
+side document such as ``diff.json``). ``plan_render`` plans a render (``[main]``, or the Hilbert
+scene); ``plan_diff`` (diff_plan.py) plans a diff (``[delta]`` or ``[delta, a, b]`` plus the diff
+analysis). bundle.build_bundle runs any plan.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import color
+from .errors import InputError
+from .executors import Executor
+from .formats import MultiReader
+from .index import canonical_names
+from .layout import arch_layout, hilbert_layout
+from .manifest import build_manifest, manifest_head, scene_json
+from .options import RenderOptions
+from .painters import BytesPainter, Painter, ValuesPainter
+from .tiling import CheckpointSpec, Geometry
+from .types import SceneLayout
+from .values import global_scale, stats_from_acc, tensor_scales
+
+__all__ = ["Scene", "Plan", "plan_render", "tile_index", "source_json", "default_title",
+           "Progress"]
+
+Progress = Callable[[str, int, int], None]
+"""progress(stage, advance, total): ``stage`` names the step, ``advance`` units were just done."""
+
+SCALE_DOC = {"mode": "tensor", "quantile": 0.999, "sample_limit": 1 << 20}
+
+
+class Scene(NamedTuple):
+    key: str
+    label: str
+    layout: SceneLayout
+    geometry: Geometry
+    painter: Painter
+    spec: Any
+    """Picklable ``open() -> Reader`` for the workers."""
+    scales: dict[str, float]
+    """Colour scales known before the tiles (a values scene may leave some out)."""
+    stage: str = "tiles"
+    """The progress stage of its tiles."""
+    prefetch: tuple[str, ...] = ()
+    """Scales an executor may compute ahead (see tiling.SceneJob)."""
+    meanwhile: Callable[[], None] | None = None
+    """Work for this process while the executor renders this scene's tiles elsewhere."""
+
+    def json(self, ext: str) -> dict[str, Any]:
+        return scene_json(self.key, self.label, self.layout, self.geometry.max_zoom, ext,
+                          self.painter.colormap, tile_index(self.geometry))
+
+
+Finish = Callable[[Mapping[str, Any], Executor], tuple[dict[str, Any], dict[str, Any]]]
+"""finish(scene results by key, executor) -> (manifest, side documents by file name)."""
+
+
+class Plan(NamedTuple):
+    scenes: list[Scene]
+    finish: Finish
+    reader: Any
+    """This process's reader of the scenes (used for in-process work)."""
+    tile_format: str
+
+
+def tile_index(geo: Geometry) -> list[dict[str, Any]]:
+    """Per zoom, a bitmap of the tiles that exist (README, "tile_index")."""
+    out = []
+    for z, occ in enumerate(geo.occupied):
+        cols, rows = geo.grid(z)
+        present = np.zeros((rows, cols), bool)
+        if occ:
+            xy = np.array(list(occ), np.int64)
+            present[xy[:, 1], xy[:, 0]] = True
+        bits = np.packbits(present, axis=None, bitorder="little").tobytes()
+        out.append({"z": z, "cols": cols, "rows": rows,
+                    "bitmap": base64.b64encode(bits).decode("ascii")})
+    return out
+
+
+def source_json(reader: MultiReader) -> dict[str, Any]:
+    return {"format": reader.format, "files": [f.name for f in reader.files],
+            "metadata": {Path(k).name: v for k, v in reader.metadata.items()},
+            "config": reader.config}
+
+
+_GENERIC_NAMES = {"model", "models", "weights", "checkpoint", "checkpoints", "snapshot", "ckpt"}
+
+
+def default_title(srcs: list[str]) -> str:
+    """The input's name; for generic file names (model.safetensors, shards, index) its folder's,
+    with the parent folder too when the folder's name alone says little."""
+    p = Path(srcs[0]).resolve()
+    if not p.is_dir():
+        stem = p.name.split("-")[0].split(".")[0]
+        generic = ("model", "pytorch_model", "consolidated", "diffusion_pytorch_model")
+        if not (p.name.endswith(".index.json") or stem in generic):
+            return p.name
+        p = p.parent
+    if p.name.lower() in _GENERIC_NAMES and p.parent.name:
+        return f"{p.parent.name}/{p.name}"
+    return p.name
+
+
+def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, executor: Executor,
+                tick: Progress) -> Plan:
+    """The scene of a render and how its manifest is made. Reads no tensor data, except the
+    value pass when the scales must be known before the tiles (``--scale global``, or tiles
+    rendered in this process)."""
+    tensors = list(reader.tensors())
+    if not tensors:
+        raise InputError(f"{', '.join(srcs)}: the checkpoint holds no tensors")
+    canonical = canonical_names([t.name for t in tensors],
+                                gguf_arch=reader.gguf_architecture())
+    if opts.layout == "arch":
+        lay = arch_layout(tensors, canonical)
+    elif not opts.bytes_scene:
+        lay = hilbert_layout(tensors)
+    else:
+        lay = hilbert_layout(tensors, unit="byte",
+                             file_sizes=[(f, f.stat().st_size) for f in reader.files])
+    geo = Geometry(lay)
+    painter: Painter = BytesPainter() if opts.bytes_scene else ValuesPainter()
+    spec = CheckpointSpec(tuple(srcs))
+    names = [t.name for t in tensors]
+    robust: dict[str, float] = {}
+    scales: dict[str, float] = {}
+
+    def value_pass(workers: int, names: list[str] = names) -> None:
+        got, kept, _ = tensor_scales(reader, spec, names, workers=workers,
+                                     keep_samples=opts.scale == "global",
+                                     tick=lambda: tick("scales", 1, len(tensors)))
+        robust.update(got)
+        if opts.scale == "global":
+            g = global_scale([(kept[t.name], t.numel) for t in tensors if t.name in kept])
+            scales.update({k: g for k in got})
+
+    # Per-tensor scales need no pass before the tiles when the tiles render in other
+    # processes: the executor's helper and the tile workers compute them as they need them
+    # (the same deterministic function), and this process computes what is left afterwards
+    # (all of them for a byte scene, meanwhile, as its workers draw no values).
+    overlap = opts.scale != "global" and executor.in_other_processes
+    if not overlap:
+        value_pass(executor.workers)
+        if opts.scale != "global":
+            scales.update(robust)
+    prefetch = tuple(names) if overlap and not opts.bytes_scene else ()
+    scene = Scene(opts.scene_key, opts.scene_label, lay, geo, painter, spec, dict(scales),
+                  prefetch=prefetch,
+                  meanwhile=(lambda: value_pass(1)) if overlap and opts.bytes_scene else None)
+
+    def finish(results: Mapping[str, Any], _executor: Executor) -> tuple[dict[str, Any],
+                                                                          dict[str, Any]]:
+        from .kernels import new_acc
+
+        res = results[scene.key]
+        if overlap:  # (a scale the helper is still computing is computed here too: the same)
+            robust.update(res.scales)
+            missing = [n for n in names if n not in robust]
+            if missing:
+                value_pass(1, missing)
+            scales.update(robust)
+        tensors_json: dict[str, Any] = {}
+        for t in tensors:
+            block, slot = lay.slots.get(t.name, (None, None))
+            entry: dict[str, Any] = {
+                "shape": list(t.shape), "dtype": t.dtype, "view": [t.e_rows, t.e_cols],
+                "file": Path(t.file).name, "canonical": canonical[t.name],
+                "block": block, "slot": slot,
+                "scale": float(scales[t.name]),
+            }
+            if not opts.bytes_scene:
+                acc = res.accs.get(t.name)
+                entry["stats"] = stats_from_acc(acc if acc is not None else new_acc(),
+                                                t.numel, robust[t.name]).to_json()
+            tensors_json[t.name] = entry
+        colormap = painter.colormap
+        manifest = build_manifest(
+            manifest_head(opts.title or default_title(srcs), opts.tile_format),
+            source=source_json(reader),
+            scale={**SCALE_DOC, "mode": opts.scale},
+            colormaps={colormap: color.byte_colormap() if colormap == "bytes"
+                       else color.values_colormap()},
+            scenes=[scene.json(opts.tile_format)], tensors=tensors_json)
+        return manifest, {}
+
+    return Plan([scene], finish, reader, opts.tile_format)
