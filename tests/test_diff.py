@@ -244,7 +244,8 @@ def test_metrics_palettes_and_scenes(tmp_path: Path, ramp_file: Path) -> None:
             t2[name][5, 1], pair["scale_b"])
     default = weightvis.diff([ramp_file], [b], tmp_path / "def", workers=1).manifest
     cvd = json.loads((tmp_path / "rms" / "manifest.json").read_text())
-    assert default["colormaps"]["delta"]["palette"][200] != cvd["colormaps"]["delta"]["palette"][200]
+    assert (default["colormaps"]["delta"]["palette"][200]
+            != cvd["colormaps"]["delta"]["palette"][200])
 
 
 def test_workers_identical_diff(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ Nothing here prints: progress goes through the ``progress`` callback (the CLI sh
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Sequence
@@ -78,8 +79,8 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
                 # the compiled kernels load here, after the executor forked its helpers
                 from .pyramid import render_scene
 
-                res = render_scene(job, executor,
-                                   lambda n, s=scene.stage, t=leaves: tick(s, n, t),
+                res = render_scene(job, executor, functools.partial(_tick, tick, scene.stage,
+                                                                     leaves),
                                    plan.reader if scene.key == plan.scenes[0].key else None,
                                    scene.meanwhile)
             results[scene.key] = res
@@ -96,6 +97,10 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
         store.abort()
         raise
     return BundleResult(out, manifest, documents, written, nbytes)
+
+
+def _tick(tick: Progress, stage: str, total: int, n: int) -> None:
+    tick(stage, n, total)
 
 
 def _store(out: str | os.PathLike[str], overwrite: bool, in_place: bool) -> Store:

@@ -56,7 +56,8 @@ class Painter:
         """Once per worker, before its first tile."""
 
     def new_acc(self) -> np.ndarray:
-        return kernels.new_acc()
+        acc: np.ndarray = kernels.new_acc()
+        return acc
 
     def merge_acc(self, into: np.ndarray, other: np.ndarray) -> None:
         kernels.merge_acc(into, other)
@@ -144,7 +145,8 @@ class DeltaPainter(Painter):
         kernels.warm_up_delta()
 
     def new_acc(self) -> np.ndarray:
-        return kernels.new_delta_acc()
+        acc: np.ndarray = kernels.new_delta_acc()
+        return acc
 
     def merge_acc(self, into: np.ndarray, other: np.ndarray) -> None:
         kernels.merge_delta_acc(into, other)
