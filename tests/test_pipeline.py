@@ -234,3 +234,28 @@ def test_manifest_json_is_what_index_html_inlines(checkpoint: Path, tmp_path: Pa
     start = html.index('id="weightvis-manifest">') + len('id="weightvis-manifest">')
     inlined = json.loads(html[start:html.index("</script>", start)])
     assert inlined == json.loads((res.out / "manifest.json").read_text("utf-8"))
+
+
+class _SpawnedTasks(LocalPoolExecutor):
+    """A stand-in for a distributed executor: every subtree is ``pyramid.subtree_task`` in a
+    freshly *spawned* process (nothing inherited: the task's pickled inputs are all it has)."""
+
+    def run_subtrees(self, job, roots, *, reader=None, meanwhile=None):  # type: ignore[no-untyped-def]
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        from weightvis.pyramid import subtree_task
+
+        with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(subtree_task, job, r) for r in roots]
+            if meanwhile is not None:
+                meanwhile()
+            for f in as_completed(futures):
+                yield f.result()
+
+
+@pytest.mark.slow
+def test_subtree_tasks_need_no_process_state(checkpoint: Path, tmp_path: Path) -> None:
+    ref = weightvis.render([checkpoint], tmp_path / "ref", executor=InlineExecutor())
+    got = weightvis.render([checkpoint], tmp_path / "spawned", executor=_SpawnedTasks(2))
+    assert _digest(got.out) == _digest(ref.out)
