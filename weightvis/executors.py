@@ -20,13 +20,16 @@ import contextlib
 import gc
 import multiprocessing as mp
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .tiling import SceneJob
 from .types import TileAddress
 
 if TYPE_CHECKING:
     from .pyramid import SubtreeResult, TileWorker
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 __all__ = ["Executor", "InlineExecutor", "LocalPoolExecutor", "local_executor"]
 
@@ -55,6 +58,16 @@ class Executor(abc.ABC):
         this process's open reader of the job (an in-process worker may use it);
         ``meanwhile`` runs in this process once the work has started."""
 
+    @abc.abstractmethod
+    def map_unordered(self, task: Callable[[Any, T], R], spec: Any, items: Sequence[T], *,
+                      reader: Any = None, processes: int | None = None,
+                      meanwhile: Callable[[], None] | None = None) -> Iterator[R]:
+        """``task(reader, item)`` for every item, results in any order, where ``reader`` is
+        ``spec.open()`` in the process that runs it (``reader`` given here: this process's,
+        for work done in this process). At most ``processes`` at once (default: workers).
+        ``task`` must be a module-level function (picklable). For the value pass and the
+        diff's low-rank summaries."""
+
 
 class InlineExecutor(Executor):
     """Every subtree in this process, in order."""
@@ -72,12 +85,27 @@ class InlineExecutor(Executor):
         for a in roots:
             yield render_subtree(worker, a)
 
+    def map_unordered(self, task: Callable[[Any, T], R], spec: Any, items: Sequence[T], *,
+                      reader: Any = None, processes: int | None = None,
+                      meanwhile: Callable[[], None] | None = None) -> Iterator[R]:
+        own = reader is None
+        r = spec.open() if own else reader
+        try:
+            if meanwhile is not None:
+                meanwhile()
+            for item in items:
+                yield task(r, item)
+        finally:
+            if own:
+                r.close()
+
 
 class _PoolState:
     """The pool worker's own ``TileWorker`` (made by the initializer from the job it is
     handed: each pool process renders one scene)."""
 
     worker: TileWorker | None = None
+    reader: Any = None
 
 
 def _pool_init(job: SceneJob) -> None:
@@ -87,6 +115,16 @@ def _pool_init(job: SceneJob) -> None:
     # collector's full passes (measured: 3 % of the worker's time went to gc over it)
     gc.freeze()
     _PoolState.worker = TileWorker(job)
+
+
+def _map_init(spec: Any) -> None:
+    gc.freeze()
+    _PoolState.reader = spec.open()
+
+
+def _map_run(task_item: tuple[Callable[[Any, Any], Any], Any]) -> Any:
+    task, item = task_item
+    return task(_PoolState.reader, item)
 
 
 def _pool_run(root: TileAddress) -> SubtreeResult:
@@ -141,6 +179,31 @@ class LocalPoolExecutor(Executor):
             if meanwhile is not None:
                 meanwhile()
             yield from results
+
+
+    def map_unordered(self, task: Callable[[Any, T], R], spec: Any, items: Sequence[T], *,
+                      reader: Any = None, processes: int | None = None,
+                      meanwhile: Callable[[], None] | None = None) -> Iterator[R]:
+        n = min(self.workers if processes is None else processes, len(items))
+        if n <= 1:
+            yield from InlineExecutor().map_unordered(task, spec, items, reader=reader,
+                                                      meanwhile=meanwhile)
+            return
+        side = None
+        with self._context().Pool(n, initializer=_map_init, initargs=(spec,)) as pool:
+            results = pool.imap_unordered(_map_run, [(task, i) for i in items], chunksize=1)
+            if meanwhile is not None:
+                # in a thread started after the workers forked, so they inherit no lock it takes
+                import threading
+
+                side = threading.Thread(target=meanwhile, name="weightvis-meanwhile",
+                                        daemon=True)
+                side.start()
+            try:
+                yield from results
+            finally:
+                if side is not None:
+                    side.join()
 
 
 def local_executor(workers: int) -> Executor:
