@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from weightvis import color, kernels
+from weightvis.kernels import delta as kernels_delta
 
 RNG = np.random.default_rng(11)
 
@@ -197,7 +198,7 @@ def delta_parent_reference(kids: list[int], c_x: int, c_y: int) -> int:
         q = min(q, 123)
         return 129 - q if sum(u) < 0 else 129 + q
     hatch = [k for k in real if k in (2, 3, 4)]
-    return int(kernels._stripe(hatch[0], c_x, c_y)) if hatch else color.D_GAP
+    return int(kernels_delta._stripe(hatch[0], c_x, c_y)) if hatch else color.D_GAP
 
 
 def test_delta_reduction_matches_the_rule() -> None:

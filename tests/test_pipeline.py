@@ -259,3 +259,10 @@ def test_subtree_tasks_need_no_process_state(checkpoint: Path, tmp_path: Path) -
     ref = weightvis.render([checkpoint], tmp_path / "ref", executor=InlineExecutor())
     got = weightvis.render([checkpoint], tmp_path / "spawned", executor=_SpawnedTasks(2))
     assert _digest(got.out) == _digest(ref.out)
+
+
+def test_option_metric_codes_are_the_kernels() -> None:
+    from weightvis.kernels import constants as k
+    from weightvis.options import METRICS
+
+    assert METRICS == {"rms": k.METRIC_RMS, "abs-log": k.METRIC_ABSLOG, "exact": k.METRIC_EXACT}

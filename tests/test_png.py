@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from weightvis import png
+from weightvis.kernels import huffman
 
 PAL = bytes((i * 7 + c * 85) % 256 for i in range(256) for c in range(3))
 RNG_SEED = 20240611
@@ -336,7 +337,7 @@ def _ref_huffman_lengths(freq: list[int]) -> dict[int, int]:
 
 def _lengths(freq: np.ndarray, maxbits: int) -> np.ndarray:
     lens = np.zeros(freq.size, np.int64)
-    png._huffman_lengths(freq.astype(np.int64), maxbits, lens)
+    huffman._huffman_lengths(freq.astype(np.int64), maxbits, lens)
     return lens
 
 

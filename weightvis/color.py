@@ -14,6 +14,22 @@ from typing import Any
 
 import numpy as np
 
+from .kernels.constants import (
+    D_BASE_ONLY,
+    D_GAP,
+    D_LEVELS,
+    D_NONFINITE,
+    D_ONLY_A,
+    D_ONLY_B,
+    LEVELS,
+    NAN,
+    NEGINF,
+    PAD,
+    POSINF,
+    ZERO,
+    level_values,
+)
+
 __all__ = [
     "PAD", "NAN", "POSINF", "NEGINF", "ZERO", "LEVELS",
     "VALUE_RULE", "PARENT_RULE", "value_palette", "value_index", "level_values",
@@ -21,9 +37,8 @@ __all__ = [
     "delta_colormap", "D_NONFINITE", "D_ONLY_A", "D_ONLY_B", "D_BASE_ONLY", "D_GAP", "D_LEVELS",
 ]
 
-PAD, NAN, POSINF, NEGINF = 0, 1, 2, 3
-ZERO = 129
-LEVELS = 125
+# Palette indices (PAD, NAN, POSINF, NEGINF, ZERO, LEVELS, D_*) and level_values() are defined
+# once, in weightvis.kernels.constants (numpy only), with a table of what each index means.
 
 VALUE_RULE = (
     "For a finite value v of a tensor with scale s (float64): a = min(|v|/s, 1); "
@@ -132,15 +147,6 @@ def value_index(v: np.ndarray, s: float) -> np.ndarray:
     return out
 
 
-def level_values() -> np.ndarray:
-    """float64[256]: the signed level u of each value index (0 for non-value indices)."""
-    u = np.zeros(256, np.float64)
-    for q in range(LEVELS + 1):
-        u[ZERO + q] = (q / LEVELS) ** 2
-        u[ZERO - q] = -((q / LEVELS) ** 2)
-    return u
-
-
 def values_colormap() -> dict[str, Any]:
     return {
         "kind": "values",
@@ -200,8 +206,6 @@ def byte_palette() -> np.ndarray:
 
 
 # -- deltas (weightvis diff) --------------------------------------------------------------------
-D_NONFINITE, D_ONLY_A, D_ONLY_B, D_BASE_ONLY, D_GAP = 1, 2, 3, 4, 5
-D_LEVELS = 123  # indices 129-123 = 6 .. 129+123 = 252; 2..5 are hatches
 ABSLOG_DECADES = (-8.0, 0.0)
 """abs-log metric: |delta| from 1e-8 to 1 spans the levels (raw magnitude, same for all)."""
 

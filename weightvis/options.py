@@ -21,7 +21,8 @@ __all__ = ["RenderOptions", "DiffOptions", "DiffMetric", "DiffPalette", "METRICS
 DiffMetric = Literal["rms", "abs-log", "exact"]
 DiffPalette = Literal["default", "cvd"]
 METRICS: dict[str, int] = {"rms": 0, "abs-log": 1, "exact": 2}
-"""Diff metric name -> the kernels' integer mode (kernels.METRIC_*)."""
+"""Diff metric name -> the kernels' integer mode (kernels.METRIC_*; equal by test: this module
+stays numpy-free, so it does not import them)."""
 
 _FORMATS = ("png", "avif")
 

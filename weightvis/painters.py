@@ -19,6 +19,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from . import color
+from .kernels.constants import (
+    ACC_DELTA,
+    ACC_VALUES,
+    REDUCE_DELTA,
+    REDUCE_FIRST,
+    REDUCE_SIGNED_RMS,
+)
 from .types import SceneLayout, Segment
 
 if TYPE_CHECKING:
@@ -48,6 +55,10 @@ class Painter:
 
     colormap = "values"
     """The manifest colormap its indices refer to."""
+    reduce_mode = REDUCE_SIGNED_RMS
+    """Its parent rule (kernels.REDUCE_*; kernels/reduce.py has the table of rules)."""
+    acc_kind = ACC_VALUES
+    """Its statistics accumulator (kernels.ACC_*)."""
 
     def palette(self) -> bytes:
         raise NotImplementedError
@@ -56,11 +67,11 @@ class Painter:
         """Once per worker, before its first tile."""
 
     def new_acc(self) -> np.ndarray:
-        acc: np.ndarray = kernels.new_acc()
+        acc: np.ndarray = kernels.new_accumulator(self.acc_kind)
         return acc
 
     def merge_acc(self, into: np.ndarray, other: np.ndarray) -> None:
-        kernels.merge_acc(into, other)
+        kernels.merge_accumulator(self.acc_kind, into, other)
 
     def rect(self, w: TileWorker, tensor: str, e_r0: int, e_r1: int, e_c0: int, e_c1: int,
              dst: np.ndarray, c_x0: int, c_y0: int) -> None:
@@ -74,9 +85,9 @@ class Painter:
 
     def reduce(self, kid: np.ndarray, p_x0: int, p_y0: int, out: np.ndarray,
                at: tuple[int, int]) -> None:
-        """Reduce child tile ``kid`` into the quadrant ``at`` (row, col offset) of ``out``;
-        the quadrant's top-left is pixel p_x0, p_y0 of the parent's zoom."""
-        raise NotImplementedError
+        """Reduce child tile ``kid`` into the quadrant ``at`` (row, col offset) of ``out`` by
+        the painter's rule; the quadrant's top-left is pixel p_x0, p_y0 of the parent's zoom."""
+        kernels.reduce_tile(kid, self.reduce_mode, out, at, p_x0, p_y0)
 
 
 class ValuesPainter(Painter):
@@ -102,15 +113,13 @@ class ValuesPainter(Painter):
         kernels.colorize(vals.reshape(1, -1), w.scale(seg.name), dst.reshape(1, -1),
                          w.acc(seg.name))
 
-    def reduce(self, kid: np.ndarray, p_x0: int, p_y0: int, out: np.ndarray,
-               at: tuple[int, int]) -> None:
-        kernels.reduce_tile(kid, kernels.REDUCE_SIGNED_RMS, out, at)
 
 
 class BytesPainter(Painter):
     """A file's raw bytes (color.BYTE_LUT); a parent pixel is its first child's."""
 
     colormap = "bytes"
+    reduce_mode = REDUCE_FIRST
 
     def palette(self) -> bytes:
         return color.palette_bytes(color.byte_palette())
@@ -122,9 +131,6 @@ class BytesPainter(Painter):
         raw = w.reader.raw_bytes_of(w.file_bytes[seg.name])
         dst[:] = color.BYTE_LUT[raw[lo - seg.h_start:hi - seg.h_start]]
 
-    def reduce(self, kid: np.ndarray, p_x0: int, p_y0: int, out: np.ndarray,
-               at: tuple[int, int]) -> None:
-        kernels.reduce_tile(kid, kernels.REDUCE_FIRST, out, at)
 
 
 class DeltaPainter(Painter):
@@ -132,6 +138,8 @@ class DeltaPainter(Painter):
     where one side has no element; exact parents (color.DELTA_PARENT_RULE)."""
 
     colormap = "delta"
+    reduce_mode = REDUCE_DELTA
+    acc_kind = ACC_DELTA
 
     def __init__(self, metric: int, decades: tuple[float, float], palette: str,
                  base_only: bool) -> None:
@@ -144,12 +152,6 @@ class DeltaPainter(Painter):
     def setup(self, w: TileWorker) -> None:
         kernels.warm_up_delta()
 
-    def new_acc(self) -> np.ndarray:
-        acc: np.ndarray = kernels.new_delta_acc()
-        return acc
-
-    def merge_acc(self, into: np.ndarray, other: np.ndarray) -> None:
-        kernels.merge_delta_acc(into, other)
 
     def rect(self, w: TileWorker, tensor: str, e_r0: int, e_r1: int, e_c0: int, e_c1: int,
              dst: np.ndarray, c_x0: int, c_y0: int) -> None:
@@ -183,9 +185,6 @@ class DeltaPainter(Painter):
         if n[0]:
             w.elems.setdefault(tensor, []).append(buf[:min(int(n[0]), len(buf))])
 
-    def reduce(self, kid: np.ndarray, p_x0: int, p_y0: int, out: np.ndarray,
-               at: tuple[int, int]) -> None:
-        kernels.reduce_delta(kid, p_x0, p_y0, out, at)
 
 
 def _flat_read(reader: Any, name: str, cols: int, start: int, count: int) -> np.ndarray:

@@ -1,0 +1,163 @@
+"""Value kernels: float32 values or 16-bit codes -> palette indices by ``color.VALUE_RULE``,
+with their statistics accumulated in the same pass (an ``ACC_VALUES`` accumulator).
+
+Kernels are private and pure: arrays in, results written into ``out=`` arrays; they take integer
+constants, never strings. The public wrappers validate shapes/dtypes and dispatch.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .accumulators import _INFS, _MAX, _MIN, _N, _NANS, _SUM, _SUMSQ, _ZEROS
+from .constants import LEVELS, NAN, NEGINF, POSINF, ZERO
+
+__all__ = ["colorize", "colorize_codes", "code_lut", "code_counts"]
+
+
+@numba.njit(cache=True, nogil=True)
+def _index_values(src, s, out):  # type: ignore[no-untyped-def]
+    """src float32[h, w] (any strides) -> out uint8[h, w] palette indices by VALUE_RULE with
+    scale s (float64 > 0). Exact: float64 division, sqrt and floor as the rule says."""
+    h, w = src.shape
+    for i in range(h):
+        for j in range(w):
+            v = np.float64(src[i, j])
+            a = abs(v) / s
+            if a < 1.0:
+                q = np.int64(np.floor(LEVELS * np.sqrt(a) + 0.5))
+            elif a >= 1.0:
+                q = LEVELS
+            else:  # NaN
+                out[i, j] = NAN
+                continue
+            if v > 0:
+                out[i, j] = POSINF if v == np.inf else ZERO + q
+            elif v < 0:
+                out[i, j] = NEGINF if v == -np.inf else ZERO - q
+            else:
+                out[i, j] = ZERO
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _accumulate_stats(src, acc):  # type: ignore[no-untyped-def]
+    """Accumulate statistics of src float32[h, w] into acc float64[ACC_SIZE] in place (sums may
+    be reassociated: vectorised; min/max/counts are exact)."""
+    h, w = src.shape
+    n = 0.0
+    tot = 0.0
+    tot2 = 0.0
+    lo = acc[_MIN]
+    hi = acc[_MAX]
+    zeros = 0.0
+    nans = 0.0
+    for i in range(h):
+        for j in range(w):
+            v = np.float64(src[i, j])
+            fin = abs(v) < np.inf
+            vv = v if fin else 0.0
+            n += 1.0 if fin else 0.0
+            nans += 1.0 if v != v else 0.0
+            tot += vv
+            tot2 += vv * vv
+            lo = min(lo, v) if fin else lo
+            hi = max(hi, v) if fin else hi
+            zeros += 1.0 if v == 0.0 else 0.0
+    acc[_N] += n
+    acc[_SUM] += tot
+    acc[_SUMSQ] += tot2
+    acc[_MIN] = lo
+    acc[_MAX] = hi
+    acc[_ZEROS] += zeros
+    acc[_NANS] += nans
+    acc[_INFS] += h * w - n - nans
+
+
+@numba.njit(cache=True, nogil=True)
+def _index_codes(src, lut, out, hist):  # type: ignore[no-untyped-def]
+    """src uint16[h, w] codes (any strides) -> out uint8[h, w] = lut[code]; hist int32[65536]
+    counts the codes (statistics come from it: _acc_from_hist)."""
+    h, w = src.shape
+    for i in range(h):
+        for j in range(w):
+            c = src[i, j]
+            out[i, j] = lut[c]
+            hist[c] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _acc_from_hist(hist, values, acc):  # type: ignore[no-untyped-def]
+    """Accumulate the statistics of a code histogram (values float32[65536]: each code's value)
+    into acc float64[ACC_SIZE] in place, and zero the histogram."""
+    for c in range(hist.shape[0]):
+        k = hist[c]
+        if k == 0:
+            continue
+        hist[c] = 0
+        v = np.float64(values[c])
+        if v != v:
+            acc[_NANS] += k
+        elif v == np.inf or v == -np.inf:
+            acc[_INFS] += k
+        else:
+            acc[_N] += k
+            acc[_SUM] += k * v
+            acc[_SUMSQ] += k * v * v
+            if v < acc[_MIN]:
+                acc[_MIN] = v
+            if v > acc[_MAX]:
+                acc[_MAX] = v
+            if v == 0.0:
+                acc[_ZEROS] += k
+
+
+def code_lut(values: np.ndarray, s: float) -> np.ndarray:
+    """uint8[65536]: the palette index of every 16-bit code by VALUE_RULE (the value of each
+    code through the same kernel as float tensors; every code is checked against the rule)."""
+    if values.shape != (1 << 16,) or values.dtype != np.float32:
+        raise ValueError("code_lut: need the float32 value of each of the 65536 codes")
+    if not (s > 0 and np.isfinite(s)):
+        raise ValueError(f"code_lut: scale must be finite and > 0, got {s}")
+    out = np.empty(1 << 16, np.uint8)
+    _index_values(values.reshape(1, -1), float(s), out.reshape(1, -1))
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _code_counts(codes, mask, counts):  # type: ignore[no-untyped-def]
+    for i in range(codes.shape[0]):
+        counts[codes[i] & mask] += 1
+
+
+def code_counts(codes: np.ndarray, magnitude: bool = False) -> np.ndarray:
+    """int64 histogram of 1-D uint16 codes: 65536 bins, or with ``magnitude`` 32768 bins of
+    ``code & 0x7FFF`` (the sign bit cleared; for BF16/F16 the order of |v|)."""
+    if codes.dtype != np.uint16 or codes.ndim != 1:
+        raise ValueError("code_counts: need 1-D uint16 codes")
+    counts = np.zeros(1 << (15 if magnitude else 16), np.int64)
+    _code_counts(codes, np.uint16(0x7FFF if magnitude else 0xFFFF), counts)
+    return counts
+
+
+def colorize_codes(src: np.ndarray, lut: np.ndarray, values: np.ndarray, out: np.ndarray,
+                   acc: np.ndarray, hist: np.ndarray) -> None:
+    """Colour a block of 16-bit codes through ``lut`` into ``out`` and accumulate its stats.
+    ``hist`` is an int32[65536] scratch array, all zero on entry and on return (a block holds
+    fewer than 2**31 elements)."""
+    if src.dtype != np.uint16 or out.dtype != np.uint8 or src.shape != out.shape \
+            or lut.shape != (1 << 16,) or hist.shape != (1 << 16,):
+        raise ValueError("colorize_codes: uint16 src, uint8 out of one shape, 65536-entry lut")
+    _index_codes(src, lut, out, hist)
+    _acc_from_hist(hist, values, acc)
+
+
+def colorize(src: np.ndarray, s: float, out: np.ndarray, acc: np.ndarray) -> None:
+    """Colour a float32 block into ``out`` (uint8, same shape) and accumulate its stats."""
+    if src.dtype != np.float32 or out.dtype != np.uint8 or src.shape != out.shape:
+        raise ValueError(f"colorize: need float32 src and uint8 out of one shape, got "
+                         f"{src.dtype}{src.shape} -> {out.dtype}{out.shape}")
+    if not (s > 0 and np.isfinite(s)):
+        raise ValueError(f"colorize: scale must be finite and > 0, got {s}")
+    _index_values(src, float(s), out)
+    _accumulate_stats(src, acc)

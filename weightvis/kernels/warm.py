@@ -1,0 +1,54 @@
+"""Compile every kernel once (or load it from numba's cache), before worker processes fork."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .accumulators import new_acc, new_delta_acc
+from .constants import METRIC_RMS, REDUCE_DELTA, REDUCE_FIRST, REDUCE_SIGNED_RMS
+from .delta import ELEMENTS_CAP, colorize_delta, hatch, identical_codes
+from .hilbert import hilbert_d2xy, hilbert_tile_offsets
+from .reduce import reduce_tile
+from .values import code_counts, code_lut, colorize, colorize_codes
+
+__all__ = ["warm_up", "warm_up_delta"]
+
+
+def warm_up() -> None:
+    """Compile the value, byte and Hilbert kernels (C-contiguous and strided arrays)."""
+    a = np.zeros((2, 2), np.float32)
+    o = np.zeros((2, 2), np.uint8)
+    colorize(a, 1.0, o, new_acc())
+    colorize(a[:, :1], 1.0, o[:, :1], new_acc())
+    lut = np.zeros(1 << 16, np.uint8)
+    vals = np.zeros(1 << 16, np.float32)
+    hist = np.zeros(1 << 16, np.int32)
+    codes = np.zeros((2, 2), np.uint16)
+    colorize_codes(codes, lut, vals, o, new_acc(), hist)
+    colorize_codes(codes[:, :1], lut, vals, o[:, :1], new_acc(), hist)
+    code_lut(vals, 1.0)
+    code_counts(codes.reshape(-1), True)
+    reduce_tile(np.zeros((2, 2), np.uint8), REDUCE_SIGNED_RMS, np.zeros((1, 1), np.uint8))
+    reduce_tile(np.zeros((2, 2), np.uint8), REDUCE_FIRST, np.zeros((1, 1), np.uint8))
+    hilbert_tile_offsets(2, 0, 0, np.zeros((2, 2), np.int64))
+    hilbert_d2xy(4, 3)
+
+
+def warm_up_delta() -> None:
+    """Compile the diff kernels."""
+    a = np.zeros((2, 2), np.float32)
+    o = np.zeros((2, 2), np.uint8)
+    f = np.zeros(4, np.bool_)
+    e = np.zeros((ELEMENTS_CAP + 1, 4), np.float64)
+    colorize_delta(a, a, 1.0, METRIC_RMS, o, new_delta_acc(), f, f, 0, 0, e,
+                   np.zeros(1, np.int64))
+    colorize_delta(a[:, :1], a[:, :1], 1.0, METRIC_RMS, o[:, :1], new_delta_acc(), f, f, 0, 0,
+                   e, np.zeros(1, np.int64))
+    hatch(o, 0, 0, (1, 1), (2, 2), False, 0, 0)
+    hatch(o[:, :1], 0, 0, (1, 1), (2, 2), False, 0, 0)
+    reduce_tile(np.zeros((2, 2), np.uint8), REDUCE_DELTA, np.zeros((1, 1), np.uint8))
+    codes = np.zeros((2, 2), np.uint16)
+    hist = np.zeros(1 << 16, np.int32)
+    vals = np.zeros(1 << 16, np.float32)
+    identical_codes(codes, vals, hist, o, new_delta_acc())
+    identical_codes(codes[:, :1], vals, hist, o[:, :1], new_delta_acc())
