@@ -5,8 +5,9 @@
 * ``open_page``: opens a ``file://`` URL in a fresh context and records console errors, page
   errors, dialogs and every request URL, so a test can assert none went wrong / off ``file://``.
 * tiny checkpoints written with ``safetensors.numpy.save_file``, and ``make_handmade_bundle``: a
-  bundle built without the pipeline (palette PNG tiles + a manifest per README "The bundle and its manifest"), for the
-  viewer paths the pipeline's tiny fixtures don't reach (two scenes, byte-unit curves).
+  bundle built without the pipeline (palette PNG tiles + a manifest per README "The bundle and
+  its manifest"), for the viewer paths the pipeline's tiny fixtures don't reach (two scenes,
+  byte-unit curves).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,7 +35,8 @@ RAMP_SHAPE = (40, 70)
 def ramp_values(shape: tuple[int, int] = RAMP_SHAPE) -> np.ndarray:
     """Element [r, c] = (r * cols + c) / (rows * cols) - 0.5: every element is predictable."""
     rows, cols = shape
-    return (np.arange(rows * cols, dtype=np.float64).reshape(rows, cols) / (rows * cols) - 0.5).astype(np.float32)
+    ramp = np.arange(rows * cols, dtype=np.float64).reshape(rows, cols) / (rows * cols) - 0.5
+    return ramp.astype(np.float32)
 
 
 def tiny_model_tensors() -> dict[str, np.ndarray]:
@@ -116,7 +118,8 @@ def open_page(chromium: Any) -> Iterator[Callable[..., tuple[Any, PageLog]]]:
         contexts.append(ctx)
         page = ctx.new_page()
         log = PageLog()
-        page.on("console", lambda m: log.console_errors.append(m.text) if m.type == "error" else None)
+        page.on("console",
+                lambda m: log.console_errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: log.page_errors.append(str(e)))
 
         def on_dialog(d: Any) -> None:
@@ -178,7 +181,8 @@ def view2d(a: np.ndarray) -> np.ndarray:
 def _stats(a: np.ndarray) -> dict[str, Any]:
     f = a[np.isfinite(a)].astype(np.float64)
     return {
-        "min": float(f.min()), "max": float(f.max()), "mean": float(f.mean()), "std": float(f.std()),
+        "min": float(f.min()), "max": float(f.max()),
+        "mean": float(f.mean()), "std": float(f.std()),
         "rms": float(np.sqrt(np.mean(f * f))), "zero_fraction": float(np.mean(a == 0)),
         "nan_count": int(np.isnan(a).sum()), "inf_count": int(np.isinf(a).sum()),
         "robust": float(np.quantile(np.abs(f), 0.999)),
@@ -186,10 +190,12 @@ def _stats(a: np.ndarray) -> dict[str, Any]:
 
 
 def _bitmap(present: np.ndarray) -> str:
-    return base64.b64encode(np.packbits(present, axis=None, bitorder="little").tobytes()).decode("ascii")
+    bits = np.packbits(present, axis=None, bitorder="little").tobytes()
+    return base64.b64encode(bits).decode("ascii")
 
 
-def _write_pyramid(out: Path, key: str, canvas: np.ndarray, palette: list[list[int]]) -> tuple[int, list[dict[str, Any]]]:
+def _write_pyramid(out: Path, key: str, canvas: np.ndarray, palette: list[list[int]]
+                   ) -> tuple[int, list[dict[str, Any]]]:
     from PIL import Image
 
     c_h, c_w = canvas.shape
@@ -256,7 +262,8 @@ def make_handmade_bundle(out: Path, tensors: dict[str, np.ndarray], *, title: st
         rows, cols = v.shape
         if c_x and c_x + cols > c_max_w:
             c_x, c_y, shelf_h = 0, c_y + shelf_h + 2 * gap, 0
-        placements.append({"tensor": name, "rect": [c_x, c_y, cols, rows], "rows": [0, rows], "cols": [0, cols]})
+        placements.append({"tensor": name, "rect": [c_x, c_y, cols, rows], "rows": [0, rows],
+                           "cols": [0, cols]})
         block = None
         parts = name.split(".")
         if "layers" in parts and parts.index("layers") + 1 < len(parts):
@@ -266,8 +273,9 @@ def make_handmade_bundle(out: Path, tensors: dict[str, np.ndarray], *, title: st
             r[2], r[3] = max(r[2], c_x + cols), max(r[3], c_y + rows)
         stats = _stats(v)
         tinfo[name] = {
-            "shape": list(a.shape), "dtype": "F32", "view": [rows, cols], "file": "model.safetensors",
-            "block": block, "slot": ".".join(parts[parts.index("layers") + 2:]) if block is not None else None,
+            "shape": list(a.shape), "dtype": "F32", "view": [rows, cols],
+            "file": "model.safetensors", "block": block,
+            "slot": ".".join(parts[parts.index("layers") + 2:]) if block is not None else None,
             "scale": stats["robust"] or 1.0, "stats": stats,
         }
         c_x += cols + gap
@@ -277,13 +285,15 @@ def make_handmade_bundle(out: Path, tensors: dict[str, np.ndarray], *, title: st
     canvas = np.zeros((c_h, c_w), dtype=np.uint8)
     for p in placements:
         x, y, w, h = p["rect"]
-        canvas[y:y + h, x:x + w] = value_index(view2d(tensors[p["tensor"]]), tinfo[p["tensor"]]["scale"])
+        t_name = p["tensor"]
+        canvas[y:y + h, x:x + w] = value_index(view2d(tensors[t_name]), tinfo[t_name]["scale"])
     max_zoom, tile_index = _write_pyramid(out, "main", canvas, palette)
     scenes: list[dict[str, Any]] = [{
         "key": "main", "label": "Weights", "layout": "arch", "max_zoom": max_zoom,
         "width": c_w, "height": c_h, "tiles": "tiles/main/{z}/{x}/{y}.png", "colormap": "values",
         "placements": placements,
-        "groups": [{"label": f"block {b}", "kind": "block", "rect": [r[0], r[1], r[2] - r[0], r[3] - r[1]]}
+        "groups": [{"label": f"block {b}", "kind": "block",
+                    "rect": [r[0], r[1], r[2] - r[0], r[3] - r[1]]}
                    for b, r in sorted(block_rects.items())],
         "curve": None, "tile_index": tile_index,
     }]
@@ -310,10 +320,12 @@ def make_handmade_bundle(out: Path, tensors: dict[str, np.ndarray], *, title: st
     manifest = {
         "format": "weightvis-bundle", "version": 1, "generator": "weightvis tests", "title": title,
         "tile_size": _TILE, "tile_format": "png",
-        "source": {"format": "safetensors", "files": ["model.safetensors"], "metadata": {}, "config": {}},
+        "source": {"format": "safetensors", "files": ["model.safetensors"], "metadata": {},
+                   "config": {}},
         "colormaps": {"values": {
             "palette": palette, "padding_index": 0, "nan_index": 1, "posinf_index": 2,
-            "neginf_index": 3, "zero_index": 129, "levels": 125, "transfer": "sqrt", "rule": "see docs",
+            "neginf_index": 3, "zero_index": 129, "levels": 125, "transfer": "sqrt",
+            "rule": "see docs",
         }},
         "scale": {"mode": "tensor", "quantile": 0.999, "sample_limit": 1048576},
         "scenes": scenes,

@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 
 from weightvis.html import (
+    ALL_VIEWER_SCRIPTS,
     LEAFLET_VERSION,
     copy_viewer_assets,
     manifest_script_json,
     render_index_html,
+    viewer_scripts,
 )
 
 VIEWER = Path(__file__).resolve().parent.parent / "viewer"
@@ -91,8 +93,9 @@ def test_inlined_manifest_round_trips_hostile_names() -> None:
     # The script data holds no character that HTML or JS could treat specially.
     for ch in "<>&\u2028\u2029":
         assert ch not in inline[0]
-    # Exactly three scripts (manifest, leaflet, viewer); no name produced an element.
-    assert [a.get("src") for a, _ in parsed.scripts] == [None, "assets/leaflet.js", "assets/viewer.js"]
+    # Exactly the manifest, leaflet and the viewer's scripts; no name produced an element.
+    assert [a.get("src") for a, _ in parsed.scripts] == [None, "assets/leaflet.js"] + [
+        f"assets/js/{s}" for s in viewer_scripts(manifest)]
     assert "img" not in parsed.tags
 
 
@@ -116,7 +119,7 @@ def test_title_is_autoescaped() -> None:
     assert "<b>" not in html and "</title><script>" not in html
     assert "&lt;b&gt;bold&lt;/b&gt; &amp;" in html
     parsed = _parse(html)
-    assert len(parsed.scripts) == 3
+    assert len(parsed.scripts) == 2 + len(viewer_scripts(_manifest(["w"])))
 
 
 def test_title_defaults_to_manifest_title() -> None:
@@ -132,12 +135,13 @@ def test_copy_viewer_assets(tmp_path: Path) -> None:
     assert names == [
         "LICENSE-leaflet.txt", "images/layers-2x.png", "images/layers.png",
         "images/marker-icon-2x.png", "images/marker-icon.png", "images/marker-shadow.png",
-        "leaflet.css", "leaflet.js", "viewer.css", "viewer.js",
+        *(f"js/{s}" for s in sorted(ALL_VIEWER_SCRIPTS)), "leaflet.css", "leaflet.js", "viewer.css",
     ]
     assert f'version="{LEAFLET_VERSION}"' in (assets / "leaflet.js").read_text("utf-8")
     assert "BSD" in (assets / "LICENSE-leaflet.txt").read_text("utf-8") or \
         "Redistribution and use" in (assets / "LICENSE-leaflet.txt").read_text("utf-8")
-    assert (assets / "viewer.js").read_bytes() == (VIEWER / "viewer.js").read_bytes()
+    for script in ALL_VIEWER_SCRIPTS:
+        assert (assets / "js" / script).read_bytes() == (VIEWER / "js" / script).read_bytes()
     assert (assets / "viewer.css").read_bytes() == (VIEWER / "viewer.css").read_bytes()
     copy_viewer_assets(tmp_path)  # idempotent, no temporary files left behind
     assert not [p for p in assets.rglob("*.tmp")]
@@ -167,14 +171,63 @@ def test_vendor_pin_matches() -> None:
 
 
 def test_viewer_builds_no_markup_and_uses_no_network() -> None:
-    js = (VIEWER / "viewer.js").read_text("utf-8")
-    code = re.sub(r"/\*.*?\*/|//[^\n]*", "", js, flags=re.DOTALL)
-    for banned in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "fetch(",
-                   "XMLHttpRequest", "import(", "eval(", "new Function", "bindTooltip",
-                   "bindPopup", "http://", "https://"):
-        assert banned not in code, banned
+    scripts = sorted((VIEWER / "js").glob("*.js"))
+    assert [p.name for p in scripts] == sorted(ALL_VIEWER_SCRIPTS)  # no file left unlisted
+    for path in scripts:
+        js = path.read_text("utf-8")
+        code = re.sub(r"/\*.*?\*/|//[^\n]*", "", js, flags=re.DOTALL)
+        for banned in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "fetch(",
+                       "XMLHttpRequest", "import(", "eval(", "new Function", "bindTooltip",
+                       "bindPopup", "http://", "https://", "export ", "import "):
+            assert banned not in code, (path.name, banned)
     template = (VIEWER / "index.html.j2").read_text("utf-8")
     assert "http://" not in template and "https://" not in template
     assert 'type="module"' not in template
     # Only the manifest is marked safe, and only as the pre-escaped JSON from manifest_script_json.
     assert "|safe" not in template.replace(" ", "")
+
+
+def _diff_manifest() -> dict[str, Any]:
+    manifest = _manifest(["w"])
+    manifest["scenes"][0]["colormap"] = "delta"
+    manifest["diff"] = {"pairs": [], "summary": {}}
+    return manifest
+
+
+def test_viewer_scripts_are_what_the_bundle_needs() -> None:
+    plain, diff = viewer_scripts(_manifest(["w"])), viewer_scripts(_diff_manifest())
+    assert plain[0] == "wv.js" and plain[-1] == "start.js" and diff[-1] == "start.js"
+    assert not [s for s in plain if "diff" in s or "change" in s]
+    assert {"diff-model.js", "diff-kinds.js", "change-table.js"} <= set(diff)
+    assert set(plain) < set(diff) <= set(ALL_VIEWER_SCRIPTS)
+    assert len(set(ALL_VIEWER_SCRIPTS)) == len(ALL_VIEWER_SCRIPTS)
+    # the page of each lists exactly its scripts, in order
+    for manifest in (_manifest(["w"]), _diff_manifest()):
+        srcs = [a.get("src") for a, _ in _parse(render_index_html(manifest)).scripts]
+        assert srcs[2:] == [f"assets/js/{s}" for s in viewer_scripts(manifest)]
+
+
+def test_copy_viewer_assets_for_a_manifest(tmp_path: Path) -> None:
+    copy_viewer_assets(tmp_path, _manifest(["w"]))
+    copied = sorted(p.name for p in (tmp_path / "assets" / "js").iterdir())
+    assert copied == sorted(viewer_scripts(_manifest(["w"])))
+    html = render_index_html(_manifest(["w"]))
+    for ref in re.findall(r'src="(assets/[^"]+)"', html):
+        assert (tmp_path / ref).is_file(), ref
+
+
+def test_viewer_scripts_are_short() -> None:
+    for path in (VIEWER / "js").glob("*.js"):
+        lines = path.read_text("utf-8").count("\n")
+        assert lines <= 350, (path.name, lines)
+
+
+def test_html_module_imports_no_numpy() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['numpy'] = None; import weightvis.html as h; "
+            "print(h.render_index_html({'scenes': [], 'diff': {}})[:15])")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("<!doctype html>")

@@ -10,8 +10,8 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from weightvis.layout import arch_layout, detect_blocks, hilbert_layout, natural_key, slot_kind
-from weightvis.layout.arch import parse_block
+from weightvis.index import detect_blocks, parse_block, slot_kind
+from weightvis.layout import arch_layout, hilbert_layout, natural_key
 from weightvis.types import SceneLayout, TensorInfo
 
 

@@ -281,10 +281,12 @@ def test_regen_html(tmp_path: Path, ramp_file: Path) -> None:
     out = weightvis.render([ramp_file], tmp_path / "b", workers=1).out
     before = (out / "index.html").read_text()
     (out / "index.html").write_text("broken")
-    (out / "assets" / "viewer.js").unlink()
+    (out / "assets" / "js" / "app.js").unlink()
+    (out / "assets" / "viewer.js").write_text("// the one script of older bundles")
     weightvis.regen_html(out)
     assert (out / "index.html").read_text() == before
-    assert (out / "assets" / "viewer.js").is_file()
+    assert (out / "assets" / "js" / "app.js").is_file()
+    assert not (out / "assets" / "viewer.js").exists()  # the page no longer uses it
 
 
 def test_demo_has_the_planted_features(tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from weightvis.html import viewer_scripts
+
 from .conftest_viewer import (  # noqa: F401  (fixtures)
     HOSTILE,
     RAMP,
@@ -31,8 +33,11 @@ from .conftest_viewer import (  # noqa: F401  (fixtures)
     write_tiny_checkpoint,
 )
 
-
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+TEXTS = "els => els.map(e => e.textContent)"
+CENTRE = ("(() => { const c = weightvis.app.cFromLl(weightvisMap.getCenter());"
+          " return [c.x, c.y]; })()")
 
 
 class Bundle:
@@ -104,8 +109,10 @@ def wait_tiles(page: Any, z: int) -> list[str]:
         arg=z,
     )
     return page.evaluate(
-        """() => Object.values(weightvis.app.tiles._tiles).filter(t => t.current && t.el.tagName === 'IMG')
-                 .map(t => [t.el.getAttribute('src'), t.el.complete, t.el.naturalWidth, t.el.naturalHeight])"""
+        """() => Object.values(weightvis.app.tiles._tiles)
+                 .filter(t => t.current && t.el.tagName === 'IMG')
+                 .map(t => [t.el.getAttribute('src'), t.el.complete, t.el.naturalWidth,
+                            t.el.naturalHeight])"""
     )
 
 
@@ -136,7 +143,8 @@ def readout(page: Any) -> dict[str, str]:
            "dtype": "wv-r-dtype", "shape": "wv-r-shape", "scale": "wv-r-scale",
            "stats_name": "wv-s-name"}
     return page.evaluate(
-        "(ids) => Object.fromEntries(Object.entries(ids).map(([k, id]) => [k, document.getElementById(id).textContent]))",
+        "(ids) => Object.fromEntries(Object.entries(ids).map(([k, id]) =>"
+        " [k, document.getElementById(id).textContent]))",
         ids,
     )
 
@@ -162,7 +170,7 @@ def expected_rgb(manifest: dict[str, Any], value: float, s: float) -> list[int]:
 
 
 def assert_rgb(got: tuple[int, int, int], want: list[int]) -> None:
-    assert all(abs(g - w) <= 2 for g, w in zip(got, want)), (got, want)
+    assert all(abs(g - w) <= 2 for g, w in zip(got, want, strict=True)), (got, want)
 
 
 def view_contains(page: Any, rect: list[int]) -> bool:
@@ -183,9 +191,11 @@ def tile_urls_in_index(bundle: Bundle, key: str | None = None) -> set[str]:
         import base64
 
         for lv in index:
-            bits = np.unpackbits(np.frombuffer(base64.b64decode(lv["bitmap"]), np.uint8), bitorder="little")
+            raw = np.frombuffer(base64.b64decode(lv["bitmap"]), np.uint8)
+            bits = np.unpackbits(raw, bitorder="little")
             for i in np.flatnonzero(bits[: lv["cols"] * lv["rows"]]):
-                urls.add(scene["tiles"].format(z=lv["z"], x=int(i) % lv["cols"], y=int(i) // lv["cols"]))
+                t_x, t_y = int(i) % lv["cols"], int(i) // lv["cols"]
+                urls.add(scene["tiles"].format(z=lv["z"], x=t_x, y=t_y))
     return urls
 
 
@@ -226,7 +236,8 @@ def test_opens_clean_and_tiles_load_at_zoom_0_and_max(arch: Bundle, open_page: A
     rendering = page.evaluate(
         "getComputedStyle(document.querySelector('.wv-tiles img.leaflet-tile')).imageRendering")
     assert rendering == "pixelated"
-    background = page.evaluate("getComputedStyle(document.getElementById('wv-map')).backgroundColor")
+    background = page.evaluate(
+        "getComputedStyle(document.getElementById('wv-map')).backgroundColor")
     cm = arch.manifest["colormaps"][scene.get("colormap", "values")]
     assert background == "rgb({}, {}, {})".format(*cm["palette"][cm["padding_index"]])
     assert_only_listed_tiles_requested(arch, log)
@@ -257,7 +268,7 @@ def test_search_jumps_to_a_tensor(arch: Bundle, open_page: Any) -> None:
     page, log = open_page(arch.url)
     x, y, w, h = arch.rects(RAMP)[0]
     page.fill("#wv-search", "ramp")
-    items = page.eval_on_selector_all("#wv-results li.wv-result", "els => els.map(e => e.textContent)")
+    items = page.eval_on_selector_all("#wv-results li.wv-result", TEXTS)
     assert items == [RAMP]
     assert page.text_content("#wv-results mark") == "ramp"
     page.press("#wv-search", "Enter")
@@ -267,7 +278,7 @@ def test_search_jumps_to_a_tensor(arch: Bundle, open_page: Any) -> None:
     # a click on a result, among several matches, for a tensor elsewhere on the canvas
     target = "model.layers.1.mlp.down_proj.weight"
     page.fill("#wv-search", "proj")
-    names = page.eval_on_selector_all("#wv-results li.wv-result", "els => els.map(e => e.textContent)")
+    names = page.eval_on_selector_all("#wv-results li.wv-result", TEXTS)
     assert target in names and len(names) == 8
     page.click(f"#wv-results li.wv-result >> nth={names.index(target)}")
     assert view_contains(page, arch.rects(target)[0])
@@ -328,7 +339,7 @@ def test_hostile_name_stays_text(arch: Bundle, open_page: Any) -> None:
     assert page.title() == f"{HOSTILE} · weightvis"
     assert page.text_content("#wv-title") == HOSTILE
     page.fill("#wv-search", "onerror")
-    assert page.eval_on_selector_all("#wv-results li.wv-result", "els => els.map(e => e.textContent)") == [HOSTILE]
+    assert page.eval_on_selector_all("#wv-results li.wv-result", TEXTS) == [HOSTILE]
     page.press("#wv-search", "Enter")
     (rect,) = arch.rects(HOSTILE)
     assert view_contains(page, rect)
@@ -340,8 +351,10 @@ def test_hostile_name_stays_text(arch: Bundle, open_page: Any) -> None:
     page.wait_for_timeout(300)
     assert log.dialogs == []
     assert page.evaluate("document.querySelectorAll('img[src=\"x\"]').length") == 0
-    assert page.evaluate("[...document.images].filter(i => i.getAttribute('src') === 'x').length") == 0
-    assert page.evaluate("document.scripts.length") == 3
+    assert page.evaluate(
+        "[...document.images].filter(i => i.getAttribute('src') === 'x').length") == 0
+    # the manifest, leaflet and the viewer's scripts: no name became a <script>
+    assert page.evaluate("document.scripts.length") == 2 + len(viewer_scripts(arch.manifest))
     log.assert_clean()
 
 
@@ -354,13 +367,13 @@ def test_hash_round_trips(arch: Bundle, open_page: Any) -> None:
     assert hash_ == "#scene=main&z=2.25&x=100.25&y=300.5"
     page2, log2 = open_page(arch.url + hash_)
     assert page2.evaluate("weightvisMap.getZoom()") == 2.25
-    cx, cy = page2.evaluate("(() => { const c = weightvis.app.cFromLl(weightvisMap.getCenter()); return [c.x, c.y]; })()")
+    cx, cy = page2.evaluate(CENTRE)
     assert (cx, cy) == pytest.approx((100.25, 300.5), abs=0.01)
     assert page2.evaluate("location.hash") == hash_
     # a hash edited by hand moves the view
     page2.evaluate("location.hash = '#scene=main&z=3&x=40&y=60'")
     page2.wait_for_function("weightvisMap.getZoom() === 3")
-    assert page2.evaluate("(() => { const c = weightvis.app.cFromLl(weightvisMap.getCenter()); return [c.x, c.y]; })()") == pytest.approx([40, 60], abs=0.01)
+    assert page2.evaluate(CENTRE) == pytest.approx([40, 60], abs=0.01)
     # a hash naming no scene opens the content fitted, without errors
     page3, log3 = open_page(arch.url + "#scene=nope&z=abc")
     assert page3.evaluate("weightvisMap.getBounds().contains(weightvis.app.contentBounds)")
@@ -386,21 +399,25 @@ def test_labels_do_not_overlap(arch: Bundle, open_page: Any) -> None:
             for b in labels[i + 1:]:
                 assert not boxes_overlap(a["box"], b["box"]), (a, b)
         seen_tensor_label |= any(lab["kind"] == "tensor" for lab in labels)
-        seen_block_label |= any(lab["kind"] == "group" and lab["text"] == "block 0" for lab in labels)
+        seen_block_label |= any(lab["kind"] == "group" and lab["text"] == "block 0"
+                                for lab in labels)
         names = [lab["name"] for lab in labels if lab["kind"] == "tensor"]
         assert len(names) == len(set(names)), "one label per tensor"
         for lab in labels:
             if lab["kind"] == "tensor":
                 info = arch.manifest["tensors"][lab["name"]]
-                full = info["slot"] if info.get("block") is not None and info.get("slot") else lab["name"]
+                slotted = info.get("block") is not None and info.get("slot")
+                full = info["slot"] if slotted else lab["name"]
                 t = lab["text"]
-                assert t == full or t.rstrip("\u2026") in full or t.lstrip("\u2026") in full, (t, full)
+                assert (t == full or t.rstrip("\u2026") in full
+                        or t.lstrip("\u2026") in full), (t, full)
     assert seen_tensor_label and seen_block_label
     # blocks show the short slot name
     set_view(page, 75, 180, scene["max_zoom"] + 2)
     page.wait_for_timeout(100)
     texts = {lab["name"]: lab["text"] for lab in page.evaluate("weightvis.labels()")}
-    slot_labelled = [n for n in texts if arch.manifest["tensors"].get(n, {}).get("block") is not None]
+    tensors = arch.manifest["tensors"]
+    slot_labelled = [n for n in texts if tensors.get(n, {}).get("block") is not None]
     assert slot_labelled and all(not texts[n].startswith("model.layers") for n in slot_labelled)
     log.assert_clean()
 
@@ -408,9 +425,10 @@ def test_labels_do_not_overlap(arch: Bundle, open_page: Any) -> None:
 def test_legend(arch: Bundle, open_page: Any) -> None:
     page, log = open_page(arch.url)
     cm = arch.manifest["colormaps"]["values"]
-    ticks = page.eval_on_selector_all("#wv-legend-ticks .wv-tick", "els => els.map(e => e.textContent)")
+    ticks = page.eval_on_selector_all("#wv-legend-ticks .wv-tick", TEXTS)
     assert ticks == ["\u2212s", "\u2212s/4", "0", "+s/4", "+s"]
-    lefts = page.eval_on_selector_all("#wv-legend-ticks .wv-tick", "els => els.map(e => parseFloat(e.style.left))")
+    lefts = page.eval_on_selector_all("#wv-legend-ticks .wv-tick",
+                                      "els => els.map(e => parseFloat(e.style.left))")
     # the tick at +-s/4 sits at level floor(125 * sqrt(1/4) + 0.5) = 63 of 125
     assert lefts[2] == pytest.approx(50, abs=0.3)
     assert lefts[3] - lefts[2] == pytest.approx(100 * 63 / 251, abs=0.3)
@@ -419,7 +437,7 @@ def test_legend(arch: Bundle, open_page: Any) -> None:
         return [c.width, [d[0], d[1], d[2]], [d[4 * 125], d[4 * 125 + 1], d[4 * 125 + 2]],
                 [d[4 * 250], d[4 * 250 + 1], d[4 * 250 + 2]]]; })()""")
     assert bar == [251, cm["palette"][4], cm["palette"][129], cm["palette"][254]]
-    swatches = page.eval_on_selector_all("#wv-legend-swatches .wv-swatch", "els => els.map(e => e.textContent)")
+    swatches = page.eval_on_selector_all("#wv-legend-swatches .wv-swatch", TEXTS)
     assert swatches == ["padding", "NaN", "+Inf", "\u2212Inf"]
     log.assert_clean()
 
@@ -435,7 +453,8 @@ def test_hilbert_readout(hilbert: Bundle, open_page: Any) -> None:
     hs = [0, 1, 2, 3, n * n - 1] + [int(v) for v in rng.integers(0, n * n, 50)]
     xys = page.evaluate("([n, hs]) => hs.map(h => weightvis.cFromH(n, h))", [n, hs])
     assert [tuple(v) for v in xys] == [_d2xy(n, h) for h in hs]
-    assert page.evaluate("([n, xys]) => xys.map(([x, y]) => weightvis.hFromC(n, x, y))", [n, xys]) == hs
+    assert page.evaluate("([n, xys]) => xys.map(([x, y]) => weightvis.hFromC(n, x, y))",
+                         [n, xys]) == hs
     try:
         from weightvis.kernels import hilbert_d2xy
     except ImportError:
@@ -452,7 +471,8 @@ def test_hilbert_readout(hilbert: Bundle, open_page: Any) -> None:
         wait_tiles(page, mz)
         value = float(ramp_values()[e_row, e_col])
         assert_rgb(screen_rgb(page, c_x, c_y),
-                   expected_rgb(hilbert.manifest, value, hilbert.manifest["tensors"][RAMP]["scale"]))
+                   expected_rgb(hilbert.manifest, value,
+                                hilbert.manifest["tensors"][RAMP]["scale"]))
     page.fill("#wv-search", "ramp")
     page.press("#wv-search", "Enter")
     corners = [_d2xy(n, seg["start"]), _d2xy(n, seg["start"] + seg["length"] - 1)]
@@ -465,7 +485,8 @@ def test_hilbert_readout(hilbert: Bundle, open_page: Any) -> None:
 
 def test_scene_switcher(handmade: Bundle, open_page: Any) -> None:
     page, log = open_page(handmade.url)
-    options = page.eval_on_selector_all("#wv-scene option", "els => els.map(e => [e.value, e.textContent])")
+    options = page.eval_on_selector_all("#wv-scene option",
+                                        "els => els.map(e => [e.value, e.textContent])")
     assert options == [["main", "Weights"], ["curve", "Hilbert curve"]]
     assert page.is_visible("#wv-scene")
     page.select_option("#wv-scene", "curve")
@@ -473,7 +494,8 @@ def test_scene_switcher(handmade: Bundle, open_page: Any) -> None:
     curve = handmade.scene("curve")
     wait_tiles(page, curve["max_zoom"])
     assert page.evaluate("weightvisMap.getBounds().contains(weightvis.app.contentBounds)")
-    srcs = page.evaluate("[...document.querySelectorAll('.wv-tiles img')].map(i => i.getAttribute('src'))")
+    srcs = page.evaluate(
+        "[...document.querySelectorAll('.wv-tiles img')].map(i => i.getAttribute('src'))")
     assert srcs and all(s.startswith("tiles/curve/") for s in srcs)
     hash_ = page.evaluate("location.hash")
     page2, log2 = open_page(handmade.url + hash_)
@@ -493,7 +515,8 @@ def test_hilbert_bytes_readout(checkpoint: Path, tmp_path: Path, open_page: Any)
 
     result = weightvis.render([checkpoint], tmp_path / "bytes", workers=1, layout="hilbert",
                               hilbert_unit="byte")
-    bundle = Bundle(Path(result.out), json.loads((Path(result.out) / "manifest.json").read_text("utf-8")))
+    manifest = json.loads((Path(result.out) / "manifest.json").read_text("utf-8"))
+    bundle = Bundle(Path(result.out), manifest)
     scene = bundle.scene()
     curve = scene["curve"]
     assert curve["unit"] == "byte"

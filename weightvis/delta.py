@@ -4,9 +4,10 @@ estimate of each 2-D delta, finetune detection and an honest diagnosis.
 Pairing (every tensor of A and of B ends in exactly one pair):
 1. exact: the same name in A and B;
 2. name map: the same canonical name (index.py: GGUF names mapped to their HF spelling);
-3. prefix: the same name once wrapper prefixes (``module.``, ``_orig_mod.``,
-   ``base_model.model.``, ``model.``, ``transformer.``) are stripped from both, when that
-   leaves one candidate on each side.
+3. prefix: the same canonical name once wrapper prefixes (``module.``, ``_orig_mod.``,
+   ``base_model.model.``, ``model.``, ``transformer.``: index.WRAPPERS) are stripped from both,
+   when that leaves one candidate on each side.
+Names are parsed by the name index (weightvis.index): canonical names, the Q/K role.
 Status: identical (same view, every element equal; NaN equals NaN), changed, shape-changed
 (different 2-D views: the overlapping part is compared), only-in-a, only-in-b.
 
@@ -28,14 +29,13 @@ import numpy as np
 
 from .formats import MultiReader, open_checkpoint
 from .formats.base import Reader
-from .index import canonical_names
+from .index import NameIndex, strip_wrappers
 from .types import TensorInfo, view_of
 
-__all__ = ["Pair", "pair_tensors", "DiffReader", "DiffSpec", "detect_finetune", "svd_summary",
-           "diagnose", "STATUSES"]
+__all__ = ["Pair", "pair_tensors", "pair_index", "DiffReader", "DiffSpec", "detect_finetune",
+           "svd_summary", "diagnose", "STATUSES"]
 
 STATUSES = ("identical", "changed", "shape-changed", "only-in-a", "only-in-b")
-_WRAPPERS = ("module.", "_orig_mod.", "base_model.model.", "model.", "transformer.")
 _LLAMA_FAMILY = {"llama", "mistral", "granite", "granitemoe", "deci", "llama4", "mistral3"}
 
 
@@ -80,17 +80,6 @@ class Pair(NamedTuple):
         return (min(va[0], vb[0]), min(va[1], vb[1]))
 
 
-def _strip(name: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for w in _WRAPPERS:
-            if name.startswith(w) and len(name) > len(w):
-                name = name[len(w):]
-                changed = True
-    return name
-
-
 def _gguf_heads(reader: MultiReader) -> tuple[int, int]:
     for meta in reader.metadata.values():
         if not isinstance(meta, dict):
@@ -107,8 +96,8 @@ def pair_tensors(a: MultiReader, b: MultiReader) -> list[Pair]:
     """Pair every tensor of A with its counterpart in B (module docstring); B's order first,
     then what only A has, in A's order."""
     ta, tb = list(a.tensors()), list(b.tensors())
-    ca = canonical_names([t.name for t in ta], gguf_arch=a.gguf_architecture())
-    cb = canonical_names([t.name for t in tb], gguf_arch=b.gguf_architecture())
+    ia = NameIndex([t.name for t in ta], gguf_arch=a.gguf_architecture())
+    ib = NameIndex([t.name for t in tb], gguf_arch=b.gguf_architecture())
     a_by = {t.name: t for t in ta}
     matched: dict[str, tuple[str, str]] = {}  # b name -> (a name, how)
     free_a = dict(a_by)
@@ -117,16 +106,16 @@ def pair_tensors(a: MultiReader, b: MultiReader) -> list[Pair]:
             matched[t.name] = (t.name, "exact")
             del free_a[t.name]
     def by_canon_a(n: str) -> str:
-        return ca[n]
+        return ia[n].canonical
 
     def by_canon_b(n: str) -> str:
-        return cb[n]
+        return ib[n].canonical
 
     def stripped_a(n: str) -> str:
-        return _strip(ca[n])
+        return strip_wrappers(ia[n].canonical)
 
     def stripped_b(n: str) -> str:
-        return _strip(cb[n])
+        return strip_wrappers(ib[n].canonical)
 
     keys: list[tuple[str, Callable[[str], str], Callable[[str], str]]] = [
         ("name-map", by_canon_a, by_canon_b), ("prefix", stripped_a, stripped_b)]
@@ -155,7 +144,7 @@ def pair_tensors(a: MultiReader, b: MultiReader) -> list[Pair]:
             an, how = matched[t.name]
             transform, heads, side = None, 0, None
             if gguf_a != gguf_b:  # exactly one side is a llama-family GGUF
-                role = _qk_role(cb[t.name])
+                role = ib[t.name].qk_role
                 if role is not None:
                     hq, hkv = heads_a if gguf_a else heads_b
                     heads = hq if role == "q" else hkv
@@ -172,12 +161,15 @@ def pair_tensors(a: MultiReader, b: MultiReader) -> list[Pair]:
     return pairs
 
 
-def _qk_role(canonical: str) -> str | None:
-    if re.search(r"(self_attn\.q_proj|attention\.wq)\.weight$", canonical):
-        return "q"
-    if re.search(r"(self_attn\.k_proj|attention\.wk)\.weight$", canonical):
-        return "k"
-    return None
+def pair_index(reader: DiffReader) -> NameIndex:
+    """The name index of a diff's pairs (by pair name): each pair under the canonical name of
+    its tensor in B, or in A when only A has it; kinds and slots as the layout sees them."""
+    ia = NameIndex([t.name for t in reader.a.tensors()], gguf_arch=reader.a.gguf_architecture())
+    ib = NameIndex([t.name for t in reader.b.tensors()], gguf_arch=reader.b.gguf_architecture())
+    canonical = {p.name: ib[p.b.name].canonical if p.b is not None
+                 else ia[p.a.name].canonical  # type: ignore[union-attr]
+                 for p in reader.pairs}
+    return NameIndex(canonical, canonical=canonical)
 
 
 def unpermute_rows(rows: int, heads: int) -> np.ndarray:

@@ -15,9 +15,7 @@ from . import color
 from . import delta as wdiff
 from .errors import InputError
 from .executors import Executor
-from .index import canonical_names
-from .info import tensor_kind
-from .layout import arch_layout, detect_blocks
+from .layout import arch_layout
 from .manifest import build_manifest, manifest_head
 from .options import METRICS, DiffOptions
 from .painters import DeltaPainter, ValuesPainter
@@ -55,14 +53,8 @@ def plan_diff(reader: wdiff.DiffReader, a_srcs: list[str], b_srcs: list[str],
     reason = wdiff.detect_finetune(a_srcs, b_srcs)
     finetune = opts.finetune if opts.finetune is not None else reason is not None
     mode = "finetune" if finetune else "compare"
-    canon_b = canonical_names([t.name for t in reader.b.tensors()],
-                              gguf_arch=reader.b.gguf_architecture())
-    canon_a = canonical_names([t.name for t in reader.a.tensors()],
-                              gguf_arch=reader.a.gguf_architecture())
-    canonical = {p.name: canon_b[p.b.name] if p.b is not None else canon_a[p.a.name]  # type: ignore[union-attr]
-                 for p in pairs}
-    lay = arch_layout(list(reader.tensors()), canonical)
-    block_prefix = detect_blocks(list(canonical.values()))
+    index = wdiff.pair_index(reader)
+    lay = arch_layout(list(reader.tensors()), index=index)
 
     # scales: s_delta = 0.5 * rms of A's sample (then B's, then 1); each side's robust scale
     n_pairs = len(pairs)
@@ -116,7 +108,7 @@ def plan_diff(reader: wdiff.DiffReader, a_srcs: list[str], b_srcs: list[str],
                 "shape_b": list(p.b.shape) if p.b else None,
                 "dtype_a": p.a.dtype if p.a else None, "dtype_b": p.b.dtype if p.b else None,
                 "paired_by": p.paired_by, "transform": p.transform, "block": block,
-                "kind": tensor_kind(canonical[p.name], block_prefix),
+                "kind": index[p.name].kind,
                 "scale": scales[p.name],
                 "scale_a": side_scales["a"].get(p.name), "scale_b": side_scales["b"].get(p.name),
                 "numbers": None, "elements": None,
@@ -157,7 +149,7 @@ def plan_diff(reader: wdiff.DiffReader, a_srcs: list[str], b_srcs: list[str],
             t = reader.info(p.name)
             tensors_json[p.name] = {
                 "shape": list(t.shape), "dtype": t.dtype, "view": [t.e_rows, t.e_cols],
-                "file": Path(t.file).name, "canonical": canonical[p.name],
+                "file": Path(t.file).name, "canonical": index[p.name].canonical,
                 "block": r["block"], "slot": lay.slots.get(p.name, (None, None))[1],
                 "scale": scales[p.name], "stats": None, "status": r["status"],
             }

@@ -13,11 +13,25 @@ __all__ = [
     "OutputError",
     "BundleError",
     "MissingExtraError",
+    "WorkerError",
 ]
 
 
 class WeightvisError(Exception):
     """Base of every error weightvis raises on purpose."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # pickled as (class, message, attributes): a worker process's error reaches the main
+        # process as the same type with the same words, whatever its __init__ takes
+        return (_restore, (type(self), str(self), dict(self.__dict__)))
+
+
+def _restore(cls: type[WeightvisError], message: str, state: dict[str, object]
+             ) -> WeightvisError:
+    e = cls.__new__(cls)
+    Exception.__init__(e, message)
+    e.__dict__.update(state)
+    return e
 
 
 class FormatError(WeightvisError):
@@ -61,3 +75,7 @@ class MissingExtraError(WeightvisError):
             f"{purpose} needs the optional package {module!r}: "
             f"pip install 'weightvis[{extra}]'"
         )
+
+
+class WorkerError(WeightvisError):
+    """A worker process ended without finishing its task (killed, out of memory)."""

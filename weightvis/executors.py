@@ -19,9 +19,15 @@ import abc
 import contextlib
 import gc
 import multiprocessing as mp
+import pickle
+import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .errors import WorkerError
 from .tiling import SceneJob
 from .types import TileAddress
 
@@ -101,37 +107,99 @@ class InlineExecutor(Executor):
 
 
 class _PoolState:
-    """The pool worker's own ``TileWorker`` (made by the initializer from the job it is
-    handed: each pool process renders one scene)."""
+    """What a pool process keeps between its tasks: the job or reader spec it was handed
+    (by the initializer, which does nothing that can fail) and what it opened from it on its
+    first task (so that any error is a task's error, reported with its words)."""
 
+    job: SceneJob | None = None
     worker: TileWorker | None = None
+    spec: Any = None
     reader: Any = None
 
 
-def _pool_init(job: SceneJob) -> None:
-    from .pyramid import TileWorker
-
+def _pool_init(job: SceneJob | None, spec: Any) -> None:
+    # Ctrl-C is the main process's to handle (it stops the pool): no worker tracebacks
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # everything inherited from the parent lives as long as the worker: keep it out of the
     # collector's full passes (measured: 3 % of the worker's time went to gc over it)
     gc.freeze()
-    _PoolState.worker = TileWorker(job)
+    _PoolState.job, _PoolState.spec = job, spec
+    _PoolState.worker = _PoolState.reader = None
 
 
-def _map_init(spec: Any) -> None:
-    gc.freeze()
-    _PoolState.reader = spec.open()
+def _portable(e: BaseException) -> BaseException:
+    """``e`` if it survives pickling (the way back to the main process), else a RuntimeError
+    with its words: an exception that cannot be unpickled must not break the pool."""
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:  # noqa: BLE001 - any failure to round-trip
+        return RuntimeError(f"{type(e).__name__}: {e}")
+
+
+def _pool_run(root: TileAddress) -> SubtreeResult:
+    from .pyramid import TileWorker, render_subtree
+
+    try:
+        if _PoolState.worker is None:
+            assert _PoolState.job is not None
+            _PoolState.worker = TileWorker(_PoolState.job)
+        return render_subtree(_PoolState.worker, root)
+    except BaseException as e:
+        raise _portable(e) from None
 
 
 def _map_run(task_item: tuple[Callable[[Any, Any], Any], Any]) -> Any:
     task, item = task_item
-    return task(_PoolState.reader, item)
+    try:
+        if _PoolState.reader is None:
+            _PoolState.reader = _PoolState.spec.open()
+        return task(_PoolState.reader, item)
+    except BaseException as e:
+        raise _portable(e) from None
 
 
-def _pool_run(root: TileAddress) -> SubtreeResult:
-    from .pyramid import render_subtree
+def _pool_results(workers: int, job: SceneJob | None, spec: Any,
+                  call: Callable[[Any], R], items: Sequence[Any],
+                  meanwhile: Callable[[], None] | None) -> Iterator[R]:
+    """``call(item)`` over a pool of ``workers`` processes, results as they complete. The
+    first failure of any task ends the run at once: the other tasks are cancelled, every
+    worker is stopped, and the task's own exception is raised here (a worker that died
+    raises WorkerError)."""
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pool_init,
+                               initargs=(job, spec))
+    side = None
+    try:
+        futures = [pool.submit(call, item) for item in items]
+        if meanwhile is not None:
+            # in a thread started after the workers forked, so they inherit no lock it takes
+            side = threading.Thread(target=meanwhile, name="weightvis-meanwhile", daemon=True)
+            side.start()
+        for f in as_completed(futures):
+            yield f.result()
+    except BrokenProcessPool:
+        raise WorkerError("a worker process died before finishing its task (killed, or out "
+                          "of memory?)") from None
+    finally:
+        _stop(pool)
+        if side is not None:
+            side.join()
 
-    assert _PoolState.worker is not None
-    return render_subtree(_PoolState.worker, root)
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and stop every worker now (not after its current task)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 class LocalPoolExecutor(Executor):
@@ -139,11 +207,6 @@ class LocalPoolExecutor(Executor):
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
-
-    @staticmethod
-    def _context() -> mp.context.BaseContext:
-        methods = mp.get_all_start_methods()
-        return mp.get_context("fork" if "fork" in methods else "spawn")
 
     @contextlib.contextmanager
     def scene(self, job: SceneJob) -> Iterator[SceneJob]:
@@ -173,37 +236,16 @@ class LocalPoolExecutor(Executor):
 
         # before forking: numba's first load costs ~0.2 s per process, the workers inherit it
         warm_up_all()
-        with self._context().Pool(self.workers, initializer=_pool_init,
-                                  initargs=(job,)) as pool:
-            results = pool.imap_unordered(_pool_run, roots)
-            if meanwhile is not None:
-                meanwhile()
-            yield from results
-
+        return _pool_results(self.workers, job, None, _pool_run, roots, meanwhile)
 
     def map_unordered(self, task: Callable[[Any, T], R], spec: Any, items: Sequence[T], *,
                       reader: Any = None, processes: int | None = None,
                       meanwhile: Callable[[], None] | None = None) -> Iterator[R]:
         n = min(self.workers if processes is None else processes, len(items))
         if n <= 1:
-            yield from InlineExecutor().map_unordered(task, spec, items, reader=reader,
-                                                      meanwhile=meanwhile)
-            return
-        side = None
-        with self._context().Pool(n, initializer=_map_init, initargs=(spec,)) as pool:
-            results = pool.imap_unordered(_map_run, [(task, i) for i in items], chunksize=1)
-            if meanwhile is not None:
-                # in a thread started after the workers forked, so they inherit no lock it takes
-                import threading
-
-                side = threading.Thread(target=meanwhile, name="weightvis-meanwhile",
-                                        daemon=True)
-                side.start()
-            try:
-                yield from results
-            finally:
-                if side is not None:
-                    side.join()
+            return InlineExecutor().map_unordered(task, spec, items, reader=reader,
+                                                  meanwhile=meanwhile)
+        return _pool_results(n, None, spec, _map_run, [(task, i) for i in items], meanwhile)
 
 
 def local_executor(workers: int) -> Executor:

@@ -7,7 +7,10 @@ is escaped so that no name can end the script element (``<``, ``>``, ``&``, U+20
 openslide-python's ``examples/deepzoom``).
 
 The viewer files live in the top-level ``viewer/`` folder of a source checkout (or editable install)
-and in the package ``weightvis._viewer`` of a wheel (see ``pyproject.toml``).
+and in the package ``weightvis._viewer`` of a wheel (see ``pyproject.toml``). The viewer is classic
+scripts in ``viewer/js/`` under one namespace (``window.WV``): a core every bundle loads, plug-ins
+that register scene kinds and panels, and ``start.js`` last. :func:`viewer_scripts` says which a
+bundle needs (the diff plug-ins only when the manifest has ``diff``); the page lists only those.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import importlib.resources
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +29,56 @@ from markupsafe import Markup
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-__all__ = ["render_index_html", "copy_viewer_assets", "manifest_script_json", "LEAFLET_VERSION"]
+__all__ = [
+    "render_index_html",
+    "copy_viewer_assets",
+    "manifest_script_json",
+    "viewer_scripts",
+    "ALL_VIEWER_SCRIPTS",
+    "LEAFLET_VERSION",
+]
 
 LEAFLET_VERSION = "1.9.4"
 """The vendored Leaflet (``viewer/vendor/leaflet-<version>/``, see ``vendor/refresh.sh``)."""
 
 _TEMPLATE = "index.html.j2"
+
+_CORE_SCRIPTS: tuple[str, ...] = (
+    "wv.js",            # the namespace, helpers, the registries (sceneKinds, panels)
+    "hilbert.js",       # Hilbert curve conversions
+    "tiles.js",         # tile index, indexed Leaflet tile layer
+    "scene-model.js",   # one scene's geometry and point lookups
+    "overlay.js",       # outlines, highlights, labels over the map
+    "legend.js",        # the colour legend (filled by the scene kind)
+    "readout.js",       # under-the-cursor readout and stats box
+    "search.js",        # find a tensor
+    "hash.js",          # the view in the URL
+    "app.js",           # the core: map, scenes, hover, selection, panels
+    "kind-values.js",   # scene kind "values"
+)
+_BYTES_SCRIPTS: tuple[str, ...] = ("kind-bytes.js",)  # scene kind "bytes"
+_DIFF_SCRIPTS: tuple[str, ...] = (
+    "diff-model.js",        # pairs by name, formatting, change panel markup; panel "diff"
+    "diff-kinds.js",        # scene kinds "delta" and "side" (a / b)
+    "diff-readout.js",      # panel "diff-readout": status, A -> B, pair numbers
+    "diff-summary.js",      # panel "diff-summary": A -> B, counts, diagnosis
+    "change-table.js",      # the change table (columns, filter, sort, lazy rows)
+    "change-table-nav.js",  # its keyboard, selection, resizing; panel "changes"
+    "diff-keys.js",         # panel "scene-keys": a / b / d
+)
+_START_SCRIPT = "start.js"
+
+_PLUGINS: tuple[tuple[str, Callable[[dict[str, Any]], bool], tuple[str, ...]], ...] = (
+    ("bytes", lambda m: any(isinstance(s, dict) and s.get("colormap") == "bytes"
+                            for s in m.get("scenes") or ()), _BYTES_SCRIPTS),
+    ("diff", lambda m: isinstance(m.get("diff"), dict), _DIFF_SCRIPTS),
+)
+"""Plug-in script sets: (name, does a manifest need it, its scripts in load order)."""
+
+ALL_VIEWER_SCRIPTS: tuple[str, ...] = (
+    *_CORE_SCRIPTS, *(s for _, _, scripts in _PLUGINS for s in scripts), _START_SCRIPT
+)
+"""Every script any bundle can list (files of ``viewer/js/``), in load order."""
 
 # Escapes that keep JSON valid and identical after JSON.parse, but make it inert inside a
 # <script> element: no "</script", no "<!--", no HTML entity, no JS line terminator.
@@ -44,8 +92,24 @@ _SCRIPT_SAFE = {
 _SCRIPT_SAFE_TABLE = str.maketrans(_SCRIPT_SAFE)
 
 
+def viewer_scripts(manifest: dict[str, Any]) -> list[str]:
+    """The viewer scripts (names in ``viewer/js/``) a bundle's page loads, in load order.
+
+    >>> viewer_scripts({"scenes": []})[0], viewer_scripts({"scenes": []})[-1]
+    ('wv.js', 'start.js')
+    >>> "diff-model.js" in viewer_scripts({"diff": {"pairs": []}})
+    True
+    """
+    scripts = list(_CORE_SCRIPTS)
+    for _, needed, plugin in _PLUGINS:
+        if needed(manifest):
+            scripts.extend(plugin)
+    scripts.append(_START_SCRIPT)
+    return scripts
+
+
 def _viewer_dir() -> Path | Traversable:
-    """The folder holding ``index.html.j2``, ``viewer.js``, ``viewer.css`` and ``vendor/``."""
+    """The folder holding ``index.html.j2``, ``js/``, ``viewer.css`` and ``vendor/``."""
     # This file is weightvis/html.py, so this is Path(weightvis.__file__).parent.parent / "viewer"
     # without importing the package from inside itself.
     checkout = Path(__file__).resolve().parent.parent / "viewer"
@@ -103,6 +167,7 @@ def render_index_html(manifest: dict[str, Any], *, title: str | None = None) -> 
     return template.render(
         title=title,
         manifest_json=Markup(manifest_script_json(manifest)),
+        scripts=viewer_scripts(manifest),
         generator=str(manifest.get("generator") or "weightvis"),
     )
 
@@ -121,21 +186,25 @@ def _copy_file(src: Path | Traversable, dst: Path) -> None:
         raise
 
 
-def copy_viewer_assets(out_dir: Path) -> None:
+def copy_viewer_assets(out_dir: Path, manifest: dict[str, Any] | None = None) -> None:
     """Copy the viewer's static files into ``out_dir/assets/``.
 
     ``leaflet.js``, ``leaflet.css``, ``images/*.png`` (referenced by ``leaflet.css``),
-    ``LICENSE-leaflet.txt`` (Leaflet's BSD-2-Clause licence), ``viewer.js`` and ``viewer.css``.
+    ``LICENSE-leaflet.txt`` (Leaflet's BSD-2-Clause licence), ``viewer.css`` and ``js/<script>``:
+    the scripts ``manifest`` needs (:func:`viewer_scripts`), or every script when it is None.
     """
     viewer = _viewer_dir()
     leaflet = _leaflet_dir(viewer)
     assets = Path(out_dir) / "assets"
     (assets / "images").mkdir(parents=True, exist_ok=True)
+    (assets / "js").mkdir(exist_ok=True)
     _copy_file(leaflet / "leaflet.js", assets / "leaflet.js")
     _copy_file(leaflet / "leaflet.css", assets / "leaflet.css")
     _copy_file(leaflet / "LICENSE", assets / "LICENSE-leaflet.txt")
     for image in sorted((leaflet / "images").iterdir(), key=lambda t: t.name):
         if image.is_file() and image.name.endswith(".png"):
             _copy_file(image, assets / "images" / image.name)
-    _copy_file(viewer / "viewer.js", assets / "viewer.js")
+    scripts = ALL_VIEWER_SCRIPTS if manifest is None else viewer_scripts(manifest)
+    for script in scripts:
+        _copy_file(viewer / "js" / script, assets / "js" / script)
     _copy_file(viewer / "viewer.css", assets / "viewer.css")

@@ -1,20 +1,34 @@
-"""Canonical tensor names across formats.
+"""The name index: every tensor name parsed once, for layout, ``info``, diff pairing and search.
 
-A GGUF file names its tensors the llama.cpp way (``blk.3.attn_q.weight``); the Hugging Face
-release of the same model says ``model.layers.3.self_attn.q_proj.weight``. The canonical name of
-a tensor is its Hugging Face spelling: GGUF names are mapped back through gguf-py's
-``get_tensor_name_map`` (HF -> GGUF, many to one), choosing one preferred HF spelling per GGUF
-name; other names are their own canonical name. The layout keys its slots on canonical names, so
-the GGUF and the safetensors release of one model line up slot for slot.
+Canonical names. A GGUF file names its tensors the llama.cpp way (``blk.3.attn_q.weight``); the
+Hugging Face release of the same model says ``model.layers.3.self_attn.q_proj.weight``. The
+canonical name of a tensor is its Hugging Face spelling: GGUF names are mapped back through
+gguf-py's ``get_tensor_name_map`` (HF -> GGUF, many to one), choosing one preferred HF spelling
+per GGUF name; other names are their own canonical name. Everything below is parsed from the
+canonical name, so the GGUF and the safetensors release of one model line up slot for slot.
+
+Parsed from a canonical name (``TensorName``): the block stack and block index with the sub-path
+inside the block (``model.layers`` / 3 / ``self_attn.q_proj.weight``); the kind (``KINDS``); for a
+Mixture-of-Experts the part (``MOE_PARTS``: one routed expert's tensor, all routed experts fused
+in one tensor, a shared expert, the router), the expert index and the projection role; the Q/K
+role of attention (llama.cpp permutes those rows for RoPE). Expert name families: MOE.md §1.2
+and Appendix C. ``NameIndex`` builds all of it for a list of names in linear time, with O(1)
+lookups by name and by canonical name and the dominant block stack. Pure Python: no numpy, no
+reader (gguf-py is imported only to map GGUF names of an architecture the overrides miss).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
+from typing import NamedTuple
 
-__all__ = ["canonical_names", "gguf_to_hf_map", "looks_gguf"]
+__all__ = ["KINDS", "MOE_PARTS", "SLOT_KINDS", "BlockParse", "MoeParse", "NameIndex", "TensorName",
+           "canonical_names", "detect_blocks", "gguf_to_hf_map", "is_embedding", "is_output_head",
+           "looks_gguf",
+           "parse_block", "parse_moe", "qk_role", "slot_kind", "strip_wrappers", "tensor_kind"]
 
 _GGUF_NAME = re.compile(r"^(blk\.\d+\.|token_embd\.|output\.|output_norm\.|rope_freqs\.)")
 
@@ -115,3 +129,317 @@ def canonical_names(names: Iterable[str], *, gguf_arch: str | None = None) -> di
         else:
             seen[c] = n
     return out
+
+
+# -- blocks --------------------------------------------------------------------------------------
+_BLOCK_RE = re.compile(
+    r"^(?P<prefix>(?:[^.]+\.)*?(?:layers|layer|h|blocks|block|blk))\.(?P<idx>\d+)\.(?P<rest>.+)$")
+
+
+class BlockParse(NamedTuple):
+    """``model.layers.3.mlp.up_proj.weight`` -> (``model.layers``, 3, ``mlp.up_proj.weight``)."""
+
+    prefix: str
+    block: int
+    sub: str
+
+
+def parse_block(name: str) -> BlockParse | None:
+    """The block stack, block index and sub-path of a name, or None outside any block."""
+    m = _BLOCK_RE.match(name)
+    if m is None:
+        return None
+    return BlockParse(m["prefix"], int(m["idx"]), m["rest"])
+
+
+def _dominant(counts: Mapping[str, int], indices: Mapping[str, set[int]]) -> str | None:
+    if not counts:
+        return None
+    best = sorted(counts, key=lambda k: (-counts[k], -len(indices[k]), k))[0]
+    # a single "block" holding one tensor is not a stack
+    if len(indices[best]) < 2 and counts[best] < 2:
+        return None
+    return best
+
+
+def detect_blocks(names: Iterable[str]) -> str | None:
+    """The dominant block stack's prefix (most tensors, then most blocks, then the smaller
+    prefix), or None when no name looks like a transformer block."""
+    counts: dict[str, int] = defaultdict(int)
+    indices: dict[str, set[int]] = defaultdict(set)
+    for n in names:
+        p = parse_block(n)
+        if p is not None:
+            counts[p.prefix] += 1
+            indices[p.prefix].add(p.block)
+    return _dominant(counts, indices)
+
+
+# -- kinds ---------------------------------------------------------------------------------------
+SLOT_KINDS = ("attention", "mlp", "norm", "other")
+"""Kinds of a block sub-path (``slot_kind``): the layout's shelves, in this order."""
+KINDS = ("attention", "mlp", "norms", "embeddings", "experts", "other")
+"""Kinds of a tensor (``tensor_kind``), as ``info`` and the diff report them."""
+
+_NORM_RE = re.compile(r"(norm|^ln(_?\d+|_?f)?$|^rms)")
+_ATTN_RE = re.compile(r"(attn|attention)")
+_MLP_RE = re.compile(r"(mlp|ffn|feed_forward|densereludense|intermediate|experts?|moe|router|"
+                     r"^gate|up_proj|down_proj|^fc\d|^w[123]$|c_fc|shared_expert)")
+_QKVO_RE = re.compile(r"^(q_proj|k_proj|v_proj|o_proj|query|key|value|qkv|wq|wk|wv|wqkv|"
+                      r"query_key_value|out_proj)$")
+_EMBED_RE = re.compile(r"(embed|^wte\b|^wpe\b|\.wte\.|\.wpe\.|token_embd|tok_embeddings|"
+                       r"^shared\.|\.shared\.)", re.IGNORECASE)
+_EXPERT_RE = re.compile(r"(^|\.)experts?\.\d+\.|_exps\b|\.experts\.")
+_HEAD_RE = re.compile(r"(^|\.)(lm_head|output)\.(weight|bias)$")
+_Q_RE = re.compile(r"(self_attn\.q_proj|attention\.wq)\.weight$")
+_K_RE = re.compile(r"(self_attn\.k_proj|attention\.wk)\.weight$")
+
+
+def slot_kind(sub: str) -> str:
+    """``attention``, ``mlp``, ``norm`` or ``other`` (``SLOT_KINDS``) for a block sub-path."""
+    comps = [c.lower() for c in sub.split(".")]
+    module = comps[:-1] if len(comps) > 1 else comps
+    if any(_NORM_RE.search(c) for c in module):
+        return "norm"
+    if any(_ATTN_RE.search(c) for c in module):
+        return "attention"
+    if any(_MLP_RE.search(c) for c in module):
+        return "mlp"
+    if any(_QKVO_RE.match(c) for c in module):
+        return "attention"
+    if module and module[0] == "output":  # BERT's FFN output.dense
+        return "mlp"
+    return "other"
+
+
+def is_embedding(name: str) -> bool:
+    """True for token / position embeddings (``embed_tokens``, ``wte``, T5's ``shared`` …)."""
+    return bool(_EMBED_RE.search(name))
+
+
+def is_output_head(name: str) -> bool:
+    """True for the output head (``lm_head``, GGUF ``output``), weight or bias."""
+    return bool(_HEAD_RE.search(name))
+
+
+def _kind(canon: str, p: BlockParse | None, prefix: str | None) -> str:
+    if _EXPERT_RE.search(canon):
+        return "experts"
+    if is_embedding(canon) or _HEAD_RE.search(canon):
+        return "embeddings"
+    sub = p.sub if p is not None and p.prefix == prefix else canon
+    return {"norm": "norms", "attention": "attention", "mlp": "mlp"}.get(slot_kind(sub), "other")
+
+
+def tensor_kind(canon: str, prefix: str | None) -> str:
+    """One of ``KINDS`` for a canonical name; ``prefix`` is the dominant block stack."""
+    return _kind(canon, parse_block(canon), prefix)
+
+
+def qk_role(canon: str) -> str | None:
+    """``q`` / ``k`` for the weight of attention's query / key projection (the rows llama.cpp
+    permutes for RoPE), else None."""
+    if _Q_RE.search(canon):
+        return "q"
+    if _K_RE.search(canon):
+        return "k"
+    return None
+
+
+WRAPPERS = ("module.", "_orig_mod.", "base_model.model.", "model.", "transformer.")
+"""Prefixes that wrappers add to a state dict (DDP, torch.compile, PEFT) or that one export
+has and another lacks; ``strip_wrappers`` removes them for the diff's last pairing rule."""
+
+
+def strip_wrappers(name: str) -> str:
+    """``name`` without its leading ``WRAPPERS``, repeatedly (never down to nothing)."""
+    changed = True
+    while changed:
+        changed = False
+        for w in WRAPPERS:
+            if name.startswith(w) and len(name) > len(w):
+                name = name[len(w):]
+                changed = True
+    return name
+
+
+# -- Mixture-of-Experts (MOE.md §1.2, Appendix C) -----------------------------------------------
+MOE_PARTS = ("expert", "fused", "shared", "router")
+"""``expert``: one routed expert's tensor; ``fused``: every routed expert in one tensor (expert
+axis first); ``shared``: an always-on shared expert (never counted as routed); ``router``."""
+
+_ROLES = {"gate_proj": "gate", "w1": "gate", "up_proj": "up", "w3": "up", "v1": "up", "wi": "up",
+          "fc1": "up", "down_proj": "down", "w2": "down", "wo": "down", "fc2": "down",
+          "gate_up_proj": "gate_up", "input_linear": "gate_up", "output_linear": "down"}
+_MOE_ATTN_RE = re.compile(r"attn|attention")  # JetMoE's attention experts are not FFN experts
+_SHARED_RE = re.compile(r"shared_experts?|shared_mlp|share_expert|_shexp")
+_SHARED_ROLE_RE = re.compile(r"(?:(?:shared_experts?|shared_mlp|share_expert)\.(?P<w>[^.]+)|"
+                             r"ffn_(?P<g>gate|up|down|gate_up)_shexp)\.weight$")
+_ROUTER_BIAS_RE = re.compile(r"(?:^|\.)(?:e_score_correction_bias|expert_bias(?:\.bias)?|"
+                             r"exp_probs_b\.bias|router\.bias|ffn_gate_inp\.bias)$")
+_ROUTER_RE = re.compile(r"(?:^|\.)(?:gate|router|gate\.wg|router\.gate|router\.layer|"
+                        r"router\.classifier|router\.proj|ffn_gate_inp)\.weight$")
+_ROUTER_PART_RE = re.compile(r"(?:^|\.)router\.")
+_PER_EXPERT_RE = re.compile(r"(?:^|\.)experts\.(?:expert_)?(?P<e>\d+)\.(?P<rest>.+)$")
+_FUSED_RE = re.compile(
+    r"(?:^|\.)(?:experts\.(?:mlp\.)?(?P<a>gate_up_proj|gate_proj|up_proj|down_proj|w1|v1|w2)|"
+    r"(?P<b>input_linear|output_linear)|ffn_(?P<g>gate|up|down|gate_up)_exps)"
+    r"(?P<tail>_bias|_blocks|_scales|\.[^.]+)?$")
+
+
+class MoeParse(NamedTuple):
+    """Where a block sub-path sits in a Mixture-of-Experts: ``part`` (``MOE_PARTS``), the routed
+    expert's index (``expert`` parts only) and the role: ``gate``, ``up``, ``down``, ``gate_up``
+    for a projection's weight, ``router`` / ``router_bias`` for the router's weight / a routing
+    bias; None for other parameters (biases, FP8 scales, MXFP4 blocks).
+
+    >>> parse_moe("block_sparse_moe.experts.5.w3.weight")
+    MoeParse(part='expert', expert=5, role='up')
+    """
+
+    part: str
+    expert: int | None
+    role: str | None
+
+
+def parse_moe(sub: str) -> MoeParse | None:
+    """The MoE reading of a block sub-path (``MoeParse``), or None for a dense tensor."""
+    if _MOE_ATTN_RE.search(sub):
+        return None
+    if _SHARED_RE.search(sub):
+        m = _SHARED_ROLE_RE.search(sub)
+        role = None if m is None else m["g"] or _ROLES.get(m["w"])
+        return MoeParse("shared", None, role)
+    if _ROUTER_BIAS_RE.search(sub):
+        return MoeParse("router", None, "router_bias")
+    if _ROUTER_RE.search(sub):
+        return MoeParse("router", None, "router")
+    m = _PER_EXPERT_RE.search(sub)
+    if m is not None:
+        w = m["rest"].removesuffix(".weight")
+        role = _ROLES.get(w) if m["rest"].endswith(".weight") else None
+        return MoeParse("expert", int(m["e"]), role)
+    m = _FUSED_RE.search(sub)
+    if m is not None:
+        weight = m["tail"] in (None, ".weight")
+        return MoeParse("fused", None, (m["g"] or _ROLES[m["a"] or m["b"]]) if weight else None)
+    if _ROUTER_PART_RE.search(sub):
+        return MoeParse("router", None, None)
+    return None
+
+
+# -- the index -----------------------------------------------------------------------------------
+class TensorName(NamedTuple):
+    """One tensor's name, parsed (``NameIndex``). ``prefix``, ``block`` and ``sub`` place it in
+    a block stack (any stack; ``NameIndex.block_prefix`` is the dominant one), None outside
+    blocks; ``kind`` is one of ``KINDS``; ``moe``, ``expert``, ``expert_role`` as ``MoeParse``
+    (None for a dense tensor); ``qk_role`` as ``qk_role``.
+
+    >>> NameIndex(["model.layers.3.mlp.experts.7.down_proj.weight",
+    ...            "model.layers.4.mlp.experts.7.down_proj.weight"])[
+    ...     "model.layers.3.mlp.experts.7.down_proj.weight"]  # doctest: +NORMALIZE_WHITESPACE
+    TensorName(name='model.layers.3.mlp.experts.7.down_proj.weight',
+               canonical='model.layers.3.mlp.experts.7.down_proj.weight', prefix='model.layers',
+               block=3, sub='mlp.experts.7.down_proj.weight', kind='experts', moe='expert',
+               expert=7, expert_role='down', qk_role=None)
+    """
+
+    name: str
+    canonical: str
+    prefix: str | None
+    block: int | None
+    sub: str | None
+    kind: str
+    moe: str | None
+    expert: int | None
+    expert_role: str | None
+    qk_role: str | None
+
+
+class NameIndex:
+    """Every name of a checkpoint (or of a diff's pairs) parsed once, in time linear in the
+    number of names. ``canonical`` maps names to canonical names when the caller already has
+    them (a diff: each pair under the canonical name of its tensors); otherwise they are found
+    from the names (GGUF names through ``gguf_arch``'s map). Names are unique (a repeated name is
+    indexed once); when two share a canonical name, ``by_canonical`` gives the first."""
+
+    __slots__ = ("_by_name", "_by_canonical", "block_prefix", "blocks", "experts")
+
+    def __init__(self, names: Iterable[str], *, gguf_arch: str | None = None,
+                 canonical: Mapping[str, str] | None = None) -> None:
+        names = list(dict.fromkeys(names))
+        canon = (canonical_names(names, gguf_arch=gguf_arch) if canonical is None
+                 else {n: canonical.get(n, n) for n in names})
+        match = _BLOCK_RE.match
+        parsed = [(n, c, m.groups() if (m := match(c)) is not None else None)
+                  for n, c in canon.items()]
+        counts: dict[str, int] = defaultdict(int)
+        indices: dict[str, set[int]] = defaultdict(set)
+        for _, _, g in parsed:
+            if g is not None:
+                counts[g[0]] += 1
+                indices[g[0]].add(int(g[1]))
+        prefix = self.block_prefix = _dominant(counts, indices)
+        """The dominant block stack (``detect_blocks``), None without one."""
+        self.blocks: tuple[int, ...] = tuple(sorted(indices[prefix])) if prefix else ()
+        """Block indices of the dominant stack, ascending."""
+        # everything but the block index depends on (stack, sub-path) only: parsed once each
+        memo: dict[tuple[str, str], tuple[str, str | None, int | None, str | None, str | None]] = {}
+        new = tuple.__new__  # TensorName(...) without its Python-level __new__: 45k names/0.1 s
+        by_name: dict[str, TensorName] = {}
+        for n, c, g in parsed:
+            if g is None:
+                by_name[n] = new(TensorName, (n, c, None, None, None, _kind(c, None, prefix),
+                                              None, None, None, qk_role(c)))
+                continue
+            stack, idx, sub = g
+            got = memo.get((stack, sub))
+            if got is None:
+                moe = parse_moe(sub)
+                part, expert, role = moe if moe is not None else (None, None, None)
+                got = memo[(stack, sub)] = (_kind(c, BlockParse(stack, int(idx), sub), prefix),
+                                            part, expert, role, qk_role(c))
+            by_name[n] = new(TensorName, (n, c, stack, int(idx), sub, *got))
+        self._by_name = by_name
+        self._by_canonical: dict[str, TensorName] | None = None  # built on first use
+        self.experts: tuple[int, ...] = tuple(sorted(
+            {v[2] for v in memo.values() if v[1] == "expert" and v[2] is not None}))
+        """Indices of routed experts stored one per tensor, ascending (empty when fused)."""
+
+    def __getitem__(self, name: str) -> TensorName:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"{name!r}: no such tensor name in the index") from None
+
+    def get(self, name: str) -> TensorName | None:
+        return self._by_name.get(name)
+
+    def by_canonical(self, canonical: str) -> TensorName | None:
+        """The tensor whose canonical name this is (the first one, if several), or None."""
+        if self._by_canonical is None:
+            self._by_canonical = {}
+            for t in reversed(self._by_name.values()):
+                self._by_canonical[t.canonical] = t
+        return self._by_canonical.get(canonical)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self) -> Iterator[TensorName]:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def canonical(self) -> dict[str, str]:
+        """name -> canonical name, in the order the names were given."""
+        return {n: t.canonical for n, t in self._by_name.items()}
+
+    def slot(self, name: str) -> tuple[int, str] | None:
+        """(block, sub-path) of a tensor in the dominant stack, else None."""
+        t = self[name]
+        if t.prefix is None or t.prefix != self.block_prefix:
+            return None
+        assert t.block is not None and t.sub is not None
+        return t.block, t.sub

@@ -14,16 +14,12 @@ import numpy as np
 
 from .formats import MultiReader, open_checkpoint
 from .formats.dtypes import ELEMENT_TYPES
-from .index import canonical_names
-from .layout.arch import _is_embedding, detect_blocks, parse_block, slot_kind
+from .index import KINDS, NameIndex, is_embedding, is_output_head, parse_block, tensor_kind
 from .types import TensorInfo
 
+# KINDS and tensor_kind live in the name index (weightvis.index); kept importable from here
 __all__ = ["checkpoint_info", "compare_info", "stored_nbytes", "format_info", "format_compare",
            "KINDS", "tensor_kind"]
-
-KINDS = ("attention", "mlp", "norms", "embeddings", "experts", "other")
-_EXPERT_RE = re.compile(r"(^|\.)experts?\.\d+\.|_exps\b|\.experts\.")
-_HEAD_RE = re.compile(r"(^|\.)(lm_head|output)\.(weight|bias)$")
 
 
 def stored_nbytes(t: TensorInfo) -> int:
@@ -38,18 +34,6 @@ def stored_nbytes(t: TensorInfo) -> int:
     except KeyError:
         return 0
     return t.numel // bs * ts
-
-
-def tensor_kind(canon: str, prefix: str | None) -> str:
-    """attention, mlp, norms, embeddings, experts or other, from the canonical name."""
-    if _EXPERT_RE.search(canon):
-        return "experts"
-    if _is_embedding(canon) or _HEAD_RE.search(canon):
-        return "embeddings"
-    p = parse_block(canon)
-    sub = p.sub if p is not None and p.prefix == prefix else canon
-    k = slot_kind(sub)
-    return {"norm": "norms", "attention": "attention", "mlp": "mlp"}.get(k, "other")
 
 
 def _gguf_arch_info(reader: MultiReader) -> dict[str, Any]:
@@ -67,15 +51,15 @@ def _first(*values: Any) -> Any:
     return None
 
 
-def _architecture(tensors: Sequence[TensorInfo], canon: dict[str, str], prefix: str | None,
+def _architecture(tensors: Sequence[TensorInfo], index: NameIndex,
                   config: dict[str, Any], gg: dict[str, Any]) -> dict[str, Any]:
-    by_canon = {canon[t.name]: t for t in tensors}
-    blocks = sorted({p.block for t in tensors if (p := parse_block(canon[t.name])) is not None
-                     and p.prefix == prefix})
-    token_embs = [t for c, t in by_canon.items() if _is_embedding(c) and t.e_rows > 1
+    prefix = index.block_prefix
+    by_canon = {index[t.name].canonical: t for t in tensors}
+    blocks = index.blocks
+    token_embs = [t for c, t in by_canon.items() if is_embedding(c) and t.e_rows > 1
                   and not re.search(r"position|token_type|segment", c)]
     emb = max(token_embs, key=lambda t: (t.e_rows, t.name), default=None)
-    head = next((t for c, t in by_canon.items() if _HEAD_RE.search(c)), None)
+    head = next((t for c, t in by_canon.items() if is_output_head(c)), None)
     experts = {int(m.group(1)) for c in by_canon if (m := re.search(r"experts\.(\d+)\.", c))}
     exps3d = [t for c, t in by_canon.items() if "_exps" in t.name or
               re.search(r"\.experts\.(gate|up|down)_proj", c)]
@@ -134,20 +118,19 @@ def _info(reader: MultiReader, scan: bool,
           progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
     tensors = list(reader.tensors())
     gg = _gguf_arch_info(reader)
-    canon = canonical_names([t.name for t in tensors], gguf_arch=gg.get("architecture"))
-    prefix = detect_blocks([canon[t.name] for t in tensors])
+    index = NameIndex([t.name for t in tensors], gguf_arch=gg.get("architecture"))
     per_kind: Counter[str] = Counter()
     per_block: Counter[int] = Counter()
     dtypes: dict[str, dict[str, int]] = defaultdict(lambda: {"tensors": 0, "params": 0,
                                                               "bytes": 0})
     rows = []
     for t in tensors:
-        c = canon[t.name]
-        kind = tensor_kind(c, prefix)
+        tn = index[t.name]
+        c, kind = tn.canonical, tn.kind
         per_kind[kind] += t.numel
-        p = parse_block(c)
-        if p is not None and p.prefix == prefix:
-            per_block[p.block] += t.numel
+        slot = index.slot(t.name)
+        if slot is not None:
+            per_block[slot[0]] += t.numel
         nb = stored_nbytes(t)
         d = dtypes[t.dtype]
         d["tensors"] += 1
@@ -164,7 +147,7 @@ def _info(reader: MultiReader, scan: bool,
         "per_kind": {k: per_kind.get(k, 0) for k in KINDS},
         "per_block": {str(b): n for b, n in sorted(per_block.items())},
         "dtypes": dict(sorted(dtypes.items())),
-        "architecture": _architecture(tensors, canon, prefix, reader.config, gg),
+        "architecture": _architecture(tensors, index, reader.config, gg),
         "tensors": rows,
     }
     if scan:

@@ -21,9 +21,15 @@ def write_text(folder: Path, name: str, text: str) -> None:
 
 def write_viewer(folder: Path, manifest: dict[str, Any]) -> None:
     """``index.html`` and the viewer assets the manifest needs, into ``folder``."""
-    from .html import copy_viewer_assets, render_index_html
+    from .html import ALL_VIEWER_SCRIPTS, copy_viewer_assets, render_index_html, viewer_scripts
 
-    copy_viewer_assets(folder)
+    copy_viewer_assets(folder, manifest)
+    # scripts of ours this page does not use: those of another kind of bundle, and the single
+    # viewer.js of bundles written before the viewer was split
+    needed = set(viewer_scripts(manifest))
+    stale = [folder / "assets" / "js" / s for s in ALL_VIEWER_SCRIPTS if s not in needed]
+    for path in [*stale, folder / "assets" / "viewer.js"]:
+        path.unlink(missing_ok=True)
     write_text(folder, "index.html", render_index_html(manifest, title=manifest.get("title")))
 
 

@@ -21,7 +21,7 @@ from . import color
 from .errors import InputError
 from .executors import Executor
 from .formats import MultiReader
-from .index import canonical_names
+from .index import NameIndex
 from .layout import arch_layout, hilbert_layout
 from .manifest import build_manifest, manifest_head, scene_json
 from .options import RenderOptions
@@ -120,10 +120,9 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
     tensors = list(reader.tensors())
     if not tensors:
         raise InputError(f"{', '.join(srcs)}: the checkpoint holds no tensors")
-    canonical = canonical_names([t.name for t in tensors],
-                                gguf_arch=reader.gguf_architecture())
+    index = NameIndex([t.name for t in tensors], gguf_arch=reader.gguf_architecture())
     if opts.layout == "arch":
-        lay = arch_layout(tensors, canonical)
+        lay = arch_layout(tensors, index=index)
     elif not opts.bytes_scene:
         lay = hilbert_layout(tensors)
     else:
@@ -175,7 +174,7 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
             block, slot = lay.slots.get(t.name, (None, None))
             entry: dict[str, Any] = {
                 "shape": list(t.shape), "dtype": t.dtype, "view": [t.e_rows, t.e_cols],
-                "file": Path(t.file).name, "canonical": canonical[t.name],
+                "file": Path(t.file).name, "canonical": index[t.name].canonical,
                 "block": block, "slot": slot,
                 "scale": float(scales[t.name]),
             }

@@ -19,12 +19,20 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
+from ..index import (
+    SLOT_KINDS,
+    BlockParse,
+    NameIndex,
+    detect_blocks,
+    is_embedding,
+    parse_block,
+    slot_kind,
+)
 from ..types import Group, Placement, SceneLayout, TensorInfo
 
-__all__ = ["arch_layout", "detect_blocks", "natural_key", "BlockParse", "slot_kind"]
-
-_BLOCK_RE = re.compile(
-    r"^(?P<prefix>(?:[^.]+\.)*?(?:layers|layer|h|blocks|block|blk))\.(?P<idx>\d+)\.(?P<rest>.+)$")
+# names are parsed by the name index (weightvis.index); these stay importable from here
+__all__ = ["arch_layout", "detect_blocks", "natural_key", "BlockParse", "parse_block",
+           "slot_kind"]
 
 _TARGET_ASPECT = 16 / 9
 
@@ -34,48 +42,8 @@ def natural_key(s: str) -> tuple[object, ...]:
     return tuple((0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", s) if t)
 
 
-class BlockParse(NamedTuple):
-    """``model.layers.3.mlp.up_proj.weight`` -> (``model.layers``, 3, ``mlp.up_proj.weight``)."""
-
-    prefix: str
-    block: int
-    sub: str
-
-
-def parse_block(name: str) -> BlockParse | None:
-    m = _BLOCK_RE.match(name)
-    if m is None:
-        return None
-    return BlockParse(m["prefix"], int(m["idx"]), m["rest"])
-
-
-def detect_blocks(names: Sequence[str]) -> str | None:
-    """The dominant block stack's prefix (most tensors, then most blocks, then the smaller
-    prefix), or None when no name looks like a transformer block."""
-    counts: dict[str, int] = defaultdict(int)
-    indices: dict[str, set[int]] = defaultdict(set)
-    for n in names:
-        p = parse_block(n)
-        if p is not None:
-            counts[p.prefix] += 1
-            indices[p.prefix].add(p.block)
-    if not counts:
-        return None
-    best = sorted(counts, key=lambda k: (-counts[k], -len(indices[k]), k))[0]
-    # a single "block" holding one tensor is not a stack
-    if len(indices[best]) < 2 and counts[best] < 2:
-        return None
-    return best
-
-
-# -- ordering of sub-paths ---------------------------------------------------------------------
-_KINDS = ("attention", "mlp", "norm", "other")
-_NORM_RE = re.compile(r"(norm|^ln(_?\d+|_?f)?$|^rms)")
-_ATTN_RE = re.compile(r"(attn|attention)")
-_MLP_RE = re.compile(r"(mlp|ffn|feed_forward|densereludense|intermediate|experts?|moe|router|"
-                     r"^gate|up_proj|down_proj|^fc\d|^w[123]$|c_fc|shared_expert)")
-_QKVO_RE = re.compile(r"^(q_proj|k_proj|v_proj|o_proj|query|key|value|qkv|wq|wk|wv|wqkv|"
-                      r"query_key_value|out_proj)$")
+# -- ordering of sub-paths (their kinds: index.slot_kind) ----------------------------------------
+_KINDS = SLOT_KINDS
 
 _RANK = {
     "self": 5, "self_attn": 5, "selfattention": 5,
@@ -92,23 +60,6 @@ _RANK = {
     "output": 30,
     "weight": 0, "bias": 1,
 }
-
-
-def slot_kind(sub: str) -> str:
-    """``attention``, ``mlp``, ``norm`` or ``other`` for a block sub-path."""
-    comps = [c.lower() for c in sub.split(".")]
-    module = comps[:-1] if len(comps) > 1 else comps
-    if any(_NORM_RE.search(c) for c in module):
-        return "norm"
-    if any(_ATTN_RE.search(c) for c in module):
-        return "attention"
-    if any(_MLP_RE.search(c) for c in module):
-        return "mlp"
-    if any(_QKVO_RE.match(c) for c in module):
-        return "attention"
-    if module and module[0] == "output":  # BERT's FFN output.dense
-        return "mlp"
-    return "other"
 
 
 def _sub_key(sub: str) -> tuple[object, ...]:
@@ -275,26 +226,24 @@ def _gap_for(max_dim: int) -> int:
     return max(2, math.ceil(max_dim / 32))
 
 
-def arch_layout(tensors: Sequence[TensorInfo],
-                canonical: Mapping[str, str] | None = None) -> SceneLayout:
-    """The architectural scene for these tensors (shapes and names only). ``canonical`` maps
-    tensor names to canonical names (index.py); blocks and slots are found from those, so two
-    formats of one model share slots."""
-    canon = dict(canonical or {})
-
-    def cname(t: TensorInfo) -> str:
-        return canon.get(t.name, t.name)
-
-    names = [cname(t) for t in tensors]
-    prefix = detect_blocks(names)
+def arch_layout(tensors: Sequence[TensorInfo], canonical: Mapping[str, str] | None = None,
+                index: NameIndex | None = None) -> SceneLayout:
+    """The architectural scene for these tensors (shapes and names only). Blocks and slots come
+    from the canonical names (weightvis.index), so two formats of one model share slots:
+    ``index`` is the name index of exactly these tensors' names; without it, one is built from
+    ``canonical`` (tensor name -> canonical name; a name it lacks is its own)."""
+    if index is None:
+        index = NameIndex([t.name for t in tensors], canonical=canonical or {})
+    assert all(t.name in index for t in tensors) and len(index) == len({t.name for t in tensors})
+    prefix = index.block_prefix
     if prefix is None:
         return _generic_layout(tensors)
     block_ts: dict[int, dict[str, TensorInfo]] = defaultdict(dict)
     outside: list[TensorInfo] = []
     for t in tensors:
-        p = parse_block(cname(t))
-        if p is not None and p.prefix == prefix:
-            block_ts[p.block][p.sub] = t
+        slot = index.slot(t.name)
+        if slot is not None:
+            block_ts[slot[0]][slot[1]] = t
         else:
             outside.append(t)
     slot_sizes: dict[str, tuple[int, int]] = {}
@@ -309,12 +258,14 @@ def arch_layout(tensors: Sequence[TensorInfo],
     plan = _plan_block(slot_sizes, gap)
     b_lo, b_hi = min(block_ts), max(block_ts)
     n_blocks = b_hi - b_lo + 1
-    head = [t for t in outside if _is_embedding(cname(t))]
-    tail = [t for t in outside if not _is_embedding(cname(t))]
+    head = [t for t in outside if is_embedding(index[t.name].canonical)]
+    tail = [t for t in outside if not is_embedding(index[t.name].canonical)]
     bgap = 2 * gap
     sgap = 4 * gap
 
-    def build(ncols: int) -> tuple[list[Placement], list[Group], int, int]:
+    def build(ncols: int, full: bool = True) -> tuple[list[Placement], list[Group], int, int]:
+        """The canvas with ``ncols`` block columns; without ``full``, only its size and the
+        sections (the block grid's placements are the bulk of a many-tensor model)."""
         nrows = math.ceil(n_blocks / ncols)
         grid_w = ncols * plan.w + (ncols - 1) * bgap
         grid_h = nrows * plan.h + (nrows - 1) * bgap
@@ -323,7 +274,7 @@ def arch_layout(tensors: Sequence[TensorInfo],
         grid_y = hd.h + sgap if hd.placements else 0
         placements = list(hd.placements)
         groups = list(hd.groups)
-        for b, subs in sorted(block_ts.items()):
+        for b, subs in sorted(block_ts.items()) if full else ():
             col, row = divmod(b - b_lo, nrows)
             bx, by = col * (plan.w + bgap), grid_y + row * (plan.h + bgap)
             groups.append(Group(f"block {b}", "block", bx, by, plan.w, plan.h))
@@ -344,24 +295,16 @@ def arch_layout(tensors: Sequence[TensorInfo],
     for ncols in range(1, n_blocks + 1):
         if ncols > 1 and math.ceil(n_blocks / ncols) == math.ceil(n_blocks / (ncols - 1)):
             continue  # same number of rows, only wider
-        built = build(ncols)
-        score = abs(math.log(max(built[2], 1) / max(built[3], 1) / _TARGET_ASPECT))
+        _p, _g, c_w_try, c_h_try = build(ncols, full=False)
+        score = abs(math.log(max(c_w_try, 1) / max(c_h_try, 1) / _TARGET_ASPECT))
         if best is None or score < best[0] - 1e-9:
-            best = (score, built)
+            best = (score, ncols)
     assert best is not None
-    placements, groups, width, height = best[1]
+    placements, groups, width, height = build(best[1])  # placements once, not per candidate
     slots: dict[str, tuple[int | None, str | None]] = {
         t.name: (b, sub) for b, subs in block_ts.items() for sub, t in subs.items()}
     return SceneLayout("arch", max(width, 1), max(height, 1), tuple(placements), tuple(groups),
                        slots)
-
-
-_EMBED_RE = re.compile(r"(embed|^wte\b|^wpe\b|\.wte\.|\.wpe\.|token_embd|tok_embeddings|"
-                       r"^shared\.|\.shared\.)", re.IGNORECASE)
-
-
-def _is_embedding(name: str) -> bool:
-    return bool(_EMBED_RE.search(name))
 
 
 def _generic_layout(tensors: Sequence[TensorInfo]) -> SceneLayout:

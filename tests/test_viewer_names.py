@@ -1,0 +1,114 @@
+"""Tensor names that are also names of Object.prototype's properties (``constructor``,
+``toString``, ``valueOf``, ``hasOwnProperty``, ``__proto__``) are data like any other: the viewer
+starts, search finds them, the readout and stats show them, and the change table of a diff lists
+them, from file:// with no error (the viewer keys names with ``Map``, never with ``{}``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from .conftest_viewer import (  # noqa: F401  (fixtures)
+    chromium_reusing,
+    make_diff_bundle,
+    open_page,
+    write_tiny_checkpoint,
+)
+from .test_viewer_browser import Bundle, hover_canvas_pixel, readout, set_view
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+PROTO_NAMES = ["constructor", "toString", "valueOf", "hasOwnProperty", "__proto__"]
+
+
+def _tensors() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    t = {n: rng.standard_normal((6 + i, 9)).astype(np.float32) for i, n in enumerate(PROTO_NAMES)}
+    # the same names as the slot of a block, whose label is the slot alone
+    t.update({f"model.layers.0.{n}": rng.standard_normal((4, 5)).astype(np.float32)
+              for n in PROTO_NAMES})
+    t["model.norm.weight"] = np.ones(12, np.float32)
+    return t
+
+
+@pytest.fixture(scope="module")
+def protob(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    import weightvis
+
+    root = tmp_path_factory.mktemp("proto")
+    ckpt = write_tiny_checkpoint(root / "model.safetensors", _tensors())
+    result = weightvis.render([ckpt], root / "bundle", workers=1, quiet=True)
+    manifest = json.loads((Path(result.out) / "manifest.json").read_text("utf-8"))
+    return Bundle(Path(result.out), manifest)
+
+
+def results(page: Any) -> list[str]:
+    return page.eval_on_selector_all("#wv-results li.wv-result",
+                                     "els => els.map(e => e.textContent)")
+
+
+def test_prototype_names_render_search_and_read_out(protob: Bundle, open_page: Any) -> None:
+    assert set(PROTO_NAMES) <= set(protob.manifest["tensors"])
+    page, log = open_page(protob.url)
+    assert page.evaluate("weightvis.app.model.items.length") == len(protob.manifest["tensors"])
+    for name in PROTO_NAMES:
+        page.fill("#wv-search", name)
+        found = results(page)
+        assert found[0] == name, found  # the exact name ranks first (match at 0, shortest)
+        assert set(found) == {name, f"model.layers.0.{name}"}, found
+        page.press("#wv-search", "Enter")
+        assert page.evaluate("weightvis.app.selected.name") == name
+        assert page.text_content("#wv-s-name") == name
+        stats = page.eval_on_selector_all("#wv-s-table th", "els => els.map(e => e.textContent)")
+        assert "elements" in stats
+        (rect,) = protob.rects(name)
+        set_view(page, rect[0] + rect[2] / 2, rect[1] + rect[3] / 2,
+                 protob.scene()["max_zoom"] + 2)
+        hover_canvas_pixel(page, rect[0] + 1, rect[1] + 2)
+        r = readout(page)
+        assert r["name"] == name
+        assert r["element"] == "[2, 1]"
+        assert r["shape"] == f"[{6 + PROTO_NAMES.index(name)}, 9]"
+    page.fill("#wv-search", "")
+    # labels of the block slots are the bare names, one per tensor
+    set_view(page, 0, 0, 0)
+    page.evaluate("weightvis.app.overlay.draw()")
+    labels = page.evaluate("weightvis.labels()")
+    names = [lab["name"] for lab in labels if lab["kind"] == "tensor"]
+    assert len(names) == len(set(names))
+    log.assert_clean()
+
+
+def test_prototype_names_in_a_diff(tmp_path: Path, open_page: Any) -> None:
+    a = _tensors()
+    b = {k: v.copy() for k, v in a.items()}
+    b["constructor"][1, 2] += np.float32(0.5)
+    b["__proto__"][0, :] = 0
+    del b["valueOf"]
+    manifest = make_diff_bundle(tmp_path / "bundle", a, b, scenes=("delta", "a"))
+    bundle = Bundle(tmp_path / "bundle", manifest)
+    page, log = open_page(bundle.url)
+    listed = page.eval_on_selector_all(
+        "#wv-ct-rows tr.wv-ct-row td:first-child", "els => els.map(e => e.textContent)")
+    assert set(listed) == {"constructor", "__proto__", "valueOf"}
+    page.fill("#wv-search", "constructor")
+    page.press("#wv-search", "Enter")
+    stats = dict(zip(
+        page.eval_on_selector_all("#wv-s-table th", "els => els.map(e => e.textContent)"),
+        page.eval_on_selector_all("#wv-s-table td", "els => els.map(e => e.textContent)"),
+        strict=True))
+    assert stats["status"] == "changed" and stats["changed"].startswith("1 of 54 ")
+    (rect,) = bundle.rects("constructor", "delta")
+    set_view(page, rect[0] + rect[2] / 2, rect[1] + rect[3] / 2, bundle.scene()["max_zoom"] + 2)
+    hover_canvas_pixel(page, rect[0] + 2, rect[1] + 1)
+    assert page.text_content("#wv-r-delta") == "+0.5"
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("a")
+    page.wait_for_function("weightvis.app.model.key === 'a'")
+    assert page.evaluate("weightvis.app.selected.name") == "constructor"
+    assert page.text_content("#wv-r-scale-label") == "scale s (A)"
+    log.assert_clean()

@@ -1,0 +1,108 @@
+/*
+ * WV.Readout: the "Under the cursor" box (name, element, index in the tensor's own shape, dtype,
+ * shape, scale, group, canvas pixel) and the stats box of the hovered or selected tensor. Panels
+ * add rows to the readout (hook onHover) and may take over the stats box (hook stats).
+ */
+(function () {
+  "use strict";
+
+  var WV = window.WV;
+  var el = WV.el, fmtNum = WV.fmtNum, fmtCount = WV.fmtCount;
+
+  function Readout(app) {
+    this.app = app;
+    function byId(id) { return document.getElementById(id); }
+    this.dom = {
+      name: byId("wv-r-name"), group: byId("wv-r-group"), element: byId("wv-r-element"),
+      index: byId("wv-r-index"), dtype: byId("wv-r-dtype"), shape: byId("wv-r-shape"),
+      scale: byId("wv-r-scale"), scaleLabel: byId("wv-r-scale-label"), canvas: byId("wv-r-canvas"),
+      sTitle: byId("wv-s-title"), sName: byId("wv-s-name"), sTable: byId("wv-s-table"),
+    };
+  }
+
+  /** Add rows (dt / dd pairs, or a node holding them) to the readout, above "group". */
+  Readout.prototype.addRows = function (node) {
+    var before = this.dom.group.previousElementSibling;
+    before.parentNode.insertBefore(node, before);
+  };
+
+  /** A new scene: the scale row says which scale the scene's colours use. */
+  Readout.prototype.onScene = function (model) {
+    this.dom.scaleLabel.textContent = model.kind.readoutScaleLabel(this.app);
+  };
+
+  /** The element index in the tensor's own shape (the 2-D view flattens dims 1..). */
+  Readout.prototype.ndIndex = function (t, eRow, eCol) {
+    var shape = t.shape || [];
+    if (shape.length === 0) return "[]";
+    if (shape.length === 1) return "[" + eCol + "]";
+    var idx = [];
+    var rest = eCol;
+    for (var i = shape.length - 1; i >= 1; i--) {
+      idx.unshift(rest % shape[i]);
+      rest = Math.floor(rest / shape[i]);
+    }
+    idx.unshift(eRow);
+    return "[" + idx.join(", ") + "]";
+  };
+
+  /** Show a hit (or null) at canvas pixel cxy = [cx, cy]; `scale` is its colour scale. */
+  Readout.prototype.show = function (hit, cxy, scale) {
+    var d = this.dom;
+    var name = hit && hit.item ? hit.item.name : null;
+    d.name.textContent = name === null ? "—" : name;
+    d.name.classList.toggle("wv-empty", name === null);
+    d.canvas.textContent = cxy ? "(" + cxy[0] + ", " + cxy[1] + ")" + (hit && hit.h !== undefined ? "  h " + hit.h : "") : "—";
+    var t = hit ? hit.tensor : null;
+    if (hit && hit.file !== undefined) {
+      d.element.textContent = "byte " + fmtCount(hit.byteOffset);
+      d.index.textContent = "—";
+      d.group.textContent = "—";
+    } else if (hit) {
+      d.element.textContent = "[" + hit.eRow + ", " + hit.eCol + "]";
+      d.index.textContent = t ? this.ndIndex(t, hit.eRow, hit.eCol) : "—";
+      d.group.textContent = t && t.block !== null && t.block !== undefined ? "block " + t.block : "—";
+    } else {
+      d.element.textContent = "—";
+      d.index.textContent = "—";
+      d.group.textContent = "—";
+    }
+    d.dtype.textContent = t && t.dtype ? String(t.dtype) : "—";
+    d.shape.textContent = t ? WV.fmtShape(t.shape) : "—";
+    d.scale.textContent = fmtNum(scale);
+  };
+
+  /** The stats box of an item (null: none); a panel's `stats` hook may fill it instead. */
+  Readout.prototype.stats = function (item) {
+    var d = this.dom;
+    var app = this.app;
+    WV.clear(d.sTable);
+    d.sTitle.textContent = app.selected ? "Selected tensor" : "Tensor under cursor";
+    if (!item) {
+      d.sName.textContent = app.selected ? "—" : "hover or click a tensor";
+      d.sName.classList.add("wv-empty");
+      return;
+    }
+    d.sName.textContent = item.name;
+    d.sName.classList.remove("wv-empty");
+    if (app.callPanels("stats", item, d.sTable)) return;
+    var t = item.tensor;
+    if (!t) return;
+    var st = t.stats || {};
+    var rows = [
+      ["min", fmtNum(st.min)], ["max", fmtNum(st.max)],
+      ["mean", fmtNum(st.mean)], ["std", fmtNum(st.std)],
+      ["rms", fmtNum(st.rms)], ["zeros", WV.fmtFraction(st.zero_fraction)],
+      ["NaN", fmtCount(st.nan_count), st.nan_count > 0], ["±Inf", fmtCount(st.inf_count), st.inf_count > 0],
+      ["scale s", fmtNum(t.scale)], ["elements", fmtCount(WV.numel(t.shape))],
+    ];
+    for (var i = 0; i < rows.length; i++) {
+      var tr = el("tr");
+      tr.appendChild(el("th", null, rows[i][0]));
+      tr.appendChild(el("td", rows[i][2] ? "wv-alert" : null, rows[i][1]));
+      d.sTable.appendChild(tr);
+    }
+  };
+
+  WV.Readout = Readout;
+})();
