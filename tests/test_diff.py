@@ -373,7 +373,9 @@ def test_svd_summaries_in_parallel_equal_the_serial_ones(
     try:
         spec = wdiff.DiffSpec((str(a_path),), (str(b_path),), tuple(reader.pairs))
         names = [EDITS["scaled"], EDITS["row"], EDITS["element"]]
-        par = wdiff.svd_summaries(reader, spec, names, workers=2)
+        from weightvis.executors import LocalPoolExecutor
+
+        par = wdiff.svd_summaries(reader, spec, names, executor=LocalPoolExecutor(2))
         assert list(par) == names
         assert par == {n: wdiff.svd_summary(reader, n) for n in names}
         # the bundle holds the same; a single changed row or element is a rank-1 delta

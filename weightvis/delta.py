@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from .formats import MultiReader, open_checkpoint
 from .formats.base import Reader
 from .index import NameIndex, strip_wrappers
 from .types import TensorInfo, view_of
+
+if TYPE_CHECKING:
+    from .executors import Executor
 
 __all__ = ["Pair", "pair_tensors", "pair_index", "DiffReader", "DiffSpec", "detect_finetune",
            "svd_summary", "diagnose", "STATUSES"]
@@ -436,35 +439,21 @@ def _svd_bytes(reader: DiffReader, name: str) -> int:
     return runs * per * cols * (8 + 8)
 
 
-_SVD_READER: Any = None
-
-
-def _svd_init(spec: DiffSpec) -> None:
-    global _SVD_READER
-    _SVD_READER = spec.open()
-
-
-def _svd_run(name: str) -> tuple[str, dict[str, Any] | None]:
-    return name, svd_summary(_SVD_READER, name)
+def _svd_task(reader: DiffReader, name: str) -> tuple[str, dict[str, Any] | None]:
+    return name, svd_summary(reader, name)
 
 
 def svd_summaries(reader: DiffReader, spec: DiffSpec, names: Sequence[str], *,
-                  workers: int) -> dict[str, dict[str, Any] | None]:
-    """``svd_summary`` of each of ``names``, over up to ``workers`` forked processes that open
-    ``spec`` themselves, as many as SVD_MEMORY allows (in this process with ``reader`` when
-    that is one, or without fork): a finetune changes every tensor, and each summary is a few
-    hundred ms of BLAS."""
-    import multiprocessing as mp
-
+                  executor: Executor) -> dict[str, dict[str, Any] | None]:
+    """``svd_summary`` of each of ``names``, over the executor's workers (each opens ``spec``
+    itself), as many at once as SVD_MEMORY allows: a finetune changes every tensor, and each
+    summary is a few hundred ms of BLAS."""
     # each summary holds its sampled rows twice at once (as read and in float64, then in
     # float64 and squared): as many at once as fit SVD_MEMORY
     need = max((_svd_bytes(reader, n) for n in names), default=0)
-    procs = min(workers, len(names), max(1, SVD_MEMORY // max(1, need)))
-    if procs <= 1 or "fork" not in mp.get_all_start_methods():
-        return {n: svd_summary(reader, n) for n in names}
+    procs = max(1, SVD_MEMORY // max(1, need))
     order = sorted(names, key=lambda n: -_svd_bytes(reader, n))
-    with mp.get_context("fork").Pool(procs, initializer=_svd_init, initargs=(spec,)) as pool:
-        got = dict(pool.imap_unordered(_svd_run, order))
+    got = dict(executor.map_unordered(_svd_task, spec, order, reader=reader, processes=procs))
     return {n: got[n] for n in names}
 
 

@@ -98,7 +98,7 @@ def plan_diff(reader: wdiff.DiffReader, a_srcs: list[str], b_srcs: list[str],
         svds = wdiff.svd_summaries(reader, spec, [
             p.name for p in pairs if opts.svd and p.a is not None and p.b is not None
             and min(p.overlap) >= 2 and res.accs.get(p.name, new_delta_acc())[DELTA_CHANGED]
-        ], workers=executor.workers)
+        ], executor=executor)
         pair_rows: list[dict[str, Any]] = []
         for p in pairs:
             block, slot = lay.slots.get(p.name, (None, None))

@@ -241,7 +241,7 @@ class LocalPoolExecutor(Executor):
     def map_unordered(self, task: Callable[[Any, T], R], spec: Any, items: Sequence[T], *,
                       reader: Any = None, processes: int | None = None,
                       meanwhile: Callable[[], None] | None = None) -> Iterator[R]:
-        n = min(self.workers if processes is None else processes, len(items))
+        n = min(self.workers, processes or self.workers, len(items))
         if n <= 1:
             return InlineExecutor().map_unordered(task, spec, items, reader=reader,
                                                   meanwhile=meanwhile)

@@ -14,12 +14,10 @@ import numpy as np
 
 from .formats import MultiReader, open_checkpoint
 from .formats.dtypes import ELEMENT_TYPES
-from .index import KINDS, NameIndex, is_embedding, is_output_head, parse_block, tensor_kind
+from .index import KINDS, NameIndex, is_embedding, is_output_head, parse_block
 from .types import TensorInfo
 
-# KINDS and tensor_kind live in the name index (weightvis.index); kept importable from here
-__all__ = ["checkpoint_info", "compare_info", "stored_nbytes", "format_info", "format_compare",
-           "KINDS", "tensor_kind"]
+__all__ = ["checkpoint_info", "compare_info", "stored_nbytes", "format_info", "format_compare"]
 
 
 def stored_nbytes(t: TensorInfo) -> int:

@@ -19,20 +19,11 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from ..index import (
-    SLOT_KINDS,
-    BlockParse,
-    NameIndex,
-    detect_blocks,
-    is_embedding,
-    parse_block,
-    slot_kind,
-)
+from ..index import SLOT_KINDS, NameIndex, is_embedding, slot_kind
 from ..types import Group, Placement, SceneLayout, TensorInfo
 
-# names are parsed by the name index (weightvis.index); these stay importable from here
-__all__ = ["arch_layout", "detect_blocks", "natural_key", "BlockParse", "parse_block",
-           "slot_kind"]
+# names are parsed by the name index (weightvis.index); the layout only places them
+__all__ = ["arch_layout", "natural_key"]
 
 _TARGET_ASPECT = 16 / 9
 
