@@ -98,6 +98,22 @@ def _ramp_safetensors(work: Path) -> Path:
     return path
 
 
+def _many_tensors(work: Path) -> Path:
+    """3,000+ tiny expert tensors (DeepSeek-style names): a manifest over 1 MB of JSON."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    path = work / "many.safetensors"
+    if not path.exists():
+        rng = np.random.default_rng(9)
+        t = {f"model.layers.{i}.mlp.experts.{e}.{p}_proj.weight":
+             rng.standard_normal((8, 4)).astype(np.float32)
+             for i in range(4) for e in range(256) for p in ("gate", "up", "down")}
+        t["model.embed_tokens.weight"] = rng.standard_normal((64, 4)).astype(np.float32)
+        save_file(t, str(path))
+    return path
+
+
 Case = tuple[list[str], Callable[[Path], list[str] | None]]
 """(command words before the inputs, inputs from a work folder; None = not available)."""
 
@@ -121,6 +137,7 @@ CASES: dict[str, Case] = {
     "hilbert-byte": (["--layout", "hilbert", "--hilbert-unit", "byte"],
                      _real("fracast", "weights/model.safetensors")),
     "scale-global": (["--scale", "global"], _real("fracast", "weights/model.safetensors")),
+    "many-tensors": ([], lambda w: [str(_many_tensors(w))]),
     "diff-abd": (["diff", "--scenes", "a,b,delta"], lambda w: (
         None if _pkg_file("pocketnet", "weights/v3_fold0.pt") is None else
         [str(_pkg_file("pocketnet", "weights/v3_fold0.pt")),

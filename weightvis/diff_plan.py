@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,7 @@ from .layout import arch_layout
 from .manifest import build_manifest, manifest_head
 from .options import METRICS, DiffOptions
 from .painters import DeltaPainter, ValuesPainter
-from .scenes import SCALE_DOC, Plan, Progress, Scene, default_title, source_json
+from .scenes import SCALE_DOC, Plan, Progress, Scene, default_title, file_name, source_json
 from .tiling import CheckpointSpec, Geometry
 from .types import SceneLayout
 from .values import tensor_scales
@@ -149,7 +148,7 @@ def plan_diff(reader: wdiff.DiffReader, a_srcs: list[str], b_srcs: list[str],
             t = reader.info(p.name)
             tensors_json[p.name] = {
                 "shape": list(t.shape), "dtype": t.dtype, "view": [t.e_rows, t.e_cols],
-                "file": Path(t.file).name, "canonical": index[p.name].canonical,
+                "file": file_name(t.file), "canonical": index[p.name].canonical,
                 "block": r["block"], "slot": lay.slots.get(p.name, (None, None))[1],
                 "scale": scales[p.name], "stats": None, "status": r["status"],
             }

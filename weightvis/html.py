@@ -89,7 +89,6 @@ _SCRIPT_SAFE = {
     "\u2028": "\\u2028",
     "\u2029": "\\u2029",
 }
-_SCRIPT_SAFE_TABLE = str.maketrans(_SCRIPT_SAFE)
 
 
 def viewer_scripts(manifest: dict[str, Any]) -> list[str]:
@@ -141,7 +140,11 @@ def manifest_script_json(manifest: dict[str, Any]) -> str:
     except ValueError as exc:
         raise ValueError(f"manifest is not valid JSON (NaN/Inf must be null): {exc}") from exc
     # ensure_ascii already escapes U+2028/U+2029; the table keeps this correct if that changes.
-    return text.translate(_SCRIPT_SAFE_TABLE)
+    # (one str.replace per character: str.translate with a table is ~40x slower on 30 MB)
+    for char, escaped in _SCRIPT_SAFE.items():
+        if char in text:
+            text = text.replace(char, escaped)
+    return text
 
 
 def _environment(viewer: Path | Traversable) -> jinja2.Environment:

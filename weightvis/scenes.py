@@ -11,6 +11,7 @@ analysis). bundle.build_bundle runs any plan.
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,7 +32,7 @@ from .types import SceneLayout
 from .values import global_scale, stats_from_acc, tensor_scales
 
 __all__ = ["Scene", "Plan", "plan_render", "tile_index", "source_json", "default_title",
-           "Progress"]
+           "file_name", "Progress"]
 
 Progress = Callable[[str, int, int], None]
 """progress(stage, advance, total): ``stage`` names the step, ``advance`` units were just done."""
@@ -86,6 +87,12 @@ def tile_index(geo: Geometry) -> list[dict[str, Any]]:
         out.append({"z": z, "cols": cols, "rows": rows,
                     "bitmap": base64.b64encode(bits).decode("ascii")})
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def file_name(path: str) -> str:
+    """The last part of a tensor's file path (one Path per file, not per tensor)."""
+    return Path(path).name
 
 
 def source_json(reader: MultiReader) -> dict[str, Any]:
@@ -174,7 +181,7 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
             block, slot = lay.slots.get(t.name, (None, None))
             entry: dict[str, Any] = {
                 "shape": list(t.shape), "dtype": t.dtype, "view": [t.e_rows, t.e_cols],
-                "file": Path(t.file).name, "canonical": index[t.name].canonical,
+                "file": file_name(t.file), "canonical": index[t.name].canonical,
                 "block": block, "slot": slot,
                 "scale": float(scales[t.name]),
             }

@@ -15,6 +15,7 @@ hilbert        Hilbert curve index <-> canvas pixel                             
 bits, huffman  the deflate bit writer; Huffman code construction                     yes
 deflate        PNG row filter + Adler-32, RLE-only deflate (for ``weightvis.png``)     yes
 warm           compile everything once before workers fork                           yes
+jsontext       compact JSON re-indented (big manifests; imported directly)           yes
 =============  ====================================================================  ========
 
 Importing the package loads ``constants`` and ``accumulators`` only (numpy, no numba), so

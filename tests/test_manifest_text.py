@@ -1,0 +1,48 @@
+"""The manifest's JSON text: the compiled indenter writes exactly what json.dumps(indent=1)
+writes, for any document (strings holding JSON's own punctuation, escapes, non-ASCII, empty and
+nested containers, numbers of every kind)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from weightvis import manifest
+from weightvis.kernels.jsontext import indent_json
+
+_ATOMS = ["", "a", '"', "\\", '\\"', "{}", "[]", ",", ":", ", ", ": ", "}{", "][", "é", "☃",
+          "\u2028", "\n", "\t", "\x00", "\x1f", "𝄞", "</script>", '"},{"']
+
+
+def _doc(rng: random.Random, depth: int) -> object:
+    r = rng.random()
+    if depth > 4 or r < 0.35:
+        return rng.choice([
+            rng.choice(_ATOMS) + rng.choice(_ATOMS), rng.randint(-10**20, 10**20),
+            rng.uniform(-1e300, 1e300), rng.random() * 1e-300, 0.0, -0.0, True, False, None,
+            1e16, 123456789.125])
+    if r < 0.65:
+        return [_doc(rng, depth + 1) for _ in range(rng.choice([0, 0, 1, 2, 5]))]
+    return {rng.choice(_ATOMS) + str(i): _doc(rng, depth + 1)
+            for i in range(rng.choice([0, 0, 1, 3, 6]))}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_indenter_equals_json_dumps(seed: int) -> None:
+    rng = random.Random(seed)
+    doc = {"scenes": [_doc(rng, 0) for _ in range(20)], "x": _doc(rng, 0)}
+    compact = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    for width in (1, 2):
+        assert indent_json(compact, width).decode() == json.dumps(doc, indent=width,
+                                                                  ensure_ascii=False)
+
+
+def test_big_documents_take_the_compiled_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(7)
+    doc = {"tensors": {f"t{i}": _doc(rng, 2) for i in range(300)}}
+    monkeypatch.setattr(manifest, "_COMPILED_ABOVE", 10)
+    assert manifest.dumps(doc) == json.dumps(doc, indent=1, ensure_ascii=False)
+    with pytest.raises(ValueError):
+        manifest.dumps({"x": float("nan")})
