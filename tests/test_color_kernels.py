@@ -220,3 +220,33 @@ def test_delta_reduction_matches_the_rule() -> None:
     kernels.reduce_delta(kids, p_x0 + n, p_y0 + n, quad, (n, n))
     np.testing.assert_array_equal(quad[n:, n:], want)
     assert (quad[:n] == 77).all() and (quad[n:, :n] == 77).all()
+
+
+@pytest.mark.parametrize("dtype", ["BF16", "F16"])
+def test_small_blocks_colour_and_count_like_the_lut_path(dtype: str) -> None:
+    """colorize_codes_small (no LUT, sorted codes) gives the LUT path's indices and the very
+    same accumulator, bit for bit, on random blocks with NaN, Inf, zeros and repeats."""
+    from weightvis import kernels
+    from weightvis.formats.dtypes import code_values
+
+    values = code_values(dtype)
+    rng = np.random.default_rng(3)
+    specials = np.array([0x0000, 0x8000, 0x7F80 if dtype == "BF16" else 0x7C00,
+                         0xFF80 if dtype == "BF16" else 0xFC00, 0x7FC0 if dtype == "BF16"
+                         else 0x7E00], np.uint16)
+    for trial in range(60):
+        h, w = rng.integers(1, 40, 2)
+        pool = rng.integers(0, 1 << 16, rng.integers(1, 50), dtype=np.uint16)
+        codes = rng.choice(np.concatenate([pool, specials]), (h, w)).astype(np.uint16)
+        if trial % 3 == 0:
+            codes = np.ascontiguousarray(codes.T)[:, ::2]  # a strided view
+        s = float(rng.choice([1e-3, 0.05, 1.0, 300.0]))
+        lut = kernels.code_lut(values, s)
+        out_a, out_b = np.empty(codes.shape, np.uint8), np.empty(codes.shape, np.uint8)
+        acc_a, acc_b = kernels.new_acc(), kernels.new_acc()
+        hist = np.zeros(1 << 16, np.int32)
+        kernels.colorize_codes(codes, lut, values, out_a, acc_a, hist)
+        kernels.colorize_codes_small(codes, values, s, out_b, acc_b)
+        assert np.array_equal(out_a, out_b)
+        assert acc_a.tobytes() == acc_b.tobytes()
+        assert not hist.any()

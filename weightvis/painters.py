@@ -100,7 +100,11 @@ class ValuesPainter(Painter):
              dst: np.ndarray, c_x0: int, c_y0: int) -> None:
         s = w.scale(tensor)  # first: computing it reads a sample and releases pages
         codes = w.reader.read_codes(tensor, e_r0, e_r1, e_c0, e_c1)
-        if codes is not None:  # 16-bit fast path: a LUT, stats from a code histogram
+        if codes is not None and codes.size <= kernels.SMALL_BLOCK and tensor not in w.luts:
+            # a small block (a tiny tensor): no 65,536-entry LUT for it; the same result
+            values = w.code_values(w.reader.info(tensor).dtype)
+            kernels.colorize_codes_small(codes, values, s, dst, w.acc(tensor))
+        elif codes is not None:  # 16-bit fast path: a LUT, stats from a code histogram
             lut, values = w.code_lut(tensor)
             kernels.colorize_codes(codes, lut, values, dst, w.acc(tensor), w.hist)
         else:

@@ -97,25 +97,89 @@ def numpy_code_counts(codes: np.ndarray, magnitude: bool = False) -> np.ndarray:
                        minlength=1 << (15 if magnitude else 16)).astype(np.int64, copy=False)
 
 
+_VALUES64: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _values64(dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 value of every 16-bit code of a dtype and which are finite; built once."""
+    got = _VALUES64.get(dtype)
+    if got is None:
+        with np.errstate(invalid="ignore"):
+            v = code_values(dtype).astype(np.float64)
+        got = _VALUES64[dtype] = (v, np.isfinite(v))
+    return got
+
+
 def codes_rms(codes: np.ndarray, dtype: str) -> float:
-    """``sample_rms`` of a 16-bit sample, from its code histogram."""
-    counts = code_counts(codes)
-    with np.errstate(invalid="ignore"):
-        v = code_values(dtype).astype(np.float64)
-    fin = np.isfinite(v) & (counts > 0)
-    n = int(counts[fin].sum())
-    return float(np.sqrt((counts[fin] * v[fin] * v[fin]).sum() / n)) if n else 0.0
+    """``sample_rms`` of a 16-bit sample, from its code histogram (for a sample smaller than
+    ``SORT_BELOW``, from its distinct codes: the same terms in the same ascending code order, so
+    the same sum, without a 65,536-bin pass per tensor)."""
+    v, finite = _values64(dtype)
+    if codes.size < SORT_BELOW:
+        present, counts = np.unique(codes.reshape(-1), return_counts=True)
+        keep = finite[present]
+        present, counts = present[keep], counts[keep]
+        n = int(counts.sum())
+        vals = v[present]
+        return float(np.sqrt((counts * vals * vals).sum() / n)) if n else 0.0
+    hist = code_counts(codes)
+    fin = finite & (hist > 0)
+    n = int(hist[fin].sum())
+    return float(np.sqrt((hist[fin] * v[fin] * v[fin]).sum() / n)) if n else 0.0
+
+
+_MAGNITUDES: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+
+SORT_BELOW = 1 << 13
+"""Samples of fewer 16-bit codes than this take their order statistics from a sort of the codes
+(cost ~ the sample) instead of a 32,768-bin histogram (cost ~ 32,768 per tensor, which dominated
+checkpoints of many tiny tensors); both give the same two order statistics, hence the same
+scale."""
+
+
+def _magnitudes(dtype: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """|value| (float64) of each magnitude code 0..0x7FFF of a 16-bit dtype, which are finite,
+    and the first non-finite code (the finite codes are exactly those below it: the all-ones
+    exponent of BF16 and F16); built once per dtype."""
+    got = _MAGNITUDES.get(dtype)
+    if got is None:
+        with np.errstate(invalid="ignore"):  # signalling-NaN codes are quieted by the cast
+            table = np.abs(code_values(dtype)[: 1 << 15].astype(np.float64))
+        finite = np.isfinite(table)
+        first_bad = int(np.argmin(finite)) if not finite.all() else 1 << 15
+        assert finite[:first_bad].all() and not finite[first_bad:].any()
+        got = _MAGNITUDES[dtype] = (table, finite, first_bad)
+    return got
+
+
+def _robust_scale_sorted(codes: np.ndarray, table: np.ndarray, first_bad: int) -> float:
+    """``robust_scale_codes`` of a small sample: the order statistics from sorted codes."""
+    mags = codes.reshape(-1) & np.uint16(0x7FFF)  # a new array: sorted in place
+    mags.sort()
+    n = int(np.searchsorted(mags, first_bad))  # the finite ones come first
+    if n == 0:
+        return 1.0
+    h = (n - 1) * QUANTILE
+    k = int(math.floor(h))
+    v_lo = float(table[mags[k]])
+    v_hi = float(table[mags[min(k + 1, n - 1)]])
+    s = _quantile_sorted(v_lo, v_hi, h - k)
+    if s > 0 and math.isfinite(s):
+        return s
+    m = float(table[mags[n - 1]])
+    return m if m > 0 else 1.0
 
 
 def robust_scale_codes(codes: np.ndarray, dtype: str,
                        counter: Callable[..., np.ndarray] = code_counts) -> float:
     """``robust_scale`` of a 16-bit sample from a histogram of its magnitude codes: for BF16 and
     F16 the order of |v| is the order of ``code & 0x7FFF`` (sign bit cleared), so the order
-    statistics, and the percentile, come out of a 32,768-bin count without sorting."""
+    statistics, and the percentile, come out of a 32,768-bin count without sorting (or, for a
+    sample smaller than ``SORT_BELOW``, of a sort of its codes)."""
+    table, finite, first_bad = _magnitudes(dtype)
+    if codes.size < SORT_BELOW:
+        return _robust_scale_sorted(codes, table, first_bad)
     counts = counter(codes, magnitude=True)
-    with np.errstate(invalid="ignore"):  # signalling-NaN codes are quieted by the cast
-        table = np.abs(code_values(dtype)[: 1 << 15].astype(np.float64))
-    finite = np.isfinite(table)
     counts = np.where(finite, counts, 0)
     n = int(counts.sum())
     if n == 0:
@@ -298,6 +362,34 @@ def _run(task: ScaleTask) -> _ScaleResult:
     return _scale_of(_READER, task)
 
 
+def _run_batch(batch: list[ScaleTask]) -> list[_ScaleResult]:
+    return [_run(t) for t in batch]
+
+
+BATCH_ELEMENTS = 1 << 20
+"""Small tensors go to the value-pass workers in batches of about this many elements (at most
+``BATCH_TENSORS``): one message per tensor cost more than the scale of a tiny tensor."""
+BATCH_TENSORS = 256
+
+
+def _batches(tasks: Sequence[ScaleTask], numel: Callable[[str], int]) -> list[list[ScaleTask]]:
+    """``tasks`` (biggest first) cut into consecutive batches: a big tensor alone, small ones
+    together."""
+    out: list[list[ScaleTask]] = []
+    cur: list[ScaleTask] = []
+    cur_n = 0
+    for t in tasks:
+        n = numel(t.name)
+        if cur and (cur_n + n > BATCH_ELEMENTS or len(cur) >= BATCH_TENSORS):
+            out.append(cur)
+            cur, cur_n = [], 0
+        cur.append(t)
+        cur_n += n
+    if cur:
+        out.append(cur)
+    return out
+
+
 def tensor_scales(reader: Reader, spec: Any, names: Sequence[str], *, workers: int,
                   keep_samples: bool = False, want_rms: bool = False,
                   tick: Callable[[], None] | None = None,
@@ -319,9 +411,12 @@ def tensor_scales(reader: Reader, spec: Any, names: Sequence[str], *, workers: i
 
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         pool = ctx.Pool(workers, initializer=_init, initargs=(spec,))
-        # big tensors first, so no worker is left with one at the end
-        order = sorted(tasks, key=lambda t: -reader.info(t.name).numel)
-        results = pool.imap_unordered(_run, order, chunksize=1)
+        # big tensors first, so no worker is left with one at the end; small ones in batches
+        numel = {t.name: reader.info(t.name).numel for t in tasks}
+        order = sorted(tasks, key=lambda t: -numel[t.name])
+        batches = pool.imap_unordered(_run_batch, _batches(order, numel.__getitem__),
+                                      chunksize=1)
+        results = (res for batch in batches for res in batch)
     side = None
     if meanwhile is not None:
         if pool is None:

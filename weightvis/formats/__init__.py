@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, InputError
+from ..sources import ByteSource, LocalFileSource
 from ..types import TensorInfo
-from .base import Reader
+from .base import Reader, gc_paused
 from .safetensors import SafetensorsReader, looks_like_safetensors
 
-__all__ = ["Reader", "MultiReader", "open_checkpoint", "detect_format", "resolve_inputs"]
+__all__ = ["Reader", "MultiReader", "open_checkpoint", "open_sources", "open_source",
+           "detect_format", "resolve_inputs"]
 
 _SKIP_SUFFIXES = {".json", ".md", ".txt", ".model", ".py", ".yaml", ".yml", ".gitattributes",
                   ".tiktoken", ".jinja", ".png", ".jpg"}
@@ -33,6 +35,10 @@ def detect_format(path: Path) -> str:
             head = fh.read(16)
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    return _kind_of(head)
+
+
+def _kind_of(head: bytes) -> str:
     if head[:4] == b"GGUF":
         return "gguf"
     if head[:4] == b"PK\x03\x04":
@@ -44,26 +50,34 @@ def detect_format(path: Path) -> str:
     return "unknown"
 
 
+def open_source(source: ByteSource) -> Reader:
+    """A reader of the checkpoint file behind a byte source (format by magic bytes, then by the
+    name's extension); the reader owns the source (closed with it, or here on failure)."""
+    try:
+        kind = _kind_of(source.read(0, min(16, source.size)))
+        suffix = source.path.suffix
+        if kind == "safetensors" or (kind == "unknown" and suffix == ".safetensors"):
+            return SafetensorsReader(source)  # the reader says precisely what is wrong
+        if kind == "gguf" or (kind == "unknown" and suffix == ".gguf"):
+            from .gguf import GGUFReader
+
+            return GGUFReader(source)
+        if kind in ("pytorch-zip", "pytorch-pickle"):
+            from .pytorch import PyTorchReader
+
+            return PyTorchReader(source)
+    except BaseException:
+        source.close()
+        raise
+    source.close()
+    where = source.path if isinstance(source, LocalFileSource) else source.name
+    raise FormatError(where, "not a recognised checkpoint format (expected safetensors, GGUF "
+                             "or a PyTorch .bin/.pt/.pth/.ckpt)")
+
+
 def _open_file(path: Path) -> Reader:
-    kind = detect_format(path)
-    if kind == "safetensors":
-        return SafetensorsReader(path)
-    if kind == "gguf":
-        from .gguf import GGUFReader
-
-        return GGUFReader(path)
-    if kind in ("pytorch-zip", "pytorch-pickle"):
-        from .pytorch import PyTorchReader
-
-        return PyTorchReader(path)
-    if path.suffix == ".safetensors":  # let the reader say precisely what is wrong
-        return SafetensorsReader(path)
-    if path.suffix == ".gguf":
-        from .gguf import GGUFReader
-
-        return GGUFReader(path)
-    raise FormatError(path, "not a recognised checkpoint format (expected safetensors, GGUF "
-                            "or a PyTorch .bin/.pt/.pth/.ckpt)")
+    detect_format(path)  # an unreadable input is an InputError
+    return open_source(LocalFileSource(path))
 
 
 def _from_index(index: Path) -> list[Path]:
@@ -157,6 +171,9 @@ class MultiReader(Reader):
                 self._tensors.append(t)
         formats = sorted({r.format for r in self.readers})
         self.format = "+".join(formats) if formats else "?"
+        self._read_from: dict[int, Reader] = {}
+        """Readers read since the last release (release() visits only those: callers release
+        after every tensor, and a checkpoint may have hundreds of shards)."""
 
     def tensors(self) -> Sequence[TensorInfo]:
         return self._tensors
@@ -164,13 +181,19 @@ class MultiReader(Reader):
     def info(self, name: str) -> TensorInfo:
         return self._owner[name].info(name)
 
+    _by_file: dict[Path, Reader] | None = None
+
     def read(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
              e_c1: int | None = None) -> np.ndarray:
-        return self._owner[name].read(name, e_r0, e_r1, e_c0, e_c1)
+        r = self._owner[name]
+        self._read_from[id(r)] = r
+        return r.read(name, e_r0, e_r1, e_c0, e_c1)
 
     def read_codes(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
                    e_c1: int | None = None) -> np.ndarray | None:
-        return self._owner[name].read_codes(name, e_r0, e_r1, e_c0, e_c1)
+        r = self._owner[name]
+        self._read_from[id(r)] = r
+        return r.read_codes(name, e_r0, e_r1, e_c0, e_c1)
 
     @property
     def files(self) -> Sequence[Path]:
@@ -189,16 +212,25 @@ class MultiReader(Reader):
         return None
 
     def raw_bytes_of(self, path: Path) -> np.ndarray:
-        for r in self.readers:
-            if path in r.files and hasattr(r, "raw_bytes"):
-                return r.raw_bytes()  # type: ignore[no-any-return]
-        raise KeyError(str(path))
+        by_file = self._by_file
+        if by_file is None:
+            by_file = self._by_file = {}
+            for r in self.readers:
+                if hasattr(r, "raw_bytes"):
+                    for f in r.files:
+                        by_file.setdefault(f, r)
+        owner = by_file.get(path)
+        if owner is None:
+            raise KeyError(str(path))
+        return owner.raw_bytes()  # type: ignore[attr-defined, no-any-return]
 
     def release(self) -> None:
-        for r in self.readers:
+        readers, self._read_from = self._read_from, {}
+        for r in readers.values():
             r.release()
 
     def close(self) -> None:
+        self._read_from = {}
         for r in self.readers:
             r.close()
 
@@ -207,9 +239,30 @@ def open_checkpoint(sources: Iterable[str | os.PathLike[str]]) -> MultiReader:
     """Open files / directories / index files as one checkpoint (headers only)."""
     files, config = resolve_inputs(sources)
     readers: list[Reader] = []
+    with gc_paused():
+        try:
+            for f in files:
+                readers.append(_open_file(f))
+        except BaseException:
+            for r in readers:
+                r.close()
+            raise
+        return MultiReader(readers, config)
+
+
+def open_sources(sources: Sequence[ByteSource],
+                 config: Mapping[str, Any] | None = None) -> MultiReader:
+    """Byte sources (local files, HTTP ranges ...) as one checkpoint (headers only); the
+    readers own the sources."""
+    readers: list[Reader] = []
     try:
-        for f in files:
-            readers.append(_open_file(f))
+        for i, src in enumerate(sources):
+            try:
+                readers.append(open_source(src))
+            except BaseException:
+                for rest in sources[i + 1:]:
+                    rest.close()
+                raise
     except BaseException:
         for r in readers:
             r.close()

@@ -7,9 +7,9 @@ float32. Readers are cheap to open (headers only) so that every worker process o
 from __future__ import annotations
 
 import abc
-import mmap
-import os
-from collections.abc import Mapping, Sequence
+import contextlib
+import gc
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from ..types import TensorInfo
 
-__all__ = ["Reader", "check_block", "MappedFile"]
+__all__ = ["Reader", "check_block", "gc_paused"]
 
 
 class Reader(abc.ABC):
@@ -25,6 +25,8 @@ class Reader(abc.ABC):
 
     format: str = "?"
     """Short format name shown to users: ``safetensors``, ``gguf``, ``pytorch``."""
+
+    _info_by_name: dict[str, TensorInfo] | None = None
 
     @abc.abstractmethod
     def tensors(self) -> Sequence[TensorInfo]:
@@ -66,15 +68,35 @@ class Reader(abc.ABC):
         self.close()
 
     def info(self, name: str) -> TensorInfo:
-        for t in self.tensors():
-            if t.name == name:
-                return t
-        raise KeyError(name)
+        """The tensor called ``name`` (KeyError if none). A name -> info map is built on the
+        first call: ``tensors()`` is fixed once a reader is open."""
+        by_name = self._info_by_name
+        if by_name is None:
+            by_name = self._info_by_name = {t.name: t for t in self.tensors()}
+        try:
+            return by_name[name]
+        except KeyError:
+            raise KeyError(name) from None
 
     def read_all(self, name: str) -> np.ndarray:
         """The whole 2-D view (tests and small tensors only)."""
         t = self.info(name)
         return self.read(name, 0, t.e_rows, 0, t.e_cols)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a header is parsed: parsing allocates an object
+    or more per tensor and keeps them, and the collections those allocations trigger traverse
+    everything allocated so far (measured: a 32k-tensor PyTorch file opened in 2.9 s instead of
+    1.1 s, and the cost grew faster than the tensor count)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def check_block(t: TensorInfo, e_r0: int, e_r1: int, e_c0: int, e_c1: int | None) -> int:
@@ -86,61 +108,3 @@ def check_block(t: TensorInfo, e_r0: int, e_r1: int, e_c0: int, e_c1: int | None
             f"block rows [{e_r0}, {e_r1}) cols [{e_c0}, {c1}) outside tensor {t.name!r} "
             f"view {rows}x{cols}")
     return c1
-
-
-
-class MappedFile:
-    """A checkpoint file opened for reading, memory-mapped on first use, with the byte range
-    that reads have touched since the last ``release`` (dropped from this process's resident
-    pages by ``madvise(MADV_DONTNEED)``: the page cache keeps them, RSS stays bounded)."""
-
-    def __init__(self, path: Path) -> None:
-        from ..errors import FormatError
-
-        self.path = path
-        try:
-            self.fh = open(path, "rb")
-        except OSError as e:
-            raise FormatError(path, f"cannot open: {e.strerror}") from None
-        self.size = os.fstat(self.fh.fileno()).st_size
-        self.mm: mmap.mmap | None = None
-        self._buf: np.ndarray | None = None
-        self._touched: tuple[int, int] | None = None
-
-    def buffer(self) -> np.ndarray:
-        """The whole file as a read-only uint8 array."""
-        if self._buf is None:
-            if self.size == 0:
-                self._buf = np.zeros(0, np.uint8)
-            else:
-                self.mm = mmap.mmap(self.fh.fileno(), 0, access=mmap.ACCESS_READ)
-                self._buf = np.frombuffer(self.mm, dtype=np.uint8)
-        return self._buf
-
-    @property
-    def touched(self) -> tuple[int, int] | None:
-        """Byte range read since the last release (None: nothing)."""
-        return self._touched
-
-    def touch(self, lo: int, hi: int) -> None:
-        """Record that bytes lo..hi-1 were read."""
-        t = self._touched
-        self._touched = (lo, hi) if t is None else (min(lo, t[0]), max(hi, t[1]))
-
-    def release(self) -> None:
-        if self.mm is not None and self._touched is not None and hasattr(self.mm, "madvise"):
-            lo = (self._touched[0] // mmap.PAGESIZE) * mmap.PAGESIZE
-            hi = min(self.size, self._touched[1])
-            if hi > lo:
-                self.mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-        self._touched = None
-
-    def close(self) -> None:
-        self._buf = None
-        if self.mm is not None:
-            try:
-                self.mm.close()
-            except BufferError:  # a caller still holds a view; the mapping dies with it
-                pass
-            self.mm = None
-        self.fh.close()

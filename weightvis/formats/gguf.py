@@ -40,8 +40,9 @@ import gguf.quants
 import numpy as np
 
 from ..errors import FormatError, UnsupportedDtypeError
+from ..sources import ByteSource, as_source
 from ..types import TensorInfo
-from .base import MappedFile, Reader, check_block
+from .base import Reader, check_block, gc_paused
 from .dtypes import ELEMENT_TYPES, ElementType
 
 __all__ = ["GGUFReader", "GGUF_MAGIC", "DEFAULT_ALIGNMENT", "SHORT_ARRAY_MAX", "MAX_DIMS",
@@ -111,6 +112,10 @@ class _Entry:
         self.block_size, self.type_size = block_size, type_size
 
 
+class _More(Exception):
+    """Internal: the header runs past the prefix being parsed (parse a longer one)."""
+
+
 class _Truncated(Exception):
     """Internal: a read ran past the end of the file (turned into a FormatError)."""
 
@@ -123,18 +128,21 @@ class GGUFReader(Reader):
 
     format = "gguf"
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._file = MappedFile(self.path)
-        self._fh, self._size = self._file.fh, self._file.size
+    def __init__(self, source: ByteSource | str | os.PathLike[str]) -> None:
+        self._file = as_source(source)
+        self.path = self._file.path
+        self._size = self._file.size
+        self._lim = 0
+        self._closed = False
+        self._tensors: tuple[TensorInfo, ...] | None = None
         try:
             self.version = 0
             self.alignment = DEFAULT_ALIGNMENT
             self.data_start = 0
             self._metadata: dict[str, Any] = {}
             self._entries: dict[str, _Entry] = {}
-            self._mm: mmap.mmap | None = None
-            self._parse_header()
+            with gc_paused():
+                self._parse_header()
         except BaseException:
             self.close()
             raise
@@ -142,7 +150,7 @@ class GGUFReader(Reader):
     # -- header ------------------------------------------------------------------------------
     def _parse_header(self) -> None:
         p, size = self.path, self._size
-        head = self._fh.read(24)
+        head = self._file.read(0, min(24, size))
         if head[:4] != GGUF_MAGIC:
             raise FormatError(p, f"wrong magic {head[:4]!r}, expected {GGUF_MAGIC!r} "
                                  "(not a GGUF file)", offset=0)
@@ -170,41 +178,59 @@ class GGUFReader(Reader):
             raise FormatError(p, f"impossible tensor count {n_tensors}: the file ({size} bytes) "
                                  f"cannot hold that many tensor infos after {n_kv} KV pairs "
                                  "(truncated or corrupt)", offset=8)
-        self._file.buffer()
-        self._mm = self._file.mm
-        assert self._mm is not None
-        try:
-            off = self._parse_kv(self._mm, 24, n_kv)
-            off, infos = self._parse_tensor_infos(self._mm, off, n_tensors)
-        except _Truncated as e:
-            raise FormatError(p, f"truncated header: {e.what} runs past the end of the file "
-                                 f"({size} bytes)", offset=e.offset) from None
+        # parse a prefix of the file, longer until the header fits (one pass when the source
+        # is local: its chunk_hint is the whole file)
+        self._lim = min(size, max(self._file.chunk_hint, 1 << 16))
+        while True:
+            mm = memoryview(self._file.view(0, self._lim, track=False).data)
+            self._metadata = {}
+            try:
+                off = self._parse_kv(mm, 24, n_kv)
+                off, infos = self._parse_tensor_infos(mm, off, n_tensors)
+                break
+            except _More:
+                self._lim = min(size, self._lim * 8)
+            except _Truncated as e:
+                raise FormatError(p, f"truncated header: {e.what} runs past the end of the "
+                                     f"file ({size} bytes)", offset=e.offset) from None
+            finally:
+                mm.release()
         self.data_start = -(-off // self.alignment) * self.alignment
         self._check_data(infos)
         # the header (vocabulary ...) is not needed again: drop its pages
-        if hasattr(self._mm, "madvise") and off > _PAGE:
-            self._mm.madvise(mmap.MADV_DONTNEED, 0, (off // _PAGE) * _PAGE)
+        if off > _PAGE:
+            self._file.touch(0, (off // _PAGE) * _PAGE)
+            self._file.release()
 
-    def _string(self, mm: mmap.mmap, off: int, what: str) -> tuple[str, int]:
-        if off + 8 > self._size:
+    def _past(self, end: int) -> bool:
+        """True when ``end`` lies past the end of the file; raises ``_More`` when it lies past
+        the end of the prefix being parsed but not of the file."""
+        if end <= self._lim:
+            return False
+        if self._lim < self._size:
+            raise _More
+        return True
+
+    def _string(self, mm: memoryview, off: int, what: str) -> tuple[str, int]:
+        if self._past(off + 8):
             raise _Truncated(off, f"length of {what}")
         (n,) = _U64.unpack_from(mm, off)
-        if off + 8 + n > self._size:
+        if self._past(off + 8 + n):
             raise FormatError(self.path, f"{what}: string length {n} runs past the end of the "
                                          f"file ({self._size} bytes)", offset=off)
-        return mm[off + 8:off + 8 + n].decode("utf-8", errors="replace"), off + 8 + n
+        return bytes(mm[off + 8:off + 8 + n]).decode("utf-8", errors="replace"), off + 8 + n
 
-    def _u32(self, mm: mmap.mmap, off: int, what: str) -> int:
-        if off + 4 > self._size:
+    def _u32(self, mm: memoryview, off: int, what: str) -> int:
+        if self._past(off + 4):
             raise _Truncated(off, what)
         return int(_U32.unpack_from(mm, off)[0])
 
-    def _u64(self, mm: mmap.mmap, off: int, what: str) -> int:
-        if off + 8 > self._size:
+    def _u64(self, mm: memoryview, off: int, what: str) -> int:
+        if self._past(off + 8):
             raise _Truncated(off, what)
         return int(_U64.unpack_from(mm, off)[0])
 
-    def _parse_kv(self, mm: mmap.mmap, off: int, n_kv: int) -> int:
+    def _parse_kv(self, mm: memoryview, off: int, n_kv: int) -> int:
         meta = self._metadata
         for i in range(n_kv):
             key_off = off
@@ -222,7 +248,7 @@ class GGUFReader(Reader):
         self.alignment = align
         return off
 
-    def _value(self, mm: mmap.mmap, off: int, vtype: int, key: str) -> tuple[Any, int]:
+    def _value(self, mm: memoryview, off: int, vtype: int, key: str) -> tuple[Any, int]:
         spec = _VALUE_TYPES.get(vtype)
         if spec is None:
             raise FormatError(self.path, f"KV {key!r}: unknown value type {vtype} (known: "
@@ -232,12 +258,12 @@ class GGUFReader(Reader):
             return self._string(mm, off, f"KV {key!r}")
         if vtype == _ARRAY:
             return self._array(mm, off, key)
-        if off + width > self._size:
+        if self._past(off + width):
             raise _Truncated(off, f"value of KV {key!r}")
         (v,) = struct.unpack_from("<" + code, mm, off)
         return v, off + width
 
-    def _array(self, mm: mmap.mmap, off: int, key: str) -> tuple[Any, int]:
+    def _array(self, mm: memoryview, off: int, key: str) -> tuple[Any, int]:
         size = self._size
         etype = self._u32(mm, off, f"element type of array KV {key!r}")
         n = self._u64(mm, off + 4, f"length of array KV {key!r}")
@@ -249,7 +275,7 @@ class GGUFReader(Reader):
         name, code, width = spec
         if width:
             end = off + n * width
-            if end > size:
+            if self._past(end):
                 raise FormatError(self.path, f"KV {key!r}: array of {n} {name} runs past the end "
                                              f"of the file ({size} bytes)", offset=off - 12)
             if n <= SHORT_ARRAY_MAX:
@@ -270,7 +296,7 @@ class GGUFReader(Reader):
             _v, off = self._array(mm, off, f"{key}[{j}]")
         return {"type": name, "length": n}, off
 
-    def _skip_strings(self, mm: mmap.mmap, off: int, n: int, key: str) -> int:
+    def _skip_strings(self, mm: memoryview, off: int, n: int, key: str) -> int:
         """Offset after ``n`` GGUF strings starting at ``off``, without decoding them."""
         start = off
         unpack = _U64.unpack_from
@@ -279,21 +305,21 @@ class GGUFReader(Reader):
                 off += 8 + unpack(mm, off)[0]
         except struct.error:
             off = self._size + 1
-        if off <= self._size:
+        if off <= self._size and not self._past(off):
             return off
         # slow path: find the first string that runs past the end, for the message
         off = start
         for j in range(n):
-            if off + 8 > self._size:
+            if self._past(off + 8):
                 raise _Truncated(off, f"length of {key}[{j}]")
             (k,) = unpack(mm, off)
-            if off + 8 + k > self._size:
+            if self._past(off + 8 + k):
                 raise FormatError(self.path, f"{key}[{j}]: string length {k} runs past the end "
                                              f"of the file ({self._size} bytes)", offset=off)
             off += 8 + k
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _parse_tensor_infos(self, mm: mmap.mmap, off: int, n: int
+    def _parse_tensor_infos(self, mm: memoryview, off: int, n: int
                             ) -> tuple[int, list[tuple[str, tuple[int, ...], int, int, int]]]:
         p = self.path
         infos = []
@@ -309,7 +335,7 @@ class GGUFReader(Reader):
                 raise FormatError(p, f"n_dims {n_dims} exceeds GGML_MAX_DIMS ({MAX_DIMS})",
                                   tensor=name, offset=off)
             off += 4
-            if off + 8 * n_dims + 12 > self._size:
+            if self._past(off + 8 * n_dims + 12):
                 raise _Truncated(off, f"dims of tensor {name!r}")
             ne = struct.unpack_from(f"<{n_dims}Q", mm, off)
             off += 8 * n_dims
@@ -338,7 +364,7 @@ class GGUFReader(Reader):
                 raise FormatError(p, f"innermost dim {ne0} is not a multiple of the {tname} "
                                      f"block size {bs}", tensor=name, offset=type_off)
             shape = tuple(int(d) for d in reversed(ne))
-            info = TensorInfo(name, shape, tname, str(p))
+            info = TensorInfo(name, shape, tname, self._file.name)
             numel = math.prod(shape)
             nbytes = numel // bs * ts
             row_bytes = info.e_cols // bs * ts
@@ -406,7 +432,10 @@ class GGUFReader(Reader):
 
     # -- Reader ------------------------------------------------------------------------------
     def tensors(self) -> Sequence[TensorInfo]:
-        return [e.info for e in self._entries.values()]
+        got = self._tensors
+        if got is None:
+            got = self._tensors = tuple(e.info for e in self._entries.values())
+        return got
 
     def info(self, name: str) -> TensorInfo:
         return self._entry(name).info
@@ -425,10 +454,6 @@ class GGUFReader(Reader):
     def metadata(self) -> Mapping[str, Any]:
         return self._metadata
 
-    def _buffer(self) -> np.ndarray:
-        if self._mm is None:
-            raise ValueError(f"{self.path}: reader is closed")
-        return self._file.buffer()
 
     def read(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
              e_c1: int | None = None) -> np.ndarray:
@@ -445,7 +470,9 @@ class GGUFReader(Reader):
             return np.zeros((n_rows, c1 - e_c0), np.float32)
         lo = ent.begin + e_r0 * ent.row_bytes
         hi = ent.begin + e_r1 * ent.row_bytes
-        rows = self._buffer()[lo:hi].reshape(n_rows, ent.row_bytes)
+        if self._closed:
+            raise ValueError(f"{self.path}: reader is closed")
+        rows = self._file.view(lo, hi).reshape(n_rows, ent.row_bytes)
         if ent.etype is not None:
             block = rows.view(ent.etype.storage)[:, e_c0:c1]
             out = np.ascontiguousarray(ent.etype.decode(block), dtype=np.float32)
@@ -456,18 +483,19 @@ class GGUFReader(Reader):
             vals = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(ent.qtype))
             assert vals.shape == (n_rows, (b1 - b0) * bs), (vals.shape, n_rows, b0, b1)
             out = np.ascontiguousarray(vals[:, e_c0 - b0 * bs:c1 - b0 * bs], dtype=np.float32)
-        self._file.touch(lo, hi)
         return out
 
     def raw_bytes(self) -> np.ndarray:
-        """The whole file as a read-only uint8 array (memory-mapped)."""
-        return self._buffer()
+        """The whole file as a read-only uint8 array (a view of the source, not tracked)."""
+        if self._closed:
+            raise ValueError(f"{self.path}: reader is closed")
+        return self._file.view(0, self._size, track=False)
 
     def release(self) -> None:
         self._file.release()
 
     def close(self) -> None:
-        self._mm = None
+        self._closed = True
         self._file.close()
 
 

@@ -1,3 +1,5 @@
+# Over the 450-line guide: the restricted unpickler and state-dict search (~600 lines) belong
+# in formats/unpickler.py, in a change of their own.
 """PyTorch checkpoints (``.bin``, ``.pt``, ``.pth``, ``.ckpt``) read without torch and without
 running code from the file.
 
@@ -65,8 +67,9 @@ from typing import Any, NoReturn
 import numpy as np
 
 from ..errors import FormatError, UnsupportedDtypeError
+from ..sources import ByteSource, SourceFile, as_source
 from ..types import TensorInfo
-from .base import MappedFile, Reader, check_block
+from .base import Reader, check_block, gc_paused
 from .dtypes import ELEMENT_TYPES, ElementType
 
 __all__ = ["PyTorchReader", "LEGACY_MAGIC", "STATE_DICT_KEYS"]
@@ -728,30 +731,32 @@ class PyTorchReader(Reader):
 
     format = "pytorch"
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._file = MappedFile(self.path)
-        self._fh, self._size = self._file.fh, self._file.size
+    def __init__(self, source: ByteSource | str | os.PathLike[str]) -> None:
+        self._file = as_source(source)
+        self.path = self._file.path
+        self._size = self._file.size
+        self._closed = False
+        self._tensors: tuple[TensorInfo, ...] | None = None
+        self._fh = io.BufferedReader(SourceFile(self._file), 1 << 16)
         try:
             if self._size < 2:
                 raise FormatError(self.path, f"file is {self._size} bytes, too short for a "
                                              "PyTorch checkpoint")
-            self._buf: np.ndarray | None = self._file.buffer()
-            self._mm: mmap.mmap | None = self._file.mm
             self._zip: zipfile.ZipFile | None = None
             self._inflated: OrderedDict[str, np.ndarray] = OrderedDict()
+            self._inflated_bytes = 0
             self._entries: dict[str, _Entry] = {}
             self._unsupported: dict[str, str] = {}
             self._metadata: dict[str, Any] = {}
-            self._open()
+            with gc_paused():
+                self._open()
         except BaseException:
             self.close()
             raise
 
     # -- containers --------------------------------------------------------------------------
     def _open(self) -> None:
-        assert self._mm is not None
-        head = self._mm[:4]
+        head = self._file.read(0, min(4, self._size))
         if head == b"PK\x03\x04":
             root, storages, blobs, little = self._open_zip()
         elif head[:1] == b"\x80":
@@ -836,8 +841,7 @@ class PyTorchReader(Reader):
         if off + 30 > self._size:
             raise FormatError(p, f"local header of {info.filename} is past the end of the file",
                               offset=off)
-        assert self._mm is not None
-        hdr = self._mm[off:off + 30]
+        hdr = self._file.read(off, off + 30)
         if hdr[:4] != b"PK\x03\x04":
             raise FormatError(p, f"zip entry {info.filename} has no local header", offset=off)
         n, e = struct.unpack("<HH", hdr[26:30])
@@ -854,8 +858,7 @@ class PyTorchReader(Reader):
 
     def _open_legacy(self) -> tuple[Any, dict[str, _StorageRef], dict[str, _Blob], bool]:
         p = self.path
-        assert self._mm is not None
-        mm = self._mm
+        mm = self._fh
         mm.seek(0)
         magic, _ = self._unpickle(mm, "legacy pickle (magic number)")
         if magic != LEGACY_MAGIC:
@@ -887,7 +890,7 @@ class PyTorchReader(Reader):
             if pos + 8 > self._size:
                 raise FormatError(p, f"storage {key!r} header is past the end of the file "
                                      f"({self._size} bytes): truncated?", offset=pos)
-            (numel,) = struct.unpack("<q", mm[pos:pos + 8])
+            (numel,) = struct.unpack("<q", self._file.read(pos, pos + 8))
             itemsize = _DTYPES[st.dtype][1] if st.dtype in _DTYPES else 1
             nbytes = numel * itemsize
             if numel < 0 or nbytes != st.nbytes:
@@ -999,14 +1002,17 @@ class PyTorchReader(Reader):
         else:
             rows, row_stride = size[0], stride[0]
             trailing = _merge_trailing(size[1:], stride[1:])
-        info = TensorInfo(name, size, etname, str(p))
+        info = TensorInfo(name, size, etname, self._file.name)
         self._entries[name] = _Entry(info, etype, blob, st.base, offset, rows, row_stride,
                                      trailing, bool(t.neg), sdt)
         return None
 
     # -- Reader ------------------------------------------------------------------------------
     def tensors(self) -> Sequence[TensorInfo]:
-        return [e.info for e in self._entries.values()]
+        got = self._tensors
+        if got is None:
+            got = self._tensors = tuple(e.info for e in self._entries.values())
+        return got
 
     def info(self, name: str) -> TensorInfo:
         return self._entry(name).info
@@ -1019,15 +1025,21 @@ class PyTorchReader(Reader):
     def metadata(self) -> Mapping[str, Any]:
         return self._metadata
 
-    def _blob_bytes(self, blob: _Blob) -> np.ndarray:
+    def _blob_range(self, blob: _Blob, lo: int, hi: int) -> np.ndarray:
+        """Bytes ``lo..hi-1`` of a storage blob: a (tracked) view of the source when stored,
+        a slice of the inflated entry otherwise."""
         if blob.zinfo is None:
-            assert self._buf is not None, "reader is closed"
-            return self._buf[blob.start:blob.start + blob.size]
+            if self._closed:
+                raise ValueError(f"{self.path}: reader is closed")
+            return self._file.view(blob.start + lo, blob.start + hi)
+        return self._inflate(blob)[lo:hi]
+
+    def _inflate(self, blob: _Blob) -> np.ndarray:
         got = self._inflated.get(blob.name)
         if got is not None:
             self._inflated.move_to_end(blob.name)
             return got
-        assert self._zip is not None
+        assert self._zip is not None and blob.zinfo is not None
         try:
             data = self._zip.read(blob.zinfo)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError) as e:
@@ -1038,9 +1050,9 @@ class PyTorchReader(Reader):
                                          f"expected {blob.size}")
         arr = np.frombuffer(data, np.uint8)
         self._inflated[blob.name] = arr
-        while (sum(a.nbytes for a in self._inflated.values()) > _INFLATED_CACHE_BYTES
-               and len(self._inflated) > 1):
-            self._inflated.popitem(last=False)
+        self._inflated_bytes += arr.nbytes
+        while self._inflated_bytes > _INFLATED_CACHE_BYTES and len(self._inflated) > 1:
+            self._inflated_bytes -= self._inflated.popitem(last=False)[1].nbytes
         return arr
 
     def _entry(self, name: str) -> _Entry:
@@ -1058,7 +1070,6 @@ class PyTorchReader(Reader):
         to 2-D. With one trailing dim the view is exactly the block (skip 0); otherwise it spans
         the whole dim-1 slices the columns fall in: ``(rows, b - a, *trailing[1:])``."""
         isz = ent.etype.itemsize
-        raw = self._blob_bytes(ent.blob)
         first = ent.offset + e_r0 * ent.row_stride
         trailing = ent.trailing
         skip = 0
@@ -1076,12 +1087,10 @@ class PyTorchReader(Reader):
             strides_e = (ent.row_stride,) + tuple(d for _, d in trailing)
         last = first + sum((s - 1) * d for s, d in zip(shape, strides_e, strict=True))
         lo, hi = ent.base + first * isz, ent.base + (last + 1) * isz
-        assert 0 <= lo <= hi <= raw.shape[0], (ent.info.name, lo, hi, raw.shape)
-        flat = raw[lo:hi].view(ent.storage_dtype)
+        assert 0 <= lo <= hi <= ent.blob.size, (ent.info.name, lo, hi, ent.blob.size)
+        flat = self._blob_range(ent.blob, lo, hi).view(ent.storage_dtype)
         arr = np.lib.stride_tricks.as_strided(
             flat, shape=shape, strides=tuple(d * isz for d in strides_e), writeable=False)
-        if ent.blob.zinfo is None:
-            self._file.touch(ent.blob.start + lo, ent.blob.start + hi)
         return arr, skip
 
     def read(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
@@ -1099,21 +1108,22 @@ class PyTorchReader(Reader):
         return out
 
     def raw_bytes(self) -> np.ndarray:
-        """The whole file as a read-only uint8 array (memory-mapped)."""
-        assert self._buf is not None, "reader is closed"
-        return self._buf
+        """The whole file as a read-only uint8 array (a view of the source, not tracked)."""
+        if self._closed:
+            raise ValueError(f"{self.path}: reader is closed")
+        return self._file.view(0, self._size, track=False)
 
     def release(self) -> None:
         self._file.release()
 
     def close(self) -> None:
-        self._buf = None
+        self._closed = True
         self._inflated = OrderedDict()
+        self._inflated_bytes = 0
         zf = getattr(self, "_zip", None)
         if zf is not None:
             zf.close()
             self._zip = None
-        self._mm = None
         self._file.close()
 
 

@@ -11,15 +11,17 @@ import json
 import math
 import os
 import struct
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..errors import FormatError, UnsupportedDtypeError
-from ..types import TensorInfo
-from .base import MappedFile, Reader, check_block
+from ..sources import ByteSource, LocalFileSource, as_source
+from ..types import TensorInfo, view_of
+from .base import Reader, check_block, gc_paused
 from .dtypes import CODE_DTYPES, ELEMENT_TYPES, ElementType
 
 __all__ = ["SafetensorsReader", "MAX_HEADER_BYTES", "looks_like_safetensors", "write_safetensors"]
@@ -36,10 +38,37 @@ def looks_like_safetensors(head: bytes) -> bool:
 
 
 class _Entry:
-    __slots__ = ("info", "etype", "begin", "end")
+    __slots__ = ("info", "etype", "begin", "end", "rows", "cols", "row_bytes", "start")
 
-    def __init__(self, info: TensorInfo, etype: ElementType, begin: int, end: int):
+    def __init__(self, info: TensorInfo, etype: ElementType, begin: int, end: int,
+                 data_start: int) -> None:
         self.info, self.etype, self.begin, self.end = info, etype, begin, end
+        self.rows, self.cols = view_of(info.shape)  # computed once: reads are hot
+        self.row_bytes = self.cols * etype.itemsize
+        self.start = data_start + begin
+
+
+class _Parsed(NamedTuple):
+    """A parsed header (immutable once made; shared by readers of the same file)."""
+
+    metadata: dict[str, Any]
+    data_start: int
+    entries: dict[str, _Entry]
+    tensors: tuple[TensorInfo, ...]
+
+
+_PARSED: OrderedDict[tuple[object, ...], _Parsed] = OrderedDict()
+"""Headers parsed in this process, by (name, device, inode, size, mtime) of the local file: a
+worker process forked after the parent opened the checkpoint, or a reader re-opened, skips the
+parse (45k tensors: ~0.5 s per open). Bounded by ``_PARSED_MAX_TENSORS``."""
+_PARSED_MAX_TENSORS = 1 << 21
+
+
+def _file_key(src: ByteSource) -> tuple[object, ...] | None:
+    if not isinstance(src, LocalFileSource):
+        return None
+    st = os.fstat(src.fh.fileno())
+    return (src.name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class SafetensorsReader(Reader):
@@ -47,23 +76,45 @@ class SafetensorsReader(Reader):
 
     format = "safetensors"
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._file = MappedFile(self.path)
-        self._fh, self._size = self._file.fh, self._file.size
+    def __init__(self, source: ByteSource | str | os.PathLike[str]) -> None:
+        self._file = as_source(source)
+        self.path = self._file.path
+        self._size = self._file.size
         self._entries: dict[str, _Entry] = {}
         self._metadata: dict[str, Any] = {}
         self._data_start = 0
+        self._tensors: tuple[TensorInfo, ...] = ()
         try:
-            self._parse_header()
+            key = _file_key(self._file)
+            got = _PARSED.get(key) if key is not None else None
+            if got is None:
+                with gc_paused():
+                    self._parse_header()
+                if key is not None:
+                    self._remember(key)
+            else:
+                assert key is not None
+                _PARSED.move_to_end(key)
+                self._entries, self._data_start, self._tensors = (got.entries, got.data_start,
+                                                                  got.tensors)
+                self._metadata = dict(got.metadata)
         except BaseException:
             self._file.close()
             raise
+        self._file.touch(0, self._data_start)  # the header is not needed again: drop its pages
+        self._file.release()
 
     # -- header ------------------------------------------------------------------------------
+    def _remember(self, key: tuple[object, ...]) -> None:
+        _PARSED[key] = _Parsed(dict(self._metadata), self._data_start, self._entries,
+                               self._tensors)
+        total = sum(len(v.entries) for v in _PARSED.values())
+        while total > _PARSED_MAX_TENSORS and len(_PARSED) > 1:
+            total -= len(_PARSED.popitem(last=False)[1].entries)
+
     def _parse_header(self) -> None:
-        p = self.path
-        head = self._fh.read(8)
+        p = self._file.name if self._file.name != str(self.path) else self.path
+        head = self._file.read(0, min(8, self._size))
         if len(head) < 8:
             raise FormatError(p, f"file is {self._size} bytes, too short for a safetensors header "
                                  "(needs at least 8)")
@@ -74,7 +125,7 @@ class SafetensorsReader(Reader):
         if 8 + n > self._size:
             raise FormatError(p, f"header length {n} runs past the end of the file "
                                  f"({self._size} bytes): truncated or not safetensors", offset=0)
-        raw = self._fh.read(n)
+        raw = self._file.read(8, 8 + n)
         try:
             header = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -88,6 +139,9 @@ class SafetensorsReader(Reader):
             raise FormatError(p, "__metadata__ is not a JSON object", offset=8)
         self._metadata = dict(meta or {})
         spans: list[tuple[int, int, str]] = []
+        order: list[tuple[int, str]] = []
+        entries = self._entries
+        file_name = str(p)
         for name, spec in header.items():
             if not isinstance(spec, dict):
                 raise FormatError(p, "header entry is not an object", tensor=name)
@@ -99,13 +153,12 @@ class SafetensorsReader(Reader):
                 raise UnsupportedDtypeError(
                     p, f"unknown or unsupported dtype {dtype!r} (supported: "
                        f"{', '.join(ELEMENT_TYPES)})", tensor=name)
-            if (not isinstance(shape, list)
-                    or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                               for d in shape)):
+            if (type(shape) is not list  # noqa: E721 (exact types: JSON gives list, int, bool)
+                    or not all(type(d) is int and d >= 0 for d in shape)):  # noqa: E721
                 raise FormatError(p, f"shape {shape!r} is not a list of non-negative integers",
                                   tensor=name)
-            if (not isinstance(offs, list) or len(offs) != 2
-                    or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)):
+            if (type(offs) is not list or len(offs) != 2  # noqa: E721
+                    or type(offs[0]) is not int or type(offs[1]) is not int):  # noqa: E721
                 raise FormatError(p, f"data_offsets {offs!r} is not [begin, end]", tensor=name)
             begin, end = offs
             numel = math.prod(shape)
@@ -122,21 +175,28 @@ class SafetensorsReader(Reader):
                     p, f"data ends at byte {self._data_start + end}, past the end of the file "
                        f"({self._size} bytes): truncated?", tensor=name,
                     offset=self._data_start + begin)
-            info = TensorInfo(name, tuple(shape), etype.name, str(p))
-            self._entries[name] = _Entry(info, etype, begin, end)
+            info = TensorInfo(name, tuple(shape), etype.name, file_name)
+            entries[name] = _Entry(info, etype, begin, end, self._data_start)
+            order.append((begin, name))
             if end > begin:
                 spans.append((begin, end, name))
+        order.sort()  # file order: by offset, then name
+        self._tensors = tuple(entries[n].info for _b, n in order)
         spans.sort()
         for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:], strict=False):
             if b1 < e0:
                 raise FormatError(p, f"data of {n1!r} [{b1}, ...) overlaps {n0!r} "
                                      f"[{b0}, {e0})", tensor=n1, offset=self._data_start + b1)
-        # file order
-        self._order = sorted(self._entries, key=lambda k: (self._entries[k].begin, k))
 
     # -- Reader ------------------------------------------------------------------------------
     def tensors(self) -> Sequence[TensorInfo]:
-        return [self._entries[k].info for k in self._order]
+        return self._tensors
+
+    def info(self, name: str) -> TensorInfo:
+        ent = self._entries.get(name)
+        if ent is None:
+            raise KeyError(f"{self.path}: no tensor {name!r}")
+        return ent.info
 
     @property
     def files(self) -> Sequence[Path]:
@@ -147,43 +207,46 @@ class SafetensorsReader(Reader):
         return self._metadata
 
     def stored(self, name: str) -> np.ndarray:
-        """The tensor's 2-D view in its storage dtype, memory-mapped (no copy, no decode)."""
+        """The tensor's 2-D view in its storage dtype, a view of the source (no copy, no
+        decode; not tracked for ``release``)."""
         try:
             ent = self._entries[name]
         except KeyError:
             raise KeyError(f"{self.path}: no tensor {name!r}") from None
-        buf = self._file.buffer()
-        a = buf[self._data_start + ent.begin:self._data_start + ent.end].view(ent.etype.storage)
+        a = self._file.view(self._data_start + ent.begin, self._data_start + ent.end,
+                            track=False).view(ent.etype.storage)
         return a.reshape(ent.info.e_rows, ent.info.e_cols)
+
+    def _block(self, ent: _Entry, e_r0: int, e_r1: int, e_c0: int, e_c1: int | None
+               ) -> np.ndarray:
+        """The block in its storage dtype: a view of just the bytes of its rows (no copy)."""
+        cols = ent.cols
+        c1 = cols if e_c1 is None else e_c1
+        if not (0 <= e_r0 <= e_r1 <= ent.rows and 0 <= e_c0 <= c1 <= cols):
+            check_block(ent.info, e_r0, e_r1, e_c0, e_c1)  # raises, naming the tensor
+        rb, start = ent.row_bytes, ent.start
+        raw = self._file.view(start + e_r0 * rb, start + e_r1 * rb)
+        rows = raw.view(ent.etype.storage).reshape(e_r1 - e_r0, cols)
+        return rows if e_c0 == 0 and c1 == cols else rows[:, e_c0:c1]
 
     def read(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
              e_c1: int | None = None) -> np.ndarray:
         ent = self._entries.get(name)
         if ent is None:
             raise KeyError(f"{self.path}: no tensor {name!r}")
-        c1 = check_block(ent.info, e_r0, e_r1, e_c0, e_c1)
-        block = self.stored(name)[e_r0:e_r1, e_c0:c1]
-        out = np.ascontiguousarray(ent.etype.decode(block), dtype=np.float32)
-        row_bytes = ent.info.e_cols * ent.etype.itemsize
-        start = self._data_start + ent.begin
-        self._file.touch(start + e_r0 * row_bytes, start + e_r1 * row_bytes)
-        return out
+        block = self._block(ent, e_r0, e_r1, e_c0, e_c1)
+        return np.ascontiguousarray(ent.etype.decode(block), dtype=np.float32)
 
     def read_codes(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
                    e_c1: int | None = None) -> np.ndarray | None:
         ent = self._entries.get(name)
         if ent is None or ent.etype.name not in CODE_DTYPES:
             return None
-        c1 = check_block(ent.info, e_r0, e_r1, e_c0, e_c1)
-        block = self.stored(name)[e_r0:e_r1, e_c0:c1].view(np.uint16)
-        row_bytes = ent.info.e_cols * 2
-        start = self._data_start + ent.begin
-        self._file.touch(start + e_r0 * row_bytes, start + e_r1 * row_bytes)
-        return block
+        return self._block(ent, e_r0, e_r1, e_c0, e_c1).view(np.uint16)
 
     def raw_bytes(self) -> np.ndarray:
-        """The whole file as a read-only uint8 array (memory-mapped)."""
-        return self._file.buffer()
+        """The whole file as a read-only uint8 array (a view of the source, not tracked)."""
+        return self._file.view(0, self._size, track=False)
 
     def release(self) -> None:
         self._file.release()

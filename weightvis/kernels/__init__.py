@@ -67,12 +67,19 @@ if TYPE_CHECKING:
     from .delta import ELEMENTS_CAP, colorize_delta, hatch, identical_codes
     from .hilbert import hilbert_d2xy, hilbert_tile_offsets, hilbert_xy2d
     from .reduce import reduce_delta, reduce_tile
-    from .values import code_counts, code_lut, colorize, colorize_codes
+    from .values import (
+        SMALL_BLOCK,
+        code_counts,
+        code_lut,
+        colorize,
+        colorize_codes,
+        colorize_codes_small,
+    )
     from .warm import warm_up, warm_up_delta
 
 _LAZY = {
     "colorize": "values", "colorize_codes": "values", "code_lut": "values",
-    "code_counts": "values",
+    "code_counts": "values", "colorize_codes_small": "values", "SMALL_BLOCK": "values",
     "ELEMENTS_CAP": "delta", "colorize_delta": "delta", "hatch": "delta",
     "identical_codes": "delta",
     "reduce_tile": "reduce", "reduce_delta": "reduce",
@@ -88,8 +95,8 @@ __all__ = [
     "METRIC_RMS", "METRIC_ABSLOG", "METRIC_EXACT", "ACC_VALUES", "ACC_DELTA", "level_values",
     "ACC_SIZE", "DELTA_ACC_SIZE", "DELTA_CHANGED", "new_acc", "merge_acc", "new_delta_acc",
     "merge_delta_acc", "new_accumulator", "merge_accumulator",
-    "colorize", "colorize_codes", "code_lut", "code_counts",
-    "ELEMENTS_CAP", "colorize_delta", "hatch", "identical_codes",
+    "colorize", "colorize_codes", "colorize_codes_small", "SMALL_BLOCK", "code_lut",
+    "code_counts", "ELEMENTS_CAP", "colorize_delta", "hatch", "identical_codes",
     "reduce_tile", "reduce_delta",
     "hilbert_xy2d", "hilbert_d2xy", "hilbert_tile_offsets",
     "warm_up", "warm_up_delta",

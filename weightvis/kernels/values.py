@@ -13,31 +13,36 @@ import numpy as np
 from .accumulators import _INFS, _MAX, _MIN, _N, _NANS, _SUM, _SUMSQ, _ZEROS
 from .constants import LEVELS, NAN, NEGINF, POSINF, ZERO
 
-__all__ = ["colorize", "colorize_codes", "code_lut", "code_counts"]
+__all__ = ["colorize", "colorize_codes", "colorize_codes_small", "code_lut", "code_counts",
+           "SMALL_BLOCK"]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _index_of(v, s):  # type: ignore[no-untyped-def]
+    """The palette index of one value v (float64) with scale s by VALUE_RULE. Exact: float64
+    division, sqrt and floor as the rule says."""
+    a = abs(v) / s
+    if a < 1.0:
+        q = np.int64(np.floor(LEVELS * np.sqrt(a) + 0.5))
+    elif a >= 1.0:
+        q = LEVELS
+    else:  # NaN
+        return NAN
+    if v > 0:
+        return POSINF if v == np.inf else ZERO + q
+    if v < 0:
+        return NEGINF if v == -np.inf else ZERO - q
+    return ZERO
 
 
 @numba.njit(cache=True, nogil=True)
 def _index_values(src, s, out):  # type: ignore[no-untyped-def]
     """src float32[h, w] (any strides) -> out uint8[h, w] palette indices by VALUE_RULE with
-    scale s (float64 > 0). Exact: float64 division, sqrt and floor as the rule says."""
+    scale s (float64 > 0)."""
     h, w = src.shape
     for i in range(h):
         for j in range(w):
-            v = np.float64(src[i, j])
-            a = abs(v) / s
-            if a < 1.0:
-                q = np.int64(np.floor(LEVELS * np.sqrt(a) + 0.5))
-            elif a >= 1.0:
-                q = LEVELS
-            else:  # NaN
-                out[i, j] = NAN
-                continue
-            if v > 0:
-                out[i, j] = POSINF if v == np.inf else ZERO + q
-            elif v < 0:
-                out[i, j] = NEGINF if v == -np.inf else ZERO - q
-            else:
-                out[i, j] = ZERO
+            out[i, j] = _index_of(np.float64(src[i, j]), s)
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
@@ -86,6 +91,25 @@ def _index_codes(src, lut, out, hist):  # type: ignore[no-untyped-def]
             hist[c] += 1
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _acc_add(acc, v, k):  # type: ignore[no-untyped-def]
+    """Add k elements of value v (float64) to the statistics acc float64[ACC_SIZE]."""
+    if v != v:
+        acc[_NANS] += k
+    elif v == np.inf or v == -np.inf:
+        acc[_INFS] += k
+    else:
+        acc[_N] += k
+        acc[_SUM] += k * v
+        acc[_SUMSQ] += k * v * v
+        if v < acc[_MIN]:
+            acc[_MIN] = v
+        if v > acc[_MAX]:
+            acc[_MAX] = v
+        if v == 0.0:
+            acc[_ZEROS] += k
+
+
 @numba.njit(cache=True, nogil=True)
 def _acc_from_hist(hist, values, acc):  # type: ignore[no-untyped-def]
     """Accumulate the statistics of a code histogram (values float32[65536]: each code's value)
@@ -95,21 +119,78 @@ def _acc_from_hist(hist, values, acc):  # type: ignore[no-untyped-def]
         if k == 0:
             continue
         hist[c] = 0
-        v = np.float64(values[c])
-        if v != v:
-            acc[_NANS] += k
-        elif v == np.inf or v == -np.inf:
-            acc[_INFS] += k
-        else:
-            acc[_N] += k
-            acc[_SUM] += k * v
-            acc[_SUMSQ] += k * v * v
-            if v < acc[_MIN]:
-                acc[_MIN] = v
-            if v > acc[_MAX]:
-                acc[_MAX] = v
-            if v == 0.0:
-                acc[_ZEROS] += k
+        _acc_add(acc, np.float64(values[c]), k)
+
+
+@numba.njit(cache=True, nogil=True)
+def _radix_sort16(a, tmp):  # type: ignore[no-untyped-def]
+    """Sort uint16 ``a`` (LSD radix, two byte passes through ``tmp`` of the same length);
+    returns the sorted array (``a`` itself). O(n + 512): a comparison sort of a few thousand
+    codes cost 10x more."""
+    n = a.shape[0]
+    for shift in (0, 8):
+        count = np.zeros(257, np.int64)
+        for i in range(n):
+            count[((a[i] >> shift) & 0xFF) + 1] += 1
+        for b in range(256):
+            count[b + 1] += count[b]
+        for i in range(n):
+            b = (a[i] >> shift) & 0xFF
+            tmp[count[b]] = a[i]
+            count[b] += 1
+        for i in range(n):
+            a[i] = tmp[i]
+    return a
+
+
+@numba.njit(cache=True, nogil=True)
+def _colorize_codes_sorted(src, values, s, out, acc, scratch):  # type: ignore[no-untyped-def]
+    """colorize_codes for a small block, without a 65,536-entry LUT or histogram: each
+    element's index from its value, the statistics from the sorted codes, added in ascending
+    code order with their multiplicities - the very operations _acc_from_hist performs, so the
+    accumulator is the same to the last bit. scratch uint16[>= 2*h*w]."""
+    h, w = src.shape
+    n = 0
+    for i in range(h):
+        for j in range(w):
+            c = src[i, j]
+            scratch[n] = c
+            n += 1
+            out[i, j] = _index_of(np.float64(values[c]), s)
+    codes = _radix_sort16(scratch[:n], scratch[n:2 * n])
+    i = 0
+    while i < n:
+        c = codes[i]
+        k = 0
+        while i < n and codes[i] == c:
+            k += 1
+            i += 1
+        _acc_add(acc, np.float64(values[c]), np.int32(k))
+
+
+SMALL_BLOCK = 1 << 12
+"""Blocks of at most this many 16-bit codes are coloured by colorize_codes_small: a per-tensor
+65,536-entry LUT and a 65,536-bin histogram pass cost ~80 us, which dominated checkpoints of
+many tiny tensors."""
+
+
+def colorize_codes_small(src: np.ndarray, values: np.ndarray, s: float, out: np.ndarray,
+                         acc: np.ndarray) -> None:
+    """``colorize_codes`` of a block of at most SMALL_BLOCK codes, the same indices and the
+    same statistics bit for bit, with no LUT: ``values`` float32[65536] is each code's value,
+    ``s`` the tensor's scale."""
+    if src.dtype != np.uint16 or out.dtype != np.uint8 or src.shape != out.shape \
+            or src.size > SMALL_BLOCK or values.shape != (1 << 16,):
+        raise ValueError("colorize_codes_small: uint16 src of at most SMALL_BLOCK codes, "
+                         "uint8 out of one shape, 65536 values")
+    if not (s > 0 and np.isfinite(s)):
+        raise ValueError(f"colorize_codes_small: scale must be finite and > 0, got {s}")
+    if not src.flags.c_contiguous:
+        # (a small copy; and numba 0.6x reloads a read-only strided specialisation from its
+        # disk cache on every call instead of keeping it: ~2 ms a call, measured)
+        src = np.ascontiguousarray(src)
+    _colorize_codes_sorted(src, values, float(s), out, acc,
+                           np.empty(2 * SMALL_BLOCK, np.uint16))
 
 
 def code_lut(values: np.ndarray, s: float) -> np.ndarray:

@@ -9,7 +9,7 @@ from .constants import METRIC_RMS, REDUCE_DELTA, REDUCE_FIRST, REDUCE_SIGNED_RMS
 from .delta import ELEMENTS_CAP, colorize_delta, hatch, identical_codes
 from .hilbert import hilbert_d2xy, hilbert_tile_offsets
 from .reduce import reduce_tile
-from .values import code_counts, code_lut, colorize, colorize_codes
+from .values import code_counts, code_lut, colorize, colorize_codes, colorize_codes_small
 
 __all__ = ["warm_up", "warm_up_delta"]
 
@@ -26,6 +26,8 @@ def warm_up() -> None:
     codes = np.zeros((2, 2), np.uint16)
     colorize_codes(codes, lut, vals, o, new_acc(), hist)
     colorize_codes(codes[:, :1], lut, vals, o[:, :1], new_acc(), hist)
+    colorize_codes_small(codes, vals, 1.0, o, new_acc())
+    colorize_codes_small(codes[:, :1], vals, 1.0, o[:, :1], new_acc())
     code_lut(vals, 1.0)
     code_counts(codes.reshape(-1), True)
     reduce_tile(np.zeros((2, 2), np.uint8), REDUCE_SIGNED_RMS, np.zeros((1, 1), np.uint8))

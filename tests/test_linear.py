@@ -1,0 +1,188 @@
+"""Per-tensor costs are O(1) amortised: lookups by name, lists built once, placements built once,
+release visiting only what was read, and the small-sample scale path equal to the histogram
+path (the scale of a tiny tensor must not cost a 32,768-bin histogram)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from weightvis.formats import open_checkpoint
+from weightvis.formats.base import Reader
+from weightvis.formats.safetensors import write_safetensors
+from weightvis.types import TensorInfo
+from weightvis.values import SORT_BELOW, numpy_code_counts, robust_scale_codes
+
+
+def _moe(path: Path, experts: int, layers: int = 3, shards: int = 2) -> list[Path]:
+    """A tiny DeepSeek-named checkpoint (``layers`` x ``experts`` x 3 expert tensors)."""
+    rng = np.random.default_rng(0)
+    names = [f"model.layers.{n}.mlp.experts.{e}.{k}_proj.weight"
+             for n in range(layers) for e in range(experts) for k in ("gate", "up", "down")]
+    names += [f"model.layers.{n}.input_layernorm.weight" for n in range(layers)]
+    names += ["model.embed_tokens.weight"]
+    per = -(-len(names) // shards)
+    files = []
+    for k in range(shards):
+        spec = {}
+        for n in names[k * per:(k + 1) * per]:
+            shape = (8,) if "norm" in n else (4, 8)
+            codes = (rng.standard_normal(int(np.prod(shape))).astype(np.float32)
+                     .view(np.uint32) >> 16).astype(np.uint16)
+            spec[n] = ("BF16", shape, codes)
+        f = path / f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+        write_safetensors(f, spec)
+        files.append(f)
+    return files
+
+
+class _Counting(Reader):
+    def __init__(self, ts: Sequence[TensorInfo]) -> None:
+        self.ts, self.calls = list(ts), 0
+
+    def tensors(self) -> Sequence[TensorInfo]:
+        self.calls += 1
+        return list(self.ts)
+
+    def read(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
+             e_c1: int | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+
+def test_base_info_builds_its_map_once() -> None:
+    r = _Counting([TensorInfo(f"t{i}", (2, 3), "F32", "f") for i in range(1000)])
+    for i in range(1000):
+        assert r.info(f"t{i}").name == f"t{i}"
+    assert r.calls == 1
+    with pytest.raises(KeyError):
+        r.info("nope")
+
+
+def test_readers_list_once_and_look_up_by_name(tmp_path: Path) -> None:
+    files = _moe(tmp_path, experts=8)
+    with open_checkpoint(files) as r:
+        for sub in r.readers:
+            assert sub.tensors() is sub.tensors()
+        names = [t.name for t in r.tensors()]
+        assert r.info(names[-1]) == r.tensors()[-1]
+        for n in names:
+            assert r.info(n).name == n
+
+
+def test_release_visits_only_the_readers_read(tmp_path: Path) -> None:
+    files = _moe(tmp_path, experts=4, shards=3)
+    with open_checkpoint(files) as r:
+        seen: list[int] = []
+        for i, sub in enumerate(r.readers):
+            sub.release = (lambda i=i: seen.append(i))  # type: ignore[method-assign]
+        first = r.readers[0].tensors()[0].name
+        r.read_codes(first, 0, 1)
+        r.release()
+        assert seen == [0]
+        r.release()
+        assert seen == [0]
+        last = r.readers[2].tensors()[-1].name
+        r.read(last, 0, 1)
+        r.read(first, 0, 1)
+        r.release()
+        assert sorted(seen) == [0, 0, 2]
+
+
+def test_arch_layout_places_each_tensor_once(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import weightvis.layout.arch as arch
+
+    made = 0
+    real = arch.Placement
+
+    def counting(*a: object) -> object:
+        nonlocal made
+        made += 1
+        return real(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(arch, "Placement", counting)
+    ts = [TensorInfo(f"model.layers.{n}.mlp.experts.{e}.up_proj.weight", (4, 8), "BF16", "f")
+          for n in range(40) for e in range(16)]
+    lay = arch.arch_layout(ts)
+    assert len(lay.placements) == len(ts)
+    assert made == len(ts)  # not once per candidate column count
+
+
+@pytest.mark.parametrize("dtype", ["BF16", "F16"])
+def test_small_samples_scale_like_the_histogram(dtype: str) -> None:
+    rng = np.random.default_rng(5)
+    specials = np.array([0, 0x8000, 0x7F80, 0xFF80, 0x7FC0, 0x7C00, 0xFC00, 0x7E00, 1, 0x8001],
+                        np.uint16)
+    for trial in range(400):
+        n = int(rng.integers(1, SORT_BELOW))
+        if trial % 4 == 0:
+            codes = rng.integers(0, 1 << 16, n).astype(np.uint16)
+        elif trial % 4 == 1:
+            codes = rng.choice(specials, n)
+        elif trial % 4 == 2:
+            codes = np.full(n, rng.integers(0, 1 << 16), np.uint16)
+        else:
+            x = rng.standard_normal(n).astype(np.float32) * np.float32(10.0 ** rng.integers(-6, 3))
+            codes = (x.view(np.uint32) >> 16).astype(np.uint16) if dtype == "BF16" \
+                else x.astype(np.float16).view(np.uint16)
+        small = robust_scale_codes(codes, dtype, numpy_code_counts)  # the sort path
+        v = _values(codes, dtype)
+        a = np.abs(v[np.isfinite(v)])
+        want = 1.0 if a.size == 0 else float(np.quantile(a, 0.999))  # values.robust_scale's rule
+        if a.size and not want > 0:
+            want = float(a.max()) if a.max() > 0 else 1.0
+        assert small == want, (trial, n, small, want)
+    # the histogram path agrees on a sample just over the threshold
+    codes = rng.integers(0, 1 << 16, SORT_BELOW + 1).astype(np.uint16)
+    v = _values(codes, dtype)
+    a = np.abs(v[np.isfinite(v)])
+    assert robust_scale_codes(codes, dtype, numpy_code_counts) == float(np.quantile(a, 0.999))
+
+
+def _values(codes: np.ndarray, dtype: str) -> np.ndarray:
+    with np.errstate(invalid="ignore"):  # signalling NaNs are quieted by the cast
+        if dtype == "BF16":
+            return (codes.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        return codes.view(np.float16).astype(np.float64)
+
+
+def test_open_list_and_look_up_scale_linearly(tmp_path: Path) -> None:
+    """Opening, listing, looking up, reading and releasing every tensor: 4x the tensors costs
+    < 10x the time (a quadratic step costs 16x). Small and big runs alternate, best of five, to
+    ride out a noisy machine."""
+    small_dir, big_dir = tmp_path / "s", tmp_path / "b"
+    small_dir.mkdir()
+    big_dir.mkdir()
+    small, big = _moe(small_dir, experts=100), _moe(big_dir, experts=400)
+
+    def run(files: list[Path]) -> float:
+        t0 = time.perf_counter()
+        with open_checkpoint(files) as r:
+            for t in r.tensors():
+                r.info(t.name)
+                r.read_codes(t.name, 0, 1)
+                r.release()
+        return time.perf_counter() - t0
+
+    best_small = best_big = float("inf")
+    for _ in range(5):
+        best_small = min(best_small, run(small))
+        best_big = min(best_big, run(big))
+    assert best_big < 10 * best_small, (best_big, best_small)
+
+
+@pytest.mark.parametrize("dtype", ["BF16", "F16"])
+def test_small_samples_rms_like_the_histogram(dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import weightvis.values as values
+
+    rng = np.random.default_rng(6)
+    samples = [rng.integers(0, 1 << 16, int(rng.integers(1, SORT_BELOW))).astype(np.uint16)
+               for _ in range(100)]
+    samples += [np.array([0, 0x8000, 0x7F80, 0x7C00, 0xFC00, 0x3F80], np.uint16)]
+    small = [values.codes_rms(c, dtype) for c in samples]
+    monkeypatch.setattr(values, "SORT_BELOW", 0)  # everything through the histogram
+    assert small == [values.codes_rms(c, dtype) for c in samples]  # bit for bit
