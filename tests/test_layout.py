@@ -21,8 +21,10 @@ def llama_shapes(layers: int, hidden: int, inter: int, kv: int, vocab: int, *,
     for i in range(layers):
         p = f"model.layers.{i}."
         ts += [TensorInfo(p + n, s, "BF16", "f") for n, s in [
-            ("self_attn.q_proj.weight", (hidden, hidden)), ("self_attn.k_proj.weight", (kv, hidden)),
-            ("self_attn.v_proj.weight", (kv, hidden)), ("self_attn.o_proj.weight", (hidden, hidden)),
+            ("self_attn.q_proj.weight", (hidden, hidden)),
+            ("self_attn.k_proj.weight", (kv, hidden)),
+            ("self_attn.v_proj.weight", (kv, hidden)),
+            ("self_attn.o_proj.weight", (hidden, hidden)),
             ("mlp.gate_proj.weight", (inter, hidden)), ("mlp.up_proj.weight", (inter, hidden)),
             ("mlp.down_proj.weight", (hidden, inter)), ("input_layernorm.weight", (hidden,)),
             ("post_attention_layernorm.weight", (hidden,))]]
@@ -179,7 +181,7 @@ def test_wide_vector_is_folded_by_columns() -> None:
     pieces = sorted((p for p in lay.placements if p.tensor == "big.bias"), key=lambda p: p.e_c0)
     assert len(pieces) > 1
     # consecutive column chunks stacked one row apart: reads like a reshape, never rescaled
-    for a, b in zip(pieces, pieces[1:]):
+    for a, b in zip(pieces, pieces[1:], strict=False):
         assert a.e_c1 == b.e_c0 and b.c_y == a.c_y + 1 and b.c_x == a.c_x
     assert 0.3 < lay.c_width / lay.c_height < 6
 
