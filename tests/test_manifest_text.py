@@ -46,3 +46,15 @@ def test_big_documents_take_the_compiled_path(monkeypatch: pytest.MonkeyPatch) -
     assert manifest.dumps(doc) == json.dumps(doc, indent=1, ensure_ascii=False)
     with pytest.raises(ValueError):
         manifest.dumps({"x": float("nan")})
+
+
+def test_index_html_reuses_an_ascii_encoding_and_escapes_the_same() -> None:
+    from weightvis.html import manifest_script_json
+
+    doc = {"tensors": {"</script><!--&": 1, "é\u2028": [1.5, None]}, "title": "x"}
+    plain = manifest_script_json(doc)
+    assert manifest_script_json(doc, manifest.compact(doc)) == plain  # non-ASCII: re-encoded
+    ascii_doc = {"tensors": {"</script><!--&": 1}}
+    text = manifest_script_json(ascii_doc, manifest.compact(ascii_doc))
+    assert text == manifest_script_json(ascii_doc) and "<" not in text and "&" not in text
+    assert json.loads(text) == ascii_doc

@@ -266,3 +266,26 @@ def test_option_metric_codes_are_the_kernels() -> None:
     from weightvis.options import METRICS
 
     assert METRICS == {"rms": k.METRIC_RMS, "abs-log": k.METRIC_ABSLOG, "exact": k.METRIC_EXACT}
+
+
+def test_vectorised_stats_equal_the_per_tensor_ones() -> None:
+    from weightvis.values import stats_from_acc, stats_json_many
+
+    rng = np.random.default_rng(2)
+    accs = []
+    for k in range(300):
+        n = float(rng.integers(0, 3)) if k % 7 == 0 else float(rng.integers(1, 10**6))
+        tot = float(rng.normal() * 10.0 ** rng.integers(-30, 30))
+        tot2 = abs(tot) * float(rng.uniform(0, 2e3)) if k % 11 else tot * tot / max(n, 1.0)
+        accs.append([n, tot, tot2, float(rng.normal()), float(rng.normal()),
+                     float(rng.integers(0, 5)), float(rng.integers(0, 3)),
+                     float(rng.integers(0, 3))])
+    accs_a = np.array(accs, np.float64)
+    numels = rng.integers(0, 10**7, len(accs))
+    numels[::13] = 0
+    robusts = rng.uniform(0, 3, len(accs))
+    robusts[::17] = np.nan
+    want = [stats_from_acc(a, int(m), float(r)).to_json()
+            for a, m, r in zip(accs_a, numels, robusts, strict=True)]
+    got = stats_json_many(accs_a, numels, robusts)
+    assert json.dumps(got) == json.dumps(want)

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from .executors import Executor, local_executor
 from .formats import open_checkpoint
-from .manifest import MANIFEST_VERSION, dumps, is_bundle, read_manifest
+from .manifest import MANIFEST_VERSION, compact, dumps, is_bundle, read_manifest
 from .options import DiffMetric, DiffOptions, DiffPalette, RenderOptions, resolve_workers
 from .regen import regen_html, write_text, write_viewer
 from .scenes import Plan, Progress
@@ -90,8 +90,9 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
         root = store.root
         for name, doc in documents.items():
             write_text(root, name, dumps(doc))
-        write_text(root, "manifest.json", dumps(manifest))
-        write_viewer(root, manifest)
+        text = compact(manifest)  # encoded once for manifest.json and index.html
+        write_text(root, "manifest.json", dumps(manifest, text))
+        write_viewer(root, manifest, text)
         out = store.commit()
     except BaseException:
         store.abort()

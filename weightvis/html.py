@@ -126,7 +126,7 @@ def _leaflet_dir(viewer: Path | Traversable) -> Path | Traversable:
     return viewer / "vendor" / f"leaflet-{LEAFLET_VERSION}"
 
 
-def manifest_script_json(manifest: dict[str, Any]) -> str:
+def manifest_script_json(manifest: dict[str, Any], compact: str | None = None) -> str:
     """The manifest as JSON text safe to place verbatim inside a ``<script>`` element.
 
     ``JSON.parse`` of the result gives back exactly ``manifest``. Non-finite floats are refused
@@ -135,16 +135,24 @@ def manifest_script_json(manifest: dict[str, Any]) -> str:
     >>> manifest_script_json({"a": "</script>&\\u2028"})
     '{"a":"\\\\u003c/script\\\\u003e\\\\u0026\\\\u2028"}'
     """
-    try:
-        text = json.dumps(manifest, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-    except ValueError as exc:
-        raise ValueError(f"manifest is not valid JSON (NaN/Inf must be null): {exc}") from exc
+    if compact is not None and compact.isascii():
+        # an ASCII encoding with ensure_ascii=False is the ensure_ascii=True one: no second pass
+        text = compact
+    else:
+        text = _ascii_json(manifest)
     # ensure_ascii already escapes U+2028/U+2029; the table keeps this correct if that changes.
     # (one str.replace per character: str.translate with a table is ~40x slower on 30 MB)
     for char, escaped in _SCRIPT_SAFE.items():
         if char in text:
             text = text.replace(char, escaped)
     return text
+
+
+def _ascii_json(manifest: dict[str, Any]) -> str:
+    try:
+        return json.dumps(manifest, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    except ValueError as exc:
+        raise ValueError(f"manifest is not valid JSON (NaN/Inf must be null): {exc}") from exc
 
 
 def _environment(viewer: Path | Traversable) -> jinja2.Environment:
@@ -159,17 +167,19 @@ def _environment(viewer: Path | Traversable) -> jinja2.Environment:
     )
 
 
-def render_index_html(manifest: dict[str, Any], *, title: str | None = None) -> str:
+def render_index_html(manifest: dict[str, Any], *, title: str | None = None,
+                      compact: str | None = None) -> str:
     """The bundle's ``index.html`` with ``manifest`` inlined.
 
     ``title`` defaults to the manifest's ``title``; it is escaped like every other value.
+    ``compact``: the manifest already encoded by manifest.compact (reused when it is ASCII).
     """
     if title is None:
         title = str(manifest.get("title") or "weightvis")
     template = _environment(_viewer_dir()).get_template(_TEMPLATE)
     return template.render(
         title=title,
-        manifest_json=Markup(manifest_script_json(manifest)),
+        manifest_json=Markup(manifest_script_json(manifest, compact)),
         scripts=viewer_scripts(manifest),
         generator=str(manifest.get("generator") or "weightvis"),
     )

@@ -17,7 +17,7 @@ from .errors import BundleError
 from .types import TILE_SIZE, SceneLayout
 
 __all__ = ["MANIFEST_VERSION", "BUNDLE_FORMAT", "READABLE_VERSIONS", "ManifestHead",
-           "manifest_head", "scene_json", "build_manifest", "dumps", "is_bundle",
+           "manifest_head", "scene_json", "build_manifest", "compact", "dumps", "is_bundle",
            "read_manifest", "validate"]
 
 MANIFEST_VERSION = 1
@@ -82,15 +82,20 @@ _COMPILED_ABOVE = 1 << 20
 indenting encoder is pure Python, ~5 s for the manifest of a 45k-tensor checkpoint."""
 
 
-def dumps(doc: Mapping[str, Any]) -> str:
+def compact(doc: Mapping[str, Any]) -> str:
+    """The document as compact JSON (no NaN: JSON has none), by the C encoder."""
+    return json.dumps(doc, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
+def dumps(doc: Mapping[str, Any], compact_text: str | None = None) -> str:
     """JSON as bundles store it: ``json.dumps(doc, indent=1, ensure_ascii=False)``, no NaN
-    (JSON has none)."""
-    compact = json.dumps(doc, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-    if len(compact) <= _COMPILED_ABOVE:
+    (JSON has none). ``compact_text``: ``compact(doc)`` when the caller has it already."""
+    text = compact_text if compact_text is not None else compact(doc)
+    if len(text) <= _COMPILED_ABOVE:
         return json.dumps(doc, indent=1, allow_nan=False, ensure_ascii=False)
     from .kernels.jsontext import indent_json  # numpy + numba: only for big documents
 
-    return indent_json(compact.encode("utf-8"), 1).decode("utf-8")
+    return indent_json(text.encode("utf-8"), 1).decode("utf-8")
 
 
 def validate(doc: Any, where: str) -> dict[str, Any]:

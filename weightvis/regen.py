@@ -19,8 +19,9 @@ def write_text(folder: Path, name: str, text: str) -> None:
     os.replace(tmp, folder / name)
 
 
-def write_viewer(folder: Path, manifest: dict[str, Any]) -> None:
-    """``index.html`` and the viewer assets the manifest needs, into ``folder``."""
+def write_viewer(folder: Path, manifest: dict[str, Any], compact: str | None = None) -> None:
+    """``index.html`` and the viewer assets the manifest needs, into ``folder`` (``compact``:
+    the manifest's compact JSON, when the caller has it)."""
     from .html import ALL_VIEWER_SCRIPTS, copy_viewer_assets, render_index_html, viewer_scripts
 
     copy_viewer_assets(folder, manifest)
@@ -30,7 +31,8 @@ def write_viewer(folder: Path, manifest: dict[str, Any]) -> None:
     stale = [folder / "assets" / "js" / s for s in ALL_VIEWER_SCRIPTS if s not in needed]
     for path in [*stale, folder / "assets" / "viewer.js"]:
         path.unlink(missing_ok=True)
-    write_text(folder, "index.html", render_index_html(manifest, title=manifest.get("title")))
+    write_text(folder, "index.html",
+               render_index_html(manifest, title=manifest.get("title"), compact=compact))
 
 
 def regen_html(bundle: str | os.PathLike[str]) -> Path:

@@ -29,7 +29,7 @@ from .options import RenderOptions
 from .painters import BytesPainter, Painter, ValuesPainter
 from .tiling import CheckpointSpec, Geometry
 from .types import SceneLayout
-from .values import global_scale, stats_from_acc, tensor_scales
+from .values import global_scale, stats_json_many, tensor_scales
 
 __all__ = ["Scene", "Plan", "plan_render", "tile_index", "source_json", "default_title",
            "file_name", "Progress"]
@@ -176,19 +176,25 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
             if missing:
                 value_pass(1, missing)
             scales.update(robust)
+        stats: list[Any] = [None] * len(tensors)
+        if not opts.bytes_scene:
+            empty = new_acc()
+            stats = stats_json_many(
+                np.stack([res.accs.get(t.name, empty) for t in tensors]),
+                np.array([t.numel for t in tensors], np.int64),
+                np.array([robust[t.name] for t in tensors], np.float64))
+        slots = lay.slots
         tensors_json: dict[str, Any] = {}
-        for t in tensors:
-            block, slot = lay.slots.get(t.name, (None, None))
+        for t, st in zip(tensors, stats, strict=True):
+            block, slot = slots.get(t.name, (None, None))
             entry: dict[str, Any] = {
                 "shape": list(t.shape), "dtype": t.dtype, "view": [t.e_rows, t.e_cols],
                 "file": file_name(t.file), "canonical": index[t.name].canonical,
                 "block": block, "slot": slot,
                 "scale": float(scales[t.name]),
             }
-            if not opts.bytes_scene:
-                acc = res.accs.get(t.name)
-                entry["stats"] = stats_from_acc(acc if acc is not None else new_acc(),
-                                                t.numel, robust[t.name]).to_json()
+            if st is not None:
+                entry["stats"] = st
             tensors_json[t.name] = entry
         colormap = painter.colormap
         manifest = build_manifest(

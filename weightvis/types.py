@@ -6,6 +6,7 @@ pixel at max zoom, ``t_`` tile index at zoom z, ``p_`` pixel inside a tile, ``h_
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal, NamedTuple
 
@@ -34,6 +35,7 @@ TileFormat = Literal["png", "avif"]
 ScaleMode = Literal["tensor", "global"]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def view_of(shape: tuple[int, ...]) -> tuple[int, int]:
     """The 2-D view (rows, cols) of a tensor shape.
 

@@ -457,3 +457,32 @@ def stats_from_acc(acc: np.ndarray, numel: int, robust: float) -> TensorStats:
     return TensorStats(min=lo, max=hi, mean=mean, std=std, rms=rms,
                        zero_fraction=(zeros / numel) if numel else 0.0,
                        nan_count=int(nans), inf_count=int(infs), robust=robust)
+
+
+def stats_json_many(accs: np.ndarray, numels: np.ndarray, robusts: np.ndarray
+                    ) -> list[dict[str, float | int | None]]:
+    """``stats_from_acc(acc, numel, robust).to_json()`` of many tensors at once (rows of
+    ``accs``), vectorised: the same IEEE operations element by element, so the same numbers."""
+    from .kernels import ACC_SIZE
+
+    assert accs.ndim == 2 and accs.shape[1] == ACC_SIZE
+    n, tot, tot2, lo, hi, zeros, nans, infs = (accs[:, i].copy() for i in range(ACC_SIZE))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = tot / n
+        std = np.sqrt(np.maximum(tot2 / n - mean * mean, 0.0))
+        rms = np.sqrt(tot2 / n)
+        numel = numels.astype(np.float64)
+        zero_fraction = np.where(numel != 0, zeros / np.where(numel != 0, numel, 1.0), 0.0)
+    empty = ~(n > 0)
+    for col in (mean, std, rms, lo, hi):
+        col[empty] = math.nan
+
+    def nums(col: np.ndarray) -> list[float | None]:
+        return [v if math.isfinite(v) else None for v in col.tolist()]
+
+    cols = [nums(lo), nums(hi), nums(mean), nums(std), nums(rms), zero_fraction.tolist(),
+            [int(v) for v in nans.tolist()], [int(v) for v in infs.tolist()],
+            nums(np.asarray(robusts, np.float64))]
+    keys = ("min", "max", "mean", "std", "rms", "zero_fraction", "nan_count", "inf_count",
+            "robust")
+    return [dict(zip(keys, row, strict=True)) for row in zip(*cols, strict=True)]
