@@ -59,12 +59,12 @@ def plan_diff(reader: wdiff.DiffReader, a_srcs: list[str], b_srcs: list[str],
     n_pairs = len(pairs)
     robust_a, _, rms_a = tensor_scales(reader.a, CheckpointSpec(tuple(a_srcs)),
                                        [p.a.name for p in pairs if p.a is not None],
-                                       workers=executor.workers, want_rms=True,
+                                       executor=executor, want_rms=True,
                                        meanwhile=warm_up_all,
                                        tick=lambda: tick("scales A", 1, n_pairs))
     robust_b, _, rms_b = tensor_scales(reader.b, CheckpointSpec(tuple(b_srcs)),
                                        [p.b.name for p in pairs if p.b is not None],
-                                       workers=executor.workers, want_rms=True,
+                                       executor=executor, want_rms=True,
                                        tick=lambda: tick("scales B", 1, n_pairs))
     scales: dict[str, float] = {}
     side_scales: dict[str, dict[str, float]] = {"a": {}, "b": {}}

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import color
 from .errors import InputError
-from .executors import Executor
+from .executors import Executor, InlineExecutor
 from .formats import MultiReader
 from .index import NameIndex
 from .layout import arch_layout, hilbert_layout
@@ -142,8 +142,8 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
     robust: dict[str, float] = {}
     scales: dict[str, float] = {}
 
-    def value_pass(workers: int, names: list[str] = names) -> None:
-        got, kept, _ = tensor_scales(reader, spec, names, workers=workers,
+    def value_pass(ex: Executor, names: list[str] = names) -> None:
+        got, kept, _ = tensor_scales(reader, spec, names, executor=ex,
                                      keep_samples=opts.scale == "global",
                                      tick=lambda: tick("scales", 1, len(tensors)))
         robust.update(got)
@@ -157,13 +157,14 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
     # (all of them for a byte scene, meanwhile, as its workers draw no values).
     overlap = opts.scale != "global" and executor.in_other_processes
     if not overlap:
-        value_pass(executor.workers)
+        value_pass(executor)
         if opts.scale != "global":
             scales.update(robust)
     prefetch = tuple(names) if overlap and not opts.bytes_scene else ()
     scene = Scene(opts.scene_key, opts.scene_label, lay, geo, painter, spec, dict(scales),
                   prefetch=prefetch,
-                  meanwhile=(lambda: value_pass(1)) if overlap and opts.bytes_scene else None)
+                  meanwhile=(lambda: value_pass(InlineExecutor()))
+                  if overlap and opts.bytes_scene else None)
 
     def finish(results: Mapping[str, Any], _executor: Executor) -> tuple[dict[str, Any],
                                                                           dict[str, Any]]:
@@ -174,7 +175,7 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
             robust.update(res.scales)
             missing = [n for n in names if n not in robust]
             if missing:
-                value_pass(1, missing)
+                value_pass(InlineExecutor(), missing)
             scales.update(robust)
         stats: list[Any] = [None] * len(tensors)
         if not opts.bytes_scene:

@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import math
 import mmap
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from .formats.base import Reader
 from .formats.dtypes import CODE_DTYPES, code_values
 from .types import TensorInfo, TensorStats
+
+if TYPE_CHECKING:
+    from .executors import Executor
 
 __all__ = ["SAMPLE_LIMIT", "SAMPLE_RUNS", "QUANTILE", "sample", "robust_scale", "global_scale",
            "stats_from_acc", "thin", "GLOBAL_SAMPLE_LIMIT", "tensor_scales", "sample_rms",
@@ -349,21 +352,8 @@ def start_scale_helper(spec: Any, names: Sequence[str], table: SharedScales) -> 
     return p
 
 
-_READER: Reader | None = None
-
-
-def _init(spec: Any) -> None:
-    global _READER
-    _READER = spec.open()
-
-
-def _run(task: ScaleTask) -> _ScaleResult:
-    assert _READER is not None
-    return _scale_of(_READER, task)
-
-
-def _run_batch(batch: list[ScaleTask]) -> list[_ScaleResult]:
-    return [_run(t) for t in batch]
+def _run_batch(reader: Reader, batch: list[ScaleTask]) -> list[_ScaleResult]:
+    return [_scale_of(reader, t) for t in batch]
 
 
 BATCH_ELEMENTS = 1 << 20
@@ -390,56 +380,31 @@ def _batches(tasks: Sequence[ScaleTask], numel: Callable[[str], int]) -> list[li
     return out
 
 
-def tensor_scales(reader: Reader, spec: Any, names: Sequence[str], *, workers: int,
+def tensor_scales(reader: Reader, spec: Any, names: Sequence[str], *, executor: Executor,
                   keep_samples: bool = False, want_rms: bool = False,
                   tick: Callable[[], None] | None = None,
                   meanwhile: Callable[[], None] | None = None,
                   ) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, float]]:
     """Each tensor's robust scale, its thinned sample (with ``keep_samples``) and its sample's
-    RMS, over ``workers`` processes that open ``spec`` themselves (``reader`` if workers == 1).
-    ``meanwhile`` runs in a thread of this process while the workers compute (started after
-    they have forked, so they inherit no lock it takes)."""
+    RMS, by ``executor`` (its workers open ``spec`` themselves; in this process, ``reader``).
+    ``meanwhile`` runs in this process while the workers compute."""
     tasks = [ScaleTask(n, keep_samples, want_rms) for n in names]
     scales: dict[str, float] = {}
     kept: dict[str, np.ndarray] = {}
     rms: dict[str, float] = {}
-    if workers <= 1 or len(tasks) < 2:
-        results: Iterable[_ScaleResult] = (_scale_of(reader, t) for t in tasks)
-        pool = None
-    else:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        pool = ctx.Pool(workers, initializer=_init, initargs=(spec,))
-        # big tensors first, so no worker is left with one at the end; small ones in batches
-        numel = {t.name: reader.info(t.name).numel for t in tasks}
-        order = sorted(tasks, key=lambda t: -numel[t.name])
-        batches = pool.imap_unordered(_run_batch, _batches(order, numel.__getitem__),
-                                      chunksize=1)
-        results = (res for batch in batches for res in batch)
-    side = None
-    if meanwhile is not None:
-        if pool is None:
-            meanwhile()
-        else:
-            import threading
-
-            side = threading.Thread(target=meanwhile, name="weightvis-warm-up", daemon=True)
-            side.start()
-    try:
-        for name, s, r, smp in results:
+    # big tensors first, so no worker is left with one at the end; small ones in batches
+    numel = {t.name: reader.info(t.name).numel for t in tasks}
+    order = sorted(tasks, key=lambda t: -numel[t.name])
+    batches = executor.map_unordered(_run_batch, spec, _batches(order, numel.__getitem__),
+                                     reader=reader, meanwhile=meanwhile)
+    for batch in batches:
+        for name, s, r, smp in batch:
             scales[name] = s
             rms[name] = r
             if smp is not None:
                 kept[name] = smp
             if tick is not None:
                 tick()
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
-        if side is not None:
-            side.join()
     return scales, kept, rms
 
 
