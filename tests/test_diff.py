@@ -13,7 +13,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import weightvis
-from weightvis.delta import detect_finetune, unpermute_rows
+from weightvis.delta import unpermute_rows
+from weightvis.diff_analysis import detect_finetune
 
 from .conftest import BundleView, real_checkpoint, view2d
 
@@ -373,11 +374,12 @@ def test_svd_summaries_in_parallel_equal_the_serial_ones(
     try:
         spec = wdiff.DiffSpec((str(a_path),), (str(b_path),), tuple(reader.pairs))
         names = [EDITS["scaled"], EDITS["row"], EDITS["element"]]
+        from weightvis import diff_analysis as analysis
         from weightvis.executors import LocalPoolExecutor
 
-        par = wdiff.svd_summaries(reader, spec, names, executor=LocalPoolExecutor(2))
+        par = analysis.svd_summaries(reader, spec, names, executor=LocalPoolExecutor(2))
         assert list(par) == names
-        assert par == {n: wdiff.svd_summary(reader, n) for n in names}
+        assert par == {n: analysis.svd_summary(reader, n) for n in names}
         # the bundle holds the same; a single changed row or element is a rank-1 delta
         pairs = {p["name"]: p for p in bv.manifest["diff"]["pairs"]}
         for n in (EDITS["row"], EDITS["element"]):

@@ -4,7 +4,6 @@ manifest's ``diff``; docs/diff-manifest.md)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +11,15 @@ import numpy as np
 
 from . import color
 from . import delta as wdiff
+from .diff_analysis import (
+    block_norms,
+    detect_finetune,
+    diagnose,
+    json_number,
+    pair_numbers,
+    summary,
+    svd_summaries,
+)
 from .errors import InputError
 from .executors import Executor
 from .layout import arch_layout
@@ -23,7 +31,7 @@ from .tiling import CheckpointSpec, Geometry
 from .types import SceneLayout
 from .values import tensor_scales
 
-__all__ = ["plan_diff", "pair_numbers"]
+__all__ = ["plan_diff"]
 
 
 def _clip_layout(lay: SceneLayout, pairs: Mapping[str, wdiff.Pair], side: str) -> SceneLayout:
@@ -49,7 +57,7 @@ def plan_diff(reader: wdiff.DiffReader, a_srcs: list[str], b_srcs: list[str],
     if not pairs:
         raise InputError("neither checkpoint holds any tensor")
     by_name = {p.name: p for p in pairs}
-    reason = wdiff.detect_finetune(a_srcs, b_srcs)
+    reason = detect_finetune(a_srcs, b_srcs)
     finetune = opts.finetune if opts.finetune is not None else reason is not None
     mode = "finetune" if finetune else "compare"
     index = wdiff.pair_index(reader)
@@ -94,7 +102,7 @@ def plan_diff(reader: wdiff.DiffReader, a_srcs: list[str], b_srcs: list[str],
 
         res = results["delta"]
         # numbers; the low-rank summaries of the changed pairs in parallel
-        svds = wdiff.svd_summaries(reader, spec, [
+        svds = svd_summaries(reader, spec, [
             p.name for p in pairs if opts.svd and p.a is not None and p.b is not None
             and min(p.overlap) >= 2 and res.accs.get(p.name, new_delta_acc())[DELTA_CHANGED]
         ], executor=executor)
@@ -124,7 +132,7 @@ def plan_diff(reader: wdiff.DiffReader, a_srcs: list[str], b_srcs: list[str],
                     row["status"] = "changed" if changed else "identical"
                 el = res.elements.get(p.name)
                 if changed and el is not None and changed <= ELEMENTS_CAP:
-                    row["elements"] = [[int(e[0]), int(e[1]), _num(e[2]), _num(e[3])]
+                    row["elements"] = [[int(e[0]), int(e[1]), json_number(e[2]), json_number(e[3])]
                                        for e in el]
                 if p.name in svds:
                     row["numbers"]["svd"] = svds[p.name]
@@ -138,9 +146,9 @@ def plan_diff(reader: wdiff.DiffReader, a_srcs: list[str], b_srcs: list[str],
             "b": {"title": default_title(b_srcs), "format": reader.b.format,
                   "files": [f.name for f in reader.b.files]},
             "mode": mode, "finetune_reason": reason if mode == "finetune" else None,
-            "metric": opts.metric, "palette": opts.palette, "summary": _summary(pair_rows),
-            "diagnosis": wdiff.diagnose(pair_rows, mode),
-            "blocks": _blocks(pair_rows),
+            "metric": opts.metric, "palette": opts.palette, "summary": summary(pair_rows),
+            "diagnosis": diagnose(pair_rows, mode),
+            "blocks": block_norms(pair_rows),
             "pairs": pair_rows,
         }
         tensors_json: dict[str, Any] = {}
@@ -165,62 +173,3 @@ def plan_diff(reader: wdiff.DiffReader, a_srcs: list[str], b_srcs: list[str],
         return manifest, {"diff.json": diff_doc}
 
     return Plan(scenes, finish, reader, opts.tile_format)
-
-
-def _summary(pair_rows: list[dict[str, Any]]) -> dict[str, int]:
-    summary = {s.replace("-", "_"): sum(r["status"] == s for r in pair_rows)
-               for s in wdiff.STATUSES}
-    summary["elements_changed"] = sum(r["numbers"]["changed"] for r in pair_rows if r["numbers"])
-    summary["elements_compared"] = sum(r["numbers"]["compared"] for r in pair_rows
-                                       if r["numbers"])
-    return summary
-
-
-def _blocks(pair_rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    blocks: dict[str, dict[str, Any]] = {}
-    for r in pair_rows:
-        if r["block"] is None or not r["numbers"]:
-            continue
-        b = blocks.setdefault(str(r["block"]), {"changed_tensors": 0, "delta_sq": 0.0,
-                                                "a_sq": 0.0})
-        b["changed_tensors"] += r["status"] != "identical"
-        b["delta_sq"] += r["numbers"]["delta_norm"] ** 2
-        b["a_sq"] += r["numbers"]["a_norm"] ** 2
-    for b in blocks.values():
-        b["delta_norm"] = math.sqrt(b.pop("delta_sq"))
-        b["a_norm"] = math.sqrt(b.pop("a_sq"))
-        b["rel"] = b["delta_norm"] / b["a_norm"] if b["a_norm"] else None
-    return dict(sorted(blocks.items(), key=lambda kv: int(kv[0])))
-
-
-def _num(x: float) -> float | str:
-    """JSON has no NaN/Inf: those become the strings "nan", "inf", "-inf"."""
-    x = float(x)
-    if math.isfinite(x):
-        return x
-    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
-
-
-def _first_indices(flags: np.ndarray, limit: int = 32) -> dict[str, Any]:
-    idx = np.flatnonzero(flags)
-    return {"count": int(idx.size), "first": [int(i) for i in idx[:limit]]}
-
-
-def pair_numbers(acc: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> dict[str, Any]:
-    """A pair's numbers from its delta accumulator and changed-row/column flags."""
-    n, a2, b2, d2, ab, dmax, changed, nfi = (float(x) for x in acc)
-    a_norm, b_norm, d_norm = math.sqrt(a2), math.sqrt(b2), math.sqrt(d2)
-    r_idx, c_idx = np.flatnonzero(rows), np.flatnonzero(cols)
-    return {
-        "compared": int(n),
-        "a_norm": a_norm, "b_norm": b_norm, "delta_norm": d_norm,
-        "rel": d_norm / a_norm if a_norm else None,
-        "cosine": ab / (a_norm * b_norm) if a_norm and b_norm else None,
-        "max_abs_delta": dmax,
-        "changed": int(changed),
-        "changed_rows": _first_indices(rows), "changed_cols": _first_indices(cols),
-        "bbox": [int(r_idx[0]), int(r_idx[-1]) + 1, int(c_idx[0]), int(c_idx[-1]) + 1]
-        if r_idx.size else None,
-        "nonfinite_introduced": int(nfi),
-        "svd": None,
-    }

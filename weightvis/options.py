@@ -88,7 +88,7 @@ class DiffOptions:
     """Scene keys, ``delta`` first (normalised), then ``a`` and ``b`` in that order."""
     svd: bool = True
     finetune: bool | None = None
-    """None: decided from the inputs (delta.detect_finetune)."""
+    """None: decided from the inputs (diff_analysis.detect_finetune)."""
     tile_format: TileFormat = "png"
     title: str | None = None
     workers: int | None = None
