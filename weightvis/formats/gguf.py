@@ -1,3 +1,5 @@
+# Over the 450-line guide: the header parser (~250 lines) belongs in formats/gguf_header.py,
+# in a change of its own (the trust issue reworks its limits next).
 """GGUF reader: a header parser of our own (v2, v3) and decode to float32 by row range.
 
 Format (ggml-org/ggml ``docs/gguf.md``), little-endian::
