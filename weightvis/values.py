@@ -324,6 +324,9 @@ class SharedScales:
 
 
 def _fill_scales(spec: Any, names: Sequence[str], table: SharedScales) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     try:
         reader = spec.open()
         try:
