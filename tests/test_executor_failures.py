@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -75,11 +76,14 @@ def test_a_failing_worker_ends_the_run(ckpt: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch, how: str,
                                        error: type[BaseException], words: str) -> None:
     monkeypatch.setattr(painters.ValuesPainter, "rect", _fail_in(".4.", how))
+    threads = threading.active_count()
     t0 = time.monotonic()
     with pytest.raises(error, match=words.replace("(", r"\(").replace(".", r"\.")):
         weightvis.render([ckpt], tmp_path / "out", executor=LocalPoolExecutor(2))
     assert time.monotonic() - t0 < 30
     assert _no_children_left()
+    # no thread left waiting on a dead worker's pipe (it would block the interpreter's exit)
+    assert threading.active_count() == threads
     assert list(tmp_path.iterdir()) == []
 
 

@@ -22,9 +22,10 @@ import multiprocessing as mp
 import pickle
 import signal
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import WorkerError
@@ -159,47 +160,104 @@ def _map_run(task_item: tuple[Callable[[Any, Any], Any], Any]) -> Any:
         raise _portable(e) from None
 
 
+def _worker_main(conn: Connection, job: SceneJob | None, spec: Any,
+                 call: Callable[[Any], Any]) -> None:
+    """A pool process: ``call(item)`` for every (index, item) received, until None or EOF;
+    each answer is (index, True, result) or (index, False, exception)."""
+    _pool_init(job, spec)
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        if msg is None:
+            return
+        i, item = msg
+        try:
+            answer: tuple[int, bool, Any] = (i, True, call(item))
+        except BaseException as e:  # noqa: BLE001 - every failure goes back to the main process
+            answer = (i, False, _portable(e))
+        try:
+            conn.send(answer)
+        except Exception as e:  # noqa: BLE001 - e.g. a result that cannot be pickled
+            conn.send((i, False, RuntimeError(f"task result could not be sent back: {e}")))
+
+
+_DIED = "a worker process died before finishing its task (killed, or out of memory?)"
+
+
 def _pool_results(workers: int, job: SceneJob | None, spec: Any,
                   call: Callable[[Any], R], items: Sequence[Any],
                   meanwhile: Callable[[], None] | None) -> Iterator[R]:
-    """``call(item)`` over a pool of ``workers`` processes, results as they complete. The
-    first failure of any task ends the run at once: the other tasks are cancelled, every
-    worker is stopped, and the task's own exception is raised here (a worker that died
-    raises WorkerError)."""
+    """``call(item)`` over ``workers`` processes of our own, results as they complete. Each
+    process has one pipe and one task at a time; no thread of ours waits on them, so nothing
+    can be left blocked. The first failure ends the run at once: the task's own exception is
+    raised here (a process that died raises WorkerError), and every process is stopped."""
     methods = mp.get_all_start_methods()
-    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pool_init,
-                               initargs=(job, spec))
+    ctx: Any = mp.get_context("fork" if "fork" in methods else "spawn")
+    pending = deque(enumerate(items))
+    total = len(pending)
+    procs: list[tuple[BaseProcess, Connection]] = []
     side = None
+    ok = False
     try:
-        futures = [pool.submit(call, item) for item in items]
+        for _ in range(min(workers, total)):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker_main, args=(child, job, spec, call), daemon=True,
+                               name="weightvis-worker")
+            proc.start()
+            child.close()
+            procs.append((proc, parent))
+        busy: dict[Connection, BaseProcess] = {}
+        for proc, conn in procs:
+            if pending:
+                conn.send(pending.popleft())
+                busy[conn] = proc
         if meanwhile is not None:
             # in a thread started after the workers forked, so they inherit no lock it takes
             side = threading.Thread(target=meanwhile, name="weightvis-meanwhile", daemon=True)
             side.start()
-        for f in as_completed(futures):
-            yield f.result()
-    except BrokenProcessPool:
-        raise WorkerError("a worker process died before finishing its task (killed, or out "
-                          "of memory?)") from None
+        done = 0
+        while done < total:
+            ready = wait([*busy, *(p.sentinel for p in busy.values())])
+            for conn in [c for c in busy if c in ready or c.poll()]:
+                try:
+                    _, good, value = conn.recv()
+                except (EOFError, OSError):
+                    raise WorkerError(_DIED) from None
+                if not good:
+                    raise value
+                done += 1
+                if pending:
+                    conn.send(pending.popleft())
+                else:
+                    del busy[conn]
+                yield value
+            for conn, proc in list(busy.items()):
+                if not proc.is_alive() and not conn.poll():
+                    raise WorkerError(_DIED)
+        ok = True
     finally:
-        _stop(pool)
+        _stop(procs, polite=ok)
         if side is not None:
             side.join()
 
 
-def _stop(pool: ProcessPoolExecutor) -> None:
-    """Cancel what has not started and stop every worker now (not after its current task)."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
-    for p in procs:
-        p.join(timeout=5)
-        if p.is_alive():
-            p.kill()
-            p.join()
+def _stop(procs: list[tuple[BaseProcess, Connection]], *, polite: bool) -> None:
+    """End every pool process: asked to exit after a complete run, terminated (then killed)
+    after a failure or an interruption; their pipes closed."""
+    for proc, conn in procs:
+        if polite:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+        elif proc.is_alive():
+            proc.terminate()
+    for proc, conn in procs:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        conn.close()
 
 
 class LocalPoolExecutor(Executor):

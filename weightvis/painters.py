@@ -14,7 +14,8 @@ histograms, accumulators, the open reader) lives on the ``TileWorker`` passed to
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -79,6 +80,21 @@ class Painter:
         (whose top-left is canvas pixel c_x0, c_y0)."""
         raise TypeError(f"{type(self).__name__} cannot paint a placement layout")
 
+    def rects(self, w: TileWorker, ids: np.ndarray, e_r0: np.ndarray, e_r1: np.ndarray,
+              e_c0: np.ndarray, e_c1: np.ndarray, p_y0: np.ndarray, p_x0: np.ndarray,
+              out: np.ndarray, c_x0: int, c_y0: int) -> None:
+        """Paint, in order, the rectangles of one leaf tile ``out`` (whose top-left is canvas
+        pixel c_x0, c_y0): placement ``ids[k]``'s elements rows e_r0[k]..e_r1[k]-1, cols
+        e_c0[k]..e_c1[k]-1 at pixel (p_y0[k], p_x0[k]) of the tile. By default one ``rect``
+        each."""
+        placements = w.geo.layout.placements
+        paint = self.rect
+        for i, r0, r1, c0, c1, y0, x0 in zip(ids.tolist(), e_r0.tolist(), e_r1.tolist(),
+                                             e_c0.tolist(), e_c1.tolist(), p_y0.tolist(),
+                                             p_x0.tolist(), strict=True):
+            paint(w, placements[i].tensor, r0, r1, c0, c1,
+                  out[y0:y0 + r1 - r0, x0:x0 + c1 - c0], c_x0 + x0, c_y0 + y0)
+
     def run(self, w: TileWorker, seg: Segment, lo: int, hi: int, dst: np.ndarray) -> None:
         """Paint curve indices lo..hi-1 of segment ``seg`` into the flat ``dst``."""
         raise TypeError(f"{type(self).__name__} cannot paint a curve layout")
@@ -110,6 +126,63 @@ class ValuesPainter(Painter):
         else:
             kernels.colorize(w.reader.read(tensor, e_r0, e_r1, e_c0, e_c1), s, dst,
                              w.acc(tensor))
+
+    def rects(self, w: TileWorker, ids: np.ndarray, e_r0: np.ndarray, e_r1: np.ndarray,
+              e_c0: np.ndarray, e_c1: np.ndarray, p_y0: np.ndarray, p_x0: np.ndarray,
+              out: np.ndarray, c_x0: int, c_y0: int) -> None:
+        """Small blocks of BF16/F16 tensors a reader can locate (``code_span``) are coloured in
+        one compiled call per run of them (kernels.colorize_code_blocks: the same bits as
+        ``rect``); the others go through ``rect``, in order."""
+        st = w.painter_state
+        if st is None:
+            st = w.painter_state = _SmallBlocks(w)
+        h, wd = e_r1 - e_r0, e_c1 - e_c0
+        small = h * wd <= kernels.SMALL_BLOCK
+        if not st.spans or not small.any():
+            super().rects(w, ids, e_r0, e_r1, e_c0, e_c1, p_y0, p_x0, out, c_x0, c_y0)
+            return
+        if not st.kind[ids].all():
+            st.resolve(w, ids)
+        small &= st.kind[ids] == _BATCH
+        tids, slot = np.unique(st.tid[ids], return_inverse=True)
+        t_x, t_y = w.leaf_at
+        accs = w.accs
+        keys = [(st.names[t], t_y, t_x) for t in tids.tolist()]
+        if any(k in accs for k in keys):  # (a leaf is rendered once: not expected)
+            super().rects(w, ids, e_r0, e_r1, e_c0, e_c1, p_y0, p_x0, out, c_x0, c_y0)
+            return
+        pool = np.empty((len(keys), kernels.ACC_SIZE), np.float64)
+        pool[:] = self.new_acc()
+        for j, key in enumerate(keys):
+            accs[key] = pool[j]
+        blocks = np.empty((len(ids), kernels.BLOCK_FIELDS), np.int64)
+        blocks[:, 1] = st.cols[ids]
+        blocks[:, 2] = e_c0
+        blocks[:, 3] = h
+        blocks[:, 4] = wd
+        blocks[:, 5] = p_y0
+        blocks[:, 6] = p_x0
+        blocks[:, 7] = st.tab[ids]
+        blocks[:, 8] = slot
+        lo = st.start[ids] + e_r0 * st.row_bytes[ids]
+        hi = lo + h * st.row_bytes[ids]
+        if small.all():
+            st.paint(w, ids, blocks, lo, hi, out, pool)
+            return
+        k, n = 0, len(ids)
+        while k < n:
+            if small[k]:
+                e = k + 1
+                while e < n and small[e]:
+                    e += 1
+                st.paint(w, ids[k:e], blocks[k:e], lo[k:e], hi[k:e], out, pool)
+                k = e
+                continue
+            r0, r1, c0, c1 = int(e_r0[k]), int(e_r1[k]), int(e_c0[k]), int(e_c1[k])
+            y0, x0 = int(p_y0[k]), int(p_x0[k])
+            self.rect(w, st.names[st.tid[ids[k]]], r0, r1, c0, c1,
+                      out[y0:y0 + r1 - r0, x0:x0 + c1 - c0], c_x0 + x0, c_y0 + y0)
+            k += 1
 
     def run(self, w: TileWorker, seg: Segment, lo: int, hi: int, dst: np.ndarray) -> None:
         cols = w.reader.info(seg.name).e_cols
@@ -191,6 +264,105 @@ class DeltaPainter(Painter):
 
 
 
+_BATCH, _SINGLE = 1, 2
+"""How a placement's blocks are painted: in a batch of small blocks, or one ``rect`` each
+(0: not looked at yet)."""
+
+
+class _SmallBlocks:
+    """A worker's per-placement facts for ``ValuesPainter.rects``, found once per tensor: where
+    its codes lie (source, byte offset, row stride), its values table and scale, the tensor id
+    its accumulators are keyed by; and the kernel's scratch arrays."""
+
+    def __init__(self, w: TileWorker) -> None:
+        placements = w.geo.layout.placements
+        n = len(placements)
+        self.spans = hasattr(w.reader, "code_span") and hasattr(w.reader, "reading")
+        self.kind = np.zeros(n, np.int8)
+        self.start = np.zeros(n, np.int64)
+        self.row_bytes = np.zeros(n, np.int64)
+        self.cols = np.zeros(n, np.int64)
+        self.tab = np.zeros(n, np.int64)
+        self.scale = np.ones(n, np.float64)
+        self.tid = np.zeros(n, np.int64)
+        self.owner = np.zeros(n, np.int64)
+        self.src: list[Any] = [None] * n
+        self.owners: dict[int, int] = {}
+        """id of a source -> owner index"""
+        self.owner_names: list[str] = []
+        """per owner index, a tensor of that source (``reading`` takes a name)"""
+        self.buf = np.empty(1 << 16, np.uint8)
+        self.names: list[str] = []
+        self.tensor: dict[str, int] = {}
+        """name -> tensor id (an index into ``names``)"""
+        self.dtypes: dict[str, int] = {}
+        self.values = np.zeros((0, 1 << 16), np.float32)
+        self.scratch = kernels.BlockScratch()
+
+    def resolve(self, w: TileWorker, ids: np.ndarray) -> None:
+        """Look up the placements ``ids`` not seen yet (the scale first: computing it reads a
+        sample and releases pages). Geometry is checked here, once per placement."""
+        placements, tensor, names = w.geo.layout.placements, self.tensor, self.names
+        code_span, scale = w.reader.code_span, w.scale
+        new = ids[self.kind[ids] == 0].tolist()
+        rows: list[tuple[int, int, int, int, int, float, int, int]] = []
+        for i in new:
+            # (little is kept per tensor, and nothing the garbage collector tracks: with 45k
+            # tensors its collections cost more than the look-ups)
+            p = placements[i]
+            tid = tensor.get(p.tensor)
+            if tid is None:
+                tid = tensor[p.tensor] = len(names)
+                names.append(p.tensor)
+            s = scale(p.tensor)
+            span = code_span(p.tensor)
+            if span is None or not (s > 0 and math.isfinite(s)) \
+                    or not (0 <= p.e_r0 <= p.e_r1 <= span.rows
+                            and 0 <= p.e_c0 <= p.e_c1 <= span.cols):
+                # (rect paints it, or reports the bad block or scale, naming the tensor)
+                rows.append((tid, _SINGLE, 0, 0, 0, 1.0, 0, 0))
+                continue
+            tab = self.dtypes.get(span.dtype)
+            if tab is None:
+                tab = self.dtypes[span.dtype] = len(self.dtypes)
+                self.values = np.concatenate([self.values, w.code_values(span.dtype)[None]])
+            own = self.owners.get(id(span.source))
+            if own is None:  # (a file: release() drops what its views covered)
+                own = self.owners[id(span.source)] = len(self.owner_names)
+                self.owner_names.append(p.tensor)
+            rows.append((tid, _BATCH, span.start, span.row_bytes, span.cols, s, tab, own))
+            self.src[i] = span.source
+        if rows:
+            at = np.array(new, np.int64)
+            tid_, kind, start, row_bytes, cols, scale_, tab_, own_ = zip(*rows, strict=True)
+            self.tid[at], self.kind[at], self.start[at] = tid_, kind, start
+            self.row_bytes[at], self.cols[at], self.scale[at] = row_bytes, cols, scale_
+            self.tab[at], self.owner[at] = tab_, own_
+
+    def paint(self, w: TileWorker, ids: np.ndarray, blocks: np.ndarray, lo: np.ndarray,
+              hi: np.ndarray, out: np.ndarray, accs: np.ndarray) -> None:
+        """One compiled call for the small blocks of placements ``ids`` (bytes lo..hi-1 of
+        their sources); ``blocks`` is their table but for the offsets, filled in here."""
+        src = self.src
+        views = [src[i].view(a, b) for i, a, b in
+                 zip(ids.tolist(), lo.tolist(), hi.tolist(), strict=True)]
+        sizes = hi - lo
+        n = int(sizes.sum())
+        if n > len(self.buf):
+            self.buf = np.empty(max(n, 2 * len(self.buf)), np.uint8)
+        codes = np.concatenate(views, out=self.buf[:n])
+        blocks[1:, 0] = np.cumsum(sizes[:-1] // 2)
+        blocks[0, 0] = 0
+        kernels.colorize_code_blocks(codes.view(np.uint16), blocks, self.scale[ids],
+                                     self.values, out, accs, self.scratch, check=False)
+        own = self.owner[ids]
+        first = int(own[0])
+        w.reader.reading(self.owner_names[first])
+        if (own != first).any():
+            for o in np.unique(own).tolist():
+                w.reader.reading(self.owner_names[o])
+
+
 def _flat_read(reader: Any, name: str, cols: int, start: int, count: int) -> np.ndarray:
     r0, c0 = divmod(start, cols)
     if c0 + count <= cols:
@@ -199,22 +371,52 @@ def _flat_read(reader: Any, name: str, cols: int, start: int, count: int) -> np.
     return reader.read(name, r0, r1).reshape(-1)[c0:c0 + count]  # type: ignore
 
 
-class PlacementScanner(NamedTuple):
-    """Leaves of a placement layout: each rectangle a leaf intersects, painted in order."""
+FEW_RECTS = 2
+"""Leaves of at most this many rectangles are painted one ``painter.rect`` each; more, by one
+``painter.rects`` call."""
+
+
+class PlacementScanner:
+    """Leaves of a placement layout: each rectangle a leaf intersects, painted in order (the
+    rectangles of a leaf of many found with array arithmetic, painted by ``painter.rects``)."""
+
+    def __init__(self) -> None:
+        self._geo: np.ndarray | None = None
+
+    def _placements(self, w: TileWorker) -> np.ndarray:
+        """int64[placements, 6]: c_x, c_y, c_w, c_h, e_r0, e_c0 of each placement."""
+        if self._geo is None:
+            self._geo = np.array([(p.c_x, p.c_y, p.e_c1 - p.e_c0, p.e_r1 - p.e_r0, p.e_r0,
+                                   p.e_c0) for p in w.geo.layout.placements],
+                                 np.int64).reshape(-1, 6)
+        return self._geo
 
     def leaf(self, w: TileWorker, t_x: int, t_y: int, out: np.ndarray) -> None:
         t = w.t
         out.fill(color.PAD)
+        found = w.geo.leaf_placements.get((t_x, t_y))
+        if not found:
+            return
         c_x0, c_y0 = t_x * t, t_y * t
-        placements = w.geo.layout.placements
-        paint = w.painter.rect
-        for i in w.geo.leaf_placements.get((t_x, t_y), ()):
-            p = placements[i]
-            x0, x1 = max(p.c_x, c_x0), min(p.c_x + p.c_w, c_x0 + t)
-            y0, y1 = max(p.c_y, c_y0), min(p.c_y + p.c_h, c_y0 + t)
-            paint(w, p.tensor, p.e_r0 + (y0 - p.c_y), p.e_r0 + (y1 - p.c_y),
-                  p.e_c0 + (x0 - p.c_x), p.e_c0 + (x1 - p.c_x),
-                  out[y0 - c_y0:y1 - c_y0, x0 - c_x0:x1 - c_x0], x0, y0)
+        if len(found) <= FEW_RECTS:  # (a leaf of a big tensor: array arithmetic costs more)
+            placements = w.geo.layout.placements
+            paint = w.painter.rect
+            for i in found:
+                p = placements[i]
+                x0, x1 = max(p.c_x, c_x0), min(p.c_x + p.c_w, c_x0 + t)
+                y0, y1 = max(p.c_y, c_y0), min(p.c_y + p.c_h, c_y0 + t)
+                paint(w, p.tensor, p.e_r0 + (y0 - p.c_y), p.e_r0 + (y1 - p.c_y),
+                      p.e_c0 + (x0 - p.c_x), p.e_c0 + (x1 - p.c_x),
+                      out[y0 - c_y0:y1 - c_y0, x0 - c_x0:x1 - c_x0], x0, y0)
+            return
+        ids = np.array(found, np.int64)
+        g = self._placements(w)[ids]
+        c_x, c_y = g[:, 0], g[:, 1]
+        x0, x1 = np.maximum(c_x, c_x0), np.minimum(c_x + g[:, 2], c_x0 + t)
+        y0, y1 = np.maximum(c_y, c_y0), np.minimum(c_y + g[:, 3], c_y0 + t)
+        w.painter.rects(w, ids, g[:, 4] + (y0 - c_y), g[:, 4] + (y1 - c_y),
+                        g[:, 5] + (x0 - c_x), g[:, 5] + (x1 - c_x), y0 - c_y0, x0 - c_x0,
+                        out, c_x0, c_y0)
 
 
 class CurveScanner:

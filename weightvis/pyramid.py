@@ -101,6 +101,8 @@ class TileWorker:
         self.luts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.value_tables: dict[str, np.ndarray] = {}
         self.file_bytes: dict[str, Any] = {}
+        self.painter_state: Any = None
+        """What the painter keeps per worker (ValuesPainter: facts per placement)."""
         self.hist = np.zeros(1 << 16, np.int32)
         self.since_release = 0
         self.accs: LeafAccs = {}

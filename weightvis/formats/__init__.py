@@ -18,7 +18,7 @@ from ..errors import FormatError, InputError
 from ..sources import ByteSource, LocalFileSource
 from ..types import TensorInfo
 from .base import Reader, gc_paused
-from .safetensors import SafetensorsReader, looks_like_safetensors
+from .safetensors import CodeSpan, SafetensorsReader, looks_like_safetensors
 
 __all__ = ["Reader", "MultiReader", "open_checkpoint", "open_sources", "open_source",
            "detect_format", "resolve_inputs"]
@@ -194,6 +194,18 @@ class MultiReader(Reader):
         r = self._owner[name]
         self._read_from[id(r)] = r
         return r.read_codes(name, e_r0, e_r1, e_c0, e_c1)
+
+    def code_span(self, name: str) -> CodeSpan | None:
+        """``SafetensorsReader.code_span`` of the tensor's file (None for other formats). A
+        caller viewing the span's bytes reports it with ``reading``, so that ``release``
+        drops them."""
+        span = getattr(self._owner[name], "code_span", None)
+        return span(name) if span is not None else None
+
+    def reading(self, name: str) -> None:
+        """Record that the file holding ``name`` was read (through a ``code_span``)."""
+        r = self._owner[name]
+        self._read_from[id(r)] = r
 
     @property
     def files(self) -> Sequence[Path]:

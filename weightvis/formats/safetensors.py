@@ -24,7 +24,8 @@ from ..types import TensorInfo, view_of
 from .base import Reader, check_block, gc_paused
 from .dtypes import CODE_DTYPES, ELEMENT_TYPES, ElementType
 
-__all__ = ["SafetensorsReader", "MAX_HEADER_BYTES", "looks_like_safetensors", "write_safetensors"]
+__all__ = ["SafetensorsReader", "CodeSpan", "MAX_HEADER_BYTES", "looks_like_safetensors",
+           "write_safetensors"]
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 """The reference implementation's bound on the JSON header (100 MB)."""
@@ -46,6 +47,19 @@ class _Entry:
         self.rows, self.cols = view_of(info.shape)  # computed once: reads are hot
         self.row_bytes = self.cols * etype.itemsize
         self.start = data_start + begin
+
+
+class CodeSpan(NamedTuple):
+    """A 16-bit tensor's place in its file: rows ``e_r0..e_r1-1`` are the bytes
+    ``start + e_r0 * row_bytes .. start + e_r1 * row_bytes - 1`` of ``source``, each row
+    ``cols`` little-endian codes of ``dtype`` (BF16 or F16)."""
+
+    source: ByteSource
+    start: int
+    row_bytes: int
+    rows: int
+    cols: int
+    dtype: str
 
 
 class _Parsed(NamedTuple):
@@ -243,6 +257,14 @@ class SafetensorsReader(Reader):
         if ent is None or ent.etype.name not in CODE_DTYPES:
             return None
         return self._block(ent, e_r0, e_r1, e_c0, e_c1).view(np.uint16)
+
+    def code_span(self, name: str) -> CodeSpan | None:
+        """Where a BF16/F16 tensor's codes lie (for readers of many small blocks, which view
+        the rows' bytes themselves); None for other dtypes or an unknown name."""
+        ent = self._entries.get(name)
+        if ent is None or ent.etype.name not in CODE_DTYPES:
+            return None
+        return CodeSpan(self._file, ent.start, ent.row_bytes, ent.rows, ent.cols, ent.etype.name)
 
     def raw_bytes(self) -> np.ndarray:
         """The whole file as a read-only uint8 array (a view of the source, not tracked)."""

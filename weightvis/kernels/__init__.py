@@ -68,10 +68,13 @@ if TYPE_CHECKING:
     from .hilbert import hilbert_d2xy, hilbert_tile_offsets, hilbert_xy2d
     from .reduce import reduce_delta, reduce_tile
     from .values import (
+        BLOCK_FIELDS,
         SMALL_BLOCK,
+        BlockScratch,
         code_counts,
         code_lut,
         colorize,
+        colorize_code_blocks,
         colorize_codes,
         colorize_codes_small,
     )
@@ -80,6 +83,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "colorize": "values", "colorize_codes": "values", "code_lut": "values",
     "code_counts": "values", "colorize_codes_small": "values", "SMALL_BLOCK": "values",
+    "colorize_code_blocks": "values", "BLOCK_FIELDS": "values", "BlockScratch": "values",
     "ELEMENTS_CAP": "delta", "colorize_delta": "delta", "hatch": "delta",
     "identical_codes": "delta",
     "reduce_tile": "reduce", "reduce_delta": "reduce",
@@ -95,7 +99,8 @@ __all__ = [
     "METRIC_RMS", "METRIC_ABSLOG", "METRIC_EXACT", "ACC_VALUES", "ACC_DELTA", "level_values",
     "ACC_SIZE", "DELTA_ACC_SIZE", "DELTA_CHANGED", "new_acc", "merge_acc", "new_delta_acc",
     "merge_delta_acc", "new_accumulator", "merge_accumulator",
-    "colorize", "colorize_codes", "colorize_codes_small", "SMALL_BLOCK", "code_lut",
+    "colorize", "colorize_codes", "colorize_codes_small", "colorize_code_blocks", "SMALL_BLOCK",
+    "BLOCK_FIELDS", "BlockScratch", "code_lut",
     "code_counts", "ELEMENTS_CAP", "colorize_delta", "hatch", "identical_codes",
     "reduce_tile", "reduce_delta",
     "hilbert_xy2d", "hilbert_d2xy", "hilbert_tile_offsets",

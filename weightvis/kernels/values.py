@@ -13,8 +13,8 @@ import numpy as np
 from .accumulators import _INFS, _MAX, _MIN, _N, _NANS, _SUM, _SUMSQ, _ZEROS
 from .constants import LEVELS, NAN, NEGINF, POSINF, ZERO
 
-__all__ = ["colorize", "colorize_codes", "colorize_codes_small", "code_lut", "code_counts",
-           "SMALL_BLOCK"]
+__all__ = ["colorize", "colorize_codes", "colorize_codes_small", "colorize_code_blocks",
+           "code_lut", "code_counts", "SMALL_BLOCK", "BLOCK_FIELDS", "BlockScratch"]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -191,6 +191,155 @@ def colorize_codes_small(src: np.ndarray, values: np.ndarray, s: float, out: np.
         src = np.ascontiguousarray(src)
     _colorize_codes_sorted(src, values, float(s), out, acc,
                            np.empty(2 * SMALL_BLOCK, np.uint16))
+
+
+@numba.njit(cache=True, nogil=True)
+def _sort_distinct(a, tmp, count):  # type: ignore[no-untyped-def]
+    """Sort the distinct uint16 codes ``a`` in place: insertion sort for a few, else an LSD
+    radix sort through ``tmp`` (same length) with ``count`` int64[257] as scratch."""
+    n = a.shape[0]
+    if n <= 32:
+        for i in range(1, n):
+            c = a[i]
+            j = i - 1
+            while j >= 0 and a[j] > c:
+                a[j + 1] = a[j]
+                j -= 1
+            a[j + 1] = c
+        return
+    for shift in (0, 8):
+        count[:] = 0
+        for i in range(n):
+            count[((a[i] >> shift) & 0xFF) + 1] += 1
+        for b in range(256):
+            count[b + 1] += count[b]
+        for i in range(n):
+            b = (a[i] >> shift) & 0xFF
+            tmp[count[b]] = a[i]
+            count[b] += 1
+        for i in range(n):
+            a[i] = tmp[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def _colorize_blocks(codes, blocks, scales, values, out, accs,  # type: ignore[no-untyped-def]
+                     hist, lut, distinct, tmp, count):
+    """Colour many blocks of 16-bit codes into one tile and accumulate each block's statistics,
+    in the order given - for each block exactly what _colorize_codes_sorted does, so the tile
+    and every accumulator are the same to the last bit.
+
+    codes uint16[:] (the blocks' rows, concatenated); blocks int64[m, BLOCK_FIELDS] rows
+    (offset into codes, row stride in codes, first column, height, width, tile row, tile
+    column, values row, accumulator row); scales float64[m] (> 0); values float32[k, 65536];
+    out uint8[t, t]; accs float64[a, ACC_SIZE] (updated in place). Scratch: hist int32[65536]
+    all zero on entry and on return; lut uint8[65536]; distinct, tmp uint16[65536]; count
+    int64[257]. The block's histogram and distinct codes first; then per distinct code, in
+    ascending order, its index (once) and its statistics with its multiplicity; then each
+    element's index looked up."""
+    for b in range(blocks.shape[0]):
+        off = blocks[b, 0]
+        stride = blocks[b, 1]
+        c0 = blocks[b, 2]
+        h = blocks[b, 3]
+        w = blocks[b, 4]
+        py = blocks[b, 5]
+        px = blocks[b, 6]
+        vals = values[blocks[b, 7]]
+        acc = accs[blocks[b, 8]]
+        s = scales[b]
+        nd = 0
+        for i in range(h):  # the block's histogram and its distinct codes
+            row = off + i * stride + c0
+            for j in range(w):
+                c = codes[row + j]
+                if hist[c] == 0:
+                    distinct[nd] = c
+                    nd += 1
+                hist[c] += 1
+        d = distinct[:nd]
+        _sort_distinct(d, tmp[:nd], count)
+        # per distinct code, ascending: its index, and its statistics (_acc_add's operations in
+        # the same order, on locals)
+        n, tot, tot2 = acc[_N], acc[_SUM], acc[_SUMSQ]
+        lo, hi, zeros, nans, infs = acc[_MIN], acc[_MAX], acc[_ZEROS], acc[_NANS], acc[_INFS]
+        for i in range(nd):
+            c = d[i]
+            v = np.float64(vals[c])
+            lut[c] = _index_of(v, s)
+            k = hist[c]
+            hist[c] = 0
+            if v != v:
+                nans += k
+            elif v == np.inf or v == -np.inf:
+                infs += k
+            else:
+                n += k
+                tot += k * v
+                tot2 += k * v * v
+                if v < lo:
+                    lo = v
+                if v > hi:
+                    hi = v
+                if v == 0.0:
+                    zeros += k
+        acc[_N], acc[_SUM], acc[_SUMSQ] = n, tot, tot2
+        acc[_MIN], acc[_MAX], acc[_ZEROS], acc[_NANS], acc[_INFS] = lo, hi, zeros, nans, infs
+        for i in range(h):
+            row = off + i * stride + c0
+            o = out[py + i]
+            for j in range(w):
+                o[px + j] = lut[codes[row + j]]
+
+
+BLOCK_FIELDS = 9
+"""Columns of ``colorize_code_blocks``' block table (see ``_colorize_blocks``)."""
+
+
+class BlockScratch:
+    """The scratch arrays of ``colorize_code_blocks`` (one per worker; reused: ~450 KB)."""
+
+    def __init__(self) -> None:
+        self.hist = np.zeros(1 << 16, np.int32)
+        self.lut = np.zeros(1 << 16, np.uint8)
+        self.distinct = np.zeros(1 << 16, np.uint16)
+        self.tmp = np.zeros(1 << 16, np.uint16)
+        self.count = np.zeros(257, np.int64)
+
+
+def colorize_code_blocks(codes: np.ndarray, blocks: np.ndarray, scales: np.ndarray,
+                         values: np.ndarray, out: np.ndarray, accs: np.ndarray,
+                         scratch: BlockScratch, check: bool = True) -> None:
+    """``colorize_codes`` of many blocks of one tile in one call, the same indices and the same
+    statistics bit for bit, with no per-tensor LUT. ``codes`` uint16[n]: the blocks' codes;
+    ``blocks`` int64[m, BLOCK_FIELDS]: per block (offset into ``codes``, row stride, first
+    column, height, width, row and column in ``out``, row of ``values``, row of ``accs``);
+    ``scales`` float64[m]: each block's scale (finite, > 0); ``values`` float32[k, 65536]: each
+    code's value, per table; ``out`` uint8[t, t] and ``accs`` float64[a, ACC_SIZE] written in
+    place, blocks in order. ``check=False`` skips the validation (a caller that built the table
+    itself, from geometry validated once)."""
+    if check:
+        if codes.dtype != np.uint16 or codes.ndim != 1 or blocks.dtype != np.int64 \
+                or blocks.ndim != 2 or blocks.shape[1] != BLOCK_FIELDS \
+                or scales.dtype != np.float64 or scales.shape != (blocks.shape[0],) \
+                or values.dtype != np.float32 or values.ndim != 2 \
+                or values.shape[1] != 1 << 16 or out.dtype != np.uint8 or out.ndim != 2 \
+                or accs.dtype != np.float64 or accs.ndim != 2:
+            raise ValueError("colorize_code_blocks: uint16 codes[n], int64 blocks[m, "
+                             f"{BLOCK_FIELDS}], float64 scales[m], float32 values[k, 65536], "
+                             "uint8 out[h, w], float64 accs[a, ACC_SIZE]")
+        if len(blocks):
+            off, stride, c0, h, w, py, px, tab, slot = blocks.T
+            last = off + np.maximum(h - 1, 0) * stride + c0 + w
+            if (blocks < 0).any() or ((w > 0) & (c0 + w > stride)).any() \
+                    or ((h > 0) & (w > 0) & (last > len(codes))).any() \
+                    or (py + h > out.shape[0]).any() or (px + w > out.shape[1]).any() \
+                    or (tab >= values.shape[0]).any() or (slot >= accs.shape[0]).any():
+                raise ValueError("colorize_code_blocks: a block lies outside codes, out, "
+                                 "values or accs")
+            if not (np.isfinite(scales).all() and (scales > 0).all()):
+                raise ValueError("colorize_code_blocks: scales must be finite and > 0")
+    _colorize_blocks(codes, blocks, scales, values, out, accs, scratch.hist, scratch.lut,
+                     scratch.distinct, scratch.tmp, scratch.count)
 
 
 def code_lut(values: np.ndarray, s: float) -> np.ndarray:

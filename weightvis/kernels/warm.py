@@ -9,7 +9,16 @@ from .constants import METRIC_RMS, REDUCE_DELTA, REDUCE_FIRST, REDUCE_SIGNED_RMS
 from .delta import ELEMENTS_CAP, colorize_delta, hatch, identical_codes
 from .hilbert import hilbert_d2xy, hilbert_tile_offsets
 from .reduce import reduce_tile
-from .values import code_counts, code_lut, colorize, colorize_codes, colorize_codes_small
+from .values import (
+    BLOCK_FIELDS,
+    BlockScratch,
+    code_counts,
+    code_lut,
+    colorize,
+    colorize_code_blocks,
+    colorize_codes,
+    colorize_codes_small,
+)
 
 __all__ = ["warm_up", "warm_up_delta"]
 
@@ -28,6 +37,9 @@ def warm_up() -> None:
     colorize_codes(codes[:, :1], lut, vals, o[:, :1], new_acc(), hist)
     colorize_codes_small(codes, vals, 1.0, o, new_acc())
     colorize_codes_small(codes[:, :1], vals, 1.0, o[:, :1], new_acc())
+    colorize_code_blocks(codes.reshape(-1), np.zeros((1, BLOCK_FIELDS), np.int64),
+                         np.ones(1), vals.reshape(1, -1), o, new_acc().reshape(1, -1),
+                         BlockScratch())
     code_lut(vals, 1.0)
     code_counts(codes.reshape(-1), True)
     reduce_tile(np.zeros((2, 2), np.uint8), REDUCE_SIGNED_RMS, np.zeros((1, 1), np.uint8))
