@@ -123,27 +123,6 @@ def _acc_from_hist(hist, values, acc):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def _radix_sort16(a, tmp):  # type: ignore[no-untyped-def]
-    """Sort uint16 ``a`` (LSD radix, two byte passes through ``tmp`` of the same length);
-    returns the sorted array (``a`` itself). O(n + 512): a comparison sort of a few thousand
-    codes cost 10x more."""
-    n = a.shape[0]
-    for shift in (0, 8):
-        count = np.zeros(257, np.int64)
-        for i in range(n):
-            count[((a[i] >> shift) & 0xFF) + 1] += 1
-        for b in range(256):
-            count[b + 1] += count[b]
-        for i in range(n):
-            b = (a[i] >> shift) & 0xFF
-            tmp[count[b]] = a[i]
-            count[b] += 1
-        for i in range(n):
-            a[i] = tmp[i]
-    return a
-
-
-@numba.njit(cache=True, nogil=True)
 def _colorize_codes_sorted(src, values, s, out, acc, scratch):  # type: ignore[no-untyped-def]
     """colorize_codes for a small block, without a 65,536-entry LUT or histogram: each
     element's index from its value, the statistics from the sorted codes, added in ascending
@@ -157,7 +136,8 @@ def _colorize_codes_sorted(src, values, s, out, acc, scratch):  # type: ignore[n
             scratch[n] = c
             n += 1
             out[i, j] = _index_of(np.float64(values[c]), s)
-    codes = _radix_sort16(scratch[:n], scratch[n:2 * n])
+    codes = scratch[:n]
+    _sort_codes(codes, scratch[n:2 * n], np.empty(257, np.int64))
     i = 0
     while i < n:
         c = codes[i]
@@ -194,9 +174,10 @@ def colorize_codes_small(src: np.ndarray, values: np.ndarray, s: float, out: np.
 
 
 @numba.njit(cache=True, nogil=True)
-def _sort_distinct(a, tmp, count):  # type: ignore[no-untyped-def]
-    """Sort the distinct uint16 codes ``a`` in place: insertion sort for a few, else an LSD
-    radix sort through ``tmp`` (same length) with ``count`` int64[257] as scratch."""
+def _sort_codes(a, tmp, count):  # type: ignore[no-untyped-def]
+    """Sort uint16 codes ``a`` in place: insertion sort for a few, else an LSD radix sort (two
+    byte passes, O(n + 512)) through ``tmp`` (same length) with ``count`` int64[257] as
+    scratch. A comparison sort of a few thousand codes cost 10x more."""
     n = a.shape[0]
     if n <= 32:
         for i in range(1, n):
@@ -257,7 +238,7 @@ def _colorize_blocks(codes, blocks, scales, values, out, accs,  # type: ignore[n
                     nd += 1
                 hist[c] += 1
         d = distinct[:nd]
-        _sort_distinct(d, tmp[:nd], count)
+        _sort_codes(d, tmp[:nd], count)
         # per distinct code, ascending: its index, and its statistics (_acc_add's operations in
         # the same order, on locals)
         n, tot, tot2 = acc[_N], acc[_SUM], acc[_SUMSQ]
