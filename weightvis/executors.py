@@ -108,8 +108,8 @@ class InlineExecutor(Executor):
 
 
 class _PoolState:
-    """What a pool process keeps between its tasks: the job or reader spec it was handed
-    (by the initializer, which does nothing that can fail) and what it opened from it on its
+    """What a pool process keeps between its tasks: the job or reader spec it was started
+    with (by _pool_init, which does nothing that can fail) and what it opened from it on its
     first task (so that any error is a task's error, reported with its words)."""
 
     job: SceneJob | None = None
@@ -141,23 +141,17 @@ def _portable(e: BaseException) -> BaseException:
 def _pool_run(root: TileAddress) -> SubtreeResult:
     from .pyramid import TileWorker, render_subtree
 
-    try:
-        if _PoolState.worker is None:
-            assert _PoolState.job is not None
-            _PoolState.worker = TileWorker(_PoolState.job)
-        return render_subtree(_PoolState.worker, root)
-    except BaseException as e:
-        raise _portable(e) from None
+    if _PoolState.worker is None:
+        assert _PoolState.job is not None
+        _PoolState.worker = TileWorker(_PoolState.job)
+    return render_subtree(_PoolState.worker, root)
 
 
 def _map_run(task_item: tuple[Callable[[Any, Any], Any], Any]) -> Any:
     task, item = task_item
-    try:
-        if _PoolState.reader is None:
-            _PoolState.reader = _PoolState.spec.open()
-        return task(_PoolState.reader, item)
-    except BaseException as e:
-        raise _portable(e) from None
+    if _PoolState.reader is None:
+        _PoolState.reader = _PoolState.spec.open()
+    return task(_PoolState.reader, item)
 
 
 def _worker_main(conn: Connection, job: SceneJob | None, spec: Any,
