@@ -122,6 +122,17 @@ def test_title_is_autoescaped() -> None:
     assert len(parsed.scripts) == 2 + len(viewer_scripts(_manifest(["w"])))
 
 
+def test_lone_surrogates_in_names_and_title() -> None:
+    """A lone surrogate (a name's "\\ud800", a file name's undecodable byte) cannot be UTF-8:
+    the inlined manifest escapes it, exactly; the title shows U+FFFD."""
+    manifest = _manifest(["a\ud800b", "\udcff"], title="model\udcff.safetensors")
+    html = render_index_html(manifest)
+    html.encode("utf-8")
+    (inline,) = [s for a, s in _parse(html).scripts if a.get("id") == "weightvis-manifest"]
+    assert json.loads(inline) == manifest
+    assert "<title>model\ufffd.safetensors · weightvis</title>" in html
+
+
 def test_title_defaults_to_manifest_title() -> None:
     html = render_index_html(_manifest(["w"], title="all-MiniLM <x>"))
     assert "<title>all-MiniLM &lt;x&gt; · weightvis</title>" in html

@@ -58,3 +58,19 @@ def test_index_html_reuses_an_ascii_encoding_and_escapes_the_same() -> None:
     text = manifest_script_json(ascii_doc, manifest.compact(ascii_doc))
     assert text == manifest_script_json(ascii_doc) and "<" not in text and "&" not in text
     assert json.loads(text) == ascii_doc
+
+
+def test_lone_surrogates_are_escaped_so_the_bundle_can_be_written(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tensor name may hold a lone surrogate (a JSON header's "\\ud800", a pickle's str):
+    manifest.json and diff.json stay UTF-8 and JSON-decode to the same strings."""
+    doc = {"tensors": {"a\ud800b": {"f": ["\udcff", "é\u2028", "\ud800\ud800"]}},
+           "title": "x\udfff", "n": [1.5, None]}
+    for compiled_above in (1 << 20, 10):  # Python's indenter, then the compiled one
+        monkeypatch.setattr(manifest, "_COMPILED_ABOVE", compiled_above)
+        for text in (manifest.compact(doc), manifest.dumps(doc)):
+            text.encode("utf-8")  # UnicodeEncodeError before
+            assert json.loads(text) == doc
+            assert "\\ud800b" in text and "\\udcff" in text and "é" in text
+    plain = {"tensors": {"é": 1}}  # no surrogate: the text is json.dumps's, unchanged
+    assert manifest.dumps(plain) == json.dumps(plain, indent=1, ensure_ascii=False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -178,11 +179,17 @@ def render_index_html(manifest: dict[str, Any], *, title: str | None = None,
         title = str(manifest.get("title") or "weightvis")
     template = _environment(_viewer_dir()).get_template(_TEMPLATE)
     return template.render(
-        title=title,
+        title=_displayable(title),
         manifest_json=Markup(manifest_script_json(manifest, compact)),
         scripts=viewer_scripts(manifest),
-        generator=str(manifest.get("generator") or "weightvis"),
+        generator=_displayable(str(manifest.get("generator") or "weightvis")),
     )
+
+
+def _displayable(text: str) -> str:
+    """``text`` with lone surrogates (a file name's undecodable bytes) as U+FFFD: the page is
+    UTF-8, which cannot hold them. The manifest keeps the exact string (escaped in JSON)."""
+    return text if text.isascii() else re.sub("[\ud800-\udfff]", "\ufffd", text)
 
 
 def _copy_file(src: Path | Traversable, dst: Path) -> None:
