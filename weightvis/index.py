@@ -30,6 +30,11 @@ __all__ = ["KINDS", "MOE_PARTS", "SLOT_KINDS", "BlockParse", "MoeParse", "NameIn
            "looks_gguf",
            "parse_block", "parse_moe", "qk_role", "slot_kind", "strip_wrappers", "tensor_kind"]
 
+_INDEX = r"[0-9]{1,9}"
+"""A block or expert index in a name: ASCII digits (``\\d`` would take any script's digits, so
+``layers.٣`` would pose as block 3), at most nine (``int()`` of a name's 5,000 digits raises, and
+indices stay exact in the viewer's doubles). A name with any other index is outside any block."""
+
 _GGUF_NAME = re.compile(r"^(blk\.\d+\.|token_embd\.|output\.|output_norm\.|rope_freqs\.)")
 
 # preferred HF spellings, best first (llama-style names are what most checkpoints use)
@@ -115,7 +120,7 @@ def canonical_names(names: Iterable[str], *, gguf_arch: str | None = None) -> di
     table = {**(gguf_to_hf_map(gguf_arch or "llama") or gguf_to_hf_map("llama")), **_OVERRIDES}
     out: dict[str, str] = {}
     for n in names:
-        m = re.match(r"^(?:blk\.(\d+)\.)?(.+?)(\.weight|\.bias)?$", n)
+        m = re.match(r"(?:blk\.(" + _INDEX + r")\.)?(.*?)(\.weight|\.bias)?\Z", n, re.DOTALL)
         assert m is not None
         bid, base, suffix = m.group(1), m.group(2), m.group(3) or ""
         key = f"blk.{{bid}}.{base}" if bid is not None else base
@@ -133,7 +138,8 @@ def canonical_names(names: Iterable[str], *, gguf_arch: str | None = None) -> di
 
 # -- blocks --------------------------------------------------------------------------------------
 _BLOCK_RE = re.compile(
-    r"^(?P<prefix>(?:[^.]+\.)*?(?:layers|layer|h|blocks|block|blk))\.(?P<idx>\d+)\.(?P<rest>.+)$")
+    r"^(?P<prefix>(?:[^.]+\.)*?(?:layers|layer|h|blocks|block|blk))\.(?P<idx>" + _INDEX
+    + r")\.(?P<rest>.+)$")
 
 
 class BlockParse(NamedTuple):
@@ -280,7 +286,8 @@ _ROUTER_BIAS_RE = re.compile(r"(?:^|\.)(?:e_score_correction_bias|expert_bias(?:
 _ROUTER_RE = re.compile(r"(?:^|\.)(?:gate|router|gate\.wg|router\.gate|router\.layer|"
                         r"router\.classifier|router\.proj|ffn_gate_inp)\.weight$")
 _ROUTER_PART_RE = re.compile(r"(?:^|\.)router\.")
-_PER_EXPERT_RE = re.compile(r"(?:^|\.)experts\.(?:expert_)?(?P<e>\d+)\.(?P<rest>.+)$")
+_PER_EXPERT_RE = re.compile(r"(?:^|\.)experts\.(?:expert_)?(?P<e>" + _INDEX
+                            + r")\.(?P<rest>.+)$")
 _FUSED_RE = re.compile(
     r"(?:^|\.)(?:experts\.(?:mlp\.)?(?P<a>gate_up_proj|gate_proj|up_proj|down_proj|w1|v1|w2)|"
     r"(?P<b>input_linear|output_linear)|ffn_(?P<g>gate|up|down|gate_up)_exps)"

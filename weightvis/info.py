@@ -58,7 +58,7 @@ def _architecture(tensors: Sequence[TensorInfo], index: NameIndex,
                   and not re.search(r"position|token_type|segment", c)]
     emb = max(token_embs, key=lambda t: (t.e_rows, t.name), default=None)
     head = next((t for c, t in by_canon.items() if is_output_head(c)), None)
-    experts = {int(m.group(1)) for c in by_canon if (m := re.search(r"experts\.(\d+)\.", c))}
+    experts = {int(m.group(1)) for c in by_canon if (m := re.search(r"experts\.([0-9]{1,9})\.", c))}
     exps3d = [t for c, t in by_canon.items() if "_exps" in t.name or
               re.search(r"\.experts\.(gate|up|down)_proj", c)]
     n_experts = len(experts) or (exps3d[0].shape[0] if exps3d else 0)

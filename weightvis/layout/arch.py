@@ -28,9 +28,21 @@ __all__ = ["arch_layout", "natural_key"]
 _TARGET_ASPECT = 16 / 9
 
 
+_DIGITS = re.compile(r"([0-9]+)")
+
+
 def natural_key(s: str) -> tuple[object, ...]:
-    """Sort key in which digit runs compare as numbers: ``experts.2`` < ``experts.10``."""
-    return tuple((0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", s) if t)
+    """Sort key in which digit runs compare as numbers: ``experts.2`` < ``experts.10``.
+
+    A run compares by its length without leading zeros, then by its digits: the order of
+    ``int()``, which would raise on a name's 5,000-digit run (and on ``"²"``, a str.isdigit()).
+    Only ASCII digits make a run.
+
+    >>> sorted(["x.10", "x." + "9" * 5000, "x.9", "x²", "x.09a"], key=natural_key)[:3]
+    ['x.9', 'x.09a', 'x.10']
+    """
+    return tuple((0, len(t.lstrip("0")), t.lstrip("0")) if i % 2 else (1, t)
+                 for i, t in enumerate(_DIGITS.split(s)) if t)
 
 
 # -- ordering of sub-paths (their kinds: index.slot_kind) ----------------------------------------
