@@ -15,6 +15,8 @@
   var LABEL_H = 16;            // label box height, CSS px
   var LABEL_PAD = 3;           // label box horizontal padding
   var MAX_LABELS = 400;
+  var LABEL_MAX_CHARS = 200;   // a longer label is cut to its tail before fitting (see fit)
+  var WIDTH_CACHE_MAX = 50000; // measured widths kept, then forgotten all at once
 
   /**
    * A canvas over the map (outlines, group and tensor labels), redrawn for every view; during a
@@ -74,6 +76,7 @@
     if (w === undefined) {
       this.ctx.font = font;
       w = this.ctx.measureText(text).width;
+      if (this.widthCache.size >= WIDTH_CACHE_MAX) this.widthCache.clear();
       this.widthCache.set(key, w);
     }
     return w;
@@ -259,12 +262,15 @@
   /**
    * The label text shortened to fit maxWidth, or null: the full label, then without ".weight",
    * then its trailing dotted parts ("…self_attn.q_proj"), the last part alone ("q_proj"), and
-   * that part cut ("q_pr…").
+   * that part cut ("q_pr…"). A label over LABEL_MAX_CHARS is first cut to "…" and its tail: no
+   * screen shows more, and every try is measured (a hostile 10,000-character name, or 5,000
+   * dotted parts, would cost seconds per frame and hundreds of MB of cached widths).
    */
   Overlay.prototype.fit = function (label, maxWidth, font) {
     var self = this;
     font = font || LABEL_FONT;
     function fits(t) { return self.textWidth(font, t) <= maxWidth; }
+    if (label.length > LABEL_MAX_CHARS) label = "\u2026" + WV.tailOf(label, LABEL_MAX_CHARS - 1);
     if (fits(label)) return label;
     var base = label.replace(/\.weight$/, "");
     if (base !== label && fits(base)) return base;
