@@ -189,7 +189,11 @@ def test_viewer_builds_no_markup_and_uses_no_network() -> None:
         code = re.sub(r"/\*.*?\*/|//[^\n]*", "", js, flags=re.DOTALL)
         for banned in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "fetch(",
                        "XMLHttpRequest", "import(", "eval(", "new Function", "bindTooltip",
-                       "bindPopup", "http://", "https://", "export ", "import "):
+                       "bindPopup", "http://", "https://", "export ", "import ",
+                       # no markup, handler or URL from a string either
+                       'setAttribute("on', "srcdoc", "javascript:", "window.open", "DOMParser",
+                       "createContextualFragment", "setTimeout(", "setInterval(", ".src =",
+                       ".href =", "cssText"):
             assert banned not in code, (path.name, banned)
     template = (VIEWER / "index.html.j2").read_text("utf-8")
     assert "http://" not in template and "https://" not in template

@@ -143,6 +143,20 @@ def name_set(rng: np.random.Generator, size: int) -> list[str]:
     return list(out)
 
 
+def file_name(rng: np.random.Generator) -> str:
+    """A hostile checkpoint file name: a name of ``name_set`` a file system takes (no ``/``,
+    no NUL, UTF-8, at most 200 bytes), ending ``.safetensors``."""
+    while True:
+        (name,) = name_set(rng, 1)
+        name = name.replace("/", "_").replace("\x00", "_")
+        try:
+            raw = name.encode("utf-8")
+        except UnicodeEncodeError:
+            continue
+        if 0 < len(raw) <= 200 and name not in (".", ".."):
+            return name + ".safetensors"
+
+
 def tensors_for(names: list[str], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Small tensors (0-D to 3-D, at most 60 elements) of seeded values, one per name."""
     shapes = [(), (7,), (1, 1), (3, 4), (6, 10), (2, 2, 3), (5, 1), (1, 9)]
@@ -177,7 +191,7 @@ window.__wvQuery = (name) => {
 }"""
 
 _CHECK_NAME = r"""(i) => {
-  const name = Object.keys(weightvis.manifest.tensors)[i];
+  const name = weightvis.app.model.items[i].name;
   const out = {name: __wvEsc(name)};
   const q = __wvQuery(name);
   if (q !== null) {
@@ -218,13 +232,16 @@ _CLEAN = r"""(scripts) => ({
 })"""
 
 
-def check_page(page: Any, log: Any, names: list[str], out: Path, *, diff: bool) -> None:
+def check_page(page: Any, log: Any, names: list[str], out: Path, *, diff: bool,
+               items: list[str] | None = None, title: str | None = None) -> None:
     """Assert, on the opened bundle ``out`` whose tensors are ``names``: the inlined manifest
     holds every name exactly; search finds each, selecting it shows it in the stats box and
     hovering it in the readout (a diff's change table lists it), always as text; no label
     measured is longer than the overlay's cap; no payload ran (no ``window.__pwned``, title
     unchanged, no ``on*`` attribute, no element a payload could add, no extra script or
-    image); no error, dialog or request off ``file://`` (``PWN_URL`` above all)."""
+    image); no error, dialog or request off ``file://`` (``PWN_URL`` above all). ``items``: the
+    names of the first scene's items when they are not the tensors (a byte curve's files);
+    ``title``: the title the page must show."""
     manifest = read_manifest(out)
     title0 = page.title()
     page.evaluate(_JS_HELPERS)
@@ -232,9 +249,15 @@ def check_page(page: Any, log: Any, names: list[str], out: Path, *, diff: bool) 
     want = [utf16_escaped(n) for n in manifest["tensors"]]
     assert got == want, "the inlined manifest changed a name"
     assert sorted(want) == sorted(utf16_escaped(n) for n in names)
-    assert page.evaluate("weightvis.app.model.items.length") == len(names)
+    items = names if items is None else items
+    got = page.evaluate("weightvis.app.model.items.map((it) => __wvEsc(it.name))")
+    assert sorted(got) == sorted(utf16_escaped(n) for n in items)
+    if title is not None:  # the HTML parser reads CR and CR LF as LF
+        shown = title.replace("\r\n", "\n").replace("\r", "\n")
+        assert page.evaluate("__wvEsc(document.getElementById('wv-title').textContent)") == \
+            utf16_escaped(shown)
     scene = manifest["scenes"][0]
-    for i in range(len(names)):
+    for i in range(len(items)):
         r = page.evaluate(_CHECK_NAME, i)
         assert r["found"] is not False, f"search did not find {r['name'][:300]}"
         assert r["selected"] and r["stats"], f"not selected / shown: {r['name'][:300]}"
@@ -245,11 +268,11 @@ def check_page(page: Any, log: Any, names: list[str], out: Path, *, diff: bool) 
         hover_canvas_pixel(page, c_x, c_y)
         shown = page.evaluate(
             "(i) => document.getElementById('wv-r-name').textContent"
-            " === Object.keys(weightvis.manifest.tensors)[i]", i)
+            " === weightvis.app.model.items[i].name", i)
         assert shown, f"readout does not show {r['name'][:300]}"
         if diff:
             listed = page.evaluate(r"""(i) => {
-              const name = Object.keys(weightvis.manifest.tensors)[i];
+              const name = weightvis.app.model.items[i].name;
               const box = document.getElementById("wv-ct-name");
               box.value = __wvQuery(name) || "";
               box.dispatchEvent(new Event("input"));
@@ -263,7 +286,7 @@ def check_page(page: Any, log: Any, names: list[str], out: Path, *, diff: bool) 
     page.wait_for_timeout(300)  # an onerror / onload would have fired by now
     state = page.evaluate(_CLEAN, 2 + len(viewer_scripts(manifest)))
     assert not state["pwned"], "a payload ran"
-    assert state["title"] == title0 and "pwned" not in state["title"]
+    assert state["title"] == title0 != "pwned"
     assert state["onAttributes"] == [], state["onAttributes"]
     assert state["foreign"] == [], state["foreign"]
     assert state["images"] == [], state["images"]
