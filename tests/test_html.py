@@ -32,6 +32,8 @@ HOSTILE_NAMES = [
     "]]> ${x} `tpl`",
     "emoji \U0001f600 and \u00e9",
     "tab\tnew\nline\rcr\x00nul",
+    "lone \ud800 and \udfff surrogates",
+    "</script/x>", "<script", "<\x00/script>",
 ]
 
 
@@ -93,6 +95,7 @@ def test_inlined_manifest_round_trips_hostile_names() -> None:
     # The script data holds no character that HTML or JS could treat specially.
     for ch in "<>&\u2028\u2029":
         assert ch not in inline[0]
+    assert inline[0].isascii() and "\x00" not in inline[0]  # every odd character escaped
     # Exactly the manifest, leaflet and the viewer's scripts; no name produced an element.
     assert [a.get("src") for a, _ in parsed.scripts] == [None, "assets/leaflet.js"] + [
         f"assets/js/{s}" for s in viewer_scripts(manifest)]
