@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 
 from weightvis.formats.safetensors import write_safetensors
+from weightvis.scenes import default_title
 
 from ..conftest_viewer import chromium_reusing, open_page  # noqa: F401  (fixtures)
 from .common import broken_promise, cases, rng_for, run_cli
@@ -75,7 +76,7 @@ def test_hostile_names_render_as_text(case: int, tmp_path: Path, open_page: Any)
     assert all(part.isdigit() or part.endswith(".png")
                for f in files if f.startswith("tiles/") for part in f.split("/")[2:])
     page, log = open_page((out / "index.html").as_uri())
-    check_page(page, log, names, out, diff=False, title=ckpt.name,
+    check_page(page, log, names, out, diff=False, title=default_title([str(ckpt)]),
                items=[ckpt.name] if "byte" in layout else None)
     print(f"case {case}: {len(names)} names, render+info {rendered:.1f} s, "
           f"browser {time.perf_counter() - t0 - rendered:.1f} s")
