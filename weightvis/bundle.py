@@ -123,10 +123,12 @@ def render(
     progress: Progress | None = None,
     executor: Executor | None = None,
     store: Store | None = None,
+    stream: bool = False,
 ) -> RenderResult:
-    """Render a checkpoint (files, a sharded index, or directories) into a bundle at ``out``.
-    ``executor`` and ``store`` default to the local pool of ``workers`` processes and a folder
-    staged beside ``out``."""
+    """Render a checkpoint (files, a sharded index, directories, ``hf://`` locations) into a
+    bundle at ``out``. ``executor`` and ``store`` default to the local pool of ``workers``
+    processes and a folder staged beside ``out``. An ``hf://`` input is downloaded into the
+    Hugging Face cache first (``stream``: read by HTTP ranges instead)."""
     from .encode import check_format
     from .scenes import plan_render
 
@@ -135,7 +137,7 @@ def render(
     check_format(opts.tile_format)
     ex = executor or local_executor(resolve_workers(opts.workers))
     st = store or _store(out, opts.overwrite, False)
-    srcs = [str(s) for s in sources]
+    srcs = _localize([os.fspath(s) for s in sources], stream, progress)
     reader = open_checkpoint(srcs)
     try:
         plan = plan_render(reader, srcs, opts, ex, progress or _no_progress)
@@ -164,9 +166,11 @@ def render_diff(
     progress: Progress | None = None,
     executor: Executor | None = None,
     store: Store | None = None,
+    stream: bool = False,
 ) -> DiffResult:
     """Render the element-wise difference B - A of two checkpoints into a bundle at ``out``,
-    with per-tensor numbers (``diff.json`` and ``manifest["diff"]``)."""
+    with per-tensor numbers (``diff.json`` and ``manifest["diff"]``). ``hf://`` inputs as for
+    ``render``."""
     from . import delta as wdiff
     from .diff_plan import plan_diff
     from .encode import check_format
@@ -177,7 +181,8 @@ def render_diff(
     check_format(opts.tile_format)
     ex = executor or local_executor(resolve_workers(opts.workers))
     st = store or _store(out, opts.overwrite, False)
-    a_srcs, b_srcs = [str(s) for s in a_sources], [str(s) for s in b_sources]
+    a_srcs = _localize([os.fspath(s) for s in a_sources], stream, progress)
+    b_srcs = _localize([os.fspath(s) for s in b_sources], stream, progress)
     ra = open_checkpoint(a_srcs)
     try:
         rb = open_checkpoint(b_srcs)
@@ -196,3 +201,15 @@ def render_diff(
 
 def _no_progress(stage: str, n: int, total: int) -> None:
     pass
+
+
+def _localize(srcs: list[str], stream: bool, progress: Progress | None) -> list[str]:
+    """``hf://`` inputs downloaded (their cached paths) or pinned for ranged reads (``stream``),
+    in this process, before any worker starts; other inputs as they are."""
+    from .hub.uri import is_hub_uri
+
+    if not any(is_hub_uri(s) for s in srcs):
+        return srcs
+    from .hub.fetch import localize
+
+    return localize(srcs, stream=stream, progress=progress)
