@@ -111,6 +111,15 @@ class HttpError(Exception):
         self.status, self.message, self.code, self.headers = status, message, code, headers or {}
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        """A client that hung up (a cut download, a killed test process) is not news."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class FakeHub:
     def __init__(
         self,
@@ -157,8 +166,8 @@ class FakeHub:
         hub = self
         api_cls = type("HubHandler", (Handler,), {"store": hub, "kind": "hub"})
         cdn_cls = type("CdnHandler", (Handler,), {"store": hub, "kind": "cdn"})
-        self._api = ThreadingHTTPServer(("127.0.0.1", 0), api_cls)
-        self._cdn = ThreadingHTTPServer((self.cdn_host, 0), cdn_cls)
+        self._api = _Server(("127.0.0.1", 0), api_cls)
+        self._cdn = _Server((self.cdn_host, 0), cdn_cls)
         for s in (self._api, self._cdn):
             s.daemon_threads = True
             t = threading.Thread(

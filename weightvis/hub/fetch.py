@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -145,6 +146,9 @@ def localize(sources: Sequence[str], *, stream: bool = False,
         if not stream:
             todo += [(got, f) for f in got.files]
     _download(todo, progress)
+    for res in resolved:
+        if res is not None:
+            _record_ref(res)
     for s, res in zip(sources, resolved, strict=True):
         if res is None:
             out.append(s)
@@ -160,6 +164,27 @@ def localize(sources: Sequence[str], *, stream: bool = False,
                         path=p)))
                 out.append(spelled)
     return out
+
+
+def _record_ref(res: Resolved) -> None:
+    """Note in the cache which commit the input's revision named (``refs/<revision>``, as
+    huggingface_hub's own snapshot downloads do), so that HF_HUB_OFFLINE=1 finds it."""
+    from .uri import COMMIT_RE
+
+    rev = res.ref.revision or "main"
+    if COMMIT_RE.match(rev):
+        return
+    folder = hf().file_download.repo_folder_name(repo_id=res.ref.repo_id, repo_type=res.ref.type)
+    path = Path(hf().constants.HF_HUB_CACHE) / folder / "refs" / rev
+    try:
+        if path.is_file() and path.read_text().strip() == res.commit:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(res.commit)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache: offline runs then need the commit spelled out
 
 
 class _Bytes:
@@ -216,5 +241,10 @@ def _download(todo: list[tuple[Resolved, RemoteFile]], progress: Progress | None
         futures: list[Future[None]] = [pool.submit(fetch, res, f) for res, f in missing]
         for fut in futures:
             fut.result()
-    finally:
+    except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        # files being downloaded finish (a re-run then starts from them), the others are not
+        # started
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -144,7 +144,7 @@ def _kind_online(ref: HubRef, commit: str, path: str, size: int) -> str:
         return detect_format(Path(local))
     from .fetch import HubRangeSource
 
-    src = HubRangeSource(ref, commit, path, size, cache=BlockCache(4096), block=4096)
+    src = HubRangeSource(ref, commit, path, size, cache=BlockCache(16), block=16)
     try:
         return kind_of_head(src.read(0, min(16, size)))
     finally:
