@@ -137,7 +137,7 @@ def render(
     check_format(opts.tile_format)
     ex = executor or local_executor(resolve_workers(opts.workers))
     st = store or _store(out, opts.overwrite, False)
-    srcs = _localize([os.fspath(s) for s in sources], stream, progress)
+    (srcs,) = _localize([[os.fspath(s) for s in sources]], stream, progress)
     reader = open_checkpoint(srcs)
     try:
         plan = plan_render(reader, srcs, opts, ex, progress or _no_progress)
@@ -181,8 +181,8 @@ def render_diff(
     check_format(opts.tile_format)
     ex = executor or local_executor(resolve_workers(opts.workers))
     st = store or _store(out, opts.overwrite, False)
-    a_srcs = _localize([os.fspath(s) for s in a_sources], stream, progress)
-    b_srcs = _localize([os.fspath(s) for s in b_sources], stream, progress)
+    a_srcs, b_srcs = _localize([[os.fspath(s) for s in a_sources],
+                                [os.fspath(s) for s in b_sources]], stream, progress)
     ra = open_checkpoint(a_srcs)
     try:
         rb = open_checkpoint(b_srcs)
@@ -203,13 +203,17 @@ def _no_progress(stage: str, n: int, total: int) -> None:
     pass
 
 
-def _localize(srcs: list[str], stream: bool, progress: Progress | None) -> list[str]:
-    """``hf://`` inputs downloaded (their cached paths) or pinned for ranged reads (``stream``),
-    in this process, before any worker starts; other inputs as they are."""
+def _localize(groups: list[list[str]], stream: bool, progress: Progress | None
+              ) -> list[list[str]]:
+    """Each group of inputs with its ``hf://`` inputs downloaded (their cached paths) or pinned
+    for ranged reads (``stream``), all resolved before any download, in this process, before
+    any worker starts; other inputs as they are."""
     from .hub.uri import is_hub_uri
 
-    if not any(is_hub_uri(s) for s in srcs):
-        return srcs
+    flat = [s for g in groups for s in g]
+    if not any(is_hub_uri(s) for s in flat):
+        return groups
     from .hub.fetch import localize
 
-    return localize(srcs, stream=stream, progress=progress)
+    got = iter(localize(flat, stream=stream, progress=progress))
+    return [[p for _ in g for p in next(got)] for g in groups]

@@ -138,13 +138,14 @@ def words_for(e: BaseException, ref: HubRef, *, path: str | None = None,
               commit: str | None = None, retries: int = 0, waited: float = 0.0) -> str:
     """The one-line message for a huggingface_hub failure about ``ref`` (see HUB.md §1.7)."""
     errors = hf().errors
-    where = ref._replace(path=path).uri if path is not None else ref.uri
+    where = ref.uri  # as the user wrote it; a missing file is named in the message itself
     page = ref.web_url(endpoint())
     status = _status(e)
+    what = f"{path} at {commit}" if path and commit else path or "it"
     if isinstance(e, errors.OfflineModeIsEnabled) or (
             offline() and isinstance(e, errors.LocalEntryNotFoundError)):
-        return (f"{where}: not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 forbids "
-                "downloading it (run once online, or unset HF_HUB_OFFLINE)")
+        return (f"{where}: {what} is not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 "
+                "forbids downloading it (run once online, or unset HF_HUB_OFFLINE)")
     if isinstance(e, errors.GatedRepoError):
         return (f"{where}: {ref.repo_id} is gated: request access at {page}, then set HF_TOKEN "
                 "or run 'hf auth login'")
@@ -169,10 +170,10 @@ def words_for(e: BaseException, ref: HubRef, *, path: str | None = None,
     if isinstance(e, errors.FileMetadataError):
         return f"{where}: HF_ENDPOINT={endpoint()} does not answer like a Hugging Face Hub"
     if isinstance(e, errors.LocalEntryNotFoundError):
-        return f"{where}: cannot reach the Hub at {endpoint()} and the file is not cached"
+        return f"{where}: cannot reach the Hub at {endpoint()}, and {what} is not cached"
     if isinstance(e, errors.HfHubHTTPError):
         return f"{where}: the Hub answered HTTP {status}: {scrub(str(e))}"
-    if isinstance(e, OSError) or type(e).__module__.split(".")[0] in _HF_MODULES:
+    if isinstance(e, OSError) or type(e).__module__.startswith(_HF_MODULES):
         return (f"{where}: cannot reach the Hub at {endpoint()} ({type(e).__name__}: "
                 f"{scrub(str(e))})")
     raise e  # a bug of ours, not a Hub failure: keep its traceback

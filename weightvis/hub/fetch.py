@@ -129,11 +129,12 @@ def check_disk(need: int, where: str) -> None:
 
 
 def localize(sources: Sequence[str], *, stream: bool = False,
-             progress: Progress | None = None) -> list[str]:
-    """The inputs a render reads: each ``hf://`` input pinned to its commit and downloaded into
-    the cache (its local paths), or with ``stream`` its pinned locations (read by ranges);
-    other inputs unchanged. Sidecars (config, model card) are downloaded either way."""
-    out: list[str] = []
+             progress: Progress | None = None) -> list[list[str]]:
+    """What a render reads for each input: an ``hf://`` input pinned to its commit and
+    downloaded into the cache (its local paths), or with ``stream`` its pinned locations (read
+    by ranges); another input as it is. Every input is resolved before anything is downloaded,
+    and the disk is checked once for all. Sidecars (config, model card) are downloaded either
+    way."""
     todo: list[tuple[Resolved, RemoteFile]] = []
     resolved: list[Resolved | None] = []
     for s in sources:
@@ -146,23 +147,23 @@ def localize(sources: Sequence[str], *, stream: bool = False,
         if not stream:
             todo += [(got, f) for f in got.files]
     _download(todo, progress)
-    for res in resolved:
-        if res is not None:
-            _record_ref(res)
+    out: list[list[str]] = []
     for s, res in zip(sources, resolved, strict=True):
         if res is None:
-            out.append(s)
-        elif not stream:
-            out += local_paths(res)
-        else:
-            read_config(res)  # cached for the worker processes
-            pinned = [res.index_file] if res.index_file else [f.path for f in res.files]
-            for p in pinned:
-                spelled = res.uri(p)
-                remember(spelled, res if res.index_file or len(res.files) == 1 else res._replace(
-                    files=tuple(f for f in res.files if f.path == p), ref=res.ref._replace(
-                        path=p)))
-                out.append(spelled)
+            out.append([s])
+            continue
+        _record_ref(res)
+        if not stream:
+            out.append(local_paths(res))
+            continue
+        read_config(res)  # cached for the worker processes
+        spelled = []
+        for p in [res.index_file] if res.index_file else [f.path for f in res.files]:
+            one = res if res.index_file or len(res.files) == 1 else res._replace(
+                files=tuple(f for f in res.files if f.path == p), ref=res.ref._replace(path=p))
+            remember(res.uri(p), one)
+            spelled.append(res.uri(p))
+        out.append(spelled)
     return out
 
 
