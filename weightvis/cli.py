@@ -304,6 +304,10 @@ def _publish(bundle_dir: str, target: str, **kw: Any) -> None:
     from .hub.publish import publish
 
     quiet = kw.pop("quiet")
+    if quiet:
+        from huggingface_hub.utils.tqdm import disable_progress_bars
+
+        disable_progress_bars()  # its upload bars
     res = publish(bundle_dir, target, log=None if quiet else
                   (lambda text: print(f"weightvis: {text}", file=sys.stderr)), **kw)
     print(f"published {res.files:,} files{' (tiles packed)' if res.packed else ''}"
@@ -336,8 +340,8 @@ def _publish_parser() -> argparse.ArgumentParser:
     p.add_argument("--pack-above", type=int, default=PACK_ABOVE, metavar="N",
                    help=f"file count above which --pack auto packs (default {PACK_ABOVE:,}; the "
                         "Hub recommends < 100k files per repo)")
-    p.add_argument("--pack-shard-mb", type=int, default=SHARD_BYTES >> 20, metavar="MB",
-                   help=f"largest pack shard (default {SHARD_BYTES >> 20} MB)")
+    p.add_argument("--pack-shard-mb", type=float, default=SHARD_BYTES >> 20, metavar="MB",
+                   help=f"largest pack shard in MiB (default {SHARD_BYTES >> 20})")
     p.add_argument("-q", "--quiet", action="store_true", help="say only the URL")
     return p
 
@@ -345,13 +349,14 @@ def _publish_parser() -> argparse.ArgumentParser:
 def _run_publish(argv: Sequence[str]) -> int:
     parser = _publish_parser()
     a = parser.parse_args(argv)
-    if a.pack_above < 0 or a.pack_shard_mb < 1:
-        parser.error("--pack-above must be >= 0 and --pack-shard-mb >= 1")
+    if a.pack_above < 0 or not a.pack_shard_mb > 0:
+        parser.error("--pack-above must be >= 0 and --pack-shard-mb > 0")
     if not a.target.startswith("hf://"):
         parser.error("TARGET is a Hub location: hf://spaces/NS/NAME")
     _publish(a.bundle, a.target, private=a.private, overwrite=a.overwrite,
              path_in_repo=a.path_in_repo, title=a.title, message=a.message, pack=a.pack,
-             pack_above=a.pack_above, shard_bytes=a.pack_shard_mb << 20, quiet=a.quiet)
+             pack_above=a.pack_above, shard_bytes=int(a.pack_shard_mb * (1 << 20)),
+             quiet=a.quiet)
     return 0
 
 
