@@ -107,6 +107,12 @@ def test_render_pinned_branch_equals_local_then_offline_then_stream(hub: FakeHub
     assert o.returncode == 0, o.stderr
     assert len(hub.log) == n  # not one request
     assert tile_bytes(tmp_path / "offline") == tile_bytes(tmp_path / "ref")
+    # info of cached files reads them from the cache: API calls only, offline none at all
+    info = _info_json(["hf://org/model@dev"], env_for(hub, home))
+    assert not [e for e in hub.log[n:] if e["kind"] == "cdn" or e["method"] == "HEAD"]
+    assert _info_json(["hf://org/model@dev"], env_for(hub, home, HF_HUB_OFFLINE="1")) == info
+    assert info == _info_json([str(local)], {})
+    n = len(hub.log)
 
     o = weightvis(["hf://org/model@dev", "--out", str(tmp_path / "s"), "--stream",
                    "--workers", "2", "-q"], env_for(hub, tmp_path / "home-stream"))
