@@ -182,3 +182,12 @@ def test_unreachable_hub(tmp_path: Path) -> None:
     line = error_line(weightvis(["info", "hf://org/model"], env))
     assert line.startswith("weightvis: error: hf://org/model: cannot reach the Hub at "
                            "http://127.0.0.1:9 (")
+
+
+def test_library_render_to_a_hub_location_is_refused(ramp_file: Path) -> None:
+    import weightvis
+    from weightvis.errors import OutputError
+
+    with pytest.raises(OutputError, match=r"^hf://spaces/org/x: a bundle is written to a folder"):
+        weightvis.render([ramp_file], "hf://spaces/org/x", workers=1)
+    assert not Path("hf:").exists()

@@ -171,6 +171,11 @@ def test_never_overwrites_what_is_not_a_bundle(hub: FakeHub, tmp_path: Path) -> 
     line = error_line(weightvis(["publish", str(a), "hf://spaces/org/new"],
                                 env_for(hub, tmp_path / "home", token=None)))
     assert "publishing needs a write token: set HF_TOKEN or run 'hf auth login'" in line
+    # --out hf://... is refused before rendering anything
+    n = len(hub.log)
+    line = error_line(weightvis([str(a.parent / "a-ckpt"), "--out", "hf://spaces/org/app"], env))
+    assert line.startswith("weightvis: error: hf://spaces/org/app: a gradio Space"), line
+    assert not [e for e in hub.log[n:] if e["method"] == "POST"]
     # a folder of a model repo: the model's own files stay
     o = weightvis(["publish", str(a), "hf://org/model", "--path-in-repo", "maps/a", "-q"], env)
     assert o.returncode == 0, o.stderr
@@ -186,10 +191,11 @@ def test_render_out_hf_space_and_packed_publish(xet_hub: FakeHub, tmp_path: Path
     hub.add_repo("org/model", files=sharded_files(llama_tensors(4, vocab=2500, hidden=256)))
     env = env_for(hub, tmp_path / "home", TMPDIR=str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    o = weightvis(["hf://org/model", "--out", "hf://spaces/org/live", "-q", "--workers", "1"],
-                  env)
+    o = weightvis(["hf://org/model", "--out", "hf://spaces/org/live", "--workers", "1"], env)
     assert o.returncode == 0, o.stderr
-    assert o.stdout.strip().endswith(f"{hub.endpoint}/spaces/org/live")
+    rendered, published = o.stdout.strip().splitlines()
+    assert rendered.startswith("rendered a bundle to publish: ") and str(tmp_path) not in rendered
+    assert published.endswith(f"{hub.endpoint}/spaces/org/live")
     assert list((tmp_path / "tmp").iterdir()) == []  # the temporary bundle is gone
     live = hub.files("org/live", "space")
     assert "manifest.json" in live and any(p.startswith("tiles/main/") for p in live)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .errors import OutputError
 from .executors import Executor, local_executor
 from .formats import open_checkpoint
 from .manifest import MANIFEST_VERSION, compact, dumps, is_bundle, read_manifest
@@ -105,6 +106,9 @@ def _tick(tick: Progress, stage: str, total: int, n: int) -> None:
 
 
 def _store(out: str | os.PathLike[str], overwrite: bool, in_place: bool) -> Store:
+    if os.fspath(out).startswith("hf://"):
+        raise OutputError(f"{os.fspath(out)}: a bundle is written to a folder; publish it with "
+                          "weightvis.hub.publish.publish (the CLI's --out hf://... does both)")
     return (FolderStore if in_place else StagedFolderStore)(out, overwrite=overwrite)
 
 

@@ -1,5 +1,8 @@
 """Command line: translate flags into one library call, print the outcome. The only place errors
-become messages (tracebacks only with WEIGHTVIS_DEBUG=1)."""
+become messages (tracebacks only with WEIGHTVIS_DEBUG=1).
+
+Over ~450 lines on purpose: the parsers and outputs of every command (render, demo, info, diff,
+publish) in the one module allowed to print."""
 
 from __future__ import annotations
 
@@ -119,7 +122,7 @@ def _diff_parser() -> argparse.ArgumentParser:
 def _diff_summary(res: Any) -> str:
     d = res.diff
     s = d["summary"]
-    lines = [f"wrote {res.out}/index.html and diff.json in {res.seconds:.1f} s",
+    lines = [f"{_wrote(res)} and diff.json in {res.seconds:.1f} s",
              f"{d['mode']} mode: {s['identical']} identical, {s['changed']} changed, "
              f"{s['shape_changed']} shape-changed, {s['only_in_a']} only in A, "
              f"{s['only_in_b']} only in B; {s['elements_changed']:,} of "
@@ -224,11 +227,18 @@ def _read_file_list(path: str) -> list[str]:
     return out
 
 
+def _wrote(res: Any) -> str:
+    """What a render wrote: its page, or (``--out hf://``) a bundle about to be published."""
+    if Path(res.out).parent.name.startswith(_PUBLISH_TMP):
+        return "rendered a bundle to publish"
+    return f"wrote {res.out}/index.html"
+
+
 def _summary(res: Any) -> str:
     m = res.manifest
     sc = m["scenes"][0]
     mb = res.bytes_written / 1e6
-    return (f"wrote {res.out}/index.html: {len(m['tensors'])} tensors, "
+    return (f"{_wrote(res)}: {len(m['tensors'])} tensors, "
             f"{res.elements:,} elements, canvas {sc['width']}x{sc['height']} px, "
             f"zoom 0-{sc['max_zoom']}, {res.tiles_written} tiles ({mb:.1f} MB) "
             f"in {res.seconds:.1f} s")
@@ -270,6 +280,9 @@ def _run_render(argv: Sequence[str]) -> int:
     return 0
 
 
+_PUBLISH_TMP = "weightvis-publish-"
+
+
 @contextlib.contextmanager
 def _published(a: argparse.Namespace) -> Iterator[str]:
     """``--out``, or for ``--out hf://...`` a temporary folder published there afterwards (and
@@ -280,10 +293,10 @@ def _published(a: argparse.Namespace) -> Iterator[str]:
     import shutil
     import tempfile
 
-    from .hub.uri import parse_hub_uri
+    from .hub.publish import preflight
 
-    parse_hub_uri(a.out)  # a bad target fails before the render
-    tmp = tempfile.mkdtemp(prefix="weightvis-publish-")
+    preflight(a.out, overwrite=a.overwrite)  # what publish would refuse fails before the render
+    tmp = tempfile.mkdtemp(prefix=_PUBLISH_TMP)
     out = os.path.join(tmp, "bundle")
     done = False
     try:

@@ -33,8 +33,8 @@ from ..manifest import BUNDLE_FORMAT, dumps, read_manifest
 from .calls import call, endpoint, hf
 from .uri import HubRef, parse_hub_uri
 
-__all__ = ["publish", "PublishResult", "PackMode", "PACK_ABOVE", "SHARD_BYTES", "space_readme",
-           "count_files"]
+__all__ = ["publish", "preflight", "PublishResult", "PackMode", "PACK_ABOVE", "SHARD_BYTES",
+           "space_readme", "count_files"]
 
 PackMode = Literal["auto", "never", "always"]
 PACK_ABOVE = 50_000
@@ -127,22 +127,11 @@ def publish(bundle: str | os.PathLike[str], target: str, *, private: bool = Fals
     say = log or (lambda _text: None)
     root = Path(bundle)
     manifest = read_manifest(root)
-    ref = parse_hub_uri(target)
-    folder = (path_in_repo if path_in_repo is not None else ref.path).strip("/")
-    if ref.type != "space" and not folder:
-        raise OutputError(f"{target}: a {ref.type} repo takes the bundle in a folder: add "
-                          "--path-in-repo DIR (or write hf://NS/NAME/DIR)")
+    ref, folder = _target(target, path_in_repo)
     n_files = count_files(root)
     packed = pack == "always" or (pack == "auto" and n_files > pack_above)
     api = hf().HfApi()
-    if hf().get_token() is None:
-        raise HubError(f"{target}: publishing needs a write token: set HF_TOKEN or run "
-                       "'hf auth login'")
-    call(ref, api.whoami)
-    existing = _existing(api, ref, folder)
-    remote_manifest = None
-    if existing is not None:
-        remote_manifest = _refuse_foreign(ref, folder, existing, target)
+    existing, remote_manifest = _inspect(api, ref, folder, target)
     stage = root.parent / f".{root.name}.weightvis-publish-{os.getpid()}"
     try:
         upload_from = root
@@ -177,6 +166,38 @@ def publish(bundle: str | os.PathLike[str], target: str, *, private: bool = Fals
     url = (f"{ref.web_url(endpoint())}" if ref.type == "space" and not folder
            else f"{ref.web_url(endpoint())}/tree/{ref.revision or 'main'}/{folder}")
     return PublishResult(url, n_files, packed, deleted)
+
+
+def _target(target: str, path_in_repo: str | None) -> tuple[HubRef, str]:
+    ref = parse_hub_uri(target)
+    folder = (path_in_repo if path_in_repo is not None else ref.path).strip("/")
+    if ref.type != "space" and not folder:
+        raise OutputError(f"{target}: a {ref.type} repo takes the bundle in a folder: add "
+                          "--path-in-repo DIR (or write hf://NS/NAME/DIR)")
+    return ref, folder
+
+
+def _inspect(api: Any, ref: HubRef, folder: str, target: str) -> tuple[_Target | None, Any]:
+    """The token checked, the target's state, a foreign target refused; the target's bundle
+    manifest (RepoFile) when it holds one."""
+    if hf().get_token() is None:
+        raise HubError(f"{target}: publishing needs a write token: set HF_TOKEN or run "
+                       "'hf auth login'")
+    call(ref, api.whoami)
+    existing = _existing(api, ref, folder)
+    if existing is None:
+        return None, None
+    return existing, _refuse_foreign(ref, folder, existing, target)
+
+
+def preflight(target: str, *, overwrite: bool = False, path_in_repo: str | None = None) -> None:
+    """What ``publish`` would refuse, checked before a render that will be published: no token,
+    a target holding something else, or a bundle without ``overwrite``."""
+    ref, folder = _target(target, path_in_repo)
+    _, remote_manifest = _inspect(hf().HfApi(), ref, folder, target)
+    if remote_manifest is not None and not overwrite:
+        raise OutputError(f"{target}: a weightvis bundle is already there; pass --overwrite to "
+                          "replace it")
 
 
 class _Target(NamedTuple):
