@@ -140,6 +140,8 @@ def test_every_error_is_one_line(hub: FakeHub, tmp_path: Path) -> None:
         (["info", "hf://buckets/org/b"], env, "hf://buckets/org/b: buckets hold no checkpoints"),
         (["diff", "hf://org/model", "hf://org/nope", "--out", out], env,
          "hf://org/nope: repository org/nope not found"),
+        (["hf://org/model", "--stream", "--layout", "hilbert", "--hilbert-unit", "byte",
+          "--out", out], env, "--hilbert-unit byte draws every byte of the files"),
     ]
     for args, e, want in cases:
         n = len(hub.log)

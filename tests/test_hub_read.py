@@ -11,6 +11,7 @@ import pytest
 
 from .fakehub import FakeHub
 from .hub_fixtures import (  # noqa: F401  (fixtures)
+    TOKEN,
     env_for,
     gguf_with_big_header,
     hub,
@@ -96,6 +97,9 @@ def test_render_pinned_branch_equals_local_then_offline_then_stream(hub: FakeHub
     assert man["source"]["uris"] == [f"hf://org/model@{commit}/{f}"
                                      for f in man["source"]["files"]]
     assert man["title"] == "org/model"
+    for f in (tmp_path / "b").rglob("*"):  # no token, no signed URL anywhere in the bundle
+        assert not f.is_file() or (TOKEN.encode() not in f.read_bytes()
+                                   and b"sig=" not in f.read_bytes()), f
     # one revision lookup, then only the pinned commit
     revs = {e["path"] for e in hub.log if e["kind"] == "hub"} - {"/api/agent-harnesses"}
     assert "/api/models/org/model/revision/dev" in revs

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .errors import OutputError
+from .errors import InputError, OutputError
 from .executors import Executor, local_executor
 from .formats import open_checkpoint
 from .manifest import MANIFEST_VERSION, compact, dumps, is_bundle, read_manifest
@@ -139,6 +139,9 @@ def render(
     t0 = time.perf_counter()
     opts = RenderOptions(layout, hilbert_unit, tile_format, scale, title, workers, overwrite)
     check_format(opts.tile_format)
+    if stream and opts.bytes_scene:
+        raise InputError("--hilbert-unit byte draws every byte of the files: render it from "
+                         "downloaded files (without --stream)")
     ex = executor or local_executor(resolve_workers(opts.workers))
     st = store or _store(out, opts.overwrite, False)
     (srcs,) = _localize([[os.fspath(s) for s in sources]], stream, progress)
