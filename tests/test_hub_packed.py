@@ -19,7 +19,7 @@ import pytest
 from weightvis.hub.pack import PACK_FORMAT, present_tiles, read_pack_directory
 from weightvis.hub.publish import _stage_packed
 
-from .conftest_viewer import chromium  # noqa: F401  (fixture)
+from .conftest_viewer import chromium, open_page  # noqa: F401  (fixtures)
 from .hub_fixtures import llama_tensors, sharded_files, write_files
 
 SHARD = 800_000
@@ -191,3 +191,13 @@ def test_viewer_reads_every_packed_tile_over_http(bundle: Path, served: tuple[st
     packs = [(p, r) for p, r in log if p.endswith(".wvpack")]
     assert packs and all(r is not None for _, r in packs), "a pack read without Range"
     assert not [p for p, _ in log if p.endswith(".png") and "/tiles/" in p]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_packed_bundle_from_file_says_to_use_http(packed: Path, open_page: Any) -> None:  # noqa: F811
+    page, log = open_page((packed / "index.html").as_uri())
+    note = page.evaluate("document.querySelector('.wv-pack-note').textContent")
+    assert "packed for the web: open it over http(s)" in note
+    assert page.evaluate("document.querySelectorAll('.wv-tiles img').length") == 0
+    log.assert_clean()  # no failed fetch, no error: the tiles are simply not drawn

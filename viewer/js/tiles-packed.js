@@ -133,7 +133,10 @@
       return !!(scene && scene.pack && scene.pack.format === FORMAT);
     },
     layer: function (manifest, scene, tileIndex, options) {
-      if (window.location.protocol === "file:") fileNotice(document.getElementById("wv-map"));
+      if (window.location.protocol === "file:") {  // fetch() cannot read files: say so, draw none
+        fileNotice(document.getElementById("wv-map"));
+        return L.layerGroup();
+      }
       return new PackedTileLayer(new PackReader(manifest, scene), tileIndex, options);
     },
   });

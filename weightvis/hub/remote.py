@@ -230,8 +230,13 @@ def _resolve_offline(ref: HubRef) -> Resolved:
         folder = ref.path
         entries = list(target.iterdir())
         names = [f.name for f in entries if f.is_file()]
-        chosen = choose_checkpoint_files(names, lambda n: detect_format(target / n), ref.uri,
-                                         others=[f.name for f in entries if not f.is_file()])
+        try:
+            chosen = choose_checkpoint_files(names, lambda n: detect_format(target / n), ref.uri,
+                                             others=[f.name for f in entries if not f.is_file()])
+        except InputError as e:
+            if not str(e).startswith(f"{ref.uri}: no checkpoint files found"):
+                raise
+            raise _not_cached(ref, f"its checkpoint files at {commit}") from None
         files = tuple(RemoteFile(_join(folder, n), (target / n).stat().st_size) for n in chosen)
     else:
         raise _not_cached(ref, f"{ref.path or 'the snapshot'} at {commit}")
