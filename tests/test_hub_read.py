@@ -197,3 +197,28 @@ def test_file_lists_and_repo_files(hub: FakeHub, tmp_path: Path) -> None:
     # only the named file was downloaded
     got = {p.name for p in (tmp_path / "home" / "hub").rglob("*.gguf")}
     assert got == {"m-Q8.gguf"}
+
+
+def test_expired_cdn_url_is_renewed(hub: FakeHub, tmp_path: Path) -> None:
+    files = sharded_files(llama_tensors(6), shards=1)
+    hub.add_repo("org/model", files=files)
+    hub.inject("GET", r"^/lfs/", 403, count=1)  # the signed URL "expired"
+    remote = _info_json(["hf://org/model"], env_for(hub, tmp_path / "home"))
+    assert remote == _info_json([str(write_files(tmp_path / "local", files))], {})
+    heads = [e["path"] for e in hub.log if e["method"] == "HEAD"
+             and e["path"].endswith(".safetensors")]
+    assert len(heads) == 2  # asked the Hub again for the file's URL, once
+
+
+def test_private_repo_of_plain_git_files(tmp_path: Path) -> None:
+    from .hub_fixtures import TOKEN
+
+    files = sharded_files(llama_tensors(7), shards=1)
+    with FakeHub(tokens={TOKEN: "tester"}, lfs_rule=lambda *a: False, lifetime=120) as h:
+        h.add_repo("org/priv", files=files, private=True)
+        remote = _info_json(["hf://org/priv"], env_for(h, tmp_path / "home"))
+        # not LFS: the bytes come from the Hub itself, by ranges, with the token; no CDN
+        got = ranges(h.log, "hub")
+        assert got and not [e for e in h.log if e["kind"] == "cdn"]
+        assert all(e["auth"] for e in h.log if e["kind"] == "hub" and e["range"])
+    assert remote == _info_json([str(write_files(tmp_path / "local", files))], {})
