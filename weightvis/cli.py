@@ -174,7 +174,9 @@ def _info_parser() -> argparse.ArgumentParser:
         description="The structure of a checkpoint at a glance, from headers only; with two "
                     "checkpoints, how their architectures differ.")
     p.add_argument("sources", nargs="+", metavar="SRC",
-                   help="a checkpoint (file, sharded index or directory); give two to compare")
+                   help="a checkpoint (file, sharded index, directory or hf:// location: read "
+                        "from its headers by HTTP ranges, or from the Hugging Face cache); give "
+                        "two to compare")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--scan", action="store_true",
                    help="also read every tensor and list NaN / Inf / all-zero tensors")
