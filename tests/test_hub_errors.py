@@ -120,6 +120,8 @@ def test_every_error_is_one_line(hub: FakeHub, tmp_path: Path) -> None:
                                              "found"),
         (["info", "hf://org/model@v9"], env, "hf://org/model@v9: org/model has no revision "
                                              "'v9'"),
+        (["info", f"hf://org/model@{'0' * 40}"], env, f"hf://org/model@{'0' * 40}: org/model "
+                                                      f"has no revision '{'0' * 40}'"),
         (["info", "hf://org/model/nope.safetensors"], env,
          "hf://org/model/nope.safetensors: org/model has no file or folder 'nope.safetensors'"),
         (["hf://org/gated", "--out", out], anon,

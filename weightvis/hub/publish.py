@@ -31,6 +31,7 @@ from typing import Any, Literal, NamedTuple
 from ..errors import HubError, OutputError
 from ..manifest import BUNDLE_FORMAT, dumps, read_manifest
 from .calls import call, endpoint, hf
+from .remote import listing
 from .uri import HubRef, parse_hub_uri
 
 __all__ = ["publish", "preflight", "PublishResult", "PackMode", "PACK_ABOVE", "SHARD_BYTES",
@@ -219,7 +220,7 @@ def _existing(api: Any, ref: HubRef, folder: str) -> _Target | None:
     except Exception:  # noqa: BLE001 - the same call again, for its one-line message
         info = call(ref, api.repo_info, ref.repo_id, repo_type=ref.type, revision=ref.revision)
     commit = str(info.sha)
-    entries = call(ref, api.list_repo_tree, ref.repo_id, recursive=True, repo_type=ref.type,
+    entries = call(ref, listing, api, ref.repo_id, recursive=True, repo_type=ref.type,
                    revision=commit)
     repo_file = hf().hf_api.RepoFile
     prefix = f"{folder}/" if folder else ""
@@ -288,7 +289,7 @@ def _put_readme(api: Any, ref: HubRef, text: str, target: _Target | None) -> Non
 
 def _delete_stale(api: Any, ref: HubRef, prefix: str, uploaded: set[str]) -> int:
     """Remove files under ``prefix`` that the new bundle does not have (an older bundle's)."""
-    entries = call(ref, api.list_repo_tree, ref.repo_id, recursive=True, repo_type=ref.type,
+    entries = call(ref, listing, api, ref.repo_id, recursive=True, repo_type=ref.type,
                    revision=ref.revision)
     repo_file = hf().hf_api.RepoFile
     keep = {".gitattributes", "README.md"} if not prefix else set()

@@ -26,7 +26,7 @@ from .calls import call, hf, offline
 from .uri import COMMIT_RE, HubRef, parse_hub_uri
 
 __all__ = ["RemoteFile", "Resolved", "resolve", "remember", "cached_path", "open_hub_input",
-           "SIDECARS"]
+           "listing", "SIDECARS"]
 
 SIDECARS = ("config.json", "README.md")
 """Small files read beside the checkpoint files: the config (as locally) and the model card
@@ -86,6 +86,12 @@ def cached_path(ref: HubRef, commit: str, path: str) -> str | None:
     return got if isinstance(got, str) else None
 
 
+def listing(api: Any, repo_id: str, **kwargs: Any) -> list[Any]:
+    """``list_repo_tree`` read to the end (it pages lazily: its requests happen while it is
+    iterated, so inside ``call``, which turns their failures into words)."""
+    return list(api.list_repo_tree(repo_id, **kwargs))
+
+
 def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path else ""
 
@@ -118,8 +124,8 @@ def _resolve_online(ref: HubRef) -> Resolved:
                              if p != ref.path and isinstance(i, repo_file))
             files: tuple[RemoteFile, ...] = (RemoteFile(target.path, int(target.size)),)
             return _with_index(ref, commit, files, sidecars, {})
-    entries = list(call(ref, api.list_repo_tree, ref.repo_id, path_in_repo=ref.path or None,
-                        recursive=False, revision=commit, repo_type=ref.type, commit=commit))
+    entries = call(ref, listing, api, ref.repo_id, path_in_repo=ref.path or None,
+                   recursive=False, revision=commit, repo_type=ref.type, commit=commit)
     folder = ref.path
     sizes = {e.path[len(folder) + 1 if folder else 0:]: int(e.size)
              for e in entries if isinstance(e, repo_file)}
