@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .errors import InputError, OutputError
 from .executors import Executor, local_executor
 from .formats import open_checkpoint
 from .manifest import MANIFEST_VERSION, compact, dumps, is_bundle, read_manifest
@@ -105,6 +106,9 @@ def _tick(tick: Progress, stage: str, total: int, n: int) -> None:
 
 
 def _store(out: str | os.PathLike[str], overwrite: bool, in_place: bool) -> Store:
+    if os.fspath(out).startswith("hf://"):
+        raise OutputError(f"{os.fspath(out)}: a bundle is written to a folder; publish it with "
+                          "weightvis.hub.publish.publish (the CLI's --out hf://... does both)")
     return (FolderStore if in_place else StagedFolderStore)(out, overwrite=overwrite)
 
 
@@ -123,19 +127,24 @@ def render(
     progress: Progress | None = None,
     executor: Executor | None = None,
     store: Store | None = None,
+    stream: bool = False,
 ) -> RenderResult:
-    """Render a checkpoint (files, a sharded index, or directories) into a bundle at ``out``.
-    ``executor`` and ``store`` default to the local pool of ``workers`` processes and a folder
-    staged beside ``out``."""
+    """Render a checkpoint (files, a sharded index, directories, ``hf://`` locations) into a
+    bundle at ``out``. ``executor`` and ``store`` default to the local pool of ``workers``
+    processes and a folder staged beside ``out``. An ``hf://`` input is downloaded into the
+    Hugging Face cache first (``stream``: read by HTTP ranges instead)."""
     from .encode import check_format
     from .scenes import plan_render
 
     t0 = time.perf_counter()
     opts = RenderOptions(layout, hilbert_unit, tile_format, scale, title, workers, overwrite)
     check_format(opts.tile_format)
+    if stream and opts.bytes_scene:
+        raise InputError("--hilbert-unit byte draws every byte of the files: render it from "
+                         "downloaded files (without --stream)")
     ex = executor or local_executor(resolve_workers(opts.workers))
     st = store or _store(out, opts.overwrite, False)
-    srcs = [str(s) for s in sources]
+    (srcs,) = _localize([[os.fspath(s) for s in sources]], stream, progress)
     reader = open_checkpoint(srcs)
     try:
         plan = plan_render(reader, srcs, opts, ex, progress or _no_progress)
@@ -164,9 +173,11 @@ def render_diff(
     progress: Progress | None = None,
     executor: Executor | None = None,
     store: Store | None = None,
+    stream: bool = False,
 ) -> DiffResult:
     """Render the element-wise difference B - A of two checkpoints into a bundle at ``out``,
-    with per-tensor numbers (``diff.json`` and ``manifest["diff"]``)."""
+    with per-tensor numbers (``diff.json`` and ``manifest["diff"]``). ``hf://`` inputs as for
+    ``render``."""
     from . import delta as wdiff
     from .diff_plan import plan_diff
     from .encode import check_format
@@ -177,7 +188,8 @@ def render_diff(
     check_format(opts.tile_format)
     ex = executor or local_executor(resolve_workers(opts.workers))
     st = store or _store(out, opts.overwrite, False)
-    a_srcs, b_srcs = [str(s) for s in a_sources], [str(s) for s in b_sources]
+    a_srcs, b_srcs = _localize([[os.fspath(s) for s in a_sources],
+                                [os.fspath(s) for s in b_sources]], stream, progress)
     ra = open_checkpoint(a_srcs)
     try:
         rb = open_checkpoint(b_srcs)
@@ -196,3 +208,19 @@ def render_diff(
 
 def _no_progress(stage: str, n: int, total: int) -> None:
     pass
+
+
+def _localize(groups: list[list[str]], stream: bool, progress: Progress | None
+              ) -> list[list[str]]:
+    """Each group of inputs with its ``hf://`` inputs downloaded (their cached paths) or pinned
+    for ranged reads (``stream``), all resolved before any download, in this process, before
+    any worker starts; other inputs as they are."""
+    from .hub.uri import is_hub_uri
+
+    flat = [s for g in groups for s in g]
+    if not any(is_hub_uri(s) for s in flat):
+        return groups
+    from .hub.fetch import localize
+
+    got = iter(localize(flat, stream=stream, progress=progress))
+    return [[p for _ in g for p in next(got)] for g in groups]

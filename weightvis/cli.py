@@ -1,5 +1,8 @@
 """Command line: translate flags into one library call, print the outcome. The only place errors
-become messages (tracebacks only with WEIGHTVIS_DEBUG=1)."""
+become messages (tracebacks only with WEIGHTVIS_DEBUG=1).
+
+Over ~450 lines on purpose: the parsers and outputs of every command (render, demo, info, diff,
+publish) in the one module allowed to print."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import contextlib
 import gc
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from .errors import WeightvisError
 
 __all__ = ["main"]
 
-_COMMANDS = ("demo", "info", "diff")
+_COMMANDS = ("demo", "info", "diff", "publish")
 
 
 def _render_parser() -> argparse.ArgumentParser:
@@ -25,14 +28,17 @@ def _render_parser() -> argparse.ArgumentParser:
         prog="weightvis",
         description="Render model checkpoints into a static, zoomable bundle (open index.html in "
                     "a browser; no server, no network). Also: 'weightvis demo --out DIR', "
-                    "'weightvis info SRC [SRC2]', 'weightvis diff A B --out DIR'.",
+                    "'weightvis info SRC [SRC2]', 'weightvis diff A B --out DIR', "
+                    "'weightvis publish BUNDLE hf://spaces/NS/NAME'.",
     )
     p.add_argument("sources", nargs="*", metavar="SRC",
-                   help="a .safetensors file, a sharded set (its model.safetensors.index.json) "
-                        "or a directory")
+                   help="a .safetensors file, a sharded set (its model.safetensors.index.json), "
+                        "a directory, or a Hugging Face Hub location "
+                        "hf://[datasets/|spaces/]NS/NAME[@REVISION][/PATH]")
     p.add_argument("-l", "--file-list", metavar="FILE",
                    help="read further inputs from FILE, one per line")
-    p.add_argument("-o", "--out", metavar="DIR", help="bundle folder to write")
+    p.add_argument("-o", "--out", metavar="DIR",
+                   help="bundle folder to write, or hf://spaces/NS/NAME to publish it there")
     p.add_argument("--layout", choices=("arch", "hilbert"), default="arch",
                    help="arch: transformer blocks stacked, sub-tensors aligned (default); "
                         "hilbert: all elements along one Hilbert curve")
@@ -50,9 +56,18 @@ def _render_parser() -> argparse.ArgumentParser:
                    help="replace an existing weightvis bundle at --out")
     p.add_argument("--regen-html", metavar="DIR",
                    help="rebuild index.html of an existing bundle from its manifest (no render)")
+    _hub_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--version", action="version", version=f"weightvis {__version__}")
     return p
+
+
+def _hub_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stream", action="store_true",
+                   help="read hf:// inputs by HTTP ranges instead of downloading them into the "
+                        "Hugging Face cache (for checkpoints that do not fit on disk)")
+    p.add_argument("--private", action="store_true",
+                   help="with --out hf://spaces/...: create the Space private")
 
 
 def _demo_parser() -> argparse.ArgumentParser:
@@ -76,9 +91,11 @@ def _diff_parser() -> argparse.ArgumentParser:
         prog="weightvis diff",
         description="Map what changed between two checkpoints (B - A, element by element) into a "
                     "bundle, with per-tensor numbers in diff.json and a summary here.")
-    p.add_argument("a", metavar="A", help="the first (base) checkpoint: file, index or directory")
+    p.add_argument("a", metavar="A", help="the first (base) checkpoint: file, index, directory "
+                                          "or hf:// location")
     p.add_argument("b", metavar="B", help="the second checkpoint")
-    p.add_argument("-o", "--out", metavar="DIR", required=True, help="bundle folder to write")
+    p.add_argument("-o", "--out", metavar="DIR", required=True,
+                   help="bundle folder to write, or hf://spaces/NS/NAME to publish it there")
     p.add_argument("--diff-metric", choices=("rms", "abs-log", "exact"), default="rms",
                    help="rms: relative to A's RMS (default); abs-log: raw magnitude on a log "
                         "scale; exact: any change at full brightness")
@@ -97,6 +114,7 @@ def _diff_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing weightvis bundle at --out")
+    _hub_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     return p
 
@@ -104,7 +122,7 @@ def _diff_parser() -> argparse.ArgumentParser:
 def _diff_summary(res: Any) -> str:
     d = res.diff
     s = d["summary"]
-    lines = [f"wrote {res.out}/index.html and diff.json in {res.seconds:.1f} s",
+    lines = [f"{_wrote(res)} and diff.json in {res.seconds:.1f} s",
              f"{d['mode']} mode: {s['identical']} identical, {s['changed']} changed, "
              f"{s['shape_changed']} shape-changed, {s['only_in_a']} only in A, "
              f"{s['only_in_b']} only in B; {s['elements_changed']:,} of "
@@ -136,15 +154,17 @@ def _run_diff(argv: Sequence[str]) -> int:
     from . import bundle
 
     bar = _Bar(a.quiet)
-    try:
-        res = bundle.render_diff([a.a], [a.b], a.out, metric=a.diff_metric, palette=a.palette,
-                                 scenes=scenes, svd=not a.no_svd, finetune=a.finetune,
-                                 tile_format=a.tile_format, title=a.title, workers=a.workers,
-                                 overwrite=a.overwrite, progress=bar)
-    finally:
-        bar.close()
-    if not a.quiet:
-        print(_diff_summary(res))
+    with _published(a) as out:
+        try:
+            res = bundle.render_diff([a.a], [a.b], out, metric=a.diff_metric, palette=a.palette,
+                                     scenes=scenes, svd=not a.no_svd, finetune=a.finetune,
+                                     tile_format=a.tile_format, title=a.title,
+                                     workers=a.workers, overwrite=a.overwrite or out != a.out,
+                                     progress=bar, stream=a.stream)
+        finally:
+            bar.close()
+        if not a.quiet:
+            print(_diff_summary(res))
     return 0
 
 
@@ -154,7 +174,9 @@ def _info_parser() -> argparse.ArgumentParser:
         description="The structure of a checkpoint at a glance, from headers only; with two "
                     "checkpoints, how their architectures differ.")
     p.add_argument("sources", nargs="+", metavar="SRC",
-                   help="a checkpoint (file, sharded index or directory); give two to compare")
+                   help="a checkpoint (file, sharded index, directory or hf:// location: read "
+                        "from its headers by HTTP ranges, or from the Hugging Face cache); give "
+                        "two to compare")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--scan", action="store_true",
                    help="also read every tensor and list NaN / Inf / all-zero tensors")
@@ -178,9 +200,10 @@ class _Bar:
         if bar is None:
             for b in self.bars.values():
                 b.close()
-            unit = "tile" if stage == "tiles" else "tensor"
+            unit = {"tiles": "tile", "download": "B"}.get(stage, "tensor")
             bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr,
-                                          leave=False, dynamic_ncols=True)
+                                          leave=False, dynamic_ncols=True,
+                                          unit_scale=stage == "download")
         bar.update(advance)
 
     def close(self) -> None:
@@ -198,17 +221,26 @@ def _read_file_list(path: str) -> list[str]:
     out = []
     for line in text.splitlines():
         line = line.strip()
-        if line and not line.startswith("#"):
+        if line.startswith("hf://"):  # a Hub location, not a path relative to the list
+            out.append(line)
+        elif line and not line.startswith("#"):
             p = Path(line)
             out.append(str(p if p.is_absolute() else base / p))
     return out
+
+
+def _wrote(res: Any) -> str:
+    """What a render wrote: its page, or (``--out hf://``) a bundle about to be published."""
+    if Path(res.out).parent.name.startswith(_PUBLISH_TMP):
+        return "rendered a bundle to publish"
+    return f"wrote {res.out}/index.html"
 
 
 def _summary(res: Any) -> str:
     m = res.manifest
     sc = m["scenes"][0]
     mb = res.bytes_written / 1e6
-    return (f"wrote {res.out}/index.html: {len(m['tensors'])} tensors, "
+    return (f"{_wrote(res)}: {len(m['tensors'])} tensors, "
             f"{res.elements:,} elements, canvas {sc['width']}x{sc['height']} px, "
             f"zoom 0-{sc['max_zoom']}, {res.tiles_written} tiles ({mb:.1f} MB) "
             f"in {res.seconds:.1f} s")
@@ -237,14 +269,109 @@ def _run_render(argv: Sequence[str]) -> int:
     if a.hilbert_unit == "byte" and a.layout != "hilbert":
         parser.error("--hilbert-unit byte needs --layout hilbert")
     bar = _Bar(a.quiet)
+    with _published(a) as out:
+        try:
+            res = bundle.render(sources, out, layout=a.layout, hilbert_unit=a.hilbert_unit,
+                                tile_format=a.tile_format, scale=a.scale, title=a.title,
+                                workers=a.workers, overwrite=a.overwrite or out != a.out,
+                                progress=bar, stream=a.stream)
+        finally:
+            bar.close()
+        if not a.quiet:
+            print(_summary(res))
+    return 0
+
+
+_PUBLISH_TMP = "weightvis-publish-"
+
+
+@contextlib.contextmanager
+def _published(a: argparse.Namespace) -> Iterator[str]:
+    """``--out``, or for ``--out hf://...`` a temporary folder published there afterwards (and
+    removed; kept, and named, when the upload fails, so that publish can resume it)."""
+    if not str(a.out).startswith("hf://"):
+        yield a.out
+        return
+    import shutil
+    import tempfile
+
+    from .hub.publish import preflight
+
+    preflight(a.out, overwrite=a.overwrite)  # what publish would refuse fails before the render
+    tmp = tempfile.mkdtemp(prefix=_PUBLISH_TMP)
+    out = os.path.join(tmp, "bundle")
+    done = False
     try:
-        res = bundle.render(sources, a.out, layout=a.layout, hilbert_unit=a.hilbert_unit,
-                            tile_format=a.tile_format, scale=a.scale, title=a.title,
-                            workers=a.workers, overwrite=a.overwrite, progress=bar)
+        yield out
+        try:
+            _publish(out, a.out, private=a.private, overwrite=a.overwrite, title=a.title,
+                     quiet=a.quiet)
+        except WeightvisError as e:
+            raise WeightvisError(f"{e} (the bundle is kept in {out}: 'weightvis publish {out} "
+                                 f"{a.out}' resumes)") from e
+        done = True
     finally:
-        bar.close()
-    if not a.quiet:
-        print(_summary(res))
+        if done or not os.path.exists(os.path.join(out, "manifest.json")):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish(bundle_dir: str, target: str, **kw: Any) -> None:
+    from .hub.publish import publish
+
+    quiet = kw.pop("quiet")
+    if quiet:
+        from huggingface_hub.utils.tqdm import disable_progress_bars
+
+        disable_progress_bars()  # its upload bars
+    res = publish(bundle_dir, target, log=None if quiet else
+                  (lambda text: print(f"weightvis: {text}", file=sys.stderr)), **kw)
+    print(f"published {res.files:,} files{' (tiles packed)' if res.packed else ''}"
+          f"{f', {res.deleted:,} old files removed' if res.deleted else ''}: {res.url}")
+
+
+def _publish_parser() -> argparse.ArgumentParser:
+    from .hub.publish import PACK_ABOVE, SHARD_BYTES
+
+    p = argparse.ArgumentParser(
+        prog="weightvis publish",
+        description="Upload a bundle as a static Hugging Face Space (README front matter "
+                    "'sdk: static'), or into a folder of a model / dataset repo. Needs a write "
+                    "token (HF_TOKEN or 'hf auth login'). Re-running resumes an interrupted "
+                    "upload.")
+    p.add_argument("bundle", metavar="BUNDLE", help="a bundle folder written by weightvis")
+    p.add_argument("target", metavar="TARGET",
+                   help="hf://spaces/NS/NAME, or hf://[datasets/]NS/NAME with --path-in-repo")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a weightvis bundle already there")
+    p.add_argument("--path-in-repo", metavar="DIR",
+                   help="folder of the repo that receives the bundle (model / dataset repos)")
+    p.add_argument("--title", help="the Space's title (default: the bundle's)")
+    p.add_argument("--message", help="commit message")
+    p.add_argument("--pack", choices=("auto", "never", "always"), default="auto",
+                   help="pack the tiles into archive shards read by HTTP Range (auto: when the "
+                        "bundle has more than --pack-above files); a packed bundle works over "
+                        "http(s) only")
+    p.add_argument("--pack-above", type=int, default=PACK_ABOVE, metavar="N",
+                   help=f"file count above which --pack auto packs (default {PACK_ABOVE:,}; the "
+                        "Hub recommends < 100k files per repo)")
+    p.add_argument("--pack-shard-mb", type=float, default=SHARD_BYTES >> 20, metavar="MB",
+                   help=f"largest pack shard in MiB (default {SHARD_BYTES >> 20})")
+    p.add_argument("-q", "--quiet", action="store_true", help="say only the URL")
+    return p
+
+
+def _run_publish(argv: Sequence[str]) -> int:
+    parser = _publish_parser()
+    a = parser.parse_args(argv)
+    if a.pack_above < 0 or not a.pack_shard_mb > 0:
+        parser.error("--pack-above must be >= 0 and --pack-shard-mb > 0")
+    if not a.target.startswith("hf://"):
+        parser.error("TARGET is a Hub location: hf://spaces/NS/NAME")
+    _publish(a.bundle, a.target, private=a.private, overwrite=a.overwrite,
+             path_in_repo=a.path_in_repo, title=a.title, message=a.message, pack=a.pack,
+             pack_above=a.pack_above, shard_bytes=int(a.pack_shard_mb * (1 << 20)),
+             quiet=a.quiet)
     return 0
 
 
@@ -312,6 +439,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the render path does no linear algebra; OpenBLAS's thread pool, started when numpy is
     # first imported, spins for ~0.3 CPU-s on the cores the tile workers need (measured)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # huggingface_hub (imported later, only for hf:// work) logs retries and shows its own
+    # bars on stderr; weightvis reports through its one-line errors and its own bar instead
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
     try:
         if args and args[0] == "demo":
             return _run_demo(args[1:])
@@ -319,6 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_info(args[1:])
         if args and args[0] == "diff":
             return _run_diff(args[1:])
+        if args and args[0] == "publish":
+            return _run_publish(args[1:])
         if "--diff" in args:  # the seed's spelling: weightvis --diff A B --out DIR
             i = args.index("--diff")
             if len(args) < i + 3:

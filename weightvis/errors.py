@@ -14,6 +14,7 @@ __all__ = [
     "BundleError",
     "MissingExtraError",
     "WorkerError",
+    "HubError",
 ]
 
 
@@ -79,3 +80,10 @@ class MissingExtraError(WeightvisError):
 
 class WorkerError(WeightvisError):
     """A worker process ended without finishing its task (killed, out of memory)."""
+
+
+class HubError(InputError):
+    """The Hugging Face Hub refused or could not answer (not found, gated, rate limited,
+    offline and not cached, ...), or the local disk cannot hold what it would download. The
+    message names the ``hf://`` location and what to do; it never holds a token or a signed
+    URL."""

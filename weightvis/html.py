@@ -58,6 +58,7 @@ _CORE_SCRIPTS: tuple[str, ...] = (
     "kind-values.js",   # scene kind "values"
 )
 _BYTES_SCRIPTS: tuple[str, ...] = ("kind-bytes.js",)  # scene kind "bytes"
+_PACKED_SCRIPTS: tuple[str, ...] = ("tiles-packed.js",)  # tile source "packed" (hub/pack.py)
 _DIFF_SCRIPTS: tuple[str, ...] = (
     "diff-model.js",        # pairs by name, formatting, change panel markup; panel "diff"
     "diff-kinds.js",        # scene kinds "delta" and "side" (a / b)
@@ -73,6 +74,8 @@ _PLUGINS: tuple[tuple[str, Callable[[dict[str, Any]], bool], tuple[str, ...]], .
     ("bytes", lambda m: any(isinstance(s, dict) and s.get("colormap") == "bytes"
                             for s in m.get("scenes") or ()), _BYTES_SCRIPTS),
     ("diff", lambda m: isinstance(m.get("diff"), dict), _DIFF_SCRIPTS),
+    ("packed", lambda m: any(isinstance(s, dict) and isinstance(s.get("pack"), dict)
+                             for s in m.get("scenes") or ()), _PACKED_SCRIPTS),
 )
 """Plug-in script sets: (name, does a manifest need it, its scripts in load order)."""
 

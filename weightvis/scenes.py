@@ -96,9 +96,14 @@ def file_name(path: str) -> str:
 
 
 def source_json(reader: MultiReader) -> dict[str, Any]:
-    return {"format": reader.format, "files": [f.name for f in reader.files],
-            "metadata": {Path(k).name: v for k, v in reader.metadata.items()},
-            "config": reader.config}
+    """The manifest's ``source``; ``uris`` (beside ``files``, only when a file came from the
+    Hub): each file's pinned location ``hf://NS/NAME@<commit>/<path>``, null for a local one."""
+    out: dict[str, Any] = {"format": reader.format, "files": [f.name for f in reader.files],
+                           "metadata": {Path(k).name: v for k, v in reader.metadata.items()},
+                           "config": reader.config}
+    if any(reader.origins):
+        out["uris"] = list(reader.origins)
+    return out
 
 
 _GENERIC_NAMES = {"model", "models", "weights", "checkpoint", "checkpoints", "snapshot", "ckpt"}
@@ -106,17 +111,38 @@ _GENERIC_NAMES = {"model", "models", "weights", "checkpoint", "checkpoints", "sn
 
 def default_title(srcs: list[str]) -> str:
     """The input's name; for generic file names (model.safetensors, shards, index) its folder's,
-    with the parent folder too when the folder's name alone says little."""
+    with the parent folder too when the folder's name alone says little. A Hub input (``hf://``,
+    or a file of the Hugging Face cache) is named by its repo id."""
+    hub = _hub_ref(srcs[0])
+    if hub is not None:
+        repo_id, path = hub
+        name = path.rsplit("/", 1)[-1]
+        stem = name.split("-")[0].split(".")[0]
+        generic = stem in _GENERIC_FILES or name.endswith(".index.json")
+        return repo_id if not path or generic else f"{repo_id}/{path}"
     p = Path(srcs[0]).resolve()
     if not p.is_dir():
         stem = p.name.split("-")[0].split(".")[0]
-        generic = ("model", "pytorch_model", "consolidated", "diffusion_pytorch_model")
-        if not (p.name.endswith(".index.json") or stem in generic):
+        if not (p.name.endswith(".index.json") or stem in _GENERIC_FILES):
             return p.name
         p = p.parent
     if p.name.lower() in _GENERIC_NAMES and p.parent.name:
         return f"{p.parent.name}/{p.name}"
     return p.name
+
+
+_GENERIC_FILES = ("model", "pytorch_model", "consolidated", "diffusion_pytorch_model")
+
+
+def _hub_ref(src: str) -> tuple[str, str] | None:
+    """(repo id, path in the repo) of an ``hf://`` input or a cached Hub file, else None."""
+    from .hub.uri import is_hub_uri, parse_hub_uri, ref_of_cached_path
+
+    if is_hub_uri(src):
+        ref = parse_hub_uri(src)
+        return ref.repo_id, ref.path
+    got = ref_of_cached_path(src)
+    return None if got is None else (got[0].repo_id, got[0].path)
 
 
 def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, executor: Executor,

@@ -135,7 +135,7 @@
       this.map.setMaxBounds(null);
       this.map.options.minZoom = -WV.MIN_ZOOM_BELOW_0;
       this.map.options.maxZoom = mz + WV.OVERZOOM;
-      this.tiles = new WV.IndexedTileLayer(String(scene.tiles), this.model.tileIndex, {
+      this.tiles = WV.tileLayerFor(this.manifest, scene, this.model.tileIndex, {
         tileSize: this.manifest.tile_size || 512,
         minZoom: -WV.MIN_ZOOM_BELOW_0,
         maxZoom: mz + WV.OVERZOOM,

@@ -6,22 +6,25 @@ magic bytes, not by extension.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import FormatError, InputError
+from ..hub.uri import is_hub_uri, looks_like_repo_id, ref_of_cached_path
 from ..sources import ByteSource, LocalFileSource
 from ..types import TensorInfo
 from .base import Reader, gc_paused
 from .safetensors import CodeSpan, SafetensorsReader, looks_like_safetensors
 
 __all__ = ["Reader", "MultiReader", "open_checkpoint", "open_sources", "open_source",
-           "detect_format", "resolve_inputs"]
+           "detect_format", "resolve_inputs", "choose_checkpoint_files", "kind_of_head"]
 
 _SKIP_SUFFIXES = {".json", ".md", ".txt", ".model", ".py", ".yaml", ".yml", ".gitattributes",
                   ".tiktoken", ".jinja", ".png", ".jpg"}
@@ -35,10 +38,11 @@ def detect_format(path: Path) -> str:
             head = fh.read(16)
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    return _kind_of(head)
+    return kind_of_head(head)
 
 
-def _kind_of(head: bytes) -> str:
+def kind_of_head(head: bytes) -> str:
+    """The detect_format kind of a file from its first 16 bytes."""
     if head[:4] == b"GGUF":
         return "gguf"
     if head[:4] == b"PK\x03\x04":
@@ -54,7 +58,7 @@ def open_source(source: ByteSource) -> Reader:
     """A reader of the checkpoint file behind a byte source (format by magic bytes, then by the
     name's extension); the reader owns the source (closed with it, or here on failure)."""
     try:
-        kind = _kind_of(source.read(0, min(16, source.size)))
+        kind = kind_of_head(source.read(0, min(16, source.size)))
         suffix = source.path.suffix
         if kind == "safetensors" or (kind == "unknown" and suffix == ".safetensors"):
             return SafetensorsReader(source)  # the reader says precisely what is wrong
@@ -103,29 +107,70 @@ def _natural_key(s: str) -> list[object]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
-def _from_directory(d: Path) -> list[Path]:
-    indexes = sorted(d.glob("*.safetensors.index.json"))
+_GGUF_PART = re.compile(r"-\d{5}-of-(\d{5})\.gguf$")
+
+
+def choose_checkpoint_files(names: Sequence[str], kind_of: Callable[[str], str], where: str,
+                            *, others: Sequence[str] = (),
+                            size_of: Callable[[str], int] | None = None) -> list[str]:
+    """The directory rules, on the names of one folder's files (a local directory, or a folder
+    of a Hub repo): a ``*.safetensors.index.json`` wins (returned alone: the caller expands
+    it); else the files whose magic bytes (``kind_of(name)``: a detect_format kind) say
+    checkpoint, the safetensors ones when there are any. Several GGUF files that are not the
+    parts of one split model are refused (a repo often holds one file per quantization: the
+    user names one). ``others``: further names (subfolders) for the message when nothing is
+    found; ``size_of`` adds sizes to the GGUF message."""
+    indexes = sorted(n for n in names if n.endswith(".safetensors.index.json"))
     if indexes:
-        return _from_index(indexes[0])
-    found = [f for f in sorted(d.iterdir(), key=lambda f: _natural_key(f.name))
-             if f.is_file() and not f.name.startswith(".") and f.suffix not in _SKIP_SUFFIXES
-             and detect_format(f) != "unknown"]
+        return [indexes[0]]
+    kinds: dict[str, str] = {}
+    found = []
+    for n in sorted(names, key=_natural_key):
+        if n.startswith(".") or Path(n).suffix in _SKIP_SUFFIXES:
+            continue
+        kinds[n] = kind_of(n)
+        if kinds[n] != "unknown":
+            found.append(n)
     if not found:
-        others = [f.name for f in d.iterdir() if not f.name.startswith(".")]
-        what = f"only {', '.join(sorted(others)[:5])}" if others else "it is empty"
-        raise InputError(f"{d}: no checkpoint files found in this directory ({what})")
-    st = [f for f in found if detect_format(f) == "safetensors"]
-    return st or found
+        listed = sorted({n for n in (*names, *others) if not n.startswith(".")})
+        what = f"only {', '.join(listed[:5])}" if listed else "it is empty"
+        raise InputError(f"{where}: no checkpoint files found in this directory ({what})")
+    st = [n for n in found if kinds[n] == "safetensors"]
+    if st:
+        return st
+    ggufs = [n for n in found if kinds[n] == "gguf"]
+    split_sets = {m.group(1) + n[:m.start()] for n in ggufs if (m := _GGUF_PART.search(n))}
+    if len(ggufs) > 1 and (len(split_sets) != 1 or any(not _GGUF_PART.search(n) for n in ggufs)):
+        def label(n: str) -> str:
+            return f"{n} ({size_of(n) / 1e9:.2f} GB)" if size_of is not None else n
+        shown = ", ".join(label(n) for n in ggufs[:8]) + (", …" if len(ggufs) > 8 else "")
+        raise InputError(f"{where}: holds {len(ggufs)} GGUF files ({shown}); name one, e.g. "
+                         f"{where.rstrip('/')}/{ggufs[0]}")
+    return found
+
+
+def _from_directory(d: Path) -> list[Path]:
+    entries = list(d.iterdir())
+    names = [f.name for f in entries if f.is_file()]
+    kind = functools.lru_cache(None)(lambda n: detect_format(d / n))
+    chosen = choose_checkpoint_files(names, kind, str(d),
+                                     others=[f.name for f in entries if not f.is_file()])
+    if chosen[0].endswith(".safetensors.index.json"):
+        return _from_index(d / chosen[0])
+    return [d / n for n in chosen]
 
 
 def resolve_inputs(sources: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], dict[str, Any]]:
     """Expand user inputs to data files; returns (files, sidecar ``config.json`` or {})."""
     files: list[Path] = []
     config: dict[str, Any] = {}
-    srcs = [Path(s) for s in sources]
-    if not srcs:
+    given = [os.fspath(s) for s in sources]
+    if not given:
         raise InputError("no input checkpoint given")
-    for s in srcs:
+    hub = [s for s in given if is_hub_uri(s)]
+    if hub:
+        raise InputError(f"{hub[0]}: a Hub location, not a local path (open_checkpoint reads it)")
+    for s in map(Path, given):
         if s.is_dir():
             files += _from_directory(s)
             cfg = s / "config.json"
@@ -136,7 +181,10 @@ def resolve_inputs(sources: Iterable[str | os.PathLike[str]]) -> tuple[list[Path
                 files.append(s)
             cfg = s.parent / "config.json"
         else:
-            raise InputError(f"{s}: no such file or directory")
+            hint = ""
+            if looks_like_repo_id(str(s)):
+                hint = f"; for the Hugging Face Hub repo, write hf://{s}"
+            raise InputError(f"{s}: no such file or directory{hint}")
         if not config and cfg.is_file():
             try:
                 loaded = json.loads(cfg.read_text("utf-8"))
@@ -156,9 +204,13 @@ def resolve_inputs(sources: Iterable[str | os.PathLike[str]]) -> tuple[list[Path
 class MultiReader(Reader):
     """Several files presented as one checkpoint (shards, or a directory)."""
 
-    def __init__(self, readers: Sequence[Reader], config: Mapping[str, Any] | None = None):
+    def __init__(self, readers: Sequence[Reader], config: Mapping[str, Any] | None = None,
+                 origins: Sequence[str | None] | None = None):
         self.readers = list(readers)
         self.config = dict(config or {})
+        self.origins: list[str | None] = list(origins or [None] * len(self.readers))
+        """Per reader (one file each): the pinned ``hf://`` location its file came from, or
+        None for a local file of the user's (the manifest's ``source.uris``)."""
         self._owner: dict[str, Reader] = {}
         self._tensors: list[TensorInfo] = []
         for r in self.readers:
@@ -248,8 +300,13 @@ class MultiReader(Reader):
 
 
 def open_checkpoint(sources: Iterable[str | os.PathLike[str]]) -> MultiReader:
-    """Open files / directories / index files as one checkpoint (headers only)."""
-    files, config = resolve_inputs(sources)
+    """Open files / directories / index files / ``hf://`` locations as one checkpoint (headers
+    only). A Hub location is read by HTTP ranges, or from the Hugging Face cache where its files
+    are (``weightvis.hub``); render and diff download them first (``hub.localize``)."""
+    given = [os.fspath(s) for s in sources]
+    if any(is_hub_uri(s) for s in given):
+        return _open_with_hub(given)
+    files, config = resolve_inputs(given)
     readers: list[Reader] = []
     with gc_paused():
         try:
@@ -259,7 +316,39 @@ def open_checkpoint(sources: Iterable[str | os.PathLike[str]]) -> MultiReader:
             for r in readers:
                 r.close()
             raise
-        return MultiReader(readers, config)
+        return MultiReader(readers, config, [_cached_origin(f) for f in files])
+
+
+def _cached_origin(path: Path) -> str | None:
+    """The pinned ``hf://`` location of a file of the Hugging Face cache (None elsewhere)."""
+    got = ref_of_cached_path(path)
+    return None if got is None else got[0].pinned(got[1])
+
+
+def _open_with_hub(given: Sequence[str]) -> MultiReader:
+    from ..hub.remote import open_hub_input
+
+    sources: list[ByteSource] = []
+    origins: list[str | None] = []
+    config: dict[str, Any] = {}
+    try:
+        for s in given:
+            if is_hub_uri(s):
+                got, cfg, uris = open_hub_input(s)
+            else:
+                files, cfg = resolve_inputs([s])
+                got, uris = [LocalFileSource(f) for f in files], [_cached_origin(f) for f in files]
+            sources += got
+            origins += uris
+            config = config or dict(cfg)
+    except BaseException:
+        for src in sources:
+            src.close()
+        raise
+    with gc_paused():
+        reader = open_sources(sources, config)
+    reader.origins = origins
+    return reader
 
 
 def open_sources(sources: Sequence[ByteSource],

@@ -191,7 +191,7 @@ class GGUFReader(Reader):
                 off, infos = self._parse_tensor_infos(mm, off, n_tensors)
                 break
             except _More:
-                self._lim = min(size, self._lim * 8)
+                self._lim = min(size, self._lim * 2)  # remote: a few ranges, never far past it
             except _Truncated as e:
                 raise FormatError(p, f"truncated header: {e.what} runs past the end of the "
                                      f"file ({size} bytes)", offset=e.offset) from None
