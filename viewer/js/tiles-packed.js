@@ -122,8 +122,6 @@
   function fileNotice(app) {
     var note = WV.el("div", "wv-pack-note", "This bundle's tiles are packed for the web: open it " +
       "over http(s) (its Hugging Face Space), or render it locally for file://.");
-    note.style.cssText = "position:absolute;z-index:1000;top:8px;left:50%;transform:translateX(-50%);" +
-      "padding:6px 10px;background:#222;color:#fff;font:13px sans-serif;border-radius:4px";
     app.appendChild(note);
   }
 
