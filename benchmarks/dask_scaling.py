@@ -161,9 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     src, meta = ensure_checkpoint(args.cache, args.params, seed=0, vocab=32000, tied=False)
     warm_page_cache(src)
     if args.many is None:
-        from many_tensors import deepseek_specs, ensure
+        from many_tensors import SHARDS, deepseek_config, deepseek_specs, ensure
 
-        args.many = ensure(args.cache / "many-tensors", "deepseek", deepseek_specs(256), 0, 8)
+        args.many = ensure(args.cache, f"deepseek-e256-x{SHARDS}", deepseek_specs(256), 0,
+                           SHARDS, deepseek_config(256))
     warm_page_cache(args.many)
     work = Path(tempfile.mkdtemp(prefix="dask-bench-", dir=args.cache / "runs"
                                  if (args.cache / "runs").is_dir() else None))

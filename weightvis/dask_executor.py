@@ -143,6 +143,22 @@ class DaskExecutor(Executor):
     def in_other_processes(self) -> bool:
         return True
 
+    @contextlib.contextmanager
+    def scene(self, job: SceneJob) -> Iterator[SceneJob]:
+        """The scales the tiles need are computed first, as tasks on the cluster (the local
+        pool's scale helper has no counterpart here: without this, every worker drawing a
+        part of a tensor would compute its scale again)."""
+        if job.prefetch:
+            from .values import tensor_scales
+
+            reader = job.spec.open()
+            try:
+                got, _, _ = tensor_scales(reader, job.spec, list(job.prefetch), executor=self)
+            finally:
+                reader.close()
+            job = job._replace(scales={**job.scales, **got})
+        yield job
+
     def warm_up(self) -> None:
         """Load the compiled kernels on every worker (while this process plans the scene)."""
         self._warming = [self.client.submit(_warm_worker, workers=[w], allow_other_workers=False,
