@@ -128,7 +128,7 @@ def test_reads_touch_only_the_blocks_of_the_requested_rows(
         seen.append(data.shape)
         return real(data, type_name)
 
-    monkeypatch.setattr(ggml, "decode", spy)
+    monkeypatch.setattr(ggml, "decode", spy)  # (formats.gguf imports it on each call)
     with GGUFReader(path) as r:
         got = r.read("blk.0.ffn_up_exps.weight", 2, 4, 300, 700)  # blocks 1, 2 of rows 2, 3
         assert_bits_equal(got, view2d(ref)[2:4, 300:700])
