@@ -120,13 +120,15 @@ def test_reads_touch_only_the_blocks_of_the_requested_rows(
     stored, ref = stored_tensor("Q4_K", (6, 4, 512), rng)  # view 6 x 2048: 8 blocks per row
     path = write_gguf(tmp_path / "m.gguf", {"blk.0.ffn_up_exps.weight": ("Q4_K", stored)})
     seen: list[tuple[int, ...]] = []
-    real = gguf.quants.dequantize
+    import weightvis.kernels.ggml as ggml
 
-    def spy(data: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
+    real = ggml.decode
+
+    def spy(data: np.ndarray, type_name: str) -> np.ndarray | None:
         seen.append(data.shape)
-        return real(data, qtype)
+        return real(data, type_name)
 
-    monkeypatch.setattr(gguf.quants, "dequantize", spy)
+    monkeypatch.setattr(ggml, "decode", spy)  # (formats.gguf imports it on each call)
     with GGUFReader(path) as r:
         got = r.read("blk.0.ffn_up_exps.weight", 2, 4, 300, 700)  # blocks 1, 2 of rows 2, 3
         assert_bits_equal(got, view2d(ref)[2:4, 300:700])

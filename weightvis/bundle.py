@@ -38,6 +38,10 @@ class BundleResult(NamedTuple):
     """Side documents written beside the manifest (``diff.json``…), by file name."""
     tiles_written: int
     bytes_written: int
+    tile_seconds: float = 0.0
+    """Wall time of the tile phases (every scene's render_scene)."""
+    leaves: int = 0
+    """Max-zoom tiles holding content, over every scene."""
 
 
 class RenderResult(NamedTuple):
@@ -47,6 +51,8 @@ class RenderResult(NamedTuple):
     bytes_written: int
     seconds: float
     elements: int
+    tile_seconds: float = 0.0
+    leaves: int = 0
 
 
 class DiffResult(NamedTuple):
@@ -68,7 +74,8 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
             progress(stage, n, total)
 
     results: dict[str, Any] = {}
-    written = nbytes = 0
+    written = nbytes = all_leaves = 0
+    tile_s = 0.0
     store.begin()
     try:
         sink = store.sink()
@@ -76,6 +83,8 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
             job = SceneJob(scene.spec, scene.key, scene.geometry, dict(scene.scales), sink,
                            plan.tile_format, scene.painter, prefetch=scene.prefetch)
             leaves = len(scene.geometry.occupied[scene.geometry.max_zoom])
+            all_leaves += leaves
+            t0 = time.perf_counter()
             with executor.scene(job) as job:
                 # the compiled kernels load here, after the executor forked its helpers
                 from .pyramid import render_scene
@@ -84,6 +93,7 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
                                                                      leaves),
                                    plan.reader if scene.key == plan.scenes[0].key else None,
                                    scene.meanwhile)
+            tile_s += time.perf_counter() - t0
             results[scene.key] = res
             written += res.tiles_written
             nbytes += res.bytes_written
@@ -98,7 +108,7 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
     except BaseException:
         store.abort()
         raise
-    return BundleResult(out, manifest, documents, written, nbytes)
+    return BundleResult(out, manifest, documents, written, nbytes, tile_s, all_leaves)
 
 
 def _tick(tick: Progress, stage: str, total: int, n: int) -> None:
@@ -153,7 +163,7 @@ def render(
     finally:
         reader.close()
     return RenderResult(res.out, res.manifest, res.tiles_written, res.bytes_written,
-                        time.perf_counter() - t0, elements)
+                        time.perf_counter() - t0, elements, res.tile_seconds, res.leaves)
 
 
 def render_diff(

@@ -13,10 +13,13 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .errors import WeightvisError
+from .errors import InputError, WeightvisError
+
+if TYPE_CHECKING:
+    from .executors import Executor
 
 __all__ = ["main"]
 
@@ -52,6 +55,10 @@ def _render_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", help="title shown in the viewer")
     p.add_argument("--workers", type=int, metavar="N",
                    help="worker processes (default: all cores)")
+    p.add_argument("--scheduler", metavar="ADDR",
+                   help="render on a Dask cluster: tcp://HOST:PORT of a running scheduler, or "
+                        "local[:N] to start N local workers (needs weightvis[dask]; inputs and "
+                        "--out on a folder every worker sees)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing weightvis bundle at --out")
     p.add_argument("--regen-html", metavar="DIR",
@@ -112,6 +119,8 @@ def _diff_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-format", choices=("png", "avif"), default="png")
     p.add_argument("--title", help="title shown in the viewer")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all)")
+    p.add_argument("--scheduler", metavar="ADDR",
+                   help="run on a Dask cluster: tcp://HOST:PORT or local[:N] (see the main help)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing weightvis bundle at --out")
     _hub_options(p)
@@ -143,6 +152,26 @@ def _diff_summary(res: Any) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _executor(scheduler: str | None, workers: int | None, inputs: Sequence[str],
+              out: str) -> Iterator[Executor | None]:
+    """The Dask executor ``--scheduler`` names (checked to see the inputs and the output
+    folder, closed afterwards), or None: the local pool of ``--workers``."""
+    if scheduler is None:
+        yield None
+        return
+    if workers is not None:
+        raise InputError("--workers and --scheduler exclude each other (the cluster decides)")
+    from .dask_executor import dask_executor
+
+    ex = dask_executor(scheduler)
+    try:
+        ex.check_shared(Path(out).resolve().parent, inputs)
+        yield ex
+    finally:
+        ex.close()
+
+
 def _run_diff(argv: Sequence[str]) -> int:
     parser = _diff_parser()
     a = parser.parse_args(argv)
@@ -156,11 +185,13 @@ def _run_diff(argv: Sequence[str]) -> int:
     bar = _Bar(a.quiet)
     with _published(a) as out:
         try:
-            res = bundle.render_diff([a.a], [a.b], out, metric=a.diff_metric, palette=a.palette,
-                                     scenes=scenes, svd=not a.no_svd, finetune=a.finetune,
-                                     tile_format=a.tile_format, title=a.title,
-                                     workers=a.workers, overwrite=a.overwrite or out != a.out,
-                                     progress=bar, stream=a.stream)
+            with _executor(a.scheduler, a.workers, [a.a, a.b], out) as ex:
+                res = bundle.render_diff([a.a], [a.b], out, metric=a.diff_metric,
+                                         palette=a.palette, scenes=scenes, svd=not a.no_svd,
+                                         finetune=a.finetune, tile_format=a.tile_format,
+                                         title=a.title, workers=a.workers,
+                                         overwrite=a.overwrite or out != a.out,
+                                         progress=bar, stream=a.stream, executor=ex)
         finally:
             bar.close()
         if not a.quiet:
@@ -271,12 +302,15 @@ def _run_render(argv: Sequence[str]) -> int:
     bar = _Bar(a.quiet)
     with _published(a) as out:
         try:
-            res = bundle.render(sources, out, layout=a.layout, hilbert_unit=a.hilbert_unit,
-                                tile_format=a.tile_format, scale=a.scale, title=a.title,
-                                workers=a.workers, overwrite=a.overwrite or out != a.out,
-                                progress=bar, stream=a.stream)
+            with _executor(a.scheduler, a.workers, sources, out) as ex:
+                res = bundle.render(sources, out, layout=a.layout, hilbert_unit=a.hilbert_unit,
+                                    tile_format=a.tile_format, scale=a.scale, title=a.title,
+                                    workers=a.workers, overwrite=a.overwrite or out != a.out,
+                                    progress=bar, stream=a.stream, executor=ex)
         finally:
             bar.close()
+        if os.environ.get("WEIGHTVIS_TIMING"):
+            _write_timing(os.environ["WEIGHTVIS_TIMING"], res)
         if not a.quiet:
             print(_summary(res))
     return 0
@@ -373,6 +407,17 @@ def _run_publish(argv: Sequence[str]) -> int:
              pack_above=a.pack_above, shard_bytes=int(a.pack_shard_mb * (1 << 20)),
              quiet=a.quiet)
     return 0
+
+
+def _write_timing(path: str, res: Any) -> None:
+    """``WEIGHTVIS_TIMING=FILE``: the render's phase times and counts as JSON (benchmarks)."""
+    import json
+
+    tensors = len(res.manifest.get("tensors", {}))
+    Path(path).write_text(json.dumps({
+        "seconds": round(res.seconds, 4), "tiles_s": round(res.tile_seconds, 4),
+        "leaves": res.leaves, "tiles": res.tiles_written, "bytes": res.bytes_written,
+        "elements": res.elements, "tensors": tensors}) + "\n")
 
 
 def _run_demo(argv: Sequence[str]) -> int:

@@ -89,6 +89,16 @@ def ggml_type_name(qtype: int) -> str | None:
     return t.name
 
 
+_REFERENCE_ONLY = bool(os.environ.get("WEIGHTVIS_GGML_REFERENCE"))
+"""``WEIGHTVIS_GGML_REFERENCE=1``: decode with gguf-py only (benchmarks/quant_speed.py)."""
+
+
+def _compiled_decode(raw: np.ndarray, type_name: str) -> np.ndarray | None:
+    from ..kernels.ggml import decode  # compiled: loads numba on the first quantized read
+
+    return decode(raw, type_name)
+
+
 @functools.cache
 def can_decode(type_name: str) -> bool:
     """True when a ggml type can be decoded to float32 (numpy, or ``gguf.quants``)."""
@@ -482,7 +492,9 @@ class GGUFReader(Reader):
             bs, ts = ent.block_size, ent.type_size
             b0, b1 = e_c0 // bs, -(-c1 // bs)  # the blocks covering the columns
             raw = np.ascontiguousarray(rows[:, b0 * ts:b1 * ts])
-            vals = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(ent.qtype))
+            vals = None if _REFERENCE_ONLY else _compiled_decode(raw, t.dtype)
+            if vals is None:  # a type without a compiled decoder: gguf-py's reference
+                vals = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(ent.qtype))
             assert vals.shape == (n_rows, (b1 - b0) * bs), (vals.shape, n_rows, b0, b1)
             out = np.ascontiguousarray(vals[:, e_c0 - b0 * bs:c1 - b0 * bs], dtype=np.float32)
         return out
