@@ -14,6 +14,7 @@ __all__ = [
     "BundleError",
     "MissingExtraError",
     "WorkerError",
+    "WeightvisWarning",
 ]
 
 
@@ -79,3 +80,9 @@ class MissingExtraError(WeightvisError):
 
 class WorkerError(WeightvisError):
     """A worker process ended without finishing its task (killed, out of memory)."""
+
+
+class WeightvisWarning(UserWarning):
+    """Something optional was unusable and is ignored (a broken ``config.json`` or model card):
+    the run goes on. ``cli.py`` shows these as ``weightvis: warning: ...`` lines when the run
+    succeeds."""
