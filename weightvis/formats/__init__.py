@@ -6,19 +6,23 @@ magic bytes, not by extension.
 
 from __future__ import annotations
 
-import json
+import errno
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError, InputError
+from ..errors import FormatError, InputError, WeightvisWarning
 from ..sources import ByteSource, LocalFileSource
 from ..types import TensorInfo
+from ..untrusted import json_safe, load_json
 from .base import Reader, gc_paused
+from .limits import MAX_TENSORS_ENV, max_tensors
 from .safetensors import CodeSpan, SafetensorsReader, looks_like_safetensors
+from .sidecars import Enclosure, contained, read_bounded, read_config
 
 __all__ = ["Reader", "MultiReader", "open_checkpoint", "open_sources", "open_source",
            "detect_format", "resolve_inputs"]
@@ -80,27 +84,66 @@ def _open_file(path: Path) -> Reader:
     return open_source(LocalFileSource(path))
 
 
+MAX_INDEX_BYTES = 100 * 1024 * 1024
+"""Bound of a sharded-checkpoint index (``*.index.json``): the same as a safetensors header's,
+whose listing it replaces (DeepSeek-V3's, 91k tensors, is 9 MB)."""
+
+
 def _from_index(index: Path) -> list[Path]:
+    """The shard files an index's ``weight_map`` names, in order of first mention. Every shard
+    must lie inside the index's folder (``sidecars.Enclosure``): no absolute path, no ``..``, no
+    symbolic link leading out - an index is data, and must not make weightvis read (and put
+    in a bundle the user may publish) a file the user did not name."""
+    data = read_bounded(index, "index", MAX_INDEX_BYTES)
+    if data is None:
+        raise FormatError(index, f"cannot read the index (unreadable, or over "
+                                 f"{MAX_INDEX_BYTES} bytes)")
     try:
-        doc = json.loads(index.read_text("utf-8"))
-        weight_map = doc["weight_map"]
-        if not isinstance(weight_map, dict):
-            raise TypeError
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        raise FormatError(index, "not a sharded-checkpoint index (needs a 'weight_map' object)"
-                          ) from None
-    files: list[Path] = []
-    for shard in dict.fromkeys(weight_map.values()):
-        f = index.parent / str(shard)
-        if not f.is_file():
-            raise InputError(f"{index}: shard {shard!r} listed in weight_map is missing")
-        files.append(f)
-    return files
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError(index, "index is not UTF-8 text", offset=e.start) from None
+    doc = load_json(text, index, what="index")
+    weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(weight_map, dict):
+        raise FormatError(index, "not a sharded-checkpoint index (needs a 'weight_map' object)")
+    for name, v in weight_map.items():
+        if not isinstance(v, str):
+            r = repr(v)
+            raise FormatError(index, f"weight_map gives tensor {name!r} the file "
+                                     f"{r if len(r) <= 80 else r[:77] + '...'}, not a file name")
+    enclosure = Enclosure(index.parent)
+    return [_shard_path(index, shard, enclosure) for shard in dict.fromkeys(weight_map.values())]
+
+
+def _shard_path(index: Path, shard: str, enclosure: Enclosure) -> Path:
+    """The file a ``weight_map`` value names, checked (see ``_from_index``)."""
+    def refuse(why: str) -> FormatError:
+        return FormatError(index, f"shard {shard!r} listed in weight_map {why}: refused (pass "
+                                  "the file itself to render it)")
+
+    if not shard or "\x00" in shard:
+        raise refuse("is not a file name")
+    try:
+        os.fsencode(shard)
+    except UnicodeError:
+        raise refuse("is not a file name this system can encode") from None
+    if PurePosixPath(shard).is_absolute() or PureWindowsPath(shard).anchor:
+        raise refuse("is an absolute path")
+    if ".." in PurePosixPath(shard.replace("\\", "/")).parts:
+        raise refuse("leads out of the index's folder ('..')")
+    f = index.parent / shard
+    if not f.is_file():
+        raise InputError(f"{index}: shard {shard!r} listed in weight_map is missing")
+    if not enclosure.holds(f):
+        raise refuse(f"resolves outside {index.parent} (a symbolic link)")
+    return f
 
 
 def _natural_key(s: str) -> list[object]:
+    """Digit runs compare as numbers (by length, then digits: no int() of a long run)."""
     import re
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+    return [(len(t.lstrip("0")), t.lstrip("0")) if t.isdecimal() else t
+            for t in re.split(r"(\d+)", s)]
 
 
 def _from_directory(d: Path) -> list[Path]:
@@ -114,12 +157,21 @@ def _from_directory(d: Path) -> list[Path]:
         others = [f.name for f in d.iterdir() if not f.name.startswith(".")]
         what = f"only {', '.join(sorted(others)[:5])}" if others else "it is empty"
         raise InputError(f"{d}: no checkpoint files found in this directory ({what})")
+    enclosure = Enclosure(d)
+    for f in found:
+        if not enclosure.holds(f):
+            raise InputError(f"{f}: resolves outside {d} (a symbolic link): refused (pass the "
+                             "file itself to render it)")
     st = [f for f in found if detect_format(f) == "safetensors"]
     return st or found
 
 
 def resolve_inputs(sources: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], dict[str, Any]]:
-    """Expand user inputs to data files; returns (files, sidecar ``config.json`` or {})."""
+    """Expand user inputs to data files; returns (files, sidecar ``config.json`` or {}).
+
+    Files the user names are read wherever they are; files found through a directory or an
+    index must lie inside it (``sidecars.Enclosure``). The sidecar is read with a size bound
+    and checked (``sidecars.read_config``); a broken one is ignored with a warning."""
     files: list[Path] = []
     config: dict[str, Any] = {}
     srcs = [Path(s) for s in sources]
@@ -138,11 +190,11 @@ def resolve_inputs(sources: Iterable[str | os.PathLike[str]]) -> tuple[list[Path
         else:
             raise InputError(f"{s}: no such file or directory")
         if not config and cfg.is_file():
-            try:
-                loaded = json.loads(cfg.read_text("utf-8"))
-                config = loaded if isinstance(loaded, dict) else {}
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                config = {}  # a sidecar is optional; a broken one is ignored
+            if contained(cfg, cfg.parent):
+                config = read_config(cfg)
+            else:
+                warnings.warn(f"{cfg}: resolves outside {cfg.parent} (a symbolic link): "
+                              "ignored", WeightvisWarning, stacklevel=2)
     seen: set[Path] = set()
     unique = []
     for f in files:
@@ -161,7 +213,11 @@ class MultiReader(Reader):
         self.config = dict(config or {})
         self._owner: dict[str, Reader] = {}
         self._tensors: list[TensorInfo] = []
+        bound = max_tensors()
         for r in self.readers:
+            if len(self._tensors) + len(r.tensors()) > bound:
+                raise InputError(f"{r.files[0] if r.files else '?'}: the checkpoint holds more "
+                                 f"than {bound} tensors ({MAX_TENSORS_ENV} raises the bound)")
             for t in r.tensors():
                 if t.name in self._owner:
                     other = self._owner[t.name].info(t.name).file
@@ -171,6 +227,10 @@ class MultiReader(Reader):
                 self._tensors.append(t)
         formats = sorted({r.format for r in self.readers})
         self.format = "+".join(formats) if formats else "?"
+        # checked now, not when the manifest is written after every tile: JSON has no NaN and
+        # no unbounded nesting (untrusted.json_safe)
+        self._metadata: dict[str, Any] = {
+            str(f): json_safe(dict(r.metadata), f) for r in self.readers for f in r.files[:1]}
         self._read_from: dict[int, Reader] = {}
         """Readers read since the last release (release() visits only those: callers release
         after every tensor, and a checkpoint may have hundreds of shards)."""
@@ -213,7 +273,8 @@ class MultiReader(Reader):
 
     @property
     def metadata(self) -> Mapping[str, Any]:
-        return {str(f): dict(r.metadata) for r in self.readers for f in r.files[:1]}
+        """Each file's format metadata, JSON-safe (non-finite numbers as strings)."""
+        return self._metadata
 
     def gguf_architecture(self) -> str | None:
         """``general.architecture`` of the first GGUF file, if any (``llama``, ``qwen2moe``…)."""
@@ -250,16 +311,50 @@ class MultiReader(Reader):
 def open_checkpoint(sources: Iterable[str | os.PathLike[str]]) -> MultiReader:
     """Open files / directories / index files as one checkpoint (headers only)."""
     files, config = resolve_inputs(sources)
+    _allow_open_files(len(files))
     readers: list[Reader] = []
     with gc_paused():
         try:
             for f in files:
                 readers.append(_open_file(f))
-        except BaseException:
+            return MultiReader(readers, config)
+        except BaseException as e:
             for r in readers:
                 r.close()
+            if isinstance(e, OSError) and e.errno == errno.EMFILE:
+                raise InputError(f"{_first_source(sources)}: {len(files)} checkpoint files, "
+                                 f"more than a process may keep open here (ulimit -n: "
+                                 f"{_open_file_limit()}); raise the limit, or render with "
+                                 "--workers 1") from None
             raise
-        return MultiReader(readers, config)
+
+
+def _first_source(sources: Iterable[str | os.PathLike[str]]) -> str:
+    return next((str(s) for s in sources), "?")
+
+
+def _open_file_limit() -> str:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover (not POSIX)
+        return "?"
+    return str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+
+def _allow_open_files(n_files: int) -> None:
+    """Raise this process's soft limit on open files up to its hard limit when a checkpoint of
+    ``n_files`` files needs it: each open file keeps one descriptor (its memory mapping's), and
+    a forked worker opens its own beside those it inherits."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover (not POSIX)
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * n_files + 256  # + the interpreter, numba, the worker pipes
+    if soft != resource.RLIM_INFINITY and soft < need:
+        new = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        if new > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
 def open_sources(sources: Sequence[ByteSource],

@@ -44,19 +44,28 @@ import numpy as np
 from ..errors import FormatError, UnsupportedDtypeError
 from ..sources import ByteSource, as_source
 from ..types import TensorInfo
-from .base import Reader, check_block, gc_paused
+from .base import MAX_NAME_LENGTH, Reader, check_block, gc_paused
 from .dtypes import ELEMENT_TYPES, ElementType
+from .limits import MAX_TENSORS_ENV, max_tensors
 
-__all__ = ["GGUFReader", "GGUF_MAGIC", "DEFAULT_ALIGNMENT", "SHORT_ARRAY_MAX", "MAX_DIMS",
-           "ggml_type_name", "can_decode"]
+__all__ = ["GGUFReader", "GGUF_MAGIC", "DEFAULT_ALIGNMENT", "SHORT_ARRAY_MAX",
+           "SHORT_STRING_MAX", "MAX_DIMS", "MAX_KV", "MAX_ARRAY_DEPTH", "ggml_type_name",
+           "can_decode"]
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 SHORT_ARRAY_MAX = 64
 """Arrays up to this many elements are kept as values in ``metadata``; longer ones as a summary
 ``{"type": <element type>, "length": n}``."""
+SHORT_STRING_MAX = 1 << 20
+"""String values up to this many bytes are kept in ``metadata`` (every chat template fits);
+longer ones as a summary ``{"type": "STRING", "length": n}``, never read into memory."""
 MAX_DIMS = 4
 """GGML_MAX_DIMS."""
+MAX_KV = 1 << 16
+"""Most KV pairs a file may declare (real files have 20-60; a tokenizer is one KV of arrays)."""
+MAX_ARRAY_DEPTH = 8
+"""Deepest nesting of arrays in a KV value (llama.cpp reads no nested array at all)."""
 _INT64_MAX = (1 << 63) - 1
 
 _PAGE = mmap.PAGESIZE
@@ -180,6 +189,12 @@ class GGUFReader(Reader):
             raise FormatError(p, f"impossible tensor count {n_tensors}: the file ({size} bytes) "
                                  f"cannot hold that many tensor infos after {n_kv} KV pairs "
                                  "(truncated or corrupt)", offset=8)
+        if n_kv > MAX_KV:
+            raise FormatError(p, f"KV count {n_kv} is over the bound of {MAX_KV} (corrupt?)",
+                              offset=16)
+        if n_tensors > max_tensors():
+            raise FormatError(p, f"tensor count {n_tensors} is over the bound of "
+                                 f"{max_tensors()} ({MAX_TENSORS_ENV} raises it)", offset=8)
         # parse a prefix of the file, longer until the header fits (one pass when the source
         # is local: its chunk_hint is the whole file)
         self._lim = min(size, max(self._file.chunk_hint, 1 << 16))
@@ -214,12 +229,26 @@ class GGUFReader(Reader):
         return True
 
     def _string(self, mm: memoryview, off: int, what: str) -> tuple[str, int]:
+        """A name (key, tensor name): at most ``MAX_NAME_LENGTH`` bytes."""
+        s, off = self._string_value(mm, off, what, MAX_NAME_LENGTH)
+        if not isinstance(s, str):
+            raise FormatError(self.path, f"{what}: a name of {s['length']} bytes (the bound is "
+                                         f"{MAX_NAME_LENGTH}): corrupt?", offset=off - 8 -
+                              s["length"])
+        return s, off
+
+    def _string_value(self, mm: memoryview, off: int, what: str, keep: int = SHORT_STRING_MAX
+                      ) -> tuple[str | dict[str, Any], int]:
+        """A string, or ``{"type": "STRING", "length": n}`` when longer than ``keep`` bytes
+        (not read)."""
         if self._past(off + 8):
             raise _Truncated(off, f"length of {what}")
         (n,) = _U64.unpack_from(mm, off)
         if self._past(off + 8 + n):
             raise FormatError(self.path, f"{what}: string length {n} runs past the end of the "
                                          f"file ({self._size} bytes)", offset=off)
+        if n > keep:
+            return {"type": "STRING", "length": n}, off + 8 + n
         return bytes(mm[off + 8:off + 8 + n]).decode("utf-8", errors="replace"), off + 8 + n
 
     def _u32(self, mm: memoryview, off: int, what: str) -> int:
@@ -240,7 +269,7 @@ class GGUFReader(Reader):
             vtype = self._u32(mm, off, f"value type of KV {key!r}")
             if key in meta:
                 raise FormatError(self.path, f"duplicate KV key {key!r}", offset=key_off)
-            value, off = self._value(mm, off + 4, vtype, key)
+            value, off = self._value(mm, off + 4, vtype, key, 0)
             meta[key] = value
         align = meta.get("general.alignment", DEFAULT_ALIGNMENT)
         if (not isinstance(align, int) or isinstance(align, bool) or align <= 0
@@ -250,23 +279,27 @@ class GGUFReader(Reader):
         self.alignment = align
         return off
 
-    def _value(self, mm: memoryview, off: int, vtype: int, key: str) -> tuple[Any, int]:
+    def _value(self, mm: memoryview, off: int, vtype: int, key: str, depth: int
+               ) -> tuple[Any, int]:
         spec = _VALUE_TYPES.get(vtype)
         if spec is None:
             raise FormatError(self.path, f"KV {key!r}: unknown value type {vtype} (known: "
                                          f"0..12)", offset=off - 4)
         name, code, width = spec
         if vtype == _STRING:
-            return self._string(mm, off, f"KV {key!r}")
+            return self._string_value(mm, off, f"KV {key!r}")
         if vtype == _ARRAY:
-            return self._array(mm, off, key)
+            return self._array(mm, off, key, depth + 1)
         if self._past(off + width):
             raise _Truncated(off, f"value of KV {key!r}")
         (v,) = struct.unpack_from("<" + code, mm, off)
         return v, off + width
 
-    def _array(self, mm: memoryview, off: int, key: str) -> tuple[Any, int]:
+    def _array(self, mm: memoryview, off: int, key: str, depth: int) -> tuple[Any, int]:
         size = self._size
+        if depth > MAX_ARRAY_DEPTH:
+            raise FormatError(self.path, f"KV {_short_key(key)}: arrays nested deeper than "
+                                         f"{MAX_ARRAY_DEPTH} levels", offset=off)
         etype = self._u32(mm, off, f"element type of array KV {key!r}")
         n = self._u64(mm, off + 4, f"length of array KV {key!r}")
         off += 12
@@ -289,13 +322,13 @@ class GGUFReader(Reader):
         if n <= SHORT_ARRAY_MAX:
             values = []
             for j in range(n):
-                v, off = self._value(mm, off, etype, f"{key}[{j}]")
+                v, off = self._value(mm, off, etype, f"{key}[{j}]", depth)
                 values.append(v)
             return values, off
         if etype == _STRING:
             return {"type": name, "length": n}, self._skip_strings(mm, off, n, key)
         for j in range(n):  # array of arrays: rare, walk each element
-            _v, off = self._array(mm, off, f"{key}[{j}]")
+            _v, off = self._array(mm, off, f"{key}[{j}]", depth + 1)
         return {"type": name, "length": n}, off
 
     def _skip_strings(self, mm: memoryview, off: int, n: int, key: str) -> int:
@@ -398,7 +431,8 @@ class GGUFReader(Reader):
         return {k: v for k, v in self._metadata.items() if not isinstance(v, (list, dict))}
 
     def arch_info(self) -> dict[str, Any]:
-        """Architecture numbers from the KV metadata (None when absent): ``architecture``,
+        """Architecture numbers from the KV metadata (None when absent or not a non-negative
+        integer - a per-layer array, a string, a float): ``architecture``,
         ``block_count``, ``embedding_length``, ``head_count``, ``head_count_kv``,
         ``expert_count``, ``context_length``, ``vocab_size`` (length of
         ``tokenizer.ggml.tokens``, else ``<arch>.vocab_size``)."""
@@ -406,18 +440,18 @@ class GGUFReader(Reader):
         arch = m.get("general.architecture")
         a = arch if isinstance(arch, str) else ""
 
-        def get(key: str) -> Any:
-            return m.get(f"{a}.{key}") if a else None
+        def get(key: str) -> int | None:
+            return _count(m.get(f"{a}.{key}")) if a else None
 
         tokens = m.get("tokenizer.ggml.tokens")
         if isinstance(tokens, dict):
-            vocab = tokens.get("length")
+            vocab = _count(tokens.get("length"))
         elif isinstance(tokens, list):
             vocab = len(tokens)
         else:
             vocab = get("vocab_size")
         return {
-            "architecture": arch,
+            "architecture": arch if isinstance(arch, str) else None,
             "block_count": get("block_count"),
             "embedding_length": get("embedding_length"),
             "head_count": get("attention.head_count"),
@@ -499,6 +533,17 @@ class GGUFReader(Reader):
     def close(self) -> None:
         self._closed = True
         self._file.close()
+
+
+def _short_key(key: str) -> str:
+    """``repr`` of a KV key path, cut to 120 characters (a nested array's path grows)."""
+    r = repr(key)
+    return r if len(r) <= 120 else r[:117] + "..."
+
+
+def _count(v: Any) -> int | None:
+    """A count from the KV metadata (a non-negative integer), else None."""
+    return v if type(v) is int and v >= 0 else None  # noqa: E721 (bool is not a count)
 
 
 def _gguf_version() -> str:
