@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import errno
 import os
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError, InputError, WeightvisWarning
+from ..errors import FormatError, InputError
 from ..sources import ByteSource, LocalFileSource
 from ..types import TensorInfo
 from ..untrusted import json_safe, load_json
 from .base import Reader, gc_paused
 from .limits import MAX_TENSORS_ENV, max_tensors
 from .safetensors import CodeSpan, SafetensorsReader, looks_like_safetensors
-from .sidecars import Enclosure, contained, read_bounded, read_config
+from .sidecars import Enclosure, read_config, read_limited
 
 __all__ = ["Reader", "MultiReader", "open_checkpoint", "open_sources", "open_source",
            "detect_format", "resolve_inputs"]
@@ -94,10 +93,7 @@ def _from_index(index: Path) -> list[Path]:
     must lie inside the index's folder (``sidecars.Enclosure``): no absolute path, no ``..``, no
     symbolic link leading out - an index is data, and must not make weightvis read (and put
     in a bundle the user may publish) a file the user did not name."""
-    data = read_bounded(index, "index", MAX_INDEX_BYTES)
-    if data is None:
-        raise FormatError(index, f"cannot read the index (unreadable, or over "
-                                 f"{MAX_INDEX_BYTES} bytes)")
+    data = read_limited(index, "the index", MAX_INDEX_BYTES)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -189,12 +185,8 @@ def resolve_inputs(sources: Iterable[str | os.PathLike[str]]) -> tuple[list[Path
             cfg = s.parent / "config.json"
         else:
             raise InputError(f"{s}: no such file or directory")
-        if not config and cfg.is_file():
-            if contained(cfg, cfg.parent):
-                config = read_config(cfg)
-            else:
-                warnings.warn(f"{cfg}: resolves outside {cfg.parent} (a symbolic link): "
-                              "ignored", WeightvisWarning, stacklevel=2)
+        if not config and os.path.lexists(cfg):
+            config = read_config(cfg, Enclosure(cfg.parent))
     seen: set[Path] = set()
     unique = []
     for f in files:

@@ -12,6 +12,7 @@ numpy-free.
 
 from __future__ import annotations
 
+import os
 import stat
 import warnings
 from pathlib import Path
@@ -21,7 +22,7 @@ from ..errors import FormatError, WeightvisWarning
 from ..untrusted import json_safe, load_json
 from .limits import MAX_SIDECAR_BYTES_ENV, max_sidecar_bytes
 
-__all__ = ["CONFIG_FIELDS", "Enclosure", "contained", "read_bounded", "read_config",
+__all__ = ["CONFIG_FIELDS", "Enclosure", "read_limited", "read_bounded", "read_config",
            "read_model_card"]
 
 CONFIG_FIELDS: dict[str, type] = {
@@ -60,54 +61,62 @@ class Enclosure:
         return any(real.is_relative_to(r) for r in self.roots)
 
 
-def contained(path: Path, folder: Path) -> bool:
-    """``Enclosure(folder).holds(path)``."""
-    return Enclosure(folder).holds(path)
-
-
 def _warn(path: Path, problem: str) -> None:
     warnings.warn(f"{path}: {problem}", WeightvisWarning, stacklevel=3)
 
 
-def read_bounded(path: Path, what: str, limit: int | None = None) -> bytes | None:
-    """The bytes of the regular file ``path``, or None - with a warning unless the file is
-    simply absent - when it cannot be read, is not a regular file, or is larger than ``limit``
-    (default: ``max_sidecar_bytes()``)."""
+def read_limited(path: Path, what: str, limit: int | None = None,
+                 enclosure: Enclosure | None = None) -> bytes:
+    """The bytes of the regular file ``path``; a ``FormatError`` naming it when it cannot be
+    read, is not a regular file (a FIFO would block the read), lies outside ``enclosure`` or
+    is larger than ``limit`` (default: ``max_sidecar_bytes()``)."""
+    hint = f" ({MAX_SIDECAR_BYTES_ENV})" if limit is None else ""
     limit = max_sidecar_bytes() if limit is None else limit
     try:
         st = path.stat()
     except (OSError, ValueError) as e:  # absent, a symlink loop, a NUL in the name ...
-        if not (isinstance(e, FileNotFoundError) or isinstance(e, NotADirectoryError)):
-            _warn(path, f"{what} cannot be read ({_why(e)}): ignored")
-        return None
-    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read; a folder has no text
-        _warn(path, f"{what} is not a regular file: ignored")
-        return None
+        raise FormatError(path, f"{what} cannot be read ({_why(e)})") from None
+    if enclosure is not None and not enclosure.holds(path):
+        raise FormatError(path, f"{what} resolves outside {enclosure.folder} (a symbolic "
+                                "link)")
+    if not stat.S_ISREG(st.st_mode):
+        raise FormatError(path, f"{what} is not a regular file")
     if st.st_size > limit:
-        _warn(path, f"{what} is {st.st_size} bytes, over the {limit}-byte bound for a sidecar "
-                    f"({MAX_SIDECAR_BYTES_ENV}): ignored")
-        return None
+        raise FormatError(path, f"{what} is {st.st_size} bytes, over the {limit}-byte "
+                                f"bound{hint}")
     try:
         with open(path, "rb") as fh:
             data = fh.read(limit + 1)
     except OSError as e:
-        _warn(path, f"{what} cannot be read ({_why(e)}): ignored")
-        return None
+        raise FormatError(path, f"{what} cannot be read ({_why(e)})") from None
     if len(data) > limit:  # grew since the stat
-        _warn(path, f"{what} is over the {limit}-byte bound for a sidecar "
-                    f"({MAX_SIDECAR_BYTES_ENV}): ignored")
-        return None
+        raise FormatError(path, f"{what} is over the {limit}-byte bound{hint}")
     return data
+
+
+def read_bounded(path: Path, what: str, limit: int | None = None,
+                 enclosure: Enclosure | None = None) -> bytes | None:
+    """``read_limited`` for an optional file: None when it is absent, and None with a warning
+    when it is unusable."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        return read_limited(path, what, limit, enclosure)
+    except FormatError as e:
+        _warn(path, f"{e.problem}: ignored")
+        return None
 
 
 def _why(e: BaseException) -> str:
     return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
 
 
-def read_config(path: Path) -> dict[str, Any]:
+def read_config(path: Path, enclosure: Enclosure | None = None) -> dict[str, Any]:
     """``config.json`` as a JSON-safe dict (``untrusted.json_safe``), the fields of
-    ``CONFIG_FIELDS`` type-checked; {} when absent or unusable (with a warning)."""
-    data = read_bounded(path, "config.json")
+    ``CONFIG_FIELDS`` type-checked; {} when absent or unusable (with a warning). With an
+    ``enclosure``, a file resolving outside it is unusable: the config is copied into the
+    bundle, and a link must not make it carry a file the user did not name."""
+    data = read_bounded(path, "config.json", enclosure=enclosure)
     if data is None:
         return {}
     try:
@@ -140,8 +149,9 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def read_model_card(folder: Path) -> str:
     """The model card (``README.md``) of a checkpoint folder as text ('' when absent or
-    unusable, with a warning); invalid UTF-8 is replaced, NUL characters dropped."""
-    data = read_bounded(folder / "README.md", "the model card")
+    unusable - not a regular file, too large, a link out of the folder - with a warning);
+    invalid UTF-8 is replaced, NUL characters dropped."""
+    data = read_bounded(folder / "README.md", "the model card", enclosure=Enclosure(folder))
     if data is None:
         return ""
     return data.decode("utf-8", errors="replace").replace("\x00", "")
