@@ -330,16 +330,16 @@ _INTERNAL = "internal error"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code. Warnings (``WeightvisWarning``: an optional file
-    ignored) are shown as ``weightvis: warning: ...`` lines after a successful run only: a
-    failed run says one line, its error."""
+    ignored; and any other) are shown after a successful run only, ours as ``weightvis:
+    warning: ...`` lines: a failed run says one line, its error."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", WeightvisWarning)
         code = _main(list(sys.argv[1:] if argv is None else argv))
-    for w in caught:
-        if not issubclass(w.category, WeightvisWarning):
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
-        elif code == 0:
+    for w in caught if code == 0 else ():
+        if issubclass(w.category, WeightvisWarning):
             print(f"weightvis: warning: {printable(str(w.message))}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
     return code
 
 

@@ -202,7 +202,7 @@ class MultiReader(Reader):
 
     def __init__(self, readers: Sequence[Reader], config: Mapping[str, Any] | None = None):
         self.readers = list(readers)
-        self.config = dict(config or {})
+        self.config: dict[str, Any] = json_safe(dict(config or {}), "config", what="config")
         self._owner: dict[str, Reader] = {}
         self._tensors: list[TensorInfo] = []
         bound = max_tensors()

@@ -291,7 +291,7 @@ class _Parser:
         try:
             for _ in range(n):
                 off += 8 + unpack(mm, off)[0]
-        except struct.error:
+        except (struct.error, OverflowError):  # past the buffer, or past what an index holds
             off = self._size + 1
         if off <= self._size and not self._past(off):
             return off
