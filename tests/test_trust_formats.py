@@ -277,6 +277,16 @@ def test_nan_metadata_safetensors_gguf_config(tmp_path: Path) -> None:
     assert m["source"]["config"] == {"rope_theta": "NaN", "hidden_size": 2}
 
 
+def test_long_metadata_string_is_kept_as_its_length(tmp_path: Path) -> None:
+    thumb = "A" * (SHORT_STRING_MAX + 1)
+    p = st_file(tmp_path / "m.safetensors", {"w": ("F32", (2,))},
+                {"modelspec.thumbnail": thumb, "format": "pt"})
+    with open_checkpoint([p]) as r:
+        assert r.metadata[str(p)] == {"modelspec.thumbnail": {"type": "STRING",
+                                                              "length": len(thumb)},
+                                      "format": "pt"}
+
+
 def test_bad_metadata_stops_the_run_before_any_tile(tmp_path: Path) -> None:
     p = tmp_path / "deep.safetensors"
     p.write_bytes(st_raw('{"__metadata__":{"a":' + "[" * 100 + "]" * 100 + '},' +

@@ -93,10 +93,12 @@ def load_json(text: str, where: object, *, offset: int = 0, what: str = "JSON") 
 
 
 def json_safe(value: Any, where: object, *, what: str = "metadata",
-              max_depth: int = MAX_JSON_DEPTH) -> Any:
+              max_depth: int = MAX_JSON_DEPTH, max_string: int | None = None) -> Any:
     """A copy of a parsed value that ``json.dumps(..., allow_nan=False)`` always encodes: floats
-    that are not finite as strings, tuples as lists, dict keys as strings. Nesting deeper than
-    ``max_depth`` is a ``FormatError`` naming ``where``.
+    that are not finite as strings, tuples as lists, dict keys as strings; strings longer than
+    ``max_string`` characters as a summary ``{"type": "STRING", "length": n}`` (as the GGUF
+    reader keeps long values). Nesting deeper than ``max_depth`` is a ``FormatError`` naming
+    ``where``.
 
     >>> json_safe({"a": [float("nan"), 1e999, (1, 2)]}, "f")
     {'a': ['NaN', 'Infinity', [1, 2]]}
@@ -108,6 +110,8 @@ def json_safe(value: Any, where: object, *, what: str = "metadata",
             return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
         if isinstance(v, int) and v.bit_length() > _MAX_INT_BITS:
             return f"<integer of {v.bit_length()} bits>"  # str() of it would raise
+        if isinstance(v, str) and max_string is not None and len(v) > max_string:
+            return {"type": "STRING", "length": len(v)}
         if isinstance(v, (str, int, bool)) or v is None:
             return v
         if depth >= max_depth:

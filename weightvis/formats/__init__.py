@@ -19,6 +19,7 @@ from ..sources import ByteSource, LocalFileSource
 from ..types import TensorInfo
 from ..untrusted import json_safe, load_json
 from .base import Reader, gc_paused
+from .gguf_header import SHORT_STRING_MAX
 from .limits import MAX_TENSORS_ENV, max_tensors
 from .safetensors import CodeSpan, SafetensorsReader, looks_like_safetensors
 from .sidecars import Enclosure, read_config, read_limited
@@ -220,9 +221,11 @@ class MultiReader(Reader):
         formats = sorted({r.format for r in self.readers})
         self.format = "+".join(formats) if formats else "?"
         # checked now, not when the manifest is written after every tile: JSON has no NaN and
-        # no unbounded nesting (untrusted.json_safe)
+        # no unbounded nesting (untrusted.json_safe); a long string (a thumbnail ...) is kept
+        # as its length, like a GGUF reader's
         self._metadata: dict[str, Any] = {
-            str(f): json_safe(dict(r.metadata), f) for r in self.readers for f in r.files[:1]}
+            str(f): json_safe(dict(r.metadata), f, max_string=SHORT_STRING_MAX)
+            for r in self.readers for f in r.files[:1]}
         self._read_from: dict[int, Reader] = {}
         """Readers read since the last release (release() visits only those: callers release
         after every tensor, and a checkpoint may have hundreds of shards)."""
