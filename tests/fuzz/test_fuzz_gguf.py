@@ -22,10 +22,11 @@ of the tiny seed's tensors. Mutations:
 
 Most cases run in this process (``cli.main``: ``info``, ``info --json`` and a ``--workers 1``
 render, each under an alarm); a few through ``run_cli`` with ``--workers 2``. CI default:
-``DEFAULT_CASES`` in-process cases and ``DEFAULT_SUBPROCESS`` subprocess ones;
-``WEIGHTVIS_FUZZ_CASES=N`` runs N in-process cases and N/50 subprocess ones. A failing input is
-kept under ``tests/fuzz/crashes/`` (then, once fixed, moved to ``tests/fuzz/corpus/gguf/``,
-which ``test_corpus.py`` renders with two workers).
+``DEFAULT_CASES`` in-process cases and ``DEFAULT_SUBPROCESS`` subprocess ones (36 s on the
+project's 2-core machine under a load of 10); ``WEIGHTVIS_FUZZ_CASES=N`` runs N in-process
+cases and N/50 subprocess ones. A failing input is kept under ``tests/fuzz/crashes/`` (then,
+once fixed, moved to ``tests/fuzz/corpus/gguf/``, which ``test_corpus.py`` renders with two
+workers).
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ from .common import INTERESTING_INTS, cases, mutate, remove, rng_for, scratch
 from .format_promises import VARIANTS, Tally, keep, run_in_process, run_subprocess
 
 TARGET = "gguf"
-DEFAULT_CASES = 120
-DEFAULT_SUBPROCESS = 4
+DEFAULT_CASES = 400
+DEFAULT_SUBPROCESS = 8
 
 _FIXED = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
           11: "<q", 12: "<d"}

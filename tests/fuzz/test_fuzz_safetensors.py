@@ -19,10 +19,11 @@ the real ``silero_vad_16k.safetensors`` (DATA.md). Mutations:
 
 Most cases run in this process (``cli.main``: ``info``, ``info --json`` and a ``--workers 1``
 render, each under an alarm); a few through ``run_cli`` with ``--workers 2``. CI default:
-``DEFAULT_CASES`` in-process cases and ``DEFAULT_SUBPROCESS`` subprocess ones (about 45 s on the
-project's loaded 2-core machine); ``WEIGHTVIS_FUZZ_CASES=N`` runs N in-process cases and N/50
-subprocess ones. A failing input is kept under ``tests/fuzz/crashes/`` (then, once fixed, moved
-to ``tests/fuzz/corpus/safetensors/``, which ``test_corpus.py`` renders with two workers).
+``DEFAULT_CASES`` in-process cases and ``DEFAULT_SUBPROCESS`` subprocess ones (35 s on the
+project's 2-core machine under a load of 10); ``WEIGHTVIS_FUZZ_CASES=N`` runs N in-process
+cases and N/50 subprocess ones. A failing input is kept under ``tests/fuzz/crashes/`` (then,
+once fixed, moved to ``tests/fuzz/corpus/safetensors/``, which ``test_corpus.py`` renders with
+two workers).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ from .common import INTERESTING_INTS, cases, mutate, remove, rng_for, scratch
 from .format_promises import VARIANTS, Tally, keep, run_in_process, run_subprocess
 
 TARGET = "safetensors"
-DEFAULT_CASES = 120
-DEFAULT_SUBPROCESS = 4
+DEFAULT_CASES = 400
+DEFAULT_SUBPROCESS = 8
 
 HOSTILE_NAMES = [
     "\x1b[2J\x1b]0;pwned\x07", "w\x00x", "\ud800", "\udfff\ud800x", "__proto__", "constructor",
