@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .delta import STATUSES, DiffReader, DiffSpec
+from .formats.sidecars import read_model_card
 
 if TYPE_CHECKING:
     from .executors import Executor
@@ -23,12 +24,10 @@ __all__ = ["detect_finetune", "svd_summary", "svd_summaries", "diagnose", "pair_
 
 
 # -- finetune mode ------------------------------------------------------------------------------
-def _front_matter(readme: Path) -> dict[str, Any]:
-    """The ``key: value`` / ``key:\\n- item`` lines of a model card's YAML front matter."""
-    try:
-        text = readme.read_text("utf-8", errors="replace")
-    except OSError:
-        return {}
+def _front_matter(folder: Path) -> dict[str, Any]:
+    """The ``key: value`` / ``key:\\n- item`` lines of the YAML front matter of the model card
+    in ``folder`` (read with a size bound: ``formats.sidecars.read_model_card``)."""
+    text = read_model_card(folder)
     if not text.startswith("---"):
         return {}
     end = text.find("\n---", 3)
@@ -50,7 +49,7 @@ def detect_finetune(a_sources: Sequence[str], b_sources: Sequence[str]) -> str |
     ``base_model`` - the same path, or a repo id / path whose last part is A's folder name (for
     a Hub input: its repo id or name)."""
     b_dir, readme = _model_card(b_sources[0])
-    fm = _front_matter(readme) if readme is not None else {}
+    fm = _front_matter(readme.parent) if readme is not None else {}
     base = fm.get("base_model")
     if not base:
         return None
@@ -59,7 +58,7 @@ def detect_finetune(a_sources: Sequence[str], b_sources: Sequence[str]) -> str |
     for bm in bases:
         bm_s = str(bm).strip().rstrip("/")
         if bm_s.lower() in names or bm_s.split("/")[-1].lower() in names \
-                or (b_dir is not None and str((b_dir / bm_s).resolve()).lower() in names):
+                or (b_dir is not None and _resolved(b_dir / bm_s).lower() in names):
             rel = fm.get("base_model_relation")
             return f"B's model card declares base_model: {bm_s}" + (
                 f" ({rel})" if isinstance(rel, str) and rel else "")
@@ -91,6 +90,13 @@ def _names_of(src: str) -> set[str]:
     a_path = Path(src).resolve()
     a_dir = a_path if a_path.is_dir() else a_path.parent
     return {a_dir.name.lower(), str(a_dir).lower()}
+def _resolved(path: Path) -> str:
+    """``str(path.resolve())``, or '' when it cannot be resolved (a link loop, a NUL ...): a
+    model card is data, its ``base_model`` may name anything."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError, ValueError):
+        return ""
 
 
 # -- numbers -------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ __all__ = [
     "MissingExtraError",
     "WorkerError",
     "HubError",
+    "WeightvisWarning",
 ]
 
 
@@ -87,3 +88,9 @@ class HubError(InputError):
     offline and not cached, ...), or the local disk cannot hold what it would download. The
     message names the ``hf://`` location and what to do; it never holds a token or a signed
     URL."""
+
+
+class WeightvisWarning(UserWarning):
+    """Something optional was unusable and is ignored (a broken ``config.json`` or model card):
+    the run goes on. ``cli.py`` shows these as ``weightvis: warning: ...`` lines when the run
+    succeeds."""

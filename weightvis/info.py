@@ -16,6 +16,7 @@ from .formats import MultiReader, open_checkpoint
 from .formats.dtypes import ELEMENT_TYPES
 from .index import KINDS, NameIndex, is_embedding, is_output_head, parse_block
 from .types import TensorInfo
+from .untrusted import printable
 
 __all__ = ["checkpoint_info", "compare_info", "stored_nbytes", "format_info", "format_compare"]
 
@@ -61,7 +62,7 @@ def _architecture(tensors: Sequence[TensorInfo], index: NameIndex,
     experts = {int(m.group(1)) for c in by_canon if (m := re.search(r"experts\.([0-9]{1,9})\.", c))}
     exps3d = [t for c, t in by_canon.items() if "_exps" in t.name or
               re.search(r"\.experts\.(gate|up|down)_proj", c)]
-    n_experts = len(experts) or (exps3d[0].shape[0] if exps3d else 0)
+    n_experts = len(experts) or (exps3d[0].shape[0] if exps3d and exps3d[0].shape else 0)
     q = next((t for c, t in by_canon.items() if re.search(r"(q_proj|attn_q|query)\.weight$", c)
               and t.e_rows > 1), None)
     k = next((t for c, t in by_canon.items() if re.search(r"(k_proj|attn_k|key)\.weight$", c)
@@ -250,17 +251,23 @@ def _b(x: int) -> str:
     return f"{x} B"
 
 
+def _p(v: Any) -> str:
+    """A value from a file (a name, a config string) as terminal text."""
+    return printable(str(v))
+
+
 def format_info(info: dict[str, Any]) -> str:
+    """``checkpoint_info`` as text; every name and value from the files is ``printable``."""
     a = info["architecture"]
     lines = [
         f"format      {info['format']}  ({len(info['files'])} file"
         f"{'s' if len(info['files']) != 1 else ''}: "
-        f"{', '.join(os.path.basename(f) for f in info['files'][:4])}"
+        f"{', '.join(printable(os.path.basename(f)) for f in info['files'][:4])}"
         f"{' …' if len(info['files']) > 4 else ''})",
         f"tensors     {info['tensor_count']}",
         f"parameters  {_n(info['parameters'])} ({info['parameters']:,}), {_b(info['bytes'])}",
         "architecture " + ", ".join(
-            f"{k.replace('_', ' ')} {v}" for k, v in a.items()
+            f"{k.replace('_', ' ')} {_p(v)}" for k, v in a.items()
             if v not in (None, 0, "") and k not in ("block_prefix", "tied_embeddings",
                                                      "output_head"))
         + {True: " (tied embeddings)", False: "", None: " (no output head)"}[
@@ -284,11 +291,12 @@ def format_info(info: dict[str, Any]) -> str:
         for key, label in (("nan", "NaN"), ("inf", "Inf"), ("all_zero", "all zero")):
             for r in sc[key]:
                 cnt = f" ({r['count']:,})" if "count" in r else ""
-                lines.append(f"scan        {label}: {r['name']}{cnt}")
+                lines.append(f"scan        {label}: {printable(r['name'])}{cnt}")
     return "\n".join(lines)
 
 
 def format_compare(c: dict[str, Any]) -> str:
+    """``compare_info`` as text; every name and value from the files is ``printable``."""
     yes = {True: "yes", False: "no"}
     ratio = c["uniform_shape_ratio"]
     lines = [
@@ -300,18 +308,18 @@ def format_compare(c: dict[str, Any]) -> str:
     ]
     if c["vocab_resize"]:
         v = c["vocab_resize"]
-        lines.append(f"vocabulary resized     {v['a']} -> {v['b']} ({v['tensor']})")
+        lines.append(f"vocabulary resized     {v['a']} -> {v['b']} ({_p(v['tensor'])})")
     for k, v in c["architecture_differences"].items():
-        lines.append(f"architecture           {k}: {v['a']} -> {v['b']}")
+        lines.append(f"architecture           {k}: {_p(v['a'])} -> {_p(v['b'])}")
     for key, label in (("sub_tensors_only_in_a", "sub-tensor only in A"),
                        ("sub_tensors_only_in_b", "sub-tensor only in B"),
                        ("only_in_a", "only in A"), ("only_in_b", "only in B")):
         for n in c[key]:
-            lines.append(f"{label:22s} {n}")
+            lines.append(f"{label:22s} {printable(n)}")
     for d in c["shape_differences"]:
-        lines.append(f"{'shape differs':22s} {d['name']}: {d['a']} -> {d['b']}")
+        lines.append(f"{'shape differs':22s} {printable(d['name'])}: {d['a']} -> {d['b']}")
     for d in c["dtype_differences"]:
-        lines.append(f"{'dtype differs':22s} {d['name']}: {d['a']} -> {d['b']}")
+        lines.append(f"{'dtype differs':22s} {printable(d['name'])}: {d['a']} -> {d['b']}")
     if len(lines) == 4 and c["same_tensor_set"] and not c["shape_differences"]:
         lines.append("no differences in structure")
     return "\n".join(lines)

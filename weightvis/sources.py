@@ -108,7 +108,9 @@ class LocalFileSource(ByteSource):
             self.fh = open(self.path, "rb")
         except OSError as e:
             raise FormatError(self.path, f"cannot open: {e.strerror}") from None
-        self.size = os.fstat(self.fh.fileno()).st_size
+        self.stat = os.fstat(self.fh.fileno())
+        """The file's status when opened (identity for caches: device, inode, size, mtime)."""
+        self.size = self.stat.st_size
         self.chunk_hint = self.size
         self.mm: mmap.mmap | None = None
         self._buf: np.ndarray | None = None
@@ -124,6 +126,9 @@ class LocalFileSource(ByteSource):
             else:
                 self.mm = mmap.mmap(self.fh.fileno(), 0, access=mmap.ACCESS_READ)
                 self._buf = np.frombuffer(self.mm, dtype=np.uint8)
+                # the mapping holds a descriptor of its own: one per file, not two (a
+                # checkpoint of 10,000 shards stays under the usual open-file limits)
+                self.fh.close()
         return self._buf
 
     def view(self, lo: int, hi: int, *, track: bool = True) -> np.ndarray:

@@ -6,12 +6,12 @@ magic bytes, not by extension.
 
 from __future__ import annotations
 
+import errno
 import functools
-import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -20,8 +20,12 @@ from ..errors import FormatError, InputError
 from ..hub.uri import is_hub_uri, looks_like_repo_id, ref_of_cached_path
 from ..sources import ByteSource, LocalFileSource
 from ..types import TensorInfo
+from ..untrusted import json_safe, load_json
 from .base import Reader, gc_paused
+from .gguf_header import SHORT_STRING_MAX
+from .limits import MAX_TENSORS_ENV, max_tensors
 from .safetensors import CodeSpan, SafetensorsReader, looks_like_safetensors
+from .sidecars import Enclosure, read_config, read_limited
 
 __all__ = ["Reader", "MultiReader", "open_checkpoint", "open_sources", "open_source",
            "detect_format", "resolve_inputs", "choose_checkpoint_files", "kind_of_head"]
@@ -84,27 +88,63 @@ def _open_file(path: Path) -> Reader:
     return open_source(LocalFileSource(path))
 
 
+MAX_INDEX_BYTES = 100 * 1024 * 1024
+"""Bound of a sharded-checkpoint index (``*.index.json``): the same as a safetensors header's,
+whose listing it replaces (DeepSeek-V3's, 91k tensors, is 9 MB)."""
+
+
 def _from_index(index: Path) -> list[Path]:
+    """The shard files an index's ``weight_map`` names, in order of first mention. Every shard
+    must lie inside the index's folder (``sidecars.Enclosure``): no absolute path, no ``..``, no
+    symbolic link leading out - an index is data, and must not make weightvis read (and put
+    in a bundle the user may publish) a file the user did not name."""
+    data = read_limited(index, "the index", MAX_INDEX_BYTES)
     try:
-        doc = json.loads(index.read_text("utf-8"))
-        weight_map = doc["weight_map"]
-        if not isinstance(weight_map, dict):
-            raise TypeError
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        raise FormatError(index, "not a sharded-checkpoint index (needs a 'weight_map' object)"
-                          ) from None
-    files: list[Path] = []
-    for shard in dict.fromkeys(weight_map.values()):
-        f = index.parent / str(shard)
-        if not f.is_file():
-            raise InputError(f"{index}: shard {shard!r} listed in weight_map is missing")
-        files.append(f)
-    return files
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError(index, "index is not UTF-8 text", offset=e.start) from None
+    doc = load_json(text, index, what="index")
+    weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(weight_map, dict):
+        raise FormatError(index, "not a sharded-checkpoint index (needs a 'weight_map' object)")
+    for name, v in weight_map.items():
+        if not isinstance(v, str):
+            r = repr(v)
+            raise FormatError(index, f"weight_map gives tensor {name!r} the file "
+                                     f"{r if len(r) <= 80 else r[:77] + '...'}, not a file name")
+    enclosure = Enclosure(index.parent)
+    return [_shard_path(index, shard, enclosure) for shard in dict.fromkeys(weight_map.values())]
+
+
+def _shard_path(index: Path, shard: str, enclosure: Enclosure) -> Path:
+    """The file a ``weight_map`` value names, checked (see ``_from_index``)."""
+    def refuse(why: str) -> FormatError:
+        return FormatError(index, f"shard {shard!r} listed in weight_map {why}: refused (pass "
+                                  "the file itself to render it)")
+
+    if not shard or "\x00" in shard:
+        raise refuse("is not a file name")
+    try:
+        os.fsencode(shard)
+    except UnicodeError:
+        raise refuse("is not a file name this system can encode") from None
+    if PurePosixPath(shard).is_absolute() or PureWindowsPath(shard).anchor:
+        raise refuse("is an absolute path")
+    if ".." in PurePosixPath(shard.replace("\\", "/")).parts:
+        raise refuse("leads out of the index's folder ('..')")
+    f = index.parent / shard
+    if not f.is_file():
+        raise InputError(f"{index}: shard {shard!r} listed in weight_map is missing")
+    if not enclosure.holds(f):
+        raise refuse(f"resolves outside {index.parent} (a symbolic link)")
+    return f
 
 
 def _natural_key(s: str) -> list[object]:
+    """Digit runs compare as numbers (by length, then digits: no int() of a long run)."""
     import re
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+    return [(len(t.lstrip("0")), t.lstrip("0")) if t.isdecimal() else t
+            for t in re.split(r"(\d+)", s)]
 
 
 _GGUF_PART = re.compile(r"-\d{5}-of-(\d{5})\.gguf$")
@@ -157,11 +197,20 @@ def _from_directory(d: Path) -> list[Path]:
                                      others=[f.name for f in entries if not f.is_file()])
     if chosen[0].endswith(".safetensors.index.json"):
         return _from_index(d / chosen[0])
+    enclosure = Enclosure(d)
+    for n in chosen:
+        if not enclosure.holds(d / n):
+            raise InputError(f"{d / n}: resolves outside {d} (a symbolic link): refused (pass "
+                             "the file itself to render it)")
     return [d / n for n in chosen]
 
 
 def resolve_inputs(sources: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], dict[str, Any]]:
-    """Expand user inputs to data files; returns (files, sidecar ``config.json`` or {})."""
+    """Expand user inputs to data files; returns (files, sidecar ``config.json`` or {}).
+
+    Files the user names are read wherever they are; files found through a directory or an
+    index must lie inside it (``sidecars.Enclosure``). The sidecar is read with a size bound
+    and checked (``sidecars.read_config``); a broken one is ignored with a warning."""
     files: list[Path] = []
     config: dict[str, Any] = {}
     given = [os.fspath(s) for s in sources]
@@ -185,12 +234,8 @@ def resolve_inputs(sources: Iterable[str | os.PathLike[str]]) -> tuple[list[Path
             if looks_like_repo_id(str(s)):
                 hint = f"; for the Hugging Face Hub repo, write hf://{s}"
             raise InputError(f"{s}: no such file or directory{hint}")
-        if not config and cfg.is_file():
-            try:
-                loaded = json.loads(cfg.read_text("utf-8"))
-                config = loaded if isinstance(loaded, dict) else {}
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                config = {}  # a sidecar is optional; a broken one is ignored
+        if not config and os.path.lexists(cfg):
+            config = read_config(cfg, Enclosure(cfg.parent))
     seen: set[Path] = set()
     unique = []
     for f in files:
@@ -207,13 +252,17 @@ class MultiReader(Reader):
     def __init__(self, readers: Sequence[Reader], config: Mapping[str, Any] | None = None,
                  origins: Sequence[str | None] | None = None):
         self.readers = list(readers)
-        self.config = dict(config or {})
+        self.config: dict[str, Any] = json_safe(dict(config or {}), "config", what="config")
         self.origins: list[str | None] = list(origins or [None] * len(self.readers))
         """Per reader (one file each): the pinned ``hf://`` location its file came from, or
         None for a local file of the user's (the manifest's ``source.uris``)."""
         self._owner: dict[str, Reader] = {}
         self._tensors: list[TensorInfo] = []
+        bound = max_tensors()
         for r in self.readers:
+            if len(self._tensors) + len(r.tensors()) > bound:
+                raise InputError(f"{r.files[0] if r.files else '?'}: the checkpoint holds more "
+                                 f"than {bound} tensors ({MAX_TENSORS_ENV} raises the bound)")
             for t in r.tensors():
                 if t.name in self._owner:
                     other = self._owner[t.name].info(t.name).file
@@ -223,6 +272,12 @@ class MultiReader(Reader):
                 self._tensors.append(t)
         formats = sorted({r.format for r in self.readers})
         self.format = "+".join(formats) if formats else "?"
+        # checked now, not when the manifest is written after every tile: JSON has no NaN and
+        # no unbounded nesting (untrusted.json_safe); a long string (a thumbnail ...) is kept
+        # as its length, like a GGUF reader's
+        self._metadata: dict[str, Any] = {
+            str(f): json_safe(dict(r.metadata), f, max_string=SHORT_STRING_MAX)
+            for r in self.readers for f in r.files[:1]}
         self._read_from: dict[int, Reader] = {}
         """Readers read since the last release (release() visits only those: callers release
         after every tensor, and a checkpoint may have hundreds of shards)."""
@@ -265,7 +320,8 @@ class MultiReader(Reader):
 
     @property
     def metadata(self) -> Mapping[str, Any]:
-        return {str(f): dict(r.metadata) for r in self.readers for f in r.files[:1]}
+        """Each file's format metadata, JSON-safe (non-finite numbers as strings)."""
+        return self._metadata
 
     def gguf_architecture(self) -> str | None:
         """``general.architecture`` of the first GGUF file, if any (``llama``, ``qwen2moe``…)."""
@@ -307,16 +363,22 @@ def open_checkpoint(sources: Iterable[str | os.PathLike[str]]) -> MultiReader:
     if any(is_hub_uri(s) for s in given):
         return _open_with_hub(given)
     files, config = resolve_inputs(given)
+    _allow_open_files(len(files))
     readers: list[Reader] = []
     with gc_paused():
         try:
             for f in files:
                 readers.append(_open_file(f))
-        except BaseException:
+            return MultiReader(readers, config, [_cached_origin(f) for f in files])
+        except BaseException as e:
             for r in readers:
                 r.close()
+            if isinstance(e, OSError) and e.errno == errno.EMFILE:
+                raise InputError(f"{_first_source(sources)}: {len(files)} checkpoint files, "
+                                 f"more than a process may keep open here (ulimit -n: "
+                                 f"{_open_file_limit()}); raise the limit, or render with "
+                                 "--workers 1") from None
             raise
-        return MultiReader(readers, config, [_cached_origin(f) for f in files])
 
 
 def _cached_origin(path: Path) -> str | None:
@@ -349,6 +411,34 @@ def _open_with_hub(given: Sequence[str]) -> MultiReader:
         reader = open_sources(sources, config)
     reader.origins = origins
     return reader
+
+
+def _first_source(sources: Iterable[str | os.PathLike[str]]) -> str:
+    return next((str(s) for s in sources), "?")
+
+
+def _open_file_limit() -> str:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover (not POSIX)
+        return "?"
+    return str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+
+def _allow_open_files(n_files: int) -> None:
+    """Raise this process's soft limit on open files up to its hard limit when a checkpoint of
+    ``n_files`` files needs it: each open file keeps one descriptor (its memory mapping's), and
+    a forked worker opens its own beside those it inherits."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover (not POSIX)
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * n_files + 256  # + the interpreter, numba, the worker pipes
+    if soft != resource.RLIM_INFINITY and soft < need:
+        new = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        if new > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
 def open_sources(sources: Sequence[ByteSource],

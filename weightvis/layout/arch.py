@@ -259,8 +259,8 @@ def arch_layout(tensors: Sequence[TensorInfo], canonical: Mapping[str, str] | No
     max_dim = max((max(h, w) for h, w in slot_sizes.values()), default=1)
     gap = _gap_for(max_dim)
     plan = _plan_block(slot_sizes, gap)
-    b_lo, b_hi = min(block_ts), max(block_ts)
-    n_blocks = b_hi - b_lo + 1
+    cell = _block_cells(sorted(block_ts))
+    n_blocks = max(cell.values()) + 1
     head = [t for t in outside if is_embedding(index[t.name].canonical)]
     tail = [t for t in outside if not is_embedding(index[t.name].canonical)]
     bgap = 2 * gap
@@ -278,7 +278,7 @@ def arch_layout(tensors: Sequence[TensorInfo], canonical: Mapping[str, str] | No
         placements = list(hd.placements)
         groups = list(hd.groups)
         for b, subs in sorted(block_ts.items()) if full else ():
-            col, row = divmod(b - b_lo, nrows)
+            col, row = divmod(cell[b], nrows)
             bx, by = col * (plan.w + bgap), grid_y + row * (plan.h + bgap)
             groups.append(Group(f"block {b}", "block", bx, by, plan.w, plan.h))
             for sub, t in subs.items():
@@ -308,6 +308,23 @@ def arch_layout(tensors: Sequence[TensorInfo], canonical: Mapping[str, str] | No
         t.name: (b, sub) for b, subs in block_ts.items() for sub, t in subs.items()}
     return SceneLayout("arch", max(width, 1), max(height, 1), tuple(placements), tuple(groups),
                        slots)
+
+
+MAX_GAP_FACTOR = 4
+"""Missing blocks are drawn as holes in the grid while the grid has at most this many cells
+per block present; a sparser numbering (``layers.0`` and ``layers.999999999``) puts the blocks
+side by side in order instead, so the grid - and the layout's time - stays linear in the
+number of tensors."""
+
+
+def _block_cells(blocks: Sequence[int]) -> dict[int, int]:
+    """Block index -> grid cell for the block indices present (ascending)."""
+    if not blocks:
+        return {}
+    b_lo, span = blocks[0], blocks[-1] - blocks[0] + 1
+    if span <= MAX_GAP_FACTOR * len(blocks):
+        return {b: b - b_lo for b in blocks}
+    return {b: i for i, b in enumerate(blocks)}
 
 
 def _generic_layout(tensors: Sequence[TensorInfo]) -> SceneLayout:
