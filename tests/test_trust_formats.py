@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import weightvis.index
-import weightvis.manifest
 from weightvis import bundle, cli
 from weightvis.errors import FormatError, WeightvisWarning
 from weightvis.formats import open_checkpoint
@@ -40,8 +38,6 @@ from .trust_fixtures import (
 )
 
 _F32 = np.arange(16, dtype=np.float32).tobytes()
-_NAME_INDEX_BOUNDS_DIGITS = hasattr(weightvis.index, "_INDEX")
-_MANIFEST_ESCAPES_SURROGATES = hasattr(weightvis.manifest, "encodable")
 
 
 def render(src: Path | str, out: Path, *extra: str, seconds: float = 90) -> object:
@@ -214,9 +210,6 @@ def test_json_nested_past_the_parser_and_past_the_bound(tmp_path: Path) -> None:
     assert_one_error(run_main(["info", str(p)]), str(p), "nested")
 
 
-@pytest.mark.skipif(not _NAME_INDEX_BOUNDS_DIGITS,
-                    reason="block indices of a name are bounded by the name index of branch "
-                           "trust-names (weightvis.index._INDEX)")
 def test_block_index_of_5000_digits_renders(tmp_path: Path) -> None:
     p = st_file(tmp_path / "m.safetensors", {"model.layers." + "1" * 5000 + ".x.weight":
                                              ("F32", (2, 2)),
@@ -243,9 +236,6 @@ def test_lone_surrogate_name_info_json_and_errors(tmp_path: Path) -> None:
     line.encode("utf-8")
 
 
-@pytest.mark.skipif(not _MANIFEST_ESCAPES_SURROGATES,
-                    reason="the manifest writer escapes lone surrogates in branch trust-names "
-                           "(weightvis.manifest.encodable)")
 def test_lone_surrogate_name_renders(tmp_path: Path) -> None:
     p = st_file(tmp_path / "s.safetensors", {"w\ud800": ("F32", (2, 2))})
     r = render(p, tmp_path / "out")

@@ -7,11 +7,6 @@ or 2; on exit 2 one ``weightvis: error:`` line that is not the last resort's ``i
 (an error no reader turned into words is a finding) and no output folder; on exit 0 only
 ``weightvis: warning:`` lines on stderr, ``info --json`` and ``manifest.json`` valid JSON (no
 NaN); no raw control character on stdout or stderr.
-
-Three findings belong to another branch of issue 11 (trust-names) and are counted, not failed,
-until it is merged: a lone surrogate in a name breaks the manifest writer (fixed there by
-``manifest.encodable``); a block index of more than 4,300 digits, and an empty or multi-line
-name among GGUF-style names, break the name index (fixed there with ``index._INDEX``).
 """
 
 from __future__ import annotations
@@ -25,9 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-import weightvis.index
-import weightvis.manifest
-
 from ..trust_fixtures import Overtime, Ran, run_main, strict_json
 from .common import CRASHES, broken_promise, run_cli
 
@@ -35,24 +27,9 @@ CASE_SECONDS = 30.0
 """Wall-clock bound of one in-process command (numba compiles the kernels on the first
 render: that one takes a few seconds)."""
 
-_UPSTREAM = {
-    "surrogate name in the manifest": (
-        not hasattr(weightvis.manifest, "encodable"),
-        ("internal error (UnicodeEncodeError", "surrogates not allowed")),
-    "5,000-digit block index": (
-        not hasattr(weightvis.index, "_INDEX"),
-        ("internal error (ValueError", "4300 digits")),
-    "empty or multi-line GGUF-style name": (
-        not hasattr(weightvis.index, "_INDEX"),
-        ("internal error (AssertionError: )",)),
-}
-
-
 class Verdict(NamedTuple):
     problem: str | None
     """A broken promise (the case fails), or None."""
-    upstream: str | None
-    """A known finding fixed on another branch (counted), or None."""
     rendered: bool = False
     """The render exited 0 (the input was accepted)."""
 
@@ -65,31 +42,28 @@ def _raw_controls(text: str) -> bool:
 def judge(args: Sequence[str], r: Ran, out: Path | None) -> Verdict:
     """The promises for one in-process command's outcome ``r`` (``out``: its bundle folder)."""
     if r.code not in (0, 2):
-        return Verdict(f"exit {r.code}: {r.stderr[-500:]!r}", None)
+        return Verdict(f"exit {r.code}: {r.stderr[-500:]!r}")
     if _raw_controls(r.stdout) or _raw_controls(r.stderr):
-        return Verdict(f"raw control character: {ascii((r.stdout + r.stderr)[-500:])}", None)
+        return Verdict(f"raw control character: {ascii((r.stdout + r.stderr)[-500:])}")
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     if r.code == 2:
         if len(lines) != 1 or not lines[0].startswith("weightvis: error: "):
-            return Verdict(f"not one error line: {r.stderr[-500:]!r}", None)
-        for label, (open_, needles) in _UPSTREAM.items():
-            if open_ and all(n in lines[0] for n in needles):
-                return Verdict(None, label)
+            return Verdict(f"not one error line: {r.stderr[-500:]!r}")
         if "internal error" in lines[0]:
-            return Verdict(f"last resort: {lines[0][:500]}", None)
+            return Verdict(f"last resort: {lines[0][:500]}")
         if out is not None and out.exists():
-            return Verdict("a failed render left its output folder", None)
-        return Verdict(None, None)
+            return Verdict("a failed render left its output folder")
+        return Verdict(None)
     if any(not ln.startswith("weightvis: warning: ") for ln in lines):
-        return Verdict(f"stderr on success: {r.stderr[-500:]!r}", None)
+        return Verdict(f"stderr on success: {r.stderr[-500:]!r}")
     try:
         if "--json" in args:
             strict_json(r.stdout)
         if out is not None:
             strict_json((out / "manifest.json").read_text("utf-8"))
     except (OSError, ValueError) as e:
-        return Verdict(f"invalid JSON output: {e}", None)
-    return Verdict(None, None)
+        return Verdict(f"invalid JSON output: {e}")
+    return Verdict(None)
 
 
 VARIANTS: list[tuple[list[str], list[str]]] = [
@@ -108,22 +82,20 @@ def run_in_process(src: Path, work: Path, *, render: bool = True, variant: int =
         out = work / "bundle"
         commands.append(([str(src), "--out", str(out), "--workers", "1", "-q", *render_opts],
                          out))
-    upstream = None
     for args, out_dir in commands:
         try:
             r = run_main(args, seconds=CASE_SECONDS)
         except Overtime:
-            return Verdict(f"{args[:2]}: still running after {CASE_SECONDS} s", None)
+            return Verdict(f"{args[:2]}: still running after {CASE_SECONDS} s")
         except BaseException as e:  # noqa: BLE001 (anything escaping main breaks the promise)
             tb = "".join(traceback.format_exception(e))[-1500:]
-            return Verdict(f"{args[:2]}: {type(e).__name__} escaped cli.main:\n{tb}", None)
+            return Verdict(f"{args[:2]}: {type(e).__name__} escaped cli.main:\n{tb}")
         v = judge(args, r, out_dir)
         if v.problem is not None:
-            return Verdict(f"{args[:2]}: {v.problem}", None)
-        upstream = upstream or v.upstream
+            return Verdict(f"{args[:2]}: {v.problem}")
         if out_dir is not None:
             shutil.rmtree(out_dir, ignore_errors=True)
-    return Verdict(None, upstream, render and r.code == 0)
+    return Verdict(None, render and r.code == 0)
 
 
 def run_subprocess(src: Path, work: Path) -> Verdict:
@@ -135,13 +107,13 @@ def run_subprocess(src: Path, work: Path) -> Verdict:
         o = run_cli(args)
         problem = broken_promise(o)
         if problem is not None:
-            return Verdict(f"{args[:2]}: {problem}", None)
+            return Verdict(f"{args[:2]}: {problem}")
         v = judge(args, Ran(o.returncode or 0, o.stdout, o.stderr), out)
         if v.problem is not None:
-            return Verdict(f"{args[:2]}: {v.problem}", None)
+            return Verdict(f"{args[:2]}: {v.problem}")
         if out is not None:
             shutil.rmtree(out, ignore_errors=True)
-    return Verdict(None, v.upstream, o.returncode == 0)
+    return Verdict(None, o.returncode == 0)
 
 
 def keep(target: str, label: str, src: Path) -> Path:

@@ -295,8 +295,6 @@ def _campaign(n_inproc: int, n_sub: int) -> None:
             v = run_subprocess(src, case) if sub else run_in_process(src, case, variant=variant)
             tally.add("subprocess" if sub else "in-process")
             tally.add("rendered" if v.rendered else "refused")
-            if v.upstream is not None:
-                tally.add(f"known upstream: {v.upstream}")
             if v.problem is not None:
                 kept = keep(TARGET, label, src)
                 raise AssertionError(f"case {label} ({kept}): {v.problem}")
