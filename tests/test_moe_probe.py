@@ -246,6 +246,10 @@ def test_what_the_probe_cannot_run_fails_clearly(tmp_path: Path, planted: dict[s
     save_file(state, str(tmp_path / "cut" / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(InputError, match=r"layers\.2\.self_attn\.k_proj\.weight"):
         probe_routing(tmp_path / "cut", tokens=[1, 2])
+    data = (planted["mixtral"][0] / "model.safetensors").read_bytes()
+    (tmp_path / "cut" / "model.safetensors").write_bytes(data[:len(data) // 2])
+    with pytest.raises(InputError, match="model.safetensors: not a readable safetensors file"):
+        probe_routing(tmp_path / "cut", tokens=[1, 2])
     # without the extra
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(MissingExtraError, match=r"weightvis\[probe\]"):

@@ -214,14 +214,17 @@ class _LayerLoader:
                     m._parameters[name] = parameter(p.to("meta"), requires_grad=False)
 
     def _load(self, unit: str) -> None:
+        where = f"{self.model_dir}: layer {unit!r}" if unit else str(self.model_dir)
         with ExitStack() as stack:
             state: dict[str, Any] = {}
             for f, keys in self._keys.get(unit, {}).items():
-                h = stack.enter_context(self._safe_open(str(f), framework="pt"))
-                state.update((k, h.get_slice(k)) for k in keys)
+                try:
+                    h = stack.enter_context(self._safe_open(str(f), framework="pt"))
+                    state.update((k, h.get_slice(k)) for k in keys)
+                except Exception as e:  # safetensors raises its own (untyped) errors
+                    raise InputError(f"{f}: unreadable ({first_line(e)})") from e
             info, _ = self._cml.convert_and_load_state_dict_in_model(self.model, state,
                                                                      self._config)
-        where = f"{self.model_dir}: layer {unit!r}" if unit else str(self.model_dir)
         if info.conversion_errors:
             key, msg = next(iter(info.conversion_errors.items()))
             raise InputError(f"{where}: cannot convert the checkpoint's tensors for {key!r} "
