@@ -1,0 +1,1 @@
+"""Mixture-of-Experts: expert structure, statistics, similarity and the routing probe."""
