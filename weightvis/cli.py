@@ -7,8 +7,10 @@ import argparse
 import contextlib
 import gc
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +106,9 @@ def _diff_parser() -> argparse.ArgumentParser:
 def _diff_summary(res: Any) -> str:
     d = res.diff
     s = d["summary"]
-    lines = [f"wrote {res.out}/index.html and diff.json in {res.seconds:.1f} s",
+    lines = [f"wrote {res.out}/index.html and diff.json in {res.seconds:.1f} s"
+             + (f" ({res.tiles_reused} tiles kept from an interrupted run)"
+                if res.tiles_reused else ""),
              f"{d['mode']} mode: {s['identical']} identical, {s['changed']} changed, "
              f"{s['shape_changed']} shape-changed, {s['only_in_a']} only in A, "
              f"{s['only_in_b']} only in B; {s['elements_changed']:,} of "
@@ -204,13 +208,18 @@ def _read_file_list(path: str) -> list[str]:
     return out
 
 
+def _reused(res: Any) -> str:
+    n = res.tiles_reused
+    return f", {n} of them kept from an interrupted run" if n else ""
+
+
 def _summary(res: Any) -> str:
     m = res.manifest
     sc = m["scenes"][0]
     mb = res.bytes_written / 1e6
     return (f"wrote {res.out}/index.html: {len(m['tensors'])} tensors, "
             f"{res.elements:,} elements, canvas {sc['width']}x{sc['height']} px, "
-            f"zoom 0-{sc['max_zoom']}, {res.tiles_written} tiles ({mb:.1f} MB) "
+            f"zoom 0-{sc['max_zoom']}, {res.tiles_written} tiles ({mb:.1f} MB{_reused(res)}) "
             f"in {res.seconds:.1f} s")
 
 
@@ -307,40 +316,97 @@ def run() -> None:
     os._exit(code)
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: the run stops as on Ctrl-C (every ``finally`` runs, the output is
+    cleaned up)."""
+
+
+_STOPPED_BY: list[int] = []
+"""The stop signal this command received, if any: whatever exception then ends the command
+is its consequence (a KeyboardInterrupt raised inside an import may come out as an
+ImportError), and the command ends as stopped, not as failed."""
+
+
+def _on_stop(signum: int, frame: Any) -> None:
+    from .interrupts import STOP_SIGNALS
+
+    for s in STOP_SIGNALS:  # a second signal must not interrupt the clean-up of the first
+        signal.signal(s, signal.SIG_IGN)
+    _STOPPED_BY.append(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise _Stopped(signum)
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP stop the command cleanly while the block runs (in the main
+    thread; a signal the caller ignores, as under ``nohup``, stays ignored)."""
+    from .interrupts import STOP_SIGNALS
+
+    _STOPPED_BY.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    for s, h in old.items():
+        if h is not signal.SIG_IGN:
+            signal.signal(s, _on_stop)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit code: 0, 2 for an error (one line on stderr),
+    130 after Ctrl-C, 128 + the signal's number after SIGTERM (143) or SIGHUP (129)."""
     args = list(sys.argv[1:] if argv is None else argv)
     # the render path does no linear algebra; OpenBLAS's thread pool, started when numpy is
     # first imported, spins for ~0.3 CPU-s on the cores the tile workers need (measured)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
-        if args and args[0] == "demo":
-            return _run_demo(args[1:])
-        if args and args[0] == "info":
-            return _run_info(args[1:])
-        if args and args[0] == "diff":
-            return _run_diff(args[1:])
-        if "--diff" in args:  # the seed's spelling: weightvis --diff A B --out DIR
-            i = args.index("--diff")
-            if len(args) < i + 3:
-                print("weightvis: error: --diff takes two checkpoints: --diff A B",
-                      file=sys.stderr)
-                return 2
-            return _run_diff(args[i + 1:i + 3] + args[:i] + args[i + 3:])
-        return _run_render(args)
-    except WeightvisError as e:
-        if os.environ.get("WEIGHTVIS_DEBUG"):
-            raise
+        with _stop_signals():
+            return _main(args)
+    except BaseException as e:  # noqa: BLE001 - every way a command ends becomes an exit code
+        return _ending(e)
+
+
+def _main(args: list[str]) -> int:
+    if args and args[0] == "demo":
+        return _run_demo(args[1:])
+    if args and args[0] == "info":
+        return _run_info(args[1:])
+    if args and args[0] == "diff":
+        return _run_diff(args[1:])
+    if "--diff" in args:  # the seed's spelling: weightvis --diff A B --out DIR
+        i = args.index("--diff")
+        if len(args) < i + 3:
+            print("weightvis: error: --diff takes two checkpoints: --diff A B", file=sys.stderr)
+            return 2
+        return _run_diff(args[i + 1:i + 3] + args[:i] + args[i + 3:])
+    return _run_render(args)
+
+
+def _ending(e: BaseException) -> int:
+    """The exit code of a command that ended by ``e`` (raised again where it is not ours to
+    turn into words), after one line on stderr."""
+    if _STOPPED_BY or isinstance(e, KeyboardInterrupt):
+        signum = _STOPPED_BY[0] if _STOPPED_BY else int(signal.SIGINT)
+        interrupted = signum == signal.SIGINT
+        print(f"weightvis: {'interrupted' if interrupted else 'terminated'}", file=sys.stderr)
+        return 130 if interrupted else 128 + signum
+    if isinstance(e, MemoryError):
+        print("weightvis: error: out of memory", file=sys.stderr)
+        return 2
+    if isinstance(e, SystemExit) or os.environ.get("WEIGHTVIS_DEBUG"):
+        raise e
+    if isinstance(e, WeightvisError):
         print(f"weightvis: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # disk full, permission denied, ... while writing
-        if os.environ.get("WEIGHTVIS_DEBUG"):
-            raise
+    if isinstance(e, OSError):  # disk full, permission denied, ... while writing
         where = f"{e.filename}: " if e.filename else ""
         print(f"weightvis: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("weightvis: interrupted", file=sys.stderr)
-        return 130
-    except MemoryError:
-        print("weightvis: error: out of memory", file=sys.stderr)
-        return 2
+    raise e
