@@ -9,6 +9,7 @@ Nothing here prints: progress goes through the ``progress`` callback (the CLI sh
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -20,9 +21,10 @@ from .executors import Executor, local_executor
 from .formats import open_checkpoint
 from .manifest import MANIFEST_VERSION, compact, dumps, is_bundle, read_manifest
 from .options import DiffMetric, DiffOptions, DiffPalette, RenderOptions, resolve_workers
+from .outdir import fingerprint
 from .regen import regen_html, write_text, write_viewer
 from .scenes import Plan, Progress
-from .store import FolderStore, StagedFolderStore, Store
+from .store import FolderStore, StagedFolderStore, Store, writing
 from .tiling import SceneJob
 from .types import HilbertUnit, LayoutKind, ScaleMode, TileFormat
 
@@ -37,6 +39,8 @@ class BundleResult(NamedTuple):
     """Side documents written beside the manifest (``diff.json``…), by file name."""
     tiles_written: int
     bytes_written: int
+    tiles_reused: int = 0
+    """Of ``tiles_written``, those an interrupted run had written (resumed)."""
 
 
 class RenderResult(NamedTuple):
@@ -46,6 +50,7 @@ class RenderResult(NamedTuple):
     bytes_written: int
     seconds: float
     elements: int
+    tiles_reused: int = 0
 
 
 class DiffResult(NamedTuple):
@@ -55,21 +60,24 @@ class DiffResult(NamedTuple):
     tiles_written: int
     bytes_written: int
     seconds: float
+    tiles_reused: int = 0
 
 
 def build_bundle(plan: Plan, store: Store, executor: Executor,
-                 progress: Progress | None = None) -> BundleResult:
+                 progress: Progress | None = None, *, fingerprint: str | None = None
+                 ) -> BundleResult:
     """Render every scene of ``plan`` with ``executor`` into ``store``, then its side documents,
     the manifest and ``index.html`` (last), and commit. A failure or an interruption aborts the
-    store (nothing half-written stays)."""
+    store (nothing half-written stays). ``fingerprint`` (resume.fingerprint of the plan's
+    inputs and options) lets a store that keeps records resume a killed run's subtrees."""
     def tick(stage: str, n: int, total: int) -> None:
         if progress is not None:
             progress(stage, n, total)
 
     results: dict[str, Any] = {}
-    written = nbytes = 0
-    store.begin()
+    written = nbytes = reused = 0
     try:
+        store.begin(fingerprint)
         sink = store.sink()
         for scene in plan.scenes:
             job = SceneJob(scene.spec, scene.key, scene.geometry, dict(scene.scales), sink,
@@ -78,26 +86,31 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
             with executor.scene(job) as job:
                 # the compiled kernels load here, after the executor forked its helpers
                 from .pyramid import render_scene
+                from .resume import SubtreeRecords
 
+                kept = store.records
+                records = SubtreeRecords(kept / scene.key, job, store.out) if kept else None
                 res = render_scene(job, executor, functools.partial(_tick, tick, scene.stage,
                                                                      leaves),
                                    plan.reader if scene.key == plan.scenes[0].key else None,
-                                   scene.meanwhile)
+                                   scene.meanwhile, records)
             results[scene.key] = res
             written += res.tiles_written
             nbytes += res.bytes_written
+            reused += res.tiles_reused
         manifest, documents = plan.finish(results, executor)
         root = store.root
-        for name, doc in documents.items():
-            write_text(root, name, dumps(doc))
-        text = compact(manifest)  # encoded once for manifest.json and index.html
-        write_text(root, "manifest.json", dumps(manifest, text))
-        write_viewer(root, manifest, text)
+        with writing(store.out, "the manifest and index.html"):
+            for name, doc in documents.items():
+                write_text(root, name, dumps(doc))
+            text = compact(manifest)  # encoded once for manifest.json and index.html
+            write_text(root, "manifest.json", dumps(manifest, text))
+            write_viewer(root, manifest, text)
         out = store.commit()
     except BaseException:
         store.abort()
         raise
-    return BundleResult(out, manifest, documents, written, nbytes)
+    return BundleResult(out, manifest, documents, written, nbytes, reused)
 
 
 def _tick(tick: Progress, stage: str, total: int, n: int) -> None:
@@ -106,6 +119,12 @@ def _tick(tick: Progress, stage: str, total: int, n: int) -> None:
 
 def _store(out: str | os.PathLike[str], overwrite: bool, in_place: bool) -> Store:
     return (FolderStore if in_place else StagedFolderStore)(out, overwrite=overwrite)
+
+
+def _options(opts: RenderOptions | DiffOptions) -> dict[str, Any]:
+    """The options a bundle's bytes depend on (for the resume fingerprint)."""
+    return {k: v for k, v in dataclasses.asdict(opts).items()
+            if k not in ("workers", "overwrite")}
 
 
 def render(
@@ -134,17 +153,21 @@ def render(
     opts = RenderOptions(layout, hilbert_unit, tile_format, scale, title, workers, overwrite)
     check_format(opts.tile_format)
     ex = executor or local_executor(resolve_workers(opts.workers))
-    st = store or _store(out, opts.overwrite, False)
-    srcs = [str(s) for s in sources]
-    reader = open_checkpoint(srcs)
+    st = store or _store(out, opts.overwrite, False)  # (a locked --out fails here, at once)
     try:
-        plan = plan_render(reader, srcs, opts, ex, progress or _no_progress)
-        res = build_bundle(plan, st, ex, progress)
-        elements = sum(t.numel for t in reader.tensors())
+        srcs = [str(s) for s in sources]
+        reader = open_checkpoint(srcs)
+        try:
+            plan = plan_render(reader, srcs, opts, ex, progress or _no_progress)
+            fp = fingerprint("render", _options(opts), [reader.files])
+            res = build_bundle(plan, st, ex, progress, fingerprint=fp)
+            elements = sum(t.numel for t in reader.tensors())
+        finally:
+            reader.close()
     finally:
-        reader.close()
+        st.close()
     return RenderResult(res.out, res.manifest, res.tiles_written, res.bytes_written,
-                        time.perf_counter() - t0, elements)
+                        time.perf_counter() - t0, elements, res.tiles_reused)
 
 
 def render_diff(
@@ -176,22 +199,26 @@ def render_diff(
                        workers, overwrite)
     check_format(opts.tile_format)
     ex = executor or local_executor(resolve_workers(opts.workers))
-    st = store or _store(out, opts.overwrite, False)
-    a_srcs, b_srcs = [str(s) for s in a_sources], [str(s) for s in b_sources]
-    ra = open_checkpoint(a_srcs)
+    st = store or _store(out, opts.overwrite, False)  # (a locked --out fails here, at once)
     try:
-        rb = open_checkpoint(b_srcs)
-    except BaseException:
-        ra.close()
-        raise
-    reader = wdiff.DiffReader(ra, rb)
-    try:
-        plan = plan_diff(reader, a_srcs, b_srcs, opts, ex, progress or _no_progress)
-        res = build_bundle(plan, st, ex, progress)
+        a_srcs, b_srcs = [str(s) for s in a_sources], [str(s) for s in b_sources]
+        ra = open_checkpoint(a_srcs)
+        try:
+            rb = open_checkpoint(b_srcs)
+        except BaseException:
+            ra.close()
+            raise
+        reader = wdiff.DiffReader(ra, rb)
+        try:
+            plan = plan_diff(reader, a_srcs, b_srcs, opts, ex, progress or _no_progress)
+            fp = fingerprint("diff", _options(opts), [ra.files, rb.files])
+            res = build_bundle(plan, st, ex, progress, fingerprint=fp)
+        finally:
+            reader.close()
     finally:
-        reader.close()
+        st.close()
     return DiffResult(res.out, res.manifest, res.documents["diff.json"], res.tiles_written,
-                      res.bytes_written, time.perf_counter() - t0)
+                      res.bytes_written, time.perf_counter() - t0, res.tiles_reused)
 
 
 def _no_progress(stage: str, n: int, total: int) -> None:
