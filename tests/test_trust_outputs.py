@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import psutil
 import pytest
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 
 import weightvis
 from weightvis import painters, pyramid, values
@@ -161,7 +161,7 @@ def test_bundle_entries_cover_every_bundle(small: Path, tmp_path: Path) -> None:
     h = weightvis.render([small], tmp_path / "h", workers=1, layout="hilbert",
                          hilbert_unit="byte")
     d = weightvis.render_diff([small], [other], tmp_path / "d", workers=1,
-                              scenes=("a", "b", "delta"))
+                              scenes=("a", "b", "delta"), svd=False)
     for res in (r, h, d):
         names = {p.name for p in res.out.iterdir()}
         assert {"index.html", "manifest.json", "tiles"} <= names <= BUNDLE_ENTRIES
@@ -415,6 +415,25 @@ def test_leftovers_are_resumed_or_removed(small: Path, tmp_path: Path, workers: 
     assert _debris(tmp_path) == []
 
 
+def test_a_killed_diff_resumes_every_scene(small: Path, tmp_path: Path) -> None:
+    b = tmp_path / "b.safetensors"
+    t = load_file(str(small))
+    t["model.layers.2.mlp.up_proj.weight"][10] = 0
+    t["model.layers.3.mlp.up_proj.weight"][5, 7] += 0.5
+    save_file(t, str(b))
+    ref = weightvis.render_diff([small], [b], tmp_path / "ref", workers=2, svd=False,
+                                scenes=("a", "b", "delta"))
+    out = tmp_path / "out"
+    _killed_run("diff", small, b, "--out", out, "--scenes", "a,b,delta", "--no-svd",
+                "--workers", "2", "-q")
+    assert {p.parent.name for p in _records(out)} == {"a", "b", "delta"}
+    res = weightvis.render_diff([small], [b], out, workers=2, svd=False,
+                                scenes=("a", "b", "delta"))
+    assert res.tiles_reused > res.tiles_written / 2
+    assert _digest(out) == _digest(ref.out)  # tiles, manifest.json, diff.json, index.html
+    assert _debris(tmp_path) == []
+
+
 def test_a_run_killed_while_replacing_a_bundle_gives_it_back(small: Path,
                                                             tmp_path: Path) -> None:
     """Killed between moving the previous bundle aside and its own in: the next run puts the
@@ -440,8 +459,15 @@ def test_symlinked_out_is_followed(small: Path, tmp_path: Path) -> None:
     first = _digest(real)
     res = weightvis.render([small], link, workers=2, overwrite=True)
     assert link.is_symlink() and _digest(real) == first
-    # the same folder by two names is one --out: one lock, one staging folder
     assert _debris(tmp_path) == [] and _debris(real.parent) == []
+    # the same folder by two names is one --out: one lock
+    from weightvis.errors import OutputError
+    from weightvis.store import StagedFolderStore
+
+    holder = StagedFolderStore(real, overwrite=True)
+    with pytest.raises(OutputError, match="another weightvis run"):
+        weightvis.render([small], link, workers=1, overwrite=True)
+    holder.close()
     # a link to a folder that is not a bundle is refused like the folder itself
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")

@@ -68,7 +68,7 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
                  ) -> BundleResult:
     """Render every scene of ``plan`` with ``executor`` into ``store``, then its side documents,
     the manifest and ``index.html`` (last), and commit. A failure or an interruption aborts the
-    store (nothing half-written stays). ``fingerprint`` (resume.fingerprint of the plan's
+    store (nothing half-written stays). ``fingerprint`` (outdir.fingerprint of the plan's
     inputs and options) lets a store that keeps records resume a killed run's subtrees."""
     def tick(stage: str, n: int, total: int) -> None:
         if progress is not None:
@@ -121,10 +121,13 @@ def _store(out: str | os.PathLike[str], overwrite: bool, in_place: bool) -> Stor
     return (FolderStore if in_place else StagedFolderStore)(out, overwrite=overwrite)
 
 
-def _options(opts: RenderOptions | DiffOptions) -> dict[str, Any]:
-    """The options a bundle's bytes depend on (for the resume fingerprint)."""
-    return {k: v for k, v in dataclasses.asdict(opts).items()
-            if k not in ("workers", "overwrite")}
+def _options(opts: RenderOptions | DiffOptions, plan: Plan) -> dict[str, Any]:
+    """What a bundle's bytes depend on besides its inputs' bytes (for the resume fingerprint):
+    the options (not ``workers``, ``overwrite``), and each scene's painter with its settings
+    (a diff's painter also depends on B's model card)."""
+    opt = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("workers", "overwrite")}
+    painters = [[s.key, type(s.painter).__name__, vars(s.painter)] for s in plan.scenes]
+    return {"options": opt, "scenes": painters}
 
 
 def render(
@@ -159,7 +162,7 @@ def render(
         reader = open_checkpoint(srcs)
         try:
             plan = plan_render(reader, srcs, opts, ex, progress or _no_progress)
-            fp = fingerprint("render", _options(opts), [reader.files])
+            fp = fingerprint("render", _options(opts, plan), [reader.files])
             res = build_bundle(plan, st, ex, progress, fingerprint=fp)
             elements = sum(t.numel for t in reader.tensors())
         finally:
@@ -211,7 +214,7 @@ def render_diff(
         reader = wdiff.DiffReader(ra, rb)
         try:
             plan = plan_diff(reader, a_srcs, b_srcs, opts, ex, progress or _no_progress)
-            fp = fingerprint("diff", _options(opts), [ra.files, rb.files])
+            fp = fingerprint("diff", _options(opts, plan), [ra.files, rb.files])
             res = build_bundle(plan, st, ex, progress, fingerprint=fp)
         finally:
             reader.close()

@@ -4,9 +4,10 @@ resume from those it must remove. numpy-free (store.py uses it; bundle.py comput
 fingerprint before the compiled kernels load).
 
 The fingerprint is the sha256 of what a bundle's bytes depend on: the weightvis version, the
-kind of bundle and its options (without ``workers`` and ``overwrite``), and every input file:
-its real path, size, mtime, inode, and a hash of its first ``HEADER_BYTES`` (where the
-safetensors and GGUF headers, a PyTorch archive's first entries are).
+kind of bundle and its settings (the options without ``workers`` and ``overwrite``, each
+scene's painter), and every input file: its real path, size, mtime, inode, and a hash of its
+first ``HEADER_BYTES`` (where the safetensors and GGUF headers, a PyTorch archive's first
+entries are).
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ HEADER_BYTES = 1 << 20
 GGUF header, a PyTorch archive's first entries are), with its size and mtime for the rest."""
 
 
-def fingerprint(kind: str, options: Mapping[str, Any],
+def fingerprint(kind: str, settings: Mapping[str, Any],
                 inputs: Sequence[Sequence[str | os.PathLike[str]]]) -> str:
     """sha256 (hex) of what a bundle's bytes depend on (module docstring). ``inputs``: the
     files of each checkpoint read (one list per side of a diff)."""
     doc = {"weightvis": __version__, "staging": STAGING_VERSION, "kind": kind,
-           "options": dict(options), "inputs": [[_file_id(f) for f in side] for side in inputs]}
+           "settings": dict(settings), "inputs": [[_file_id(f) for f in side] for side in inputs]}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
