@@ -6,11 +6,12 @@ accumulators, flags, listed elements, scales, counts) is written by the main pro
 the worker wrote the subtree's tiles, as one ``.npz`` file renamed into place: a record
 exists only for a subtree whose tiles are all written. The files are data, read back with
 ``allow_pickle=False``: the JSON part (names, counts, scales) is a UTF-8 byte array, every
-other part a plain array. A record is trusted only if its subtree's tile files are all there
-with the sizes it recorded; anything else (a torn or foreign file, a missing tile) is
-rendered again.
+other part a plain array. The root tile's palette indices are read back from its PNG (they
+are its pixels; 256 kB a subtree not kept twice); a lossy format's are kept in the record.
+A record is trusted only if its subtree's tile files are all there with the sizes it
+recorded; anything else (a torn or foreign file, a missing tile) is rendered again.
 
-Records are only ever read from a staging folder whose fingerprint (store.fingerprint: the
+Records are only ever read from a staging folder whose fingerprint (outdir.fingerprint: the
 weightvis version, the options, the input files) is the run's own.
 
 The levels above the subtrees and the manifest are cheap and are always made again.
@@ -46,6 +47,7 @@ class SubtreeRecords:
         self.job = job
         self.out = out
         """The bundle's final place, named in error messages."""
+        self._lossless = job.tile_format == "png"
         with writing(out, "the resume records"):
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -58,10 +60,12 @@ class SubtreeRecords:
         meta = {"version": RECORD_VERSION, "root": list(sub.root), "leaves": sub.leaves,
                 "tiles_written": r.tiles_written, "bytes_written": r.bytes_written,
                 "acc_keys": [list(k) for k in r.accs.keys], "flags": list(r.flags),
-                "elems": list(r.elems), "scales": r.scales}
-        arrays: dict[str, Any] = {"meta": np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8),
-                  "acc_rows": r.accs.rows}
-        if sub.tile is not None:
+                "elems": list(r.elems), "scales": r.scales,
+                "tile": None if sub.tile is None else "png" if self._lossless else "record"}
+        arrays: dict[str, Any] = {
+            "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8),
+            "acc_rows": r.accs.rows}
+        if meta["tile"] == "record":
             arrays["tile"] = sub.tile
         for i, (rows, cols) in enumerate(r.flags.values()):
             arrays[f"flag_rows_{i}"], arrays[f"flag_cols_{i}"] = rows, cols
@@ -92,7 +96,10 @@ class SubtreeRecords:
                 meta = json.loads(bytes(z["meta"]).decode("utf-8"))
                 if meta["version"] != RECORD_VERSION or meta["root"] != list(a):
                     return None
-                tile = z["tile"] if "tile" in z.files else None
+                tile = (z["tile"] if meta["tile"] == "record" else
+                        self._png_tile(a) if meta["tile"] == "png" else None)
+                if (tile is None) != (meta["tile"] is None):
+                    return None
                 if tile is not None and (tile.shape != (t, t) or tile.dtype != np.uint8):
                     return None
                 keys = [(str(n), int(y), int(x)) for n, y, x in meta["acc_keys"]]
@@ -108,6 +115,21 @@ class SubtreeRecords:
                 return SubtreeResult(a, tile, res, int(meta["leaves"]))
         except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
             return None  # torn or not ours: rendered again
+
+    def _png_tile(self, a: TileAddress) -> np.ndarray | None:
+        """The palette indices of tile ``a`` as written (None if it is not a palette PNG)."""
+        from PIL import Image
+
+        job = self.job
+        path = os.path.join(job.sink.tile_dir(job.key, a.z, a.t_x), f"{a.t_y}.png")
+        try:
+            with Image.open(path) as img:
+                if img.format != "PNG" or img.mode != "P":
+                    return None
+                tile: np.ndarray = np.array(img, np.uint8)
+                return tile
+        except (OSError, SyntaxError, ValueError):
+            return None
 
     def _tile_sizes(self, subs: Mapping[TileAddress, SubtreeResult]) -> dict[TileAddress, int]:
         """Total size of the tile files on disk under each root (-1 where one is missing)."""
