@@ -82,7 +82,11 @@ class OutLock:
         except ImportError:  # no flock (Windows): runs on one --out are not kept apart
             return
         for _ in range(50):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as e:
+                raise OutputError(f"{shown}: cannot write beside it ({e.strerror or e})"
+                                  ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
