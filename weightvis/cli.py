@@ -309,7 +309,7 @@ def run() -> None:
     without the interpreter's teardown, which spends ~0.12 s unloading numba and LLVM after a
     render (measured); by then every file is closed, and the output is flushed here."""
     gc.disable()
-    code = main()
+    code = main(_exiting=True)
     with contextlib.suppress(OSError):  # a closed pipe (``| head``) has nothing to flush to
         sys.stdout.flush()
         sys.stderr.flush()
@@ -339,9 +339,11 @@ def _on_stop(signum: int, frame: Any) -> None:
 
 
 @contextlib.contextmanager
-def _stop_signals() -> Iterator[None]:
+def _stop_signals(exiting: bool) -> Iterator[None]:
     """Ctrl-C, SIGTERM and SIGHUP stop the command cleanly while the block runs (in the main
-    thread; a signal the caller ignores, as under ``nohup``, stays ignored)."""
+    thread; a signal the caller ignores, as under ``nohup``, stays ignored). Afterwards the
+    caller's handlers are back, or, when the process ``exiting`` ends with the command, the
+    signals are ignored: a late one cannot turn a finished command into a traceback."""
     from .interrupts import STOP_SIGNALS
 
     _STOPPED_BY.clear()
@@ -356,10 +358,10 @@ def _stop_signals() -> Iterator[None]:
         yield
     finally:
         for s, h in old.items():
-            signal.signal(s, h)
+            signal.signal(s, signal.SIG_IGN if exiting else h)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, _exiting: bool = False) -> int:
     """Run one command; returns its exit code: 0, 2 for an error (one line on stderr),
     130 after Ctrl-C, 128 + the signal's number after SIGTERM (143) or SIGHUP (129)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -367,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # first imported, spins for ~0.3 CPU-s on the cores the tile workers need (measured)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
-        with _stop_signals():
+        with _stop_signals(_exiting):
             return _main(args)
     except BaseException as e:  # noqa: BLE001 - every way a command ends becomes an exit code
         return _ending(e)

@@ -240,12 +240,13 @@ class _LocalStore(Store):
         if self._root is not None:
             self.abort()
             return
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
-        if not self._committed:
-            remove_empty(self._made)
-        self._made = []
+        with deferred():
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+            if not self._committed:
+                remove_empty(self._made)
+            self._made = []
 
 
 class StagedFolderStore(_LocalStore):
