@@ -9,6 +9,7 @@ Nothing here prints: progress goes through the ``progress`` callback (the CLI sh
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -21,9 +22,10 @@ from .executors import Executor, local_executor
 from .formats import open_checkpoint
 from .manifest import MANIFEST_VERSION, compact, dumps, is_bundle, read_manifest
 from .options import DiffMetric, DiffOptions, DiffPalette, RenderOptions, resolve_workers
+from .outdir import fingerprint
 from .regen import regen_html, write_text, write_viewer
 from .scenes import Plan, Progress
-from .store import FolderStore, StagedFolderStore, Store
+from .store import FolderStore, StagedFolderStore, Store, writing
 from .tiling import SceneJob
 from .types import HilbertUnit, LayoutKind, ScaleMode, TileFormat
 
@@ -42,6 +44,8 @@ class BundleResult(NamedTuple):
     """Wall time of the tile phases (every scene's render_scene)."""
     leaves: int = 0
     """Max-zoom tiles holding content, over every scene."""
+    tiles_reused: int = 0
+    """Of ``tiles_written``, those an interrupted run had written (resumed)."""
 
 
 class RenderResult(NamedTuple):
@@ -53,6 +57,7 @@ class RenderResult(NamedTuple):
     elements: int
     tile_seconds: float = 0.0
     leaves: int = 0
+    tiles_reused: int = 0
 
 
 class DiffResult(NamedTuple):
@@ -62,22 +67,25 @@ class DiffResult(NamedTuple):
     tiles_written: int
     bytes_written: int
     seconds: float
+    tiles_reused: int = 0
 
 
 def build_bundle(plan: Plan, store: Store, executor: Executor,
-                 progress: Progress | None = None) -> BundleResult:
+                 progress: Progress | None = None, *, fingerprint: str | None = None
+                 ) -> BundleResult:
     """Render every scene of ``plan`` with ``executor`` into ``store``, then its side documents,
     the manifest and ``index.html`` (last), and commit. A failure or an interruption aborts the
-    store (nothing half-written stays)."""
+    store (nothing half-written stays). ``fingerprint`` (outdir.fingerprint of the plan's
+    inputs and options) lets a store that keeps records resume a killed run's subtrees."""
     def tick(stage: str, n: int, total: int) -> None:
         if progress is not None:
             progress(stage, n, total)
 
     results: dict[str, Any] = {}
-    written = nbytes = all_leaves = 0
+    written = nbytes = reused = all_leaves = 0
     tile_s = 0.0
-    store.begin()
     try:
+        store.begin(fingerprint)
         sink = store.sink()
         for scene in plan.scenes:
             job = SceneJob(scene.spec, scene.key, scene.geometry, dict(scene.scales), sink,
@@ -88,27 +96,32 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
             with executor.scene(job) as job:
                 # the compiled kernels load here, after the executor forked its helpers
                 from .pyramid import render_scene
+                from .resume import SubtreeRecords
 
+                kept = store.records
+                records = SubtreeRecords(kept / scene.key, job, store.out) if kept else None
                 res = render_scene(job, executor, functools.partial(_tick, tick, scene.stage,
                                                                      leaves),
                                    plan.reader if scene.key == plan.scenes[0].key else None,
-                                   scene.meanwhile)
+                                   scene.meanwhile, records)
             tile_s += time.perf_counter() - t0
             results[scene.key] = res
             written += res.tiles_written
             nbytes += res.bytes_written
+            reused += res.tiles_reused
         manifest, documents = plan.finish(results, executor)
         root = store.root
-        for name, doc in documents.items():
-            write_text(root, name, dumps(doc))
-        text = compact(manifest)  # encoded once for manifest.json and index.html
-        write_text(root, "manifest.json", dumps(manifest, text))
-        write_viewer(root, manifest, text)
+        with writing(store.out, "the manifest and index.html"):
+            for name, doc in documents.items():
+                write_text(root, name, dumps(doc))
+            text = compact(manifest)  # encoded once for manifest.json and index.html
+            write_text(root, "manifest.json", dumps(manifest, text))
+            write_viewer(root, manifest, text)
         out = store.commit()
     except BaseException:
         store.abort()
         raise
-    return BundleResult(out, manifest, documents, written, nbytes, tile_s, all_leaves)
+    return BundleResult(out, manifest, documents, written, nbytes, tile_s, all_leaves, reused)
 
 
 def _tick(tick: Progress, stage: str, total: int, n: int) -> None:
@@ -120,6 +133,15 @@ def _store(out: str | os.PathLike[str], overwrite: bool, in_place: bool) -> Stor
         raise OutputError(f"{os.fspath(out)}: a bundle is written to a folder; publish it with "
                           "weightvis.hub.publish.publish (the CLI's --out hf://... does both)")
     return (FolderStore if in_place else StagedFolderStore)(out, overwrite=overwrite)
+
+
+def _options(opts: RenderOptions | DiffOptions, plan: Plan) -> dict[str, Any]:
+    """What a bundle's bytes depend on besides its inputs' bytes (for the resume fingerprint):
+    the options (not ``workers``, ``overwrite``), and each scene's painter with its settings
+    (a diff's painter also depends on B's model card)."""
+    opt = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("workers", "overwrite")}
+    painters = [[s.key, type(s.painter).__name__, vars(s.painter)] for s in plan.scenes]
+    return {"options": opt, "scenes": painters}
 
 
 def render(
@@ -153,17 +175,22 @@ def render(
         raise InputError("--hilbert-unit byte draws every byte of the files: render it from "
                          "downloaded files (without --stream)")
     ex = executor or local_executor(resolve_workers(opts.workers))
-    st = store or _store(out, opts.overwrite, False)
-    (srcs,) = _localize([[os.fspath(s) for s in sources]], stream, progress)
-    reader = open_checkpoint(srcs)
+    st = store or _store(out, opts.overwrite, False)  # (a locked --out fails here, at once)
     try:
-        plan = plan_render(reader, srcs, opts, ex, progress or _no_progress)
-        res = build_bundle(plan, st, ex, progress)
-        elements = sum(t.numel for t in reader.tensors())
+        (srcs,) = _localize([[os.fspath(s) for s in sources]], stream, progress)
+        reader = open_checkpoint(srcs)
+        try:
+            plan = plan_render(reader, srcs, opts, ex, progress or _no_progress)
+            fp = fingerprint("render", _options(opts, plan), [reader.files])
+            res = build_bundle(plan, st, ex, progress, fingerprint=fp)
+            elements = sum(t.numel for t in reader.tensors())
+        finally:
+            reader.close()
     finally:
-        reader.close()
+        st.close()
     return RenderResult(res.out, res.manifest, res.tiles_written, res.bytes_written,
-                        time.perf_counter() - t0, elements, res.tile_seconds, res.leaves)
+                        time.perf_counter() - t0, elements, res.tile_seconds, res.leaves,
+                        res.tiles_reused)
 
 
 def render_diff(
@@ -197,23 +224,27 @@ def render_diff(
                        workers, overwrite)
     check_format(opts.tile_format)
     ex = executor or local_executor(resolve_workers(opts.workers))
-    st = store or _store(out, opts.overwrite, False)
-    a_srcs, b_srcs = _localize([[os.fspath(s) for s in a_sources],
-                                [os.fspath(s) for s in b_sources]], stream, progress)
-    ra = open_checkpoint(a_srcs)
+    st = store or _store(out, opts.overwrite, False)  # (a locked --out fails here, at once)
     try:
-        rb = open_checkpoint(b_srcs)
-    except BaseException:
-        ra.close()
-        raise
-    reader = wdiff.DiffReader(ra, rb)
-    try:
-        plan = plan_diff(reader, a_srcs, b_srcs, opts, ex, progress or _no_progress)
-        res = build_bundle(plan, st, ex, progress)
+        a_srcs, b_srcs = _localize([[os.fspath(s) for s in a_sources],
+                                    [os.fspath(s) for s in b_sources]], stream, progress)
+        ra = open_checkpoint(a_srcs)
+        try:
+            rb = open_checkpoint(b_srcs)
+        except BaseException:
+            ra.close()
+            raise
+        reader = wdiff.DiffReader(ra, rb)
+        try:
+            plan = plan_diff(reader, a_srcs, b_srcs, opts, ex, progress or _no_progress)
+            fp = fingerprint("diff", _options(opts, plan), [ra.files, rb.files])
+            res = build_bundle(plan, st, ex, progress, fingerprint=fp)
+        finally:
+            reader.close()
     finally:
-        reader.close()
+        st.close()
     return DiffResult(res.out, res.manifest, res.documents["diff.json"], res.tiles_written,
-                      res.bytes_written, time.perf_counter() - t0)
+                      res.bytes_written, time.perf_counter() - t0, res.tiles_reused)
 
 
 def _no_progress(stage: str, n: int, total: int) -> None:

@@ -10,7 +10,9 @@ import argparse
 import contextlib
 import gc
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -133,7 +135,9 @@ def _diff_parser() -> argparse.ArgumentParser:
 def _diff_summary(res: Any) -> str:
     d = res.diff
     s = d["summary"]
-    lines = [f"{_wrote(res)} and diff.json in {res.seconds:.1f} s",
+    lines = [f"{_wrote(res)} and diff.json in {res.seconds:.1f} s"
+             + (f" ({res.tiles_reused} tiles kept from an interrupted run)"
+                if res.tiles_reused else ""),
              f"{d['mode']} mode: {s['identical']} identical, {s['changed']} changed, "
              f"{s['shape_changed']} shape-changed, {s['only_in_a']} only in A, "
              f"{s['only_in_b']} only in B; {s['elements_changed']:,} of "
@@ -267,6 +271,9 @@ def _wrote(res: Any) -> str:
     if Path(res.out).parent.name.startswith(_PUBLISH_TMP):
         return "rendered a bundle to publish"
     return f"wrote {res.out}/index.html"
+def _reused(res: Any) -> str:
+    n = res.tiles_reused
+    return f", {n} of them kept from an interrupted run" if n else ""
 
 
 def _summary(res: Any) -> str:
@@ -275,7 +282,7 @@ def _summary(res: Any) -> str:
     mb = res.bytes_written / 1e6
     return (f"{_wrote(res)}: {len(m['tensors'])} tensors, "
             f"{res.elements:,} elements, canvas {sc['width']}x{sc['height']} px, "
-            f"zoom 0-{sc['max_zoom']}, {res.tiles_written} tiles ({mb:.1f} MB) "
+            f"zoom 0-{sc['max_zoom']}, {res.tiles_written} tiles ({mb:.1f} MB{_reused(res)}) "
             f"in {res.seconds:.1f} s")
 
 
@@ -471,7 +478,7 @@ def run() -> None:
     without the interpreter's teardown, which spends ~0.12 s unloading numba and LLVM after a
     render (measured); by then every file is closed, and the output is flushed here."""
     gc.disable()
-    code = main()
+    code = main(_exiting=True)
     with contextlib.suppress(OSError):  # a closed pipe (``| head``) has nothing to flush to
         sys.stdout.flush()
         sys.stderr.flush()
@@ -484,7 +491,7 @@ def _naming(sources: Sequence[str]) -> Iterator[None]:
     arises) still ends the run as one line naming the inputs, not a traceback."""
     try:
         yield
-    except (WeightvisError, OSError, MemoryError):
+    except (WeightvisError, OSError, MemoryError, KeyboardInterrupt):
         raise
     except Exception as e:
         what = str(e) if len(str(e)) <= 200 else str(e)[:197] + "..."
@@ -497,13 +504,71 @@ _INTERNAL = "internal error"
 """Marks the last resort's messages (the fuzz tests count them as findings)."""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns its exit code. Warnings (``WeightvisWarning``: an optional file
-    ignored; and any other) are shown after a successful run only, ours as ``weightvis:
-    warning: ...`` lines: a failed run says one line, its error."""
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: the run stops as on Ctrl-C (every ``finally`` runs, the output is
+    cleaned up)."""
+
+
+_STOPPED_BY: list[int] = []
+"""The stop signal this command received, if any: whatever exception then ends the command
+is its consequence (a KeyboardInterrupt raised inside an import may come out as an
+ImportError), and the command ends as stopped, not as failed."""
+
+
+def _on_stop(signum: int, frame: Any) -> None:
+    from .interrupts import STOP_SIGNALS
+
+    for s in STOP_SIGNALS:  # a second signal must not interrupt the clean-up of the first
+        signal.signal(s, signal.SIG_IGN)
+    _STOPPED_BY.append(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise _Stopped(signum)
+
+
+@contextlib.contextmanager
+def _stop_signals(exiting: bool) -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP stop the command cleanly while the block runs (in the main
+    thread; a signal the caller ignores, as under ``nohup``, stays ignored). Afterwards the
+    caller's handlers are back, or, when the process ``exiting`` ends with the command, the
+    signals are ignored: a late one cannot turn a finished command into a traceback."""
+    from .interrupts import STOP_SIGNALS
+
+    _STOPPED_BY.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    for s, h in old.items():
+        if h is not signal.SIG_IGN:
+            signal.signal(s, _on_stop)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, signal.SIG_IGN if exiting else h)
+
+
+def main(argv: Sequence[str] | None = None, *, _exiting: bool = False) -> int:
+    """Run one command; returns its exit code: 0, 2 for an error (one line on stderr),
+    130 after Ctrl-C, 128 + the signal's number after SIGTERM (143) or SIGHUP (129)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    # the render path does no linear algebra; OpenBLAS's thread pool, started when numpy is
+    # first imported, spins for ~0.3 CPU-s on the cores the tile workers need (measured)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # huggingface_hub (imported later, only for hf:// work) logs retries and shows its own
+    # bars on stderr; weightvis reports through its one-line errors and its own bar instead
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    # warnings (WeightvisWarning: an optional file ignored; and any other) are shown after a
+    # successful run only, ours as ``weightvis: warning: ...`` lines: a failed run says one
+    # line, its error
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", WeightvisWarning)
-        code = _main(list(sys.argv[1:] if argv is None else argv))
+        try:
+            with _stop_signals(_exiting):
+                code = _main(args)
+        except BaseException as e:  # noqa: BLE001 - every way a command ends becomes an exit code
+            code = _ending(e)
     for w in caught if code == 0 else ():
         if issubclass(w.category, WeightvisWarning):
             print(f"weightvis: warning: {printable(str(w.message))}", file=sys.stderr)
@@ -513,43 +578,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: list[str]) -> int:
-    # the render path does no linear algebra; OpenBLAS's thread pool, started when numpy is
-    # first imported, spins for ~0.3 CPU-s on the cores the tile workers need (measured)
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    # huggingface_hub (imported later, only for hf:// work) logs retries and shows its own
-    # bars on stderr; weightvis reports through its one-line errors and its own bar instead
-    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
-    try:
-        if args and args[0] == "demo":
-            return _run_demo(args[1:])
-        if args and args[0] == "info":
-            return _run_info(args[1:])
-        if args and args[0] == "diff":
-            return _run_diff(args[1:])
-        if args and args[0] == "publish":
-            return _run_publish(args[1:])
-        if "--diff" in args:  # the seed's spelling: weightvis --diff A B --out DIR
-            i = args.index("--diff")
-            if len(args) < i + 3:
-                print("weightvis: error: --diff takes two checkpoints: --diff A B",
-                      file=sys.stderr)
-                return 2
-            return _run_diff(args[i + 1:i + 3] + args[:i] + args[i + 3:])
-        return _run_render(args)
-    except WeightvisError as e:
-        if os.environ.get("WEIGHTVIS_DEBUG"):
-            raise
+    if args and args[0] == "demo":
+        return _run_demo(args[1:])
+    if args and args[0] == "info":
+        return _run_info(args[1:])
+    if args and args[0] == "diff":
+        return _run_diff(args[1:])
+    if args and args[0] == "publish":
+        return _run_publish(args[1:])
+    if "--diff" in args:  # the seed's spelling: weightvis --diff A B --out DIR
+        i = args.index("--diff")
+        if len(args) < i + 3:
+            print("weightvis: error: --diff takes two checkpoints: --diff A B", file=sys.stderr)
+            return 2
+        return _run_diff(args[i + 1:i + 3] + args[:i] + args[i + 3:])
+    return _run_render(args)
+
+
+def _ending(e: BaseException) -> int:
+    """The exit code of a command that ended by ``e`` (raised again where it is not ours to
+    turn into words), after one line on stderr."""
+    if _STOPPED_BY or isinstance(e, KeyboardInterrupt):
+        signum = _STOPPED_BY[0] if _STOPPED_BY else int(signal.SIGINT)
+        interrupted = signum == signal.SIGINT
+        print(f"weightvis: {'interrupted' if interrupted else 'terminated'}", file=sys.stderr)
+        return 130 if interrupted else 128 + signum
+    if isinstance(e, MemoryError):
+        print("weightvis: error: out of memory", file=sys.stderr)
+        return 2
+    if isinstance(e, SystemExit) or os.environ.get("WEIGHTVIS_DEBUG"):
+        raise e
+    if isinstance(e, WeightvisError):
         print(f"weightvis: error: {printable(str(e))}", file=sys.stderr)
         return 2
-    except OSError as e:  # disk full, permission denied, ... while writing
-        if os.environ.get("WEIGHTVIS_DEBUG"):
-            raise
+    if isinstance(e, OSError):  # disk full, permission denied, ... while writing
         where = f"{e.filename}: " if e.filename else ""
         print(f"weightvis: error: {printable(f'{where}{e.strerror or e}')}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("weightvis: interrupted", file=sys.stderr)
-        return 130
-    except MemoryError:
-        print("weightvis: error: out of memory", file=sys.stderr)
-        return 2
+    raise e
