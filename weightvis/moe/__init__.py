@@ -1,0 +1,1 @@
+"""Mixture-of-Experts: expert structure and true values, statistics, similarity, routing."""
