@@ -14,6 +14,7 @@ __all__ = [
     "BundleError",
     "MissingExtraError",
     "WorkerError",
+    "MoEError",
 ]
 
 
@@ -79,3 +80,8 @@ class MissingExtraError(WeightvisError):
 
 class WorkerError(WeightvisError):
     """A worker process ended without finishing its task (killed, out of memory)."""
+
+
+class MoEError(WeightvisError):
+    """A Mixture-of-Experts layout cannot be read unambiguously (the message names the tensor
+    and what would decide it)."""
