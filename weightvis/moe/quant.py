@@ -87,7 +87,8 @@ def decode_mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
     np.right_shift(blocks, 4, out=codes[..., 1::2])
     vals = FP4_E2M1[codes]
     exp = scales.astype(np.int32) - 127
-    out: np.ndarray = np.ldexp(vals, exp[..., None]).astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # 6 · 2^127 is +inf in float32: its true value there
+        out: np.ndarray = np.ldexp(vals, exp[..., None]).astype(np.float32, copy=False)
     out[scales == 255] = np.nan  # E8M0 0xFF: not a number
     return out.reshape(blocks.shape[:-2] + (-1,))
 
