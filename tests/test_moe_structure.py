@@ -182,7 +182,7 @@ def test_fp8_block_scales_give_true_values(tmp_path: Path) -> None:
     assert m.family == "per-expert" and m.experts == E
     for L in (0, 1):
         for role in ROLES:
-            for e, sl in enumerate(m.slices[(L, role)]):
+            for sl in m.slices[(L, role)]:
                 np.testing.assert_array_equal(expert_matrix(r, sl), want[sl.tensor])
     for n, v in want.items():  # any block, as tiles read them
         view = v.reshape(r.info(n).e_rows, r.info(n).e_cols)
