@@ -333,3 +333,21 @@ def test_readout_names_the_expert_and_its_index(fused_bundle: tuple[BundleView, 
     assert page.text_content("#wv-r-group") == "block 2 · expert 4 · up"
     assert page.text_content("#wv-r-element") == f"[{r}, {c}]"
     log.assert_clean()
+
+
+def test_a_block_of_many_slots_packs_in_linear_time() -> None:
+    """Past the skyline's bound, a block's top goes on shelves: still every element once."""
+    import time
+
+    ts = []
+    for L in range(2):
+        p = f"model.layers.{L}."
+        ts += [T(p + "mlp.gate.weight", (4, 16))]
+        ts += [T(p + f"mlp.experts.{e}.{r}_proj.weight", (16, 8) if r == "down" else (8, 16))
+               for e in range(4) for r in ("gate", "up", "down")]
+        ts += [T(p + f"mlp.extra{i}.weight", (3 + i % 5, 7 + i % 3)) for i in range(2000)]
+    t0 = time.perf_counter()
+    lay, moe = layout(ts)
+    assert time.perf_counter() - t0 < 10
+    check_geometry(lay, ts)
+    check_experts(lay, moe, ts)

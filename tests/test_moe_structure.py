@@ -475,3 +475,32 @@ def test_transformers_bmm_families_slice_as_the_model_computes(tmp_path: Path, m
             np.testing.assert_array_equal(expert_matrix(r, m.slices[(L, "gate")][e]), gate.T)
             np.testing.assert_array_equal(expert_matrix(r, m.slices[(L, "up")][e]), up.T)
             np.testing.assert_array_equal(expert_matrix(r, m.slices[(L, "down")][e]), dn[e].T)
+
+
+def test_expert_count_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name's expert index of 10^9, or a fused tensor of 10^9 empty experts, would have
+    weightvis build a slice per expert: refused past WEIGHTVIS_MAX_EXPERTS, at once."""
+    import time
+
+    from weightvis.errors import InputError
+    from weightvis.moe.structure import DEFAULT_MAX_EXPERTS, moe_structure
+
+    router = {"model.layers.0.mlp.gate.weight": (4, 4)}
+    huge = {"model.layers.0.mlp.experts.999999999.gate_proj.weight": (4, 4), **router}
+    t0 = time.perf_counter()
+    with pytest.raises(MoEError, match=r"1,000,000,000 routed experts.*WEIGHTVIS_MAX_EXPERTS"):
+        moe_structure(_shapes(huge), None)
+    assert time.perf_counter() - t0 < 1
+    empty = {"model.layers.0.mlp.experts.gate_up_proj": (10**9, 0, 4), **router}
+    with pytest.raises(MoEError, match="over the bound of 65,536"):
+        moe_structure(_shapes(empty), None)
+    spec = {f"model.layers.0.mlp.experts.{e}.{p}_proj.weight": (8, 4)
+            for e in range(8) for p in ("gate", "up", "down")}
+    assert moe_structure(_shapes({**spec, **router}), None).experts == 8
+    monkeypatch.setenv("WEIGHTVIS_MAX_EXPERTS", "7")
+    with pytest.raises(MoEError, match="8 routed experts, over the bound of 7"):
+        moe_structure(_shapes({**spec, **router}), None)
+    monkeypatch.setenv("WEIGHTVIS_MAX_EXPERTS", "lots")
+    with pytest.raises(InputError, match="WEIGHTVIS_MAX_EXPERTS='lots'"):
+        moe_structure(_shapes({**spec, **router}), None)
+    assert DEFAULT_MAX_EXPERTS >= 512  # Qwen3-Next's 512 experts fit the default

@@ -43,6 +43,8 @@ _PAIR_GAIN = 0.85
 _INPUT_ROLES = ("gate", "up", "gate_up")
 _SHARED = "\x00shared experts"
 """The key of the shared-expert cell among the slots of an MoE block's top."""
+_SKYLINE_MAX = 256
+"""Slots of a block's top packed by the skyline (O(n²)); more go on shelves (arch's, O(n))."""
 _SECTION_CANDIDATES = 12
 """Layouts (by the block grid's fit alone) whose canvas is then scored with the sections."""
 
@@ -260,6 +262,12 @@ def _skyline(items: Sequence[tuple[str, int, int]], c_w: int, gap: int,
              start: _Sky | None = None) -> _Sky:
     """Items (key, h, w) packed bottom-left at width ``c_w``, tallest first (Jylänki 2010, "A
     thousand ways to pack the bin", skyline bottom-left), continuing ``start``'s skyline."""
+    if len(items) > _SKYLINE_MAX:  # quadratic in the items: shelves beyond a block's worth
+        offs, _w, h = _band({k: (ih, iw) for k, ih, iw in items}, sorted(
+            (k for k, _h, _w in items), key=_sub_key), c_w, gap)
+        y0 = start.h + gap if start is not None and start.h else 0
+        return _Sky({k: (x, y0 + y) for k, (x, y) in offs.items()},
+                    ((0, c_w + gap, y0 + h + gap),), y0 + h)
     sky = list(start.sky) if start is not None else [(0, c_w + gap, 0)]
     offsets: dict[str, tuple[int, int]] = {}
     bottom = start.h if start is not None else 0

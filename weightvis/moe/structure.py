@@ -31,6 +31,7 @@ metadata, must say they are routed.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import MoEError
+from ..errors import InputError, MoEError
 from ..formats.base import Reader
 from ..index import NameIndex
 from ..types import TensorInfo
@@ -47,7 +48,7 @@ from .config import gguf_config as _gguf_config
 from .quant import expert_rows
 
 __all__ = ["Role", "ExpertSlice", "MoEStructure", "detect_moe", "moe_structure", "moe_config",
-           "expert_matrix", "ROLE_ORDER", "FAMILIES"]
+           "expert_matrix", "ROLE_ORDER", "FAMILIES", "MAX_EXPERTS_ENV", "max_experts"]
 
 Role = Literal["gate", "up", "down", "gate_up"]
 ROLE_ORDER = ("gate", "up", "down")
@@ -59,6 +60,33 @@ _BMM = {"gpt_oss": "interleaved", "gpt-oss": "interleaved", "llama4": "fused-tra
         "llama4_text": "fused-transposed"}
 _AMBIGUOUS = {"qwen3_vl_moe", "qwen3_vl_moe_text"}
 """Hub files are [E, in, out]; transformers re-saves them [E, out, in]: only shapes decide."""
+
+MAX_EXPERTS_ENV = "WEIGHTVIS_MAX_EXPERTS"
+DEFAULT_MAX_EXPERTS = 1 << 16
+"""Routed experts per layer at most (DeepSeek-V3 has 256, Qwen3-Next 512): a file claiming more
+(an expert index of 10^9 in a name, a fused tensor of 10^9 empty experts) would have weightvis
+build a slice per expert; a real model past it can raise the bound."""
+
+
+def max_experts() -> int:
+    """``WEIGHTVIS_MAX_EXPERTS`` (a non-negative integer), else ``DEFAULT_MAX_EXPERTS``."""
+    raw = os.environ.get(MAX_EXPERTS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_EXPERTS
+    try:
+        n = int(raw.replace("_", ""))
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise InputError(f"{MAX_EXPERTS_ENV}={raw!r}: expected a non-negative integer")
+    return n
+
+
+def _check_count(n: int, what: str) -> None:
+    limit = max_experts()
+    if n > limit:
+        raise MoEError(f"{what}: {n:,} routed experts, over the bound of {limit:,} "
+                       f"({MAX_EXPERTS_ENV} raises it)")
 
 
 @dataclass(frozen=True)
@@ -246,19 +274,21 @@ def _layer_slices(block: int, ly: _Layer, infos: Mapping[str, TensorInfo],
 def _per_expert(block: int, ly: _Layer, infos: Mapping[str, TensorInfo]
                 ) -> tuple[str, dict[str, tuple[ExpertSlice, ...]], tuple[int, int]]:
     n = 1 + max(max(es) for es in ly.experts.values())
+    _check_count(n, f"layer {block}")
     out: dict[str, tuple[ExpertSlice, ...]] = {}
     h = i = 0
     for role, by_e in ly.experts.items():
-        names = [by_e.get(e) for e in range(n)]
-        shapes = [infos[name].shape if name is not None else () for name in names]
-        for e, (name, shape) in enumerate(zip(names, shapes, strict=True)):
-            if name is None:
-                raise MoEError(f"layer {block}: routed expert {e} has no {role} tensor (the "
-                               f"layer has experts 0..{n - 1}, e.g. {next(iter(by_e.values()))})")
+        if len(by_e) != n:  # a gap: name the first expert missing
+            e = next(k for k, x in enumerate(sorted(by_e) + [n]) if k != x)
+            raise MoEError(f"layer {block}: routed expert {e} has no {role} tensor (the layer "
+                           f"has experts 0..{n - 1}, e.g. {next(iter(by_e.values()))})")
+        names = [by_e[e] for e in range(n)]
+        shapes = [infos[name].shape for name in names]
+        for name, shape in zip(names, shapes, strict=True):
             if len(shape) != 2:
                 raise MoEError(f"{name}: an expert's {role} matrix of shape {list(shape)}: "
                                "expected 2-D [out, in]")
-        named = [name for name in names if name is not None]  # all of them (checked above)
+        named = names
         rows, cols = max(s[0] for s in shapes), max(s[1] for s in shapes)
         if role != "gate_up":
             out[role] = tuple([ExpertSlice(name, None, (0, r), (0, c), 1, False)
@@ -282,6 +312,8 @@ def _dbrx(block: int, ly: _Layer, infos: Mapping[str, TensorInfo], hidden: int |
     n = n_cfg
     if n is None and ly.router is not None:
         n = infos[ly.router].shape[0]
+    if n is not None:
+        _check_count(n, f"layer {block}")
     out: dict[str, tuple[ExpertSlice, ...]] = {}
     h = i = 0
     for role, name in ly.fused.items():
@@ -368,6 +400,7 @@ def _fused(block: int, fused: Mapping[str, str], infos: Mapping[str, TensorInfo]
                     f"model_type decides, and {known}")
         family = family or "fused-transposed"
     n_exp = min(infos[n].shape[0] for n in fused.values())
+    _check_count(n_exp, first)
     out: dict[str, tuple[ExpertSlice, ...]] = {}
     for role, name in fused.items():
         a, b = shapes[role]
