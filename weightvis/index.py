@@ -279,7 +279,7 @@ _SHARED_RE = re.compile(r"shared_experts?|shared_mlp|share_expert|_shexp")
 _SHARED_ROLE_RE = re.compile(r"(?:(?:shared_experts?|shared_mlp|share_expert)\.(?P<w>[^.]+)|"
                              r"ffn_(?P<g>gate|up|down|gate_up)_shexp)\.weight$")
 _ROUTER_BIAS_RE = re.compile(r"(?:^|\.)(?:e_score_correction_bias|expert_bias(?:\.bias)?|"
-                             r"exp_probs_b\.bias|router\.bias|ffn_gate_inp\.bias)$")
+                             r"exp_probs_b\.bias|router\.bias|ffn_gate_inp\.bias|gate\.bias)$")
 _ROUTER_RE = re.compile(r"(?:^|\.)(?:gate|router|gate\.wg|router\.gate|router\.layer|"
                         r"router\.classifier|router\.proj|ffn_gate_inp)\.weight$")
 _ROUTER_PART_RE = re.compile(r"(?:^|\.)router\.")
