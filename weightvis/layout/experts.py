@@ -1,20 +1,20 @@
 """The architectural layout of a Mixture-of-Experts model: in every MoE block the routed experts
 form a grid (MOE.md §1; DESIGN.md "expert grids"). Reads shapes and names only.
 
-A block is bands, top to bottom, at the block width: attention; then the MLP region - in an
-MoE block the router band (router, selection bias, other MLP tensors) above the expert grid with
-the shared experts beside it, in a dense block its MLP; then norms, then the rest. Every band
-keeps a sub-tensor at one offset in every block, and the MLP region starts at one height in
-dense and MoE blocks alike.
+A block, top to bottom at the block width: its top - attention, then in an MoE block the router,
+selection bias, other MLP tensors and the shared-expert cell beside them (skyline-packed,
+layout/packing.py), in a dense block its MLP - then, in an MoE block, the expert grid; then
+norms, then the rest. Attention sits at one offset in every block, dense or MoE; every other
+sub-tensor at one offset in every block of its kind; the norms below both kinds' MLP.
 
 The grid: a **cell** holds one expert's matrices - gate, up, down (or gpt-oss' interleaved
 gate_up, and down) arranged by the guillotine cut of least area, then its own small tensors
 (biases, FP8 block scales) - or two experts mirrored, ``[down₀ | gate/up₀ over gate/up₁ |
-down₁]`` (or its transpose), when that packs at least ``_PAIR_GAIN`` tighter (DeepSeek-V3:
-down is 7168 × 2048, gate/up 2048 × 7168: one expert per cell fills 67 %, two fill 95 %). Expert
-e sits in cell e // k, at the same offset in every MoE block; every placement is labelled
-``expert 17 · gate``. A fused tensor is placed per expert: row ranges of its stacked 2-D view
-(``[E, r, c]`` viewed (E·r) × c, ``types.view_of``), so 1 px is still 1 element and the
+down₁]`` (or its transpose), when that packs at least ``packing.PAIR_GAIN`` tighter
+(DeepSeek-V3: down is 7168 × 2048, gate/up 2048 × 7168: one expert per cell fills 67 %, two
+95 %). Expert e sits in cell e // k, at the same offset in every MoE block; every placement is
+labelled ``expert 17 · gate``. A fused tensor is placed per expert: row ranges of its stacked
+2-D view (``[E, r, c]`` viewed (E·r) × c, ``types.view_of``), so 1 px is still 1 element and the
 viewer's readout index is the element's. The grid's column count is chosen with the block
 grid's for the smallest canvas whose aspect is within a factor ``_ASPECT_SLACK`` of 16:9.
 """
@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from ..index import SLOT_KINDS, NameIndex, expert_rest, is_embedding, slot_kind
 from ..types import Group, Placement, SceneLayout, TensorInfo
-from .arch import _gap_for, _pack_section, _Packed, _shelf, _sub_key, natural_key
+from .arch import _gap_for, _pack_section, _Packed, _sub_key, natural_key
+from .packing import Cell, band, extras_below, plan_cell, skyline
 
 if TYPE_CHECKING:
     from ..moe.structure import ExpertSlice, MoEStructure
@@ -38,13 +39,8 @@ __all__ = ["experts_layout"]
 _TARGET_ASPECT = 16 / 9
 _ASPECT_SLACK = 2.0
 """Canvases whose aspect is within this factor of 16:9 compete on area alone."""
-_PAIR_GAIN = 0.85
-"""Two experts share a cell when that takes at most this share of the area of two cells."""
-_INPUT_ROLES = ("gate", "up", "gate_up")
 _SHARED = "\x00shared experts"
 """The key of the shared-expert cell among the slots of an MoE block's top."""
-_SKYLINE_MAX = 256
-"""Slots of a block's top packed by the skyline (O(n²)); more go on shelves (arch's, O(n))."""
 _SECTION_CANDIDATES = 12
 """Layouts (by the block grid's fit alone) whose canvas is then scored with the sections."""
 
@@ -59,75 +55,6 @@ class _Draw(NamedTuple):
     e_c0: int
     e_c1: int
     label: str
-
-
-class _Cell(NamedTuple):
-    """A cell plan: ``k`` experts; offset of (expert within the cell, key); size."""
-
-    k: int
-    offsets: dict[tuple[int, str], tuple[int, int]]
-    w: int
-    h: int
-
-
-def _arrangements(pieces: Sequence[tuple[str, int, int]], g: int
-                  ) -> list[tuple[int, int, dict[str, tuple[int, int]]]]:
-    """Guillotine arrangements of ``pieces`` (key, h, w) in order: each a (w, h, offsets)."""
-    if len(pieces) == 1:
-        key, h, w = pieces[0]
-        return [(w, h, {key: (0, 0)})]
-    out: dict[tuple[int, int], dict[str, tuple[int, int]]] = {}
-    for i in range(1, len(pieces)):
-        for aw, ah, ao in _arrangements(pieces[:i], g):
-            for bw, bh, bo in _arrangements(pieces[i:], g):
-                side = {**ao, **{k: (x + aw + g, y) for k, (x, y) in bo.items()}}
-                over = {**ao, **{k: (x, y + ah + g) for k, (x, y) in bo.items()}}
-                out.setdefault((aw + g + bw, max(ah, bh)), side)
-                out.setdefault((max(aw, bw), ah + g + bh), over)
-    pareto = [(w, h, o) for (w, h), o in out.items()
-              if not any(w2 <= w and h2 <= h and (w2, h2) != (w, h) for (w2, h2) in out)]
-    return sorted(pareto, key=lambda a: (a[0] * a[1], max(a[0], a[1])))
-
-
-def _extras_below(cell: _Cell, extras: Sequence[tuple[str, int, int]], g: int) -> _Cell:
-    """Each expert's small tensors shelf-packed below the cell's matrices."""
-    if not extras:
-        return cell
-    items = [(j, k, h, w) for j in range(cell.k) for k, h, w in extras]
-    offs, w, h = _shelf([(w, h) for _j, _k, h, w in items], max(cell.w, 1), g)
-    offsets = dict(cell.offsets)
-    for (j, k, _h, _w), (x, y) in zip(items, offs, strict=True):
-        offsets[(j, k)] = (x, cell.h + g + y)
-    return _Cell(cell.k, offsets, max(cell.w, w), cell.h + g + h)
-
-
-def _plan_cell(main: Sequence[tuple[str, int, int]], extras: Sequence[tuple[str, int, int]],
-               g: int, pairs: bool) -> _Cell:
-    """The cell: one expert by its best arrangement, or two mirrored (module doc)."""
-    w, h, offs = _arrangements(main, g)[0]
-    best = _Cell(1, {(0, k): xy for k, xy in offs.items()}, w, h)
-    downs = [p for p in main if p[0] not in _INPUT_ROLES]
-    inputs = [p for p in main if p[0] in _INPUT_ROLES]
-    if pairs and len(downs) == 1 and inputs:
-        dk, dh, dw = downs[0]
-        for bw, bh, bo in _arrangements(inputs, g):
-            for vertical in (True, False):
-                if vertical:  # [A0][B0 / B1][A1]
-                    cw, ch = 2 * dw + bw + 2 * g, max(2 * bh + g, dh)
-                    o0, o1 = (dw + g, 0), (dw + g, bh + g)
-                    a0, a1 = (0, 0), (dw + bw + 2 * g, ch - dh)
-                else:  # [A0] / [B0 | B1] / [A1]
-                    cw, ch = max(2 * bw + g, dw), 2 * dh + bh + 2 * g
-                    o0, o1 = (0, dh + g), (bw + g, dh + g)
-                    a0, a1 = (0, 0), (cw - dw, dh + bh + 2 * g)
-                if cw * ch <= _PAIR_GAIN * 2 * best.w * best.h:
-                    offsets = {(0, dk): a0, (1, dk): a1}
-                    for k, (x, y) in bo.items():
-                        offsets[(0, k)] = (o0[0] + x, o0[1] + y)
-                        offsets[(1, k)] = (o1[0] + x, o1[1] + y)
-                    if best.k == 1 or cw * ch < best.w * best.h:
-                        best = _Cell(2, offsets, cw, ch)
-    return _extras_below(best, extras, g)
 
 
 def _slice_rect(t: TensorInfo, s: ExpertSlice) -> tuple[int, int, int, int] | None:
@@ -229,68 +156,6 @@ def _model(moe: MoEStructure, index: NameIndex, infos: Mapping[str, TensorInfo]
     return _Model(cells, shared, claimed, rest)
 
 
-def _band(sizes: Mapping[str, tuple[int, int]], subs: Sequence[str], c_w: int, gap: int
-          ) -> tuple[dict[str, tuple[int, int]], int, int]:
-    """Slots shelf-packed at width ``c_w``, 1-row ones stacked after them (as arch's blocks)."""
-    mats = [s for s in subs if sizes[s][0] > 1]
-    vecs = [s for s in subs if sizes[s][0] <= 1]
-    offs, w, h = _shelf([(sizes[s][1], sizes[s][0]) for s in mats], c_w, gap)
-    out = dict(zip(mats, offs, strict=True))
-    if vecs:
-        vgap = max(1, gap // 4)
-        vx = w + gap if mats else 0
-        vw = max(sizes[s][1] for s in vecs)
-        vy = 0
-        if mats and vx + vw > c_w:
-            vx, vy = 0, h + gap
-        for i, s in enumerate(vecs):
-            out[s] = (vx, vy + i * (1 + vgap))
-        w, h = max(w, vx + vw), max(h, vy + len(vecs) * (1 + vgap) - vgap)
-    return out, w, h
-
-
-class _Sky(NamedTuple):
-    """A skyline pack: offsets by key, the skyline (x0, x1, y below which all is taken; items
-    are inflated by the gap on their right and bottom) and the bottom of the lowest item."""
-
-    offsets: dict[str, tuple[int, int]]
-    sky: tuple[tuple[int, int, int], ...]
-    h: int
-
-
-def _skyline(items: Sequence[tuple[str, int, int]], c_w: int, gap: int,
-             start: _Sky | None = None) -> _Sky:
-    """Items (key, h, w) packed bottom-left at width ``c_w``, tallest first (Jylänki 2010, "A
-    thousand ways to pack the bin", skyline bottom-left), continuing ``start``'s skyline."""
-    if len(items) > _SKYLINE_MAX:  # quadratic in the items: shelves beyond a block's worth
-        offs, _w, h = _band({k: (ih, iw) for k, ih, iw in items}, sorted(
-            (k for k, _h, _w in items), key=_sub_key), c_w, gap)
-        y0 = start.h + gap if start is not None and start.h else 0
-        return _Sky({k: (x, y0 + y) for k, (x, y) in offs.items()},
-                    ((0, c_w + gap, y0 + h + gap),), y0 + h)
-    sky = list(start.sky) if start is not None else [(0, c_w + gap, 0)]
-    offsets: dict[str, tuple[int, int]] = {}
-    bottom = start.h if start is not None else 0
-    for key, h, w in sorted(items, key=lambda it: (-it[1], -it[2], natural_key(it[0]))):
-        best: tuple[int, int] | None = None
-        for x0, _x1, _y in sky:
-            if x0 + w + gap > c_w + gap and x0 > 0:
-                continue
-            top = max(y for a, b, y in sky if a < x0 + w + gap and b > x0)
-            if best is None or (top + h, x0) < (best[1] + h, best[0]):
-                best = (x0, top)
-        assert best is not None
-        x, y = best
-        offsets[key] = (x, y)
-        bottom = max(bottom, y + h)
-        x1 = x + w + gap
-        new = [(a, min(b, x), yy) for a, b, yy in sky if a < x]
-        new.append((x, x1, y + h + gap))
-        new += [(max(a, x1), b, yy) for a, b, yy in sky if b > x1]
-        sky = [seg for seg in new if seg[1] > seg[0]]
-    return _Sky(offsets, tuple(sky), bottom)
-
-
 def _fit_score(c_w: int, c_h: int) -> float:
     off = abs(math.log(max(c_w, 1) / max(c_h, 1) / _TARGET_ASPECT))
     return c_w * c_h * (1.0 + max(0.0, off - math.log(_ASPECT_SLACK)))
@@ -351,7 +216,7 @@ def experts_layout(tensors: Sequence[TensorInfo], index: NameIndex, moe: MoEStru
     extras = [(k, *key_sizes[k]) for k in sorted(key_sizes, key=natural_key) if k not in order]
     m = max((max(h, w) for _k, h, w in main), default=1)
     g_in, g_cell = max(1, math.ceil(m / 256)), max(2, math.ceil(m / 64))
-    cell = _plan_cell(main, extras, g_in, pairs=True) if main else _Cell(1, {}, 0, 0)
+    cell = plan_cell(main, extras, g_in, pairs=True) if main else Cell(1, {}, 0, 0)
     sh_sizes: dict[str, tuple[int, int]] = {}
     for draws in model.shared.values():
         for d in draws:
@@ -360,8 +225,8 @@ def experts_layout(tensors: Sequence[TensorInfo], index: NameIndex, moe: MoEStru
     sh_main = [(k, *sh_sizes[k]) for k in ("gate", "up", "gate_up", "down") if k in sh_sizes]
     sh_extra = [(k, *sh_sizes[k]) for k in sorted(sh_sizes, key=natural_key)
                 if k not in order]
-    shared = (_plan_cell(sh_main, sh_extra, g_in, pairs=False) if sh_main
-              else _extras_below(_Cell(1, {}, 0, 0), sh_extra, g_in) if sh_extra else None)
+    shared = (plan_cell(sh_main, sh_extra, g_in, pairs=False) if sh_main
+              else extras_below(Cell(1, {}, 0, 0), sh_extra, g_in) if sh_extra else None)
     n_cells = -(-max(moe.experts, 1) // cell.k)
     by_kind = {k: sorted((s for s in common if slot_kind(s) == k), key=_sub_key)
                for k in SLOT_KINDS if k != "mlp"}
@@ -382,15 +247,15 @@ def experts_layout(tensors: Sequence[TensorInfo], index: NameIndex, moe: MoEStru
         grid_w = cols * cell.w + (cols - 1) * g_cell
         grid_h = -(-n_cells // cols) * (cell.h + g_cell) - g_cell
         c_w = max(grid_w, widest, shared.w if shared else 0)
-        top = _skyline(att_items, c_w, gap)
-        moe_top = _skyline(moe_items, c_w, gap, top)
-        dense = _skyline(dense_items, c_w, gap, top)
+        top = skyline(att_items, c_w, gap)
+        moe_top = skyline(moe_items, c_w, gap, top)
+        dense = skyline(dense_items, c_w, gap, top)
         grid_y = moe_top.h + gap if moe_top.h else 0
         after = max(grid_y + grid_h, dense.h) + gap
         bands: dict[str, tuple[dict[str, tuple[int, int]], int]] = {}
         for kind in ("norm", "other"):
             if by_kind[kind]:
-                offs, _w, h = _band(sizes, by_kind[kind], c_w, gap)
+                offs, _w, h = band(sizes, by_kind[kind], c_w, gap)
                 bands[kind], after = (offs, after), after + h + gap
         return _Plan(c_w, after - gap, bands, {**top.offsets, **moe_top.offsets},
                      {**top.offsets, **dense.offsets}, (0, grid_y, grid_w, grid_h), cols)
@@ -441,9 +306,9 @@ def experts_layout(tensors: Sequence[TensorInfo], index: NameIndex, moe: MoEStru
         is_moe = b in moe_blocks
         tops = pl.router if is_moe else pl.dense
         for sub, t in sorted(block_ts[b].items()):
-            band = pl.bands.get(slot_kind(sub))
-            if band is not None and sub in band[0]:
-                (ox, oy), y0 = band[0][sub], band[1]
+            kind_band = pl.bands.get(slot_kind(sub))
+            if kind_band is not None and sub in kind_band[0]:
+                (ox, oy), y0 = kind_band[0][sub], kind_band[1]
             else:
                 (ox, oy), y0 = tops[sub], 0
             placements.append(Placement(t.name, bx + ox, by + y0 + oy, 0, t.e_rows, 0,
