@@ -82,11 +82,16 @@ def max_experts() -> int:
     return n
 
 
-def _check_count(n: int, what: str) -> None:
+def _error(t: TensorInfo, problem: str) -> MoEError:
+    """The error, naming the file and the tensor (as a FormatError does)."""
+    return MoEError(f"{t.file}: tensor {t.name!r}: {problem}")
+
+
+def _check_count(n: int, t: TensorInfo) -> None:
     limit = max_experts()
     if n > limit:
-        raise MoEError(f"{what}: {n:,} routed experts, over the bound of {limit:,} "
-                       f"({MAX_EXPERTS_ENV} raises it)")
+        raise _error(t, f"{n:,} routed experts, over the bound of {limit:,} "
+                        f"({MAX_EXPERTS_ENV} raises it)")
 
 
 @dataclass(frozen=True)
@@ -266,28 +271,29 @@ def _layer_slices(block: int, ly: _Layer, infos: Mapping[str, TensorInfo],
     three_d = {r: n for r, n in ly.fused.items() if len(infos[n].shape) == 3}
     if not three_d:
         first = next(iter(ly.fused.values()))
-        raise MoEError(f"{first}: fused expert tensor of shape {list(infos[first].shape)}: "
-                       f"expected [experts, rows, cols] (layer {block})")
+        raise _error(infos[first], f"fused expert tensor of shape {list(infos[first].shape)}: "
+                                   f"expected [experts, rows, cols] (layer {block})")
     return _fused(block, three_d, infos, cfg, hidden)
 
 
 def _per_expert(block: int, ly: _Layer, infos: Mapping[str, TensorInfo]
                 ) -> tuple[str, dict[str, tuple[ExpertSlice, ...]], tuple[int, int]]:
     n = 1 + max(max(es) for es in ly.experts.values())
-    _check_count(n, f"layer {block}")
+    _check_count(n, infos[next(iter(next(iter(ly.experts.values())).values()))])
     out: dict[str, tuple[ExpertSlice, ...]] = {}
     h = i = 0
     for role, by_e in ly.experts.items():
         if len(by_e) != n:  # a gap: name the first expert missing
             e = next(k for k, x in enumerate(sorted(by_e) + [n]) if k != x)
-            raise MoEError(f"layer {block}: routed expert {e} has no {role} tensor (the layer "
-                           f"has experts 0..{n - 1}, e.g. {next(iter(by_e.values()))})")
+            raise _error(infos[next(iter(by_e.values()))],
+                         f"layer {block}: routed expert {e} has no {role} tensor (the layer has "
+                         f"experts 0..{n - 1})")
         names = [by_e[e] for e in range(n)]
         shapes = [infos[name].shape for name in names]
         for name, shape in zip(names, shapes, strict=True):
             if len(shape) != 2:
-                raise MoEError(f"{name}: an expert's {role} matrix of shape {list(shape)}: "
-                               "expected 2-D [out, in]")
+                raise _error(infos[name], f"an expert's {role} matrix of shape {list(shape)}: "
+                                          "expected 2-D [out, in]")
         named = names
         rows, cols = max(s[0] for s in shapes), max(s[1] for s in shapes)
         if role != "gate_up":
@@ -296,8 +302,8 @@ def _per_expert(block: int, ly: _Layer, infos: Mapping[str, TensorInfo]
             h, i = (rows, max(i, cols)) if role == "down" else (cols, max(i, rows))
             continue
         if any(r % 2 for r, _c in shapes):
-            raise MoEError(f"{named[0]}: gate_up matrix with an odd number of rows ({rows}): "
-                           "gate and up halves cannot be told apart")
+            raise _error(infos[named[0]], f"gate_up matrix with an odd number of rows "
+                                          f"({rows}): gate and up halves cannot be told apart")
         for k, sub in ((0, "gate"), (1, "up")):
             out[sub] = tuple([ExpertSlice(name, None, (k * r // 2, (k + 1) * r // 2), (0, c),
                                           1, False)
@@ -313,13 +319,13 @@ def _dbrx(block: int, ly: _Layer, infos: Mapping[str, TensorInfo], hidden: int |
     if n is None and ly.router is not None:
         n = infos[ly.router].shape[0]
     if n is not None:
-        _check_count(n, f"layer {block}")
+        _check_count(n, infos[next(iter(ly.fused.values()))])
     out: dict[str, tuple[ExpertSlice, ...]] = {}
     h = i = 0
     for role, name in ly.fused.items():
         rows, cols = infos[name].shape
         if n is None or rows % n or (hidden is not None and cols != hidden) or role == "gate_up":
-            raise MoEError(f"{name}: a 2-D expert stack of shape [{rows}, {cols}] needs the "
+            raise _error(infos[name], f"a 2-D expert stack of shape [{rows}, {cols}] needs the "
                            f"expert count (config, or the router's rows) to divide its rows"
                            f"{'' if hidden is None else f' and {hidden} columns (hidden size)'}")
         i, h = rows // n, cols
@@ -361,9 +367,9 @@ def _fused(block: int, fused: Mapping[str, str], infos: Mapping[str, TensorInfo]
     lin, bmm = _fits(shapes, False, None), _fits(shapes, True, None)
     desc = ", ".join(f"{n} {list(infos[n].shape)}" for n in fused.values())
     if lin is None and bmm is None:
-        raise MoEError(f"layer {block}: fused expert tensors {desc} fit neither [experts, "
-                       f"out, in] nor [experts, in, out] with one hidden and one intermediate "
-                       f"size")
+        raise _error(infos[first], f"layer {block}: fused expert tensors {desc} fit neither "
+                                   "[experts, out, in] nor [experts, in, out] with one hidden "
+                                   "and one intermediate size")
     if lin is not None and bmm is not None and hidden is not None:  # the hidden size decides
         lin_h, bmm_h = _fits(shapes, False, hidden), _fits(shapes, True, hidden)
         if (lin_h is None) != (bmm_h is None):
@@ -377,13 +383,14 @@ def _fused(block: int, fused: Mapping[str, str], infos: Mapping[str, TensorInfo]
         else:
             known = ("config.json names none" if model_type is None
                      else f"{model_type!r} is not one whose layout weightvis knows")
-            raise MoEError(
-                f"{first}: shape {list(infos[first].shape)} fits both [experts, out, in] and "
+            raise _error(
+                infos[first], f"shape {list(infos[first].shape)} fits both [experts, out, in] and "
                 f"[experts, in, out] (hidden size {hidden}); the architecture decides, and "
                 f"{known}")
     transposed = lin is None
     if transposed and gguf:
-        raise MoEError(f"layer {block}: GGUF expert tensors {desc} are not [experts, out, in]")
+        raise _error(infos[first], f"layer {block}: GGUF expert tensors {desc} are not "
+                                   "[experts, out, in]")
     h, i = bmm if transposed else lin  # type: ignore[misc]
     family = "gguf" if gguf else "fused"
     if transposed:
@@ -394,13 +401,13 @@ def _fused(block: int, fused: Mapping[str, str], infos: Mapping[str, TensorInfo]
             else:
                 known = ("there is none" if model_type is None
                          else f"{model_type!r} is not one weightvis knows")
-                raise MoEError(
-                    f"{fused['gate_up']}: [experts, hidden, 2·intermediate] holds gate and up "
+                raise _error(
+                    infos[fused["gate_up"]], "[experts, hidden, 2·intermediate] holds gate and up "
                     f"either as halves (Llama-4) or interleaved columns (gpt-oss); config.json's "
                     f"model_type decides, and {known}")
         family = family or "fused-transposed"
     n_exp = min(infos[n].shape[0] for n in fused.values())
-    _check_count(n_exp, first)
+    _check_count(n_exp, infos[first])
     out: dict[str, tuple[ExpertSlice, ...]] = {}
     for role, name in fused.items():
         a, b = shapes[role]
