@@ -1,3 +1,5 @@
+# Over the 450-line guide: every name is parsed here and nowhere else (STYLE: one name index),
+# the Mixture-of-Experts families included.
 """The name index: every tensor name parsed once, for layout, ``info``, diff pairing and search.
 
 Canonical names. A GGUF file names its tensors the llama.cpp way (``blk.3.attn_q.weight``); the
