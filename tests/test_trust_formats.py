@@ -512,7 +512,7 @@ def test_info_scan_compare_and_errors_escape_names(tmp_path: Path) -> None:
 
 def test_diff_summary_escapes_names() -> None:
     class Res:
-        out, seconds = "o", 1.0
+        out, seconds, tiles_reused = "o", 1.0, 0
         diff = {"summary": {"identical": 0, "changed": 1, "shape_changed": 0, "only_in_a": 0,
                             "only_in_b": 0, "elements_changed": 1, "elements_compared": 4},
                 "mode": "general", "diagnosis": ["tensor " + _HOSTILE + " changed"],

@@ -16,6 +16,7 @@ __all__ = [
     "WorkerError",
     "HubError",
     "WeightvisWarning",
+    "MoEError",
 ]
 
 
@@ -94,3 +95,8 @@ class WeightvisWarning(UserWarning):
     """Something optional was unusable and is ignored (a broken ``config.json`` or model card):
     the run goes on. ``cli.py`` shows these as ``weightvis: warning: ...`` lines when the run
     succeeds."""
+
+
+class MoEError(WeightvisError):
+    """A Mixture-of-Experts layout cannot be read unambiguously (the message names the tensor
+    and what would decide it)."""

@@ -139,9 +139,11 @@ def manifest_script_json(manifest: dict[str, Any], compact: str | None = None) -
     >>> manifest_script_json({"a": "</script>&\\u2028"})
     '{"a":"\\\\u003c/script\\\\u003e\\\\u0026\\\\u2028"}'
     """
-    if compact is not None and compact.isascii():
-        # an ASCII encoding with ensure_ascii=False is the ensure_ascii=True one: no second pass
-        text = compact
+    if compact is not None:
+        # the ensure_ascii=True encoding is the ensure_ascii=False one with every character
+        # past "~" (only ever inside a string: DEL and non-ASCII) escaped: no second encoding
+        text = compact if compact.isascii() and "\x7f" not in compact else _NON_ASCII.sub(
+            _json_escape, compact)
     else:
         text = _ascii_json(manifest)
     # ensure_ascii already escapes U+2028/U+2029; the table keeps this correct if that changes.
@@ -150,6 +152,19 @@ def manifest_script_json(manifest: dict[str, Any], compact: str | None = None) -
         if char in text:
             text = text.replace(char, escaped)
     return text
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7e]")
+
+
+def _json_escape(m: re.Match[str]) -> str:
+    """``\\uXXXX`` as ``json.dumps(ensure_ascii=True)`` writes the character (a surrogate
+    pair above U+FFFF)."""
+    c = ord(m.group())
+    if c < 0x10000:
+        return f"\\u{c:04x}"
+    c -= 0x10000
+    return f"\\u{0xd800 | (c >> 10):04x}\\u{0xdc00 | (c & 0x3ff):04x}"
 
 
 def _ascii_json(manifest: dict[str, Any]) -> str:

@@ -1,3 +1,5 @@
+# Over the 450-line guide: every name is parsed here and nowhere else (STYLE: one name index),
+# the Mixture-of-Experts families included.
 """The name index: every tensor name parsed once, for layout, ``info``, diff pairing and search.
 
 Canonical names. A GGUF file names its tensors the llama.cpp way (``blk.3.attn_q.weight``); the
@@ -28,7 +30,8 @@ from typing import NamedTuple
 __all__ = ["KINDS", "MOE_PARTS", "SLOT_KINDS", "BlockParse", "MoeParse", "NameIndex", "TensorName",
            "canonical_names", "detect_blocks", "gguf_to_hf_map", "is_embedding", "is_output_head",
            "looks_gguf",
-           "parse_block", "parse_moe", "qk_role", "slot_kind", "strip_wrappers", "tensor_kind"]
+           "parse_block", "parse_moe", "qk_role", "slot_kind", "strip_wrappers", "tensor_kind",
+           "view_row_dims", "expert_rest"]
 
 _INDEX = r"[0-9]{1,9}"
 """A block or expert index in a name: ASCII digits (``\\d`` would take any script's digits, so
@@ -231,6 +234,8 @@ def is_output_head(name: str) -> bool:
 def _kind(canon: str, p: BlockParse | None, prefix: str | None) -> str:
     if _EXPERT_RE.search(canon):
         return "experts"
+    if p is not None and _FUSED_ONLY_RE.search(p.sub) and _routed(parse_moe(p.sub)):
+        return "experts"  # GraniteMoE / JetMoE input_linear, output_linear
     if is_embedding(canon) or _HEAD_RE.search(canon):
         return "embeddings"
     sub = p.sub if p is not None and p.prefix == prefix else canon
@@ -282,7 +287,7 @@ _SHARED_RE = re.compile(r"shared_experts?|shared_mlp|share_expert|_shexp")
 _SHARED_ROLE_RE = re.compile(r"(?:(?:shared_experts?|shared_mlp|share_expert)\.(?P<w>[^.]+)|"
                              r"ffn_(?P<g>gate|up|down|gate_up)_shexp)\.weight$")
 _ROUTER_BIAS_RE = re.compile(r"(?:^|\.)(?:e_score_correction_bias|expert_bias(?:\.bias)?|"
-                             r"exp_probs_b\.bias|router\.bias|ffn_gate_inp\.bias)$")
+                             r"exp_probs_b\.bias|router\.bias|ffn_gate_inp\.bias|gate\.bias)$")
 _ROUTER_RE = re.compile(r"(?:^|\.)(?:gate|router|gate\.wg|router\.gate|router\.layer|"
                         r"router\.classifier|router\.proj|ffn_gate_inp)\.weight$")
 _ROUTER_PART_RE = re.compile(r"(?:^|\.)router\.")
@@ -307,6 +312,38 @@ class MoeParse(NamedTuple):
     part: str
     expert: int | None
     role: str | None
+
+
+_FUSED_ONLY_RE = re.compile(r"(?:^|\.)(?:input_linear|output_linear)\.")
+
+
+def _routed(m: MoeParse | None) -> bool:
+    return m is not None and m.part in ("expert", "fused")
+
+
+def view_row_dims(name: str, shape: tuple[int, ...]) -> int:
+    """How many leading dims the rows of a tensor's 2-D view span (``types.view_of``): 2 for
+    a fused expert tensor of three or more dims, whose view is then its E experts' matrices
+    stacked (``[E, r, c]`` -> ``(E*r) x c``: one expert's matrix is a row range, MOE.md §1.3),
+    else 1. Readers call it when they list a tensor; ``name`` is the stored name (GGUF names
+    too: ``ffn_up_exps``).
+
+    >>> view_row_dims("model.layers.0.mlp.experts.gate_up_proj", (8, 64, 32))
+    2
+    >>> view_row_dims("conv.weight", (8, 3, 3, 3))
+    1
+    """
+    if len(shape) < 3:
+        return 1
+    m = parse_moe(name)
+    return 2 if m is not None and m.part == "fused" else 1
+
+
+def expert_rest(sub: str) -> str | None:
+    """What follows the expert number in a routed expert's sub-path (``gate_proj.weight`` of
+    ``mlp.experts.7.gate_proj.weight``), or None when it names no numbered expert."""
+    m = _PER_EXPERT_RE.search(sub)
+    return None if m is None else m["rest"]
 
 
 def parse_moe(sub: str) -> MoeParse | None:

@@ -12,13 +12,16 @@ from typing import Any
 
 import numpy as np
 
+from .errors import MoEError
 from .formats import MultiReader, open_checkpoint
 from .formats.dtypes import ELEMENT_TYPES
 from .index import KINDS, NameIndex, is_embedding, is_output_head, parse_block
+from .moe.structure import detect_moe
 from .types import TensorInfo
 from .untrusted import printable
 
-__all__ = ["checkpoint_info", "compare_info", "stored_nbytes", "format_info", "format_compare"]
+__all__ = ["checkpoint_info", "compare_info", "stored_nbytes", "format_info", "format_compare",
+           "format_moe"]
 
 
 def stored_nbytes(t: TensorInfo) -> int:
@@ -137,6 +140,14 @@ def _info(reader: MultiReader, scan: bool,
         d["bytes"] += nb
         rows.append({"name": t.name, "canonical": c, "shape": list(t.shape), "dtype": t.dtype,
                      "kind": kind, "bytes": nb})
+    try:
+        moe = detect_moe(reader, None, index=index)
+        moe_json: dict[str, Any] | None = moe.to_json() if moe is not None else None
+    except MoEError as e:  # reported, not fatal: the rest of the structure still holds
+        moe, moe_json = None, {"error": str(e)}
+    arch = _architecture(tensors, index, reader.config, gg)
+    if moe is not None:
+        arch["experts"] = moe.experts
     out: dict[str, Any] = {
         "format": reader.format,
         "files": [str(f) for f in reader.files],
@@ -146,7 +157,8 @@ def _info(reader: MultiReader, scan: bool,
         "per_kind": {k: per_kind.get(k, 0) for k in KINDS},
         "per_block": {str(b): n for b, n in sorted(per_block.items())},
         "dtypes": dict(sorted(dtypes.items())),
-        "architecture": _architecture(tensors, index, reader.config, gg),
+        "architecture": arch,
+        "moe": moe_json,
         "tensors": rows,
     }
     if scan:
@@ -274,6 +286,8 @@ def format_info(info: dict[str, Any]) -> str:
             a["tied_embeddings"]],
         "per kind    " + ", ".join(f"{k} {_n(v)}" for k, v in info["per_kind"].items() if v),
     ]
+    if info.get("moe"):
+        lines.insert(4, "moe         " + format_moe(info["moe"]))
     pb = info["per_block"]
     if pb:
         vals = sorted(set(pb.values()))
@@ -293,6 +307,31 @@ def format_info(info: dict[str, Any]) -> str:
                 cnt = f" ({r['count']:,})" if "count" in r else ""
                 lines.append(f"scan        {label}: {printable(r['name'])}{cnt}")
     return "\n".join(lines)
+
+
+def _ranges(ids: Sequence[int]) -> str:
+    """``0, 2, 4–7`` for [0, 2, 4, 5, 6, 7]."""
+    runs: list[list[int]] = []
+    for i in ids:
+        if runs and runs[-1][1] == i - 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}–{b}" for a, b in runs)
+
+
+def format_moe(moe: dict[str, Any]) -> str:
+    """One line: layout family, MoE and dense layers, routed and shared experts, top-k, sizes."""
+    if "error" in moe:
+        return f"cannot be read: {moe['error']}"
+    dense = moe["dense_layers"]
+    shared = f" + {moe['shared_experts']} shared" if moe["shared_experts"] else ""
+    top_k = f", top-{moe['top_k']}" if moe["top_k"] else ""
+    return (f"{moe['family']}: {len(moe['moe_layers'])} MoE layers "
+            f"({_ranges(moe['moe_layers'])})"
+            + (f", {len(dense)} dense ({_ranges(dense)})" if dense else ", no dense layer")
+            + f"; {moe['experts']} routed experts{shared}{top_k}; hidden {moe['hidden']}, "
+            f"expert intermediate {moe['intermediate']} ({', '.join(moe['roles'])})")
 
 
 def format_compare(c: dict[str, Any]) -> str:

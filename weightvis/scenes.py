@@ -4,7 +4,8 @@ A ``Scene`` binds a reader (its picklable ``spec``), a layout and its tile geome
 (painters.py), a colormap, a key and a label, plus the colour scales known before the tiles. A
 ``Plan`` is a list of scenes and ``finish``, which turns their results into the manifest (and any
 side document such as ``diff.json``). ``plan_render`` plans a render (``[main]``, or the Hilbert
-scene); ``plan_diff`` (diff_plan.py) plans a diff (``[delta]`` or ``[delta, a, b]`` plus the diff
+scene; a Mixture-of-Experts' routed experts are laid out as grids, ``moe.detect_moe``);
+``plan_diff`` (diff_plan.py) plans a diff (``[delta]`` or ``[delta, a, b]`` plus the diff
 analysis). bundle.build_bundle runs any plan.
 """
 
@@ -22,9 +23,11 @@ from . import color
 from .errors import InputError
 from .executors import Executor, InlineExecutor
 from .formats import MultiReader
+from .formats.base import gc_paused
 from .index import NameIndex
 from .layout import arch_layout, hilbert_layout
 from .manifest import build_manifest, manifest_head, scene_json
+from .moe.structure import detect_moe
 from .options import RenderOptions
 from .painters import BytesPainter, Painter, ValuesPainter
 from .tiling import CheckpointSpec, Geometry
@@ -155,7 +158,9 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
         raise InputError(f"{', '.join(srcs)}: the checkpoint holds no tensors")
     index = NameIndex([t.name for t in tensors], gguf_arch=reader.gguf_architecture())
     if opts.layout == "arch":
-        lay = arch_layout(tensors, index=index)
+        with gc_paused():  # tens of thousands of small objects: see formats.base.gc_paused
+            moe = detect_moe(reader, reader.config, index=index)
+            lay = arch_layout(tensors, index=index, moe=moe)
     elif not opts.bytes_scene:
         lay = hilbert_layout(tensors)
     else:

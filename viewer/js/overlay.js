@@ -187,13 +187,15 @@
     for (var ci = 0; ci < candidates.length && placed.length < MAX_LABELS; ci++) {
       var c = candidates[ci];
       var item = c.piece.item;
-      if (labelled.has(item.name)) continue;
+      // one label per tensor, or per placement label ("expert 17 · gate" of a fused tensor)
+      var labelKey = c.piece.label ? item.name + "\u0000" + c.piece.label : item.name;
+      if (labelled.has(labelKey)) continue;
       // The visible part of the piece; the label sits in its top-left corner.
       var vx0 = Math.max(c.s[0], 0), vy0 = Math.max(c.s[1], 0);
       var vx1 = Math.min(c.s[0] + c.s[2], sw), vy1 = Math.min(c.s[1] + c.s[3], sh);
       var room = vx1 - vx0 - 4;
       if (room < 24 || vy1 - vy0 < LABEL_H + 2) continue;
-      var text = this.fit(item.label, room - 2 * LABEL_PAD);
+      var text = this.fit(c.piece.label || item.label, room - 2 * LABEL_PAD);
       if (!text) continue;
       var w = Math.ceil(this.textWidth(LABEL_FONT, text) + 2 * LABEL_PAD);
       var box = [Math.round(vx0) + 2, Math.round(vy0) + 2, w, LABEL_H];
@@ -202,7 +204,7 @@
         box = [Math.round(vx0) + 2, Math.round(vy1) - LABEL_H - 2, w, LABEL_H];
         if (box[1] < vy0 + 2 || collides(placed, box)) continue;
       }
-      labelled.add(item.name);
+      labelled.add(labelKey);
       placed.push({ text: text, name: item.name, kind: "tensor", box: box });
     }
 

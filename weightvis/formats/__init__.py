@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import FormatError, InputError
 from ..hub.uri import is_hub_uri, looks_like_repo_id, ref_of_cached_path
+from ..moe.quant import Decoding
 from ..sources import ByteSource, LocalFileSource
 from ..types import TensorInfo
 from ..untrusted import json_safe, load_json
@@ -278,6 +279,11 @@ class MultiReader(Reader):
         self._metadata: dict[str, Any] = {
             str(f): json_safe(dict(r.metadata), f, max_string=SHORT_STRING_MAX)
             for r in self.readers for f in r.files[:1]}
+        # true values of block-scaled storage (FP8 + weight_scale_inv, MXFP4 blocks + scales)
+        self._decoding = Decoding(self._tensors, self.config)
+        self._decoded = self._decoding.scaled.keys() | self._decoding.virtual.keys()
+        if self._decoding.virtual:
+            self._tensors = self._decoding.listing(self._tensors)
         self._read_from: dict[int, Reader] = {}
         """Readers read since the last release (release() visits only those: callers release
         after every tensor, and a checkpoint may have hundreds of shards)."""
@@ -286,18 +292,29 @@ class MultiReader(Reader):
         return self._tensors
 
     def info(self, name: str) -> TensorInfo:
-        return self._owner[name].info(name)
+        mx = self._decoding.virtual.get(name)
+        return mx.info if mx is not None else self._owner[name].info(name)
 
     _by_file: dict[Path, Reader] | None = None
 
     def read(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
              e_c1: int | None = None) -> np.ndarray:
+        if name in self._decoded:  # true values: block scales applied, MXFP4 decoded
+            return self._decoding.read(self, self._read_stored, name, e_r0, e_r1, e_c0, e_c1)
+        r = self._owner[name]
+        self._read_from[id(r)] = r
+        return r.read(name, e_r0, e_r1, e_c0, e_c1)
+
+    def _read_stored(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
+                     e_c1: int | None = None) -> np.ndarray:
         r = self._owner[name]
         self._read_from[id(r)] = r
         return r.read(name, e_r0, e_r1, e_c0, e_c1)
 
     def read_codes(self, name: str, e_r0: int, e_r1: int, e_c0: int = 0,
                    e_c1: int | None = None) -> np.ndarray | None:
+        if name in self._decoded:
+            return None
         r = self._owner[name]
         self._read_from[id(r)] = r
         return r.read_codes(name, e_r0, e_r1, e_c0, e_c1)
@@ -306,12 +323,15 @@ class MultiReader(Reader):
         """``SafetensorsReader.code_span`` of the tensor's file (None for other formats). A
         caller viewing the span's bytes reports it with ``reading``, so that ``release``
         drops them."""
+        if name in self._decoded:
+            return None
         span = getattr(self._owner[name], "code_span", None)
         return span(name) if span is not None else None
 
     def reading(self, name: str) -> None:
         """Record that the file holding ``name`` was read (through a ``code_span``)."""
-        r = self._owner[name]
+        mx = self._decoding.virtual.get(name)
+        r = self._owner[mx.blocks.name if mx is not None else name]
         self._read_from[id(r)] = r
 
     @property

@@ -24,6 +24,7 @@ import gguf.quants
 import numpy as np
 
 from ..errors import FormatError, UnsupportedDtypeError
+from ..index import view_row_dims
 from ..sources import ByteSource, as_source
 from ..types import TensorInfo
 from .base import Reader, check_block, gc_paused
@@ -145,7 +146,8 @@ class GGUFReader(Reader):
                 raise FormatError(p, f"innermost dim {ne0} is not a multiple of the {tname} "
                                      f"block size {bs}", tensor=name, offset=type_off)
             shape = tuple(int(d) for d in reversed(ne))
-            info = TensorInfo(name, shape, tname, self._file.name)
+            info = TensorInfo(name, shape, tname, self._file.name,
+                              view_row_dims(name, shape) if len(shape) > 2 else 1)
             numel = math.prod(shape)
             nbytes = numel // bs * ts
             row_bytes = info.e_cols // bs * ts

@@ -19,8 +19,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import FormatError, UnsupportedDtypeError
+from ..index import view_row_dims
 from ..sources import ByteSource, LocalFileSource, as_source
-from ..types import TensorInfo, view_of
+from ..types import TensorInfo
 from ..untrusted import load_json
 from .base import MAX_NAME_LENGTH, Reader, check_block, gc_paused
 from .dtypes import CODE_DTYPES, ELEMENT_TYPES, ElementType
@@ -57,7 +58,7 @@ class _Entry:
     def __init__(self, info: TensorInfo, etype: ElementType, begin: int, end: int,
                  data_start: int) -> None:
         self.info, self.etype, self.begin, self.end = info, etype, begin, end
-        self.rows, self.cols = view_of(info.shape)  # computed once: reads are hot
+        self.rows, self.cols = info.e_rows, info.e_cols  # computed once: reads are hot
         self.row_bytes = self.cols * etype.itemsize
         self.start = data_start + begin
 
@@ -217,7 +218,8 @@ class SafetensorsReader(Reader):
                     p, f"data_offsets span {end - begin} bytes but shape {_short(shape)} of "
                        f"{etype.name} needs {_short(numel * etype.itemsize)}", tensor=name,
                     offset=self._data_start + begin)
-            info = TensorInfo(name, tuple(shape), etype.name, file_name)
+            info = TensorInfo(name, tuple(shape), etype.name, file_name,
+                              view_row_dims(name, tuple(shape)) if len(shape) > 2 else 1)
             entries[name] = _Entry(info, etype, begin, end, self._data_start)
             order.append((begin, name))
             if end > begin:

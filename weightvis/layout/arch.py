@@ -17,10 +17,13 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..index import SLOT_KINDS, NameIndex, is_embedding, slot_kind
 from ..types import Group, Placement, SceneLayout, TensorInfo
+
+if TYPE_CHECKING:
+    from ..moe.structure import MoEStructure
 
 # names are parsed by the name index (weightvis.index); the layout only places them
 __all__ = ["arch_layout", "natural_key"]
@@ -230,14 +233,23 @@ def _gap_for(max_dim: int) -> int:
 
 
 def arch_layout(tensors: Sequence[TensorInfo], canonical: Mapping[str, str] | None = None,
-                index: NameIndex | None = None) -> SceneLayout:
+                index: NameIndex | None = None, moe: MoEStructure | None = None
+                ) -> SceneLayout:
     """The architectural scene for these tensors (shapes and names only). Blocks and slots come
     from the canonical names (weightvis.index), so two formats of one model share slots:
     ``index`` is the name index of exactly these tensors' names; without it, one is built from
-    ``canonical`` (tensor name -> canonical name; a name it lacks is its own)."""
+    ``canonical`` (tensor name -> canonical name; a name it lacks is its own). With ``moe``
+    (``moe.detect_moe`` of these tensors), routed experts form a grid in every MoE block
+    (layout/experts.py)."""
     if index is None:
         index = NameIndex([t.name for t in tensors], canonical=canonical or {})
     assert all(t.name in index for t in tensors) and len(index) == len({t.name for t in tensors})
+    if moe is not None:
+        from .experts import experts_layout
+
+        lay = experts_layout(tensors, index, moe)
+        if lay is not None:
+            return lay
     prefix = index.block_prefix
     if prefix is None:
         return _generic_layout(tensors)
