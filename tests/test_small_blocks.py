@@ -160,3 +160,34 @@ def test_code_span_is_the_codes_and_reading_releases(tmp_path: Path) -> None:
         assert span.source.touched is None
     finally:
         r.close()
+
+
+def test_small_scales_are_the_one_by_one_scales_bit_for_bit(tmp_path: Path) -> None:
+    """values.small_scales (tiny 16-bit tensors stacked and sorted together) gives exactly
+    tensor_scale's number for each, NaN / Inf / zero / subnormal tensors included."""
+    import torch
+    from safetensors.torch import save_file as save_torch
+
+    from weightvis import values
+    from weightvis.formats import open_checkpoint
+
+    rng = np.random.default_rng(3)
+    tensors = {}
+    for i in range(300):
+        a = rng.standard_normal([2048, 96, 1, 8191][i % 4]) * rng.choice([0.02, 1.0, 1e-30, 0.0])
+        if i % 7 == 0:
+            a[: i % 11] = np.nan
+        if i % 13 == 0:
+            a[:] = np.inf
+        tensors[f"w{i}"] = torch.from_numpy(a.astype(np.float32)).to(
+            torch.bfloat16 if i % 2 else torch.float16)
+    tensors["big"] = torch.zeros(1 << 14, dtype=torch.bfloat16)  # histogram path: left out
+    tensors["f32"] = torch.ones(10)  # not 16-bit: left out
+    save_torch(tensors, str(tmp_path / "m.safetensors"))
+    with open_checkpoint([tmp_path / "m.safetensors"]) as r:
+        names = [t.name for t in r.tensors()]
+        got = values.small_scales(r, names)
+        assert set(got) == set(names) - {"big", "f32"}
+        for n, v in got.items():
+            want = values.tensor_scale(r, n, values.numpy_code_counts)
+            assert np.float64(v).tobytes() == np.float64(want).tobytes(), (n, v, want)
