@@ -122,7 +122,8 @@ def _diff_parser() -> argparse.ArgumentParser:
 def _diff_summary(res: Any) -> str:
     d = res.diff
     s = d["summary"]
-    lines = [f"{_wrote(res)} and diff.json in {res.seconds:.1f} s",
+    lines = [f"warning: {w}" for w in d.get("warnings", [])] + [
+             f"{_wrote(res)} and diff.json in {res.seconds:.1f} s",
              f"{d['mode']} mode: {s['identical']} identical, {s['changed']} changed, "
              f"{s['shape_changed']} shape-changed, {s['only_in_a']} only in A, "
              f"{s['only_in_b']} only in B; {s['elements_changed']:,} of "
@@ -165,6 +166,9 @@ def _run_diff(argv: Sequence[str]) -> int:
             bar.close()
         if not a.quiet:
             print(_diff_summary(res))
+        else:  # -q drops the summary, never a warning
+            for w in res.diff.get("warnings", []):
+                print(f"weightvis: warning: {w}", file=sys.stderr)
     return 0
 
 
