@@ -77,6 +77,8 @@ def test_wrapper_prefixes_gamma_beta_and_ties(pristine_name_map: None) -> None:
                    "bert.embeddings.LayerNorm.gamma": "token_embd_norm.weight",
                    "bert.embeddings.LayerNorm.beta": "token_embd_norm.bias",
                    "module.encoder.layer.2.output.dense.bias": "blk.2.ffn_down.bias"}
+    # a name shortened by its first part never matches a one-part key (bert's "dense")
+    assert gguf_names(["pooler.dense.weight"], "bert") == {}
     # two spellings of one tensor: neither is guessed...
     both = ["model.layers.0.self_attn.q_proj.weight", "layers.0.attention.wq.weight"]
     assert gguf_names(both, "llama") == {}

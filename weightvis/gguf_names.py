@@ -13,7 +13,8 @@ name of block N is looked up as the name of block 1 and gets N in its GGUF name
 from a file makes a table grow. Like the converter, the lookup tries the name with ``.weight`` /
 ``.bias`` split off (old BERT checkpoints' ``.gamma`` / ``.beta`` stand for them), then without
 the wrapper prefixes a state dict may carry (``index.WRAPPERS``) or one leading component
-(``bert.``, ``language_model.``: the converters strip those per model).
+(``bert.``, ``language_model.``: the converters strip those per model) - a shortened name only
+matches a key of two components or more, so ``pooler.dense`` never becomes a bare ``dense``.
 
 Pure Python; gguf-py is imported on first use.
 """
@@ -52,10 +53,14 @@ def known_arch(arch: str | None) -> bool:
     return arch is not None and arch in _arch_by_name()
 
 
+_Tables = tuple[dict[str, str], dict[str, str], frozenset[str]]
+
+
 @lru_cache(maxsize=256)
-def _tables(arch: str) -> tuple[dict[str, str], dict[str, str]]:
+def _tables(arch: str) -> _Tables:
     """(every HF base name of block 0 and outside blocks, every HF base name of block 1 only)
-    -> GGUF base name template (``{bid}`` for a block tensor), for one architecture."""
+    -> GGUF base name template (``{bid}`` for a block tensor), for one architecture; and the
+    shapes of all those names (numbers as ``#``): a name of another shape matches none."""
     import gguf
 
     cfg = gguf.TensorNameMap.block_mappings_cfg
@@ -71,7 +76,8 @@ def _tables(arch: str) -> tuple[dict[str, str], dict[str, str]]:
     names = gguf.TENSOR_NAMES
     table0 = {key: names[tensor] for key, (tensor, _name) in one.items()}
     table1 = {key: names[tensor] for key, (tensor, _name) in two.items() if key not in one}
-    return table0, table1
+    shapes = frozenset(_BID.sub("#", key) for key in (*table0, *table1))
+    return table0, table1, shapes
 
 
 def _dotted(text: str, start: int, end: int) -> bool:
@@ -79,13 +85,18 @@ def _dotted(text: str, start: int, end: int) -> bool:
     return (start == 0 or text[start - 1] == ".") and (end == len(text) or text[end] == ".")
 
 
-def _lookup(tables: tuple[dict[str, str], dict[str, str]], name: str) -> str | None:
+def _lookup(tables: _Tables, name: str, dotted: bool = False) -> str | None:
     """The GGUF name of one name (suffix and block index handled), or None. A name of block N
     is looked up as block 1 (keys only a block has: a digit group elsewhere in the name is never
-    taken for the block index) and gets N in its GGUF name."""
-    table0, table1 = tables
-    bases = [(name, "")] + [(name[:-len(s)], g) for s, g in _SUFFIXES if name.endswith(s)]
-    for base, suffix in bases:
+    taken for the block index) and gets N in its GGUF name. ``dotted``: only keys of two
+    components or more (a name shortened by a prefix must not match a bare ``dense``)."""
+    table0, table1, shapes = tables
+    shape = _BID.sub("#", name)  # (the suffixes hold no digits: they end both alike)
+    bases = [(name, shape, "")] + [(name[:-len(s)], shape[:-len(s)], g) for s, g in _SUFFIXES
+                                   if name.endswith(s)]
+    for base, base_shape, suffix in bases:
+        if base_shape not in shapes or (dotted and "." not in base):
+            continue
         tpl = table0.get(base)
         if tpl is not None:
             return tpl.format(bid=0) + suffix if "{bid}" in tpl else tpl + suffix
@@ -96,6 +107,12 @@ def _lookup(tables: tuple[dict[str, str], dict[str, str]], name: str) -> str | N
             if tpl is not None:
                 return tpl.format(bid=int(m.group())) + suffix if "{bid}" in tpl else tpl + suffix
     return None
+
+
+def _may_match(shapes: frozenset[str], shape: str) -> bool:
+    """Whether a name of this shape, with or without its suffix, has the shape of a key."""
+    return shape in shapes or any(shape.endswith(s) and shape[:-len(s)] in shapes
+                                  for s, _ in _SUFFIXES)
 
 
 def _variants(name: str) -> list[str]:
@@ -119,9 +136,17 @@ def gguf_names(names: Iterable[str], arch: str) -> dict[str, str]:
     tables = _tables(arch)
     found: dict[str, tuple[int, str]] = {}  # gguf name -> (variant rank, name)
     tied: set[str] = set()
+    hopeless: set[str] = set()  # shapes of names no key can match (46k expert names: 0.1 s)
     for n in names:
-        for rank, v in enumerate(_variants(n)):
-            g = _lookup(tables, v)
+        shape = _BID.sub("#", n)
+        if shape in hopeless:
+            continue
+        variants = _variants(n)
+        if not any(_may_match(tables[2], _BID.sub("#", v)) for v in variants):
+            hopeless.add(shape)  # (a name's variants are shaped by its shape alone)
+            continue
+        for rank, v in enumerate(variants):
+            g = _lookup(tables, v, dotted=rank > 0)
             if g is None:
                 continue
             prev = found.get(g)
