@@ -48,3 +48,38 @@ def convert(model_dir: Path, out: Path, outtype: str) -> Path:
                           timeout=600)
     assert done.returncode == 0 and out.is_file(), done.stderr[-3000:]
     return out
+
+
+_WEIGHTS_ONLY = """
+import importlib.util, inspect, sys
+script, outtype, *jobs = sys.argv[1:]
+spec = importlib.util.spec_from_file_location("convert_hf_to_gguf", script)
+mod = importlib.util.module_from_spec(spec)
+sys.modules["convert_hf_to_gguf"] = mod
+spec.loader.exec_module(mod)
+for _, cls in inspect.getmembers(mod, inspect.isclass):
+    if "set_vocab" in cls.__dict__:
+        cls.set_vocab = lambda self: None
+for model_dir, out in zip(jobs[::2], jobs[1::2]):
+    sys.argv = [script, model_dir, "--outfile", out, "--outtype", outtype]
+    mod.main()
+"""
+
+
+def convert_weights(jobs: dict[Path, Path], outtype: str) -> None:
+    """Each model folder (key) converted to its GGUF (value) by llama.cpp's converter, in one
+    process, with every model class's ``set_vocab`` a no-op: random models made in a test have
+    no tokenizer, and the vocabulary is not what a diff compares. The tensors go through the
+    converter's own code (names, Q/K permutation, norm shifts, dtype rules)."""
+    script = converter_script()
+    for mod in ("torch", "transformers"):
+        if importlib.util.find_spec(mod) is None:
+            _missing(f"llama.cpp's converter needs {mod} (the torch and test extras)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "NO_LOCAL_GGUF": "1"}
+    argv = [sys.executable, "-c", _WEIGHTS_ONLY, str(script), outtype]
+    for model_dir, out in jobs.items():
+        argv += [str(model_dir), str(out)]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert all(out.is_file() for out in jobs.values())

@@ -27,11 +27,16 @@ When one side is a llama-family GGUF and a paired tensor is Q or K of attention,
 converter permuted its rows for its RoPE layout; the GGUF side is read with the permutation
 undone: ``w.reshape(n_head, 2, d // n_head // 2, -1).swapaxes(1, 2).reshape(w.shape)`` (n_head
 for Q, n_head_kv for K) when that makes the pair closer on a sample of rows (checked per tensor,
-so a GGUF written without the permutation is read as is).
+so a GGUF written without the permutation is read as is). When one side is a GGUF of any
+architecture and a paired norm vector (``…norm.weight``) is, on every element, the other plus one
+within float32 rounding, the GGUF side is read minus one (``minus-one``): llama.cpp's converter
+stores Gemma's (1 + w) RMSNorm scales that way (Gemma 1-3, Qwen3-Next); decided by the data, so
+a GGUF without the shift is read as is.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -49,6 +54,10 @@ __all__ = ["Pair", "pair_tensors", "pair_index", "DiffReader", "DiffSpec", "Side
            "unpermute_rows"]
 
 STATUSES = ("identical", "changed", "shape-changed", "only-in-a", "only-in-b")
+_NORM = re.compile(r"norm\.weight$")
+_PLUS_ONE_TOLERANCE = 2.0 ** -22
+"""|(g - 1) - h| allowed, relative to max(1, |g|), for a GGUF norm g stored as 1 + h: the
+converter adds in float32, so g carries h rounded to g's spacing (at most 2^-23 |g|)."""
 _LLAMA_FAMILY = {"llama", "mistral", "granite", "granitemoe", "deci", "llama4", "mistral3"}
 
 
@@ -203,6 +212,7 @@ def pair_tensors(a: MultiReader, b: MultiReader) -> list[Pair]:
                 index[kb] = []
     gguf_a = a.format == "gguf" and (a.gguf_architecture() or "") in _LLAMA_FAMILY
     gguf_b = b.format == "gguf" and (b.gguf_architecture() or "") in _LLAMA_FAMILY
+    any_a, any_b = a.format == "gguf", b.format == "gguf"
     heads_a, heads_b = _gguf_heads(a), _gguf_heads(b)
     cross = cross_architecture(a, b)
     pairs: list[Pair] = []
@@ -217,6 +227,9 @@ def pair_tensors(a: MultiReader, b: MultiReader) -> list[Pair]:
                     heads = hq if role == "q" else hkv
                     if heads > 0:
                         transform, side = f"unpermute-{role}", "a" if gguf_a else "b"
+            if transform is None and any_a != any_b and len(t.shape) == 1 and _NORM.search(
+                    (ia[an] if any_a else ib[t.name]).canonical):
+                transform, side = "minus-one", "a" if any_a else "b"  # confirmed on the data
             pair = Pair(t.name, a_by[an], t, how, transform, heads, side)
             if cross and pair.shape_status == "shape-changed":
                 pair = pair._replace(compared=False, transform=None, heads=0, gguf_side=None)
@@ -286,9 +299,21 @@ class DiffReader(Reader):
         return self._by_name[name]
 
     def _confirm_transform(self, p: Pair) -> Pair:
-        """Keep an unpermute transform only if it brings the sides closer on a sample."""
+        """Keep an unpermute transform only if it brings the sides closer on a sample; keep
+        ``minus-one`` only if the GGUF side is the other plus one, within float32 rounding, on
+        every element (a norm vector: read whole)."""
         if p.transform is None or p.shape_status != "same":
             return p
+        if p.transform == "minus-one":
+            on_a = p.gguf_side == "a"
+            tg, th = (p.a, p.b) if on_a else (p.b, p.a)
+            rg, rh = (self.a, self.b) if on_a else (self.b, self.a)
+            g = rg.read(tg.name, 0, 1).astype(np.float64)  # type: ignore[union-attr]
+            h = rh.read(th.name, 0, 1).astype(np.float64)  # type: ignore[union-attr]
+            ok = (g.size > 0 and bool(np.isfinite(g).all() and np.isfinite(h).all())
+                  and not np.array_equal(g, h) and bool((np.abs(g - 1.0 - h) <= (
+                      _PLUS_ONE_TOLERANCE * np.maximum(1.0, np.abs(g)))).all()))
+            return p if ok else p._replace(transform=None, gguf_side=None)
         rows, cols = p.overlap
         try:
             perm = unpermute_rows(rows, p.heads)
@@ -326,6 +351,9 @@ class DiffReader(Reader):
             raise KeyError(f"{name}: no tensor in {side.upper()}")
         rows, cols = view_of(t.shape)
         c1 = cols if e_c1 is None else e_c1
+        if p.transform == "minus-one" and p.gguf_side == side:
+            shifted: np.ndarray = reader.read(t.name, e_r0, e_r1, e_c0, c1) - np.float32(1.0)
+            return shifted
         if p.transform is not None and p.gguf_side == side:
             head_rows = rows // p.heads
             h0, h1 = e_r0 // head_rows, -(-e_r1 // head_rows)
