@@ -174,6 +174,12 @@ def arch_of_config(config: Mapping[str, Any]) -> str | None:
     return next((c for c in cands if known_arch(c)), None)
 
 
+@lru_cache(maxsize=1)
+def _all_shapes() -> frozenset[str]:
+    """The shapes of every key of every architecture's map."""
+    return frozenset().union(*(_tables(arch)[2] for arch in _arch_by_name()))
+
+
 def _representatives(names: Iterable[str]) -> list[str]:
     """One name per shape of name (block and expert indices aside): enough to score a map."""
     seen: dict[str, str] = {}
@@ -193,9 +199,13 @@ def detect_arch(names: Iterable[str], config: Mapping[str, Any] | None = None) -
     reps = _representatives(names)
     if not reps:
         return None
+    # names no architecture's map could match are scored once, not once per architecture
+    any_shape = _all_shapes()
+    plausible = [n for n in reps
+                 if any(_may_match(any_shape, _BID.sub("#", v)) for v in _variants(n))]
     best, best_n = None, 0
-    for arch in _arch_by_name():
-        n = len(gguf_names(reps, arch))
+    for arch in _arch_by_name() if plausible else ():
+        n = len(gguf_names(plausible, arch))
         if n > best_n:
             best, best_n = arch, n
     return best if 2 * best_n >= len(reps) else None
