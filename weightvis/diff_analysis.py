@@ -283,9 +283,10 @@ def _verdict(changed: Sequence[Mapping[str, Any]]) -> str | None:
     rels = [p["numbers"]["rel"] for p in use if p["numbers"]["rel"] is not None]
     nums = f"median cosine {_fmt_cos(c)}" + (
         f", median ‖Δ‖/‖A‖ {_median(rels):.3g}" if rels else "") + f" over {len(use)} {what}"
-    if not mats:
-        nums += (", none a matrix: weak evidence, as vectors of positive values (norm scales, "
-                 "non-negative weights) have high cosines between any two models")
+    if not mats and c >= NEAR_ZERO_COSINE:
+        return (f"{nums}, none a weight matrix: too little to tell an "
+                "update from a retraining (vectors of positive values, such as norm scales or "
+                "non-negative weights, have high cosines between any two models)")
     if c >= 0.99:
         return f"B stays close to A ({nums}): an update of A, such as fine-tuning, not a rewrite"
     if c >= 0.5:
