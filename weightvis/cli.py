@@ -135,7 +135,8 @@ def _diff_parser() -> argparse.ArgumentParser:
 def _diff_summary(res: Any) -> str:
     d = res.diff
     s = d["summary"]
-    lines = [f"{_wrote(res)} and diff.json in {res.seconds:.1f} s"
+    lines = [f"warning: {w}" for w in d.get("warnings", [])] + [
+             f"{_wrote(res)} and diff.json in {res.seconds:.1f} s"
              + (f" ({res.tiles_reused} tiles kept from an interrupted run)"
                 if res.tiles_reused else ""),
              f"{d['mode']} mode: {s['identical']} identical, {s['changed']} changed, "
@@ -202,6 +203,9 @@ def _run_diff(argv: Sequence[str]) -> int:
             bar.close()
         if not a.quiet:
             print(_diff_summary(res))
+        else:  # -q drops the summary, never a warning
+            for w in res.diff.get("warnings", []):
+                print(f"weightvis: warning: {w}", file=sys.stderr)
     return 0
 
 

@@ -3,7 +3,10 @@ diff_analysis.py; the scenes of a diff are diff_plan.py.
 
 Pairing (every tensor of A and of B ends in exactly one pair):
 1. exact: the same name in A and B;
-2. name map: the same canonical name (index.py: GGUF names mapped to their HF spelling);
+2. name map: the same GGUF name - a GGUF's own names, and the names a Hugging Face-named side
+   gets from gguf-py's name map of the GGUF side's architecture (gguf_names.py; of its own
+   architecture, from config.json or the names, when neither side is a GGUF) - then the same
+   canonical name (index.py: GGUF names mapped to their HF spelling);
 3. prefix: the same canonical name once wrapper prefixes (``module.``, ``_orig_mod.``,
    ``base_model.model.``, ``model.``, ``transformer.``: index.WRAPPERS) are stripped from both,
    when that leaves one candidate on each side.
@@ -11,15 +14,29 @@ Names are parsed by the name index (weightvis.index): canonical names, the Q/K r
 Status: identical (same view, every element equal; NaN equals NaN), changed, shape-changed
 (different 2-D views: the overlapping part is compared), only-in-a, only-in-b.
 
+Architectures. When both checkpoints declare an architecture (GGUF ``general.architecture``;
+``config.json``'s ``model_type``, as gguf-py's architecture name when it is one) and they differ,
+the diff is *cross-architecture* (``declared_architecture``): a pair whose shapes differ is not
+compared at all (``Pair.compared`` false: the same llama.cpp name in two architectures names two
+different parameters, and the top-left overlap of a [1024, 640] and a [576, 576] matrix holds no
+correspondence), while a same-shaped pair still is (t5 and t5encoder, llama and a llama-derived
+architecture share such tensors). Nothing is decided from shapes alone: a PyTorch file declares
+no architecture, so a narrower model of the same design is compared over the overlap.
+
 When one side is a llama-family GGUF and a paired tensor is Q or K of attention, llama.cpp's
 converter permuted its rows for its RoPE layout; the GGUF side is read with the permutation
 undone: ``w.reshape(n_head, 2, d // n_head // 2, -1).swapaxes(1, 2).reshape(w.shape)`` (n_head
 for Q, n_head_kv for K) when that makes the pair closer on a sample of rows (checked per tensor,
-so a GGUF written without the permutation is read as is).
+so a GGUF written without the permutation is read as is). When one side is a GGUF of any
+architecture and a paired norm vector (``…norm.weight``) is, on every element, the other plus one
+within float32 rounding, the GGUF side is read minus one (``minus-one``): llama.cpp's converter
+stores Gemma's (1 + w) RMSNorm scales that way (Gemma 1-3, Qwen3-Next); decided by the data, so
+a GGUF without the shift is read as is.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,13 +45,19 @@ import numpy as np
 
 from .formats import MultiReader, open_checkpoint
 from .formats.base import Reader
-from .index import NameIndex, strip_wrappers
+from .gguf_names import arch_of_config, detect_arch, gguf_names
+from .index import NameIndex, looks_gguf, strip_wrappers
 from .types import TensorInfo
 
 __all__ = ["Pair", "pair_tensors", "pair_index", "DiffReader", "DiffSpec", "SideReader",
-           "STATUSES", "unpermute_rows"]
+           "STATUSES", "cross_architecture", "declared_architecture", "pair_gguf_names",
+           "unpermute_rows"]
 
 STATUSES = ("identical", "changed", "shape-changed", "only-in-a", "only-in-b")
+_NORM = re.compile(r"norm\.weight$")
+_PLUS_ONE_TOLERANCE = 2.0 ** -22
+"""|(g - 1) - h| allowed, relative to max(1, |g|), for a GGUF norm g stored as 1 + h: the
+converter adds in float32, so g carries h rounded to g's spacing (at most 2^-23 |g|)."""
 _LLAMA_FAMILY = {"llama", "mistral", "granite", "granitemoe", "deci", "llama4", "mistral3"}
 
 
@@ -50,6 +73,9 @@ class Pair(NamedTuple):
     """``unpermute-q`` / ``unpermute-k`` (applied to the GGUF side), or None."""
     heads: int = 0
     gguf_side: str | None = None
+    compared: bool = True
+    """False for a shape-changed pair of a cross-architecture diff: drawn and counted, never
+    compared (its ``overlap`` is empty)."""
 
     @property
     def view_a(self) -> tuple[int, int] | None:
@@ -75,6 +101,9 @@ class Pair(NamedTuple):
 
     @property
     def overlap(self) -> tuple[int, int]:
+        """The compared part of both views (empty when the pair is not compared)."""
+        if not self.compared:
+            return (0, 0)
         va, vb = self.view_a or (0, 0), self.view_b or (0, 0)
         return (min(va[0], vb[0]), min(va[1], vb[1]))
 
@@ -91,12 +120,45 @@ def _gguf_heads(reader: MultiReader) -> tuple[int, int]:
     return 0, 0
 
 
+def declared_architecture(reader: MultiReader) -> tuple[str, str] | None:
+    """The architecture a checkpoint declares, as (namespace, name): ``("gguf", "llama")`` for
+    a GGUF's ``general.architecture`` or a ``config.json`` whose ``model_type`` gguf-py knows,
+    ``("hf", "mistral")`` for any other ``model_type``; None when it declares none (two names
+    are comparable only within one namespace)."""
+    arch = reader.gguf_architecture() if reader.format == "gguf" else None
+    if arch:
+        return ("gguf", arch)
+    known = arch_of_config(reader.config)
+    if known is not None:
+        return ("gguf", known)
+    mt = reader.config.get("model_type")
+    return ("hf", mt) if isinstance(mt, str) and mt else None
+
+
+def cross_architecture(a: MultiReader, b: MultiReader) -> bool:
+    """True when both declare an architecture, in one namespace, and they differ."""
+    da, db = declared_architecture(a), declared_architecture(b)
+    return da is not None and db is not None and da[0] == db[0] and da[1] != db[1]
+
+
+def _gguf_keys(reader: MultiReader, names: Sequence[str], other: MultiReader) -> dict[str, str]:
+    """name -> GGUF name: a GGUF's own names; a Hugging Face-named side mapped through the
+    GGUF side's architecture, or its own (config.json or the names) when neither is a GGUF."""
+    if reader.format == "gguf" or looks_gguf(names):
+        return {n: n for n in names}
+    arch = other.gguf_architecture() if other.format == "gguf" else None
+    if arch is None:
+        arch = detect_arch(names, reader.config)
+    return gguf_names(names, arch) if arch is not None else {}
+
+
 def pair_tensors(a: MultiReader, b: MultiReader) -> list[Pair]:
     """Pair every tensor of A with its counterpart in B (module docstring); B's order first,
     then what only A has, in A's order."""
     ta, tb = list(a.tensors()), list(b.tensors())
-    ia = NameIndex([t.name for t in ta], gguf_arch=a.gguf_architecture())
-    ib = NameIndex([t.name for t in tb], gguf_arch=b.gguf_architecture())
+    names_a, names_b = [t.name for t in ta], [t.name for t in tb]
+    ia = NameIndex(names_a, gguf_arch=a.gguf_architecture())
+    ib = NameIndex(names_b, gguf_arch=b.gguf_architecture())
     a_by = {t.name: t for t in ta}
     matched: dict[str, tuple[str, str]] = {}  # b name -> (a name, how)
     free_a = dict(a_by)
@@ -104,59 +166,80 @@ def pair_tensors(a: MultiReader, b: MultiReader) -> list[Pair]:
         if t.name in free_a:
             matched[t.name] = (t.name, "exact")
             del free_a[t.name]
-    def by_canon_a(n: str) -> str:
+    gg_a, gg_b = _gguf_keys(a, names_a, b), _gguf_keys(b, names_b, a)
+
+    def by_gguf_a(n: str) -> str | None:
+        return gg_a.get(n)
+
+    def by_gguf_b(n: str) -> str | None:
+        return gg_b.get(n)
+
+    def by_canon_a(n: str) -> str | None:
         return ia[n].canonical
 
-    def by_canon_b(n: str) -> str:
+    def by_canon_b(n: str) -> str | None:
         return ib[n].canonical
 
-    def stripped_a(n: str) -> str:
+    def stripped_a(n: str) -> str | None:
         return strip_wrappers(ia[n].canonical)
 
-    def stripped_b(n: str) -> str:
+    def stripped_b(n: str) -> str | None:
         return strip_wrappers(ib[n].canonical)
 
-    keys: list[tuple[str, Callable[[str], str], Callable[[str], str]]] = [
-        ("name-map", by_canon_a, by_canon_b), ("prefix", stripped_a, stripped_b)]
+    keys: list[tuple[str, Callable[[str], str | None], Callable[[str], str | None]]] = [
+        ("name-map", by_gguf_a, by_gguf_b), ("name-map", by_canon_a, by_canon_b),
+        ("prefix", stripped_a, stripped_b)]
     for how, key_a, key_b in keys:
         index: dict[str, list[str]] = {}
         for n in free_a:
-            index.setdefault(key_a(n), []).append(n)
+            ka = key_a(n)
+            if ka is not None:
+                index.setdefault(ka, []).append(n)
         unmatched_b = [t.name for t in tb if t.name not in matched]
         counts: dict[str, int] = {}
         for n in unmatched_b:
-            counts[key_b(n)] = counts.get(key_b(n), 0) + 1
+            kb = key_b(n)
+            if kb is not None:
+                counts[kb] = counts.get(kb, 0) + 1
         for n in unmatched_b:
-            k = key_b(n)
-            cands = index.get(k, [])
-            if len(cands) == 1 and counts[k] == 1:
+            kb = key_b(n)
+            if kb is None:
+                continue
+            cands = index.get(kb, [])
+            if len(cands) == 1 and counts[kb] == 1:
                 matched[n] = (cands[0], how)
                 del free_a[cands[0]]
-                index[k] = []
-    a_fmt = {t.name: t.file for t in ta}
+                index[kb] = []
     gguf_a = a.format == "gguf" and (a.gguf_architecture() or "") in _LLAMA_FAMILY
     gguf_b = b.format == "gguf" and (b.gguf_architecture() or "") in _LLAMA_FAMILY
+    any_a, any_b = a.format == "gguf", b.format == "gguf"
     heads_a, heads_b = _gguf_heads(a), _gguf_heads(b)
+    cross = cross_architecture(a, b)
     pairs: list[Pair] = []
     for t in tb:
         if t.name in matched:
             an, how = matched[t.name]
             transform, heads, side = None, 0, None
             if gguf_a != gguf_b:  # exactly one side is a llama-family GGUF
-                role = ib[t.name].qk_role
+                role = ib[t.name].qk_role if gguf_b else ia[an].qk_role
                 if role is not None:
                     hq, hkv = heads_a if gguf_a else heads_b
                     heads = hq if role == "q" else hkv
                     if heads > 0:
                         transform, side = f"unpermute-{role}", "a" if gguf_a else "b"
-            pairs.append(Pair(t.name, a_by[an], t, how, transform, heads, side))
+            if transform is None and any_a != any_b and len(t.shape) == 1 and _NORM.search(
+                    (ia[an] if any_a else ib[t.name]).canonical):
+                transform, side = "minus-one", "a" if any_a else "b"  # confirmed on the data
+            pair = Pair(t.name, a_by[an], t, how, transform, heads, side)
+            if cross and pair.shape_status == "shape-changed":
+                pair = pair._replace(compared=False, transform=None, heads=0, gguf_side=None)
+            pairs.append(pair)
         else:
             pairs.append(Pair(t.name, None, t, None))
     taken = {p.name for p in pairs}
     for n, t in free_a.items():
         name = n if n not in taken else f"{n} (A)"
         pairs.append(Pair(name, t, None, None))
-    del a_fmt
     return pairs
 
 
@@ -169,6 +252,21 @@ def pair_index(reader: DiffReader) -> NameIndex:
                  else ia[p.a.name].canonical  # type: ignore[union-attr]
                  for p in reader.pairs}
     return NameIndex(canonical, canonical=canonical)
+
+
+def pair_gguf_names(reader: DiffReader) -> dict[str, str]:
+    """pair name -> the GGUF name of its tensor in B (else in A) where one is known and differs
+    from the pair's name (the manifest's optional ``gguf``, for the viewer's search)."""
+    names_a = [t.name for t in reader.a.tensors()]
+    names_b = [t.name for t in reader.b.tensors()]
+    gg_a, gg_b = _gguf_keys(reader.a, names_a, reader.b), _gguf_keys(reader.b, names_b, reader.a)
+    out: dict[str, str] = {}
+    for p in reader.pairs:
+        g = (gg_b.get(p.b.name) if p.b is not None else None) or (
+            gg_a.get(p.a.name) if p.a is not None else None)
+        if g is not None and g != p.name:
+            out[p.name] = g
+    return out
 
 
 def unpermute_rows(rows: int, heads: int) -> np.ndarray:
@@ -201,9 +299,21 @@ class DiffReader(Reader):
         return self._by_name[name]
 
     def _confirm_transform(self, p: Pair) -> Pair:
-        """Keep an unpermute transform only if it brings the sides closer on a sample."""
+        """Keep an unpermute transform only if it brings the sides closer on a sample; keep
+        ``minus-one`` only if the GGUF side is the other plus one, within float32 rounding, on
+        every element (a norm vector: read whole)."""
         if p.transform is None or p.shape_status != "same":
             return p
+        if p.transform == "minus-one":
+            on_a = p.gguf_side == "a"
+            tg, th = (p.a, p.b) if on_a else (p.b, p.a)
+            rg, rh = (self.a, self.b) if on_a else (self.b, self.a)
+            g = rg.read(tg.name, 0, 1).astype(np.float64)  # type: ignore[union-attr]
+            h = rh.read(th.name, 0, 1).astype(np.float64)  # type: ignore[union-attr]
+            ok = (g.size > 0 and bool(np.isfinite(g).all() and np.isfinite(h).all())
+                  and not np.array_equal(g, h) and bool((np.abs(g - 1.0 - h) <= (
+                      _PLUS_ONE_TOLERANCE * np.maximum(1.0, np.abs(g)))).all()))
+            return p if ok else p._replace(transform=None, gguf_side=None)
         rows, cols = p.overlap
         try:
             perm = unpermute_rows(rows, p.heads)
@@ -241,6 +351,9 @@ class DiffReader(Reader):
             raise KeyError(f"{name}: no tensor in {side.upper()}")
         rows, cols = t.e_rows, t.e_cols
         c1 = cols if e_c1 is None else e_c1
+        if p.transform == "minus-one" and p.gguf_side == side:
+            shifted: np.ndarray = reader.read(t.name, e_r0, e_r1, e_c0, c1) - np.float32(1.0)
+            return shifted
         if p.transform is not None and p.gguf_side == side:
             head_rows = rows // p.heads
             h0, h1 = e_r0 // head_rows, -(-e_r1 // head_rows)

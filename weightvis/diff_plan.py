@@ -31,7 +31,40 @@ from .tiling import CheckpointSpec, Geometry
 from .types import SceneLayout
 from .values import tensor_scales
 
-__all__ = ["plan_diff"]
+__all__ = ["plan_diff", "architectures"]
+
+
+def _arch_text(name: str, arch: Mapping[str, Any]) -> str:
+    """``llama (30 blocks, hidden size 576)``."""
+    parts = []
+    if arch.get("blocks"):
+        parts.append(f"{arch['blocks']} block{'s' if arch['blocks'] != 1 else ''}")
+    if arch.get("hidden_size"):
+        parts.append(f"hidden size {arch['hidden_size']}")
+    return name + (f" ({', '.join(parts)})" if parts else "")
+
+
+def architectures(reader: wdiff.DiffReader) -> tuple[dict[str, Any], list[str]]:
+    """diff.json's ``architectures`` (what each side declares; ``same``: null when either
+    declares none or they are named in different vocabularies) and ``warnings``: the sentence
+    that leads the diff's words when the architectures differ (delta.py, "Architectures")."""
+    from .info import reader_architecture
+
+    da, db = wdiff.declared_architecture(reader.a), wdiff.declared_architecture(reader.b)
+    comparable = da is not None and db is not None and da[0] == db[0]
+    doc = {"a": da[1] if da else None, "b": db[1] if db else None,
+           "same": (da == db) if comparable else None}
+    if not comparable or da == db:
+        return doc, []
+    assert da is not None and db is not None
+    pairs = [p for p in reader.pairs if p.a is not None and p.b is not None]
+    compared = sum(p.compared for p in pairs)
+    skipped = len(pairs) - compared
+    return doc, [
+        f"different architectures: A is {_arch_text(da[1], reader_architecture(reader.a))}, "
+        f"B is {_arch_text(db[1], reader_architecture(reader.b))}: two different models, not "
+        f"two versions of one. Tensors are paired by name only; of {len(pairs)} pairs, "
+        f"{compared} of equal shape are compared and {skipped} of different shapes are not"]
 
 
 def _clip_layout(lay: SceneLayout, pairs: Mapping[str, wdiff.Pair], side: str) -> SceneLayout:
@@ -63,20 +96,22 @@ def plan_diff(reader: wdiff.DiffReader, a_srcs: list[str], b_srcs: list[str],
     index = wdiff.pair_index(reader)
     lay = arch_layout(list(reader.tensors()), index=index)
 
-    # scales: s_delta = 0.5 * rms of A's sample (then B's, then 1); each side's robust scale
-    n_pairs = len(pairs)
+    # scales: s_delta = 0.5 * rms of A's sample (then B's, then 1); each side's robust scale.
+    # A pair that is not compared needs neither unless its sides are drawn (scenes a, b).
+    scaled = [p for p in pairs if p.compared or len(opts.scenes) > 1]
+    n_pairs = len(scaled)
     robust_a, _, rms_a = tensor_scales(reader.a, CheckpointSpec(tuple(a_srcs)),
-                                       [p.a.name for p in pairs if p.a is not None],
+                                       [p.a.name for p in scaled if p.a is not None],
                                        executor=executor, want_rms=True,
                                        meanwhile=warm_up_all,
                                        tick=lambda: tick("scales A", 1, n_pairs))
     robust_b, _, rms_b = tensor_scales(reader.b, CheckpointSpec(tuple(b_srcs)),
-                                       [p.b.name for p in pairs if p.b is not None],
+                                       [p.b.name for p in scaled if p.b is not None],
                                        executor=executor, want_rms=True,
                                        tick=lambda: tick("scales B", 1, n_pairs))
-    scales: dict[str, float] = {}
+    scales: dict[str, float] = {p.name: 1.0 for p in pairs}
     side_scales: dict[str, dict[str, float]] = {"a": {}, "b": {}}
-    for p in pairs:
+    for p in scaled:
         rms = (rms_a.get(p.a.name, 0.0) if p.a else 0.0) or (
             rms_b.get(p.b.name, 0.0) if p.b else 0.0)
         scales[p.name] = 0.5 * rms if rms > 0 else 1.0
@@ -114,13 +149,16 @@ def plan_diff(reader: wdiff.DiffReader, a_srcs: list[str], b_srcs: list[str],
                 "shape_a": list(p.a.shape) if p.a else None,
                 "shape_b": list(p.b.shape) if p.b else None,
                 "dtype_a": p.a.dtype if p.a else None, "dtype_b": p.b.dtype if p.b else None,
-                "paired_by": p.paired_by, "transform": p.transform, "block": block,
+                "paired_by": p.paired_by, "transform": p.transform, "compared": p.compared,
+                "block": block,
                 "kind": index[p.name].kind,
                 "scale": scales[p.name],
                 "scale_a": side_scales["a"].get(p.name), "scale_b": side_scales["b"].get(p.name),
                 "numbers": None, "elements": None,
             }
-            if p.a is not None and p.b is not None:
+            if p.a is not None and p.b is not None and not p.compared:
+                row["status"] = p.shape_status
+            elif p.a is not None and p.b is not None:
                 acc = res.accs.get(p.name, new_delta_acc())
                 rows_f, cols_f = res.flags.get(p.name, (np.zeros(p.overlap[0], bool),
                                                         np.zeros(p.overlap[1], bool)))
@@ -140,11 +178,13 @@ def plan_diff(reader: wdiff.DiffReader, a_srcs: list[str], b_srcs: list[str],
             else:
                 row["status"] = p.shape_status
             pair_rows.append(row)
+        archs, warnings = architectures(reader)
         diff_doc: dict[str, Any] = {
             "a": {"title": default_title(a_srcs), "format": reader.a.format,
                   "files": [f.name for f in reader.a.files]},
             "b": {"title": default_title(b_srcs), "format": reader.b.format,
                   "files": [f.name for f in reader.b.files]},
+            "architectures": archs, "warnings": warnings,
             "mode": mode, "finetune_reason": reason if mode == "finetune" else None,
             "metric": opts.metric, "palette": opts.palette, "summary": summary(pair_rows),
             "diagnosis": diagnose(pair_rows, mode),
@@ -152,14 +192,18 @@ def plan_diff(reader: wdiff.DiffReader, a_srcs: list[str], b_srcs: list[str],
             "pairs": pair_rows,
         }
         tensors_json: dict[str, Any] = {}
+        gguf_of = wdiff.pair_gguf_names(reader)
         for p, r in zip(pairs, pair_rows, strict=True):
             t = reader.info(p.name)
-            tensors_json[p.name] = {
+            entry: dict[str, Any] = {
                 "shape": list(t.shape), "dtype": t.dtype, "view": [t.e_rows, t.e_cols],
                 "file": file_name(t.file), "canonical": index[p.name].canonical,
-                "block": r["block"], "slot": lay.slots.get(p.name, (None, None))[1],
-                "scale": scales[p.name], "stats": None, "status": r["status"],
             }
+            if p.name in gguf_of:
+                entry["gguf"] = gguf_of[p.name]
+            entry.update({"block": r["block"], "slot": lay.slots.get(p.name, (None, None))[1],
+                          "scale": scales[p.name], "stats": None, "status": r["status"]})
+            tensors_json[p.name] = entry
         colormaps: dict[str, Any] = {"delta": color.delta_colormap(opts.metric, opts.palette)}
         if len(scenes) > 1:
             colormaps["values"] = color.values_colormap()

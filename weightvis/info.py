@@ -21,7 +21,8 @@ from .types import TensorInfo
 from .untrusted import printable
 
 __all__ = ["checkpoint_info", "compare_info", "stored_nbytes", "format_info", "format_compare",
-           "format_moe"]
+           "format_moe",
+           "reader_architecture"]
 
 
 def stored_nbytes(t: TensorInfo) -> int:
@@ -104,6 +105,14 @@ def _architecture(tensors: Sequence[TensorInfo], index: NameIndex,
         "context_length": _first(config.get("max_position_embeddings"),
                                  gg.get("context_length")),
     }
+
+
+def reader_architecture(reader: MultiReader) -> dict[str, Any]:
+    """``checkpoint_info``'s ``architecture`` of a checkpoint already open (headers only)."""
+    tensors = list(reader.tensors())
+    gg = _gguf_arch_info(reader)
+    index = NameIndex([t.name for t in tensors], gguf_arch=gg.get("architecture"))
+    return _architecture(tensors, index, reader.config, gg)
 
 
 def checkpoint_info(sources: Sequence[str | os.PathLike[str]], *, scan: bool = False,

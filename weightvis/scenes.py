@@ -24,6 +24,7 @@ from .errors import InputError
 from .executors import Executor, InlineExecutor
 from .formats import MultiReader
 from .formats.base import gc_paused
+from .gguf_names import detect_arch, gguf_names
 from .index import NameIndex
 from .layout import arch_layout, hilbert_layout
 from .manifest import build_manifest, manifest_head, scene_json
@@ -35,7 +36,7 @@ from .types import SceneLayout
 from .values import global_scale, stats_json_many, tensor_scales
 
 __all__ = ["Scene", "Plan", "plan_render", "tile_index", "source_json", "default_title",
-           "file_name", "Progress"]
+           "file_name", "file_gguf_names", "Progress"]
 
 Progress = Callable[[str, int, int], None]
 """progress(stage, advance, total): ``stage`` names the step, ``advance`` units were just done."""
@@ -148,6 +149,17 @@ def _hub_ref(src: str) -> tuple[str, str] | None:
     return None if got is None else (got[0].repo_id, got[0].path)
 
 
+def file_gguf_names(reader: MultiReader, names: list[str]) -> dict[str, str]:
+    """The manifest's optional ``gguf`` names: name -> GGUF name for the tensors of a Hugging
+    Face-named checkpoint that gguf-py's map of its architecture knows (gguf_names.py); empty
+    for a GGUF (its names are GGUF names) and for checkpoints no map fits."""
+    if reader.format == "gguf":
+        return {}
+    arch = detect_arch(names, reader.config)
+    got = gguf_names(names, arch) if arch is not None else {}
+    return {n: g for n, g in got.items() if g != n}
+
+
 def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, executor: Executor,
                 tick: Progress) -> Plan:
     """The scene of a render and how its manifest is made. Reads no tensor data, except the
@@ -216,15 +228,17 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
                 np.array([t.numel for t in tensors], np.int64),
                 np.array([robust[t.name] for t in tensors], np.float64))
         slots = lay.slots
+        gguf_of = file_gguf_names(reader, names)
         tensors_json: dict[str, Any] = {}
         for t, st in zip(tensors, stats, strict=True):
             block, slot = slots.get(t.name, (None, None))
             entry: dict[str, Any] = {
                 "shape": list(t.shape), "dtype": t.dtype, "view": [t.e_rows, t.e_cols],
                 "file": file_name(t.file), "canonical": index[t.name].canonical,
-                "block": block, "slot": slot,
-                "scale": float(scales[t.name]),
             }
+            if t.name in gguf_of:
+                entry["gguf"] = gguf_of[t.name]
+            entry.update({"block": block, "slot": slot, "scale": float(scales[t.name])})
             if st is not None:
                 entry["stats"] = st
             tensors_json[t.name] = entry

@@ -156,6 +156,7 @@
       out.ab = inA ? "only in A (outside B\u2019s shape)" : inB ? "only in B (outside A\u2019s shape)" : "in neither";
       return out;
     }
+    if (pair.compared === false) { out.ab = "not compared (different architectures)"; return out; }
     if (st === "identical") { out.ab = "unchanged"; out.delta = "0"; return out; }
     var ab = this.element(pair, eRow, eCol);
     if (ab) {
@@ -266,7 +267,15 @@
     applies: WV.diff.applies,
     create: function (app) {
       document.body.classList.add("wv-is-diff");
-      return { model: new Model(app.manifest) };
+      var model = new Model(app.manifest);
+      return {
+        model: model,
+        /** The search box also finds a pair by its tensor's name in A and in B. */
+        searchNames: function (name) {
+          var p = model.pair(name);
+          return p ? [["A", p.a], ["B", p.b]] : [];
+        },
+      };
     },
   });
 })();

@@ -1,7 +1,8 @@
 /*
  * Panel "diff-summary" of a diff bundle, at the head of the change panel below the map: A -> B
- * (titles, formats, finetune / metric badges), the pair counts by status, and the diagnosis
- * sentences (the first three, then "show all").
+ * (titles, formats, finetune / metric badges), the warnings (diff.warnings: two different
+ * architectures), the pair counts by status, and the diagnosis sentences (the first three, then
+ * "show all").
  */
 (function () {
   "use strict";
@@ -59,6 +60,17 @@
     }
     if (this.model.metric) d.sides.appendChild(el("span", "wv-badge", "metric " + this.model.metric));
     d.sides.title = d.sides.textContent;
+    // warnings first: what the rest of the panel must be read with
+    var warnings = Array.isArray(diff.warnings) ? diff.warnings : [];
+    var box = document.getElementById("wv-ct-warnings");
+    if (!box) {
+      box = WV.h("ul", { id: "wv-ct-warnings", "class": "wv-ct-warnings", role: "alert" });
+      // outside the part "Hide table" collapses: a warning stays in view
+      d.panel.insertBefore(box, document.getElementById("wv-ct-body-wrap"));
+    }
+    clear(box);
+    for (var w = 0; w < warnings.length; w++) box.appendChild(el("li", null, warnings[w]));
+    box.hidden = warnings.length === 0;
     // summary counts and diagnosis
     var counts = statusCounts(this.model.pairs);
     var sum = diff.summary || {};
