@@ -19,7 +19,15 @@ from typing import Any, NamedTuple
 from .executors import Executor, local_executor
 from .formats import open_checkpoint
 from .manifest import MANIFEST_VERSION, compact, dumps, is_bundle, read_manifest
-from .options import DiffMetric, DiffOptions, DiffPalette, RenderOptions, resolve_workers
+from .options import (
+    VALUES_LIMIT_MB,
+    DiffMetric,
+    DiffOptions,
+    DiffPalette,
+    RenderOptions,
+    ValuesMode,
+    resolve_workers,
+)
 from .regen import regen_html, write_text, write_viewer
 from .scenes import Plan, Progress
 from .store import FolderStore, StagedFolderStore, Store
@@ -73,7 +81,8 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
         sink = store.sink()
         for scene in plan.scenes:
             job = SceneJob(scene.spec, scene.key, scene.geometry, dict(scene.scales), sink,
-                           plan.tile_format, scene.painter, prefetch=scene.prefetch)
+                           plan.tile_format, scene.painter, prefetch=scene.prefetch,
+                           sidecars=scene.sidecars)
             leaves = len(scene.geometry.occupied[scene.geometry.max_zoom])
             with executor.scene(job) as job:
                 # the compiled kernels load here, after the executor forked its helpers
@@ -123,15 +132,19 @@ def render(
     progress: Progress | None = None,
     executor: Executor | None = None,
     store: Store | None = None,
+    values: ValuesMode = "auto",
+    values_limit_mb: float = VALUES_LIMIT_MB,
 ) -> RenderResult:
     """Render a checkpoint (files, a sharded index, or directories) into a bundle at ``out``.
     ``executor`` and ``store`` default to the local pool of ``workers`` processes and a folder
-    staged beside ``out``."""
+    staged beside ``out``. ``values``: what the max-zoom tiles' sidecars hold (options.VALUES_MODES;
+    ``auto``: the values when they take at most ``values_limit_mb``)."""
     from .encode import check_format
     from .scenes import plan_render
 
     t0 = time.perf_counter()
-    opts = RenderOptions(layout, hilbert_unit, tile_format, scale, title, workers, overwrite)
+    opts = RenderOptions(layout, hilbert_unit, tile_format, scale, title, workers, overwrite,
+                         values, values_limit_mb)
     check_format(opts.tile_format)
     ex = executor or local_executor(resolve_workers(opts.workers))
     st = store or _store(out, opts.overwrite, False)
@@ -164,16 +177,19 @@ def render_diff(
     progress: Progress | None = None,
     executor: Executor | None = None,
     store: Store | None = None,
+    values: ValuesMode = "auto",
+    values_limit_mb: float = VALUES_LIMIT_MB,
 ) -> DiffResult:
     """Render the element-wise difference B - A of two checkpoints into a bundle at ``out``,
-    with per-tensor numbers (``diff.json`` and ``manifest["diff"]``)."""
+    with per-tensor numbers (``diff.json`` and ``manifest["diff"]``). ``values`` as for
+    ``render`` (the delta scene's sidecars hold A and B)."""
     from . import delta as wdiff
     from .diff_plan import plan_diff
     from .encode import check_format
 
     t0 = time.perf_counter()
     opts = DiffOptions(metric, palette, tuple(scenes), svd, finetune, tile_format, title,
-                       workers, overwrite)
+                       workers, overwrite, values, values_limit_mb)
     check_format(opts.tile_format)
     ex = executor or local_executor(resolve_workers(opts.workers))
     st = store or _store(out, opts.overwrite, False)

@@ -20,6 +20,25 @@ __all__ = ["main"]
 _COMMANDS = ("demo", "info", "diff")
 
 
+def _add_values_options(p: argparse.ArgumentParser) -> None:
+    """--values / --no-values / --no-sidecars / --values-limit (options.VALUES_MODES)."""
+    from .options import VALUES_LIMIT_MB
+
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--values", dest="values", action="store_const", const="values",
+                   default="auto",
+                   help="keep every element's exact value for the viewer's readout, whatever "
+                        "the size (default: only when the values take at most --values-limit "
+                        "MB; otherwise the readout shows the value interval of each colour)")
+    g.add_argument("--no-values", dest="values", action="store_const", const="index",
+                   help="keep only the colour indices: the readout shows value intervals")
+    g.add_argument("--no-sidecars", dest="values", action="store_const", const="none",
+                   help="write no sidecar scripts beside the tiles (the readout shows no value)")
+    p.add_argument("--values-limit", type=float, default=VALUES_LIMIT_MB, metavar="MB",
+                   help=f"size of the stored values up to which they are kept by default "
+                        f"(default {VALUES_LIMIT_MB:g} MB)")
+
+
 def _render_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="weightvis",
@@ -48,6 +67,7 @@ def _render_parser() -> argparse.ArgumentParser:
                    help="worker processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing weightvis bundle at --out")
+    _add_values_options(p)
     p.add_argument("--regen-html", metavar="DIR",
                    help="rebuild index.html of an existing bundle from its manifest (no render)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -93,6 +113,7 @@ def _diff_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-svd", action="store_true",
                    help="skip the low-rank estimate of each 2-D delta")
     p.add_argument("--tile-format", choices=("png", "avif"), default="png")
+    _add_values_options(p)
     p.add_argument("--title", help="title shown in the viewer")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all)")
     p.add_argument("--overwrite", action="store_true",
@@ -133,6 +154,8 @@ def _run_diff(argv: Sequence[str]) -> int:
         parser.error("--scenes takes a comma list among a, b, delta, and includes delta")
     if a.workers is not None and a.workers < 1:
         parser.error("--workers must be at least 1")
+    if not a.values_limit >= 0:
+        parser.error("--values-limit must be a size in MB, at least 0")
     from . import bundle
 
     bar = _Bar(a.quiet)
@@ -140,7 +163,8 @@ def _run_diff(argv: Sequence[str]) -> int:
         res = bundle.render_diff([a.a], [a.b], a.out, metric=a.diff_metric, palette=a.palette,
                                  scenes=scenes, svd=not a.no_svd, finetune=a.finetune,
                                  tile_format=a.tile_format, title=a.title, workers=a.workers,
-                                 overwrite=a.overwrite, progress=bar)
+                                 overwrite=a.overwrite, progress=bar, values=a.values,
+                                 values_limit_mb=a.values_limit)
     finally:
         bar.close()
     if not a.quiet:
@@ -236,11 +260,14 @@ def _run_render(argv: Sequence[str]) -> int:
         parser.error("--workers must be at least 1")
     if a.hilbert_unit == "byte" and a.layout != "hilbert":
         parser.error("--hilbert-unit byte needs --layout hilbert")
+    if not a.values_limit >= 0:
+        parser.error("--values-limit must be a size in MB, at least 0")
     bar = _Bar(a.quiet)
     try:
         res = bundle.render(sources, a.out, layout=a.layout, hilbert_unit=a.hilbert_unit,
                             tile_format=a.tile_format, scale=a.scale, title=a.title,
-                            workers=a.workers, overwrite=a.overwrite, progress=bar)
+                            workers=a.workers, overwrite=a.overwrite, progress=bar,
+                            values=a.values, values_limit_mb=a.values_limit)
     finally:
         bar.close()
     if not a.quiet:

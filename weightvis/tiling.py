@@ -103,6 +103,9 @@ class SceneJob(NamedTuple):
     prefetch: tuple[str, ...] = ()
     """Tensors whose scales an executor may compute ahead in a helper process (those the job's
     ``scales`` leave out, when the painter needs them)."""
+    sidecars: str = "none"
+    """What the max-zoom tiles' sidecar scripts hold (sidecars.py): ``none`` (no sidecars),
+    ``index`` (palette indices), ``values`` (indices and element values)."""
 
     def drawing_order(self, workers: int) -> list[str]:
         """``prefetch`` about in the order the tile workers first draw them: by the subtree
