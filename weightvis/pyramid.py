@@ -224,7 +224,7 @@ class TileWorker:
             side = encode_sidecar(self.job.key, a.z, a.t_x, a.t_y, idx,
                                   parts if self.job.tile_format == "png" else None,
                                   self.vals or None)
-            self.bytes_written += sink.write(d, a.t_y, SIDECAR_EXT, [side])
+            self.bytes_written += sink.write(d, a.t_y, SIDECAR_EXT, side)
 
     def leaf(self, t_x: int, t_y: int) -> np.ndarray | None:
         if (t_x, t_y) not in self.geo.occupied[self.geo.max_zoom]:

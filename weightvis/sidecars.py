@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
 
 import numpy as np
 
@@ -59,6 +58,10 @@ def narrowest(vals: np.ndarray) -> tuple[str, np.ndarray]:
     if not (bits & 0xFFFF).any():
         return "bf16", (bits >> 16).astype(np.uint16)
     with np.errstate(over="ignore", invalid="ignore"):
+        probe = vals.reshape(-1)[::997]  # most float32 tiles fail on a sample: no full pass
+        if not np.array_equal(probe.astype(np.float16).astype(np.float32).view(np.uint32),
+                              probe.view(np.uint32)):
+            return "f32", vals
         half = vals.astype(np.float16)
     if np.array_equal(half.astype(np.float32).view(np.uint32), bits):
         return "f16", half
@@ -90,7 +93,8 @@ def byte_planes(arr: np.ndarray) -> np.ndarray:
                                 ).reshape(k * h, w)
 
 
-def _values_json(sides: list[np.ndarray]) -> dict[str, Any]:
+def _values_parts(sides: list[np.ndarray]) -> list[bytes]:
+    """The ``values`` member of a sidecar (JSON text pieces) for the value buffers ``sides``."""
     size = sides[0].shape[1]
     if sides[0].dtype == np.uint8:  # file bytes
         dtype, planes = "u8", sides[0]
@@ -105,21 +109,24 @@ def _values_json(sides: list[np.ndarray]) -> dict[str, Any]:
         planes = np.concatenate([byte_planes(a_bits), byte_planes(b_bits ^ a_bits)])
     block = planes.shape[0] // max(1, _WIDTH.get(dtype, 1) * len(sides)) * (size + 1)
     data = zlib_rows(planes, block_bytes=block)
-    return {"dtype": dtype, "sides": len(sides), "data": base64.b64encode(data).decode("ascii")}
+    return [b',"values":{"dtype":"%s","sides":%d,"data":"' % (dtype.encode(), len(sides)),
+            base64.b64encode(data), b'"}']
 
 
 def encode_sidecar(key: str, z: int, t_x: int, t_y: int, idx: np.ndarray,
                    png_parts: list[bytes | memoryview] | None,
-                   sides: list[np.ndarray] | None) -> bytes:
-    """The sidecar script of leaf tile (z, t_x, t_y) of scene ``key``: ``idx`` its palette
-    indices, ``png_parts`` its PNG as ``png.png_parts`` made it (its IDAT is reused; None:
-    compressed here), ``sides`` the value buffers (None: indices only)."""
+                   sides: list[np.ndarray] | None) -> list[bytes]:
+    """The sidecar script of leaf tile (z, t_x, t_y) of scene ``key``, as pieces to write in
+    order: ``idx`` its palette indices, ``png_parts`` its PNG as ``png.png_parts`` made it (its
+    IDAT is reused; None: compressed here), ``sides`` the value buffers (None: indices only).
+    (Built from pieces, not ``json.dumps``: escaping the base64 text costs more than the rest.)"""
     stream = idat_stream(png_parts) if png_parts is not None else None
     if stream is None:
         stream = zlib_rows(idx)
-    doc: dict[str, Any] = {"scene": key, "z": z, "x": t_x, "y": t_y, "size": idx.shape[1],
-                           "index": base64.b64encode(stream).decode("ascii")}
+    head = (f'{{"scene":{json.dumps(key, ensure_ascii=True)},"z":{z:d},"x":{t_x:d},'
+            f'"y":{t_y:d},"size":{idx.shape[1]:d},"index":"')
+    parts = [b"WV.sidecar(", head.encode("ascii"), base64.b64encode(stream), b'"']
     if sides:
-        doc["values"] = _values_json(sides)
-    text = "WV.sidecar(" + json.dumps(doc, ensure_ascii=True, separators=(",", ":")) + ");\n"
-    return text.encode("ascii")
+        parts += _values_parts(sides)
+    parts.append(b"});\n")
+    return parts
