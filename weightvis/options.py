@@ -34,7 +34,7 @@ palette indices (``--values``), ``index`` the indices only (``--no-values``: the
 value interval of each colour), ``none`` no sidecars (``--no-sidecars``), ``auto`` values when
 the checkpoint's stored values are at most ``values_limit_mb``, else indices."""
 
-VALUES_LIMIT_MB = 64.0
+VALUES_LIMIT_MB = 100.0
 """``auto`` keeps the element values when the inputs' values, at their stored width (2 bytes for
 16-bit and narrower types, 4 otherwise: see value_width), take at most this many MB (10^6 bytes).
 README "Values under the cursor" has the measurements behind it."""
