@@ -6,7 +6,8 @@ of before), ``--no-values`` (palette indices: the readout's value intervals) and
     python benchmarks/values_bench.py --case minilm --case demo
 
 Each render runs in a fresh process (``python -m weightvis ... --workers 2 -q``) into a new
-folder; the fastest of ``--repeat`` runs counts (this machine's times vary by +-25 %, see
+folder; the fastest of ``--repeat`` runs counts, in wall time and in CPU time of the process
+tree (user + system, less sensitive to other load on the machine; wall times here vary by +-25 %,
 README "Performance"). Sizes are the bytes of every file of the bundle (``du -b``), tiles and
 sidecars apart.
 """
@@ -17,6 +18,7 @@ import argparse
 import importlib.util
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -76,20 +78,24 @@ def run(case: str, work: Path, repeat: int, modes: list[str]) -> dict[str, objec
         return {"skipped": "checkpoint package not installed"}
     res: dict[str, object] = {"inputs": inputs}
     for mode in modes:
-        times = []
+        times, cpus = [], []
         for k in range(repeat):
             out = work / f"{case}-{mode}-{k}"
             cmd = [sys.executable, "-m", "weightvis"]
             cmd += ["diff", *inputs] if words[:1] == ["diff"] else list(inputs)
             cmd += ["--out", str(out), "--workers", "2", "-q", MODES[mode]]
-            t0 = time.perf_counter()
+            t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
             subprocess.run(cmd, check=True, env=_env(), stdout=subprocess.DEVNULL)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             times.append(time.perf_counter() - t0)
+            cpus.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
             sizes = _sizes(out)
         for k in range(repeat):  # (after the runs: creating files where many were just
             shutil.rmtree(work / f"{case}-{mode}-{k}")  # deleted is slow here, README)
-        res[mode] = {"seconds": times, "best": min(times), **sizes}
+        res[mode] = {"seconds": times, "best": min(times), "cpu_seconds": cpus,
+                     "best_cpu": min(cpus), **sizes}
         print(f"{case} {mode}: best {min(times):.2f} s of {[round(t, 2) for t in times]}, "
+              f"CPU {min(cpus):.2f} s, "
               f"{sizes['total'] / 1e6:.1f} MB (sidecars {sizes['sidecars'] / 1e6:.1f} MB)",
               flush=True)
     base = res.get("none")
@@ -99,6 +105,7 @@ def run(case: str, work: Path, repeat: int, modes: list[str]) -> dict[str, objec
             assert isinstance(r, dict)
             r["size_overhead"] = r["total"] / base["total"] - 1
             r["time_overhead"] = r["best"] / base["best"] - 1
+            r["cpu_overhead"] = r["best_cpu"] / base["best_cpu"] - 1
     return res
 
 

@@ -35,8 +35,9 @@ def _add_values_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-sidecars", dest="values", action="store_const", const="none",
                    help="write no sidecar scripts beside the tiles (the readout shows no value)")
     p.add_argument("--values-limit", type=float, default=VALUES_LIMIT_MB, metavar="MB",
-                   help=f"size of the stored values up to which they are kept by default "
-                        f"(default {VALUES_LIMIT_MB:g} MB)")
+                   help=f"keep the values by default when the inputs' elements take at most "
+                        f"this many MB at 2 bytes each (16-bit and narrower types) or 4 (others, "
+                        f"quantized GGUF included) (default {VALUES_LIMIT_MB:g})")
 
 
 def _render_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,9 @@ diff's exact rule). The pyramid (pyramid.py) knows neither: it calls ``scanner.l
 
 Painters are small picklable values (their parameters); the per-process state they use (LUTs,
 histograms, accumulators, the open reader) lives on the ``TileWorker`` passed to each call.
+With value sidecars (sidecars.py) a painter also puts each element's value where
+``TileWorker.values_at`` / ``put_run`` say. (Over ~450 lines: the painters and the scanners that
+call them are one protocol with the TileWorker, read together.)
 """
 
 from __future__ import annotations

@@ -142,8 +142,9 @@ def zlib_rows(img: np.ndarray, *, block_bytes: int = BLOCK_BYTES) -> bytes:
 
 def idat_stream(parts: list[bytes | memoryview]) -> bytes | None:
     """The zlib stream inside a PNG made by ``png_parts`` (``zlib_rows`` of its indices, already
-    computed): call before the thread's next encode. None for an image of several IDATs."""
-    if len(parts) != 3:
+    computed): call before the thread's next encode. None for an image of several IDATs, or
+    parts that are not ``png_parts``' (another tile format)."""
+    if len(parts) != 3 or bytes(parts[0][:8]) != _SIGNATURE:
         return None
     return b"".join((_ZLIB_HEADER, parts[1], bytes(parts[2][:4])))
 

@@ -195,7 +195,7 @@ class TileWorker:
             self.curve_vals[side][lo - self.curve_base:hi - self.curve_base] = values
 
     def _start_values(self) -> None:
-        if self.job.sidecars != "values":
+        if not self.job.keeps_values:
             return
         if not self._val_bufs:
             self._val_bufs = [np.empty((self.t, self.t), self.painter.value_dtype)
@@ -218,12 +218,10 @@ class TileWorker:
         parts = encode_tile_parts(idx, self.palette, self.job.tile_format)
         self.bytes_written += sink.write(d, a.t_y, self.job.tile_format, parts)
         self.tiles_written += 1
-        if a.z == self.geo.max_zoom and self.job.sidecars != "none":
+        if a.z == self.geo.max_zoom and self.job.writes_sidecars:
             from .sidecars import SIDECAR_EXT, encode_sidecar
 
-            side = encode_sidecar(self.job.key, a.z, a.t_x, a.t_y, idx,
-                                  parts if self.job.tile_format == "png" else None,
-                                  self.vals or None)
+            side = encode_sidecar(self.job.key, a.z, a.t_x, a.t_y, idx, parts, self.vals or None)
             self.bytes_written += sink.write(d, a.t_y, SIDECAR_EXT, side)
 
     def leaf(self, t_x: int, t_y: int) -> np.ndarray | None:

@@ -117,8 +117,9 @@ def encode_sidecar(key: str, z: int, t_x: int, t_y: int, idx: np.ndarray,
                    png_parts: list[bytes | memoryview] | None,
                    sides: list[np.ndarray] | None) -> list[bytes]:
     """The sidecar script of leaf tile (z, t_x, t_y) of scene ``key``, as pieces to write in
-    order: ``idx`` its palette indices, ``png_parts`` its PNG as ``png.png_parts`` made it (its
-    IDAT is reused; None: compressed here), ``sides`` the value buffers (None: indices only).
+    order: ``idx`` its palette indices, ``png_parts`` its encoded tile (a PNG's IDAT is reused;
+    None or another format's: compressed here), ``sides`` the value buffers (None: indices
+    only).
     (Built from pieces, not ``json.dumps``: escaping the base64 text costs more than the rest.)"""
     stream = idat_stream(png_parts) if png_parts is not None else None
     if stream is None:

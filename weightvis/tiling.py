@@ -107,6 +107,15 @@ class SceneJob(NamedTuple):
     """What the max-zoom tiles' sidecar scripts hold (sidecars.py): ``none`` (no sidecars),
     ``index`` (palette indices), ``values`` (indices and element values)."""
 
+    @property
+    def writes_sidecars(self) -> bool:
+        return self.sidecars != "none"
+
+    @property
+    def keeps_values(self) -> bool:
+        """The painters keep each leaf's element values for its sidecar."""
+        return self.sidecars == "values"
+
     def drawing_order(self, workers: int) -> list[str]:
         """``prefetch`` about in the order the tile workers first draw them: by the subtree
         (in the order they are handed out) holding a tensor's first pixel, then by position
