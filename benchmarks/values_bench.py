@@ -7,8 +7,9 @@ of before), ``--no-values`` (palette indices: the readout's value intervals) and
 
 Each render runs in a fresh process (``python -m weightvis ... --workers 2 -q``) into a new
 folder; the fastest of ``--repeat`` runs counts, in wall time and in CPU time of the process
-tree (user + system, less sensitive to other load on the machine; wall times here vary by +-25 %,
-README "Performance"). Sizes are the bytes of every file of the bundle (``du -b``), tiles and
+tree (user + system of the processes the render reaped: exact with ``--workers 1``; less
+sensitive to other load on the machine than wall times, which vary by +-25 % here, README
+"Performance"). Sizes are the bytes of every file of the bundle (``du -b``), tiles and
 sidecars apart.
 """
 
@@ -72,7 +73,8 @@ def _sizes(bundle: Path) -> dict[str, int]:
     return out
 
 
-def run(case: str, work: Path, repeat: int, modes: list[str]) -> dict[str, object]:
+def run(case: str, work: Path, repeat: int, modes: list[str], workers: int
+        ) -> dict[str, object]:
     words, inputs = CASES[case](work)
     if any(i is None for i in inputs):
         return {"skipped": "checkpoint package not installed"}
@@ -83,7 +85,7 @@ def run(case: str, work: Path, repeat: int, modes: list[str]) -> dict[str, objec
             out = work / f"{case}-{mode}-{k}"
             cmd = [sys.executable, "-m", "weightvis"]
             cmd += ["diff", *inputs] if words[:1] == ["diff"] else list(inputs)
-            cmd += ["--out", str(out), "--workers", "2", "-q", MODES[mode]]
+            cmd += ["--out", str(out), "--workers", str(workers), "-q", MODES[mode]]
             t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
             subprocess.run(cmd, check=True, env=_env(), stdout=subprocess.DEVNULL)
             r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -114,13 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--case", action="append", choices=sorted(CASES))
     ap.add_argument("--mode", action="append", choices=list(MODES))
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2,
+                    help="--workers of the renders (1: all in one process, whose CPU time is "
+                         "then exact; with more, worker processes that are not reaped by "
+                         "the render are missing from it)")
     ap.add_argument("--out-json")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="weightvis-values-"))
     results = {}
     try:
         for case in args.case or list(CASES):
-            results[case] = run(case, work, args.repeat, args.mode or list(MODES))
+            results[case] = run(case, work, args.repeat, args.mode or list(MODES),
+                                args.workers)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.out_json:

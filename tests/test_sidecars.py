@@ -308,3 +308,35 @@ def test_bad_values_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         main([str(src), "--out", str(tmp_path / "x"), "--values-limit", "-1"])
     with pytest.raises(ValueError):
         weightvis.render([src], tmp_path / "x", values="some")  # type: ignore[arg-type]
+
+
+def _read_by_hand(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file (F32, F16, BF16) as float32, from its header."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = t["data_offsets"]
+        data = raw[8 + n + a:8 + n + b]
+        if t["dtype"] == "BF16":
+            v = (np.frombuffer(data, "<u2").astype(np.uint32) << 16).view(np.float32)
+        else:
+            v = np.frombuffer(data, {"F16": "<f2", "F32": "<f4"}[t["dtype"]]).astype(np.float32)
+        out[name] = v.reshape(t["shape"])
+    return out
+
+
+def test_values_of_many_small_blocks(tmp_path: Path) -> None:
+    """Thousands of tiny BF16 / F16 tensors (the batched small-block path)."""
+    from .test_small_blocks import _many_tensors
+
+    ckpt = tmp_path / "many.safetensors"
+    _many_tensors(ckpt)
+    truth = _read_by_hand(ckpt)
+    res = weightvis.render([ckpt], tmp_path / "b", executor=InlineExecutor(), values="values")
+    scene = res.manifest["scenes"][0]
+    assert check_scene(tmp_path / "b", scene, truth, values=True) == sum(
+        t.size for t in truth.values())

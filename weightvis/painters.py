@@ -147,9 +147,6 @@ class ValuesPainter(Painter):
         one compiled call per run of them (kernels.colorize_code_blocks: the same bits as
         ``rect``); the others go through ``rect``, in order."""
         st = w.painter_state
-        if w.vals:  # values kept for the sidecars: one rect at a time (the same tile)
-            super().rects(w, ids, e_r0, e_r1, e_c0, e_c1, p_y0, p_x0, out, c_x0, c_y0)
-            return
         if st is None:
             st = w.painter_state = _SmallBlocks(w)
         h, wd = e_r1 - e_r0, e_c1 - e_c0
@@ -383,6 +380,11 @@ class _SmallBlocks:
         blocks[0, 0] = 0
         kernels.colorize_code_blocks(codes.view(np.uint16), blocks, self.scale[ids],
                                      self.values, out, accs, self.scratch, check=False)
+        if w.vals:  # each element's value for the sidecar: block k holds h whole rows
+            c16, keep = codes.view(np.uint16), w.vals[0]
+            for off, cols, c0, h, wd, y0, x0, tab in blocks[:, :8].tolist():
+                np.take(self.values[tab], c16[off:off + h * cols].reshape(h, cols)[:, c0:c0 + wd],
+                        out=keep[y0:y0 + h, x0:x0 + wd])
         own = self.owner[ids]
         first = int(own[0])
         w.reader.reading(self.owner_names[first])

@@ -51,6 +51,9 @@
 
     /** Δ = B − A (float64, as the tiles compute it) of a sample holding both sides. */
     valueText: function (app, sample) {
+      var cm = app.model.colormap || {};
+      var oneSided = [cm.padding_index, cm.only_a_index, cm.only_b_index, cm.base_only_index, cm.hatch_gap_index];
+      if (oneSided.indexOf(sample.index) >= 0) return "\u2014";
       if (sample.a === undefined || sample.b === undefined) return "not stored (interval below)";
       var a = sample.a, b = sample.b;
       if (a === b || (isNaN(a) && isNaN(b))) return "0 (unchanged)";

@@ -237,13 +237,12 @@
   };
 
   Sidecars.prototype._evict = function () {
-    var it = this.entries.keys();
-    while (this.entries.size > CACHE) {
-      var k = it.next().value;
-      var e = this.entries.get(k);
-      if (e.state === "loading" || e.state === "decoding") continue;
-      this.entries.delete(k);
-    }
+    var stale = [];
+    var extra = this.entries.size - CACHE;
+    this.entries.forEach(function (e, k) {   // oldest first; tiles on their way stay
+      if (stale.length < extra && e.state !== "loading" && e.state !== "decoding") stale.push(k);
+    });
+    for (var i = 0; i < stale.length; i++) this.entries.delete(stale[i]);
   };
 
   // ------------------------------------------------------------------ formatting
