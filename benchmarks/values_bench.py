@@ -4,6 +4,7 @@ of before), ``--no-values`` (palette indices: the readout's value intervals) and
 
     python benchmarks/values_bench.py --repeat 3 --out-json benchmarks/results/values.json
     python benchmarks/values_bench.py --case minilm --case demo
+    python benchmarks/values_bench.py --in-process --out-json benchmarks/results/values-inproc.json
 
 Each render runs in a fresh process (``python -m weightvis ... --workers 2 -q``) into a new
 folder; the fastest of ``--repeat`` runs counts, in wall time and in CPU time of the process
@@ -111,6 +112,48 @@ def run(case: str, work: Path, repeat: int, modes: list[str], workers: int
     return res
 
 
+def run_in_process(case: str, work: Path, repeat: int, modes: list[str]) -> dict[str, object]:
+    """Each mode rendered ``repeat`` times in this process (InlineExecutor, after one warm-up
+    render, diffs with ``svd=False``): the CPU time of this process (user + system) and wall
+    time, the fastest of the runs. No process start-up, kernel loading or pool in the numbers:
+    what the sidecars themselves cost."""
+    import weightvis
+    from weightvis.executors import InlineExecutor
+
+    words, inputs = CASES[case](work)
+    if any(i is None for i in inputs):
+        return {"skipped": "checkpoint package not installed"}
+
+    def render(mode: str, out: Path) -> None:
+        if words[:1] == ["diff"]:
+            weightvis.render_diff([inputs[0]], [inputs[1]], out, executor=InlineExecutor(),
+                                  values=mode, svd=False)  # type: ignore[arg-type]
+        else:
+            weightvis.render(inputs, out, executor=InlineExecutor(),
+                             values=mode)  # type: ignore[arg-type]
+
+    render("none", work / f"{case}-warm")
+    res: dict[str, object] = {"inputs": inputs}
+    best: dict[str, tuple[float, float]] = {}
+    for k in range(repeat):
+        for mode in modes:
+            r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            render(mode, work / f"{case}-{mode}-ip{k}")
+            r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - t0
+            cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
+            got = best.get(mode, (cpu, wall))
+            best[mode] = (min(got[0], cpu), min(got[1], wall))
+    for mode, (cpu, wall) in best.items():
+        r = {"best_cpu": cpu, "best": wall, **_sizes(work / f"{case}-{mode}-ip0")}
+        if "none" in best:
+            r["cpu_overhead"] = cpu / best["none"][0] - 1
+            r["time_overhead"] = wall / best["none"][1] - 1
+        res[mode] = r
+        print(f"{case} {mode} (in process): CPU {cpu:.3f} s, wall {wall:.3f} s, "
+              f"{r['total'] / 1e6:.1f} MB", flush=True)
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--case", action="append", choices=sorted(CASES))
@@ -120,14 +163,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="--workers of the renders (1: all in one process, whose CPU time is "
                          "then exact; with more, worker processes that are not reaped by "
                          "the render are missing from it)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="render in this process (no start-up in the numbers): run_in_process")
     ap.add_argument("--out-json")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="weightvis-values-"))
     results = {}
     try:
         for case in args.case or list(CASES):
-            results[case] = run(case, work, args.repeat, args.mode or list(MODES),
-                                args.workers)
+            if args.in_process:
+                results[case] = run_in_process(case, work, args.repeat,
+                                               args.mode or list(MODES))
+            else:
+                results[case] = run(case, work, args.repeat, args.mode or list(MODES),
+                                    args.workers)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.out_json:
