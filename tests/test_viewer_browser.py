@@ -179,7 +179,7 @@ def view_contains(page: Any, rect: list[int]) -> bool:
 
 
 def tile_urls_in_index(bundle: Bundle, key: str | None = None) -> set[str]:
-    """Relative URLs of every tile the manifest lists."""
+    """Relative URLs of every tile the manifest lists (and of the max-zoom tiles' sidecars)."""
     scene = bundle.scene(key)
     index = scene["tile_index"]
     urls = set()
@@ -196,6 +196,8 @@ def tile_urls_in_index(bundle: Bundle, key: str | None = None) -> set[str]:
             for i in np.flatnonzero(bits[: lv["cols"] * lv["rows"]]):
                 t_x, t_y = int(i) % lv["cols"], int(i) // lv["cols"]
                 urls.add(scene["tiles"].format(z=lv["z"], x=t_x, y=t_y))
+                if scene.get("sidecars") and scene["sidecars"]["zoom"] == lv["z"]:
+                    urls.add(scene["sidecars"]["tiles"].format(z=lv["z"], x=t_x, y=t_y))
     return urls
 
 

@@ -21,7 +21,15 @@ from .errors import InputError, OutputError
 from .executors import Executor, local_executor
 from .formats import open_checkpoint
 from .manifest import MANIFEST_VERSION, compact, dumps, is_bundle, read_manifest
-from .options import DiffMetric, DiffOptions, DiffPalette, RenderOptions, resolve_workers
+from .options import (
+    VALUES_LIMIT_MB,
+    DiffMetric,
+    DiffOptions,
+    DiffPalette,
+    RenderOptions,
+    ValuesMode,
+    resolve_workers,
+)
 from .outdir import fingerprint
 from .regen import regen_html, write_text, write_viewer
 from .scenes import Plan, Progress
@@ -89,7 +97,8 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
         sink = store.sink()
         for scene in plan.scenes:
             job = SceneJob(scene.spec, scene.key, scene.geometry, dict(scene.scales), sink,
-                           plan.tile_format, scene.painter, prefetch=scene.prefetch)
+                           plan.tile_format, scene.painter, prefetch=scene.prefetch,
+                           sidecars=scene.sidecars)
             leaves = len(scene.geometry.occupied[scene.geometry.max_zoom])
             all_leaves += leaves
             t0 = time.perf_counter()
@@ -160,16 +169,21 @@ def render(
     executor: Executor | None = None,
     store: Store | None = None,
     stream: bool = False,
+    values: ValuesMode = "auto",
+    values_limit_mb: float = VALUES_LIMIT_MB,
 ) -> RenderResult:
     """Render a checkpoint (files, a sharded index, directories, ``hf://`` locations) into a
     bundle at ``out``. ``executor`` and ``store`` default to the local pool of ``workers``
     processes and a folder staged beside ``out``. An ``hf://`` input is downloaded into the
-    Hugging Face cache first (``stream``: read by HTTP ranges instead)."""
+    Hugging Face cache first (``stream``: read by HTTP ranges instead). ``values``: what the
+    max-zoom tiles' sidecars hold (options.VALUES_MODES; ``auto``: the values when they take at
+    most ``values_limit_mb``)."""
     from .encode import check_format
     from .scenes import plan_render
 
     t0 = time.perf_counter()
-    opts = RenderOptions(layout, hilbert_unit, tile_format, scale, title, workers, overwrite)
+    opts = RenderOptions(layout, hilbert_unit, tile_format, scale, title, workers, overwrite,
+                         values, values_limit_mb)
     check_format(opts.tile_format)
     if stream and opts.bytes_scene:
         raise InputError("--hilbert-unit byte draws every byte of the files: render it from "
@@ -211,17 +225,19 @@ def render_diff(
     executor: Executor | None = None,
     store: Store | None = None,
     stream: bool = False,
+    values: ValuesMode = "auto",
+    values_limit_mb: float = VALUES_LIMIT_MB,
 ) -> DiffResult:
     """Render the element-wise difference B - A of two checkpoints into a bundle at ``out``,
-    with per-tensor numbers (``diff.json`` and ``manifest["diff"]``). ``hf://`` inputs as for
-    ``render``."""
+    with per-tensor numbers (``diff.json`` and ``manifest["diff"]``). ``hf://`` inputs and
+    ``values`` as for ``render`` (the delta scene's sidecars hold A and B)."""
     from . import delta as wdiff
     from .diff_plan import plan_diff
     from .encode import check_format
 
     t0 = time.perf_counter()
     opts = DiffOptions(metric, palette, tuple(scenes), svd, finetune, tile_format, title,
-                       workers, overwrite)
+                       workers, overwrite, values, values_limit_mb)
     check_format(opts.tile_format)
     ex = executor or local_executor(resolve_workers(opts.workers))
     st = store or _store(out, opts.overwrite, False)  # (a locked --out fails here, at once)

@@ -30,6 +30,26 @@ __all__ = ["main"]
 _COMMANDS = ("demo", "info", "diff", "publish")
 
 
+def _add_values_options(p: argparse.ArgumentParser) -> None:
+    """--values / --no-values / --no-sidecars / --values-limit (options.VALUES_MODES)."""
+    from .options import VALUES_LIMIT_MB
+
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--values", dest="values", action="store_const", const="values",
+                   default="auto",
+                   help="keep every element's exact value for the viewer's readout, whatever "
+                        "the size (default: only when the values take at most --values-limit "
+                        "MB; otherwise the readout shows the value interval of each colour)")
+    g.add_argument("--no-values", dest="values", action="store_const", const="index",
+                   help="keep only the colour indices: the readout shows value intervals")
+    g.add_argument("--no-sidecars", dest="values", action="store_const", const="none",
+                   help="write no sidecar scripts beside the tiles (the readout shows no value)")
+    p.add_argument("--values-limit", type=float, default=VALUES_LIMIT_MB, metavar="MB",
+                   help=f"keep the values by default when the inputs' elements take at most "
+                        f"this many MB at 2 bytes each (16-bit and narrower types) or 4 (others, "
+                        f"quantized GGUF included) (default {VALUES_LIMIT_MB:g})")
+
+
 def _render_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="weightvis",
@@ -65,6 +85,7 @@ def _render_parser() -> argparse.ArgumentParser:
                         "--out on a folder every worker sees)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing weightvis bundle at --out")
+    _add_values_options(p)
     p.add_argument("--regen-html", metavar="DIR",
                    help="rebuild index.html of an existing bundle from its manifest (no render)")
     _hub_options(p)
@@ -121,6 +142,7 @@ def _diff_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-svd", action="store_true",
                    help="skip the low-rank estimate of each 2-D delta")
     p.add_argument("--tile-format", choices=("png", "avif"), default="png")
+    _add_values_options(p)
     p.add_argument("--title", help="title shown in the viewer")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all)")
     p.add_argument("--scheduler", metavar="ADDR",
@@ -187,6 +209,8 @@ def _run_diff(argv: Sequence[str]) -> int:
         parser.error("--scenes takes a comma list among a, b, delta, and includes delta")
     if a.workers is not None and a.workers < 1:
         parser.error("--workers must be at least 1")
+    if not a.values_limit >= 0:
+        parser.error("--values-limit must be a size in MB, at least 0")
     from . import bundle
 
     bar = _Bar(a.quiet)
@@ -198,7 +222,8 @@ def _run_diff(argv: Sequence[str]) -> int:
                                          finetune=a.finetune, tile_format=a.tile_format,
                                          title=a.title, workers=a.workers,
                                          overwrite=a.overwrite or out != a.out,
-                                         progress=bar, stream=a.stream, executor=ex)
+                                         progress=bar, stream=a.stream, executor=ex,
+                                         values=a.values, values_limit_mb=a.values_limit)
         finally:
             bar.close()
         if not a.quiet:
@@ -312,6 +337,8 @@ def _run_render(argv: Sequence[str]) -> int:
         parser.error("--workers must be at least 1")
     if a.hilbert_unit == "byte" and a.layout != "hilbert":
         parser.error("--hilbert-unit byte needs --layout hilbert")
+    if not a.values_limit >= 0:
+        parser.error("--values-limit must be a size in MB, at least 0")
     bar = _Bar(a.quiet)
     with _published(a) as out:
         try:
@@ -319,7 +346,8 @@ def _run_render(argv: Sequence[str]) -> int:
                 res = bundle.render(sources, out, layout=a.layout, hilbert_unit=a.hilbert_unit,
                                     tile_format=a.tile_format, scale=a.scale, title=a.title,
                                     workers=a.workers, overwrite=a.overwrite or out != a.out,
-                                    progress=bar, stream=a.stream, executor=ex)
+                                    progress=bar, stream=a.stream, executor=ex,
+                                    values=a.values, values_limit_mb=a.values_limit)
         finally:
             bar.close()
         if os.environ.get("WEIGHTVIS_TIMING"):

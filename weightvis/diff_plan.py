@@ -24,7 +24,7 @@ from .errors import InputError
 from .executors import Executor
 from .layout import arch_layout
 from .manifest import build_manifest, manifest_head
-from .options import METRICS, DiffOptions
+from .options import METRICS, DiffOptions, sidecar_mode, value_width
 from .painters import DeltaPainter, ValuesPainter
 from .scenes import SCALE_DOC, Plan, Progress, Scene, default_title, file_name, source_json
 from .tiling import CheckpointSpec, Geometry
@@ -123,13 +123,17 @@ def plan_diff(reader: wdiff.DiffReader, a_srcs: list[str], b_srcs: list[str],
     spec = wdiff.DiffSpec(tuple(a_srcs), tuple(b_srcs), tuple(pairs))
     painter = DeltaPainter(METRICS[opts.metric], color.ABSLOG_DECADES, opts.palette,
                            mode == "finetune")
-    scenes = [Scene("delta", "Δ = B − A", lay, Geometry(lay), painter, spec, scales)]
+    sidecars = sidecar_mode(opts.values, sum(
+        t.numel * value_width(t.dtype) for p in pairs for t in (p.a, p.b) if t is not None),
+        opts.values_limit_mb)
+    scenes = [Scene("delta", "Δ = B − A", lay, Geometry(lay), painter, spec, scales,
+                    sidecars=sidecars)]
     for side in opts.scenes[1:]:
         side_lay = _clip_layout(lay, by_name, side)
         side_geo = Geometry(side_lay._replace(c_width=lay.c_width, c_height=lay.c_height))
         scenes.append(Scene(side, side.upper(), side_lay, side_geo, ValuesPainter(),
                             spec._replace(side=side), side_scales[side],
-                            stage=f"tiles {side.upper()}"))
+                            stage=f"tiles {side.upper()}", sidecars=sidecars))
 
     def finish(results: Mapping[str, Any], executor: Executor) -> tuple[dict[str, Any],
                                                                          dict[str, Any]]:

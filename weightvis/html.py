@@ -48,6 +48,7 @@ _CORE_SCRIPTS: tuple[str, ...] = (
     "wv.js",            # the namespace, helpers, the registries (sceneKinds, panels)
     "hilbert.js",       # Hilbert curve conversions
     "tiles.js",         # tile index, indexed Leaflet tile layer
+    "sidecars.js",      # max-zoom tiles' sidecar scripts: the index and values under the cursor
     "scene-model.js",   # one scene's geometry and point lookups
     "overlay.js",       # outlines, highlights, labels over the map
     "legend.js",        # the colour legend (filled by the scene kind)

@@ -16,7 +16,8 @@ from typing import Literal
 from .types import HilbertUnit, LayoutKind, ScaleMode, TileFormat
 
 __all__ = ["RenderOptions", "DiffOptions", "DiffMetric", "DiffPalette", "METRICS",
-           "resolve_workers"]
+           "resolve_workers", "ValuesMode", "VALUES_MODES", "VALUES_LIMIT_MB", "value_width",
+           "sidecar_mode"]
 
 DiffMetric = Literal["rms", "abs-log", "exact"]
 DiffPalette = Literal["default", "cvd"]
@@ -25,6 +26,41 @@ METRICS: dict[str, int] = {"rms": 0, "abs-log": 1, "exact": 2}
 stays numpy-free, so it does not import them)."""
 
 _FORMATS = ("png", "avif")
+
+ValuesMode = Literal["auto", "values", "index", "none"]
+VALUES_MODES = ("auto", "values", "index", "none")
+"""What the max-zoom tiles' sidecars hold (sidecars.py): ``values`` the element values and the
+palette indices (``--values``), ``index`` the indices only (``--no-values``: the viewer shows the
+value interval of each colour), ``none`` no sidecars (``--no-sidecars``), ``auto`` values when
+the checkpoint's stored values are at most ``values_limit_mb``, else indices."""
+
+VALUES_LIMIT_MB = 100.0
+"""``auto`` keeps the element values when the inputs' values, at their stored width (2 bytes for
+16-bit and narrower types, 4 otherwise: see value_width), take at most this many MB (10^6 bytes).
+README "Values under the cursor" has the measurements behind it."""
+
+_NARROW = frozenset({"BF16", "F16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "I8", "U8", "BOOL"})
+
+
+def value_width(dtype: str) -> int:
+    """Bytes a value sidecar spends on an element of ``dtype`` before compression (its values
+    fit bf16 or f16 exactly: 2; anything else, quantized GGUF types included, as float32: 4)."""
+    return 2 if dtype in _NARROW else 4
+
+
+def sidecar_mode(values: str, value_bytes: int, limit_mb: float) -> str:
+    """The sidecar content of a render asked for ``values`` whose inputs' values take
+    ``value_bytes`` (sum of numel * value_width)."""
+    if values != "auto":
+        return values
+    return "values" if value_bytes <= limit_mb * 1e6 else "index"
+
+
+def _check_values(values: str, limit_mb: float) -> None:
+    if values not in VALUES_MODES:
+        raise ValueError(f"values must be one of {', '.join(VALUES_MODES)}, not {values!r}")
+    if not limit_mb >= 0:
+        raise ValueError(f"the values limit must be a size in MB >= 0, not {limit_mb!r}")
 
 
 def resolve_workers(workers: int | None) -> int:
@@ -50,8 +86,11 @@ class RenderOptions:
     title: str | None = None
     workers: int | None = None
     overwrite: bool = False
+    values: ValuesMode = "auto"
+    values_limit_mb: float = VALUES_LIMIT_MB
 
     def __post_init__(self) -> None:
+        _check_values(self.values, self.values_limit_mb)
         if self.layout not in ("arch", "hilbert"):
             raise ValueError(f"layout must be 'arch' or 'hilbert', not {self.layout!r}")
         if self.hilbert_unit not in ("element", "byte"):
@@ -93,8 +132,11 @@ class DiffOptions:
     title: str | None = None
     workers: int | None = None
     overwrite: bool = False
+    values: ValuesMode = "auto"
+    values_limit_mb: float = VALUES_LIMIT_MB
 
     def __post_init__(self) -> None:
+        _check_values(self.values, self.values_limit_mb)
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {self.metric!r}")
         if self.palette not in ("default", "cvd"):

@@ -10,6 +10,9 @@ diff's exact rule). The pyramid (pyramid.py) knows neither: it calls ``scanner.l
 
 Painters are small picklable values (their parameters); the per-process state they use (LUTs,
 histograms, accumulators, the open reader) lives on the ``TileWorker`` passed to each call.
+With value sidecars (sidecars.py) a painter also puts each element's value where
+``TileWorker.values_at`` / ``put_run`` say. (Over ~450 lines: the painters and the scanners that
+call them are one protocol with the TileWorker, read together.)
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ class Painter:
     """Its parent rule (kernels.REDUCE_*; kernels/reduce.py has the table of rules)."""
     acc_kind = ACC_VALUES
     """Its statistics accumulator (kernels.ACC_*)."""
+    value_sides = 1
+    """Values kept per element for the sidecars (sidecars.py): 1, or 2 for a pair (A, B)."""
+    value_dtype: Any = np.float32
+    """Their dtype in the worker's buffers (TileWorker.values_at)."""
 
     def palette(self) -> bytes:
         raise NotImplementedError
@@ -116,6 +123,7 @@ class ValuesPainter(Painter):
              dst: np.ndarray, c_x0: int, c_y0: int) -> None:
         s = w.scale(tensor)  # first: computing it reads a sample and releases pages
         codes = w.reader.read_codes(tensor, e_r0, e_r1, e_c0, e_c1)
+        keep = w.values_at(c_x0, c_y0, e_r1 - e_r0, e_c1 - e_c0)
         if codes is not None and codes.size <= kernels.SMALL_BLOCK and tensor not in w.luts:
             # a small block (a tiny tensor): no 65,536-entry LUT for it; the same result
             values = w.code_values(w.reader.info(tensor).dtype)
@@ -124,8 +132,13 @@ class ValuesPainter(Painter):
             lut, values = w.code_lut(tensor)
             kernels.colorize_codes(codes, lut, values, dst, w.acc(tensor), w.hist)
         else:
-            kernels.colorize(w.reader.read(tensor, e_r0, e_r1, e_c0, e_c1), s, dst,
-                             w.acc(tensor))
+            block = w.reader.read(tensor, e_r0, e_r1, e_c0, e_c1)
+            kernels.colorize(block, s, dst, w.acc(tensor))
+            if keep is not None:
+                keep[...] = block
+            return
+        if keep is not None:
+            np.take(values, codes, out=keep)
 
     def rects(self, w: TileWorker, ids: np.ndarray, e_r0: np.ndarray, e_r1: np.ndarray,
               e_c0: np.ndarray, e_c1: np.ndarray, p_y0: np.ndarray, p_x0: np.ndarray,
@@ -189,6 +202,7 @@ class ValuesPainter(Painter):
         vals = _flat_read(w.reader, seg.name, cols, lo - seg.h_start, hi - lo)
         kernels.colorize(vals.reshape(1, -1), w.scale(seg.name), dst.reshape(1, -1),
                          w.acc(seg.name))
+        w.put_run(lo, hi, vals)
 
 
 
@@ -197,6 +211,7 @@ class BytesPainter(Painter):
 
     colormap = "bytes"
     reduce_mode = REDUCE_FIRST
+    value_dtype = np.uint8
 
     def palette(self) -> bytes:
         return color.palette_bytes(color.byte_palette())
@@ -207,6 +222,7 @@ class BytesPainter(Painter):
     def run(self, w: TileWorker, seg: Segment, lo: int, hi: int, dst: np.ndarray) -> None:
         raw = w.reader.raw_bytes_of(w.file_bytes[seg.name])
         dst[:] = color.BYTE_LUT[raw[lo - seg.h_start:hi - seg.h_start]]
+        w.put_run(lo, hi, raw[lo - seg.h_start:hi - seg.h_start])
 
 
 
@@ -217,6 +233,7 @@ class DeltaPainter(Painter):
     colormap = "delta"
     reduce_mode = REDUCE_DELTA
     acc_kind = ACC_DELTA
+    value_sides = 2
 
     def __init__(self, metric: int, decades: tuple[float, float], palette: str,
                  base_only: bool) -> None:
@@ -244,6 +261,8 @@ class DeltaPainter(Painter):
         if fl is None:
             fl = w.flags[tensor] = (np.zeros(orows, np.bool_), np.zeros(ocols, np.bool_))
         part = dst[:ro1 - e_r0, :co1 - e_c0]
+        keep_a = w.values_at(c_x0, c_y0, ro1 - e_r0, co1 - e_c0, 0)
+        keep_b = w.values_at(c_x0, c_y0, ro1 - e_r0, co1 - e_c0, 1)
         if pair.a.dtype == pair.b.dtype:
             ca = w.reader.read_side_codes("a", tensor, e_r0, ro1, e_c0, co1)
             cb = w.reader.read_side_codes("b", tensor, e_r0, ro1, e_c0, co1) \
@@ -252,9 +271,15 @@ class DeltaPainter(Painter):
                 # unchanged block: black, numbers from a code histogram, no decode
                 kernels.identical_codes(ca, w.code_values(pair.a.dtype), w.hist, part,
                                         w.acc(tensor))
+                if keep_a is not None and keep_b is not None:
+                    np.take(w.code_values(pair.a.dtype), ca, out=keep_a)
+                    keep_b[...] = keep_a
                 return
         a = w.reader.read_side("a", tensor, e_r0, ro1, e_c0, co1)
         b = w.reader.read_side("b", tensor, e_r0, ro1, e_c0, co1)
+        if keep_a is not None and keep_b is not None:
+            keep_a[...] = a
+            keep_b[...] = b
         buf = np.zeros((kernels.ELEMENTS_CAP + 1, 4), np.float64)
         n = np.zeros(1, np.int64)
         kernels.colorize_delta(a, b, w.job.scales.get(tensor, 1.0), self.metric, part,
@@ -355,6 +380,11 @@ class _SmallBlocks:
         blocks[0, 0] = 0
         kernels.colorize_code_blocks(codes.view(np.uint16), blocks, self.scale[ids],
                                      self.values, out, accs, self.scratch, check=False)
+        if w.vals:  # each element's value for the sidecar: block k holds h whole rows
+            c16, keep = codes.view(np.uint16), w.vals[0]
+            for off, cols, c0, h, wd, y0, x0, tab in blocks[:, :8].tolist():
+                np.take(self.values[tab], c16[off:off + h * cols].reshape(h, cols)[:, c0:c0 + wd],
+                        out=keep[y0:y0 + h, x0:x0 + wd])
         own = self.owner[ids]
         first = int(own[0])
         w.reader.reading(self.owner_names[first])
@@ -432,6 +462,9 @@ class CurveScanner:
         t = w.t
         base = kernels.hilbert_tile_offsets(self.n, t_x * t, t_y * t, self.offsets)
         flat = np.full(t * t, color.PAD, np.uint8)
+        if w.vals:  # values kept for the sidecars, along the curve, then permuted like flat
+            w.curve_vals = [np.zeros(t * t, v.dtype) for v in w.vals]
+            w.curve_base = base
         segs = w.geo.layout.segments
         first = max(0, int(np.searchsorted(self.seg_starts, base, side="right")) - 1)
         for s in segs[first:]:
@@ -441,6 +474,9 @@ class CurveScanner:
             if hi > lo:
                 w.painter.run(w, s, lo, hi, flat[lo - base:hi - base])
         np.take(flat, self.offsets, out=out)
+        for along, v in zip(w.curve_vals, w.vals, strict=True):
+            np.take(along, self.offsets, out=v)
+        w.curve_vals = []
 
 
 def scanner_for(lay: SceneLayout, tile: int) -> PlacementScanner | CurveScanner:

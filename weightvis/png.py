@@ -19,7 +19,8 @@ import numpy as np
 
 from .kernels.deflate import deflate_bound, deflate_rle, deflate_scratch_runs, filter_rows
 
-__all__ = ["encode_png_palette", "png_parts", "BLOCK_BYTES", "warm_up"]
+__all__ = ["encode_png_palette", "png_parts", "zlib_rows", "idat_stream", "BLOCK_BYTES",
+           "warm_up"]
 
 BLOCK_BYTES = 1 << 18
 """Input bytes per deflate block (one histogram and Huffman code each; the input is split into
@@ -38,17 +39,19 @@ _IDAT_MAX = 1 << 30
 _LOCAL = threading.local()
 
 
-def _scratch(n: int, block_bytes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _scratch(n: int, block_bytes: int, slot: str = "scratch"
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Work arrays for n filtered bytes (raw rows, deflate output, run positions and lengths),
     kept per thread for the last size asked: a tile pyramid encodes thousands of images of one
-    size, and fresh arrays cost page faults and clearing each time."""
+    size, and fresh arrays cost page faults and clearing each time. ``slot``: one set per
+    caller (tiles and sidecars alternate sizes)."""
     key = (n, block_bytes)
-    got = getattr(_LOCAL, "scratch", None)
+    got = getattr(_LOCAL, slot, None)
     if got is None or got[0] != key:
         nruns = deflate_scratch_runs(n, block_bytes)
         got = (key, (np.empty(n, np.uint8), np.empty(deflate_bound(n, block_bytes), np.uint8),
                      np.empty(nruns, np.int32), np.empty(nruns, np.int32)))
-        _LOCAL.scratch = got
+        setattr(_LOCAL, slot, got)
     return got[1]
 
 
@@ -113,9 +116,43 @@ def png_parts(idx: np.ndarray, palette: bytes, *,
             tail + struct.pack(">I", crc) + _IEND]
 
 
+def zlib_rows(img: np.ndarray, *, block_bytes: int = BLOCK_BYTES) -> bytes:
+    """The zlib stream (RFC 1950) that a PNG's IDAT of the 2-D uint8 image ``img`` would hold:
+    every row prefixed with filter byte 0, then the RLE-only deflate above. Any bytes, not only
+    palette indices (the value sidecars' byte planes, sidecars.py); ``block_bytes`` as in
+    ``encode_png_palette`` (a block per byte plane keeps each plane's own Huffman code).
+
+    >>> import zlib
+    >>> zlib.decompress(zlib_rows(np.arange(6, dtype=np.uint8).reshape(2, 3)))
+    b'\\x00\\x00\\x01\\x02\\x00\\x03\\x04\\x05'
+    """
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 2 \
+            or 0 in img.shape:
+        raise ValueError(f"zlib_rows: need a non-empty 2-D uint8 array, got "
+                         f"{getattr(img, 'dtype', type(img))}{getattr(img, 'shape', '')}")
+    h, w = img.shape
+    n = h * (w + 1)
+    raw, out, rpos, rlen = _scratch(n, block_bytes, "rows")
+    adler = filter_rows(img, raw)
+    nbytes = deflate_rle(raw, block_bytes, rpos, rlen, out)
+    if nbytes < 0:
+        raise RuntimeError("zlib_rows: deflate block size differs from its cost (bug)")
+    return b"".join((_ZLIB_HEADER, out[:nbytes].data, struct.pack(">I", adler)))
+
+
+def idat_stream(parts: list[bytes | memoryview]) -> bytes | None:
+    """The zlib stream inside a PNG made by ``png_parts`` (``zlib_rows`` of its indices, already
+    computed): call before the thread's next encode. None for an image of several IDATs, or
+    parts that are not ``png_parts``' (another tile format)."""
+    if len(parts) != 3 or bytes(parts[0][:8]) != _SIGNATURE:
+        return None
+    return b"".join((_ZLIB_HEADER, parts[1], bytes(parts[2][:4])))
+
+
 def warm_up() -> None:
     """Compile the kernels (C-contiguous and strided input) once."""
     a = np.zeros((2, 4), np.uint8)
     pal = bytes(768)
     encode_png_palette(a, pal)
     encode_png_palette(a[:, ::2], pal)
+    zlib_rows(a)

@@ -130,6 +130,12 @@ class TileWorker:
         self.flags: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.elems: dict[str, list[np.ndarray]] = {}
         self.leaf_at: tuple[int, int] = (0, 0)
+        self.vals: list[np.ndarray] = []
+        """The values of the leaf being drawn, one (tile, tile) buffer per side (sidecars
+        ``values``; painters.Painter.value_sides); empty otherwise."""
+        self._val_bufs: list[np.ndarray] = []
+        self.curve_vals: list[np.ndarray] = []
+        self.curve_base = 0
         self.leaves = 0
         self.tiles_written = 0
         self.bytes_written = 0
@@ -177,6 +183,31 @@ class TileWorker:
             v = self.value_tables[dtype] = code_values(dtype)
         return v
 
+    # -- element values (sidecars) ----------------------------------------------------------
+    def values_at(self, c_x0: int, c_y0: int, h: int, w: int, side: int = 0
+                  ) -> np.ndarray | None:
+        """Where a painter puts the values of the (h, w) block whose top-left is canvas pixel
+        (c_x0, c_y0) of the leaf being drawn; None when the scene keeps no values."""
+        if not self.vals:
+            return None
+        p_x0, p_y0 = c_x0 - self.leaf_at[0] * self.t, c_y0 - self.leaf_at[1] * self.t
+        return self.vals[side][p_y0:p_y0 + h, p_x0:p_x0 + w]
+
+    def put_run(self, lo: int, hi: int, values: np.ndarray, side: int = 0) -> None:
+        """The values of curve indices lo..hi-1 of the leaf being drawn (a Hilbert layout)."""
+        if self.curve_vals:
+            self.curve_vals[side][lo - self.curve_base:hi - self.curve_base] = values
+
+    def _start_values(self) -> None:
+        if not self.job.keeps_values:
+            return
+        if not self._val_bufs:
+            self._val_bufs = [np.empty((self.t, self.t), self.painter.value_dtype)
+                              for _ in range(self.painter.value_sides)]
+        for b in self._val_bufs:
+            b.fill(0)
+        self.vals = self._val_bufs
+
     # -- tiles -----------------------------------------------------------------------------
     def write(self, a: TileAddress, idx: np.ndarray) -> None:
         from .encode import encode_tile_parts
@@ -186,10 +217,14 @@ class TileWorker:
         if d not in self.made_dirs:
             sink.make_dir(self.job.key, a.z, a.t_x)
             self.made_dirs.add(d)
-        self.bytes_written += sink.write(d, a.t_y, self.job.tile_format,
-                                         encode_tile_parts(idx, self.palette,
-                                                           self.job.tile_format))
+        parts = encode_tile_parts(idx, self.palette, self.job.tile_format)
+        self.bytes_written += sink.write(d, a.t_y, self.job.tile_format, parts)
         self.tiles_written += 1
+        if a.z == self.geo.max_zoom and self.job.writes_sidecars:
+            from .sidecars import SIDECAR_EXT, encode_sidecar
+
+            side = encode_sidecar(self.job.key, a.z, a.t_x, a.t_y, idx, parts, self.vals or None)
+            self.bytes_written += sink.write(d, a.t_y, SIDECAR_EXT, side)
 
     def leaf(self, t_x: int, t_y: int) -> np.ndarray | None:
         if (t_x, t_y) not in self.geo.occupied[self.geo.max_zoom]:
@@ -198,6 +233,7 @@ class TileWorker:
             self.painter.setup(self)
             self._set_up = True
         self.leaf_at = (t_x, t_y)
+        self._start_values()
         out = self.buffer()
         self.scanner.leaf(self, t_x, t_y, out)
         self.leaves += 1

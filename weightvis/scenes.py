@@ -29,7 +29,7 @@ from .index import NameIndex
 from .layout import arch_layout, hilbert_layout
 from .manifest import build_manifest, manifest_head, scene_json
 from .moe.structure import detect_moe
-from .options import RenderOptions
+from .options import RenderOptions, sidecar_mode, value_width
 from .painters import BytesPainter, Painter, ValuesPainter
 from .tiling import CheckpointSpec, Geometry
 from .types import SceneLayout
@@ -60,10 +60,24 @@ class Scene(NamedTuple):
     """Scales an executor may compute ahead (see tiling.SceneJob)."""
     meanwhile: Callable[[], None] | None = None
     """Work for this process while the executor renders this scene's tiles elsewhere."""
+    sidecars: str = "none"
+    """What its max-zoom tiles' sidecar scripts hold (tiling.SceneJob.sidecars)."""
 
     def json(self, ext: str) -> dict[str, Any]:
-        return scene_json(self.key, self.label, self.layout, self.geometry.max_zoom, ext,
-                          self.painter.colormap, tile_index(self.geometry))
+        doc = scene_json(self.key, self.label, self.layout, self.geometry.max_zoom, ext,
+                         self.painter.colormap, tile_index(self.geometry))
+        if self.sidecars != "none":
+            doc["sidecars"] = sidecars_json(self.key, self.geometry.max_zoom, self.sidecars)
+        return doc
+
+
+def sidecars_json(key: str, max_zoom: int, mode: str) -> dict[str, Any]:
+    """A scene's optional ``sidecars`` field (README, "Values under the cursor"): where its
+    max-zoom tiles' sidecar scripts are and whether they hold the element values."""
+    from .sidecars import SIDECAR_EXT
+
+    return {"tiles": f"tiles/{key}/{{z}}/{{x}}/{{y}}.{SIDECAR_EXT}", "zoom": max_zoom,
+            "values": mode == "values"}
 
 
 Finish = Callable[[Mapping[str, Any], Executor], tuple[dict[str, Any], dict[str, Any]]]
@@ -181,6 +195,12 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
     geo = Geometry(lay)
     painter: Painter = BytesPainter() if opts.bytes_scene else ValuesPainter()
     spec = CheckpointSpec(tuple(srcs))
+    sidecars: str
+    if opts.bytes_scene:  # a byte is one byte: its sidecar always holds the bytes
+        sidecars = opts.values if opts.values in ("index", "none") else "values"
+    else:
+        sidecars = sidecar_mode(opts.values, sum(t.numel * value_width(t.dtype)
+                                                 for t in tensors), opts.values_limit_mb)
     names = [t.name for t in tensors]
     robust: dict[str, float] = {}
     scales: dict[str, float] = {}
@@ -207,7 +227,7 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
     scene = Scene(opts.scene_key, opts.scene_label, lay, geo, painter, spec, dict(scales),
                   prefetch=prefetch,
                   meanwhile=(lambda: value_pass(InlineExecutor()))
-                  if overlap and opts.bytes_scene else None)
+                  if overlap and opts.bytes_scene else None, sidecars=sidecars)
 
     def finish(results: Mapping[str, Any], _executor: Executor) -> tuple[dict[str, Any],
                                                                           dict[str, Any]]:

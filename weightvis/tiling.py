@@ -104,6 +104,18 @@ class SceneJob(NamedTuple):
     prefetch: tuple[str, ...] = ()
     """Tensors whose scales an executor may compute ahead in a helper process (those the job's
     ``scales`` leave out, when the painter needs them)."""
+    sidecars: str = "none"
+    """What the max-zoom tiles' sidecar scripts hold (sidecars.py): ``none`` (no sidecars),
+    ``index`` (palette indices), ``values`` (indices and element values)."""
+
+    @property
+    def writes_sidecars(self) -> bool:
+        return self.sidecars != "none"
+
+    @property
+    def keeps_values(self) -> bool:
+        """The painters keep each leaf's element values for its sidecar."""
+        return self.sidecars == "values"
 
     def drawing_order(self, workers: int) -> list[str]:
         """``prefetch`` about in the order the tile workers first draw them: by the subtree

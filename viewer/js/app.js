@@ -19,6 +19,7 @@
     this.hover = null;        // hit under the cursor
     this.selected = null;     // pinned item (click, search, a panel)
     this.lastPoint = null;    // last LatLng under the mouse, to refresh the readout after a scene flip
+    this.lastContainer = null;  // the mouse in map-container pixels: the readout follows zooms under it
     this.dom = {
       map: document.getElementById("wv-map"),
       sceneRow: document.getElementById("wv-scene-row"),
@@ -42,6 +43,7 @@
     this.legend = new WV.Legend(this);
     this.search = new WV.Search(this);
     this.hash = new WV.Hash(this);
+    this.sidecars = new WV.Sidecars(this);
     // the registered panels that apply to this bundle, in registration order
     this.panels = [];
     this.panelByName = new Map();
@@ -77,8 +79,17 @@
   App.prototype._wire = function () {
     var self = this;
     var map = this.map;
-    map.on("mousemove", function (e) { self.lastPoint = e.latlng; self.onPoint(e.latlng); });
-    map.on("mouseout", function () { self.lastPoint = null; self.setHover(null, null); });
+    map.on("mousemove", function (e) {
+      self.lastContainer = e.containerPoint;
+      self.lastPoint = e.latlng;
+      self.onPoint(e.latlng);
+    });
+    map.on("mouseout", function () {
+      self.lastPoint = self.lastContainer = null;
+      self.setHover(null, null);
+    });
+    // a zoom (wheel, keys, buttons) or a pan moves the map under a still cursor
+    map.on("zoomend moveend", function () { self.refreshHover(); });
     map.on("click", function (e) {
       var hit = self.hitAtLatLng(e.latlng);
       self.select(hit ? hit.item : null);
@@ -167,8 +178,15 @@
       this.map.setMaxBounds(this.contentBounds.pad(0.5));
       this.map.fire("zoomlevelschange");
     }
-    if (this.lastPoint) this.onPoint(this.lastPoint);
+    this.refreshHover();
     this.overlay.request();
+  };
+
+  /** Read the element under the (still) cursor again: after a zoom, a pan, a sidecar's arrival. */
+  App.prototype.refreshHover = function () {
+    if (!this.model) return;
+    if (this.lastContainer) this.lastPoint = this.map.containerPointToLatLng(this.lastContainer);
+    if (this.lastPoint) this.onPoint(this.lastPoint);
   };
 
   /** Show another scene: in the same view when both share the geometry, else fitted. */
@@ -214,8 +232,10 @@
     this.hover = hit;
     var name = hit && hit.item ? hit.item.name : null;
     var scale = hit && hit.item ? this.scaleOf(hit.item) : null;
-    this.readout.show(hit, cxy, scale);
-    this.callPanels("onHover", hit);
+    this.sidecars.beginHover();
+    var sample = hit && cxy ? this.sidecars.sample(this.model.key, cxy[0], cxy[1]) : { state: "none" };
+    this.readout.show(hit, cxy, scale, sample);
+    this.callPanels("onHover", hit, { cxy: cxy, sample: sample });
     this.legend.values(scale);
     if (name !== prevName) {
       if (!this.selected) this.showStats(hit ? hit.item : null);

@@ -49,6 +49,42 @@
   WV.sceneKinds.register("delta", WV.extend(values, {
     scaleName: "scale s\u0394",
 
+    /** Δ = B − A (float64, as the tiles compute it) of a sample holding both sides. */
+    valueText: function (app, sample) {
+      var cm = app.model.colormap || {};
+      var oneSided = [cm.padding_index, cm.only_a_index, cm.only_b_index, cm.base_only_index, cm.hatch_gap_index];
+      if (oneSided.indexOf(sample.index) >= 0) return "\u2014";
+      if (sample.a === undefined || sample.b === undefined) return "not stored (interval below)";
+      var a = sample.a, b = sample.b;
+      if (a === b || (isNaN(a) && isNaN(b))) return "0 (unchanged)";
+      return WV.diff.fmtDelta(b - a);
+    },
+
+    /** The Δ interval palette index `index` stands for (colormaps.delta's rule and metric). */
+    rangeText: function (app, cm, index, s) {
+      var special = [[cm.padding_index, "padding (no element)"], [cm.nonfinite_index, "non-finite \u0394"],
+                     [cm.only_a_index, "one side only"], [cm.only_b_index, "one side only"],
+                     [cm.base_only_index, "one side only"], [cm.hatch_gap_index, "one side only"]];
+      for (var i = 0; i < special.length; i++) if (index === special[i][0]) return special[i][1];
+      var zero = typeof cm.zero_index === "number" ? cm.zero_index : 129;
+      var levels = cm.levels || 123;
+      var q = index - zero, sign = Math.sign(q), aq = Math.abs(q);
+      var tail = "  (index " + index + ")";
+      if (q === 0) return "\u0394 = 0 (unchanged)" + tail;
+      if (aq > levels) return "index " + index;
+      var metric = cm.metric || "rms";
+      if (metric === "exact") return (sign > 0 ? "\u0394 > 0" : "\u0394 < 0") + tail;
+      if (metric === "abs-log") {
+        var dec = Array.isArray(cm.abs_log_decades) ? cm.abs_log_decades : [-8, 0];
+        var edge = function (x) { return Math.pow(10, dec[0] + (dec[1] - dec[0]) * x / levels); };
+        var lo = aq <= 1 ? 0 : edge(aq - 0.5), hi = aq >= levels ? null : edge(aq + 0.5);
+        var lt = lo === 0 ? "0 < |\u0394|" : WV.fmtEdge(lo) + " \u2264 |\u0394|";
+        return (sign > 0 ? "\u0394 > 0, " : "\u0394 < 0, ") + (hi === null ? "|\u0394| \u2265 " + WV.fmtEdge(lo) : lt + " < " + WV.fmtEdge(hi)) + tail;
+      }
+      if (typeof s !== "number" || !(s > 0)) return "index " + index;
+      return WV.levelInterval(aq, sign, s, levels, "sqrt", 1, "\u0394") + tail;
+    },
+
     legendValues: function (app, s) {
       var cm = app.model.colormap;
       if (cm.metric === "abs-log" || cm.metric === "exact") return null;  // fixed text, set by the legend

@@ -137,8 +137,12 @@
     return false;
   };
 
-  /** The readout of element [eRow, eCol] of a pair: {status, ab, delta, alert}. */
-  Model.prototype.describe = function (pair, eRow, eCol) {
+  /**
+   * The readout of element [eRow, eCol] of a pair: {status, ab, delta, alert}. `sample`: what
+   * the delta scene's sidecar says of the element (WV.Sidecars.sample; A and B when it holds
+   * values), or null.
+   */
+  Model.prototype.describe = function (pair, eRow, eCol, sample) {
     var st = pair.status;
     var out = { status: statusLabel(st), ab: "—", delta: "—", alert: st !== "identical" };
     if (st === "only-in-a") {
@@ -157,6 +161,15 @@
       return out;
     }
     if (pair.compared === false) { out.ab = "not compared (different architectures)"; return out; }
+    if (sample && sample.state === "ready" && sample.a !== undefined && sample.b !== undefined) {
+      var same = sample.a === sample.b || (isNaN(sample.a) && isNaN(sample.b));
+      var exact = WV.fmtExact || fmtValue;
+      out.ab = same ? "unchanged: " + exact(sample.a, sample.dtype)
+        : exact(sample.a, sample.dtype) + " \u2192 " + exact(sample.b, sample.dtype);
+      out.delta = same ? "0" : fmtDelta(sample.b - sample.a);
+      if (!same) out.status += " \u00b7 this element changed";
+      return out;
+    }
     if (st === "identical") { out.ab = "unchanged"; out.delta = "0"; return out; }
     var ab = this.element(pair, eRow, eCol);
     if (ab) {
@@ -170,7 +183,8 @@
       out.delta = "0";
       return out;
     }
-    out.ab = "not stored (more than " + ELEMENTS_CAP + " changes)";
+    out.ab = sample && sample.state === "loading" ? "loading\u2026"
+      : "not stored (more than " + ELEMENTS_CAP + " changes)";
     return out;
   };
 

@@ -25,7 +25,20 @@
     ]));
   }
 
-  DiffReadout.prototype.onHover = function (hit) {
+  /**
+   * The delta scene's sidecar sample at the hovered pixel (it holds A and B): the hover's own
+   * in the delta scene; in scenes a / b (the same geometry), asked for here.
+   */
+  DiffReadout.prototype.pairSample = function (info) {
+    var app = this.app;
+    if (!info || !info.cxy) return null;
+    if (app.model.key === "delta") return info.sample;
+    var delta = app.sceneByKey("delta");
+    if (!delta || !WV.sameGeometry(app.model.scene, delta)) return null;
+    return app.sidecars.sample("delta", info.cxy[0], info.cxy[1]);
+  };
+
+  DiffReadout.prototype.onHover = function (hit, info) {
     var d = this.dom;
     var pair = hit && hit.item && hit.eRow !== undefined ? this.model.pair(hit.item.name) : null;
     if (!pair) {
@@ -33,7 +46,7 @@
       d.status.classList.remove("wv-alert");
       return false;
     }
-    var r = this.model.describe(pair, hit.eRow, hit.eCol);
+    var r = this.model.describe(pair, hit.eRow, hit.eCol, this.pairSample(info));
     d.status.textContent = r.status;
     d.status.classList.toggle("wv-alert", r.alert);
     d.ab.textContent = r.ab;

@@ -23,6 +23,29 @@
 
     legendValues: function () { return null; },   // fixed text, set by the legend
 
+    valueText: function (app, sample) {
+      if (sample.value === undefined) return "not stored";
+      var b = sample.value;
+      var hex = "0x" + (b < 16 ? "0" : "") + b.toString(16).toUpperCase();
+      return b >= 0x20 && b < 0x7f ? hex + " ('" + String.fromCharCode(b) + "')" : hex;
+    },
+
+    /** The bytes whose colour is palette index `index` (byte_to_index), as ranges. */
+    rangeText: function (app, cm, index) {
+      if (index === (cm.padding_index || 0)) return "padding (no byte)";
+      var lut = Array.isArray(cm.byte_to_index) ? cm.byte_to_index : [];
+      var runs = [];
+      for (var b = 0; b < lut.length; b++) {
+        if (lut[b] !== index) continue;
+        var last = runs[runs.length - 1];
+        if (last && last[1] === b - 1) last[1] = b;
+        else runs.push([b, b]);
+      }
+      function hex(v) { return "0x" + (v < 16 ? "0" : "") + v.toString(16).toUpperCase(); }
+      var parts = runs.map(function (r) { return r[0] === r[1] ? hex(r[0]) : hex(r[0]) + "\u2013" + hex(r[1]); });
+      return (parts.length ? "byte " + parts.join(", ") : "no byte") + "  (index " + index + ")";
+    },
+
     legend: function (app, cm, d) {
       var lut = Array.isArray(cm.byte_to_index) ? cm.byte_to_index : null;
       d.title.textContent = "Colour \u00b7 byte value";

@@ -20,6 +20,27 @@
       return t && typeof t.scale === "number" ? t.scale : null;
     },
 
+    /** The readout's value of a sidecar sample (WV.Sidecars.sample, state "ready"). */
+    valueText: function (app, sample) {
+      return sample.value === undefined ? "not stored (interval below)" : WV.fmtExact(sample.value, sample.dtype);
+    },
+
+    /**
+     * The values palette index `index` stands for, by the colour rule (README "Colour"): level
+     * q = |index − zero| covers s·((q − ½)/levels)² ≤ |v| < s·((q + ½)/levels)², the top level
+     * everything above; the zero index also every |v| below s·(½/levels)².
+     */
+    rangeText: function (app, cm, index, s) {
+      var special = [[cm.padding_index, "padding (no element)"], [cm.nan_index, "NaN"],
+                     [cm.posinf_index, "+Inf"], [cm.neginf_index, "\u2212Inf"]];
+      for (var i = 0; i < special.length; i++) if (index === special[i][0]) return special[i][1];
+      var zero = typeof cm.zero_index === "number" ? cm.zero_index : 129;
+      var levels = cm.levels || 125;
+      var q = index - zero;
+      if (typeof s !== "number" || !(s > 0) || Math.abs(q) > levels) return "index " + index;
+      return WV.levelInterval(Math.abs(q), Math.sign(q), s, levels, cm.transfer, 0, "v") + "  (index " + index + ")";
+    },
+
     /** The legend's line for the hovered scale s (null: none); null keeps the text as it is. */
     legendValues: function (app, s) {
       return s === null ? "s: hover a tensor" : "s = " + fmtNum(s) + "   s/4 = " + fmtNum(s / 4);

@@ -16,6 +16,7 @@
       name: byId("wv-r-name"), group: byId("wv-r-group"), element: byId("wv-r-element"),
       index: byId("wv-r-index"), dtype: byId("wv-r-dtype"), shape: byId("wv-r-shape"),
       scale: byId("wv-r-scale"), scaleLabel: byId("wv-r-scale-label"), canvas: byId("wv-r-canvas"),
+      value: byId("wv-r-value"), range: byId("wv-r-range"),
       sTitle: byId("wv-s-title"), sName: byId("wv-s-name"), sTable: byId("wv-s-table"),
     };
   }
@@ -57,8 +58,12 @@
     return "[" + idx.join(", ") + "]";
   };
 
-  /** Show a hit (or null) at canvas pixel cxy = [cx, cy]; `scale` is its colour scale. */
-  Readout.prototype.show = function (hit, cxy, scale) {
+  /**
+   * Show a hit (or null) at canvas pixel cxy = [cx, cy]; `scale` is its colour scale, `sample`
+   * what the scene's sidecar says of the pixel (WV.Sidecars.sample).
+   */
+  Readout.prototype.show = function (hit, cxy, scale, sample) {
+    this.showValue(hit, sample || { state: "none" }, scale);
     var d = this.dom;
     var name = hit && hit.item ? hit.item.name : null;
     d.name.textContent = name === null ? "—" : name;
@@ -82,6 +87,25 @@
     d.dtype.textContent = t && t.dtype ? String(t.dtype) : "—";
     d.shape.textContent = t ? WV.fmtShape(t.shape) : "—";
     d.scale.textContent = fmtNum(scale);
+  };
+
+  var WAITING = {
+    loading: "loading\u2026", error: "not available (sidecar missing or broken)",
+    unsupported: "needs DecompressionStream (a 2023+ browser)", none: "\u2014",
+  };
+
+  /** The value rows: the stored value and the interval its colour stands for (the scene kind's words). */
+  Readout.prototype.showValue = function (hit, sample, scale) {
+    var d = this.dom;
+    if (!d.value || !d.range) return;
+    var model = this.app.model;
+    var st = hit ? sample.state : "none";
+    if (st === "ready") {
+      d.value.textContent = model.kind.valueText(this.app, sample, hit);
+      d.range.textContent = model.kind.rangeText(this.app, model.colormap || {}, sample.index, scale, hit);
+    } else {
+      d.value.textContent = d.range.textContent = WV.hasOwn(WAITING, st) ? WAITING[st] : "\u2014";
+    }
   };
 
   /** The stats box of an item (null: none); a panel's `stats` hook may fill it instead. */
