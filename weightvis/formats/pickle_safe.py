@@ -1,3 +1,5 @@
+# Over the 450-line guide (~520): everything a pickle can reach - the allow-list, its stand-ins,
+# the records and placeholders they build - stays in this one module, to be audited as one.
 """The restricted unpickler of PyTorch checkpoints: **no code from the file ever runs**.
 
 Split from ``pytorch.py`` (which reads the containers and the tensors) so that what a pickle can
