@@ -74,6 +74,9 @@ def _emit(obj: Any, out: io.BytesIO) -> None:
     elif isinstance(obj, str):
         b = obj.encode("utf-8", "surrogatepass")
         w(b"X" + struct.pack("<I", len(b)) + b)
+    elif isinstance(obj, bytes):
+        w((b"C" + bytes([len(obj)]) if len(obj) < 256 else b"B" + struct.pack("<I", len(obj)))
+          + obj)
     elif isinstance(obj, tuple):
         w(b"(")
         for v in obj:
@@ -152,16 +155,23 @@ def tensor(key: str, storage: str, numel: int, offset: int, size: Sequence[int],
 def write_zip(path: Path, data_pkl: bytes, storages: Mapping[str, bytes], *,
               prefix: str = "archive", compress: bool = False, byteorder: str = "little",
               extra: Mapping[str, bytes] | None = None) -> Path:
-    """A torch-style zip checkpoint (``<prefix>/data.pkl``, ``<prefix>/data/<key>``)."""
+    """A torch-style zip checkpoint (``<prefix>/data.pkl``, ``<prefix>/data/<key>``), the same
+    bytes for the same arguments (entries dated 1980-01-01)."""
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+
+    def put(name: str, data: bytes | str, how: int = zipfile.ZIP_STORED) -> None:
+        info = zipfile.ZipInfo(f"{prefix}/{name}", (1980, 1, 1, 0, 0, 0))
+        info.compress_type = how
+        z.writestr(info, data)
+
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr(f"{prefix}/data.pkl", data_pkl, compress_type=zipfile.ZIP_STORED)
-        z.writestr(f"{prefix}/byteorder", byteorder)
+        put("data.pkl", data_pkl)
+        put("byteorder", byteorder)
         for key, data in storages.items():
-            z.writestr(f"{prefix}/data/{key}", data, compress_type=method)
-        z.writestr(f"{prefix}/version", "3\n")
+            put(f"data/{key}", data, method)
+        put("version", "3\n")
         for name, data in (extra or {}).items():
-            z.writestr(f"{prefix}/{name}", data)
+            put(name, data)
     return path
 
 
