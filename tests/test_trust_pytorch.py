@@ -573,3 +573,23 @@ def test_limits_have_their_documented_defaults() -> None:
     assert (lim.max_pickle_memory(), lim.max_zip_ratio(), lim.max_zip_entries(),
             lim.max_view_ratio(), lim.check_crc()) == (1 << 30, 100, 1 << 18, 4, True)
     assert (INFLATE_ALLOWANCE, VIEW_ALLOWANCE) == (64 * MiB, 1 << 24)
+
+
+def test_a_long_text_line_is_scanned_in_linear_time() -> None:
+    """A 32 MiB protocol-0 string whose source hands out 1 KiB at a time: the search for the
+    line's end resumes where it stopped (from the start each time: 512 GB scanned)."""
+    from weightvis.formats.pickle_safe import RestrictedUnpickler
+    from weightvis.formats.pickle_scan import PickleStream
+
+    data = b"\x80\x02S'" + b"a" * (32 * MiB) + b"'\n."
+    pos = 0
+
+    def fetch(n: int) -> bytes:
+        nonlocal pos
+        out = data[pos:pos + min(n, 1024)]
+        pos += len(out)
+        return out
+
+    t0 = time.process_time()
+    assert RestrictedUnpickler(PickleStream(fetch, max_memory=1 << 30)).load() == "a" * (32 * MiB)
+    assert time.process_time() - t0 < 4

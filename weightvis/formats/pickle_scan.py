@@ -105,7 +105,8 @@ class _Scanner:
     non-zero depths stored). A REDUCE's result counts as deep as its arguments (a stand-in may
     return them: ``torch.Size``, ``builtins.frozenset``)."""
 
-    __slots__ = ("start", "pos", "stopped", "dead", "depths", "marks", "memo", "memoized")
+    __slots__ = ("start", "pos", "stopped", "dead", "depths", "marks", "memo", "memoized",
+                 "lines")
 
     def __init__(self, start: int) -> None:
         self.start = self.pos = start
@@ -115,6 +116,7 @@ class _Scanner:
         self.marks: list[int] = []
         self.memo: dict[int, int] = {}
         self.memoized = 0     # deepest item stored by MEMOIZE (whose index is implicit)
+        self.lines = (-1, 0, -1)  # a line search under way (see _line_end)
 
     def advance(self, buf: bytearray, base: int) -> None:
         """Check the complete opcodes of ``buf`` (whose first byte is at offset ``base``)."""
@@ -138,9 +140,7 @@ class _Scanner:
                     break
                 j = i + 2 + buf[i + 1]
             elif k == _LINE or k == _LINE2:
-                e = buf.find(b"\n", i + 1)
-                if e >= 0 and k == _LINE2:
-                    e = buf.find(b"\n", e + 1)
+                e = self._line_end(buf, base, i, k == _LINE2)
                 if e < 0:
                     break
                 j = e + 1
@@ -234,6 +234,27 @@ class _Scanner:
                 break
             i = j
         self.pos = base + i
+
+    def _line_end(self, buf: bytearray, base: int, i: int, two: bool) -> int:
+        """Where the line argument (``two``: the second of two) of the opcode at ``i`` ends, or
+        -1 while not in ``buf`` yet. A search resumes where the last one stopped: a long line
+        arrives over many fetches, and searching it again from its start each time would take
+        time quadratic in its length."""
+        if self.lines[0] == base + i:  # (opcode, searched up to, first newline or -1)
+            frm = self.lines[1] - base
+            nl = self.lines[2] - base if self.lines[2] >= 0 else -1
+        else:
+            frm, nl = i + 1, -1
+        if two and nl < 0:
+            nl = buf.find(b"\n", frm)
+            if nl < 0:
+                self.lines = (base + i, base + len(buf), -1)
+                return -1
+            frm = nl + 1
+        e = buf.find(b"\n", frm)
+        if e < 0:
+            self.lines = (base + i, base + len(buf), base + nl if two else -1)
+        return e
 
     def _index(self, text: bytes, at: int) -> int:
         try:
