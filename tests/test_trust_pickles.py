@@ -273,11 +273,10 @@ PAYLOADS = [
             armed=False),
 ]
 ARMED = [p for p in PAYLOADS if p.armed]
-NOTABLE = ["os_system", "builtins_eval", "stack_global", "stack_global_dotted", "inst", "obj",
-           "build_setstate_on_an_instance", "ext1", "binpersid_with_a_call",
-           "memo_overwrites_a_stand_in", "memo_index_bomb", "numpy_load_pickled_array",
-           "numpy_reconstruct_object_array", "torch_save", "globals_of_a_torch_function",
-           "rebuild_from_type_v2_func", "rebuild_tensor_storage_call", "builtins_open"]
+NOTABLE = ["os_system", "stack_global_dotted", "inst", "obj", "build_setstate_on_an_instance",
+           "ext1", "binpersid_with_a_call", "memo_index_bomb", "numpy_reconstruct_object_array",
+           "globals_of_a_torch_function", "rebuild_from_type_v2_func",
+           "rebuild_tensor_storage_call"]
 
 
 class _Evil:

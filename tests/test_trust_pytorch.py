@@ -482,8 +482,8 @@ MALFORMED: dict[str, tuple[str, Any, str]] = {
     "truncated": ("zip", {"w": W, "x": fx.Raw(b"X\xff\x00\x00\x00ab")},
                   r"archive/data\.pkl: cannot unpickle \(it ends before its STOP opcode: "
                   r"truncated\?\)"),
-    "memo_bomb": ("zip", {"w": W, "x": fx.Raw(b"Nr\x00\xe1\xf5\x05")},
-                  r"archive/data\.pkl: refused \(memo index 100000000 at pickle byte \d+ is "
+    "memo_bomb": ("zip", {"w": W, "x": fx.Raw(b"Nr\x00\xa3\xe1\x11")},
+                  r"archive/data\.pkl: refused \(memo index 300000000 at pickle byte \d+ is "
                   r"out of sequence"),
     "memo_bomb_text": ("legacy", {"w": W, "x": fx.Raw(b"Np99999999999\n")},
                        r"legacy pickle: refused \(memo index 99999999999 at pickle byte \d+ "
@@ -593,3 +593,68 @@ def test_a_long_text_line_is_scanned_in_linear_time() -> None:
     t0 = time.process_time()
     assert RestrictedUnpickler(PickleStream(fetch, max_memory=1 << 30)).load() == "a" * (32 * MiB)
     assert time.process_time() - t0 < 4
+
+
+# -- the attack's inputs, kept as corpus files ---------------------------------------------------
+ATTACK_CASES = ["long1_offset", "long4_size", "long_numel", "deep_size", "deep_tuple_as_key",
+                "memo_bomb"]
+"""The cases of ``MALFORMED`` that broke weightvis before (a traceback, a crash, memory)."""
+
+
+def attack_corpus(d: Path) -> dict[str, bytes]:
+    """The inputs of the attack that broke weightvis (the small ones; the bombs are generated
+    by the tests above) as ``tests/fuzz/corpus/pytorch/attack-*`` (regenerate with
+    ``python -m tests.test_trust_pytorch``); the bad CRCs rendered silently."""
+    d.mkdir(parents=True, exist_ok=True)
+    out = {f"attack-{c}{_write_malformed(d, c).suffix}": _write_malformed(d, c).read_bytes()
+           for c in ATTACK_CASES}
+    out["attack-stride0-view.pt"] = zip_with(
+        d, "s.pt", {"w": fx.tensor("0", "FloatStorage", 1, 0, (1 << 20, 1 << 20), (0, 0))},
+        {"0": F32[:1].tobytes()}).read_bytes()
+    w = fx.tensor("0", "FloatStorage", 12, 0, (3, 4), (4, 1))
+    legacy_neg = fx.tensor("0", "FloatStorage", 12, 0, (2, 2), (2, 1), legacy_view=("v", -4, 4))
+    out["attack-negative-legacy-view.pth"] = fx.write_legacy(
+        d / "n.pth", fx.dumps(fx.ordered_dict({"w": legacy_neg})),
+        [("0", 4, F32.tobytes())]).read_bytes()
+    plain = zip_with(d, "plain.pt", {"w": w})
+    out["attack-pkl-flagged-deflated.pt"] = fx.edit_headers(
+        plain, d / "m.pt", "data.pkl", method=8).read_bytes()
+    for entry in ("data/0", "data.pkl"):
+        name = entry.replace("/", "-").replace(".", "-")
+        out[f"attack-bad-crc-{name}.pt"] = _flip(plain, entry)
+    deflated = zip_with(d, "deflated.pt", {"w": w},
+                        {"0": np.arange(4096, dtype="<f4").tobytes()}, compress=True)
+    out["attack-bad-crc-deflated.pt"] = _flip(deflated, "data/0")
+    start, _ = fx.entry_data_offset(deflated, "data/0")
+    broken = bytearray(deflated.read_bytes())
+    broken[start:start + 8] = b"\xff" * 8  # an invalid deflate block: zlib.error before
+    out["attack-invalid-deflate-stream.pt"] = bytes(broken)
+    return out
+
+
+def _flip(src: Path, entry: str) -> bytes:
+    start, csize = fx.entry_data_offset(src, entry)
+    data = bytearray(src.read_bytes())
+    data[start + csize // 2] ^= 0x40
+    return bytes(data)
+
+
+def test_attack_corpus_is_current(tmp_path: Path) -> None:
+    from .fuzz.common import CORPUS
+
+    have = {f.name: f.read_bytes() for f in (CORPUS / "pytorch").glob("attack-*")}
+    assert have == attack_corpus(tmp_path)
+
+
+if __name__ == "__main__":  # regenerate the corpus files
+    import tempfile
+
+    from .fuzz.common import CORPUS
+
+    dest = CORPUS / "pytorch"
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("attack-*"):
+        old.unlink()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in attack_corpus(Path(tmp)).items():
+            (dest / name).write_bytes(data)

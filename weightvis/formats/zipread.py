@@ -96,8 +96,9 @@ class ZipArchive:
                                  "entries are stored or deflated")
         off = info.header_offset
         if not 0 <= off <= size - 30:
-            raise FormatError(p, f"{what}: local header past the end of the file ({size} "
-                                 "bytes)", offset=off)
+            where = "past the end of the file" if off >= 0 else "before the start of the file"
+            raise FormatError(p, f"{what}: the central directory puts its local header at byte "
+                                 f"{off}, {where} ({size} bytes)")
         hdr = self.source.read(off, off + 30)
         if hdr[:4] != b"PK\x03\x04":
             raise FormatError(p, f"{what} has no local header where the central directory "
