@@ -87,7 +87,7 @@ class ZipArchive:
 
     def _check(self, info: zipfile.ZipInfo) -> ZipEntry:
         p, name, size = self.where, info.filename, self.source.size
-        what = f"zip entry {name!r}"
+        what = f"zip entry {name[:200]!r}"
         if info.flag_bits & 0x1:
             raise FormatError(p, f"{what} is encrypted")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
@@ -149,7 +149,7 @@ class ZipArchive:
         if not (len(d) >= 12 and struct.unpack_from("<I", d)[0] == crc and (
                 struct.unpack_from("<II", d, 4) == (csize & 0xFFFFFFFF, usize & 0xFFFFFFFF)
                 or len(d) >= 20 and struct.unpack_from("<QQ", d, 4) == (csize, usize))):
-            raise FormatError(self.where, f"zip entry {info.filename!r}: its data descriptor "
+            raise FormatError(self.where, f"zip entry {info.filename[:200]!r}: its data descriptor "
                                           f"(CRC-32 and sizes) disagrees with the central "
                                           "directory", offset=at)
 
@@ -168,7 +168,7 @@ class ZipEntry:
         self._inflater: _Inflater | None = None
 
     def fail(self, problem: str, offset: int | None = None) -> FormatError:
-        return FormatError(self.archive.where, f"zip entry {self.name!r} {problem}",
+        return FormatError(self.archive.where, f"zip entry {self.name[:200]!r} {problem}",
                            offset=offset)
 
     def check_crc(self, crc: int) -> None:
