@@ -488,6 +488,12 @@ MALFORMED: dict[str, tuple[str, Any, str]] = {
     "memo_bomb_text": ("legacy", {"w": W, "x": fx.Raw(b"Np99999999999\n")},
                        r"legacy pickle: refused \(memo index 99999999999 at pickle byte \d+ "
                        r"is out of sequence"),
+    "bytearray8_huge": ("legacy", {"w": W, "x": fx.Raw(b"\x96" + struct.pack("<Q", 1 << 62))},
+                        r"legacy pickle: refused \(a 4,611,686,018,427,387,904-byte BYTEARRAY8 "
+                        r"at pickle byte \d+: more than the memory allowed for the pickle\)"),
+    "binunicode_past_the_bound": ("zip", {"w": W, "x": fx.Raw(b"X\xff\xff\xff\xff")},
+                                  r"archive/data\.pkl: refused \(a 4,294,967,295-byte "
+                                  r"BINUNICODE at pickle byte \d+: more than the memory"),
     "ext_code": ("zip", {"w": W, "x": fx.Raw(b"\x82\x01")},
                  r"archive/data\.pkl: refused \(extension-code opcode \(EXT\) at pickle byte "
                  r"\d+: not allowed\)"),

@@ -177,7 +177,9 @@ SNIPPETS = [
     b"\x84\x01\x00\x00\x00", b"Q", b"Pfoo\n", b"\x93", b"\x8c\x02os\x8c\x06system\x93",
     b"N\x85" * 50, b"(" * 100, b"]" * 40 + b"a" * 39, b"L" + b"9" * 5000 + b"L\n",
     b"I" + b"9" * 5000 + b"\n", b"\x8a\x08" + b"\xff" * 8, b"\x8b\x00\x00\x00\x80",
-    b"\x95\xff\xff\x00\x00\x00\x00\x00\x00", b"s", b"u", b"e", b"a", b"}", b"]", b")",
+    b"\x95\xff\xff\x00\x00\x00\x00\x00\x00", b"\x96" + b"\xff" * 7 + b"\x0f",
+    b"\x8e\x00\x00\x00\x00\x01\x00\x00\x00", b"\x8d" + b"\xff" * 8, b"s", b"u", b"e", b"a",
+    b"}", b"]", b")",
     b"\x88", b"N", b"i__main__\nX\n", b"o", b"\x8f", b"\x90", b"\x91",
 ]
 

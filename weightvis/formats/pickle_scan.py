@@ -11,6 +11,8 @@ cannot stop them:
   unpickler in the process resolved, without ``find_class``: refused (torch never writes them).
 - tuples nested ~150,000 deep crash CPython when hashed (a dict key, a set member): the stream
   follows the nesting of tuples and frozensets and refuses more than ``MAX_NESTING``.
+- ``BYTEARRAY8`` allocates its declared size before reading (and CPython 3.11 prints an error
+  of its own when that fails): a payload may not declare more than the memory bound.
 - one-byte opcodes build objects of up to ~230 bytes (``EMPTY_SET``): the resident memory of the
   process is sampled each time the unpickler asks for more input (every 128 KiB of pickle) and
   may grow by at most ``max_pickle_memory()`` while the pickle is read.
@@ -71,6 +73,7 @@ def _tables() -> tuple[list[int], list[int]]:
 
 
 _STEP, _ACT = _tables()
+_NAMES = {ord(op.code): op.name for op in pickletools.opcodes}
 
 
 class PickleRefused(Exception):
@@ -105,11 +108,12 @@ class _Scanner:
     non-zero depths stored). A REDUCE's result counts as deep as its arguments (a stand-in may
     return them: ``torch.Size``, ``builtins.frozenset``)."""
 
-    __slots__ = ("start", "pos", "stopped", "dead", "depths", "marks", "memo", "memoized",
-                 "lines")
+    __slots__ = ("start", "pos", "max_payload", "stopped", "dead", "depths", "marks", "memo",
+                 "memoized", "lines")
 
-    def __init__(self, start: int) -> None:
+    def __init__(self, start: int, max_payload: int = 1 << 62) -> None:
         self.start = self.pos = start
+        self.max_payload = max_payload
         self.stopped = False  # STOP reached: nothing after it is handed out
         self.dead = False     # an opcode the unpickler will refuse: nothing after it either
         self.depths: list[int] = []
@@ -135,6 +139,8 @@ class _Scanner:
                 if i + 5 > n:
                     break
                 j = i + 5 + u32(buf, i + 1)[0]
+                if j - i > self.max_payload:
+                    self._too_big(j - i - 5, op, base + i)
             elif k == _LEN1:
                 if i + 2 > n:
                     break
@@ -153,6 +159,8 @@ class _Scanner:
                     self.dead = True
                     i += 1 + h
                     break
+                if size > self.max_payload:  # the unpickler allocates a BYTEARRAY8 first
+                    self._too_big(size, op, base + i)
                 j = i + 1 + h + size
             else:  # not an opcode: handed out alone, the unpickler refuses it
                 self.dead = True
@@ -267,6 +275,10 @@ class _Scanner:
         raise PickleRefused(f"memo index {idx} at pickle byte {at - self.start} is out of "
                             "sequence (a pickler numbers its memo from 0)")
 
+    def _too_big(self, size: int, op: int, at: int) -> None:
+        raise PickleRefused(f"a {size:,}-byte {_NAMES[op]} at pickle byte {at - self.start}: more "
+                            "than the memory allowed for the pickle")
+
     def _too_deep(self, at: int) -> None:
         raise PickleRefused(f"tuples nested more than {MAX_NESTING:,} deep at pickle byte "
                             f"{at - self.start}")
@@ -285,7 +297,7 @@ class PickleStream:
         self._buf = bytearray()
         self._base = start      # offset of _buf[0]
         self._eof = False
-        self._scan = _Scanner(start)
+        self._scan = _Scanner(start, (1 << 62) if max_memory is None else max_memory)
         self._max_memory = max_memory
         self._rss0 = resident_bytes() if max_memory is not None else None
 
