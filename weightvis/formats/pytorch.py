@@ -238,13 +238,13 @@ class PyTorchReader(Reader):
         prefix = pkl[: -len("data.pkl")]
         torchscript = any(n.startswith(prefix + "code/") for n in names) or (
             prefix + "constants.pkl" in names)
-        what = ("TorchScript archive: " if torchscript else "") + pkl
+        what = ("TorchScript archive: " if torchscript else "") + _one_line(pkl, 200)
         little = True
         if prefix + "byteorder" in names:
             order = z.entry(prefix + "byteorder").read_small(_MAX_TEXT_ENTRY).strip()
             if order not in (b"little", b"big"):
-                raise FormatError(p, f"{prefix}byteorder is {order[:20]!r}, expected "
-                                     "'little' or 'big'")
+                raise FormatError(p, f"{_one_line(prefix, 200)}byteorder is {order[:20]!r}, "
+                                     "expected 'little' or 'big'")
             little = order == b"little"
         meta: dict[str, Any] = {"container": "torchscript" if torchscript else "zip",
                                 "archive": prefix.rstrip("/"),
