@@ -19,9 +19,9 @@ storages, placeholders), plus the small real checkpoints of DATA.md when install
 Most cases run in this process (``cli.main`` with ``--workers 1`` on ``info`` and on a render,
 each under an alarm, stderr captured; an uncaught exception fails the case); a few run through
 ``run_cli`` with ``--workers 2``, which also bounds memory. The CI default is
-``DEFAULT_CASES`` (800) in-process cases and ``DEFAULT_SUBPROCESS`` (8) subprocess cases: ~35 s
-on the 2-core machine under load, ~15 s idle; ``WEIGHTVIS_FUZZ_CASES=N`` runs N in-process
-cases and N/50 subprocess ones.
+``DEFAULT_CASES`` (800) in-process cases and ``DEFAULT_SUBPROCESS`` (8) subprocess cases: 16 s on
+the 2-core machine at a load of 4, ~35 s at a load of 10; ``WEIGHTVIS_FUZZ_CASES=N`` runs N
+in-process cases and N/50 subprocess ones.
 """
 
 from __future__ import annotations
