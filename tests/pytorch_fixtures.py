@@ -4,11 +4,13 @@ would never write (bad extents, missing storages, hostile globals, bad opcodes).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import pickle
 import struct
 import zipfile
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +67,16 @@ def _emit(obj: Any, out: io.BytesIO) -> None:
             w(b"J" + struct.pack("<i", obj))
         else:
             b = obj.to_bytes((obj.bit_length() + 8) // 8, "little", signed=True)
-            w(b"\x8a" + bytes([len(b)]) + b)
+            w(b"\x8a" + bytes([len(b)]) + b if len(b) < 256
+              else b"\x8b" + struct.pack("<i", len(b)) + b)
     elif isinstance(obj, float):
         w(b"G" + struct.pack(">d", obj))
     elif isinstance(obj, str):
-        b = obj.encode("utf-8")
+        b = obj.encode("utf-8", "surrogatepass")
         w(b"X" + struct.pack("<I", len(b)) + b)
+    elif isinstance(obj, bytes):
+        w((b"C" + bytes([len(obj)]) if len(obj) < 256 else b"B" + struct.pack("<I", len(obj)))
+          + obj)
     elif isinstance(obj, tuple):
         w(b"(")
         for v in obj:
@@ -149,16 +155,23 @@ def tensor(key: str, storage: str, numel: int, offset: int, size: Sequence[int],
 def write_zip(path: Path, data_pkl: bytes, storages: Mapping[str, bytes], *,
               prefix: str = "archive", compress: bool = False, byteorder: str = "little",
               extra: Mapping[str, bytes] | None = None) -> Path:
-    """A torch-style zip checkpoint (``<prefix>/data.pkl``, ``<prefix>/data/<key>``)."""
+    """A torch-style zip checkpoint (``<prefix>/data.pkl``, ``<prefix>/data/<key>``), the same
+    bytes for the same arguments (entries dated 1980-01-01)."""
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+
+    def put(name: str, data: bytes | str, how: int = zipfile.ZIP_STORED) -> None:
+        info = zipfile.ZipInfo(f"{prefix}/{name}", (1980, 1, 1, 0, 0, 0))
+        info.compress_type = how
+        z.writestr(info, data)
+
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr(f"{prefix}/data.pkl", data_pkl, compress_type=zipfile.ZIP_STORED)
-        z.writestr(f"{prefix}/byteorder", byteorder)
+        put("data.pkl", data_pkl)
+        put("byteorder", byteorder)
         for key, data in storages.items():
-            z.writestr(f"{prefix}/data/{key}", data, compress_type=method)
-        z.writestr(f"{prefix}/version", "3\n")
+            put(f"data/{key}", data, method)
+        put("version", "3\n")
         for name, data in (extra or {}).items():
-            z.writestr(f"{prefix}/{name}", data)
+            put(name, data)
     return path
 
 
@@ -190,3 +203,102 @@ def rewrite_zip(src: Path, dst: Path, *, compress: bool = False,
                       else zipfile.ZIP_STORED)
             zo.writestr(info.filename, data, compress_type=method)
     return dst
+
+
+def bomb_zip(path: Path, *, bomb: str = "storage", size: int = 1 << 30,
+             shape: Sequence[int] = (4, 4)) -> Path:
+    """A zip checkpoint with one entry deflated from ``size`` bytes of one repeated byte (a
+    zip bomb: ~1,000 to 1): the storage ``data/0`` under a small float32 tensor of ``shape``
+    (``bomb="storage"``), or ``data.pkl`` (the pickle, then zeros) or ``byteorder`` ("little",
+    then spaces). Written in 16 MiB steps with zlib's run-length strategy (~1 s per GiB)."""
+    numel = 1
+    for s in shape:
+        numel *= s
+    stride = tuple(int(x) for x in _strides(shape))
+    storage_numel = size // 4 if bomb == "storage" else numel
+    pkl = dumps(ordered_dict({"w": tensor("0", "FloatStorage", storage_numel, 0, shape,
+                                          stride)}))
+    heads = {"data.pkl": pkl, "byteorder": b"little",
+             "data/0": b"" if bomb == "storage" else b"\0" * (numel * 4)}
+    fill = {"data.pkl": b"\0", "byteorder": b" ", "data/0": b"\0"}
+    target = {"storage": "data/0", "pkl": "data.pkl", "byteorder": "byteorder"}[bomb]
+    with _run_length_deflate(), zipfile.ZipFile(path, "w") as z:
+        for rel in ("data.pkl", "byteorder", "data/0"):
+            zi = zipfile.ZipInfo(f"archive/{rel}")
+            zi.compress_type = zipfile.ZIP_DEFLATED if rel == target else zipfile.ZIP_STORED
+            with z.open(zi, "w", force_zip64=True) as fh:
+                fh.write(heads[rel])
+                if rel == target:
+                    left = size - len(heads[rel])
+                    step = fill[rel] * (1 << 24)
+                    while left > 0:
+                        fh.write(step[:left])
+                        left -= len(step)
+        z.writestr("archive/version", "3\n")
+    return path
+
+
+@contextlib.contextmanager
+def _run_length_deflate() -> Iterator[None]:
+    """zipfile deflating with zlib's Z_RLE strategy: the same stream of a run, twice as fast
+    (patches zipfile's private compressor factory for the block)."""
+    real = zipfile._get_compressor  # type: ignore[attr-defined]
+
+    def rle(compress_type: int, compresslevel: int | None = None) -> Any:
+        if compress_type == zipfile.ZIP_DEFLATED:
+            return zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_RLE)
+        return real(compress_type, compresslevel)
+
+    zipfile._get_compressor = rle  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        zipfile._get_compressor = real  # type: ignore[attr-defined]
+
+
+def _strides(shape: Sequence[int]) -> list[int]:
+    out, acc = [], 1
+    for s in reversed(shape):
+        out.append(acc)
+        acc *= s
+    return out[::-1]
+
+
+_LOCAL = {"method": (8, "<H"), "crc": (14, "<I"), "csize": (18, "<I"), "usize": (22, "<I")}
+_CENTRAL = {"method": (10, "<H"), "crc": (16, "<I"), "csize": (20, "<I"), "usize": (24, "<I")}
+
+
+def edit_headers(src: Path, dst: Path, entry: str, where: str = "both",
+                 **fields: int) -> Path:
+    """Copy of zip ``src`` with fields (``method``, ``crc``, ``csize``, ``usize``) of the entry
+    whose name ends with ``entry`` changed in its local header, its central directory record
+    or ``both``."""
+    data = bytearray(src.read_bytes())
+    with zipfile.ZipFile(src) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith(entry))
+    name = info.filename.encode()
+    spots = []
+    if where in ("local", "both"):
+        spots.append((info.header_offset, _LOCAL))
+    if where in ("central", "both"):
+        at = data.index(b"PK\x01\x02")
+        while data[at + 46:at + 46 + len(name)] != name or struct.unpack_from(
+                "<H", data, at + 28)[0] != len(name):
+            at = data.index(b"PK\x01\x02", at + 4)
+        spots.append((at, _CENTRAL))
+    for at, table in spots:
+        for field, value in fields.items():
+            off, fmt = table[field]
+            struct.pack_into(fmt, data, at + off, value)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def entry_data_offset(path: Path, entry: str) -> tuple[int, int]:
+    """(first byte of the data of the entry whose name ends with ``entry``, its compressed
+    size)."""
+    data = path.read_bytes()
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith(entry))
+    n, e = struct.unpack_from("<HH", data, info.header_offset + 26)
+    return info.header_offset + 30 + n + e, info.compress_size
