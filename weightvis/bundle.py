@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from . import compiling
 from .errors import InputError, OutputError
 from .executors import Executor, local_executor
 from .formats import open_checkpoint
@@ -76,6 +77,7 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
     results: dict[str, Any] = {}
     written = nbytes = all_leaves = 0
     tile_s = 0.0
+    compiling.wait(progress)  # a first run's kernels, compiled while the plan was made
     store.begin()
     try:
         sink = store.sink()
@@ -149,6 +151,8 @@ def render(
     t0 = time.perf_counter()
     opts = RenderOptions(layout, hilbert_unit, tile_format, scale, title, workers, overwrite)
     check_format(opts.tile_format)
+    if executor is None:  # this machine renders: compile uncached kernels meanwhile
+        compiling.start()
     if stream and opts.bytes_scene:
         raise InputError("--hilbert-unit byte draws every byte of the files: render it from "
                          "downloaded files (without --stream)")
@@ -196,6 +200,8 @@ def render_diff(
     opts = DiffOptions(metric, palette, tuple(scenes), svd, finetune, tile_format, title,
                        workers, overwrite)
     check_format(opts.tile_format)
+    if executor is None:
+        compiling.start(delta=True)
     ex = executor or local_executor(resolve_workers(opts.workers))
     st = store or _store(out, opts.overwrite, False)
     a_srcs, b_srcs = _localize([[os.fspath(s) for s in a_sources],

@@ -234,6 +234,8 @@ class _Bar:
             for b in self.bars.values():
                 b.close()
             unit = {"tiles": "tile", "download": "B"}.get(stage, "tensor")
+            if stage.startswith(("compiling", "generating")):
+                unit = "step"  # (kernel groups; the demo's checkpoint)
             bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr,
                                           leave=False, dynamic_ncols=True,
                                           unit_scale=stage == "download")
