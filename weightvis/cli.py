@@ -223,7 +223,8 @@ def _info_parser() -> argparse.ArgumentParser:
                         "two to compare")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--scan", action="store_true",
-                   help="also read every tensor and list NaN / Inf / all-zero tensors")
+                   help="also read every tensor (row blocks, bounded memory) and list NaN / Inf, "
+                        "all-zero and constant tensors, all-zero rows and columns")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar with --scan")
     return p
 
