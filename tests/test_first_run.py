@@ -31,12 +31,12 @@ def test_background_groups_run_once_each_and_tick(tmp_path: Path,
     compiling.start(delta=True)  # already running: no second set of processes
     compiling.wait(lambda stage, n, total: ticks.append((stage, n, total)))
     done = sorted(log.read_text().split())
-    assert done == ["delta", "png", "values"]  # uncached groups only, each once
-    assert ticks[0] == (compiling.COMPILE_STAGE, 0, 3)
-    assert sum(n for _, n, _ in ticks) == 3 and {t for _, _, t in ticks} == {3}
+    assert done == ["codes", "delta", "png", "values"]  # uncached groups only, each once
+    assert ticks[0] == (compiling.COMPILE_STAGE, 0, 4)
+    assert sum(n for _, n, _ in ticks) == 4 and {t for _, _, t in ticks} == {4}
     assert not compiling._running
     compiling.wait(lambda *a: ticks.append(a))  # nothing running: no stage shown
-    assert len(ticks) == 4
+    assert len(ticks) == 5
 
 
 def test_no_background_when_cached_or_disabled(tmp_path: Path,

@@ -20,22 +20,29 @@ from .values import (
     colorize_codes_small,
 )
 
-__all__ = ["warm_up", "warm_values", "warm_reduce", "warm_up_delta"]
+__all__ = ["warm_up", "warm_values", "warm_codes", "warm_reduce", "warm_up_delta"]
 
 
 def warm_up() -> None:
     """Compile the value, byte and Hilbert kernels (C-contiguous and strided arrays)."""
     warm_values()
+    warm_codes()
     warm_reduce()
 
 
 def warm_values() -> None:
-    """Compile the kernels that turn values and 16-bit codes into palette indices: C-contiguous,
-    strided and read-only (memory-mapped) inputs."""
+    """Compile the kernels that turn float32 values into palette indices (C-contiguous and
+    strided inputs)."""
     a = np.zeros((2, 2), np.float32)
     o = np.zeros((2, 2), np.uint8)
     colorize(a, 1.0, o, new_acc())
     colorize(a[:, :1], 1.0, o[:, :1], new_acc())
+
+
+def warm_codes() -> None:
+    """Compile the kernels that turn 16-bit codes into palette indices: C-contiguous, strided
+    and read-only (memory-mapped) inputs."""
+    o = np.zeros((2, 2), np.uint8)
     lut = np.zeros(1 << 16, np.uint8)
     vals = np.zeros(1 << 16, np.float32)
     hist = np.zeros(1 << 16, np.int32)
