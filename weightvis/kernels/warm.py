@@ -37,6 +37,7 @@ def warm_values() -> None:
     o = np.zeros((2, 2), np.uint8)
     colorize(a, 1.0, o, new_acc())
     colorize(a[:, :1], 1.0, o[:, :1], new_acc())
+    colorize(np.zeros((2, 1), np.float32), 1.0, o[:, :1], new_acc())  # a decoded block
 
 
 def warm_codes() -> None:
@@ -87,5 +88,10 @@ def warm_up_delta() -> None:
     codes = np.zeros((2, 2), np.uint16)
     hist = np.zeros(1 << 16, np.int32)
     vals = np.zeros(1 << 16, np.float32)
-    identical_codes(codes, vals, hist, o, new_delta_acc())
-    identical_codes(codes[:, :1], vals, hist, o[:, :1], new_delta_acc())
+    readonly = codes.copy()  # a memory-mapped file's codes
+    readonly.flags.writeable = False
+    o_column = np.zeros((2, 1), np.uint8)
+    for src in (codes, readonly):
+        identical_codes(src, vals, hist, o, new_delta_acc())
+        for out in (o[:, :1], o_column):
+            identical_codes(src[:, :1], vals, hist, out, new_delta_acc())
