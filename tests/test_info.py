@@ -68,7 +68,8 @@ def test_scan_finds_nan_inf_and_zero_tensors(tmp_path: Path) -> None:
                "empty": np.zeros((0, 3), np.float32)}, str(p))
     sc = checkpoint_info([p], scan=True)["scan"]
     assert sc == {"nan": [{"name": "nan", "count": 2}], "inf": [{"name": "inf", "count": 1}],
-                  "all_zero": [{"name": "zero"}]}
+                  "all_zero": [{"name": "zero"}], "constant": [{"name": "ok", "value": 1.0}],
+                  "zero_rows": [], "zero_cols": []}
     assert "scan" not in checkpoint_info([p])
 
 

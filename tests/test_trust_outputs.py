@@ -102,7 +102,7 @@ class BigRef:
         self.bundle = folder / "ref"
         self.digest = _digest(self.bundle)
         doc = json.loads((self.bundle / "manifest.json").read_text("utf-8"))
-        self.tiles = sum(1 for k in self.digest if k.startswith("tiles/"))
+        self.tiles = sum(1 for k in self.digest if k.startswith("tiles/") and not k.endswith(".js"))
         assert self.tiles > 300 and doc["scenes"][0]["max_zoom"] >= 5
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from . import compiling
 from .errors import InputError, OutputError
 from .executors import Executor, local_executor
 from .formats import open_checkpoint
@@ -92,6 +93,7 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
     results: dict[str, Any] = {}
     written = nbytes = reused = all_leaves = 0
     tile_s = 0.0
+    compiling.wait(progress)  # a first run's kernels, compiled while the plan was made
     try:
         store.begin(fingerprint)
         sink = store.sink()
@@ -185,6 +187,8 @@ def render(
     opts = RenderOptions(layout, hilbert_unit, tile_format, scale, title, workers, overwrite,
                          values, values_limit_mb)
     check_format(opts.tile_format)
+    if executor is None:  # this machine renders: compile uncached kernels meanwhile
+        compiling.start()
     if stream and opts.bytes_scene:
         raise InputError("--hilbert-unit byte draws every byte of the files: render it from "
                          "downloaded files (without --stream)")
@@ -239,6 +243,8 @@ def render_diff(
     opts = DiffOptions(metric, palette, tuple(scenes), svd, finetune, tile_format, title,
                        workers, overwrite, values, values_limit_mb)
     check_format(opts.tile_format)
+    if executor is None:
+        compiling.start(delta=True)
     ex = executor or local_executor(resolve_workers(opts.workers))
     st = store or _store(out, opts.overwrite, False)  # (a locked --out fails here, at once)
     try:

@@ -52,6 +52,7 @@ def _add_values_options(p: argparse.ArgumentParser) -> None:
 
 def _render_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # exact option names only: a prefix is an error, not a guess
         prog="weightvis",
         description="Render model checkpoints into a static, zoomable bundle (open index.html in "
                     "a browser; no server, no network). Also: 'weightvis demo --out DIR', "
@@ -59,11 +60,17 @@ def _render_parser() -> argparse.ArgumentParser:
                     "'weightvis publish BUNDLE hf://spaces/NS/NAME'.",
     )
     p.add_argument("sources", nargs="*", metavar="SRC",
-                   help="a .safetensors file, a sharded set (its model.safetensors.index.json), "
-                        "a directory, or a Hugging Face Hub location "
-                        "hf://[datasets/|spaces/]NS/NAME[@REVISION][/PATH]")
+                   help="a checkpoint, detected by its bytes: safetensors (a file, or a sharded "
+                        "set by its .index.json), GGUF (any ggml type), PyTorch (.pt / .pth / "
+                        ".bin / .ckpt: zip or legacy pickle, read without running it; "
+                        "TorchScript), a directory holding one, or a Hugging Face Hub location "
+                        "hf://[datasets/|spaces/]NS/NAME[@REVISION][/PATH]; several SRC are "
+                        "drawn as one model (shards)")
     p.add_argument("-l", "--file-list", metavar="FILE",
-                   help="read further inputs from FILE, one per line")
+                   help="read further inputs from FILE, one per line (blank lines and # "
+                        "comments skipped); a relative path in FILE is relative to FILE's own "
+                        "folder, not to the current directory, so a list kept beside its "
+                        "checkpoints works from anywhere; hf:// lines are taken as they are")
     p.add_argument("-o", "--out", metavar="DIR",
                    help="bundle folder to write, or hf://spaces/NS/NAME to publish it there")
     p.add_argument("--layout", choices=("arch", "hilbert"), default="arch",
@@ -87,7 +94,8 @@ def _render_parser() -> argparse.ArgumentParser:
                    help="replace an existing weightvis bundle at --out")
     _add_values_options(p)
     p.add_argument("--regen-html", metavar="DIR",
-                   help="rebuild index.html of an existing bundle from its manifest (no render)")
+                   help="rebuild index.html of an existing bundle from its manifest (no render; "
+                        "with --title, the new title is written to the manifest too)")
     _hub_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--version", action="version", version=f"weightvis {__version__}")
@@ -104,6 +112,7 @@ def _hub_options(p: argparse.ArgumentParser) -> None:
 
 def _demo_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # exact option names only: a prefix is an error, not a guess
         prog="weightvis demo",
         description="Render the embedded synthetic Llama-style checkpoint (no download) with "
                     "planted features to find: a dead attention head, an outlier channel, a "
@@ -120,6 +129,7 @@ def _demo_parser() -> argparse.ArgumentParser:
 
 def _diff_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # exact option names only: a prefix is an error, not a guess
         prog="weightvis diff",
         description="Map what changed between two checkpoints (B - A, element by element) into a "
                     "bundle, with per-tensor numbers in diff.json and a summary here.")
@@ -227,7 +237,7 @@ def _run_diff(argv: Sequence[str]) -> int:
         finally:
             bar.close()
         if not a.quiet:
-            print(_diff_summary(res))
+            _say(_diff_summary(res))
         else:  # -q drops the summary, never a warning
             for w in res.diff.get("warnings", []):
                 print(f"weightvis: warning: {w}", file=sys.stderr)
@@ -236,6 +246,7 @@ def _run_diff(argv: Sequence[str]) -> int:
 
 def _info_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # exact option names only: a prefix is an error, not a guess
         prog="weightvis info",
         description="The structure of a checkpoint at a glance, from headers only; with two "
                     "checkpoints, how their architectures differ.")
@@ -245,7 +256,8 @@ def _info_parser() -> argparse.ArgumentParser:
                         "two to compare")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--scan", action="store_true",
-                   help="also read every tensor and list NaN / Inf / all-zero tensors")
+                   help="also read every tensor (row blocks, bounded memory) and list NaN / Inf, "
+                        "all-zero and constant tensors, all-zero rows and columns")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar with --scan")
     return p
 
@@ -267,6 +279,8 @@ class _Bar:
             for b in self.bars.values():
                 b.close()
             unit = {"tiles": "tile", "download": "B"}.get(stage, "tensor")
+            if stage.startswith(("compiling", "generating")):
+                unit = "step"  # (kernel groups; the demo's checkpoint)
             bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr,
                                           leave=False, dynamic_ncols=True,
                                           unit_scale=stage == "download")
@@ -319,12 +333,17 @@ def _run_render(argv: Sequence[str]) -> int:
     parser = _render_parser()
     a = parser.parse_args(argv)
     if a.regen_html:
-        if a.sources or a.out:
+        if a.sources or a.out or a.file_list:
             parser.error("--regen-html DIR takes no inputs and no --out")
+        unused = [f"--{k.replace('_', '-')}" for k, v in vars(a).items()
+                  if k not in _REGEN_OPTIONS and v != parser.get_default(k)]
+        if unused:
+            parser.error(f"--regen-html only rebuilds the page: {', '.join(unused)} would "
+                         "need a render")
         from .regen import regen_html  # numpy-free: works on a machine without numpy
 
-        path = regen_html(a.regen_html)
-        print(f"rebuilt {path}")
+        path = regen_html(a.regen_html, title=a.title)
+        _say(f"rebuilt {path}")
         return 0
     from . import bundle
 
@@ -353,11 +372,25 @@ def _run_render(argv: Sequence[str]) -> int:
         if os.environ.get("WEIGHTVIS_TIMING"):
             _write_timing(os.environ["WEIGHTVIS_TIMING"], res)
         if not a.quiet:
-            print(_summary(res))
+            _say(_summary(res))
     return 0
 
 
 _PUBLISH_TMP = "weightvis-publish-"
+_REGEN_OPTIONS = {"regen_html", "title", "quiet", "sources", "out", "file_list"}
+"""The render options --regen-html takes (the others would need a render)."""
+
+
+class _StdoutClosed(Exception):
+    """The reader of our standard output went away (``weightvis info x | head``)."""
+
+
+def _say(text: str) -> None:
+    """print to stdout; a closed pipe ends the command quietly (``_StdoutClosed``)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise _StdoutClosed from None
 
 
 @contextlib.contextmanager
@@ -400,7 +433,7 @@ def _publish(bundle_dir: str, target: str, **kw: Any) -> None:
         disable_progress_bars()  # its upload bars
     res = publish(bundle_dir, target, log=None if quiet else
                   (lambda text: print(f"weightvis: {text}", file=sys.stderr)), **kw)
-    print(f"published {res.files:,} files{' (tiles packed)' if res.packed else ''}"
+    _say(f"published {res.files:,} files{' (tiles packed)' if res.packed else ''}"
           f"{f', {res.deleted:,} old files removed' if res.deleted else ''}: {res.url}")
 
 
@@ -408,6 +441,7 @@ def _publish_parser() -> argparse.ArgumentParser:
     from .hub.publish import PACK_ABOVE, SHARD_BYTES
 
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # exact option names only: a prefix is an error, not a guess
         prog="weightvis publish",
         description="Upload a bundle as a static Hugging Face Space (README front matter "
                     "'sdk: static'), or into a folder of a model / dataset repo. Needs a write "
@@ -471,8 +505,8 @@ def _run_demo(argv: Sequence[str]) -> int:
                           keep_checkpoint=a.keep_checkpoint, progress=bar)
     finally:
         bar.close()
-    print(_summary(res))
-    print("open it: file://" + str(Path(res.out).resolve() / "index.html"))
+    _say(_summary(res))
+    _say("open it: file://" + str(Path(res.out).resolve() / "index.html"))
     return 0
 
 
@@ -499,7 +533,7 @@ def _run_info(argv: Sequence[str]) -> int:
                                 f"B: {printable(a.sources[1])}\n" + winfo.format_info(infos[1]),
                                 "A vs B\n" + winfo.format_compare(out["comparison"])])
         # valid JSON (no NaN), nothing a terminal would run (untrusted.printable_json)
-        print(printable_json(out) if a.json else text)
+        _say(printable_json(out) if a.json else text)
     return 0
 
 
@@ -523,7 +557,7 @@ def _naming(sources: Sequence[str]) -> Iterator[None]:
     arises) still ends the run as one line naming the inputs, not a traceback."""
     try:
         yield
-    except (WeightvisError, OSError, MemoryError, KeyboardInterrupt):
+    except (WeightvisError, OSError, MemoryError, KeyboardInterrupt, _StdoutClosed):
         raise
     except Exception as e:
         what = str(e) if len(str(e)) <= 200 else str(e)[:197] + "..."
@@ -630,6 +664,11 @@ def _main(args: list[str]) -> int:
 def _ending(e: BaseException) -> int:
     """The exit code of a command that ended by ``e`` (raised again where it is not ours to
     turn into words), after one line on stderr."""
+    if isinstance(e, _StdoutClosed):
+        # the reader of the output stopped (| head): nothing to say, and nothing left to flush
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     if _STOPPED_BY or isinstance(e, KeyboardInterrupt):
         signum = _STOPPED_BY[0] if _STOPPED_BY else int(signal.SIGINT)
         interrupted = signum == signal.SIGINT

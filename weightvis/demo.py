@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from . import compiling
 from .bundle import Progress, RenderResult, render
 from .formats.safetensors import write_safetensors
 
@@ -44,6 +45,7 @@ DEAD_HEAD = (2, 5)          # (layer, head)
 OUTLIER_CHANNEL = 137
 QUANTIZED_LAYER = 5
 _SEED = 20261122
+DEMO_STAGE = "generating the demo checkpoint"
 
 
 def _bf16(a: np.ndarray) -> np.ndarray:
@@ -119,11 +121,18 @@ def render_demo(out: str | os.PathLike[str], *, workers: int | None = None,
                 progress: Progress | None = None) -> RenderResult:
     """Generate the demo checkpoint and render it to ``out``."""
     title = "weightvis demo: synthetic Llama-style model (bf16, 8 layers)"
+    compiling.start()  # a first run compiles numba's kernels while the checkpoint is made
+    if progress is not None:
+        progress(DEMO_STAGE, 0, 1)
     if keep_checkpoint is not None:
         ckpt = write_demo_checkpoint(keep_checkpoint)
+        if progress is not None:
+            progress(DEMO_STAGE, 1, 1)
         return render([ckpt], out, title=title, workers=workers, overwrite=overwrite,
                       progress=progress)
     with tempfile.TemporaryDirectory(prefix="weightvis-demo-") as tmp:
         ckpt = write_demo_checkpoint(tmp)
+        if progress is not None:
+            progress(DEMO_STAGE, 1, 1)
         return render([ckpt], out, title=title, workers=workers, overwrite=overwrite,
                       progress=progress)

@@ -23,7 +23,8 @@ def check_format(fmt: str) -> None:
     if fmt not in EXTENSIONS:
         raise ValueError(f"unknown tile format {fmt!r} (png or avif)")
     if fmt == "avif" and not features.check("avif"):
-        raise MissingExtraError("pillow with AVIF support", "avif", "--tile-format avif")
+        raise MissingExtraError("Pillow >= 11.3 (built with AVIF)", "avif",
+                                "--tile-format avif")
 
 
 def encode_tile(idx: np.ndarray, palette: bytes, fmt: str) -> bytes:

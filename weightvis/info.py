@@ -1,5 +1,6 @@
 """``weightvis info``: a checkpoint's structure at a glance, from headers only (``scan`` reads the
-data to find NaN/Inf/all-zero tensors), and the comparison of two architectures."""
+data: NaN/Inf, zero and constant tensors, zero rows and columns; ``scan.py``), and the comparison
+of two architectures."""
 
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 from .errors import MoEError
 from .formats import MultiReader, open_checkpoint
 from .formats.dtypes import ELEMENT_TYPES
 from .index import KINDS, NameIndex, is_embedding, is_output_head, parse_block
 from .moe.structure import detect_moe
+from .scan import scan_tensors
 from .types import TensorInfo
 from .untrusted import printable
 
@@ -171,31 +171,8 @@ def _info(reader: MultiReader, scan: bool,
         "tensors": rows,
     }
     if scan:
-        out["scan"] = _scan(reader, tensors, progress)
+        out["scan"] = scan_tensors(reader, tensors, progress)
     return out
-
-
-def _scan(reader: MultiReader, tensors: Sequence[TensorInfo],
-          progress: Callable[[str, int, int], None] | None) -> dict[str, list[dict[str, Any]]]:
-    found: dict[str, list[dict[str, Any]]] = {"nan": [], "inf": [], "all_zero": []}
-    for t in tensors:
-        nan = inf = nonzero = 0
-        step = max(1, (1 << 22) // max(t.e_cols, 1))
-        for r0 in range(0, t.e_rows, step):
-            block = reader.read(t.name, r0, min(t.e_rows, r0 + step))
-            nan += int(np.isnan(block).sum())
-            inf += int(np.isinf(block).sum())
-            nonzero += int(np.count_nonzero(block))
-            reader.release()
-        if nan:
-            found["nan"].append({"name": t.name, "count": nan})
-        if inf:
-            found["inf"].append({"name": t.name, "count": inf})
-        if t.numel and nonzero == 0:
-            found["all_zero"].append({"name": t.name})
-        if progress is not None:
-            progress("scan", 1, len(tensors))
-    return found
 
 
 def compare_info(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -308,13 +285,7 @@ def format_info(info: dict[str, Any]) -> str:
         f"{d} ×{v['tensors']} ({_n(v['params'])}, {_b(v['bytes'])})"
         for d, v in info["dtypes"].items()))
     if "scan" in info:
-        sc = info["scan"]
-        if not any(sc.values()):
-            lines.append("scan        no NaN, no Inf, no all-zero tensor")
-        for key, label in (("nan", "NaN"), ("inf", "Inf"), ("all_zero", "all zero")):
-            for r in sc[key]:
-                cnt = f" ({r['count']:,})" if "count" in r else ""
-                lines.append(f"scan        {label}: {printable(r['name'])}{cnt}")
+        lines += _scan_lines(info["scan"])
     return "\n".join(lines)
 
 
@@ -341,6 +312,26 @@ def format_moe(moe: dict[str, Any]) -> str:
             + (f", {len(dense)} dense ({_ranges(dense)})" if dense else ", no dense layer")
             + f"; {moe['experts']} routed experts{shared}{top_k}; hidden {moe['hidden']}, "
             f"expert intermediate {moe['intermediate']} ({', '.join(moe['roles'])})")
+
+
+def _scan_lines(sc: dict[str, list[dict[str, Any]]]) -> list[str]:
+    if not any(sc.values()):
+        return ["scan        no NaN, no Inf, no zero or constant tensor, no zero row or column"]
+    lines = []
+    for key, label in (("nan", "NaN"), ("inf", "Inf"), ("all_zero", "all zero")):
+        for r in sc[key]:
+            cnt = f" ({r['count']:,})" if "count" in r else ""
+            lines.append(f"scan        {label}: {printable(r['name'])}{cnt}")
+    for r in sc.get("constant", []):
+        lines.append(f"scan        constant: {printable(r['name'])} (every element "
+                     f"{r['value']:.6g})")
+    for key, what in (("zero_rows", "rows"), ("zero_cols", "columns")):
+        for r in sc.get(key, []):
+            runs = ", ".join(f"{a}" if b == a + 1 else f"{a}-{b - 1}" for a, b in r["runs"])
+            more = ", …" if sum(b - a for a, b in r["runs"]) < r["count"] else ""
+            lines.append(f"scan        zero {what}: {printable(r['name'])}: {r['count']:,} of "
+                         f"{r['of']:,} ({what} {runs}{more})")
+    return lines
 
 
 def format_compare(c: dict[str, Any]) -> str:

@@ -3,11 +3,12 @@ so ``weightvis --regen-html BUNDLE`` runs without numpy (or anything numerical) 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-from .manifest import read_manifest
+from .manifest import encodable, read_manifest
 
 __all__ = ["write_viewer", "regen_html", "write_text"]
 
@@ -35,9 +36,19 @@ def write_viewer(folder: Path, manifest: dict[str, Any], compact: str | None = N
                render_index_html(manifest, title=manifest.get("title"), compact=compact))
 
 
-def regen_html(bundle: str | os.PathLike[str]) -> Path:
+def regen_html(bundle: str | os.PathLike[str], title: str | None = None) -> Path:
     """Rebuild ``index.html`` (and the viewer assets) of an existing bundle from its manifest
-    (any manifest version this weightvis reads)."""
+    (any manifest version this weightvis reads). ``title``: a new title, written to
+    ``manifest.json`` as well, so that the page and the manifest (which other tools read, and a
+    later rebuild starts from) agree."""
     b = Path(bundle)
-    write_viewer(b, read_manifest(b))
+    manifest = read_manifest(b)
+    if title is not None and title != manifest.get("title"):
+        # the stored document, as it is (not as read_manifest upgraded it), with a new title
+        stored = json.loads((b / "manifest.json").read_text("utf-8"))
+        stored["title"] = title
+        write_text(b, "manifest.json", encodable(json.dumps(stored, indent=1, allow_nan=False,
+                                                            ensure_ascii=False)))
+        manifest = {**manifest, "title": title}
+    write_viewer(b, manifest)
     return b / "index.html"

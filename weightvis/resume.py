@@ -132,7 +132,8 @@ class SubtreeRecords:
             return None
 
     def _tile_sizes(self, subs: Mapping[TileAddress, SubtreeResult]) -> dict[TileAddress, int]:
-        """Total size of the tile files on disk under each root (-1 where one is missing)."""
+        """Total size of the tile files (and max-zoom sidecars) on disk under each root (-1
+        where one is missing)."""
         if not subs:
             return {}
         geo, job = self.job.geometry, self.job
@@ -144,10 +145,14 @@ class SubtreeRecords:
                 a = TileAddress(split, t_x >> s, t_y >> s)
                 if a not in subs or sizes[a] < 0:
                     continue
-                path = os.path.join(job.sink.tile_dir(job.key, z, t_x),
-                                    f"{t_y}.{job.tile_format}")
+                d = job.sink.tile_dir(job.key, z, t_x)
+                names = [f"{t_y}.{job.tile_format}"]
+                if z == geo.max_zoom and job.writes_sidecars:  # counted in bytes_written too
+                    from .sidecars import SIDECAR_EXT
+
+                    names.append(f"{t_y}.{SIDECAR_EXT}")
                 try:
-                    sizes[a] += os.stat(path).st_size
+                    sizes[a] += sum(os.stat(os.path.join(d, n)).st_size for n in names)
                 except OSError:
                     sizes[a] = -1
         return sizes

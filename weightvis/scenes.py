@@ -211,7 +211,7 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
                                      tick=lambda: tick("scales", 1, len(tensors)))
         robust.update(got)
         if opts.scale == "global":
-            g = global_scale([(kept[t.name], t.numel) for t in tensors if t.name in kept])
+            g = global_scale([kept[t.name] for t in tensors if t.name in kept])
             scales.update({k: g for k in got})
 
     # Per-tensor scales need no pass before the tiles when the tiles render in other

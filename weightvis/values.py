@@ -25,19 +25,27 @@ import numpy as np
 
 from .formats.base import Reader
 from .formats.dtypes import CODE_DTYPES, code_values
+from .scale_global import (
+    GLOBAL_SAMPLE_LIMIT,
+    QUANTILE,
+    GlobalSample,
+    global_sample,
+    global_scale,
+    thin,
+)
 from .types import TensorInfo, TensorStats
 
 if TYPE_CHECKING:
     from .executors import Executor
 
 __all__ = ["SAMPLE_LIMIT", "SAMPLE_RUNS", "QUANTILE", "sample", "robust_scale", "global_scale",
-           "stats_from_acc", "thin", "GLOBAL_SAMPLE_LIMIT", "tensor_scales", "sample_rms",
+           "stats_from_acc", "thin", "GLOBAL_SAMPLE_LIMIT", "GlobalSample", "global_sample",
+           "tensor_scales", "sample_rms",
            "SharedScales", "start_scale_helper", "numpy_code_counts",
            "tensor_scale"]
 
 SAMPLE_LIMIT = 1 << 20
 SAMPLE_RUNS = 64
-QUANTILE = 0.999
 
 
 def _flat_range(reader: Reader, t: TensorInfo, start: int, count: int) -> np.ndarray:
@@ -212,16 +220,6 @@ def sample(reader: Reader, t: TensorInfo) -> np.ndarray:
     return np.concatenate(parts)
 
 
-GLOBAL_SAMPLE_LIMIT = 1 << 16
-
-
-def thin(values: np.ndarray) -> np.ndarray:
-    """Every k-th element of a sample, at most GLOBAL_SAMPLE_LIMIT of them (for --scale global,
-    which must hold every tensor's sample at once)."""
-    k = -(-values.size // GLOBAL_SAMPLE_LIMIT)
-    return values[::k].copy() if k > 1 else values
-
-
 def robust_scale(values: np.ndarray) -> float:
     a = np.abs(values[np.isfinite(values)])
     if a.size == 0:
@@ -233,29 +231,6 @@ def robust_scale(values: np.ndarray) -> float:
     if s > 0 and math.isfinite(s):
         return s
     m = float(a.max())
-    return m if m > 0 else 1.0
-
-
-def global_scale(samples: list[tuple[np.ndarray, int]]) -> float:
-    """Weighted 99.9th percentile of |v| over (sample, numel) pairs (see module docstring)."""
-    vals, wts = [], []
-    for smp, numel in samples:
-        a = np.abs(smp[np.isfinite(smp)]).astype(np.float64)
-        if a.size:
-            vals.append(a)
-            wts.append(np.full(a.size, numel / smp.size))
-    if not vals:
-        return 1.0
-    v = np.concatenate(vals)
-    w = np.concatenate(wts)
-    order = np.argsort(v, kind="stable")
-    v, w = v[order], w[order]
-    cw = np.cumsum(w)
-    i = int(np.searchsorted(cw, QUANTILE * cw[-1], side="left"))
-    s = float(v[min(i, v.size - 1)])
-    if s > 0:
-        return s
-    m = float(v[-1])
     return m if m > 0 else 1.0
 
 
@@ -273,7 +248,7 @@ def sample_rms(values: np.ndarray) -> float:
     return float(np.sqrt(np.mean(fin * fin))) if fin.size else 0.0
 
 
-_ScaleResult = tuple[str, float, float, "np.ndarray | None"]
+_ScaleResult = tuple[str, float, float, "GlobalSample | None"]
 
 
 def _scale_of(reader: Reader, task: ScaleTask,
@@ -288,7 +263,8 @@ def _scale_of(reader: Reader, task: ScaleTask,
     smp = sample(reader, t)
     reader.release()
     rms = sample_rms(smp) if task.want_rms else 0.0
-    return task.name, robust_scale(smp), rms, thin(smp) if task.keep_sample else None
+    kept = global_sample(thin(smp), t.numel) if task.keep_sample else None
+    return task.name, robust_scale(smp), rms, kept
 
 
 def tensor_scale(reader: Reader, name: str,
@@ -443,13 +419,13 @@ def tensor_scales(reader: Reader, spec: Any, names: Sequence[str], *, executor: 
                   keep_samples: bool = False, want_rms: bool = False,
                   tick: Callable[[], None] | None = None,
                   meanwhile: Callable[[], None] | None = None,
-                  ) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, float]]:
-    """Each tensor's robust scale, its thinned sample (with ``keep_samples``) and its sample's
+                  ) -> tuple[dict[str, float], dict[str, GlobalSample], dict[str, float]]:
+    """Each tensor's robust scale, its ``GlobalSample`` (with ``keep_samples``) and its sample's
     RMS, by ``executor`` (its workers open ``spec`` themselves; in this process, ``reader``).
     ``meanwhile`` runs in this process while the workers compute."""
     tasks = [ScaleTask(n, keep_samples, want_rms) for n in names]
     scales: dict[str, float] = {}
-    kept: dict[str, np.ndarray] = {}
+    kept: dict[str, GlobalSample] = {}
     rms: dict[str, float] = {}
     # big tensors first, so no worker is left with one at the end; small ones in batches
     numel = {t.name: reader.info(t.name).numel for t in tasks}

@@ -114,6 +114,6 @@ def _put_codes(raw, p, q, ctab, ltab, out, bb, nb, op):  # type: ignore[no-untyp
         k += _U3
     while k < q:
         t0 = raw[k]
-        bb, nb, op = _put(out, bb, nb, op, ctab[t0], ltab[t0])
+        bb, nb, op = _put(out, bb, nb, op, np.uint64(ctab[t0]), np.uint64(ltab[t0]))
         k += _U1
     return bb, nb, op

@@ -184,13 +184,14 @@ def _deflate_rle(raw, block_bytes, lsym, lext, lval, sym_ebits,  # type: ignore[
     pos = 0
     while pos < n:
         start = pos
-        nr, pos = _scan(raw, start, min(start + size, n), lsym, rpos, rlen, hist)
+        nr, pos = _scan(raw, np.int64(start), np.int64(min(start + size, n)), lsym, rpos, rlen,
+                        hist)
         final = 1 if pos >= n else 0
         nruns = 0
         for s in range(257, _N_LITLEN):
             nruns += hist[s]
         # dynamic: literal/length code, distance code = two 1-bit codes (only distance 1 is used)
-        _huffman_lengths(hist, _MAX_LIT_BITS, lens)
+        _huffman_lengths(hist, np.int64(_MAX_LIT_BITS), lens)
         nlit = _N_LITLEN
         while nlit > 257 and lens[nlit - 1] == 0:
             nlit -= 1
@@ -203,7 +204,7 @@ def _deflate_rle(raw, block_bytes, lsym, lext, lval, sym_ebits,  # type: ignore[
             cl_hist[s] = 0
         for k in range(ncl):
             cl_hist[cl_sym[k]] += 1
-        _huffman_lengths(cl_hist, _MAX_CL_BITS, cl_lens)
+        _huffman_lengths(cl_hist, np.int64(_MAX_CL_BITS), cl_lens)
         nclen = 19
         while nclen > 4 and cl_lens[cl_order[nclen - 1]] == 0:
             nclen -= 1
@@ -224,32 +225,35 @@ def _deflate_rle(raw, block_bytes, lsym, lext, lval, sym_ebits,  # type: ignore[
             for k in range(nstored):
                 m = min(_STORED_MAX, pos - p)
                 last = final if k == nstored - 1 else 0
-                bb, nb, op = _put(out, bb, nb, op, last, 3)
-                bb, nb, op = _put(out, bb, nb, op, 0, (-np.int64(nb)) % 8)
-                bb, nb, op = _put(out, bb, nb, op, m | ((0xFFFF ^ m) << 16), 32)
+                bb, nb, op = _put(out, bb, nb, op, np.uint64(last), np.uint64(3))
+                bb, nb, op = _put(out, bb, nb, op, np.uint64(0), np.uint64((-np.int64(nb)) % 8))
+                lens_word = m | ((0xFFFF ^ m) << 16)
+                bb, nb, op = _put(out, bb, nb, op, np.uint64(lens_word), np.uint64(32))
                 for q in range(p, p + m):
-                    bb, nb, op = _put(out, bb, nb, op, raw[q], 8)
+                    bb, nb, op = _put(out, bb, nb, op, np.uint64(raw[q]), np.uint64(8))
                 p += m
             expect = stored_bits
         else:
             if dyn_bits <= fix_bits:
-                bb, nb, op = _put(out, bb, nb, op, final | (2 << 1), 3)
-                bb, nb, op = _put(out, bb, nb, op, (nlit - 257) | (1 << 5) | ((nclen - 4) << 10),
-                                  14)
+                bb, nb, op = _put(out, bb, nb, op, np.uint64(final | (2 << 1)), np.uint64(3))
+                head = (nlit - 257) | (1 << 5) | ((nclen - 4) << 10)
+                bb, nb, op = _put(out, bb, nb, op, np.uint64(head), np.uint64(14))
                 for k in range(nclen):
-                    bb, nb, op = _put(out, bb, nb, op, cl_lens[cl_order[k]], 3)
+                    bb, nb, op = _put(out, bb, nb, op, np.uint64(cl_lens[cl_order[k]]),
+                                      np.uint64(3))
                 _canonical_codes(cl_lens, cl_codes)
                 for k in range(ncl):
                     s = cl_sym[k]
-                    bb, nb, op = _put(out, bb, nb, op, cl_codes[s] | (cl_extra[k] << cl_lens[s]),
-                                      cl_lens[s] + cl_ebits[s])
+                    code = cl_codes[s] | (cl_extra[k] << cl_lens[s])
+                    bb, nb, op = _put(out, bb, nb, op, np.uint64(code),
+                                      np.uint64(cl_lens[s] + cl_ebits[s]))
                 _canonical_codes(lens, codes)
                 dist_len = 1
                 expect = dyn_bits
                 use_lens = lens
                 use_codes = codes
             else:
-                bb, nb, op = _put(out, bb, nb, op, final | (1 << 1), 3)
+                bb, nb, op = _put(out, bb, nb, op, np.uint64(final | (1 << 1)), np.uint64(3))
                 dist_len = 5
                 expect = fix_bits
                 use_lens = fixed_lens
@@ -266,10 +270,12 @@ def _deflate_rle(raw, block_bytes, lsym, lext, lval, sym_ebits,  # type: ignore[
                 q = np.uint64(start + rpos[r])
                 bb, nb, op = _put_codes(raw, p, q, lit_code, lit_len, out, bb, nb, op)
                 length = rlen[r]
-                bb, nb, op = _put(out, bb, nb, op, run_code[length], run_len[length])
+                bb, nb, op = _put(out, bb, nb, op, np.uint64(run_code[length]),
+                                  np.uint64(run_len[length]))
                 p = q + np.uint64(length)
             bb, nb, op = _put_codes(raw, p, np.uint64(pos), lit_code, lit_len, out, bb, nb, op)
-            bb, nb, op = _put(out, bb, nb, op, use_codes[256], use_lens[256])
+            bb, nb, op = _put(out, bb, nb, op, np.uint64(use_codes[256]),
+                              np.uint64(use_lens[256]))
         if np.int64(op) * 8 + np.int64(nb) - bits0 != expect:
             return -1
     return np.int64(op) + (np.int64(nb) + 7) // 8

@@ -99,7 +99,7 @@ def _huffman_lengths(freq, maxbits, lens):  # type: ignore[no-untyped-def]
     a = np.empty(cnt, np.int64)
     for i in range(cnt):
         a[i] = keys[i] >> 9
-    _min_redundancy(a, cnt)
+    _min_redundancy(a, np.int64(cnt))
     longest = a[0]
     num = np.zeros(max(longest, maxbits) + 1, np.int64)
     for i in range(cnt):

@@ -20,28 +20,52 @@ from .values import (
     colorize_codes_small,
 )
 
-__all__ = ["warm_up", "warm_up_delta"]
+__all__ = ["warm_up", "warm_values", "warm_codes", "warm_reduce", "warm_up_delta"]
 
 
 def warm_up() -> None:
     """Compile the value, byte and Hilbert kernels (C-contiguous and strided arrays)."""
+    warm_values()
+    warm_codes()
+    warm_reduce()
+
+
+def warm_values() -> None:
+    """Compile the kernels that turn float32 values into palette indices (C-contiguous and
+    strided inputs)."""
     a = np.zeros((2, 2), np.float32)
     o = np.zeros((2, 2), np.uint8)
     colorize(a, 1.0, o, new_acc())
     colorize(a[:, :1], 1.0, o[:, :1], new_acc())
+    colorize(np.zeros((2, 1), np.float32), 1.0, o[:, :1], new_acc())  # a decoded block
+
+
+def warm_codes() -> None:
+    """Compile the kernels that turn 16-bit codes into palette indices: C-contiguous, strided
+    and read-only (memory-mapped) inputs."""
+    o = np.zeros((2, 2), np.uint8)
     lut = np.zeros(1 << 16, np.uint8)
     vals = np.zeros(1 << 16, np.float32)
     hist = np.zeros(1 << 16, np.int32)
     codes = np.zeros((2, 2), np.uint16)
-    colorize_codes(codes, lut, vals, o, new_acc(), hist)
-    colorize_codes(codes[:, :1], lut, vals, o[:, :1], new_acc(), hist)
     colorize_codes_small(codes, vals, 1.0, o, new_acc())
     colorize_codes_small(codes[:, :1], vals, 1.0, o[:, :1], new_acc())
     colorize_code_blocks(codes.reshape(-1), np.zeros((1, BLOCK_FIELDS), np.int64),
                          np.ones(1), vals.reshape(1, -1), o, new_acc().reshape(1, -1),
                          BlockScratch())
+    readonly = codes.copy()  # a memory-mapped file's codes: compiled here, not in each worker
+    readonly.flags.writeable = False
+    o_column = np.zeros((2, 1), np.uint8)
+    for src in (codes, readonly):
+        code_counts(src.reshape(-1), True)
+        colorize_codes(src, lut, vals, o, new_acc(), hist)
+        for out in (o[:, :1], o_column):
+            colorize_codes(src[:, :1], lut, vals, out, new_acc(), hist)
     code_lut(vals, 1.0)
-    code_counts(codes.reshape(-1), True)
+
+
+def warm_reduce() -> None:
+    """Compile the reduction (children -> parent tile) and Hilbert kernels."""
     reduce_tile(np.zeros((2, 2), np.uint8), REDUCE_SIGNED_RMS, np.zeros((1, 1), np.uint8))
     reduce_tile(np.zeros((2, 2), np.uint8), REDUCE_FIRST, np.zeros((1, 1), np.uint8))
     hilbert_tile_offsets(2, 0, 0, np.zeros((2, 2), np.int64))
@@ -64,5 +88,10 @@ def warm_up_delta() -> None:
     codes = np.zeros((2, 2), np.uint16)
     hist = np.zeros(1 << 16, np.int32)
     vals = np.zeros(1 << 16, np.float32)
-    identical_codes(codes, vals, hist, o, new_delta_acc())
-    identical_codes(codes[:, :1], vals, hist, o[:, :1], new_delta_acc())
+    readonly = codes.copy()  # a memory-mapped file's codes
+    readonly.flags.writeable = False
+    o_column = np.zeros((2, 1), np.uint8)
+    for src in (codes, readonly):
+        identical_codes(src, vals, hist, o, new_delta_acc())
+        for out in (o[:, :1], o_column):
+            identical_codes(src[:, :1], vals, hist, out, new_delta_acc())
