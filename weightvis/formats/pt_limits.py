@@ -18,9 +18,7 @@ numpy-free.
 
 from __future__ import annotations
 
-import os
-
-from ..errors import InputError
+from .limits import env_limit
 
 __all__ = ["PICKLE_MEMORY_ENV", "ZIP_RATIO_ENV", "ZIP_ENTRIES_ENV", "VIEW_RATIO_ENV", "CRC_ENV",
            "INFLATE_ALLOWANCE", "VIEW_ALLOWANCE", "max_pickle_memory", "max_zip_ratio",
@@ -38,39 +36,26 @@ VIEW_ALLOWANCE = 1 << 24
 """Elements every checkpoint may draw whatever its storages (64 tiles of 512²)."""
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        n = int(raw.strip().replace("_", ""))
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise InputError(f"{name}={raw!r}: expected a non-negative integer")
-    return n
-
-
 def max_pickle_memory() -> int:
     """Bytes one pickle may add to the resident memory (``WEIGHTVIS_MAX_PICKLE_MEMORY``)."""
-    return _env_int(PICKLE_MEMORY_ENV, 1 << 30)
+    return env_limit(PICKLE_MEMORY_ENV, 1 << 30)
 
 
 def max_zip_ratio() -> int:
     """Inflated bytes per byte of file (``WEIGHTVIS_MAX_ZIP_RATIO``)."""
-    return _env_int(ZIP_RATIO_ENV, 100)
+    return env_limit(ZIP_RATIO_ENV, 100)
 
 
 def max_zip_entries() -> int:
     """Entries of a zip checkpoint (``WEIGHTVIS_MAX_ZIP_ENTRIES``; every storage is one)."""
-    return _env_int(ZIP_ENTRIES_ENV, 1 << 18)
+    return env_limit(ZIP_ENTRIES_ENV, 1 << 18)
 
 
 def max_view_ratio() -> int:
     """Elements drawn per byte of storage (``WEIGHTVIS_MAX_VIEW_RATIO``)."""
-    return _env_int(VIEW_RATIO_ENV, 4)
+    return env_limit(VIEW_RATIO_ENV, 4)
 
 
 def check_crc() -> bool:
     """Whether zip entries' CRC-32 are checked (``WEIGHTVIS_CHECK_CRC``, default 1)."""
-    return _env_int(CRC_ENV, 1) != 0
+    return env_limit(CRC_ENV, 1) != 0

@@ -19,6 +19,7 @@ import math
 from typing import Any, NamedTuple
 
 from ..errors import FormatError
+from .base import MAX_NAME_LENGTH
 from .pickle_safe import Placeholder, TensorRef, Unsupported, placeholder_children, short
 
 __all__ = ["STATE_DICT_KEYS", "STRIP_PREFIXES", "MAX_NAME_LENGTH", "Found", "find_tensors"]
@@ -31,7 +32,6 @@ STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "mo
 STRIP_PREFIXES = ("module.", "_orig_mod.")
 """Prefixes added by DataParallel / DistributedDataParallel and torch.compile."""
 
-MAX_NAME_LENGTH = 1 << 16
 """Longest tensor name, in characters (a real checkpoint's longest are ~150)."""
 
 _MAX_DEPTH = 64            # object-graph nesting walked for tensors

@@ -31,7 +31,6 @@ metadata, must say they are routed.
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import InputError, MoEError
+from ..errors import MoEError
 from ..formats.base import Reader
 from ..index import NameIndex
 from ..types import TensorInfo
@@ -70,16 +69,9 @@ build a slice per expert; a real model past it can raise the bound."""
 
 def max_experts() -> int:
     """``WEIGHTVIS_MAX_EXPERTS`` (a non-negative integer), else ``DEFAULT_MAX_EXPERTS``."""
-    raw = os.environ.get(MAX_EXPERTS_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_EXPERTS
-    try:
-        n = int(raw.replace("_", ""))
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise InputError(f"{MAX_EXPERTS_ENV}={raw!r}: expected a non-negative integer")
-    return n
+    from ..formats.limits import env_limit
+
+    return env_limit(MAX_EXPERTS_ENV, DEFAULT_MAX_EXPERTS)
 
 
 def _error(t: TensorInfo, problem: str) -> MoEError:
