@@ -1,5 +1,6 @@
 """``build_bundle``: the one orchestration every bundle goes through, and the public entries that
-plan one: ``render`` (a checkpoint), ``render_diff`` (two), ``regen_html``.
+plan one: ``render`` (a checkpoint, with its MoE scenes), ``render_moe`` (the MoE scenes alone),
+``render_diff`` (two), ``regen_html``.
 
     scenes (scenes.plan_render, diff_plan.plan_diff) -> executor (tile subtrees) -> store
     (tiles, then the side documents, the manifest and index.html last) -> commit
@@ -19,14 +20,22 @@ from typing import Any, NamedTuple
 from .executors import Executor, local_executor
 from .formats import open_checkpoint
 from .manifest import MANIFEST_VERSION, compact, dumps, is_bundle, read_manifest
-from .options import DiffMetric, DiffOptions, DiffPalette, RenderOptions, resolve_workers
+from .options import (
+    DiffMetric,
+    DiffOptions,
+    DiffPalette,
+    MoEOptions,
+    RenderOptions,
+    resolve_workers,
+)
 from .regen import regen_html, write_text, write_viewer
 from .scenes import Plan, Progress
 from .store import FolderStore, StagedFolderStore, Store
 from .tiling import SceneJob
 from .types import HilbertUnit, LayoutKind, ScaleMode, TileFormat
 
-__all__ = ["build_bundle", "render", "render_diff", "regen_html", "RenderResult", "DiffResult",
+__all__ = ["build_bundle", "render", "render_moe", "render_diff", "regen_html", "RenderResult",
+           "DiffResult",
            "BundleResult", "MANIFEST_VERSION", "is_bundle", "read_manifest", "Progress"]
 
 
@@ -34,7 +43,8 @@ class BundleResult(NamedTuple):
     out: Path
     manifest: dict[str, Any]
     documents: dict[str, Any]
-    """Side documents written beside the manifest (``diff.json``…), by file name."""
+    """Side documents written beside the manifest (``diff.json``, ``moe.json``…), by path in
+    the bundle: JSON documents, or text (``str``: MoE sidecar scripts)."""
     tiles_written: int
     bytes_written: int
 
@@ -89,7 +99,7 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
         manifest, documents = plan.finish(results, executor)
         root = store.root
         for name, doc in documents.items():
-            write_text(root, name, dumps(doc))
+            write_text(root, name, doc if isinstance(doc, str) else dumps(doc))
         text = compact(manifest)  # encoded once for manifest.json and index.html
         write_text(root, "manifest.json", dumps(manifest, text))
         write_viewer(root, manifest, text)
@@ -123,28 +133,49 @@ def render(
     progress: Progress | None = None,
     executor: Executor | None = None,
     store: Store | None = None,
+    moe: MoEOptions | None = None,
 ) -> RenderResult:
     """Render a checkpoint (files, a sharded index, or directories) into a bundle at ``out``.
     ``executor`` and ``store`` default to the local pool of ``workers`` processes and a folder
-    staged beside ``out``."""
+    staged beside ``out``. An MoE checkpoint also gets its MoE scenes and ``moe.json`` (``moe``:
+    how, default ``MoEOptions()``; ``MoEOptions(enabled=False)`` leaves them out;
+    ``only=True`` renders them alone, as ``render_moe``)."""
     from .encode import check_format
-    from .scenes import plan_render
+    from .scenes import plan_moe_only, plan_render
 
     t0 = time.perf_counter()
     opts = RenderOptions(layout, hilbert_unit, tile_format, scale, title, workers, overwrite)
+    moe = moe if moe is not None else MoEOptions()
     check_format(opts.tile_format)
     ex = executor or local_executor(resolve_workers(opts.workers))
     st = store or _store(out, opts.overwrite, False)
     srcs = [str(s) for s in sources]
     reader = open_checkpoint(srcs)
     try:
-        plan = plan_render(reader, srcs, opts, ex, progress or _no_progress)
+        tick = progress or _no_progress
+        plan = (plan_moe_only(reader, srcs, opts, ex, tick, moe) if moe.only
+                else plan_render(reader, srcs, opts, ex, tick, moe))
         res = build_bundle(plan, st, ex, progress)
         elements = sum(t.numel for t in reader.tensors())
     finally:
         reader.close()
     return RenderResult(res.out, res.manifest, res.tiles_written, res.bytes_written,
                         time.perf_counter() - t0, elements)
+
+
+def render_moe(
+    sources: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    moe: MoEOptions | None = None,
+    **kw: Any,
+) -> RenderResult:
+    """Only the MoE scenes of an MoE checkpoint (summary, relative summary, similarity) and
+    ``moe.json``; the other arguments as for ``render``."""
+    import dataclasses
+
+    opts = dataclasses.replace(moe or MoEOptions(), enabled=True, only=True)
+    return render(sources, out, moe=opts, **kw)
 
 
 def render_diff(

@@ -15,7 +15,7 @@ from typing import Literal
 
 from .types import HilbertUnit, LayoutKind, ScaleMode, TileFormat
 
-__all__ = ["RenderOptions", "DiffOptions", "DiffMetric", "DiffPalette", "METRICS",
+__all__ = ["RenderOptions", "DiffOptions", "DiffMetric", "DiffPalette", "METRICS", "MoEOptions",
            "resolve_workers"]
 
 DiffMetric = Literal["rms", "abs-log", "exact"]
@@ -107,3 +107,50 @@ class DiffOptions:
         _check_common(self.tile_format, self.workers)
         object.__setattr__(self, "scenes",
                            tuple(s for s in ("delta", "a", "b") if s in scenes))
+
+
+MoESketch = Literal["countsketch", "gaussian"]
+
+
+@dataclass(frozen=True)
+class MoEOptions:
+    """The MoE summary and similarity scenes of a render (weightvis.moe; README "MoE")."""
+
+    enabled: bool = True
+    """Add the MoE scenes when the checkpoint has routed experts (``--no-moe``: False)."""
+    only: bool = False
+    """Render only the MoE scenes (``weightvis moe``)."""
+    cka_sample: int = 256
+    """Features k of each of the two CKA sketches (``--cka-sample``)."""
+    cka_sketch: MoESketch = "countsketch"
+    cka_exact_max: int = 1 << 31
+    """Exact CKA for a (layer, role) when it costs at most this many multiply-adds, or at most
+    twice the sketch's (and its Grams fit in ``memory``); sketched above."""
+    memory: int = 512 << 20
+    """Bytes of float32 expert matrices one MoE task holds at once (``--moe-memory``); at
+    least two matrices are always held."""
+    stable_rank_tol: float = 1e-2
+    stable_rank_max_iter: int = 64
+    seed: int = 0
+    inline_max: int = 1 << 16
+    """Similarity / co-activation numbers kept in the manifest; above, per-layer sidecars."""
+    probe: bool = False
+    probe_text: str | None = None
+    probe_tokens: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.cka_sample < 1:
+            raise ValueError(f"cka_sample must be at least 1, not {self.cka_sample}")
+        if self.cka_sketch not in ("countsketch", "gaussian"):
+            raise ValueError(f"cka_sketch must be countsketch or gaussian, not "
+                             f"{self.cka_sketch!r}")
+        if self.memory < 1:
+            raise ValueError(f"moe memory must be positive, not {self.memory}")
+        if not (self.stable_rank_tol > 0) or self.stable_rank_max_iter < 1:
+            raise ValueError("stable_rank_tol must be > 0 and stable_rank_max_iter >= 1")
+        if self.inline_max < 0 or self.cka_exact_max < 0:
+            raise ValueError("inline_max and cka_exact_max must be >= 0")
+        if self.only and not self.enabled:
+            raise ValueError("only MoE scenes, but MoE scenes disabled")
+        if self.probe_text is not None and self.probe_tokens is not None:
+            raise ValueError("give probe text or probe tokens, not both")

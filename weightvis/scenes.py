@@ -11,6 +11,7 @@ analysis). bundle.build_bundle runs any plan.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,14 +26,14 @@ from .formats import MultiReader
 from .index import NameIndex
 from .layout import arch_layout, hilbert_layout
 from .manifest import build_manifest, manifest_head, scene_json
-from .options import RenderOptions
+from .options import MoEOptions, RenderOptions
 from .painters import BytesPainter, Painter, ValuesPainter
 from .tiling import CheckpointSpec, Geometry
 from .types import SceneLayout
 from .values import global_scale, stats_json_many, tensor_scales
 
-__all__ = ["Scene", "Plan", "plan_render", "tile_index", "source_json", "default_title",
-           "file_name", "Progress"]
+__all__ = ["Scene", "Plan", "plan_render", "plan_moe_only", "tile_index", "source_json",
+           "default_title", "file_name", "Progress"]
 
 Progress = Callable[[str, int, int], None]
 """progress(stage, advance, total): ``stage`` names the step, ``advance`` units were just done."""
@@ -120,13 +121,19 @@ def default_title(srcs: list[str]) -> str:
 
 
 def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, executor: Executor,
-                tick: Progress) -> Plan:
-    """The scene of a render and how its manifest is made. Reads no tensor data, except the
+                tick: Progress, moe: MoEOptions | None = None) -> Plan:
+    """The scenes of a render and how its manifest is made. Reads no tensor data, except the
     value pass when the scales must be known before the tiles (``--scale global``, or tiles
-    rendered in this process)."""
+    rendered in this process) and the MoE numbers (``moe``: an MoE checkpoint's summary and
+    similarity scenes, computed on ``executor`` now)."""
     tensors = list(reader.tensors())
     if not tensors:
         raise InputError(f"{', '.join(srcs)}: the checkpoint holds no tensors")
+    moe_plan = None
+    if moe is not None and moe.enabled:
+        from .moe.scenes import plan_moe
+
+        moe_plan = plan_moe(reader, srcs, moe, executor, tick)
     index = NameIndex([t.name for t in tensors], gguf_arch=reader.gguf_architecture())
     if opts.layout == "arch":
         lay = arch_layout(tensors, index=index)
@@ -198,13 +205,52 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
                 entry["stats"] = st
             tensors_json[t.name] = entry
         colormap = painter.colormap
+        colormaps = {colormap: color.byte_colormap() if colormap == "bytes"
+                     else color.values_colormap()}
+        scenes_json = [scene.json(opts.tile_format)]
+        extra: dict[str, Any] = {}
+        documents: dict[str, Any] = {}
+        if moe_plan is not None:
+            from .grids import sequential_colormap
+            from .moe.scenes import scene_json as moe_scene_json
+
+            colormaps["sequential"] = sequential_colormap()
+            scenes_json += [moe_scene_json(s, opts.tile_format, moe_plan.extras[s.key])
+                            for s in moe_plan.scenes]
+            extra["moe"] = moe_plan.document
+            documents = {"moe.json": moe_plan.document, **moe_plan.files}
         manifest = build_manifest(
             manifest_head(opts.title or default_title(srcs), opts.tile_format),
             source=source_json(reader),
             scale={**SCALE_DOC, "mode": opts.scale},
-            colormaps={colormap: color.byte_colormap() if colormap == "bytes"
-                       else color.values_colormap()},
-            scenes=[scene.json(opts.tile_format)], tensors=tensors_json)
-        return manifest, {}
+            colormaps=colormaps, scenes=scenes_json, tensors=tensors_json, extra=extra)
+        return manifest, documents
 
-    return Plan([scene], finish, reader, opts.tile_format)
+    return Plan([scene, *(moe_plan.scenes if moe_plan else [])], finish, reader,
+                opts.tile_format)
+
+
+def plan_moe_only(reader: MultiReader, srcs: list[str], opts: RenderOptions,
+                  executor: Executor, tick: Progress, moe: MoEOptions) -> Plan:
+    """The MoE scenes alone (``weightvis moe``): summary, relative summary and similarity; the
+    manifest lists no tensors (no weight scene draws them)."""
+    from .grids import sequential_colormap
+    from .moe.scenes import plan_moe
+    from .moe.scenes import scene_json as moe_scene_json
+
+    moe_plan = plan_moe(reader, srcs, dataclasses.replace(moe, enabled=True, only=True),
+                        executor, tick)
+    assert moe_plan is not None  # (only: no experts is an error)
+
+    def finish(results: Mapping[str, Any], _executor: Executor) -> tuple[dict[str, Any],
+                                                                          dict[str, Any]]:
+        manifest = build_manifest(
+            manifest_head(opts.title or default_title(srcs), opts.tile_format),
+            source=source_json(reader), scale=SCALE_DOC,
+            colormaps={"sequential": sequential_colormap()},
+            scenes=[moe_scene_json(s, opts.tile_format, moe_plan.extras[s.key])
+                    for s in moe_plan.scenes],
+            tensors={}, extra={"moe": moe_plan.document})
+        return manifest, {"moe.json": moe_plan.document, **moe_plan.files}
+
+    return Plan(moe_plan.scenes, finish, None, opts.tile_format)

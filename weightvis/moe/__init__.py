@@ -1,0 +1,1 @@
+"""Mixture-of-Experts: expert structure, statistics, similarity and routing (issue 12)."""

@@ -1,0 +1,163 @@
+"""Per-expert statistics worth a heatmap (MOE.md §2): rms, mean |w|, max |w| / rms, exact-zero
+fraction and stable rank of each expert matrix; the router's row norms and selection bias; and
+the "relative to the layer's median" view of any of them.
+
+Every statistic is over the matrix's true values (``structure.expert_matrix``), accumulated in
+float64 (kernels.moe). A **dead** expert matrix (every element exactly zero) has rms, mean |w|,
+max |w| / rms and stable rank 0 and zero fraction 1; its cells are drawn as dead, not as values.
+
+Stable rank is ‖W‖²_F / σ₁² (Rudelson & Vershynin 2007). σ₁ comes from a power iteration that
+keeps its Krylov subspace: Golub–Kahan–Lanczos bidiagonalisation with full reorthogonalisation
+(Golub & Kahan 1965), started from a fixed-seed random vector, stopped when the residual bound
+of the top Ritz value is at most ``tol``·σ₁ (then some singular value lies within tol·σ₁ of the
+estimate; the estimate never exceeds σ₁). Each step is one pass of W and one of Wᵀ, like a plain
+power iteration; measured on 1792×512 matrices it needs 3–5× fewer passes for the same accuracy
+(plain power iteration had not reached 1 % after 30 steps on a Gaussian matrix; this reaches
+0.8 % in 15 and 3e-6 in 40).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["STATS", "ExpertStats", "expert_stats", "top_singular_value", "router_row_norms",
+           "relative_to_median", "RELATIVE_KIND", "StableRankOptions"]
+
+STATS = ("rms", "mean_abs", "max_over_rms", "zero_fraction", "stable_rank")
+"""The per-expert statistics, in the order of moe.json's ``stats`` and of the summary panels."""
+
+RELATIVE_KIND = {"rms": "ratio", "mean_abs": "ratio", "max_over_rms": "ratio",
+                 "zero_fraction": "difference", "stable_rank": "ratio", "row_norm": "ratio",
+                 "bias": "difference", "freq": "ratio"}
+"""How each statistic is shown relative to its layer's median m: v / m ("ratio", for scale-like
+statistics), or v - m ("difference", for a fraction and a signed bias, whose median is often 0)."""
+
+
+class StableRankOptions(NamedTuple):
+    """How σ₁ is found (stable rank): residual tolerance relative to σ₁, most iterations, seed."""
+
+    tol: float = 1e-2
+    max_iter: int = 64
+    seed: int = 0
+
+
+DEFAULT_SR = StableRankOptions()
+
+
+class ExpertStats(NamedTuple):
+    """The statistics of one expert matrix (NaN where undefined: a matrix without finite values;
+    stable rank of a matrix holding non-finite values)."""
+
+    rms: float
+    mean_abs: float
+    max_over_rms: float
+    zero_fraction: float
+    stable_rank: float
+    dead: bool
+    """Every element is exactly zero."""
+    iterations: int
+    """Lanczos steps taken for σ₁."""
+
+    def values(self) -> tuple[float, float, float, float, float]:
+        return (self.rms, self.mean_abs, self.max_over_rms, self.zero_fraction,
+                self.stable_rank)
+
+
+def expert_stats(w: np.ndarray, opts: StableRankOptions = DEFAULT_SR) -> ExpertStats:
+    """The statistics of the float32 matrix ``w`` (one expert, one role)."""
+    from ..kernels.moe import M_MAXABS, M_NONFINITE, M_SUMABS, M_SUMSQ, M_ZEROS, moments
+
+    m = moments(w)
+    n = w.size
+    finite = n - int(m[M_NONFINITE])
+    zero_fraction = m[M_ZEROS] / n if n else math.nan
+    if n and m[M_ZEROS] == n:
+        return ExpertStats(0.0, 0.0, 0.0, 1.0, 0.0, True, 0)
+    if finite == 0:
+        return ExpertStats(math.nan, math.nan, math.nan, zero_fraction, math.nan, False, 0)
+    rms = math.sqrt(m[M_SUMSQ] / finite)
+    mean_abs = m[M_SUMABS] / finite
+    ratio = m[M_MAXABS] / rms if rms > 0 else 0.0
+    if m[M_NONFINITE] or m[M_SUMSQ] == 0:
+        return ExpertStats(rms, mean_abs, ratio, zero_fraction,
+                           math.nan if m[M_NONFINITE] else 0.0, False, 0)
+    sigma, steps = top_singular_value(w, opts)
+    rank = m[M_SUMSQ] / (sigma * sigma) if sigma > 0 else 0.0
+    return ExpertStats(rms, mean_abs, ratio, zero_fraction, rank, False, steps)
+
+
+def top_singular_value(w: np.ndarray, opts: StableRankOptions = DEFAULT_SR
+                       ) -> tuple[float, int]:
+    """(σ₁ of the float32 matrix ``w``, steps taken): Golub–Kahan–Lanczos with full
+    reorthogonalisation from a fixed-seed start, until the residual bound of the top Ritz value
+    is ≤ ``opts.tol``·σ₁ (or the Krylov space is exhausted: then exact). Matrix products in
+    float32 (one pass of W and of Wᵀ per step), everything else in float64."""
+    rows, cols = w.shape
+    steps = max(1, min(opts.max_iter, min(rows, cols) + 1))
+    v = np.random.default_rng(opts.seed).standard_normal(cols)
+    v /= np.linalg.norm(v)
+    us = np.zeros((steps, rows))
+    vs = np.zeros((steps + 1, cols))
+    vs[0] = v
+    alpha = np.zeros(steps)
+    beta = np.zeros(steps)
+    theta = 0.0
+    for k in range(steps):
+        u = (w @ vs[k].astype(np.float32)).astype(np.float64)
+        if k:
+            u -= beta[k - 1] * us[k - 1]
+            u -= us[:k].T @ (us[:k] @ u)
+        a = float(np.linalg.norm(u))
+        if a <= 1e-12 * max(theta, float(beta[k - 1]) if k else 0.0):
+            # the left Krylov space is exhausted: W's action on span(V) is known exactly,
+            # the k x (k+1) bidiagonal (with the last beta) holds its singular values
+            if k:
+                full = np.zeros((k, k + 1))
+                full[np.arange(k), np.arange(k)] = alpha[:k]
+                full[np.arange(k), np.arange(1, k + 1)] = beta[:k]
+                theta = float(np.linalg.svd(full, compute_uv=False)[0])
+            return theta, k + 1
+        alpha[k] = a
+        us[k] = u / a
+        v = (w.T @ us[k].astype(np.float32)).astype(np.float64) - a * vs[k]
+        v -= vs[:k + 1].T @ (vs[:k + 1] @ v)
+        b = float(np.linalg.norm(v))
+        beta[k] = b
+        bidiag = np.diag(alpha[:k + 1]) + np.diag(beta[:k], 1)
+        left, sv, _ = np.linalg.svd(bidiag)
+        theta = float(sv[0])
+        if b <= 1e-12 * theta or b * abs(left[k, 0]) <= opts.tol * theta:
+            return theta, k + 1
+        vs[k + 1] = v / b
+    return theta, steps
+
+
+def router_row_norms(router: np.ndarray) -> np.ndarray:
+    """float64[E]: the Euclidean norm of each router row (float32 [E, H], true values)."""
+    r = router.astype(np.float64)
+    out: np.ndarray = np.sqrt(np.einsum("ij,ij->i", r, r))
+    return out
+
+
+def relative_to_median(values: np.ndarray, dead: np.ndarray, kind: str
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(relative rows x experts, medians per row): each row relative to the median m of its
+    finite values of experts that are not dead — v / m ("ratio"; NaN where m is 0) or v - m
+    ("difference"). Dead and non-finite cells stay NaN."""
+    v = np.asarray(values, np.float64)
+    out = np.full(v.shape, np.nan)
+    med = np.full(v.shape[0], np.nan)
+    for i in range(v.shape[0]):
+        keep = np.isfinite(v[i]) & ~dead[i]
+        if not keep.any():
+            continue
+        m = float(np.median(v[i][keep]))
+        med[i] = m
+        if kind == "difference":
+            out[i, keep] = v[i, keep] - m
+        elif m != 0:
+            out[i, keep] = v[i, keep] / m
+    return out, med
