@@ -17,7 +17,7 @@ from .errors import WeightvisError
 
 __all__ = ["main"]
 
-_COMMANDS = ("demo", "info", "diff")
+_COMMANDS = ("demo", "info", "diff", "moe")
 
 
 def _render_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,8 @@ def _render_parser() -> argparse.ArgumentParser:
         prog="weightvis",
         description="Render model checkpoints into a static, zoomable bundle (open index.html in "
                     "a browser; no server, no network). Also: 'weightvis demo --out DIR', "
-                    "'weightvis info SRC [SRC2]', 'weightvis diff A B --out DIR'.",
+                    "'weightvis info SRC [SRC2]', 'weightvis diff A B --out DIR', "
+                    "'weightvis moe SRC --out DIR'.",
     )
     p.add_argument("sources", nargs="*", metavar="SRC",
                    help="a .safetensors file, a sharded set (its model.safetensors.index.json) "
@@ -52,7 +53,89 @@ def _render_parser() -> argparse.ArgumentParser:
                    help="rebuild index.html of an existing bundle from its manifest (no render)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--version", action="version", version=f"weightvis {__version__}")
+    _moe_arguments(p, render=True)
     return p
+
+
+def _moe_arguments(p: argparse.ArgumentParser, *, render: bool) -> None:
+    g = p.add_argument_group("Mixture-of-Experts scenes (summary, similarity, routing)")
+    if render:
+        g.add_argument("--no-moe", action="store_true",
+                       help="leave out the MoE summary and similarity scenes of an MoE "
+                            "checkpoint (also 'weightvis moe SRC' / '--moe': only them)")
+    g.add_argument("--cka", choices=("auto", "exact", "sketch"), default="auto",
+                   help="expert similarity: exact debiased CKA where cheap, sketched above "
+                        "(auto, default), or always one of them")
+    g.add_argument("--cka-sample", type=int, default=256, metavar="K",
+                   help="features of each of the two CKA sketches (default 256)")
+    g.add_argument("--moe-memory", default="512M", metavar="BYTES",
+                   help="expert matrices one MoE task holds at once, e.g. 512M, 2G "
+                        "(default 512M; less: experts are read again for the cosines)")
+    g.add_argument("--stable-rank-tol", type=float, default=1e-2, metavar="TOL",
+                   help="residual tolerance of the top singular value, relative (default 0.01)")
+    g.add_argument("--probe", action="store_true",
+                   help="run a short text through the model (transformers, one layer at a "
+                        "time) and add routing frequency and co-activation panels")
+    g.add_argument("--probe-text", metavar="FILE", help="the probe's text (implies --probe)")
+    g.add_argument("--probe-tokens", metavar="FILE",
+                   help="the probe's token ids, a JSON list (implies --probe)")
+
+
+def _byte_count(text: str) -> int | None:
+    """'512M' -> 536870912; None when it is not a size."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(t[-1:], 1)
+    digits = t[:-1] if t[-1:] in "KMGT" and t[-1:] else t
+    try:
+        value = float(digits)
+    except ValueError:
+        return None
+    return int(value * mult) if value > 0 and value * mult < 1 << 62 else None
+
+
+def _moe_options(parser: argparse.ArgumentParser, a: argparse.Namespace, *, only: bool) -> Any:
+    """MoEOptions from the flags (the probe's text or token file read here)."""
+    import json
+
+    from .options import MoEOptions
+
+    memory = _byte_count(a.moe_memory)
+    if memory is None:
+        parser.error(f"--moe-memory takes a size such as 512M or 2G, not {a.moe_memory!r}")
+    if a.cka_sample < 1:
+        parser.error("--cka-sample must be at least 1")
+    if not a.stable_rank_tol > 0:
+        parser.error("--stable-rank-tol must be positive")
+    if a.probe_text and a.probe_tokens:
+        parser.error("give --probe-text or --probe-tokens, not both")
+    text = tokens = None
+    if a.probe_text:
+        try:
+            text = Path(a.probe_text).read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise WeightvisError(f"{a.probe_text}: cannot read the probe text ({e})") from None
+    if a.probe_tokens:
+        try:
+            raw = json.loads(Path(a.probe_tokens).read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise WeightvisError(f"{a.probe_tokens}: cannot read the probe tokens ({e})"
+                                 ) from None
+        if not isinstance(raw, list) or not raw or not all(
+                isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in raw):
+            raise WeightvisError(f"{a.probe_tokens}: expected a JSON list of token ids "
+                                 f"(non-negative integers)")
+        tokens = tuple(raw)
+    inline = os.environ.get("WEIGHTVIS_MOE_INLINE_MAX")
+    extra: dict[str, Any] = {}
+    if inline is not None:
+        if not inline.isdigit():
+            raise WeightvisError(f"WEIGHTVIS_MOE_INLINE_MAX must be a count, not {inline!r}")
+        extra["inline_max"] = int(inline)
+    return MoEOptions(enabled=only or not getattr(a, "no_moe", False), only=only,
+                      cka_sample=a.cka_sample, cka=a.cka, memory=memory,
+                      stable_rank_tol=a.stable_rank_tol,
+                      probe=bool(a.probe or text is not None or tokens is not None),
+                      probe_text=text, probe_tokens=tokens, **extra)
 
 
 def _demo_parser() -> argparse.ArgumentParser:
@@ -178,7 +261,7 @@ class _Bar:
         if bar is None:
             for b in self.bars.values():
                 b.close()
-            unit = "tile" if stage == "tiles" else "tensor"
+            unit = "tile" if stage.startswith("tiles") else "group" if stage == "moe" else "tensor"
             bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr,
                                           leave=False, dynamic_ncols=True)
         bar.update(advance)
@@ -208,15 +291,34 @@ def _summary(res: Any) -> str:
     m = res.manifest
     sc = m["scenes"][0]
     mb = res.bytes_written / 1e6
-    return (f"wrote {res.out}/index.html: {len(m['tensors'])} tensors, "
+    text = (f"wrote {res.out}/index.html: {len(m['tensors'])} tensors, "
             f"{res.elements:,} elements, canvas {sc['width']}x{sc['height']} px, "
             f"zoom 0-{sc['max_zoom']}, {res.tiles_written} tiles ({mb:.1f} MB) "
             f"in {res.seconds:.1f} s")
+    moe = m.get("moe")
+    if isinstance(moe, dict):
+        rms = moe["stats"]["rms"]
+        dead = sorted({(moe["layers"][i], e) for by_role in rms.values()
+                       for i, row in enumerate(by_role) for e, v in enumerate(row) if v == 0})
+        text += (f"\nMoE: {len(moe['layers'])} MoE layers, {len(moe['dense_layers'])} dense, "
+                 f"{moe['experts']} routed experts, roles {', '.join(moe['roles'])}; scenes "
+                 f"{', '.join(s['key'] for s in m['scenes'] if 'moe' in s)} and moe.json; "
+                 + (f"dead experts (layer, expert): {dead[:10]}"
+                    + (f" and {len(dead) - 10} more" if len(dead) > 10 else "")
+                    if dead else "no dead expert"))
+    return text
 
 
-def _run_render(argv: Sequence[str]) -> int:
+def _run_render(argv: Sequence[str], *, moe_only: bool = False) -> int:
     parser = _render_parser()
+    if moe_only:
+        parser.prog = "weightvis moe"
+        parser.description = ("Render only the Mixture-of-Experts scenes of an MoE checkpoint: "
+                              "per-expert heatmaps, expert similarity (debiased CKA, cosine) "
+                              "and, with --probe, routing; plus moe.json.")
     a = parser.parse_args(argv)
+    if moe_only and a.no_moe:
+        parser.error("--no-moe leaves out the only scenes 'weightvis moe' draws")
     if a.regen_html:
         if a.sources or a.out:
             parser.error("--regen-html DIR takes no inputs and no --out")
@@ -236,11 +338,12 @@ def _run_render(argv: Sequence[str]) -> int:
         parser.error("--workers must be at least 1")
     if a.hilbert_unit == "byte" and a.layout != "hilbert":
         parser.error("--hilbert-unit byte needs --layout hilbert")
+    moe = _moe_options(parser, a, only=moe_only)
     bar = _Bar(a.quiet)
     try:
         res = bundle.render(sources, a.out, layout=a.layout, hilbert_unit=a.hilbert_unit,
                             tile_format=a.tile_format, scale=a.scale, title=a.title,
-                            workers=a.workers, overwrite=a.overwrite, progress=bar)
+                            workers=a.workers, overwrite=a.overwrite, progress=bar, moe=moe)
     finally:
         bar.close()
     if not a.quiet:
@@ -319,6 +422,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_info(args[1:])
         if args and args[0] == "diff":
             return _run_diff(args[1:])
+        if args and args[0] == "moe":
+            return _run_render(args[1:], moe_only=True)
+        if "--moe" in args:  # also spelled: weightvis --moe SRC --out DIR
+            return _run_render([x for x in args if x != "--moe"], moe_only=True)
         if "--diff" in args:  # the seed's spelling: weightvis --diff A B --out DIR
             i = args.index("--diff")
             if len(args) < i + 3:

@@ -10,10 +10,11 @@ pyramid draw them like any tensor at 1 px = 1 view element. ``SequentialPainter`
 by SEQUENTIAL_RULE and reduces parents by SEQUENTIAL_PARENT_RULE.
 
 The palette (``sequential_palette``) is built like the value palette, in OKLab (Ottosson 2020):
-lightness rises linearly from 0.22 to 0.90 across the 248 levels, hue turns from violet-blue
-through teal and green to yellow at a moderate chroma — the design of viridis (van der Walt &
-Smith 2015): perceptually uniform steps (tests/test_moe_scenes.py checks the OKLab distance
-between neighbours) and monotone lightness, so the order survives every colour-vision
+a path whose lightness rises from 0.22 to 0.90 while the hue turns from violet-blue through
+teal and green to yellow at a moderate chroma (capped by the sRGB gamut), its 248 levels at
+equal OKLab arc length — the design of viridis (van der Walt & Smith 2015): perceptually uniform
+steps (tests/test_moe_scenes.py checks the OKLab distance between levels) and monotone
+lightness, so the order survives every colour-vision
 deficiency (checked under the Machado, Oliveira & Fernandes 2009 simulations of protanopia,
 deuteranopia and tritanopia). Special cells use colours and patterns the levels never take.
 
@@ -79,12 +80,20 @@ def _sequential_palette() -> np.ndarray:
     pal[S_DENSE], pal[S_DENSE_GAP] = (150, 150, 160), (40, 40, 46)
     pal[S_DEAD], pal[S_DEAD_LINE] = (255, 255, 255), (0, 0, 0)
     pal[S_NONE], pal[S_NONE_GAP] = (112, 84, 84), (40, 40, 46)
-    h0, h1 = math.radians(290.0), math.radians(100.0)
-    for q in range(S_LEVELS):
-        t = q / (S_LEVELS - 1)
-        lum = 0.22 + 0.68 * t
-        h = h0 + (h1 - h0) * t
-        pal[S_FIRST + q] = _lch_to_rgb8(lum, min(0.125, 0.9 * _max_chroma(lum, h)), h)
+    # the path: lightness 0.22 -> 0.90, hue 290 deg -> 100 deg, chroma capped by the gamut;
+    # the levels sit at equal OKLab arc length along it (equal perceptual steps)
+    t = np.linspace(0.0, 1.0, 2049)
+    lum = 0.22 + 0.68 * t
+    hue = math.radians(290.0) + (math.radians(100.0) - math.radians(290.0)) * t
+    chroma = np.array([min(0.125, 0.9 * _max_chroma(float(x), float(h)))
+                       for x, h in zip(lum, hue, strict=True)])
+    lab = np.stack([lum, chroma * np.cos(hue), chroma * np.sin(hue)], axis=1)
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(lab, axis=0), axis=1))])
+    at = np.interp(np.linspace(0.0, arc[-1], S_LEVELS), arc, t)
+    for q, tq in enumerate(at.tolist()):
+        lq = 0.22 + 0.68 * tq
+        hq = math.radians(290.0) + (math.radians(100.0) - math.radians(290.0)) * tq
+        pal[S_FIRST + q] = _lch_to_rgb8(lq, min(0.125, 0.9 * _max_chroma(lq, hq)), hq)
     pal.setflags(write=False)
     return pal
 

@@ -110,6 +110,7 @@ class DiffOptions:
 
 
 MoESketch = Literal["countsketch", "gaussian"]
+CkaMode = Literal["auto", "exact", "sketch"]
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,12 @@ class MoEOptions:
     cka_sample: int = 256
     """Features k of each of the two CKA sketches (``--cka-sample``)."""
     cka_sketch: MoESketch = "countsketch"
+    cka: CkaMode = "auto"
+    """"auto": exact CKA for a (layer, role) when it costs at most ``cka_exact_max``
+    multiply-adds or at most twice the sketch's, and its Grams fit in half of ``memory``;
+    sketched otherwise. "exact" / "sketch" force one (``--cka``; forced exact ignores
+    ``memory`` for the Grams)."""
     cka_exact_max: int = 1 << 31
-    """Exact CKA for a (layer, role) when it costs at most this many multiply-adds, or at most
-    twice the sketch's (and its Grams fit in ``memory``); sketched above."""
     memory: int = 512 << 20
     """Bytes of float32 expert matrices one MoE task holds at once (``--moe-memory``); at
     least two matrices are always held."""
@@ -141,6 +145,8 @@ class MoEOptions:
     def __post_init__(self) -> None:
         if self.cka_sample < 1:
             raise ValueError(f"cka_sample must be at least 1, not {self.cka_sample}")
+        if self.cka not in ("auto", "exact", "sketch"):
+            raise ValueError(f"cka must be auto, exact or sketch, not {self.cka!r}")
         if self.cka_sketch not in ("countsketch", "gaussian"):
             raise ValueError(f"cka_sketch must be countsketch or gaussian, not "
                              f"{self.cka_sketch!r}")

@@ -93,7 +93,10 @@ def _shape(reader: Any, s: Any) -> tuple[int, int]:
 
 def cka_mode(experts: int, shape: tuple[int, int], role: str, opts: MoEOptions) -> str:
     """"exact" when exact CKA is cheap (≤ cka_exact_max multiply-adds, or ≤ twice the
-    sketch's) and its Grams fit in half the task memory; else "sketch"."""
+    sketch's) and its Grams fit in half the task memory; else "sketch" (unless ``opts.cka``
+    forces one)."""
+    if opts.cka != "auto":
+        return opts.cka
     x_shape = (shape[1], shape[0]) if role in ("gate", "up", "gate_up") else shape
     n, p = x_shape
     cost = exact_cost(experts, n, p)
