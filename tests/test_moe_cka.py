@@ -191,7 +191,7 @@ def test_acceptance_cases(tiny: tuple[Path, dict[str, np.ndarray]], mode: str) -
         # the same expert with its neurons permuted: CKA 1, cosine near 0 (as the reference)
         x = [features(w, role) for w in ws]
         assert cka[perm, src] == pytest.approx(1.0, abs=1e-9 if mode == "exact" else 0.1)
-        assert cos[perm, src] == pytest.approx(cosine(ws[perm], ws[src]), abs=1e-12)
+        assert cos[perm, src] == pytest.approx(cosine(ws[perm], ws[src]), abs=1e-6)
         assert abs(cos[perm, src]) < 0.1
         # unrelated random experts: |debiased CKA| small, and as the reference says
         if mode == "exact":
@@ -216,17 +216,22 @@ def test_acceptance_cases(tiny: tuple[Path, dict[str, np.ndarray]], mode: str) -
 def test_memory_bound_reads_again_but_gives_the_same_numbers(
         tiny: tuple[Path, dict[str, np.ndarray]]) -> None:
     """With room for one expert at a time, cosines come from reading experts again: the same
-    numbers as with the whole group in memory."""
+    numbers as with the whole group in memory (the cosines to float32 rounding), copies
+    still exactly 1."""
     folder, _ = tiny
     sketch = {"cka": "sketch", "cka_sample": 32}       # (exact Grams need memory too)
     roomy = numbers(folder, **sketch)
     tight = numbers(folder, memory=2 * 64 * 96 * 4, **sketch)  # two matrices: chunks of one
     assert tight.reads > roomy.reads == 3 * 3 * 4
-    for metric in ("cka", "cosine"):
-        for role in roomy.roles:
-            for layer in roomy.layers:
-                assert np.array_equal(roomy.similarity[metric][role][layer],
-                                      tight.similarity[metric][role][layer], equal_nan=True)
+    layer, copy, src = Planted.copy
+    for role in roomy.roles:
+        for layer_id in roomy.layers:
+            assert np.array_equal(roomy.similarity["cka"][role][layer_id],
+                                  tight.similarity["cka"][role][layer_id], equal_nan=True)
+            np.testing.assert_allclose(roomy.similarity["cosine"][role][layer_id],
+                                       tight.similarity["cosine"][role][layer_id], atol=1e-6)
+        assert tight.similarity["cosine"][role][layer][copy, src] == 1.0
+        assert tight.similarity["cka"][role][layer][copy, src] == 1.0
     for stat in roomy.stats:
         for role in roomy.roles:
             assert np.array_equal(roomy.stats[stat][role], tight.stats[stat][role],

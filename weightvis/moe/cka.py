@@ -24,8 +24,9 @@ the reference tool does, is biased by -0.03…-0.86, MOE.md §3.4). The maps are
 over the matrix, O(I·H), where a Gaussian map costs k·I·H multiply-adds) — as accurate as the
 Gaussian one in measurement (benchmarks/cka_sketch_error.py; ``sketch="gaussian"`` keeps it).
 
-Equal inputs give equal bits (every pair term is computed by its own call on its own operands),
-so an expert copied into another slot scores exactly 1, sketched or not. An expert whose
+An expert copied into another slot scores exactly 1, sketched or not: the pair terms of a copy
+are those of the expert it copies (``canonical``), so numerator and denominators are the same
+numbers. An expert whose
 denominator is ≤ 0 (dead: all zero) has no CKA: its row and column are NaN here, null in JSON.
 
 **Cosine** of the flattened weights, ⟨vec W_a, vec W_b⟩ / (‖W_a‖ ‖W_b‖), in float64: not
@@ -40,8 +41,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 __all__ = ["SketchKind", "Hsic", "features", "gram_parts", "sketch_parts", "hsic1",
-           "cka_from_parts", "cka_exact", "FeatureSketch", "exact_cost", "cosine_from_dots",
-           "ROLE_AXIS"]
+           "cka_from_parts", "cka_exact", "sketched_cka", "FeatureSketch", "exact_cost",
+           "cosine_from_dots", "canonical", "same_arrays", "ROLE_AXIS"]
 
 SketchKind = Literal["countsketch", "gaussian"]
 
@@ -99,16 +100,56 @@ def cka_from_parts(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def cka_exact(grams: Sequence[np.ndarray]) -> np.ndarray:
-    """E x E debiased CKA from the experts' float64 Grams K_e = X_e X_eᵀ (n x n, n ≥ 4)."""
+def _hsic_matrix(cross: np.ndarray, a: Sequence[Hsic], b: Sequence[Hsic]) -> np.ndarray:
+    """HSIC₁ of every pair (i, j) from cross[i, j] = ⟨K_i, L_j⟩ (``hsic1`` on arrays)."""
+    n = a[0].n
+    da, db = np.stack([x.d for x in a]), np.stack([x.d for x in b])
+    ra, rb = np.stack([x.r for x in a]), np.stack([x.r for x in b])
+    ta, tb = np.array([x.t for x in a]), np.array([x.t for x in b])
+    out: np.ndarray = (cross - da @ db.T + np.outer(ta, tb) / ((n - 1) * (n - 2))
+                       - 2.0 / (n - 2) * (ra @ rb.T)) / (n * (n - 3))
+    return out
+
+
+def same_arrays(arrays: Sequence[Sequence[np.ndarray]]) -> list[int]:
+    """For each entry, the first entry whose arrays hold the same bytes (itself if none)."""
+    import hashlib
+
+    first: dict[bytes, int] = {}
+    out = []
+    for i, group in enumerate(arrays):
+        h = hashlib.blake2b(digest_size=16)
+        for a in group:
+            h.update(np.ascontiguousarray(a).view(np.uint8).reshape(-1).data)
+        key = h.digest()
+        j = first.setdefault(key, i)
+        same = j != i and all(np.array_equal(x, y) for x, y in zip(arrays[j], group,
+                                                                  strict=True))
+        out.append(j if same else i)
+    return out
+
+
+def canonical(h: np.ndarray, same: Sequence[int] | None) -> np.ndarray:
+    """``h`` with the rows and columns of each expert replaced by those of the expert it is an
+    exact copy of (``same[e]``: e itself, or the first expert with the same bytes): a copy then
+    scores exactly 1, whatever rounding its own products had (a product of stacked operands
+    may round one block differently from another)."""
+    if same is None:
+        return h
+    idx = np.asarray(same)
+    out: np.ndarray = h[np.ix_(idx, idx)]
+    return out
+
+
+def cka_exact(grams: Sequence[np.ndarray], same: Sequence[int] | None = None) -> np.ndarray:
+    """E x E debiased CKA from the experts' float64 Grams K_e = X_e X_eᵀ (n x n, n ≥ 4).
+    ``same``: which experts are copies of which (``canonical``); found from the Grams' bytes
+    when not given."""
     parts = [gram_parts(g) for g in grams]
-    e = len(grams)
-    flat = [np.ascontiguousarray(g).reshape(-1) for g in grams]
-    h = np.zeros((e, e))
-    for a in range(e):
-        for b in range(a, e):
-            h[a, b] = h[b, a] = hsic1(float(flat[a] @ flat[b]), parts[a], parts[b])
-    return cka_from_parts(h, np.diag(h).copy())
+    same = same if same is not None else same_arrays([[g] for g in grams])
+    flat = np.stack([np.ascontiguousarray(g).reshape(-1) for g in grams])
+    h = canonical(_hsic_matrix(flat @ flat.T, parts, parts), same)
+    return cka_from_parts(0.5 * (h + h.T), np.diag(h).copy())
 
 
 def exact_cost(experts: int, n: int, p: int) -> int:
@@ -155,20 +196,31 @@ class FeatureSketch:
         return out[0], out[1]
 
 
-def sketched_cka(sketches: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+PAIR_TILE_BYTES = 64 << 20
+"""Most bytes of one tile of the sketches' product (rows of experts at a time)."""
+
+
+def sketched_cka(sketches: Sequence[tuple[np.ndarray, np.ndarray]],
+                 same: Sequence[int] | None = None) -> np.ndarray:
     """E x E debiased CKA from each expert's two sketches (S¹ᵀ, S²ᵀ), float32 [k, n]: the
-    cross-sketch estimator. One product per (a, b): N[a, b] = ‖S¹_aᵀ S²_b‖²."""
+    cross-sketch estimator, N[a, b] = ‖S¹_aᵀ S²_b‖² from one product of the stacked sketches
+    (in tiles of whole experts, at most PAIR_TILE_BYTES each), summed in float64. ``same`` as
+    for ``cka_exact`` (found from the sketches' bytes when not given)."""
     e = len(sketches)
+    k = sketches[0][0].shape[0]
+    same = same if same is not None else same_arrays(sketches)
     p1 = [sketch_parts(s1.T) for s1, _ in sketches]
     p2 = [sketch_parts(s2.T) for _, s2 in sketches]
-    h = np.zeros((e, e))
-    for a in range(e):
-        s1 = sketches[a][0]
-        for b in range(e):
-            g = (s1 @ sketches[b][1].T).astype(np.float64)
-            h[a, b] = hsic1(float(np.einsum("ij,ij->", g, g)), p1[a], p2[b])
-    num = 0.5 * (h + h.T)
-    return cka_from_parts(num, np.diag(h).copy())
+    z1 = np.concatenate([s1 for s1, _ in sketches])          # [E*k, n]
+    z2 = np.concatenate([s2 for _, s2 in sketches])
+    cross = np.zeros((e, e))
+    rows = max(1, PAIR_TILE_BYTES // (4 * k * k * e))
+    for a0 in range(0, e, rows):
+        a1 = min(e, a0 + rows)
+        g = (z1[a0 * k:a1 * k] @ z2.T).astype(np.float64).reshape(a1 - a0, k, e, k)
+        cross[a0:a1] = np.einsum("akbl,akbl->ab", g, g)
+    h = canonical(_hsic_matrix(cross, p1, p2), same)
+    return cka_from_parts(0.5 * (h + h.T), np.diag(h).copy())
 
 
 def cosine_from_dots(dots: np.ndarray) -> np.ndarray:

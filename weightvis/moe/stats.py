@@ -23,7 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["STATS", "ExpertStats", "expert_stats", "top_singular_value", "router_row_norms",
+__all__ = ["STATS", "ExpertStats", "expert_stats", "moment_stats", "top_singular_value",
+           "router_row_norms",
            "relative_to_median", "RELATIVE_KIND", "StableRankOptions"]
 
 STATS = ("rms", "mean_abs", "max_over_rms", "zero_fraction", "stable_rank")
@@ -39,7 +40,7 @@ statistics), or v - m ("difference", for a fraction and a signed bias, whose med
 class StableRankOptions(NamedTuple):
     """How σ₁ is found (stable rank): residual tolerance relative to σ₁, most iterations, seed."""
 
-    tol: float = 1e-2
+    tol: float = 5e-2
     max_iter: int = 64
     seed: int = 0
 
@@ -66,26 +67,40 @@ class ExpertStats(NamedTuple):
                 self.stable_rank)
 
 
-def expert_stats(w: np.ndarray, opts: StableRankOptions = DEFAULT_SR) -> ExpertStats:
-    """The statistics of the float32 matrix ``w`` (one expert, one role)."""
+def _moments(w: np.ndarray) -> tuple[tuple[float, float, float, float], float, int]:
+    """((rms, mean |w|, max |w| / rms, zero fraction), sum of w², non-finite count)."""
     from ..kernels.moe import M_MAXABS, M_NONFINITE, M_SUMABS, M_SUMSQ, M_ZEROS, moments
 
     m = moments(w)
     n = w.size
-    finite = n - int(m[M_NONFINITE])
+    bad = int(m[M_NONFINITE])
+    finite = n - bad
     zero_fraction = m[M_ZEROS] / n if n else math.nan
     if n and m[M_ZEROS] == n:
-        return ExpertStats(0.0, 0.0, 0.0, 1.0, 0.0, True, 0)
+        return (0.0, 0.0, 0.0, 1.0), 0.0, 0
     if finite == 0:
-        return ExpertStats(math.nan, math.nan, math.nan, zero_fraction, math.nan, False, 0)
+        return (math.nan, math.nan, math.nan, zero_fraction), math.nan, bad
     rms = math.sqrt(m[M_SUMSQ] / finite)
-    mean_abs = m[M_SUMABS] / finite
-    ratio = m[M_MAXABS] / rms if rms > 0 else 0.0
-    if m[M_NONFINITE] or m[M_SUMSQ] == 0:
+    return ((rms, m[M_SUMABS] / finite, m[M_MAXABS] / rms if rms > 0 else 0.0, zero_fraction),
+            float(m[M_SUMSQ]), bad)
+
+
+def moment_stats(w: np.ndarray) -> tuple[float, float, float, float]:
+    """(rms, mean |w|, max |w| / rms, zero fraction) of the float32 matrix ``w``: one pass
+    (kernels.moe.moments); the first four of ``expert_stats``, bit for bit."""
+    return _moments(w)[0]
+
+
+def expert_stats(w: np.ndarray, opts: StableRankOptions = DEFAULT_SR) -> ExpertStats:
+    """The statistics of the float32 matrix ``w`` (one expert, one role)."""
+    (rms, mean_abs, ratio, zero_fraction), sumsq, bad = _moments(w)
+    if w.size and zero_fraction == 1.0:
+        return ExpertStats(0.0, 0.0, 0.0, 1.0, 0.0, True, 0)
+    if bad or not sumsq > 0:  # no finite values; non-finite ones; or only zeros and tiny ones
         return ExpertStats(rms, mean_abs, ratio, zero_fraction,
-                           math.nan if m[M_NONFINITE] else 0.0, False, 0)
+                           0.0 if sumsq == 0 and not bad else math.nan, False, 0)
     sigma, steps = top_singular_value(w, opts)
-    rank = m[M_SUMSQ] / (sigma * sigma) if sigma > 0 else 0.0
+    rank = sumsq / (sigma * sigma) if sigma > 0 else 0.0
     return ExpertStats(rms, mean_abs, ratio, zero_fraction, rank, False, steps)
 
 

@@ -24,8 +24,16 @@ import numpy as np
 from ..errors import InputError
 from ..executors import Executor
 from ..options import MoEOptions
-from .cka import FeatureSketch, cka_exact, cosine_from_dots, exact_cost, features, sketched_cka
-from .stats import STATS, StableRankOptions, expert_stats, router_row_norms
+from .cka import (
+    FeatureSketch,
+    canonical,
+    cka_exact,
+    cosine_from_dots,
+    exact_cost,
+    features,
+    sketched_cka,
+)
+from .stats import STATS, StableRankOptions, expert_stats, moment_stats, router_row_norms
 
 __all__ = ["GroupTask", "GroupResult", "MoENumbers", "plan_groups", "group_task",
            "moe_numbers", "cka_mode", "ROLE_INDEX"]
@@ -128,18 +136,26 @@ def plan_groups(structure: Any, reader: Any, opts: MoEOptions) -> list[GroupTask
 
 def group_task(reader: Any, task: GroupTask) -> GroupResult:
     """Everything of one (layer, role), with at most ``options.memory`` bytes of experts held
-    (module docstring). Runs in any process: ``reader`` is that process's."""
-    from ..kernels.moe import dot64
+    (module docstring). Runs in any process: ``reader`` is that process's.
+
+    Flattened inner products come from float32 matrix products of the experts held (one pass
+    over them), summed in float32 by BLAS (relative error ~1e-6 of the norms). An expert whose
+    bytes equal an earlier one's (same moments, then compared) is a copy: its rows and columns
+    of every pair matrix are the earlier expert's, so it scores exactly 1."""
     from .structure import expert_matrix
 
     opts = task.options
     e_count = len(task.slices)
     rows, cols = _shape(reader, task.slices[0])
-    hold = max(1, opts.memory // max(1, 4 * rows * cols) - 1)
+    size = rows * cols
+    hold = max(1, min(e_count, opts.memory // max(1, 4 * size) - 1))
     sr_opts = StableRankOptions(opts.stable_rank_tol, opts.stable_rank_max_iter, opts.seed)
     stats = np.full((e_count, len(STATS)), np.nan)
     dead = np.zeros(e_count, bool)
     dots = np.zeros((e_count, e_count))
+    same = list(range(e_count))
+    fingerprints: list[tuple[float, ...]] = []
+    """per expert read: its first four statistics (equal bytes, equal statistics)"""
     grams: list[np.ndarray] = []
     sketches: list[tuple[np.ndarray, np.ndarray]] = []
     sketch = None
@@ -149,8 +165,9 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
                                                     ROLE_INDEX.get(task.role, 9)),
                                opts.cka_sketch)
     reads = steps = 0
+    buf = np.empty((hold, rows, cols), np.float32)
 
-    def read(e: int) -> np.ndarray:
+    def read(e: int, into: np.ndarray) -> None:
         nonlocal reads
         w: np.ndarray = expert_matrix(reader, task.slices[e])
         reads += 1
@@ -158,41 +175,57 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
             raise InputError(f"tensor {task.slices[e].tensor!r}: expert {e} of layer "
                              f"{task.layer} ({task.role}) is {w.shape}, expected "
                              f"{(rows, cols)}")
-        return w
+        into[...] = w
+        reader.release()
 
+    def copy_of(e: int, w: np.ndarray, held: dict[int, np.ndarray]) -> None:
+        """Mark e as a copy of the first earlier expert held with the same bytes."""
+        for e2 in range(e):
+            w2 = held.get(e2)
+            if same[e2] == e2 and w2 is not None and fingerprints[e2] == fingerprints[e] \
+                    and np.array_equal(w2, w):
+                same[e] = e2
+                return
+
+    other = np.empty((rows, cols), np.float32)
     for a0 in range(0, e_count, hold):
-        chunk: dict[int, np.ndarray] = {}
-        for e in range(a0, min(e_count, a0 + hold)):
-            w = read(e)
+        a1 = min(e_count, a0 + hold)
+        held = {e: buf[e - a0] for e in range(a0, a1)}
+        for e in range(a0, a1):
+            w = held[e]
+            read(e, w)
             st = expert_stats(w, sr_opts)
             stats[e] = st.values()
             dead[e] = st.dead
             steps += st.iterations
+            fingerprints.append(st.values()[:4])
+            if same[e] == e:
+                copy_of(e, w, held)
             if sketch is not None:
                 sketches.append(sketch.apply(w, task.role))
             else:
                 x = features(w, task.role).astype(np.float64)
                 grams.append(x @ x.T)
-            for e2, w2 in chunk.items():
-                dots[e2, e] = dots[e, e2] = dot64(w2, w)
-            dots[e, e] = dot64(w, w)
-            chunk[e] = w
-            reader.release()
-        for b in range(a0 + hold, e_count):
-            w = read(b)
-            for e2, w2 in chunk.items():
-                dots[e2, b] = dots[b, e2] = dot64(w2, w)
-            reader.release()
-        del chunk
+        flat = buf[:a1 - a0].reshape(a1 - a0, size)
+        dots[a0:a1, a0:a1] = (flat @ flat.T).astype(np.float64)
+        for b in range(a1, e_count):  # the later experts, read again one at a time
+            read(b, other)
+            dots[a0:a1, b] = dots[b, a0:a1] = (flat @ other.reshape(size)).astype(np.float64)
+            if same[b] == b:  # (its own chunk cannot see this chunk's experts any more)
+                fp = moment_stats(other)
+                for e2, w2 in held.items():
+                    if same[e2] == e2 and fingerprints[e2] == fp and np.array_equal(w2, other):
+                        same[b] = e2
+                        break
     n = cols if task.role in ("gate", "up", "gate_up") else rows
     if n < 4:  # the unbiased HSIC needs four examples
         cka = np.full((e_count, e_count), np.nan)
     elif sketch is not None:
-        cka = sketched_cka(sketches)
+        cka = sketched_cka(sketches, same)
     else:
-        cka = cka_exact(grams)
-    return GroupResult(task.layer, task.role, stats, dead, cka, cosine_from_dots(dots),
-                       task.mode, reads, steps)
+        cka = cka_exact(grams, same)
+    return GroupResult(task.layer, task.role, stats, dead, cka,
+                       cosine_from_dots(canonical(dots, same)), task.mode, reads, steps)
 
 
 def moe_numbers(reader: Any, spec: Any, structure: Any, opts: MoEOptions, executor: Executor,
