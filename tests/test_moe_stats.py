@@ -61,13 +61,13 @@ def test_statistics_against_numpy(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["gaussian", "low-rank+noise", "decaying spectrum"])
 def test_default_tolerance_is_a_lower_bound_on_sigma(name: str) -> None:
-    """At the default tolerance σ₁ is within 2.5 % and never above the truth (Ritz values of
-    Lanczos are lower bounds), so the stable rank is within 5 % and never below it."""
+    """At the default tolerance σ₁ is within 3.5 % and never above the truth (Ritz values of
+    Lanczos are lower bounds), so the stable rank is within 7 % and never below it."""
     w = matrices()[name].astype(np.float32)
     s1 = float(np.linalg.svd(w.astype(np.float64), compute_uv=False)[0])
     sigma, steps = top_singular_value(w)
     assert sigma <= s1 * (1 + 1e-6)
-    assert sigma == pytest.approx(s1, rel=2.5e-2)
+    assert sigma == pytest.approx(s1, rel=3.5e-2)
     assert 1 <= steps <= StableRankOptions().max_iter
     again = top_singular_value(w)
     assert again == (sigma, steps)  # fixed seed: the same bits

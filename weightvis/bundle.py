@@ -82,6 +82,8 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
     try:
         sink = store.sink()
         for scene in plan.scenes:
+            if scene.prepare is not None:
+                scene.prepare(executor)
             job = SceneJob(scene.spec, scene.key, scene.geometry, dict(scene.scales), sink,
                            plan.tile_format, scene.painter, prefetch=scene.prefetch)
             leaves = len(scene.geometry.occupied[scene.geometry.max_zoom])

@@ -69,11 +69,11 @@ def _moe_arguments(p: argparse.ArgumentParser, *, render: bool) -> None:
     g.add_argument("--cka-sample", type=int, default=256, metavar="K",
                    help="features of each of the two CKA sketches (default 256)")
     g.add_argument("--moe-memory", default="512M", metavar="BYTES",
-                   help="expert matrices one MoE task holds at once, e.g. 512M, 2G "
-                        "(default 512M; less: experts are read again for the cosines)")
+                   help="expert matrices one MoE task keeps for the cosines, e.g. 512M, 2G "
+                        "(default 512M; a bigger group: cosines from every s-th element)")
     g.add_argument("--stable-rank-tol", type=float, default=5e-2, metavar="TOL",
                    help="residual tolerance of the top singular value, relative (default "
-                        "0.05: stable rank within ~4 %%; 1e-6 for numpy's svd to 1e-5)")
+                        "0.05: stable rank within ~6 %%; 1e-6 for numpy's svd to 1e-5)")
     g.add_argument("--probe", action="store_true",
                    help="run a short text through the model (transformers, one layer at a "
                         "time) and add routing frequency and co-activation panels")

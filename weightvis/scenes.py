@@ -57,6 +57,9 @@ class Scene(NamedTuple):
     """Scales an executor may compute ahead (see tiling.SceneJob)."""
     meanwhile: Callable[[], None] | None = None
     """Work for this process while the executor renders this scene's tiles elsewhere."""
+    prepare: Callable[[Executor], None] | None = None
+    """Work this scene needs done before its tiles, on the executor (the MoE numbers its
+    grids show); build_bundle runs it when the scenes before it are drawn."""
 
     def json(self, ext: str) -> dict[str, Any]:
         return scene_json(self.key, self.label, self.layout, self.geometry.max_zoom, ext,

@@ -146,6 +146,7 @@
         row("value", exact(out.value));
       }
       if (info.mode) row("CKA", info.mode === "exact" ? "exact" : "sketched (two CountSketches)");
+      if (info.step > 1) row("cosine", "from every " + info.step + "th element");
       return out;
     }
     var layer = info.rows ? info.rows[r] : null;

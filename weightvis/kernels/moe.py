@@ -12,8 +12,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["moments", "dot64", "count_sketch", "MOMENTS", "M_SUMSQ", "M_SUMABS", "M_MAXABS",
-           "M_ZEROS", "M_NONFINITE"]
+__all__ = ["moments", "dot64", "gram_apply", "count_sketch", "warm_up", "MOMENTS", "M_SUMSQ",
+           "M_SUMABS",
+           "M_MAXABS", "M_ZEROS", "M_NONFINITE"]
 
 M_SUMSQ, M_SUMABS, M_MAXABS, M_ZEROS, M_NONFINITE = 0, 1, 2, 3, 4
 MOMENTS = 5
@@ -59,6 +60,38 @@ def _dot64(a, b):  # type: ignore[no-untyped-def]
             r += np.float64(a[i, j]) * np.float64(b[i, j])
         tot += r
     return tot
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _gram_apply(w, v, out):  # type: ignore[no-untyped-def]
+    """out = Wᵀ(W v) for float32 w [h, c], v [c] -> out float32 [c] (zeroed here), in one
+    pass over w: four rows' dots with v, then those rows scaled into out while they are in
+    cache. float32 sums, reassociated (vectorised) in an order fixed by the shape."""
+    h, c = w.shape
+    for j in range(c):
+        out[j] = 0.0
+    i = 0
+    while i + 4 <= h:
+        t0 = np.float32(0.0)
+        t1 = np.float32(0.0)
+        t2 = np.float32(0.0)
+        t3 = np.float32(0.0)
+        for j in range(c):
+            vj = v[j]
+            t0 += w[i, j] * vj
+            t1 += w[i + 1, j] * vj
+            t2 += w[i + 2, j] * vj
+            t3 += w[i + 3, j] * vj
+        for j in range(c):
+            out[j] += t0 * w[i, j] + t1 * w[i + 1, j] + t2 * w[i + 2, j] + t3 * w[i + 3, j]
+        i += 4
+    while i < h:
+        t = np.float32(0.0)
+        for j in range(c):
+            t += w[i, j] * v[j]
+        for j in range(c):
+            out[j] += t * w[i, j]
+        i += 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -119,6 +152,18 @@ def dot64(a: np.ndarray, b: np.ndarray) -> float:
     return float(_dot64(a, b))
 
 
+def gram_apply(w: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Wᵀ(W v) (float32 [cols]) of the float32 matrix ``w`` and a vector ``v``: one pass over
+    ``w`` (two products would read it twice), float32 sums."""
+    w = _check(w)
+    v = np.ascontiguousarray(v, np.float32)
+    if v.shape != (w.shape[1],):
+        raise ValueError(f"gram_apply: v of shape {v.shape} for a matrix {w.shape}")
+    out = np.empty(w.shape[1], np.float32)
+    _gram_apply(w, v, out)
+    return out
+
+
 def count_sketch(w: np.ndarray, bucket: np.ndarray, sign: np.ndarray, axis: int,
                  k: int) -> np.ndarray:
     """The CountSketch of ``w``'s rows (axis 0: float32[k, cols], row ``bucket[i]`` gains
@@ -137,3 +182,13 @@ def count_sketch(w: np.ndarray, bucket: np.ndarray, sign: np.ndarray, axis: int,
         out = np.zeros((w.shape[0], k), np.float32)
         _sketch_cols(w, bucket, sign, out)
     return out
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel here, before processes fork."""
+    w = np.ones((2, 3), np.float32)
+    moments(w)
+    dot64(w, w)
+    gram_apply(w, np.ones(3))
+    count_sketch(w, np.zeros(2, np.int64), np.ones(2, np.float32), 0, 2)
+    count_sketch(w, np.zeros(3, np.int64), np.ones(3, np.float32), 1, 2)

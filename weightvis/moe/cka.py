@@ -204,7 +204,8 @@ def sketched_cka(sketches: Sequence[tuple[np.ndarray, np.ndarray]],
                  same: Sequence[int] | None = None) -> np.ndarray:
     """E x E debiased CKA from each expert's two sketches (S¹ᵀ, S²ᵀ), float32 [k, n]: the
     cross-sketch estimator, N[a, b] = ‖S¹_aᵀ S²_b‖² from one product of the stacked sketches
-    (in tiles of whole experts, at most PAIR_TILE_BYTES each), summed in float64. ``same`` as
+    (in tiles of whole experts, at most PAIR_TILE_BYTES each; squares in float32, sums in
+    float64). ``same`` as
     for ``cka_exact`` (found from the sketches' bytes when not given)."""
     e = len(sketches)
     k = sketches[0][0].shape[0]
@@ -217,8 +218,9 @@ def sketched_cka(sketches: Sequence[tuple[np.ndarray, np.ndarray]],
     rows = max(1, PAIR_TILE_BYTES // (4 * k * k * e))
     for a0 in range(0, e, rows):
         a1 = min(e, a0 + rows)
-        g = (z1[a0 * k:a1 * k] @ z2.T).astype(np.float64).reshape(a1 - a0, k, e, k)
-        cross[a0:a1] = np.einsum("akbl,akbl->ab", g, g)
+        g = z1[a0 * k:a1 * k] @ z2.T
+        np.square(g, out=g)  # (float32 squares, float64 sums)
+        cross[a0:a1] = g.reshape(a1 - a0, k, e, k).sum(axis=(1, 3), dtype=np.float64)
     h = canonical(_hsic_matrix(cross, p1, p2), same)
     return cka_from_parts(0.5 * (h + h.T), np.diag(h).copy())
 

@@ -24,7 +24,16 @@ import numpy as np
 
 from ..errors import InputError, WeightvisError
 from ..executors import Executor
-from ..grids import MARK_DEAD, MARK_DENSE, MARK_NONE, MARK_VALUE, Grid, GridSpec, SequentialPainter
+from ..grids import (
+    MARK_DEAD,
+    MARK_DENSE,
+    MARK_NONE,
+    MARK_VALUE,
+    Grid,
+    GridReader,
+    GridSpec,
+    SequentialPainter,
+)
 from ..options import MoEOptions
 from ..tiling import CheckpointSpec, Geometry
 from ..types import Group, Placement, SceneLayout
@@ -55,9 +64,11 @@ class MoEPlan(NamedTuple):
 
     scenes: list[Any]
     extras: dict[str, dict[str, Any]]
-    """scene key -> {"moe": ..., "cells": {tensor: cell}}."""
+    """scene key -> {"moe": ..., "cells": {tensor: cell}} (filled by ``prepare``)."""
     document: dict[str, Any]
+    """moe.json (filled by ``prepare``)."""
     files: dict[str, str]
+    """Sidecar files by bundle path (filled by ``prepare``)."""
 
 
 def detect_structure(reader: Any, required: bool) -> Any:
@@ -178,9 +189,15 @@ def similarity_panels(numbers: MoENumbers, routing: Mapping[str, Any] | None, ce
                 row.append(Panel(Grid(title, m, marks, 0.0, 1.0, cell), {
                     "metric": metric, "role": role, "layer": layer, "title": title,
                     "lo": 0.0, "hi": 1.0,
-                    "mode": numbers.modes[role].get(layer) if metric == "cka" else None}))
-        if str(layer) in coact:
-            m = np.asarray(coact[str(layer)], np.float64)
+                    "mode": numbers.modes[role].get(layer) if metric == "cka" else None,
+                    "step": numbers.cosine_steps[role].get(layer) if metric == "cosine"
+                    else None}))
+        if routing is not None:  # (a layer the probe did not report: no numbers)
+            m = np.asarray(coact.get(str(layer), np.full((numbers.experts,) * 2, np.nan)),
+                           np.float64)
+            if m.shape != (numbers.experts,) * 2:
+                raise InputError(f"routing probe: co-activation of layer {layer} has shape "
+                                 f"{m.shape}, expected {(numbers.experts,) * 2}")
             marks = np.where(np.isfinite(m), MARK_VALUE, MARK_NONE).astype(np.uint8)
             lo, hi = _range(m, marks, "coact")
             title = f"{METRIC_LABELS['coact']} · layer {layer}"
@@ -218,18 +235,34 @@ def _layout(lines: list[list[Panel]], by_column: bool, gap: int
     return SceneLayout("panels", width, height, tuple(placements), tuple(groups), {}), panels
 
 
-def _scene(key: str, label: str, lines: list[list[Panel]], by_column: bool, cell: int,
-           kind: str) -> tuple[Any, dict[str, Any]]:
+class GridHolder:
+    """The spec of an MoE scene: its grids, filled in by the plan's ``prepare`` before the
+    scene's tiles are drawn (picklable: a worker gets the filled holder)."""
+
+    def __init__(self) -> None:
+        self.grids: tuple[Grid, ...] | None = None
+
+    def open(self) -> GridReader:
+        assert self.grids is not None, "MoE grids read before they were computed"
+        return GridSpec(self.grids).open()
+
+
+def _scene(key: str, label: str, lines: list[list[Panel]], by_column: bool, cell: int
+           ) -> tuple[Any, GridHolder, list[Panel]]:
+    """A scene laid out from (skeleton) panels; its grids come later (GridHolder)."""
     from ..scenes import Scene
 
     lay, panels = _layout(lines, by_column, max(2 * cell, 24))
-    spec = GridSpec(tuple(p.grid for p in panels))
-    scene = Scene(key, label, lay, Geometry(lay), SequentialPainter(), spec, {},
+    holder = GridHolder()
+    scene = Scene(key, label, lay, Geometry(lay), SequentialPainter(), holder, {},
                   stage=f"tiles {label}")
-    extra = {"moe": {"kind": kind, "cell": cell,
-                     "panels": {p.grid.name: p.info for p in panels}},
-             "cells": {p.grid.name: p.grid.cell for p in panels}}
-    return scene, extra
+    return scene, holder, panels
+
+
+def _extra(kind: str, cell: int, panels: list[Panel]) -> dict[str, Any]:
+    return {"moe": {"kind": kind, "cell": cell,
+                    "panels": {p.grid.name: p.info for p in panels}},
+            "cells": {p.grid.name: p.grid.cell for p in panels}}
 
 
 def scene_json(scene: Any, ext: str, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -246,59 +279,126 @@ def scene_json(scene: Any, ext: str, extra: Mapping[str, Any]) -> dict[str, Any]
     return d
 
 
-def _probe(srcs: list[str], structure: Any, opts: MoEOptions,
-           tick: Callable[[str, int, int], None]) -> dict[str, Any]:
+def _probe_function() -> Callable[..., dict[str, Any]]:
+    """weightvis.moe.probe.probe_routing, or a clear error (checked before any tile is drawn)."""
     try:
         from .probe import probe_routing
     except ImportError as e:
-        if getattr(e, "name", "") and not str(getattr(e, "name", "")).startswith("weightvis"):
+        name = str(getattr(e, "name", "") or "")
+        if name and not name.startswith("weightvis"):
             from ..errors import MissingExtraError
 
-            raise MissingExtraError(str(e.name), "probe", "the routing probe") from None
+            raise MissingExtraError(name, "probe", "the routing probe") from None
         raise WeightvisError("the routing probe (weightvis.moe.probe) is not part of this build "
                              "of weightvis") from None
+    return probe_routing  # type: ignore[no-any-return]
+
+
+def _probe(probe: Callable[..., dict[str, Any]], srcs: list[str], structure: Any,
+           opts: MoEOptions, tick: Callable[[str, int, int], None]) -> dict[str, Any]:
+    """Run the probe on the checkpoint's folder (its config and tokenizer)."""
     src = Path(srcs[0])
     model_dir = src if src.is_dir() else src.parent
-    got: dict[str, Any] = probe_routing(model_dir, text=opts.probe_text,
-                                        tokens=list(opts.probe_tokens)
-                                        if opts.probe_tokens is not None else None,
-                                        moe_layers=list(structure.moe_layers), progress=tick)
+    got = probe(model_dir, text=opts.probe_text,
+                tokens=list(opts.probe_tokens) if opts.probe_tokens is not None else None,
+                moe_layers=list(structure.moe_layers), progress=tick)
+    if not isinstance(got, dict) or "freq" not in got or "coact" not in got:
+        raise WeightvisError("routing probe: expected a dict with freq and coact")
     return got
+
+
+def _skeleton(structure: Any, opts: MoEOptions) -> tuple[MoENumbers, dict[str, Any] | None]:
+    """Numbers of the right shapes, all NaN: the scenes' geometry, known before any number
+    (it depends on the structure and the options only)."""
+    layers = tuple(int(x) for x in structure.moe_layers)
+    roles = tuple(r for r in structure.roles
+                  if any(structure.slices.get((layer, r)) for layer in layers))
+    e = int(structure.experts)
+    rows = np.full((len(layers), e), np.nan)
+    sq = {layer: np.full((e, e), np.nan) for layer in layers
+          if any(structure.slices.get((layer, r)) for r in roles)}
+    numbers = MoENumbers(
+        layers, roles, e, {s: {r: rows for r in roles} for s in STATS},
+        {r: np.zeros(rows.shape, bool) for r in roles},
+        {m: {r: {layer: sq[layer] for layer in sq if structure.slices.get((layer, r))}
+             for r in roles} for m in ("cka", "cosine")},
+        {r: {} for r in roles}, {r: {} for r in roles}, rows,
+        rows if structure.router_bias else None, 0, 0)
+    routing = ({"layers": list(layers), "freq": rows.tolist(),
+                "coact": {str(layer): sq[layer] for layer in sq}} if opts.probe else None)
+    return numbers, routing
+
+
+def _lines(numbers: MoENumbers, structure: Any, routing: Mapping[str, Any] | None,
+           cell: int, sim_cell: int) -> dict[str, list[list[Panel]]]:
+    freq = routing_rows(routing, numbers.layers, numbers.experts) if routing else None
+    return {SUMMARY_KEY: summary_panels(numbers, structure, freq, cell, False),
+            RELATIVE_KEY: summary_panels(numbers, structure, freq, cell, True),
+            SIMILARITY_KEY: similarity_panels(numbers, routing, sim_cell)}
+
+
+_SCENES = ((SUMMARY_KEY, "MoE summary", True, "summary"),
+           (RELATIVE_KEY, "MoE summary ÷ layer median", True, "relative"),
+           (SIMILARITY_KEY, "Expert similarity", False, "similarity"))
 
 
 def plan_moe(reader: Any, srcs: list[str], opts: MoEOptions, executor: Executor,
              tick: Callable[[str, int, int], None]) -> MoEPlan | None:
-    """The MoE scenes of a checkpoint, or None when it has no routed experts. Computes every
-    number now (on ``executor``): the scenes' grids are their data."""
+    """The MoE scenes of a checkpoint, or None when it has no routed experts. Their geometry
+    is planned now (from the structure); their numbers — the routing probe, then every
+    group on the executor — are computed by the first scene's ``prepare``, which the bundle
+    runs just before that scene's tiles (after the weights scene: its workers' compiled
+    kernels are loaded by then, and the tasks' processes inherit them)."""
     structure = detect_structure(reader, opts.only)
     if structure is None:
         if opts.only:
             raise InputError(f"{', '.join(srcs)}: no routed experts found (not a "
                              f"Mixture-of-Experts checkpoint?)")
         return None
-    routing = _probe(srcs, structure, opts, tick) if opts.probe else None
+    probe = _probe_function() if opts.probe else None
+    skeleton, skeleton_routing = _skeleton(structure, opts)
+    rows = len({*skeleton.layers, *structure.dense_layers})
+    cell = _cell(rows, skeleton.experts, 512)
+    sim_cell = _cell(skeleton.experts, skeleton.experts, 256)
+    lines = _lines(skeleton, structure, skeleton_routing, cell, sim_cell)
+    scenes, holders, extras = [], {}, {}
+    for key, label, by_column, _kind in _SCENES:
+        if not any(lines[key]):
+            continue
+        scene, holder, _ = _scene(key, label, lines[key], by_column,
+                                  sim_cell if key == SIMILARITY_KEY else cell)
+        scenes.append(scene)
+        holders[key] = holder
+    document: dict[str, Any] = {}
+    files: dict[str, str] = {}
     total = sum(1 for layer in structure.moe_layers for r in structure.roles
                 if structure.slices.get((layer, r)))
-    numbers = moe_numbers(reader, CheckpointSpec(tuple(srcs)), structure, opts, executor,
-                          lambda: tick("moe", 1, total))
-    freq = routing_rows(routing, numbers.layers, numbers.experts) if routing else None
-    rows = len({*numbers.layers, *structure.dense_layers})
-    cell = _cell(rows, numbers.experts, 512)
-    scenes, extras = [], {}
-    for key, label, relative in ((SUMMARY_KEY, "MoE summary", False),
-                                 (RELATIVE_KEY, "MoE summary ÷ layer median", True)):
-        cols = summary_panels(numbers, structure, freq, cell, relative)
-        scene, extra = _scene(key, label, cols, True, cell, "relative" if relative
-                              else "summary")
-        scenes.append(scene)
-        extras[key] = extra
-    sim_cell = _cell(numbers.experts, numbers.experts, 256)
-    lines = similarity_panels(numbers, routing, sim_cell)
-    if any(lines):
-        scene, extra = _scene(SIMILARITY_KEY, "Expert similarity", lines, False, sim_cell,
-                              "similarity")
-        scenes.append(scene)
-        extras[SIMILARITY_KEY] = extra
-    big = similarity_numbers(numbers, routing) > opts.inline_max
-    doc, files = moe_document(numbers, structure, routing, big)
-    return MoEPlan(scenes, extras, doc, files)
+
+    def prepare(ex: Executor) -> None:
+        from ..pyramid import warm_up_all
+
+        routing = _probe(probe, srcs, structure, opts, tick) if probe is not None else None
+        if ex.in_other_processes:  # the tasks' processes inherit the compiled kernels
+            from ..kernels.moe import warm_up
+
+            warm_up_all()
+            warm_up()
+        numbers = moe_numbers(reader, CheckpointSpec(tuple(srcs)), structure, opts, ex,
+                              lambda: tick("moe", 1, total))
+        real = _lines(numbers, structure, routing, cell, sim_cell)
+        for key, _label, by_column, kind in _SCENES:
+            if key not in holders:
+                continue
+            _, panels = _layout(real[key], by_column, 0)
+            planned = next(sc for sc in scenes if sc.key == key).layout.placements
+            assert [(p.grid.name, p.grid.e_rows, p.grid.e_cols) for p in panels] == \
+                [(q.tensor, q.c_h, q.c_w) for q in planned], "MoE panels differ from the plan"
+            holders[key].grids = tuple(p.grid for p in panels)
+            extras[key] = _extra(kind, sim_cell if key == SIMILARITY_KEY else cell, panels)
+        big = similarity_numbers(numbers, routing) > opts.inline_max
+        doc, side = moe_document(numbers, structure, routing, big)
+        document.update(doc)
+        files.update(side)
+
+    scenes[0] = scenes[0]._replace(prepare=prepare)
+    return MoEPlan(scenes, extras, document, files)

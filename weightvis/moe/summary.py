@@ -3,14 +3,14 @@ CKA and flattened-weight cosine of each (MoE layer, role), the router's numbers,
 fixed order into ``MoENumbers`` (the same bits whatever the executor and worker count).
 
 One task per (layer, role) (``group_task``), run by ``Executor.map_unordered`` with the
-checkpoint's spec (each worker opens its own reader). A task reads the group's experts through
-``structure.expert_matrix`` (true values) and holds at most ``memory`` bytes of them at once:
-experts are read in chunks of T = max(1, memory // matrix_bytes - 1); each expert's statistics
-and sketches (or Gram, for exact CKA) are computed when its chunk is read, and the cosines
-between a chunk and the later experts by reading those again one at a time. When the whole
-group fits (T ≥ E) every expert is read once; otherwise the group costs about E + E²/(2T)
-expert reads. Peak memory per task: (T + 1) float32 matrices, plus the sketches
-(2·E·k·H float32) or Grams (E·H² float64).
+checkpoint's spec (each worker opens its own reader). A task reads each of the group's experts
+once, through ``structure.expert_matrix`` (true values), and keeps of it only what the pairs
+need: its two CKA sketches (2·k·H float32) or its Gram (H² float64, exact CKA), and for the
+cosines the whole matrix when the group's matrices fit in ``memory``, else every s-th element
+(s = ``cosine_step``: the smallest stride that fits; the cosine of two vectors from n' sampled
+elements is off by about 1/√n' where it is near 0 — 3e-4 for Mixtral-8x7B in 512 MiB, 1.5e-3
+for DeepSeek-V3). Peak memory per task: one matrix being read, plus at most ``memory`` of
+cosine elements, plus the sketches or Grams.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from .cka import (
     features,
     sketched_cka,
 )
-from .stats import STATS, StableRankOptions, expert_stats, moment_stats, router_row_norms
+from .stats import STATS, StableRankOptions, expert_stats, router_row_norms
 
 __all__ = ["GroupTask", "GroupResult", "MoENumbers", "plan_groups", "group_task",
-           "moe_numbers", "cka_mode", "ROLE_INDEX"]
+           "moe_numbers", "cka_mode", "cosine_step", "ROLE_INDEX"]
 
 ROLE_INDEX = {"gate": 0, "up": 1, "down": 2, "gate_up": 3}
 """A role's number in the sketch seed (bundle seed, layer, role)."""
@@ -66,8 +66,10 @@ class GroupResult(NamedTuple):
     cosine: np.ndarray
     mode: str
     reads: int
-    """Expert matrices read (E when the group fits in memory)."""
+    """Expert matrices read (E: each once)."""
     lanczos_steps: int
+    cosine_step: int
+    """1: exact cosines; s: from every s-th element (the group did not fit in memory)."""
 
 
 class MoENumbers(NamedTuple):
@@ -84,6 +86,8 @@ class MoENumbers(NamedTuple):
     """similarity[metric][role][layer] = float64 [E, E]."""
     modes: dict[str, dict[int, str]]
     """CKA mode per role and layer ("exact" / "sketch")."""
+    cosine_steps: dict[str, dict[int, int]]
+    """Element stride of the cosines per role and layer (1: exact)."""
     row_norm: np.ndarray
     """float64 [rows, E] (NaN where a layer has no router)."""
     bias: np.ndarray | None
@@ -134,98 +138,89 @@ def plan_groups(structure: Any, reader: Any, opts: MoEOptions) -> list[GroupTask
     return tasks
 
 
-def group_task(reader: Any, task: GroupTask) -> GroupResult:
-    """Everything of one (layer, role), with at most ``options.memory`` bytes of experts held
-    (module docstring). Runs in any process: ``reader`` is that process's.
+def cosine_step(experts: int, size: int, memory: int) -> int:
+    """Every how many elements (flattened) the cosines use: 1 (exact) when the group's
+    matrices fit in ``memory`` beside one being read, else the smallest stride that fits."""
+    room = max(4 * size, memory - 4 * size)
+    return max(1, -(-experts * 4 * size // room))
 
-    Flattened inner products come from float32 matrix products of the experts held (one pass
-    over them), summed in float32 by BLAS (relative error ~1e-6 of the norms). An expert whose
-    bytes equal an earlier one's (same moments, then compared) is a copy: its rows and columns
-    of every pair matrix are the earlier expert's, so it scores exactly 1."""
+
+def group_task(reader: Any, task: GroupTask) -> GroupResult:
+    """Everything of one (layer, role), each expert read once (module docstring). Runs in any
+    process: ``reader`` is that process's.
+
+    Cosines are BLAS float32 dots (relative error ~1e-6 of the norms) of the whole matrices
+    when the group fits in ``memory``, else of every s-th element (``cosine_step``), the same
+    elements of every expert. An expert that is an exact copy of an earlier one (the same
+    statistics, then the same bytes — or, when the earlier one is no longer held, the same
+    sketches or Gram and the same sampled elements) gets that expert's rows and columns of
+    every pair matrix, so it scores exactly 1."""
     from .structure import expert_matrix
 
     opts = task.options
     e_count = len(task.slices)
     rows, cols = _shape(reader, task.slices[0])
     size = rows * cols
-    hold = max(1, min(e_count, opts.memory // max(1, 4 * size) - 1))
+    step = cosine_step(e_count, size, opts.memory)
     sr_opts = StableRankOptions(opts.stable_rank_tol, opts.stable_rank_max_iter, opts.seed)
     stats = np.full((e_count, len(STATS)), np.nan)
     dead = np.zeros(e_count, bool)
     dots = np.zeros((e_count, e_count))
     same = list(range(e_count))
     fingerprints: list[tuple[float, ...]] = []
-    """per expert read: its first four statistics (equal bytes, equal statistics)"""
-    grams: list[np.ndarray] = []
-    sketches: list[tuple[np.ndarray, np.ndarray]] = []
+    """per expert: its first four statistics (equal bytes, equal statistics)"""
+    kept: list[np.ndarray] = []
+    """per expert: the matrix (step 1) or its sampled elements"""
+    reps: list[list[np.ndarray]] = []
+    """per expert: its CKA representation (two sketches, or the Gram)"""
     sketch = None
     if task.mode == "sketch":
         p = rows if task.role in ("gate", "up", "gate_up") else cols
         sketch = FeatureSketch(p, opts.cka_sample, (opts.seed, task.layer,
                                                     ROLE_INDEX.get(task.role, 9)),
                                opts.cka_sketch)
-    reads = steps = 0
-    buf = np.empty((hold, rows, cols), np.float32)
-
-    def read(e: int, into: np.ndarray) -> None:
-        nonlocal reads
+    steps = 0
+    for e in range(e_count):
         w: np.ndarray = expert_matrix(reader, task.slices[e])
-        reads += 1
-        if w.shape != (rows, cols):
-            raise InputError(f"tensor {task.slices[e].tensor!r}: expert {e} of layer "
-                             f"{task.layer} ({task.role}) is {w.shape}, expected "
-                             f"{(rows, cols)}")
-        into[...] = w
         reader.release()
-
-    def copy_of(e: int, w: np.ndarray, held: dict[int, np.ndarray]) -> None:
-        """Mark e as a copy of the first earlier expert held with the same bytes."""
+        if w.shape != (rows, cols) or w.dtype != np.float32:
+            raise InputError(f"tensor {task.slices[e].tensor!r}: expert {e} of layer "
+                             f"{task.layer} ({task.role}) is {w.dtype} {w.shape}, expected "
+                             f"float32 {(rows, cols)}")
+        w = np.ascontiguousarray(w)
+        st = expert_stats(w, sr_opts)
+        stats[e] = st.values()
+        dead[e] = st.dead
+        steps += st.iterations
+        fingerprints.append(st.values()[:4])
+        if sketch is not None:
+            reps.append(list(sketch.apply(w, task.role)))
+        else:
+            x = features(w, task.role).astype(np.float64)
+            reps.append([x @ x.T])
+        flat = w.reshape(-1) if step == 1 else w.reshape(-1)[::step].copy()
+        del w
         for e2 in range(e):
-            w2 = held.get(e2)
-            if same[e2] == e2 and w2 is not None and fingerprints[e2] == fingerprints[e] \
-                    and np.array_equal(w2, w):
+            dots[e2, e] = dots[e, e2] = float(np.dot(kept[e2], flat))
+        dots[e, e] = float(np.dot(flat, flat))
+        for e2 in range(e):  # an exact copy of an earlier expert?
+            if same[e2] == e2 and fingerprints[e2] == fingerprints[e] \
+                    and np.array_equal(kept[e2], flat) \
+                    and all(np.array_equal(a, b) for a, b in zip(reps[e2], reps[e],
+                                                                 strict=True)):
                 same[e] = e2
-                return
-
-    other = np.empty((rows, cols), np.float32)
-    for a0 in range(0, e_count, hold):
-        a1 = min(e_count, a0 + hold)
-        held = {e: buf[e - a0] for e in range(a0, a1)}
-        for e in range(a0, a1):
-            w = held[e]
-            read(e, w)
-            st = expert_stats(w, sr_opts)
-            stats[e] = st.values()
-            dead[e] = st.dead
-            steps += st.iterations
-            fingerprints.append(st.values()[:4])
-            if same[e] == e:
-                copy_of(e, w, held)
-            if sketch is not None:
-                sketches.append(sketch.apply(w, task.role))
-            else:
-                x = features(w, task.role).astype(np.float64)
-                grams.append(x @ x.T)
-        flat = buf[:a1 - a0].reshape(a1 - a0, size)
-        dots[a0:a1, a0:a1] = (flat @ flat.T).astype(np.float64)
-        for b in range(a1, e_count):  # the later experts, read again one at a time
-            read(b, other)
-            dots[a0:a1, b] = dots[b, a0:a1] = (flat @ other.reshape(size)).astype(np.float64)
-            if same[b] == b:  # (its own chunk cannot see this chunk's experts any more)
-                fp = moment_stats(other)
-                for e2, w2 in held.items():
-                    if same[e2] == e2 and fingerprints[e2] == fp and np.array_equal(w2, other):
-                        same[b] = e2
-                        break
+                break
+        kept.append(flat)
     n = cols if task.role in ("gate", "up", "gate_up") else rows
     if n < 4:  # the unbiased HSIC needs four examples
         cka = np.full((e_count, e_count), np.nan)
     elif sketch is not None:
-        cka = sketched_cka(sketches, same)
+        cka = sketched_cka([(r[0], r[1]) for r in reps], same)
     else:
-        cka = cka_exact(grams, same)
+        cka = cka_exact([r[0] for r in reps], same)
     return GroupResult(task.layer, task.role, stats, dead, cka,
-                       cosine_from_dots(canonical(dots, same)), task.mode, reads, steps)
+                       cosine_from_dots(canonical(dots, same)), task.mode, e_count, steps,
+                       step)
 
 
 def moe_numbers(reader: Any, spec: Any, structure: Any, opts: MoEOptions, executor: Executor,
@@ -246,6 +241,7 @@ def moe_numbers(reader: Any, spec: Any, structure: Any, opts: MoEOptions, execut
     sim: dict[str, dict[str, dict[int, np.ndarray]]] = {"cka": {r: {} for r in roles},
                                                         "cosine": {r: {} for r in roles}}
     modes: dict[str, dict[int, str]] = {r: {} for r in roles}
+    cosine_steps: dict[str, dict[int, int]] = {r: {} for r in roles}
     reads = steps = 0
     for i, layer in enumerate(layers):
         for r in roles:
@@ -259,11 +255,12 @@ def moe_numbers(reader: Any, spec: Any, structure: Any, opts: MoEOptions, execut
             sim["cka"][r][layer] = got.cka
             sim["cosine"][r][layer] = got.cosine
             modes[r][layer] = got.mode
+            cosine_steps[r][layer] = got.cosine_step
             reads += got.reads
             steps += got.lanczos_steps
     row_norm, bias = _router_numbers(reader, structure, layers, e_count)
-    return MoENumbers(layers, roles, e_count, stats, dead, sim, modes, row_norm, bias, reads,
-                      steps)
+    return MoENumbers(layers, roles, e_count, stats, dead, sim, modes, cosine_steps, row_norm,
+                      bias, reads, steps)
 
 
 def _router_numbers(reader: Any, structure: Any, layers: Sequence[int], e_count: int
