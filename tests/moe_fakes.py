@@ -1,5 +1,6 @@
 """A stand-in for weightvis.moe.structure (contract §1, owned by the "moe-structure" work) and
-MoE checkpoints for the tests of the summary, similarity and scenes.
+MoE checkpoints for the tests of the summary, similarity and scenes (DeepSeek-V3's or
+Mixtral's names and config keys, or the fused layout).
 
 ``install()`` puts this module in ``sys.modules`` as ``weightvis.moe.structure`` (forked
 workers inherit it), so the code under test reaches it only through the contract's API:
@@ -218,9 +219,18 @@ def moe_tensors(*, layers: int = 3, dense: tuple[int, ...] = (0,), experts: int 
                 t[p + f"mlp.shared_experts.{role}_proj.weight"] = (
                     rng.standard_normal(shape) * 0.02).astype(np.float32)
     t["model.norm.weight"] = np.ones(hidden, np.float32)
-    config = {"model_type": "qwen2_moe", "hidden_size": hidden, "num_hidden_layers": total,
-              "num_experts": experts, "num_experts_per_tok": 2,
-              "moe_intermediate_size": inter, "first_k_dense_replace": len(dense)}
+    if names == "mixtral":
+        config: dict[str, Any] = {
+            "architectures": ["MixtralForCausalLM"], "model_type": "mixtral",
+            "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": total,
+            "num_local_experts": experts, "num_experts_per_tok": 2}
+    else:  # DeepSeek-V3's names and config keys (dense layers first)
+        config = {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
+                  "hidden_size": hidden, "intermediate_size": inter,
+                  "moe_intermediate_size": inter, "num_hidden_layers": total,
+                  "n_routed_experts": experts, "n_shared_experts": 1 if shared else 0,
+                  "num_experts_per_tok": 2, "first_k_dense_replace": len(dense),
+                  "moe_layer_freq": 1}
     return t, config
 
 
