@@ -124,19 +124,19 @@ def default_title(srcs: list[str]) -> str:
 
 
 def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, executor: Executor,
-                tick: Progress, moe: MoEOptions | None = None) -> Plan:
+                tick: Progress, moe_options: MoEOptions | None = None) -> Plan:
     """The scenes of a render and how its manifest is made. Reads no tensor data, except the
     value pass when the scales must be known before the tiles (``--scale global``, or tiles
-    rendered in this process) and the MoE numbers (``moe``: an MoE checkpoint's summary and
-    similarity scenes, computed on ``executor`` now)."""
+    rendered in this process). ``moe_options``: an MoE checkpoint's summary and similarity
+    scenes (their numbers are computed on ``executor`` just before their tiles)."""
     tensors = list(reader.tensors())
     if not tensors:
         raise InputError(f"{', '.join(srcs)}: the checkpoint holds no tensors")
     moe_plan = None
-    if moe is not None and moe.enabled:
+    if moe_options is not None and moe_options.enabled:
         from .moe.scenes import plan_moe
 
-        moe_plan = plan_moe(reader, srcs, moe, executor, tick)
+        moe_plan = plan_moe(reader, srcs, moe_options, executor, tick)
     index = NameIndex([t.name for t in tensors], gguf_arch=reader.gguf_architecture())
     if opts.layout == "arch":
         lay = arch_layout(tensors, index=index)
@@ -234,15 +234,16 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
 
 
 def plan_moe_only(reader: MultiReader, srcs: list[str], opts: RenderOptions,
-                  executor: Executor, tick: Progress, moe: MoEOptions) -> Plan:
+                  executor: Executor, tick: Progress, moe_options: MoEOptions) -> Plan:
     """The MoE scenes alone (``weightvis moe``): summary, relative summary and similarity; the
     manifest lists no tensors (no weight scene draws them)."""
     from .grids import sequential_colormap
     from .moe.scenes import plan_moe
     from .moe.scenes import scene_json as moe_scene_json
 
-    moe_plan = plan_moe(reader, srcs, dataclasses.replace(moe, enabled=True, only=True),
-                        executor, tick)
+    moe_plan = plan_moe(reader, srcs,
+                        dataclasses.replace(moe_options, enabled=True, only=True), executor,
+                        tick)
     assert moe_plan is not None  # (only: no experts is an error)
 
     def finish(results: Mapping[str, Any], _executor: Executor) -> tuple[dict[str, Any],

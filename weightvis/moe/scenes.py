@@ -343,13 +343,15 @@ _SCENES = ((SUMMARY_KEY, "MoE summary", True, "summary"),
 
 
 def plan_moe(reader: Any, srcs: list[str], opts: MoEOptions, executor: Executor,
-             tick: Callable[[str, int, int], None]) -> MoEPlan | None:
+             tick: Callable[[str, int, int], None], structure: Any = None) -> MoEPlan | None:
     """The MoE scenes of a checkpoint, or None when it has no routed experts. Their geometry
     is planned now (from the structure); their numbers — the routing probe, then every
     group on the executor — are computed by the first scene's ``prepare``, which the bundle
     runs just before that scene's tiles (after the weights scene: its workers' compiled
-    kernels are loaded by then, and the tasks' processes inherit them)."""
-    structure = detect_structure(reader, opts.only)
+    kernels are loaded by then, and the tasks' processes inherit them). ``structure``: the
+    checkpoint's ``detect_moe`` result when the caller has it (detected here otherwise)."""
+    if structure is None:
+        structure = detect_structure(reader, opts.only)
     if structure is None:
         if opts.only:
             raise InputError(f"{', '.join(srcs)}: no routed experts found (not a "
