@@ -2,8 +2,9 @@
 MoE checkpoints for the tests of the summary, similarity and scenes (DeepSeek-V3's or
 Mixtral's names and config keys, or the fused layout).
 
-``install()`` puts this module in ``sys.modules`` as ``weightvis.moe.structure`` (forked
-workers inherit it), so the code under test reaches it only through the contract's API:
+Until the real module is part of the checkout, ``install()`` puts this module in ``sys.modules``
+as ``weightvis.moe.structure`` (forked workers inherit it), so the code under test reaches it
+only through the contract's API:
 ``detect_moe``, ``MoEStructure``, ``ExpertSlice``, ``expert_matrix``. It recognises what these
 tests write: per-expert tensors with Mixtral names (``block_sparse_moe.experts.E.w1/w3/w2``,
 router ``block_sparse_moe.gate``) or Qwen/DeepSeek names (``mlp.experts.E.{gate,up,down}_proj``,
@@ -70,7 +71,8 @@ _ROLE = {"w1": "gate", "w3": "up", "w2": "down", "gate_proj": "gate", "up_proj":
          "down_proj": "down"}
 
 
-def detect_moe(reader: Any, config: Mapping[str, Any] | None) -> MoEStructure | None:
+def detect_moe(reader: Any, config: Mapping[str, Any] | None = None, **_: Any
+               ) -> MoEStructure | None:
     names = {t.name: t for t in reader.tensors()}
     per: dict[tuple[int, str], dict[int, str]] = {}
     fused: dict[tuple[int, str], str] = {}
@@ -137,10 +139,25 @@ def expert_matrix(reader: Any, s: ExpertSlice) -> np.ndarray:
     return np.ascontiguousarray(w, np.float32)
 
 
-def install() -> types.ModuleType:
-    """Make this module ``weightvis.moe.structure`` (for this process and its forks)."""
+def real_structure() -> bool:
+    """weightvis.moe.structure (the "moe-structure" work) is part of this checkout."""
     import weightvis.moe
 
+    return (Path(weightvis.moe.__file__).parent / "structure.py").exists()
+
+
+def install() -> types.ModuleType:
+    """The structure module the tests use: the real ``weightvis.moe.structure`` once it is
+    part of the checkout (unless WEIGHTVIS_TEST_FAKE_STRUCTURE=1), else this module installed
+    as ``weightvis.moe.structure`` (for this process and its forks)."""
+    import os
+
+    import weightvis.moe
+
+    if real_structure() and not os.environ.get("WEIGHTVIS_TEST_FAKE_STRUCTURE"):
+        import importlib
+
+        return importlib.import_module("weightvis.moe.structure")
     me = sys.modules[__name__]
     sys.modules["weightvis.moe.structure"] = me
     weightvis.moe.structure = me  # type: ignore[attr-defined]

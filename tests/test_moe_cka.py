@@ -154,10 +154,10 @@ def test_gaussian_sketch_is_unbiased_too() -> None:
 def numbers(folder: Path, **opts: Any) -> Any:
     from weightvis.moe.summary import moe_numbers
 
-    moe_fakes.install()
+    structure = moe_fakes.install()
     reader = open_checkpoint([str(folder)])
     try:
-        st = moe_fakes.detect_moe(reader, reader.config)
+        st = structure.detect_moe(reader, reader.config)
         return moe_numbers(reader, CheckpointSpec((str(folder),)), st, MoEOptions(**opts),
                            InlineExecutor())
     finally:

@@ -326,7 +326,7 @@ def _skeleton(structure: Any, opts: MoEOptions) -> tuple[MoENumbers, dict[str, A
         rows if structure.router_bias else None, 0, 0)
     routing = ({"layers": list(layers), "freq": rows.tolist(),
                 "coact": {str(layer): sq[layer] for layer in sq}} if opts.probe else None)
-    return numbers, routing
+    return numbers, routing  # (the probe's co-activation: a matrix per MoE layer, NaN if none)
 
 
 def _lines(numbers: MoENumbers, structure: Any, routing: Mapping[str, Any] | None,
@@ -344,9 +344,9 @@ _SCENES = ((SUMMARY_KEY, "MoE summary", True, "summary"),
 
 def plan_moe(reader: Any, srcs: list[str], opts: MoEOptions, executor: Executor,
              tick: Callable[[str, int, int], None], structure: Any = None) -> MoEPlan | None:
-    """The MoE scenes of a checkpoint, or None when it has no routed experts. Their geometry
-    is planned now (from the structure); their numbers — the routing probe, then every
-    group on the executor — are computed by the first scene's ``prepare``, which the bundle
+    """The MoE scenes of a checkpoint, or None when it has no routed experts. The routing probe
+    runs now, and their geometry is planned (from the structure); the numbers of every group
+    are computed on the executor by the first scene's ``prepare``, which the bundle
     runs just before that scene's tiles (after the weights scene: its workers' compiled
     kernels are loaded by then, and the tasks' processes inherit them). ``structure``: the
     checkpoint's ``detect_moe`` result when the caller has it (detected here otherwise)."""
@@ -357,7 +357,10 @@ def plan_moe(reader: Any, srcs: list[str], opts: MoEOptions, executor: Executor,
             raise InputError(f"{', '.join(srcs)}: no routed experts found (not a "
                              f"Mixture-of-Experts checkpoint?)")
         return None
-    probe = _probe_function() if opts.probe else None
+    # the probe first: it is what the user asked for that most often fails (no tokenizer, no
+    # torch), and it needs no executor
+    routing = (_probe(_probe_function(), srcs, structure, opts, tick) if opts.probe
+               else None)
     skeleton, skeleton_routing = _skeleton(structure, opts)
     rows = len({*skeleton.layers, *structure.dense_layers})
     cell = _cell(rows, skeleton.experts, 512)
@@ -379,7 +382,6 @@ def plan_moe(reader: Any, srcs: list[str], opts: MoEOptions, executor: Executor,
     def prepare(ex: Executor) -> None:
         from ..pyramid import warm_up_all
 
-        routing = _probe(probe, srcs, structure, opts, tick) if probe is not None else None
         if ex.in_other_processes:  # the tasks' processes inherit the compiled kernels
             from ..kernels.moe import warm_up
 
