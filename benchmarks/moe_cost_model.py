@@ -49,7 +49,7 @@ def main() -> int:
     ap.add_argument("--experts", type=int, default=256)
     ap.add_argument("--hidden", type=int, default=7168)
     ap.add_argument("--inter", type=int, default=2048)
-    ap.add_argument("--k", type=int, default=MoEOptions().cka_sample)
+    ap.add_argument("--k", type=int, default=None, help="default: weightvis's for E experts")
     ap.add_argument("--tile", type=int, default=8, help="experts per timed pair tile")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
@@ -57,7 +57,8 @@ def main() -> int:
     ap.add_argument("--out-json", type=Path)
     a = ap.parse_args()
     rng = np.random.default_rng(0)
-    h, i, e, k = a.hidden, a.inter, a.experts, a.k
+    h, i, e = a.hidden, a.inter, a.experts
+    k = a.k or MoEOptions().sketch_size(e)
     gate = (rng.standard_normal((i, h), dtype=np.float32) * 0.02)
     down = np.ascontiguousarray(gate.T)
     per: dict[str, float] = {}

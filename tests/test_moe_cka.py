@@ -124,7 +124,8 @@ def _pair_types(h: int, i: int, seed: int) -> dict[str, tuple[np.ndarray, np.nda
 def test_sketched_within_0_03_of_exact(h: int, i: int, role: str) -> None:
     """The default sketch (two CountSketches of k = 256) over 6 seeds: every pair type within
     0.03 of exact (acceptance: H >= 512), and a copy exactly 1."""
-    k = MoEOptions().cka_sample
+    k = MoEOptions().sketch_size(8)
+    assert k == 256
     worst = 0.0
     for name, (wa, wb) in _pair_types(h, i, 5).items():
         if role == "down":

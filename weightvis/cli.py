@@ -66,8 +66,9 @@ def _moe_arguments(p: argparse.ArgumentParser, *, render: bool) -> None:
     g.add_argument("--cka", choices=("auto", "exact", "sketch"), default="auto",
                    help="expert similarity: exact debiased CKA where cheap, sketched above "
                         "(auto, default), or always one of them")
-    g.add_argument("--cka-sample", type=int, default=256, metavar="K",
-                   help="features of each of the two CKA sketches (default 256)")
+    g.add_argument("--cka-sample", type=int, default=None, metavar="K",
+                   help="features of each of the two CKA sketches (default: 256 for up to 32 "
+                        "experts, 128 up to 128, 64 above)")
     g.add_argument("--moe-memory", default="512M", metavar="BYTES",
                    help="expert matrices one MoE task keeps for the cosines, e.g. 512M, 2G "
                         "(default 512M; a bigger group: cosines from every s-th element)")
@@ -103,7 +104,7 @@ def _moe_options(parser: argparse.ArgumentParser, a: argparse.Namespace, *, only
     memory = _byte_count(a.moe_memory)
     if memory is None:
         parser.error(f"--moe-memory takes a size such as 512M or 2G, not {a.moe_memory!r}")
-    if a.cka_sample < 1:
+    if a.cka_sample is not None and a.cka_sample < 1:
         parser.error("--cka-sample must be at least 1")
     if not a.stable_rank_tol > 0:
         parser.error("--stable-rank-tol must be positive")

@@ -145,7 +145,7 @@
       } else {
         row("value", exact(out.value));
       }
-      if (info.mode) row("CKA", info.mode === "exact" ? "exact" : "sketched (two CountSketches)");
+      if (info.mode) row("CKA", info.mode === "exact" ? "exact" : "sketched (two CountSketches, k = " + info.k + ")");
       if (info.step > 1) row("cosine", "from every " + info.step + "th element");
       return out;
     }

@@ -190,6 +190,8 @@ def similarity_panels(numbers: MoENumbers, routing: Mapping[str, Any] | None, ce
                     "metric": metric, "role": role, "layer": layer, "title": title,
                     "lo": 0.0, "hi": 1.0,
                     "mode": numbers.modes[role].get(layer) if metric == "cka" else None,
+                    "k": numbers.sketch_size if metric == "cka"
+                    and numbers.modes[role].get(layer) == "sketch" else None,
                     "step": numbers.cosine_steps[role].get(layer) if metric == "cosine"
                     else None}))
         if routing is not None:  # (a layer the probe did not report: no numbers)
@@ -323,7 +325,7 @@ def _skeleton(structure: Any, opts: MoEOptions) -> tuple[MoENumbers, dict[str, A
         {m: {r: {layer: sq[layer] for layer in sq if structure.slices.get((layer, r))}
              for r in roles} for m in ("cka", "cosine")},
         {r: {} for r in roles}, {r: {} for r in roles}, rows,
-        rows if structure.router_bias else None, 0, 0)
+        rows if structure.router_bias else None, 0, 0, 0)
     routing = ({"layers": list(layers), "freq": rows.tolist(),
                 "coact": {str(layer): sq[layer] for layer in sq}} if opts.probe else None)
     return numbers, routing  # (the probe's co-activation: a matrix per MoE layer, NaN if none)

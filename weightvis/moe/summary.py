@@ -94,6 +94,8 @@ class MoENumbers(NamedTuple):
     """float64 [rows, E], or None when no layer has a selection bias."""
     reads: int
     lanczos_steps: int
+    sketch_size: int
+    """k of the CKA sketches (where sketched)."""
 
 
 def _shape(reader: Any, s: Any) -> tuple[int, int]:
@@ -112,7 +114,8 @@ def cka_mode(experts: int, shape: tuple[int, int], role: str, opts: MoEOptions) 
     x_shape = (shape[1], shape[0]) if role in ("gate", "up", "gate_up") else shape
     n, p = x_shape
     cost = exact_cost(experts, n, p)
-    sketch = experts * experts * opts.cka_sample * opts.cka_sample * n
+    k = opts.sketch_size(experts)
+    sketch = experts * experts * k * k * n
     fits = experts * n * n * 8 <= opts.memory // 2
     return "exact" if fits and (cost <= opts.cka_exact_max or cost <= 2 * sketch) else "sketch"
 
@@ -187,7 +190,7 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
     sketch = None
     if task.mode == "sketch":
         p = rows if task.role in ("gate", "up", "gate_up") else cols
-        sketch = FeatureSketch(p, opts.cka_sample, (opts.seed, task.layer,
+        sketch = FeatureSketch(p, opts.sketch_size(e_count), (opts.seed, task.layer,
                                                     ROLE_INDEX.get(task.role, 9)),
                                opts.cka_sketch)
     steps = 0
@@ -269,7 +272,7 @@ def moe_numbers(reader: Any, spec: Any, structure: Any, opts: MoEOptions, execut
             steps += got.lanczos_steps
     row_norm, bias = _router_numbers(reader, structure, layers, e_count)
     return MoENumbers(layers, roles, e_count, stats, dead, sim, modes, cosine_steps, row_norm,
-                      bias, reads, steps)
+                      bias, reads, steps, opts.sketch_size(e_count))
 
 
 def _router_numbers(reader: Any, structure: Any, layers: Sequence[int], e_count: int
