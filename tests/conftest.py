@@ -7,12 +7,28 @@ import hashlib
 import importlib.util
 import json
 import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# No test may reach the real Hugging Face Hub (tests never touch the network): huggingface_hub
+# reads HF_ENDPOINT and HF_HOME once, when imported, so they are set here, before anything
+# imports it - a refused loopback port (a forgotten override fails at once) and a throwaway
+# home (no user token, no user cache). Tests that need a Hub start tests/fakehub.py and pass
+# its endpoint to the processes they run.
+assert "huggingface_hub" not in sys.modules, "huggingface_hub was imported before conftest"
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="weightvis-tests-hf-home-")
+for _var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_CACHE",
+             "HF_XET_CACHE", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_XET"):
+    os.environ.pop(_var, None)
+os.environ.update({"HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+                   "NO_PROXY": "127.0.0.1,127.0.0.2,localhost"})
 
 # package, path inside it, sha256 (see ../shared/DATA.md; installed with pip --no-deps)
 REAL = {

@@ -118,25 +118,27 @@ def test_reads_touch_only_the_blocks_of_the_requested_rows(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(1)
     stored, ref = stored_tensor("Q4_K", (6, 4, 512), rng)  # view 6 x 2048: 8 blocks per row
-    path = write_gguf(tmp_path / "m.gguf", {"blk.0.ffn_up_exps.weight": ("Q4_K", stored)})
+    path = write_gguf(tmp_path / "m.gguf", {"blk.0.attn_k_b.weight": ("Q4_K", stored)})
     seen: list[tuple[int, ...]] = []
-    real = gguf.quants.dequantize
+    import weightvis.kernels.ggml as ggml
 
-    def spy(data: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
+    real = ggml.decode
+
+    def spy(data: np.ndarray, type_name: str) -> np.ndarray | None:
         seen.append(data.shape)
-        return real(data, qtype)
+        return real(data, type_name)
 
-    monkeypatch.setattr(gguf.quants, "dequantize", spy)
+    monkeypatch.setattr(ggml, "decode", spy)  # (formats.gguf imports it on each call)
     with GGUFReader(path) as r:
-        got = r.read("blk.0.ffn_up_exps.weight", 2, 4, 300, 700)  # blocks 1, 2 of rows 2, 3
+        got = r.read("blk.0.attn_k_b.weight", 2, 4, 300, 700)  # blocks 1, 2 of rows 2, 3
         assert_bits_equal(got, view2d(ref)[2:4, 300:700])
         assert seen == [(2, 2 * 144)]
         assert r._file.touched is not None
-        b, _ = r.byte_range("blk.0.ffn_up_exps.weight")
+        b, _ = r.byte_range("blk.0.attn_k_b.weight")
         assert r._file.touched == (b + 2 * 8 * 144, b + 4 * 8 * 144)
         r.release()
         assert r._file.touched is None
-        assert_bits_equal(r.read_all("blk.0.ffn_up_exps.weight"), view2d(ref))  # still readable
+        assert_bits_equal(r.read_all("blk.0.attn_k_b.weight"), view2d(ref))  # still readable
 
 
 def test_bf16_every_bit_pattern(tmp_path: Path) -> None:
@@ -378,7 +380,8 @@ def test_layout_detects_blocks_of_a_llama_gguf(llama_gguf: tuple[Path, dict[str,
         rel = {(pos[f"blk.{b}.{sub}"].c_x - blocks[b].c_x, pos[f"blk.{b}.{sub}"].c_y
                 - blocks[b].c_y) for b in range(2)}
         assert len(rel) == 1
-    assert (pos["blk.0.ffn_up_exps.weight"].c_w, pos["blk.0.ffn_up_exps.weight"].c_h) == (768, 4)
+    # a fused expert tensor [E, r, c] is viewed (E*r) x c: its experts' matrices stacked
+    assert (pos["blk.0.ffn_up_exps.weight"].c_w, pos["blk.0.ffn_up_exps.weight"].c_h) == (256, 12)
 
 
 def test_factory_and_render(tmp_path: Path, llama_gguf: tuple[Path, dict[str, np.ndarray]]
@@ -395,12 +398,12 @@ def test_factory_and_render(tmp_path: Path, llama_gguf: tuple[Path, dict[str, np
     m = bv.manifest
     assert m["tensors"]["blk.0.ffn_up_exps.weight"]["dtype"] == "IQ4_XS"
     assert m["tensors"]["blk.0.ffn_up_exps.weight"]["shape"] == [4, 3, 256]
-    assert m["tensors"]["blk.0.ffn_up_exps.weight"]["view"] == [4, 768]
+    assert m["tensors"]["blk.0.ffn_up_exps.weight"]["view"] == [12, 256]
     scene = bv.scene()
     assert sum(g["kind"] == "block" for g in scene["groups"]) == 2
     rng = np.random.default_rng(9)
     for name, ref in refs.items():
-        v = view2d(ref)
+        v = ref.reshape(m["tensors"][name]["view"])  # the manifest's 2-D view (row-major)
         s = m["tensors"][name]["scale"]
         for _ in range(6):
             r, c = int(rng.integers(v.shape[0])), int(rng.integers(v.shape[1]))

@@ -32,6 +32,8 @@ HOSTILE_NAMES = [
     "]]> ${x} `tpl`",
     "emoji \U0001f600 and \u00e9",
     "tab\tnew\nline\rcr\x00nul",
+    "lone \ud800 and \udfff surrogates",
+    "</script/x>", "<script", "<\x00/script>",
 ]
 
 
@@ -93,6 +95,7 @@ def test_inlined_manifest_round_trips_hostile_names() -> None:
     # The script data holds no character that HTML or JS could treat specially.
     for ch in "<>&\u2028\u2029":
         assert ch not in inline[0]
+    assert inline[0].isascii() and "\x00" not in inline[0]  # every odd character escaped
     # Exactly the manifest, leaflet and the viewer's scripts; no name produced an element.
     assert [a.get("src") for a, _ in parsed.scripts] == [None, "assets/leaflet.js"] + [
         f"assets/js/{s}" for s in viewer_scripts(manifest)]
@@ -120,6 +123,17 @@ def test_title_is_autoescaped() -> None:
     assert "&lt;b&gt;bold&lt;/b&gt; &amp;" in html
     parsed = _parse(html)
     assert len(parsed.scripts) == 2 + len(viewer_scripts(_manifest(["w"])))
+
+
+def test_lone_surrogates_in_names_and_title() -> None:
+    """A lone surrogate (a name's "\\ud800", a file name's undecodable byte) cannot be UTF-8:
+    the inlined manifest escapes it, exactly; the title shows U+FFFD."""
+    manifest = _manifest(["a\ud800b", "\udcff"], title="model\udcff.safetensors")
+    html = render_index_html(manifest)
+    html.encode("utf-8")
+    (inline,) = [s for a, s in _parse(html).scripts if a.get("id") == "weightvis-manifest"]
+    assert json.loads(inline) == manifest
+    assert "<title>model\ufffd.safetensors · weightvis</title>" in html
 
 
 def test_title_defaults_to_manifest_title() -> None:
@@ -173,13 +187,22 @@ def test_vendor_pin_matches() -> None:
 def test_viewer_builds_no_markup_and_uses_no_network() -> None:
     scripts = sorted((VIEWER / "js").glob("*.js"))
     assert [p.name for p in scripts] == sorted(ALL_VIEWER_SCRIPTS)  # no file left unlisted
+    # the packed-tile reader fetches byte ranges: it is only in bundles packed for publishing
+    # (weightvis/hub/pack.py), which are served over http(s); a rendered bundle never lists it
+    web_only = {"tiles-packed.js": ("fetch(", ".src =")}  # (a blob: URL of fetched bytes)
+    assert "tiles-packed.js" not in viewer_scripts({"scenes": [{"tiles": "t"}], "diff": {}})
     for path in scripts:
         js = path.read_text("utf-8")
         code = re.sub(r"/\*.*?\*/|//[^\n]*", "", js, flags=re.DOTALL)
         for banned in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "fetch(",
                        "XMLHttpRequest", "import(", "eval(", "new Function", "bindTooltip",
-                       "bindPopup", "http://", "https://", "export ", "import "):
-            assert banned not in code, (path.name, banned)
+                       "bindPopup", "http://", "https://", "export ", "import ",
+                       # no markup, handler or URL from a string either
+                       'setAttribute("on', "srcdoc", "javascript:", "window.open", "DOMParser",
+                       "createContextualFragment", "setTimeout(", "setInterval(", ".src =",
+                       ".href =", "cssText"):
+            if banned not in web_only.get(path.name, ()):
+                assert banned not in code, (path.name, banned)
     template = (VIEWER / "index.html.j2").read_text("utf-8")
     assert "http://" not in template and "https://" not in template
     assert 'type="module"' not in template

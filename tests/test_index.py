@@ -245,6 +245,34 @@ def test_strip_wrappers() -> None:
     assert strip_wrappers("base_model.model.model.x") == "x"
 
 
+@pytest.mark.parametrize("odd", [
+    "model.layers." + "1" * 5000 + ".mlp.up_proj.weight",   # int() raises past 4,300 digits
+    "model.layers.\u0663.mlp.up_proj.weight",              # ARABIC-INDIC DIGIT THREE
+    "model.layers.\u00b2.mlp.up_proj.weight",              # "²".isdigit(), int("²") raises
+    "model.layers.1234567890.mlp.up_proj.weight",           # ten digits: past exact doubles' use
+])
+def test_odd_block_indices_are_outside_the_blocks(odd: str) -> None:
+    names = [odd, "model.layers.0.mlp.up_proj.weight", "model.layers.1.mlp.up_proj.weight"]
+    index = NameIndex(names)
+    assert index.block_prefix == "model.layers" and index.blocks == (0, 1)
+    assert index[odd].block is None and parse_block(odd) is None
+    assert index[names[1]].block == 0
+
+
+def test_odd_expert_indices_and_gguf_names() -> None:
+    odd = "model.layers.1.mlp.experts." + "7" * 5000 + ".up_proj.weight"
+    index = NameIndex([odd, "model.layers.1.mlp.experts.\u0663.up_proj.weight",
+                       "model.layers.0.mlp.experts.2.up_proj.weight"])
+    assert index[odd].block == 1 and index[odd].expert is None
+    assert index["model.layers.0.mlp.experts.2.up_proj.weight"].expert == 2
+    gguf = ["blk.0.attn_q.weight", "blk.1.attn_q.weight", "blk.\u0663.attn_q.weight",
+            "blk.1.a\nb", "", "token_embd.weight"]
+    index = NameIndex(gguf)  # a newline or an empty name once failed an assert
+    assert index["blk.1.attn_q.weight"].canonical == "model.layers.1.self_attn.q_proj.weight"
+    assert index["blk.\u0663.attn_q.weight"].canonical == "blk.\u0663.attn_q.weight"
+    assert index[""].canonical == ""
+
+
 def test_doctests() -> None:
     assert doctest.testmod(weightvis.index).failed == 0
 

@@ -148,6 +148,16 @@ def test_slot_kinds() -> None:
     assert slot_kind("ln_1.weight") == "norm"
 
 
+def test_natural_key_takes_any_name() -> None:
+    """Digit runs compare as numbers without int(): a 5,000-digit run (int() raises past 4,300)
+    and non-ASCII digits ("²".isdigit() but int("²") raises) sort, and lay out, like text."""
+    names = ["x.10", "x." + "9" * 5000, "x.9", "x.\u00b2", "x.\u0663", "x.010", "x.0"]
+    assert sorted(names, key=natural_key)[:4] == ["x.0", "x.9", "x.10", "x.010"]
+    assert sorted(names, key=natural_key)[4] == "x." + "9" * 5000
+    lay = arch_layout([TensorInfo("model.layers." + n, (2, 3), "F32", "f") for n in names])
+    assert len(lay.placements) == len(names)
+
+
 def test_natural_sort_of_experts() -> None:
     subs = [f"mlp.experts.{e}.w1.weight" for e in (10, 2, 1)]
     assert sorted(subs, key=natural_key) == [f"mlp.experts.{e}.w1.weight" for e in (1, 2, 10)]

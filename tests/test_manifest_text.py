@@ -53,8 +53,35 @@ def test_index_html_reuses_an_ascii_encoding_and_escapes_the_same() -> None:
 
     doc = {"tensors": {"</script><!--&": 1, "é\u2028": [1.5, None]}, "title": "x"}
     plain = manifest_script_json(doc)
-    assert manifest_script_json(doc, manifest.compact(doc)) == plain  # non-ASCII: re-encoded
+    assert manifest_script_json(doc, manifest.compact(doc)) == plain  # non-ASCII: escaped
     ascii_doc = {"tensors": {"</script><!--&": 1}}
     text = manifest_script_json(ascii_doc, manifest.compact(ascii_doc))
     assert text == manifest_script_json(ascii_doc) and "<" not in text and "&" not in text
     assert json.loads(text) == ascii_doc
+
+
+def test_lone_surrogates_are_escaped_so_the_bundle_can_be_written(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tensor name may hold a lone surrogate (a JSON header's "\\ud800", a pickle's str):
+    manifest.json and diff.json stay UTF-8 and JSON-decode to the same strings."""
+    doc = {"tensors": {"a\ud800b": {"f": ["\udcff", "é\u2028", "\ud800\ud800"]}},
+           "title": "x\udfff", "n": [1.5, None]}
+    for compiled_above in (1 << 20, 10):  # Python's indenter, then the compiled one
+        monkeypatch.setattr(manifest, "_COMPILED_ABOVE", compiled_above)
+        for text in (manifest.compact(doc), manifest.dumps(doc)):
+            text.encode("utf-8")  # UnicodeEncodeError before
+            assert json.loads(text) == doc
+            assert "\\ud800b" in text and "\\udcff" in text and "é" in text
+    plain = {"tensors": {"é": 1}}  # no surrogate: the text is json.dumps's, unchanged
+    assert manifest.dumps(plain) == json.dumps(plain, indent=1, ensure_ascii=False)
+def test_index_html_escapes_non_ascii_as_the_ascii_encoder() -> None:
+    """The compact text with every character past '~' escaped is json.dumps(ensure_ascii=True):
+    DEL, BMP characters, lone surrogates and astral ones (as surrogate pairs)."""
+    from weightvis.html import manifest_script_json
+
+    rng = random.Random(11)
+    for _ in range(200):
+        ranges = [(0, 0x80), (0x80, 0x3000), (0xD800, 0xE000), (0x10000, 0x110000)]
+        s = "".join(chr(rng.randrange(*rng.choice(ranges))) for _ in range(rng.randrange(1, 30)))
+        doc = {s: [s, {"expert 17 · gate": s}], "x\x7f": 1.5}
+        assert manifest_script_json(doc, manifest.compact(doc)) == manifest_script_json(doc), s

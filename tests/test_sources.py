@@ -272,7 +272,7 @@ def test_http_errors_name_the_url_and_offset(server: _Server) -> None:
 
 def test_a_broken_remote_checkpoint_is_a_format_error(server: _Server) -> None:
     server.files["/bad.safetensors"] = b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      "
-    with pytest.raises(FormatError, match=r"bad\.safetensors at byte 8: header is not valid"):
+    with pytest.raises(FormatError, match=r"bad\.safetensors at byte 9: header is not valid"):
         open_sources([HTTPRangeSource(server.url("bad.safetensors"))])
     server.files["/junk.bin"] = b"hello world, not a checkpoint"
     with pytest.raises(FormatError, match=r"junk\.bin: not a recognised checkpoint format"):

@@ -431,6 +431,23 @@ def test_hostile_name_in_a_diff_stays_text(diffb: Bundle, open_page: Any) -> Non
     log.assert_clean()
 
 
+def test_map_is_measured_above_the_change_table(diffb: Bundle, open_page: Any) -> None:
+    """Leaflet reads its size once the change table is laid out below the map: a size read
+    before put the view's centre, and the fitted content, under the table."""
+    page, log = open_page(diffb.url)
+    size = page.evaluate("[weightvisMap.getSize().x, weightvisMap.getSize().y]")
+    box = page.evaluate("(() => { const r = document.getElementById('wv-map')"
+                        ".getBoundingClientRect(); return [r.width, r.height]; })()")
+    assert size == pytest.approx(box, abs=1) and box[1] < 800 * 0.7
+    # the fitted content lies inside the visible map
+    c_w, c_h = diffb.scene()["width"], diffb.scene()["height"]
+    for cx, cy in [(0, 0), (c_w, c_h)]:
+        x, y = page.evaluate("([cx, cy]) => { const p = weightvisMap.latLngToContainerPoint("
+                             "weightvis.llFromC(cx, cy)); return [p.x, p.y]; }", [cx, cy])
+        assert 0 <= x <= box[0] and 0 <= y <= box[1]
+    log.assert_clean()
+
+
 def test_scene_keys_keep_the_view(diffb: Bundle, open_page: Any) -> None:
     page, log = open_page(diffb.url)
     hint = page.text_content("#wv-keys")

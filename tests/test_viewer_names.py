@@ -1,7 +1,10 @@
 """Tensor names that are also names of Object.prototype's properties (``constructor``,
 ``toString``, ``valueOf``, ``hasOwnProperty``, ``__proto__``) are data like any other: the viewer
 starts, search finds them, the readout and stats show them, and the change table of a diff lists
-them, from file:// with no error (the viewer keys names with ``Map``, never with ``{}``)."""
+them, from file:// with no error (the viewer keys names with ``Map``, never with ``{}``).
+
+And the names that once broke a render or the viewer (``BROKE``; the hostile-names fuzz target,
+tests/fuzz/test_fuzz_viewer_names.py, found them) go through the same checks as its cases."""
 
 from __future__ import annotations
 
@@ -18,11 +21,24 @@ from .conftest_viewer import (  # noqa: F401  (fixtures)
     open_page,
     write_tiny_checkpoint,
 )
+from .fuzz.hostile_names import JS, check_page
 from .test_viewer_browser import Bundle, hover_canvas_pixel, readout, set_view
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PROTO_NAMES = ["constructor", "toString", "valueOf", "hasOwnProperty", "__proto__"]
+
+BROKE = [
+    "a\ud800b", "\udcff",   # lone surrogates: manifest.json could not be written (traceback)
+    "model.layers." + "1" * 5000 + ".mlp.weight",  # int() of 5,000 digits: name index, layout
+    "model.layers.1.mlp.experts." + "7" * 5000 + ".up_proj.weight",  # ... and info
+    "model.layers.\u0663.mlp.weight",   # an Arabic-Indic 3 posed as block 3
+    # the overlay measured every cut of these: 0.2-0.5 s a frame, 190 M characters of cached
+    # widths; and the stats box grew to fill the side panel
+    "x" * 10_000, "a." * 5_000,
+    f"</script ><script>{JS}</script>", f"<!--<script>{JS}</script>-->",  # stayed text: kept
+    "model.layers.0.mlp.weight", "model.layers.1.mlp.weight",  # a block stack beside them
+]
 
 
 def _tensors() -> dict[str, np.ndarray]:
@@ -112,3 +128,16 @@ def test_prototype_names_in_a_diff(tmp_path: Path, open_page: Any) -> None:
     assert page.evaluate("weightvis.app.selected.name") == "constructor"
     assert page.text_content("#wv-r-scale-label") == "scale s (A)"
     log.assert_clean()
+
+
+def test_names_that_once_broke_weightvis(tmp_path: Path, open_page: Any) -> None:
+    import weightvis
+    from weightvis.formats.safetensors import write_safetensors
+
+    rng = np.random.default_rng(11)
+    ckpt = tmp_path / "broke.safetensors"
+    write_safetensors(ckpt, {n: ("F32", (3, 8), rng.standard_normal((3, 8)).astype(np.float32))
+                             for n in BROKE})
+    result = weightvis.render([ckpt], tmp_path / "bundle", workers=1, quiet=True)
+    page, log = open_page((Path(result.out) / "index.html").as_uri())
+    check_page(page, log, BROKE, Path(result.out), diff=False)

@@ -27,7 +27,8 @@ def test_wheel_contains_viewer_and_vendored_leaflet(tmp_path: Path) -> None:
               "weightvis/_viewer/viewer.css", "weightvis/_viewer/vendor/leaflet-1.9.4/leaflet.js",
               "weightvis/_viewer/vendor/leaflet-1.9.4/leaflet.css",
               "weightvis/_viewer/vendor/leaflet-1.9.4/LICENSE", "weightvis/py.typed",
-              "weightvis/cli.py", "weightvis/formats/safetensors.py", "weightvis/layout/arch.py"):
+              "weightvis/cli.py", "weightvis/formats/safetensors.py", "weightvis/layout/arch.py",
+              "weightvis/moe/probe.py", "weightvis/moe/probe_text.txt"):
         assert f in names, f
     assert not any(n.startswith("tests/") for n in names)
     # every script any bundle's page can list (weightvis.html.viewer_scripts) is in the wheel

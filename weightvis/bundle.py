@@ -10,6 +10,7 @@ Nothing here prints: progress goes through the ``progress`` callback (the CLI sh
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .errors import InputError, OutputError
 from .executors import Executor, local_executor
 from .formats import open_checkpoint
 from .manifest import MANIFEST_VERSION, compact, dumps, is_bundle, read_manifest
@@ -28,9 +30,10 @@ from .options import (
     RenderOptions,
     resolve_workers,
 )
+from .outdir import fingerprint
 from .regen import regen_html, write_text, write_viewer
 from .scenes import Plan, Progress
-from .store import FolderStore, StagedFolderStore, Store
+from .store import FolderStore, StagedFolderStore, Store, writing
 from .tiling import SceneJob
 from .types import HilbertUnit, LayoutKind, ScaleMode, TileFormat
 
@@ -47,6 +50,12 @@ class BundleResult(NamedTuple):
     the bundle: JSON documents, or text (``str``: MoE sidecar scripts)."""
     tiles_written: int
     bytes_written: int
+    tile_seconds: float = 0.0
+    """Wall time of the tile phases (every scene's render_scene)."""
+    leaves: int = 0
+    """Max-zoom tiles holding content, over every scene."""
+    tiles_reused: int = 0
+    """Of ``tiles_written``, those an interrupted run had written (resumed)."""
 
 
 class RenderResult(NamedTuple):
@@ -56,6 +65,9 @@ class RenderResult(NamedTuple):
     bytes_written: int
     seconds: float
     elements: int
+    tile_seconds: float = 0.0
+    leaves: int = 0
+    tiles_reused: int = 0
 
 
 class DiffResult(NamedTuple):
@@ -65,21 +77,25 @@ class DiffResult(NamedTuple):
     tiles_written: int
     bytes_written: int
     seconds: float
+    tiles_reused: int = 0
 
 
 def build_bundle(plan: Plan, store: Store, executor: Executor,
-                 progress: Progress | None = None) -> BundleResult:
+                 progress: Progress | None = None, *, fingerprint: str | None = None
+                 ) -> BundleResult:
     """Render every scene of ``plan`` with ``executor`` into ``store``, then its side documents,
     the manifest and ``index.html`` (last), and commit. A failure or an interruption aborts the
-    store (nothing half-written stays)."""
+    store (nothing half-written stays). ``fingerprint`` (outdir.fingerprint of the plan's
+    inputs and options) lets a store that keeps records resume a killed run's subtrees."""
     def tick(stage: str, n: int, total: int) -> None:
         if progress is not None:
             progress(stage, n, total)
 
     results: dict[str, Any] = {}
-    written = nbytes = 0
-    store.begin()
+    written = nbytes = reused = all_leaves = 0
+    tile_s = 0.0
     try:
+        store.begin(fingerprint)
         sink = store.sink()
         for scene in plan.scenes:
             if scene.prepare is not None:
@@ -87,29 +103,37 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
             job = SceneJob(scene.spec, scene.key, scene.geometry, dict(scene.scales), sink,
                            plan.tile_format, scene.painter, prefetch=scene.prefetch)
             leaves = len(scene.geometry.occupied[scene.geometry.max_zoom])
+            all_leaves += leaves
+            t0 = time.perf_counter()
             with executor.scene(job) as job:
                 # the compiled kernels load here, after the executor forked its helpers
                 from .pyramid import render_scene
+                from .resume import SubtreeRecords
 
+                kept = store.records
+                records = SubtreeRecords(kept / scene.key, job, store.out) if kept else None
                 res = render_scene(job, executor, functools.partial(_tick, tick, scene.stage,
                                                                      leaves),
                                    plan.reader if scene.key == plan.scenes[0].key else None,
-                                   scene.meanwhile)
+                                   scene.meanwhile, records)
+            tile_s += time.perf_counter() - t0
             results[scene.key] = res
             written += res.tiles_written
             nbytes += res.bytes_written
+            reused += res.tiles_reused
         manifest, documents = plan.finish(results, executor)
         root = store.root
-        for name, doc in documents.items():
-            write_text(root, name, doc if isinstance(doc, str) else dumps(doc))
-        text = compact(manifest)  # encoded once for manifest.json and index.html
-        write_text(root, "manifest.json", dumps(manifest, text))
-        write_viewer(root, manifest, text)
+        with writing(store.out, "the manifest and index.html"):
+            for name, doc in documents.items():
+                write_text(root, name, doc if isinstance(doc, str) else dumps(doc))
+            text = compact(manifest)  # encoded once for manifest.json and index.html
+            write_text(root, "manifest.json", dumps(manifest, text))
+            write_viewer(root, manifest, text)
         out = store.commit()
     except BaseException:
         store.abort()
         raise
-    return BundleResult(out, manifest, documents, written, nbytes)
+    return BundleResult(out, manifest, documents, written, nbytes, tile_s, all_leaves, reused)
 
 
 def _tick(tick: Progress, stage: str, total: int, n: int) -> None:
@@ -117,7 +141,19 @@ def _tick(tick: Progress, stage: str, total: int, n: int) -> None:
 
 
 def _store(out: str | os.PathLike[str], overwrite: bool, in_place: bool) -> Store:
+    if os.fspath(out).startswith("hf://"):
+        raise OutputError(f"{os.fspath(out)}: a bundle is written to a folder; publish it with "
+                          "weightvis.hub.publish.publish (the CLI's --out hf://... does both)")
     return (FolderStore if in_place else StagedFolderStore)(out, overwrite=overwrite)
+
+
+def _options(opts: RenderOptions | DiffOptions, plan: Plan) -> dict[str, Any]:
+    """What a bundle's bytes depend on besides its inputs' bytes (for the resume fingerprint):
+    the options (not ``workers``, ``overwrite``), and each scene's painter with its settings
+    (a diff's painter also depends on B's model card)."""
+    opt = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("workers", "overwrite")}
+    painters = [[s.key, type(s.painter).__name__, vars(s.painter)] for s in plan.scenes]
+    return {"options": opt, "scenes": painters}
 
 
 def render(
@@ -135,13 +171,16 @@ def render(
     progress: Progress | None = None,
     executor: Executor | None = None,
     store: Store | None = None,
+    stream: bool = False,
     moe: MoEOptions | None = None,
 ) -> RenderResult:
-    """Render a checkpoint (files, a sharded index, or directories) into a bundle at ``out``.
-    ``executor`` and ``store`` default to the local pool of ``workers`` processes and a folder
-    staged beside ``out``. An MoE checkpoint also gets its MoE scenes and ``moe.json`` (``moe``:
-    how, default ``MoEOptions()``; ``MoEOptions(enabled=False)`` leaves them out;
-    ``only=True`` renders them alone, as ``render_moe``)."""
+    """Render a checkpoint (files, a sharded index, directories, ``hf://`` locations) into a
+    bundle at ``out``. ``executor`` and ``store`` default to the local pool of ``workers``
+    processes and a folder staged beside ``out``. An ``hf://`` input is downloaded into the
+    Hugging Face cache first (``stream``: read by HTTP ranges instead). An MoE checkpoint also
+    gets its MoE scenes and ``moe.json`` (``moe``: how, default ``MoEOptions()``;
+    ``MoEOptions(enabled=False)`` leaves them out; ``only=True`` renders them alone, as
+    ``render_moe``)."""
     from .encode import check_format
     from .scenes import plan_moe_only, plan_render
 
@@ -149,20 +188,29 @@ def render(
     opts = RenderOptions(layout, hilbert_unit, tile_format, scale, title, workers, overwrite)
     moe = moe if moe is not None else MoEOptions()
     check_format(opts.tile_format)
+    if stream and opts.bytes_scene:
+        raise InputError("--hilbert-unit byte draws every byte of the files: render it from "
+                         "downloaded files (without --stream)")
     ex = executor or local_executor(resolve_workers(opts.workers))
-    st = store or _store(out, opts.overwrite, False)
-    srcs = [str(s) for s in sources]
-    reader = open_checkpoint(srcs)
+    st = store or _store(out, opts.overwrite, False)  # (a locked --out fails here, at once)
     try:
-        tick = progress or _no_progress
-        plan = (plan_moe_only(reader, srcs, opts, ex, tick, moe) if moe.only
-                else plan_render(reader, srcs, opts, ex, tick, moe))
-        res = build_bundle(plan, st, ex, progress)
-        elements = sum(t.numel for t in reader.tensors())
+        (srcs,) = _localize([[os.fspath(s) for s in sources]], stream, progress)
+        reader = open_checkpoint(srcs)
+        try:
+            tick = progress or _no_progress
+            plan = (plan_moe_only(reader, srcs, opts, ex, tick, moe) if moe.only
+                    else plan_render(reader, srcs, opts, ex, tick, moe))
+            fp = fingerprint("render", {**_options(opts, plan), "moe": dataclasses.asdict(moe)},
+                             [reader.files])
+            res = build_bundle(plan, st, ex, progress, fingerprint=fp)
+            elements = sum(t.numel for t in reader.tensors())
+        finally:
+            reader.close()
     finally:
-        reader.close()
+        st.close()
     return RenderResult(res.out, res.manifest, res.tiles_written, res.bytes_written,
-                        time.perf_counter() - t0, elements)
+                        time.perf_counter() - t0, elements, res.tile_seconds, res.leaves,
+                        res.tiles_reused)
 
 
 def render_moe(
@@ -174,8 +222,6 @@ def render_moe(
 ) -> RenderResult:
     """Only the MoE scenes of an MoE checkpoint (summary, relative summary, similarity) and
     ``moe.json``; the other arguments as for ``render``."""
-    import dataclasses
-
     opts = dataclasses.replace(moe or MoEOptions(), enabled=True, only=True)
     return render(sources, out, moe=opts, **kw)
 
@@ -197,9 +243,11 @@ def render_diff(
     progress: Progress | None = None,
     executor: Executor | None = None,
     store: Store | None = None,
+    stream: bool = False,
 ) -> DiffResult:
     """Render the element-wise difference B - A of two checkpoints into a bundle at ``out``,
-    with per-tensor numbers (``diff.json`` and ``manifest["diff"]``)."""
+    with per-tensor numbers (``diff.json`` and ``manifest["diff"]``). ``hf://`` inputs as for
+    ``render``."""
     from . import delta as wdiff
     from .diff_plan import plan_diff
     from .encode import check_format
@@ -209,23 +257,44 @@ def render_diff(
                        workers, overwrite)
     check_format(opts.tile_format)
     ex = executor or local_executor(resolve_workers(opts.workers))
-    st = store or _store(out, opts.overwrite, False)
-    a_srcs, b_srcs = [str(s) for s in a_sources], [str(s) for s in b_sources]
-    ra = open_checkpoint(a_srcs)
+    st = store or _store(out, opts.overwrite, False)  # (a locked --out fails here, at once)
     try:
-        rb = open_checkpoint(b_srcs)
-    except BaseException:
-        ra.close()
-        raise
-    reader = wdiff.DiffReader(ra, rb)
-    try:
-        plan = plan_diff(reader, a_srcs, b_srcs, opts, ex, progress or _no_progress)
-        res = build_bundle(plan, st, ex, progress)
+        a_srcs, b_srcs = _localize([[os.fspath(s) for s in a_sources],
+                                    [os.fspath(s) for s in b_sources]], stream, progress)
+        ra = open_checkpoint(a_srcs)
+        try:
+            rb = open_checkpoint(b_srcs)
+        except BaseException:
+            ra.close()
+            raise
+        reader = wdiff.DiffReader(ra, rb)
+        try:
+            plan = plan_diff(reader, a_srcs, b_srcs, opts, ex, progress or _no_progress)
+            fp = fingerprint("diff", _options(opts, plan), [ra.files, rb.files])
+            res = build_bundle(plan, st, ex, progress, fingerprint=fp)
+        finally:
+            reader.close()
     finally:
-        reader.close()
+        st.close()
     return DiffResult(res.out, res.manifest, res.documents["diff.json"], res.tiles_written,
-                      res.bytes_written, time.perf_counter() - t0)
+                      res.bytes_written, time.perf_counter() - t0, res.tiles_reused)
 
 
 def _no_progress(stage: str, n: int, total: int) -> None:
     pass
+
+
+def _localize(groups: list[list[str]], stream: bool, progress: Progress | None
+              ) -> list[list[str]]:
+    """Each group of inputs with its ``hf://`` inputs downloaded (their cached paths) or pinned
+    for ranged reads (``stream``), all resolved before any download, in this process, before
+    any worker starts; other inputs as they are."""
+    from .hub.uri import is_hub_uri
+
+    flat = [s for g in groups for s in g]
+    if not any(is_hub_uri(s) for s in flat):
+        return groups
+    from .hub.fetch import localize
+
+    got = iter(localize(flat, stream=stream, progress=progress))
+    return [[p for _ in g for p in next(got)] for g in groups]

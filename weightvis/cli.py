@@ -1,5 +1,8 @@
 """Command line: translate flags into one library call, print the outcome. The only place errors
-become messages (tracebacks only with WEIGHTVIS_DEBUG=1)."""
+become messages (tracebacks only with WEIGHTVIS_DEBUG=1).
+
+Over ~450 lines on purpose: the parsers and outputs of every command (render, demo, info, diff,
+publish) in the one module allowed to print."""
 
 from __future__ import annotations
 
@@ -7,17 +10,24 @@ import argparse
 import contextlib
 import gc
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .errors import WeightvisError
+from .errors import InputError, WeightvisError, WeightvisWarning
+from .untrusted import printable, printable_json
+
+if TYPE_CHECKING:
+    from .executors import Executor
 
 __all__ = ["main"]
 
-_COMMANDS = ("demo", "info", "diff", "moe")
+_COMMANDS = ("demo", "info", "diff", "publish", "moe")
 
 
 def _render_parser() -> argparse.ArgumentParser:
@@ -26,14 +36,17 @@ def _render_parser() -> argparse.ArgumentParser:
         description="Render model checkpoints into a static, zoomable bundle (open index.html in "
                     "a browser; no server, no network). Also: 'weightvis demo --out DIR', "
                     "'weightvis info SRC [SRC2]', 'weightvis diff A B --out DIR', "
+                    "'weightvis publish BUNDLE hf://spaces/NS/NAME', "
                     "'weightvis moe SRC --out DIR'.",
     )
     p.add_argument("sources", nargs="*", metavar="SRC",
-                   help="a .safetensors file, a sharded set (its model.safetensors.index.json) "
-                        "or a directory")
+                   help="a .safetensors file, a sharded set (its model.safetensors.index.json), "
+                        "a directory, or a Hugging Face Hub location "
+                        "hf://[datasets/|spaces/]NS/NAME[@REVISION][/PATH]")
     p.add_argument("-l", "--file-list", metavar="FILE",
                    help="read further inputs from FILE, one per line")
-    p.add_argument("-o", "--out", metavar="DIR", help="bundle folder to write")
+    p.add_argument("-o", "--out", metavar="DIR",
+                   help="bundle folder to write, or hf://spaces/NS/NAME to publish it there")
     p.add_argument("--layout", choices=("arch", "hilbert"), default="arch",
                    help="arch: transformer blocks stacked, sub-tensors aligned (default); "
                         "hilbert: all elements along one Hilbert curve")
@@ -47,10 +60,15 @@ def _render_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", help="title shown in the viewer")
     p.add_argument("--workers", type=int, metavar="N",
                    help="worker processes (default: all cores)")
+    p.add_argument("--scheduler", metavar="ADDR",
+                   help="render on a Dask cluster: tcp://HOST:PORT of a running scheduler, or "
+                        "local[:N] to start N local workers (needs weightvis[dask]; inputs and "
+                        "--out on a folder every worker sees)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing weightvis bundle at --out")
     p.add_argument("--regen-html", metavar="DIR",
                    help="rebuild index.html of an existing bundle from its manifest (no render)")
+    _hub_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--version", action="version", version=f"weightvis {__version__}")
     _moe_arguments(p, render=True)
@@ -140,6 +158,14 @@ def _moe_options(parser: argparse.ArgumentParser, a: argparse.Namespace, *, only
                       probe_text=text, probe_tokens=tokens, **extra)
 
 
+def _hub_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stream", action="store_true",
+                   help="read hf:// inputs by HTTP ranges instead of downloading them into the "
+                        "Hugging Face cache (for checkpoints that do not fit on disk)")
+    p.add_argument("--private", action="store_true",
+                   help="with --out hf://spaces/...: create the Space private")
+
+
 def _demo_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="weightvis demo",
@@ -161,9 +187,11 @@ def _diff_parser() -> argparse.ArgumentParser:
         prog="weightvis diff",
         description="Map what changed between two checkpoints (B - A, element by element) into a "
                     "bundle, with per-tensor numbers in diff.json and a summary here.")
-    p.add_argument("a", metavar="A", help="the first (base) checkpoint: file, index or directory")
+    p.add_argument("a", metavar="A", help="the first (base) checkpoint: file, index, directory "
+                                          "or hf:// location")
     p.add_argument("b", metavar="B", help="the second checkpoint")
-    p.add_argument("-o", "--out", metavar="DIR", required=True, help="bundle folder to write")
+    p.add_argument("-o", "--out", metavar="DIR", required=True,
+                   help="bundle folder to write, or hf://spaces/NS/NAME to publish it there")
     p.add_argument("--diff-metric", choices=("rms", "abs-log", "exact"), default="rms",
                    help="rms: relative to A's RMS (default); abs-log: raw magnitude on a log "
                         "scale; exact: any change at full brightness")
@@ -180,8 +208,11 @@ def _diff_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-format", choices=("png", "avif"), default="png")
     p.add_argument("--title", help="title shown in the viewer")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all)")
+    p.add_argument("--scheduler", metavar="ADDR",
+                   help="run on a Dask cluster: tcp://HOST:PORT or local[:N] (see the main help)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing weightvis bundle at --out")
+    _hub_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     return p
 
@@ -189,12 +220,14 @@ def _diff_parser() -> argparse.ArgumentParser:
 def _diff_summary(res: Any) -> str:
     d = res.diff
     s = d["summary"]
-    lines = [f"wrote {res.out}/index.html and diff.json in {res.seconds:.1f} s",
+    lines = [f"{_wrote(res)} and diff.json in {res.seconds:.1f} s"
+             + (f" ({res.tiles_reused} tiles kept from an interrupted run)"
+                if res.tiles_reused else ""),
              f"{d['mode']} mode: {s['identical']} identical, {s['changed']} changed, "
              f"{s['shape_changed']} shape-changed, {s['only_in_a']} only in A, "
              f"{s['only_in_b']} only in B; {s['elements_changed']:,} of "
              f"{s['elements_compared']:,} elements changed"]
-    lines += ["  " + ln for ln in d["diagnosis"]]
+    lines += ["  " + printable(ln) for ln in d["diagnosis"]]
     rows = [p for p in d["pairs"] if p["status"] != "identical"]
     rows.sort(key=lambda p: (p["status"] not in ("shape-changed", "only-in-b"),
                              -((p["numbers"] or {}).get("rel") or 0)))
@@ -204,10 +237,30 @@ def _diff_summary(res: Any) -> str:
             nb = p["numbers"] or {}
             rel = f"{nb['rel']:.3g}" if nb.get("rel") is not None else "-"
             ch = f"{nb['changed']:,}" if nb else "-"
-            lines.append(f"  {p['status']:14s} {rel:>9s} {ch:>11s}  {p['name']}")
+            lines.append(f"  {p['status']:14s} {rel:>9s} {ch:>11s}  {printable(p['name'])}")
         if len(rows) > 20:
             lines.append(f"  … {len(rows) - 20} more in diff.json")
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _executor(scheduler: str | None, workers: int | None, inputs: Sequence[str],
+              out: str) -> Iterator[Executor | None]:
+    """The Dask executor ``--scheduler`` names (checked to see the inputs and the output
+    folder, closed afterwards), or None: the local pool of ``--workers``."""
+    if scheduler is None:
+        yield None
+        return
+    if workers is not None:
+        raise InputError("--workers and --scheduler exclude each other (the cluster decides)")
+    from .dask_executor import dask_executor
+
+    ex = dask_executor(scheduler)
+    try:
+        ex.check_shared(Path(out).resolve().parent, inputs)
+        yield ex
+    finally:
+        ex.close()
 
 
 def _run_diff(argv: Sequence[str]) -> int:
@@ -221,15 +274,19 @@ def _run_diff(argv: Sequence[str]) -> int:
     from . import bundle
 
     bar = _Bar(a.quiet)
-    try:
-        res = bundle.render_diff([a.a], [a.b], a.out, metric=a.diff_metric, palette=a.palette,
-                                 scenes=scenes, svd=not a.no_svd, finetune=a.finetune,
-                                 tile_format=a.tile_format, title=a.title, workers=a.workers,
-                                 overwrite=a.overwrite, progress=bar)
-    finally:
-        bar.close()
-    if not a.quiet:
-        print(_diff_summary(res))
+    with _published(a) as out:
+        try:
+            with _naming([a.a, a.b]), _executor(a.scheduler, a.workers, [a.a, a.b], out) as ex:
+                res = bundle.render_diff([a.a], [a.b], out, metric=a.diff_metric,
+                                         palette=a.palette, scenes=scenes, svd=not a.no_svd,
+                                         finetune=a.finetune, tile_format=a.tile_format,
+                                         title=a.title, workers=a.workers,
+                                         overwrite=a.overwrite or out != a.out,
+                                         progress=bar, stream=a.stream, executor=ex)
+        finally:
+            bar.close()
+        if not a.quiet:
+            print(_diff_summary(res))
     return 0
 
 
@@ -239,7 +296,9 @@ def _info_parser() -> argparse.ArgumentParser:
         description="The structure of a checkpoint at a glance, from headers only; with two "
                     "checkpoints, how their architectures differ.")
     p.add_argument("sources", nargs="+", metavar="SRC",
-                   help="a checkpoint (file, sharded index or directory); give two to compare")
+                   help="a checkpoint (file, sharded index, directory or hf:// location: read "
+                        "from its headers by HTTP ranges, or from the Hugging Face cache); give "
+                        "two to compare")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--scan", action="store_true",
                    help="also read every tensor and list NaN / Inf / all-zero tensors")
@@ -263,9 +322,11 @@ class _Bar:
         if bar is None:
             for b in self.bars.values():
                 b.close()
-            unit = "tile" if stage.startswith("tiles") else "group" if stage == "moe" else "tensor"
+            unit = ("tile" if stage.startswith("tiles") else
+                    {"download": "B", "moe": "group"}.get(stage, "tensor"))
             bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr,
-                                          leave=False, dynamic_ncols=True)
+                                          leave=False, dynamic_ncols=True,
+                                          unit_scale=stage == "download")
         bar.update(advance)
 
     def close(self) -> None:
@@ -283,32 +344,49 @@ def _read_file_list(path: str) -> list[str]:
     out = []
     for line in text.splitlines():
         line = line.strip()
-        if line and not line.startswith("#"):
+        if line.startswith("hf://"):  # a Hub location, not a path relative to the list
+            out.append(line)
+        elif line and not line.startswith("#"):
             p = Path(line)
             out.append(str(p if p.is_absolute() else base / p))
     return out
+
+
+def _wrote(res: Any) -> str:
+    """What a render wrote: its page, or (``--out hf://``) a bundle about to be published."""
+    if Path(res.out).parent.name.startswith(_PUBLISH_TMP):
+        return "rendered a bundle to publish"
+    return f"wrote {res.out}/index.html"
+def _reused(res: Any) -> str:
+    n = res.tiles_reused
+    return f", {n} of them kept from an interrupted run" if n else ""
 
 
 def _summary(res: Any) -> str:
     m = res.manifest
     sc = m["scenes"][0]
     mb = res.bytes_written / 1e6
-    text = (f"wrote {res.out}/index.html: {len(m['tensors'])} tensors, "
+    text = (f"{_wrote(res)}: {len(m['tensors'])} tensors, "
             f"{res.elements:,} elements, canvas {sc['width']}x{sc['height']} px, "
-            f"zoom 0-{sc['max_zoom']}, {res.tiles_written} tiles ({mb:.1f} MB) "
+            f"zoom 0-{sc['max_zoom']}, {res.tiles_written} tiles ({mb:.1f} MB{_reused(res)}) "
             f"in {res.seconds:.1f} s")
+    return text + _moe_summary(m)
+
+
+def _moe_summary(m: dict[str, Any]) -> str:
+    """The MoE line of the summary (numpy-free): layers, experts, scenes, dead experts."""
     moe = m.get("moe")
-    if isinstance(moe, dict):
-        rms = moe["stats"]["rms"]
-        dead = sorted({(moe["layers"][i], e) for by_role in rms.values()
-                       for i, row in enumerate(by_role) for e, v in enumerate(row) if v == 0})
-        text += (f"\nMoE: {len(moe['layers'])} MoE layers, {len(moe['dense_layers'])} dense, "
-                 f"{moe['experts']} routed experts, roles {', '.join(moe['roles'])}; scenes "
-                 f"{', '.join(s['key'] for s in m['scenes'] if 'moe' in s)} and moe.json; "
-                 + (f"dead experts (layer, expert): {dead[:10]}"
-                    + (f" and {len(dead) - 10} more" if len(dead) > 10 else "")
-                    if dead else "no dead expert"))
-    return text
+    if not isinstance(moe, dict):
+        return ""
+    rms = moe["stats"]["rms"]
+    dead = sorted({(moe["layers"][i], e) for by_role in rms.values()
+                   for i, row in enumerate(by_role) for e, v in enumerate(row) if v == 0})
+    return (f"\nMoE: {len(moe['layers'])} MoE layers, {len(moe['dense_layers'])} dense, "
+            f"{moe['experts']} routed experts, roles {', '.join(moe['roles'])}; scenes "
+            f"{', '.join(s['key'] for s in m['scenes'] if 'moe' in s)} and moe.json; "
+            + (f"dead experts (layer, expert): {dead[:10]}"
+               + (f" and {len(dead) - 10} more" if len(dead) > 10 else "")
+               if dead else "no dead expert"))
 
 
 def _run_render(argv: Sequence[str], *, moe_only: bool = False) -> int:
@@ -342,15 +420,124 @@ def _run_render(argv: Sequence[str], *, moe_only: bool = False) -> int:
         parser.error("--hilbert-unit byte needs --layout hilbert")
     moe = _moe_options(parser, a, only=moe_only)
     bar = _Bar(a.quiet)
-    try:
-        res = bundle.render(sources, a.out, layout=a.layout, hilbert_unit=a.hilbert_unit,
-                            tile_format=a.tile_format, scale=a.scale, title=a.title,
-                            workers=a.workers, overwrite=a.overwrite, progress=bar, moe=moe)
-    finally:
-        bar.close()
-    if not a.quiet:
-        print(_summary(res))
+    with _published(a) as out:
+        try:
+            with _naming(sources), _executor(a.scheduler, a.workers, sources, out) as ex:
+                res = bundle.render(sources, out, layout=a.layout, hilbert_unit=a.hilbert_unit,
+                                    tile_format=a.tile_format, scale=a.scale, title=a.title,
+                                    workers=a.workers, overwrite=a.overwrite or out != a.out,
+                                    progress=bar, stream=a.stream, executor=ex, moe=moe)
+        finally:
+            bar.close()
+        if os.environ.get("WEIGHTVIS_TIMING"):
+            _write_timing(os.environ["WEIGHTVIS_TIMING"], res)
+        if not a.quiet:
+            print(_summary(res))
     return 0
+
+
+_PUBLISH_TMP = "weightvis-publish-"
+
+
+@contextlib.contextmanager
+def _published(a: argparse.Namespace) -> Iterator[str]:
+    """``--out``, or for ``--out hf://...`` a temporary folder published there afterwards (and
+    removed; kept, and named, when the upload fails, so that publish can resume it)."""
+    if not str(a.out).startswith("hf://"):
+        yield a.out
+        return
+    import shutil
+    import tempfile
+
+    from .hub.publish import preflight
+
+    preflight(a.out, overwrite=a.overwrite)  # what publish would refuse fails before the render
+    tmp = tempfile.mkdtemp(prefix=_PUBLISH_TMP)
+    out = os.path.join(tmp, "bundle")
+    done = False
+    try:
+        yield out
+        try:
+            _publish(out, a.out, private=a.private, overwrite=a.overwrite, title=a.title,
+                     quiet=a.quiet)
+        except WeightvisError as e:
+            raise WeightvisError(f"{e} (the bundle is kept in {out}: 'weightvis publish {out} "
+                                 f"{a.out}' resumes)") from e
+        done = True
+    finally:
+        if done or not os.path.exists(os.path.join(out, "manifest.json")):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish(bundle_dir: str, target: str, **kw: Any) -> None:
+    from .hub.publish import publish
+
+    quiet = kw.pop("quiet")
+    if quiet:
+        from huggingface_hub.utils.tqdm import disable_progress_bars
+
+        disable_progress_bars()  # its upload bars
+    res = publish(bundle_dir, target, log=None if quiet else
+                  (lambda text: print(f"weightvis: {text}", file=sys.stderr)), **kw)
+    print(f"published {res.files:,} files{' (tiles packed)' if res.packed else ''}"
+          f"{f', {res.deleted:,} old files removed' if res.deleted else ''}: {res.url}")
+
+
+def _publish_parser() -> argparse.ArgumentParser:
+    from .hub.publish import PACK_ABOVE, SHARD_BYTES
+
+    p = argparse.ArgumentParser(
+        prog="weightvis publish",
+        description="Upload a bundle as a static Hugging Face Space (README front matter "
+                    "'sdk: static'), or into a folder of a model / dataset repo. Needs a write "
+                    "token (HF_TOKEN or 'hf auth login'). Re-running resumes an interrupted "
+                    "upload.")
+    p.add_argument("bundle", metavar="BUNDLE", help="a bundle folder written by weightvis")
+    p.add_argument("target", metavar="TARGET",
+                   help="hf://spaces/NS/NAME, or hf://[datasets/]NS/NAME with --path-in-repo")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a weightvis bundle already there")
+    p.add_argument("--path-in-repo", metavar="DIR",
+                   help="folder of the repo that receives the bundle (model / dataset repos)")
+    p.add_argument("--title", help="the Space's title (default: the bundle's)")
+    p.add_argument("--message", help="commit message")
+    p.add_argument("--pack", choices=("auto", "never", "always"), default="auto",
+                   help="pack the tiles into archive shards read by HTTP Range (auto: when the "
+                        "bundle has more than --pack-above files); a packed bundle works over "
+                        "http(s) only")
+    p.add_argument("--pack-above", type=int, default=PACK_ABOVE, metavar="N",
+                   help=f"file count above which --pack auto packs (default {PACK_ABOVE:,}; the "
+                        "Hub recommends < 100k files per repo)")
+    p.add_argument("--pack-shard-mb", type=float, default=SHARD_BYTES >> 20, metavar="MB",
+                   help=f"largest pack shard in MiB (default {SHARD_BYTES >> 20})")
+    p.add_argument("-q", "--quiet", action="store_true", help="say only the URL")
+    return p
+
+
+def _run_publish(argv: Sequence[str]) -> int:
+    parser = _publish_parser()
+    a = parser.parse_args(argv)
+    if a.pack_above < 0 or not a.pack_shard_mb > 0:
+        parser.error("--pack-above must be >= 0 and --pack-shard-mb > 0")
+    if not a.target.startswith("hf://"):
+        parser.error("TARGET is a Hub location: hf://spaces/NS/NAME")
+    _publish(a.bundle, a.target, private=a.private, overwrite=a.overwrite,
+             path_in_repo=a.path_in_repo, title=a.title, message=a.message, pack=a.pack,
+             pack_above=a.pack_above, shard_bytes=int(a.pack_shard_mb * (1 << 20)),
+             quiet=a.quiet)
+    return 0
+
+
+def _write_timing(path: str, res: Any) -> None:
+    """``WEIGHTVIS_TIMING=FILE``: the render's phase times and counts as JSON (benchmarks)."""
+    import json
+
+    tensors = len(res.manifest.get("tensors", {}))
+    Path(path).write_text(json.dumps({
+        "seconds": round(res.seconds, 4), "tiles_s": round(res.tile_seconds, 4),
+        "leaves": res.leaves, "tiles": res.tiles_written, "bytes": res.bytes_written,
+        "elements": res.elements, "tensors": tensors}) + "\n")
 
 
 def _run_demo(argv: Sequence[str]) -> int:
@@ -374,27 +561,24 @@ def _run_info(argv: Sequence[str]) -> int:
     if len(a.sources) > 2:
         parser.error("give one checkpoint, or two to compare (a sharded set is one checkpoint: "
                      "pass its directory or its .index.json)")
-    import json
-
     from . import info as winfo
 
     bar = _Bar(a.quiet or not a.scan)
-    try:
-        infos = [winfo.checkpoint_info([s], scan=a.scan, progress=bar) for s in a.sources]
-    finally:
-        bar.close()
-    if len(infos) == 1:
-        out: Any = infos[0]
-        text = winfo.format_info(infos[0])
-    else:
-        out = {"a": infos[0], "b": infos[1], "comparison": winfo.compare_info(*infos)}
-        text = "\n\n".join([f"A: {a.sources[0]}\n" + winfo.format_info(infos[0]),
-                            f"B: {a.sources[1]}\n" + winfo.format_info(infos[1]),
-                            "A vs B\n" + winfo.format_compare(out["comparison"])])
-    if a.json:
-        print(json.dumps(out, indent=1, ensure_ascii=False))
-    else:
-        print(text)
+    with _naming(a.sources):
+        try:
+            infos = [winfo.checkpoint_info([s], scan=a.scan, progress=bar) for s in a.sources]
+        finally:
+            bar.close()
+        if len(infos) == 1:
+            out: Any = infos[0]
+            text = winfo.format_info(infos[0])
+        else:
+            out = {"a": infos[0], "b": infos[1], "comparison": winfo.compare_info(*infos)}
+            text = "\n\n".join([f"A: {printable(a.sources[0])}\n" + winfo.format_info(infos[0]),
+                                f"B: {printable(a.sources[1])}\n" + winfo.format_info(infos[1]),
+                                "A vs B\n" + winfo.format_compare(out["comparison"])])
+        # valid JSON (no NaN), nothing a terminal would run (untrusted.printable_json)
+        print(printable_json(out) if a.json else text)
     return 0
 
 
@@ -405,51 +589,145 @@ def run() -> None:
     without the interpreter's teardown, which spends ~0.12 s unloading numba and LLVM after a
     render (measured); by then every file is closed, and the output is flushed here."""
     gc.disable()
-    code = main()
+    code = main(_exiting=True)
     with contextlib.suppress(OSError):  # a closed pipe (``| head``) has nothing to flush to
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@contextlib.contextmanager
+def _naming(sources: Sequence[str]) -> Iterator[None]:
+    """The last resort: an exception that no reader turned into words (a bug to fix where it
+    arises) still ends the run as one line naming the inputs, not a traceback."""
+    try:
+        yield
+    except (WeightvisError, OSError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        what = str(e) if len(str(e)) <= 200 else str(e)[:197] + "..."
+        raise WeightvisError(
+            f"{', '.join(sources)}: {_INTERNAL} ({type(e).__name__}: {what}); please report it "
+            "(WEIGHTVIS_DEBUG=1 shows where)") from e
+
+
+_INTERNAL = "internal error"
+"""Marks the last resort's messages (the fuzz tests count them as findings)."""
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: the run stops as on Ctrl-C (every ``finally`` runs, the output is
+    cleaned up)."""
+
+
+_STOPPED_BY: list[int] = []
+"""The stop signal this command received, if any: whatever exception then ends the command
+is its consequence (a KeyboardInterrupt raised inside an import may come out as an
+ImportError), and the command ends as stopped, not as failed."""
+
+
+def _on_stop(signum: int, frame: Any) -> None:
+    from .interrupts import STOP_SIGNALS
+
+    for s in STOP_SIGNALS:  # a second signal must not interrupt the clean-up of the first
+        signal.signal(s, signal.SIG_IGN)
+    _STOPPED_BY.append(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise _Stopped(signum)
+
+
+@contextlib.contextmanager
+def _stop_signals(exiting: bool) -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP stop the command cleanly while the block runs (in the main
+    thread; a signal the caller ignores, as under ``nohup``, stays ignored). Afterwards the
+    caller's handlers are back, or, when the process ``exiting`` ends with the command, the
+    signals are ignored: a late one cannot turn a finished command into a traceback."""
+    from .interrupts import STOP_SIGNALS
+
+    _STOPPED_BY.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    for s, h in old.items():
+        if h is not signal.SIG_IGN:
+            signal.signal(s, _on_stop)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, signal.SIG_IGN if exiting else h)
+
+
+def main(argv: Sequence[str] | None = None, *, _exiting: bool = False) -> int:
+    """Run one command; returns its exit code: 0, 2 for an error (one line on stderr),
+    130 after Ctrl-C, 128 + the signal's number after SIGTERM (143) or SIGHUP (129)."""
     args = list(sys.argv[1:] if argv is None else argv)
     # the render path does no linear algebra; OpenBLAS's thread pool, started when numpy is
     # first imported, spins for ~0.3 CPU-s on the cores the tile workers need (measured)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    try:
-        if args and args[0] == "demo":
-            return _run_demo(args[1:])
-        if args and args[0] == "info":
-            return _run_info(args[1:])
-        if args and args[0] == "diff":
-            return _run_diff(args[1:])
-        if args and args[0] == "moe":
-            return _run_render(args[1:], moe_only=True)
-        if "--moe" in args:  # also spelled: weightvis --moe SRC --out DIR
-            return _run_render([x for x in args if x != "--moe"], moe_only=True)
-        if "--diff" in args:  # the seed's spelling: weightvis --diff A B --out DIR
-            i = args.index("--diff")
-            if len(args) < i + 3:
-                print("weightvis: error: --diff takes two checkpoints: --diff A B",
-                      file=sys.stderr)
-                return 2
-            return _run_diff(args[i + 1:i + 3] + args[:i] + args[i + 3:])
-        return _run_render(args)
-    except WeightvisError as e:
-        if os.environ.get("WEIGHTVIS_DEBUG"):
-            raise
-        print(f"weightvis: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # disk full, permission denied, ... while writing
-        if os.environ.get("WEIGHTVIS_DEBUG"):
-            raise
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"weightvis: error: {where}{e.strerror or e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("weightvis: interrupted", file=sys.stderr)
-        return 130
-    except MemoryError:
+    # huggingface_hub (imported later, only for hf:// work) logs retries and shows its own
+    # bars on stderr; weightvis reports through its one-line errors and its own bar instead
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    # warnings (WeightvisWarning: an optional file ignored; and any other) are shown after a
+    # successful run only, ours as ``weightvis: warning: ...`` lines: a failed run says one
+    # line, its error
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", WeightvisWarning)
+        try:
+            with _stop_signals(_exiting):
+                code = _main(args)
+        except BaseException as e:  # noqa: BLE001 - every way a command ends becomes an exit code
+            code = _ending(e)
+    for w in caught if code == 0 else ():
+        if issubclass(w.category, WeightvisWarning):
+            print(f"weightvis: warning: {printable(str(w.message))}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+    return code
+
+
+def _main(args: list[str]) -> int:
+    if args and args[0] == "demo":
+        return _run_demo(args[1:])
+    if args and args[0] == "info":
+        return _run_info(args[1:])
+    if args and args[0] == "diff":
+        return _run_diff(args[1:])
+    if args and args[0] == "publish":
+        return _run_publish(args[1:])
+    if args and args[0] == "moe":
+        return _run_render(args[1:], moe_only=True)
+    if "--moe" in args:  # also spelled: weightvis --moe SRC --out DIR
+        return _run_render([x for x in args if x != "--moe"], moe_only=True)
+    if "--diff" in args:  # the seed's spelling: weightvis --diff A B --out DIR
+        i = args.index("--diff")
+        if len(args) < i + 3:
+            print("weightvis: error: --diff takes two checkpoints: --diff A B", file=sys.stderr)
+            return 2
+        return _run_diff(args[i + 1:i + 3] + args[:i] + args[i + 3:])
+    return _run_render(args)
+
+
+def _ending(e: BaseException) -> int:
+    """The exit code of a command that ended by ``e`` (raised again where it is not ours to
+    turn into words), after one line on stderr."""
+    if _STOPPED_BY or isinstance(e, KeyboardInterrupt):
+        signum = _STOPPED_BY[0] if _STOPPED_BY else int(signal.SIGINT)
+        interrupted = signum == signal.SIGINT
+        print(f"weightvis: {'interrupted' if interrupted else 'terminated'}", file=sys.stderr)
+        return 130 if interrupted else 128 + signum
+    if isinstance(e, MemoryError):
         print("weightvis: error: out of memory", file=sys.stderr)
         return 2
+    if isinstance(e, SystemExit) or os.environ.get("WEIGHTVIS_DEBUG"):
+        raise e
+    if isinstance(e, WeightvisError):
+        print(f"weightvis: error: {printable(str(e))}", file=sys.stderr)
+        return 2
+    if isinstance(e, OSError):  # disk full, permission denied, ... while writing
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"weightvis: error: {printable(f'{where}{e.strerror or e}')}", file=sys.stderr)
+        return 2
+    raise e

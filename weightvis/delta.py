@@ -29,7 +29,7 @@ import numpy as np
 from .formats import MultiReader, open_checkpoint
 from .formats.base import Reader
 from .index import NameIndex, strip_wrappers
-from .types import TensorInfo, view_of
+from .types import TensorInfo
 
 __all__ = ["Pair", "pair_tensors", "pair_index", "DiffReader", "DiffSpec", "SideReader",
            "STATUSES", "unpermute_rows"]
@@ -53,11 +53,11 @@ class Pair(NamedTuple):
 
     @property
     def view_a(self) -> tuple[int, int] | None:
-        return None if self.a is None else view_of(self.a.shape)
+        return None if self.a is None else (self.a.e_rows, self.a.e_cols)
 
     @property
     def view_b(self) -> tuple[int, int] | None:
-        return None if self.b is None else view_of(self.b.shape)
+        return None if self.b is None else (self.b.e_rows, self.b.e_cols)
 
     @property
     def shape_status(self) -> str:
@@ -239,7 +239,7 @@ class DiffReader(Reader):
         reader = self.a if side == "a" else self.b
         if t is None:
             raise KeyError(f"{name}: no tensor in {side.upper()}")
-        rows, cols = view_of(t.shape)
+        rows, cols = t.e_rows, t.e_cols
         c1 = cols if e_c1 is None else e_c1
         if p.transform is not None and p.gguf_side == side:
             head_rows = rows // p.heads

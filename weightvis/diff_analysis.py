@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .delta import STATUSES, DiffReader, DiffSpec
+from .formats.sidecars import read_model_card
 
 if TYPE_CHECKING:
     from .executors import Executor
@@ -23,12 +24,10 @@ __all__ = ["detect_finetune", "svd_summary", "svd_summaries", "diagnose", "pair_
 
 
 # -- finetune mode ------------------------------------------------------------------------------
-def _front_matter(readme: Path) -> dict[str, Any]:
-    """The ``key: value`` / ``key:\\n- item`` lines of a model card's YAML front matter."""
-    try:
-        text = readme.read_text("utf-8", errors="replace")
-    except OSError:
-        return {}
+def _front_matter(folder: Path) -> dict[str, Any]:
+    """The ``key: value`` / ``key:\\n- item`` lines of the YAML front matter of the model card
+    in ``folder`` (read with a size bound: ``formats.sidecars.read_model_card``)."""
+    text = read_model_card(folder)
     if not text.startswith("---"):
         return {}
     end = text.find("\n---", 3)
@@ -47,25 +46,57 @@ def _front_matter(readme: Path) -> dict[str, Any]:
 
 def detect_finetune(a_sources: Sequence[str], b_sources: Sequence[str]) -> str | None:
     """The reason B is a finetune of A, or None: B's model card (README.md beside it) names A in
-    ``base_model`` - the same path, or a repo id / path whose last part is A's folder name."""
-    b_dir = Path(b_sources[0])
-    b_dir = b_dir if b_dir.is_dir() else b_dir.parent
-    fm = _front_matter(b_dir / "README.md")
+    ``base_model`` - the same path, or a repo id / path whose last part is A's folder name (for
+    a Hub input: its repo id or name)."""
+    b_dir, readme = _model_card(b_sources[0])
+    fm = _front_matter(readme.parent) if readme is not None else {}
     base = fm.get("base_model")
     if not base:
         return None
     bases = base if isinstance(base, list) else [base]
-    a_path = Path(a_sources[0]).resolve()
-    a_dir = a_path if a_path.is_dir() else a_path.parent
-    names = {a_dir.name.lower(), str(a_dir).lower()}
+    names = _names_of(a_sources[0])
     for bm in bases:
         bm_s = str(bm).strip().rstrip("/")
         if bm_s.lower() in names or bm_s.split("/")[-1].lower() in names \
-                or str((b_dir / bm_s).resolve()).lower() in names:
+                or (b_dir is not None and _resolved(b_dir / bm_s).lower() in names):
             rel = fm.get("base_model_relation")
             return f"B's model card declares base_model: {bm_s}" + (
                 f" ({rel})" if isinstance(rel, str) and rel else "")
     return None
+
+
+def _model_card(src: str) -> tuple[Path | None, Path | None]:
+    """(B's folder, its README.md) - for a Hub input, the card beside its files in the cache."""
+    from .hub.uri import is_hub_uri
+
+    if is_hub_uri(src):
+        from .hub.remote import model_card
+
+        return None, model_card(src)
+    b_dir = Path(src)
+    b_dir = b_dir if b_dir.is_dir() else b_dir.parent
+    return b_dir, b_dir / "README.md"
+
+
+def _names_of(src: str) -> set[str]:
+    """What a model card may call checkpoint A (lower case): its folder's name and path, or its
+    repo id and name."""
+    from .hub.uri import is_hub_uri, parse_hub_uri, ref_of_cached_path
+
+    cached = ref_of_cached_path(src)
+    if is_hub_uri(src) or cached is not None:
+        repo_id = parse_hub_uri(src).repo_id if cached is None else cached[0].repo_id
+        return {repo_id.lower(), repo_id.split("/")[1].lower()}
+    a_path = Path(src).resolve()
+    a_dir = a_path if a_path.is_dir() else a_path.parent
+    return {a_dir.name.lower(), str(a_dir).lower()}
+def _resolved(path: Path) -> str:
+    """``str(path.resolve())``, or '' when it cannot be resolved (a link loop, a NUL ...): a
+    model card is data, its ``base_model`` may name anything."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError, ValueError):
+        return ""
 
 
 # -- numbers -------------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ __all__ = [
     "BundleError",
     "MissingExtraError",
     "WorkerError",
+    "HubError",
+    "WeightvisWarning",
+    "MoEError",
 ]
 
 
@@ -79,3 +82,21 @@ class MissingExtraError(WeightvisError):
 
 class WorkerError(WeightvisError):
     """A worker process ended without finishing its task (killed, out of memory)."""
+
+
+class HubError(InputError):
+    """The Hugging Face Hub refused or could not answer (not found, gated, rate limited,
+    offline and not cached, ...), or the local disk cannot hold what it would download. The
+    message names the ``hf://`` location and what to do; it never holds a token or a signed
+    URL."""
+
+
+class WeightvisWarning(UserWarning):
+    """Something optional was unusable and is ignored (a broken ``config.json`` or model card):
+    the run goes on. ``cli.py`` shows these as ``weightvis: warning: ...`` lines when the run
+    succeeds."""
+
+
+class MoEError(WeightvisError):
+    """A Mixture-of-Experts layout cannot be read unambiguously (the message names the tensor
+    and what would decide it)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +59,7 @@ _CORE_SCRIPTS: tuple[str, ...] = (
     "kind-values.js",   # scene kind "values"
 )
 _BYTES_SCRIPTS: tuple[str, ...] = ("kind-bytes.js",)  # scene kind "bytes"
+_PACKED_SCRIPTS: tuple[str, ...] = ("tiles-packed.js",)  # tile source "packed" (hub/pack.py)
 _DIFF_SCRIPTS: tuple[str, ...] = (
     "diff-model.js",        # pairs by name, formatting, change panel markup; panel "diff"
     "diff-kinds.js",        # scene kinds "delta" and "side" (a / b)
@@ -79,6 +81,8 @@ _PLUGINS: tuple[tuple[str, Callable[[dict[str, Any]], bool], tuple[str, ...]], .
                             for s in m.get("scenes") or ()), _BYTES_SCRIPTS),
     ("diff", lambda m: isinstance(m.get("diff"), dict), _DIFF_SCRIPTS),
     ("moe", lambda m: isinstance(m.get("moe"), dict), _MOE_SCRIPTS),
+    ("packed", lambda m: any(isinstance(s, dict) and isinstance(s.get("pack"), dict)
+                             for s in m.get("scenes") or ()), _PACKED_SCRIPTS),
 )
 """Plug-in script sets: (name, does a manifest need it, its scripts in load order)."""
 
@@ -142,9 +146,11 @@ def manifest_script_json(manifest: dict[str, Any], compact: str | None = None) -
     >>> manifest_script_json({"a": "</script>&\\u2028"})
     '{"a":"\\\\u003c/script\\\\u003e\\\\u0026\\\\u2028"}'
     """
-    if compact is not None and compact.isascii():
-        # an ASCII encoding with ensure_ascii=False is the ensure_ascii=True one: no second pass
-        text = compact
+    if compact is not None:
+        # the ensure_ascii=True encoding is the ensure_ascii=False one with every character
+        # past "~" (only ever inside a string: DEL and non-ASCII) escaped: no second encoding
+        text = compact if compact.isascii() and "\x7f" not in compact else _NON_ASCII.sub(
+            _json_escape, compact)
     else:
         text = _ascii_json(manifest)
     # ensure_ascii already escapes U+2028/U+2029; the table keeps this correct if that changes.
@@ -153,6 +159,19 @@ def manifest_script_json(manifest: dict[str, Any], compact: str | None = None) -
         if char in text:
             text = text.replace(char, escaped)
     return text
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7e]")
+
+
+def _json_escape(m: re.Match[str]) -> str:
+    """``\\uXXXX`` as ``json.dumps(ensure_ascii=True)`` writes the character (a surrogate
+    pair above U+FFFF)."""
+    c = ord(m.group())
+    if c < 0x10000:
+        return f"\\u{c:04x}"
+    c -= 0x10000
+    return f"\\u{0xd800 | (c >> 10):04x}\\u{0xdc00 | (c & 0x3ff):04x}"
 
 
 def _ascii_json(manifest: dict[str, Any]) -> str:
@@ -185,11 +204,17 @@ def render_index_html(manifest: dict[str, Any], *, title: str | None = None,
         title = str(manifest.get("title") or "weightvis")
     template = _environment(_viewer_dir()).get_template(_TEMPLATE)
     return template.render(
-        title=title,
+        title=_displayable(title),
         manifest_json=Markup(manifest_script_json(manifest, compact)),
         scripts=viewer_scripts(manifest),
-        generator=str(manifest.get("generator") or "weightvis"),
+        generator=_displayable(str(manifest.get("generator") or "weightvis")),
     )
+
+
+def _displayable(text: str) -> str:
+    """``text`` with lone surrogates (a file name's undecodable bytes) as U+FFFD: the page is
+    UTF-8, which cannot hold them. The manifest keeps the exact string (escaped in JSON)."""
+    return text if text.isascii() else re.sub("[\ud800-\udfff]", "\ufffd", text)
 
 
 def _copy_file(src: Path | Traversable, dst: Path) -> None:

@@ -1,3 +1,5 @@
+# Over the 450-line guide: every name is parsed here and nowhere else (STYLE: one name index),
+# the Mixture-of-Experts families included.
 """The name index: every tensor name parsed once, for layout, ``info``, diff pairing and search.
 
 Canonical names. A GGUF file names its tensors the llama.cpp way (``blk.3.attn_q.weight``); the
@@ -28,7 +30,13 @@ from typing import NamedTuple
 __all__ = ["KINDS", "MOE_PARTS", "SLOT_KINDS", "BlockParse", "MoeParse", "NameIndex", "TensorName",
            "canonical_names", "detect_blocks", "gguf_to_hf_map", "is_embedding", "is_output_head",
            "looks_gguf",
-           "parse_block", "parse_moe", "qk_role", "slot_kind", "strip_wrappers", "tensor_kind"]
+           "parse_block", "parse_moe", "qk_role", "slot_kind", "strip_wrappers", "tensor_kind",
+           "view_row_dims", "expert_rest"]
+
+_INDEX = r"[0-9]{1,9}"
+"""A block or expert index in a name: ASCII digits (``\\d`` would take any script's digits, so
+``layers.٣`` would pose as block 3), at most nine (``int()`` of a name's 5,000 digits raises, and
+indices stay exact in the viewer's doubles). A name with any other index is outside any block."""
 
 _GGUF_NAME = re.compile(r"^(blk\.\d+\.|token_embd\.|output\.|output_norm\.|rope_freqs\.)")
 
@@ -115,7 +123,7 @@ def canonical_names(names: Iterable[str], *, gguf_arch: str | None = None) -> di
     table = {**(gguf_to_hf_map(gguf_arch or "llama") or gguf_to_hf_map("llama")), **_OVERRIDES}
     out: dict[str, str] = {}
     for n in names:
-        m = re.match(r"^(?:blk\.(\d+)\.)?(.+?)(\.weight|\.bias)?$", n)
+        m = re.match(r"(?:blk\.(" + _INDEX + r")\.)?(.*?)(\.weight|\.bias)?\Z", n, re.DOTALL)
         assert m is not None
         bid, base, suffix = m.group(1), m.group(2), m.group(3) or ""
         key = f"blk.{{bid}}.{base}" if bid is not None else base
@@ -133,7 +141,8 @@ def canonical_names(names: Iterable[str], *, gguf_arch: str | None = None) -> di
 
 # -- blocks --------------------------------------------------------------------------------------
 _BLOCK_RE = re.compile(
-    r"^(?P<prefix>(?:[^.]+\.)*?(?:layers|layer|h|blocks|block|blk))\.(?P<idx>\d+)\.(?P<rest>.+)$")
+    r"^(?P<prefix>(?:[^.]+\.)*?(?:layers|layer|h|blocks|block|blk))\.(?P<idx>" + _INDEX
+    + r")\.(?P<rest>.+)$")
 
 
 class BlockParse(NamedTuple):
@@ -225,6 +234,8 @@ def is_output_head(name: str) -> bool:
 def _kind(canon: str, p: BlockParse | None, prefix: str | None) -> str:
     if _EXPERT_RE.search(canon):
         return "experts"
+    if p is not None and _FUSED_ONLY_RE.search(p.sub) and _routed(parse_moe(p.sub)):
+        return "experts"  # GraniteMoE / JetMoE input_linear, output_linear
     if is_embedding(canon) or _HEAD_RE.search(canon):
         return "embeddings"
     sub = p.sub if p is not None and p.prefix == prefix else canon
@@ -276,11 +287,12 @@ _SHARED_RE = re.compile(r"shared_experts?|shared_mlp|share_expert|_shexp")
 _SHARED_ROLE_RE = re.compile(r"(?:(?:shared_experts?|shared_mlp|share_expert)\.(?P<w>[^.]+)|"
                              r"ffn_(?P<g>gate|up|down|gate_up)_shexp)\.weight$")
 _ROUTER_BIAS_RE = re.compile(r"(?:^|\.)(?:e_score_correction_bias|expert_bias(?:\.bias)?|"
-                             r"exp_probs_b\.bias|router\.bias|ffn_gate_inp\.bias)$")
+                             r"exp_probs_b\.bias|router\.bias|ffn_gate_inp\.bias|gate\.bias)$")
 _ROUTER_RE = re.compile(r"(?:^|\.)(?:gate|router|gate\.wg|router\.gate|router\.layer|"
                         r"router\.classifier|router\.proj|ffn_gate_inp)\.weight$")
 _ROUTER_PART_RE = re.compile(r"(?:^|\.)router\.")
-_PER_EXPERT_RE = re.compile(r"(?:^|\.)experts\.(?:expert_)?(?P<e>\d+)\.(?P<rest>.+)$")
+_PER_EXPERT_RE = re.compile(r"(?:^|\.)experts\.(?:expert_)?(?P<e>" + _INDEX
+                            + r")\.(?P<rest>.+)$")
 _FUSED_RE = re.compile(
     r"(?:^|\.)(?:experts\.(?:mlp\.)?(?P<a>gate_up_proj|gate_proj|up_proj|down_proj|w1|v1|w2)|"
     r"(?P<b>input_linear|output_linear)|ffn_(?P<g>gate|up|down|gate_up)_exps)"
@@ -300,6 +312,38 @@ class MoeParse(NamedTuple):
     part: str
     expert: int | None
     role: str | None
+
+
+_FUSED_ONLY_RE = re.compile(r"(?:^|\.)(?:input_linear|output_linear)\.")
+
+
+def _routed(m: MoeParse | None) -> bool:
+    return m is not None and m.part in ("expert", "fused")
+
+
+def view_row_dims(name: str, shape: tuple[int, ...]) -> int:
+    """How many leading dims the rows of a tensor's 2-D view span (``types.view_of``): 2 for
+    a fused expert tensor of three or more dims, whose view is then its E experts' matrices
+    stacked (``[E, r, c]`` -> ``(E*r) x c``: one expert's matrix is a row range, MOE.md §1.3),
+    else 1. Readers call it when they list a tensor; ``name`` is the stored name (GGUF names
+    too: ``ffn_up_exps``).
+
+    >>> view_row_dims("model.layers.0.mlp.experts.gate_up_proj", (8, 64, 32))
+    2
+    >>> view_row_dims("conv.weight", (8, 3, 3, 3))
+    1
+    """
+    if len(shape) < 3:
+        return 1
+    m = parse_moe(name)
+    return 2 if m is not None and m.part == "fused" else 1
+
+
+def expert_rest(sub: str) -> str | None:
+    """What follows the expert number in a routed expert's sub-path (``gate_proj.weight`` of
+    ``mlp.experts.7.gate_proj.weight``), or None when it names no numbered expert."""
+    m = _PER_EXPERT_RE.search(sub)
+    return None if m is None else m["rest"]
 
 
 def parse_moe(sub: str) -> MoeParse | None:

@@ -12,12 +12,16 @@ from typing import Any
 
 import numpy as np
 
+from .errors import MoEError
 from .formats import MultiReader, open_checkpoint
 from .formats.dtypes import ELEMENT_TYPES
 from .index import KINDS, NameIndex, is_embedding, is_output_head, parse_block
+from .moe.structure import detect_moe
 from .types import TensorInfo
+from .untrusted import printable
 
-__all__ = ["checkpoint_info", "compare_info", "stored_nbytes", "format_info", "format_compare"]
+__all__ = ["checkpoint_info", "compare_info", "stored_nbytes", "format_info", "format_compare",
+           "format_moe"]
 
 
 def stored_nbytes(t: TensorInfo) -> int:
@@ -58,10 +62,10 @@ def _architecture(tensors: Sequence[TensorInfo], index: NameIndex,
                   and not re.search(r"position|token_type|segment", c)]
     emb = max(token_embs, key=lambda t: (t.e_rows, t.name), default=None)
     head = next((t for c, t in by_canon.items() if is_output_head(c)), None)
-    experts = {int(m.group(1)) for c in by_canon if (m := re.search(r"experts\.(\d+)\.", c))}
+    experts = {int(m.group(1)) for c in by_canon if (m := re.search(r"experts\.([0-9]{1,9})\.", c))}
     exps3d = [t for c, t in by_canon.items() if "_exps" in t.name or
               re.search(r"\.experts\.(gate|up|down)_proj", c)]
-    n_experts = len(experts) or (exps3d[0].shape[0] if exps3d else 0)
+    n_experts = len(experts) or (exps3d[0].shape[0] if exps3d and exps3d[0].shape else 0)
     q = next((t for c, t in by_canon.items() if re.search(r"(q_proj|attn_q|query)\.weight$", c)
               and t.e_rows > 1), None)
     k = next((t for c, t in by_canon.items() if re.search(r"(k_proj|attn_k|key)\.weight$", c)
@@ -136,6 +140,14 @@ def _info(reader: MultiReader, scan: bool,
         d["bytes"] += nb
         rows.append({"name": t.name, "canonical": c, "shape": list(t.shape), "dtype": t.dtype,
                      "kind": kind, "bytes": nb})
+    try:
+        moe = detect_moe(reader, None, index=index)
+        moe_json: dict[str, Any] | None = moe.to_json() if moe is not None else None
+    except MoEError as e:  # reported, not fatal: the rest of the structure still holds
+        moe, moe_json = None, {"error": str(e)}
+    arch = _architecture(tensors, index, reader.config, gg)
+    if moe is not None:
+        arch["experts"] = moe.experts
     out: dict[str, Any] = {
         "format": reader.format,
         "files": [str(f) for f in reader.files],
@@ -145,7 +157,8 @@ def _info(reader: MultiReader, scan: bool,
         "per_kind": {k: per_kind.get(k, 0) for k in KINDS},
         "per_block": {str(b): n for b, n in sorted(per_block.items())},
         "dtypes": dict(sorted(dtypes.items())),
-        "architecture": _architecture(tensors, index, reader.config, gg),
+        "architecture": arch,
+        "moe": moe_json,
         "tensors": rows,
     }
     if scan:
@@ -250,23 +263,31 @@ def _b(x: int) -> str:
     return f"{x} B"
 
 
+def _p(v: Any) -> str:
+    """A value from a file (a name, a config string) as terminal text."""
+    return printable(str(v))
+
+
 def format_info(info: dict[str, Any]) -> str:
+    """``checkpoint_info`` as text; every name and value from the files is ``printable``."""
     a = info["architecture"]
     lines = [
         f"format      {info['format']}  ({len(info['files'])} file"
         f"{'s' if len(info['files']) != 1 else ''}: "
-        f"{', '.join(os.path.basename(f) for f in info['files'][:4])}"
+        f"{', '.join(printable(os.path.basename(f)) for f in info['files'][:4])}"
         f"{' …' if len(info['files']) > 4 else ''})",
         f"tensors     {info['tensor_count']}",
         f"parameters  {_n(info['parameters'])} ({info['parameters']:,}), {_b(info['bytes'])}",
         "architecture " + ", ".join(
-            f"{k.replace('_', ' ')} {v}" for k, v in a.items()
+            f"{k.replace('_', ' ')} {_p(v)}" for k, v in a.items()
             if v not in (None, 0, "") and k not in ("block_prefix", "tied_embeddings",
                                                      "output_head"))
         + {True: " (tied embeddings)", False: "", None: " (no output head)"}[
             a["tied_embeddings"]],
         "per kind    " + ", ".join(f"{k} {_n(v)}" for k, v in info["per_kind"].items() if v),
     ]
+    if info.get("moe"):
+        lines.insert(4, "moe         " + format_moe(info["moe"]))
     pb = info["per_block"]
     if pb:
         vals = sorted(set(pb.values()))
@@ -284,11 +305,37 @@ def format_info(info: dict[str, Any]) -> str:
         for key, label in (("nan", "NaN"), ("inf", "Inf"), ("all_zero", "all zero")):
             for r in sc[key]:
                 cnt = f" ({r['count']:,})" if "count" in r else ""
-                lines.append(f"scan        {label}: {r['name']}{cnt}")
+                lines.append(f"scan        {label}: {printable(r['name'])}{cnt}")
     return "\n".join(lines)
 
 
+def _ranges(ids: Sequence[int]) -> str:
+    """``0, 2, 4–7`` for [0, 2, 4, 5, 6, 7]."""
+    runs: list[list[int]] = []
+    for i in ids:
+        if runs and runs[-1][1] == i - 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}–{b}" for a, b in runs)
+
+
+def format_moe(moe: dict[str, Any]) -> str:
+    """One line: layout family, MoE and dense layers, routed and shared experts, top-k, sizes."""
+    if "error" in moe:
+        return f"cannot be read: {moe['error']}"
+    dense = moe["dense_layers"]
+    shared = f" + {moe['shared_experts']} shared" if moe["shared_experts"] else ""
+    top_k = f", top-{moe['top_k']}" if moe["top_k"] else ""
+    return (f"{moe['family']}: {len(moe['moe_layers'])} MoE layers "
+            f"({_ranges(moe['moe_layers'])})"
+            + (f", {len(dense)} dense ({_ranges(dense)})" if dense else ", no dense layer")
+            + f"; {moe['experts']} routed experts{shared}{top_k}; hidden {moe['hidden']}, "
+            f"expert intermediate {moe['intermediate']} ({', '.join(moe['roles'])})")
+
+
 def format_compare(c: dict[str, Any]) -> str:
+    """``compare_info`` as text; every name and value from the files is ``printable``."""
     yes = {True: "yes", False: "no"}
     ratio = c["uniform_shape_ratio"]
     lines = [
@@ -300,18 +347,18 @@ def format_compare(c: dict[str, Any]) -> str:
     ]
     if c["vocab_resize"]:
         v = c["vocab_resize"]
-        lines.append(f"vocabulary resized     {v['a']} -> {v['b']} ({v['tensor']})")
+        lines.append(f"vocabulary resized     {v['a']} -> {v['b']} ({_p(v['tensor'])})")
     for k, v in c["architecture_differences"].items():
-        lines.append(f"architecture           {k}: {v['a']} -> {v['b']}")
+        lines.append(f"architecture           {k}: {_p(v['a'])} -> {_p(v['b'])}")
     for key, label in (("sub_tensors_only_in_a", "sub-tensor only in A"),
                        ("sub_tensors_only_in_b", "sub-tensor only in B"),
                        ("only_in_a", "only in A"), ("only_in_b", "only in B")):
         for n in c[key]:
-            lines.append(f"{label:22s} {n}")
+            lines.append(f"{label:22s} {printable(n)}")
     for d in c["shape_differences"]:
-        lines.append(f"{'shape differs':22s} {d['name']}: {d['a']} -> {d['b']}")
+        lines.append(f"{'shape differs':22s} {printable(d['name'])}: {d['a']} -> {d['b']}")
     for d in c["dtype_differences"]:
-        lines.append(f"{'dtype differs':22s} {d['name']}: {d['a']} -> {d['b']}")
+        lines.append(f"{'dtype differs':22s} {printable(d['name'])}: {d['a']} -> {d['b']}")
     if len(lines) == 4 and c["same_tensor_set"] and not c["shape_differences"]:
         lines.append("no differences in structure")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ compared byte for byte), so the builders below fix it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
@@ -17,8 +18,8 @@ from .errors import BundleError
 from .types import TILE_SIZE, SceneLayout
 
 __all__ = ["MANIFEST_VERSION", "BUNDLE_FORMAT", "READABLE_VERSIONS", "ManifestHead",
-           "manifest_head", "scene_json", "build_manifest", "compact", "dumps", "is_bundle",
-           "read_manifest", "validate"]
+           "manifest_head", "scene_json", "build_manifest", "compact", "dumps", "encodable",
+           "is_bundle", "read_manifest", "validate"]
 
 MANIFEST_VERSION = 1
 BUNDLE_FORMAT = "weightvis-bundle"
@@ -82,17 +83,38 @@ _COMPILED_ABOVE = 1 << 20
 indenting encoder is pure Python, ~5 s for the manifest of a 45k-tensor checkpoint."""
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encodable(text: str) -> str:
+    """JSON text with every lone surrogate written as its ``\\uXXXX`` escape.
+
+    A tensor name may hold one (a JSON header's ``"\\ud800"``, a pickle's str, a file name's
+    undecodable byte): UTF-8 cannot encode it, so the bundle could not be written. JSON text has
+    non-ASCII characters only inside strings, where the escape means the same code unit, so
+    ``json.loads`` and the viewer's ``JSON.parse`` give back the very same string.
+
+    >>> encodable('{"a\\ud800":1}')
+    '{"a\\\\ud800":1}'
+    """
+    if text.isascii():
+        return text
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def compact(doc: Mapping[str, Any]) -> str:
-    """The document as compact JSON (no NaN: JSON has none), by the C encoder."""
-    return json.dumps(doc, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    """The document as compact JSON (no NaN: JSON has none), by the C encoder; UTF-8-encodable
+    (:func:`encodable`)."""
+    return encodable(json.dumps(doc, allow_nan=False, ensure_ascii=False, separators=(",", ":")))
 
 
 def dumps(doc: Mapping[str, Any], compact_text: str | None = None) -> str:
     """JSON as bundles store it: ``json.dumps(doc, indent=1, ensure_ascii=False)``, no NaN
-    (JSON has none). ``compact_text``: ``compact(doc)`` when the caller has it already."""
+    (JSON has none), lone surrogates escaped (:func:`encodable`). ``compact_text``:
+    ``compact(doc)`` when the caller has it already."""
     text = compact_text if compact_text is not None else compact(doc)
     if len(text) <= _COMPILED_ABOVE:
-        return json.dumps(doc, indent=1, allow_nan=False, ensure_ascii=False)
+        return encodable(json.dumps(doc, indent=1, allow_nan=False, ensure_ascii=False))
     from .kernels.jsontext import indent_json  # numpy + numba: only for big documents
 
     return indent_json(text.encode("utf-8"), 1).decode("utf-8")

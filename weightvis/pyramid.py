@@ -12,6 +12,7 @@ The pyramid has no notion of what a scene shows: the job's painter and the layou
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -25,6 +26,7 @@ from .values import tensor_scale
 
 if TYPE_CHECKING:
     from .executors import Executor
+    from .resume import SubtreeRecords
 
 __all__ = ["TileWorker", "SceneResult", "SubtreeResult", "render_scene", "render_subtree",
            "subtree_task", "iter_tiles", "warm_up_all"]
@@ -48,6 +50,8 @@ class SceneResult(NamedTuple):
     """Per tensor, elements the painter listed (delta: changed (row, col, a, b), sorted)."""
     scales: dict[str, float] = {}
     """Per-tensor scales computed while rendering (tensors the job's ``scales`` left out)."""
+    tiles_reused: int = 0
+    """Of ``tiles_written``, those a killed run had written (resumed subtrees)."""
 
 
 class PackedAccs(NamedTuple):
@@ -180,9 +184,7 @@ class TileWorker:
         sink = self.job.sink
         d = sink.tile_dir(self.job.key, a.z, a.t_x)
         if d not in self.made_dirs:
-            import os
-
-            os.makedirs(d, exist_ok=True)
+            sink.make_dir(self.job.key, a.z, a.t_x)
             self.made_dirs.add(d)
         self.bytes_written += sink.write(d, a.t_y, self.job.tile_format,
                                          encode_tile_parts(idx, self.palette,
@@ -291,12 +293,16 @@ def warm_up_all() -> None:
 
 
 def render_scene(job: SceneJob, executor: Executor, progress: ProgressFn | None = None,
-                 reader: Any = None, meanwhile: Callable[[], None] | None = None
-                 ) -> SceneResult:
+                 reader: Any = None, meanwhile: Callable[[], None] | None = None,
+                 records: SubtreeRecords | None = None) -> SceneResult:
     """Render and write every tile of a scene with ``executor``; returns merged per-tensor
-    results. ``meanwhile`` runs in this process while the workers render."""
+    results. ``meanwhile`` runs in this process while the workers render. With ``records``,
+    subtrees kept by a killed run are taken from there instead of rendered, and each subtree
+    rendered now is kept there (resume.py)."""
     geo = job.geometry
     split, roots = geo.subtree_roots(executor.workers)
+    done = records.load(roots) if records is not None else {}
+    reused = sum(s.result.tiles_written for s in done.values())
     parts: list[PackedAccs] = []
     written = nbytes = 0
     # tiles at and above the split zoom not yet reduced into their parent
@@ -321,33 +327,44 @@ def render_scene(job: SceneJob, executor: Executor, progress: ProgressFn | None 
             z, x, y = a.z, a.t_x, a.t_y
             waiting[z][(x, y)] = idx
 
-    for sub in executor.run_subtrees(job, roots, reader=reader, meanwhile=meanwhile):
-        res = sub.result
-        parts.append(res.accs)
-        scales.update(res.scales)
-        written += res.tiles_written
-        nbytes += res.bytes_written
-        for name, (rows, cols) in res.flags.items():
-            if name in flags:
-                flags[name][0][:] |= rows
-                flags[name][1][:] |= cols
-            else:
-                flags[name] = (rows, cols)
-        for name, e in res.elems.items():
-            elems.setdefault(name, []).append(e)
-        if progress is not None:
-            progress(sub.leaves)
-        arrive(sub.root.z, sub.root.t_x, sub.root.t_y, sub.tile)
+    todo = [a for a in roots if a not in done]
+    running = executor.run_subtrees(job, todo, reader=reader, meanwhile=meanwhile)
+    try:
+        for sub in itertools.chain(done.values(), running):
+            if records is not None and sub.root not in done:
+                records.keep(sub)
+            res = sub.result
+            parts.append(res.accs)
+            scales.update(res.scales)
+            written += res.tiles_written
+            nbytes += res.bytes_written
+            for name, (rows, cols) in res.flags.items():
+                if name in flags:
+                    flags[name][0][:] |= rows
+                    flags[name][1][:] |= cols
+                else:
+                    flags[name] = (rows, cols)
+            for name, e in res.elems.items():
+                elems.setdefault(name, []).append(e)
+            if progress is not None:
+                progress(sub.leaves)
+            arrive(sub.root.z, sub.root.t_x, sub.root.t_y, sub.tile)
+    finally:  # a failure here (writing a record, reducing) stops the workers now
+        close = getattr(running, "close", None)
+        if close is not None:
+            close()
     top_res = top.take_results()
     if job.shared is not None:  # scales a helper computed ahead (executors.LocalPoolExecutor)
         scales.update((n, v) for n in job.shared.index if (v := job.shared.get(n)) is not None)
+    # scales an executor computed ahead into the job (dask_executor.DaskExecutor)
+    scales.update((n, job.scales[n]) for n in job.prefetch if n in job.scales)
     merged_elems = {}
     for name, es in elems.items():
         e = np.concatenate(es)
         merged_elems[name] = e[np.lexsort((e[:, 1], e[:, 0]))]
     return SceneResult(merge_leaf_accs(parts, job.painter.merge_acc),
                        written + top_res.tiles_written, nbytes + top_res.bytes_written, flags,
-                       merged_elems, scales)
+                       merged_elems, scales, reused)
 
 
 def iter_tiles(geo: Geometry) -> Iterator[TileAddress]:

@@ -4,7 +4,8 @@ A ``Scene`` binds a reader (its picklable ``spec``), a layout and its tile geome
 (painters.py), a colormap, a key and a label, plus the colour scales known before the tiles. A
 ``Plan`` is a list of scenes and ``finish``, which turns their results into the manifest (and any
 side document such as ``diff.json``). ``plan_render`` plans a render (``[main]``, or the Hilbert
-scene); ``plan_diff`` (diff_plan.py) plans a diff (``[delta]`` or ``[delta, a, b]`` plus the diff
+scene; a Mixture-of-Experts' routed experts are laid out as grids, ``moe.detect_moe``);
+``plan_diff`` (diff_plan.py) plans a diff (``[delta]`` or ``[delta, a, b]`` plus the diff
 analysis). bundle.build_bundle runs any plan.
 """
 
@@ -23,9 +24,11 @@ from . import color
 from .errors import InputError
 from .executors import Executor, InlineExecutor
 from .formats import MultiReader
+from .formats.base import gc_paused
 from .index import NameIndex
 from .layout import arch_layout, hilbert_layout
 from .manifest import build_manifest, manifest_head, scene_json
+from .moe.structure import detect_moe
 from .options import MoEOptions, RenderOptions
 from .painters import BytesPainter, Painter, ValuesPainter
 from .tiling import CheckpointSpec, Geometry
@@ -100,9 +103,14 @@ def file_name(path: str) -> str:
 
 
 def source_json(reader: MultiReader) -> dict[str, Any]:
-    return {"format": reader.format, "files": [f.name for f in reader.files],
-            "metadata": {Path(k).name: v for k, v in reader.metadata.items()},
-            "config": reader.config}
+    """The manifest's ``source``; ``uris`` (beside ``files``, only when a file came from the
+    Hub): each file's pinned location ``hf://NS/NAME@<commit>/<path>``, null for a local one."""
+    out: dict[str, Any] = {"format": reader.format, "files": [f.name for f in reader.files],
+                           "metadata": {Path(k).name: v for k, v in reader.metadata.items()},
+                           "config": reader.config}
+    if any(reader.origins):
+        out["uris"] = list(reader.origins)
+    return out
 
 
 _GENERIC_NAMES = {"model", "models", "weights", "checkpoint", "checkpoints", "snapshot", "ckpt"}
@@ -110,17 +118,38 @@ _GENERIC_NAMES = {"model", "models", "weights", "checkpoint", "checkpoints", "sn
 
 def default_title(srcs: list[str]) -> str:
     """The input's name; for generic file names (model.safetensors, shards, index) its folder's,
-    with the parent folder too when the folder's name alone says little."""
+    with the parent folder too when the folder's name alone says little. A Hub input (``hf://``,
+    or a file of the Hugging Face cache) is named by its repo id."""
+    hub = _hub_ref(srcs[0])
+    if hub is not None:
+        repo_id, path = hub
+        name = path.rsplit("/", 1)[-1]
+        stem = name.split("-")[0].split(".")[0]
+        generic = stem in _GENERIC_FILES or name.endswith(".index.json")
+        return repo_id if not path or generic else f"{repo_id}/{path}"
     p = Path(srcs[0]).resolve()
     if not p.is_dir():
         stem = p.name.split("-")[0].split(".")[0]
-        generic = ("model", "pytorch_model", "consolidated", "diffusion_pytorch_model")
-        if not (p.name.endswith(".index.json") or stem in generic):
+        if not (p.name.endswith(".index.json") or stem in _GENERIC_FILES):
             return p.name
         p = p.parent
     if p.name.lower() in _GENERIC_NAMES and p.parent.name:
         return f"{p.parent.name}/{p.name}"
     return p.name
+
+
+_GENERIC_FILES = ("model", "pytorch_model", "consolidated", "diffusion_pytorch_model")
+
+
+def _hub_ref(src: str) -> tuple[str, str] | None:
+    """(repo id, path in the repo) of an ``hf://`` input or a cached Hub file, else None."""
+    from .hub.uri import is_hub_uri, parse_hub_uri, ref_of_cached_path
+
+    if is_hub_uri(src):
+        ref = parse_hub_uri(src)
+        return ref.repo_id, ref.path
+    got = ref_of_cached_path(src)
+    return None if got is None else (got[0].repo_id, got[0].path)
 
 
 def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, executor: Executor,
@@ -132,14 +161,21 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
     tensors = list(reader.tensors())
     if not tensors:
         raise InputError(f"{', '.join(srcs)}: the checkpoint holds no tensors")
+    index = NameIndex([t.name for t in tensors], gguf_arch=reader.gguf_architecture())
+    with_moe = moe_options is not None and moe_options.enabled
+    structure = None
+    if opts.layout == "arch" or with_moe:
+        with gc_paused():  # tens of thousands of small objects: see formats.base.gc_paused
+            structure = detect_moe(reader, reader.config, index=index)
     moe_plan = None
-    if moe_options is not None and moe_options.enabled:
+    if with_moe and structure is not None:
         from .moe.scenes import plan_moe
 
-        moe_plan = plan_moe(reader, srcs, moe_options, executor, tick)
-    index = NameIndex([t.name for t in tensors], gguf_arch=reader.gguf_architecture())
+        assert moe_options is not None
+        moe_plan = plan_moe(reader, srcs, moe_options, executor, tick, structure)
     if opts.layout == "arch":
-        lay = arch_layout(tensors, index=index)
+        with gc_paused():
+            lay = arch_layout(tensors, index=index, moe=structure)
     elif not opts.bytes_scene:
         lay = hilbert_layout(tensors)
     else:

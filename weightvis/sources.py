@@ -108,7 +108,9 @@ class LocalFileSource(ByteSource):
             self.fh = open(self.path, "rb")
         except OSError as e:
             raise FormatError(self.path, f"cannot open: {e.strerror}") from None
-        self.size = os.fstat(self.fh.fileno()).st_size
+        self.stat = os.fstat(self.fh.fileno())
+        """The file's status when opened (identity for caches: device, inode, size, mtime)."""
+        self.size = self.stat.st_size
         self.chunk_hint = self.size
         self.mm: mmap.mmap | None = None
         self._buf: np.ndarray | None = None
@@ -124,6 +126,9 @@ class LocalFileSource(ByteSource):
             else:
                 self.mm = mmap.mmap(self.fh.fileno(), 0, access=mmap.ACCESS_READ)
                 self._buf = np.frombuffer(self.mm, dtype=np.uint8)
+                # the mapping holds a descriptor of its own: one per file, not two (a
+                # checkpoint of 10,000 shards stays under the usual open-file limits)
+                self.fh.close()
         return self._buf
 
     def view(self, lo: int, hi: int, *, track: bool = True) -> np.ndarray:
@@ -219,12 +224,16 @@ class HTTPRangeSource(ByteSource):
     one request; blocks are kept in ``cache`` (default: the process's ``SHARED_CACHE``, 64 MiB
     for all sources), so ``release`` has nothing to drop. A view larger than the cache is
     fetched exactly and not cached. ``size`` (when known) saves the first request's size
-    discovery. Errors name the URL and the byte offset.
+    discovery. Errors name the source (``name``: the URL unless given) and the byte offset;
+    ``path`` (default: the URL's path) is what readers call the file. A subclass may override
+    ``refresh`` to renew an expired URL (signed CDN URLs expire): it is called once when the
+    server answers 401, 403 or 410.
     """
 
     def __init__(self, url: str, size: int | None = None, *, block: int = DEFAULT_BLOCK,
                  cache: BlockCache | None = None, timeout: float = 30.0,
-                 headers: dict[str, str] | None = None, retries: int = 2) -> None:
+                 headers: dict[str, str] | None = None, retries: int = 2,
+                 name: str | None = None, path: str | None = None) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise ValueError(f"{url}: not an http(s) URL")
@@ -232,8 +241,9 @@ class HTTPRangeSource(ByteSource):
         if block <= 0 or cache.capacity < block:
             raise ValueError(f"block {block} must be positive and at most the cache's "
                              f"{cache.capacity} bytes")
-        self.url = self.name = url
-        self.path = Path(urllib.parse.unquote(parts.path) or "/")
+        self.url = url
+        self.name = url if name is None else name
+        self.path = Path(path if path is not None else urllib.parse.unquote(parts.path) or "/")
         self.block, self.cache = block, cache
         self._id = next(_SOURCE_IDS)
         self.timeout, self.retries = timeout, max(0, retries)
@@ -247,38 +257,49 @@ class HTTPRangeSource(ByteSource):
         self.size = size
 
     # -- HTTP --------------------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Renew ``url`` after the server refused it (401/403/410); True when there is a new
+        one to try. The base class has none."""
+        return False
+
     def _get(self, lo: int, hi: int, *, clamp: bool = False) -> tuple[bytes, int | None]:
         """Bytes lo..hi-1 (hi > lo) and the total size from ``Content-Range``. ``clamp``: the
         server may end the range early (at the end of the file)."""
-        req = urllib.request.Request(self.url, headers={
-            **self.headers, "Range": f"bytes={lo}-{hi - 1}", "Accept-Encoding": "identity"})
         last = ""
+        refreshed = False
         for _attempt in range(self.retries + 1):
             self.requests += 1
+            req = urllib.request.Request(self.url, headers={
+                **self.headers, "Range": f"bytes={lo}-{hi - 1}", "Accept-Encoding": "identity"})
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     status = resp.status
                     crange = resp.headers.get("Content-Range", "")
                     if status != 206:
-                        raise FormatError(self.url, f"the server answered a Range request with "
+                        raise FormatError(self.name, f"the server answered a Range request with "
                                                     f"HTTP {status}, not 206 Partial Content "
                                                     "(it does not honour Range)", offset=lo)
                     m = _CONTENT_RANGE.fullmatch(crange.strip())
                     end = int(m.group(2)) if m is not None else -1
                     if (m is None or int(m.group(1)) != lo
                             or not (end == hi - 1 or (clamp and lo <= end < hi - 1))):
-                        raise FormatError(self.url, f"asked for bytes {lo}-{hi - 1}, the server "
+                        raise FormatError(self.name, f"asked for bytes {lo}-{hi - 1}, the server "
                                                     f"sent Content-Range {crange!r}", offset=lo)
                     data = resp.read(end + 1 - lo)
             except FormatError:
                 raise
             except urllib.error.HTTPError as e:
                 if e.code == 416:
-                    raise FormatError(self.url, f"bytes {lo}-{hi - 1} are not satisfiable "
+                    raise FormatError(self.name, f"bytes {lo}-{hi - 1} are not satisfiable "
                                                 "(HTTP 416): file shorter than expected?",
                                       offset=lo) from None
+                if e.code in (401, 403, 410) and not refreshed:
+                    refreshed = True
+                    if self.refresh():
+                        last = f"HTTP {e.code} {e.reason}"
+                        continue
                 if e.code < 500:
-                    raise FormatError(self.url, f"HTTP {e.code} {e.reason} reading bytes "
+                    raise FormatError(self.name, f"HTTP {e.code} {e.reason} reading bytes "
                                                 f"{lo}-{hi - 1}", offset=lo) from None
                 last = f"HTTP {e.code} {e.reason}"
                 continue
@@ -290,17 +311,17 @@ class HTTPRangeSource(ByteSource):
                 continue
             total = m.group(3)
             return data, None if total == "*" else int(total)
-        raise FormatError(self.url, f"cannot read bytes {lo}-{hi - 1} ({last}; "
+        raise FormatError(self.name, f"cannot read bytes {lo}-{hi - 1} ({last}; "
                                     f"{self.retries + 1} attempts)", offset=lo)
 
     def _discover_size(self) -> int:
         """Fetch block 0 (clamped by the server to a shorter file) and learn the size."""
         data, total = self._get(0, self.block, clamp=True)
         if total is None:
-            raise FormatError(self.url, "the server does not tell the file size (Content-Range "
+            raise FormatError(self.name, "the server does not tell the file size (Content-Range "
                                         "'*'): pass size=", offset=0)
         if len(data) != min(self.block, total):
-            raise FormatError(self.url, f"first block is {len(data)} bytes, expected "
+            raise FormatError(self.name, f"first block is {len(data)} bytes, expected "
                                         f"{min(self.block, total)} of a {total}-byte file",
                               offset=0)
         if total:
@@ -338,7 +359,7 @@ class HTTPRangeSource(ByteSource):
 
     def view(self, lo: int, hi: int, *, track: bool = True) -> np.ndarray:
         if self._closed:
-            raise ValueError(f"{self.url}: source is closed")
+            raise ValueError(f"{self.name}: source is closed")
         self._check(lo, hi)
         if hi == lo:
             return _EMPTY

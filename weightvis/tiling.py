@@ -64,8 +64,9 @@ class Geometry:
 
     def subtree_roots(self, workers: int) -> tuple[int, list[TileAddress]]:
         """The split zoom and the roots of the subtrees the tile workers take, biggest first
-        (so the last tasks are small and no worker is left alone with a big one at the end)."""
-        split = 0 if workers <= 1 else self.split_zoom(TASKS_PER_WORKER * workers)
+        (so the last tasks are small and no worker is left alone with a big one at the end).
+        One worker splits too: a subtree is also what a resumed run does not render again."""
+        split = self.split_zoom(TASKS_PER_WORKER * max(1, workers))
         f = 2 ** (self.max_zoom - split)
         size = Counter((x // f, y // f) for x, y in self.occupied[self.max_zoom])
         roots = sorted(self.occupied[split], key=lambda a: (-size[a], a[1], a[0]))

@@ -36,19 +36,24 @@ ScaleMode = Literal["tensor", "global"]
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def view_of(shape: tuple[int, ...]) -> tuple[int, int]:
+def view_of(shape: tuple[int, ...], row_dims: int = 1) -> tuple[int, int]:
     """The 2-D view (rows, cols) of a tensor shape.
 
-    0-D -> 1x1, 1-D [n] -> 1xn, 2-D as is, N-D [a, b, ...] -> a x (b*...).
+    0-D -> 1x1, 1-D [n] -> 1xn, 2-D as is, N-D [a, b, ...] -> a x (b*...). With ``row_dims``
+    2 (fused expert tensors, ``index.view_row_dims``), N-D [E, r, c, ...] -> (E*r) x (c*...):
+    the E experts' r x (c*...) views stacked, so one expert's matrix is a row range.
 
     >>> view_of(()), view_of((5,)), view_of((3, 4)), view_of((258, 1, 256))
     ((1, 1), (1, 5), (3, 4), (258, 256))
+    >>> view_of((8, 6, 4), 2)
+    (48, 4)
     """
     if len(shape) == 0:
         return (1, 1)
     if len(shape) == 1:
         return (1, int(shape[0]))
-    return (int(shape[0]), int(math.prod(shape[1:])))
+    k = max(1, min(row_dims, len(shape) - 1))
+    return (int(math.prod(shape[:k])), int(math.prod(shape[k:])))
 
 
 class TensorInfo(NamedTuple):
@@ -64,14 +69,17 @@ class TensorInfo(NamedTuple):
     """Format-level element type name, upper case (``F32``, ``BF16``, ``I64``, ``Q4_K``...)."""
     file: str
     """Path of the file holding the tensor's data (as given by the user, resolved)."""
+    row_dims: int = 1
+    """Leading dims that the rows of the 2-D view span (``view_of``): 2 for a fused expert
+    tensor (readers set it from ``index.view_row_dims``), else 1."""
 
     @property
     def e_rows(self) -> int:
-        return view_of(self.shape)[0]
+        return view_of(self.shape, self.row_dims)[0]
 
     @property
     def e_cols(self) -> int:
-        return view_of(self.shape)[1]
+        return view_of(self.shape, self.row_dims)[1]
 
     @property
     def numel(self) -> int:
@@ -94,6 +102,9 @@ class Placement(NamedTuple):
     e_r1: int
     e_c0: int
     e_c1: int
+    label: str | None = None
+    """What the block is when the tensor's name does not say it (``expert 17 · gate``: one
+    expert's matrix, perhaps of a fused tensor); None: the tensor's own label."""
 
     @property
     def c_w(self) -> int:
@@ -104,12 +115,15 @@ class Placement(NamedTuple):
         return self.e_r1 - self.e_r0
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "tensor": self.tensor,
             "rect": [self.c_x, self.c_y, self.c_w, self.c_h],
             "rows": [self.e_r0, self.e_r1],
             "cols": [self.e_c0, self.e_c1],
         }
+        if self.label is not None:
+            out["label"] = self.label
+        return out
 
 
 class TileAddress(NamedTuple):

@@ -323,10 +323,10 @@ class SharedScales:
         self.index, self.values, self._mem = state["index"], state["values"], None
 
 
-def _fill_scales(spec: Any, names: Sequence[str], table: SharedScales) -> None:
-    import signal
+def _fill_scales(spec: Any, names: Sequence[str], table: SharedScales, parent: int) -> None:
+    from .interrupts import become_helper
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    become_helper(parent)  # signals are the main process's to handle; dies with it
     try:
         reader = spec.open()
         try:
@@ -346,10 +346,12 @@ def start_scale_helper(spec: Any, names: Sequence[str], table: SharedScales) -> 
     (``join`` it), or None where processes cannot be forked. Whoever needs a scale the helper
     has not written yet computes it itself (the same deterministic function)."""
     import multiprocessing as mp
+    import os
 
     if "fork" not in mp.get_all_start_methods():
         return None
-    p = mp.get_context("fork").Process(target=_fill_scales, args=(spec, list(names), table),
+    p = mp.get_context("fork").Process(target=_fill_scales,
+                                       args=(spec, list(names), table, os.getpid()),
                                        name="weightvis-scales", daemon=True)
     p.start()
     return p

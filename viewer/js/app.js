@@ -38,7 +38,6 @@
     this.map.attributionControl.setPrefix("");
     this.map.attributionControl.addAttribution("Leaflet");
     this.overlay = new WV.Overlay(this);
-    this.overlay.attach(this.map);
     this.readout = new WV.Readout(this);
     this.legend = new WV.Legend(this);
     this.search = new WV.Search(this);
@@ -54,6 +53,10 @@
       this.panels.push(panel);
       this.panelByName.set(spec.name, panel);
     }
+    // Only now that panels have laid out the page (the change table below the map) may the map's
+    // size be read: Leaflet keeps the first size it reads (the overlay reads it) until the map is
+    // loaded, and a stale one puts the view's centre under the change table.
+    this.overlay.attach(this.map);
     this._wire();
   }
 
@@ -132,7 +135,7 @@
       this.map.setMaxBounds(null);
       this.map.options.minZoom = -WV.MIN_ZOOM_BELOW_0;
       this.map.options.maxZoom = mz + WV.OVERZOOM;
-      this.tiles = new WV.IndexedTileLayer(String(scene.tiles), this.model.tileIndex, {
+      this.tiles = WV.tileLayerFor(this.manifest, scene, this.model.tileIndex, {
         tileSize: this.manifest.tile_size || 512,
         minZoom: -WV.MIN_ZOOM_BELOW_0,
         maxZoom: mz + WV.OVERZOOM,

@@ -146,9 +146,12 @@
       return out;
     }
     if (st === "only-in-b") { out.ab = "only in B"; return out; }
+    // the same shape: the same view, and the element is on both sides (a fused expert
+    // tensor's view is not the one view2d gives: README "Layout")
+    var same = JSON.stringify(pair.shape_a) === JSON.stringify(pair.shape_b);
     var va = view2d(pair.shape_a), vb = view2d(pair.shape_b);
-    var inA = !va || (eRow < va[0] && eCol < va[1]);
-    var inB = !vb || (eRow < vb[0] && eCol < vb[1]);
+    var inA = same || !va || (eRow < va[0] && eCol < va[1]);
+    var inB = same || !vb || (eRow < vb[0] && eCol < vb[1]);
     if (!(inA && inB)) {
       out.ab = inA ? "only in A (outside B\u2019s shape)" : inB ? "only in B (outside A\u2019s shape)" : "in neither";
       return out;

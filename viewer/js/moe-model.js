@@ -36,12 +36,20 @@
     if (obj && typeof obj.layer === "number") sidecars.set(obj.layer, obj);
   };
 
+  /**
+   * The sidecar file of MoE layer `layer`: always "moe/layer-<integer>.js", built here from the
+   * number (a manifest's string never becomes a URL), or null.
+   */
+  function sidecarFile(layer) {
+    return typeof layer === "number" && Number.isInteger(layer) && layer >= 0 ? "moe/layer-" + layer + ".js" : null;
+  }
+
   /** Load a sidecar script once; `done()` runs when it has loaded (or failed). */
   function loadSidecar(file, done) {
     if (pending.has(file)) { pending.get(file).push(done); return; }
     pending.set(file, [done]);
     var script = document.createElement("script");
-    script.src = String(file);
+    script.setAttribute("src", file);
     script.async = true;
     function finish() {
       var calls = pending.get(file) || [];
@@ -106,14 +114,15 @@
       entry = byRole ? own(own(byRole, info.role) || {}, key) : undefined;
     }
     if (Array.isArray(entry)) return { matrix: entry };
-    if (!entry || typeof entry.sidecar !== "string") return { matrix: null };
+    var file = sidecarFile(info.layer);
+    if (!entry || file === null || entry.sidecar !== file) return { matrix: null };
     var side = sidecars.get(info.layer);
     if (side) {
       var m = info.metric === "coact" ? side.coact : own(own(side.similarity || {}, info.metric) || {}, info.role);
-      return { matrix: Array.isArray(m) ? m : null, sidecar: entry.sidecar };
+      return { matrix: Array.isArray(m) ? m : null, sidecar: file };
     }
-    loadSidecar(entry.sidecar, then || function () {});
-    return { loading: true, sidecar: entry.sidecar };
+    loadSidecar(file, then || function () {});
+    return { loading: true, sidecar: file };
   };
 
   /**

@@ -15,6 +15,8 @@
   var LABEL_H = 16;            // label box height, CSS px
   var LABEL_PAD = 3;           // label box horizontal padding
   var MAX_LABELS = 400;
+  var LABEL_MAX_CHARS = 200;   // a longer label is cut to its tail before fitting (see fit)
+  var WIDTH_CACHE_MAX = 50000; // measured widths kept, then forgotten all at once
 
   /**
    * A canvas over the map (outlines, group and tensor labels), redrawn for every view; during a
@@ -74,6 +76,7 @@
     if (w === undefined) {
       this.ctx.font = font;
       w = this.ctx.measureText(text).width;
+      if (this.widthCache.size >= WIDTH_CACHE_MAX) this.widthCache.clear();
       this.widthCache.set(key, w);
     }
     return w;
@@ -184,13 +187,15 @@
     for (var ci = 0; ci < candidates.length && placed.length < MAX_LABELS; ci++) {
       var c = candidates[ci];
       var item = c.piece.item;
-      if (labelled.has(item.name)) continue;
+      // one label per tensor, or per placement label ("expert 17 · gate" of a fused tensor)
+      var labelKey = c.piece.label ? item.name + "\u0000" + c.piece.label : item.name;
+      if (labelled.has(labelKey)) continue;
       // The visible part of the piece; the label sits in its top-left corner.
       var vx0 = Math.max(c.s[0], 0), vy0 = Math.max(c.s[1], 0);
       var vx1 = Math.min(c.s[0] + c.s[2], sw), vy1 = Math.min(c.s[1] + c.s[3], sh);
       var room = vx1 - vx0 - 4;
       if (room < 24 || vy1 - vy0 < LABEL_H + 2) continue;
-      var text = this.fit(item.label, room - 2 * LABEL_PAD);
+      var text = this.fit(c.piece.label || item.label, room - 2 * LABEL_PAD);
       if (!text) continue;
       var w = Math.ceil(this.textWidth(LABEL_FONT, text) + 2 * LABEL_PAD);
       var box = [Math.round(vx0) + 2, Math.round(vy0) + 2, w, LABEL_H];
@@ -199,7 +204,7 @@
         box = [Math.round(vx0) + 2, Math.round(vy1) - LABEL_H - 2, w, LABEL_H];
         if (box[1] < vy0 + 2 || collides(placed, box)) continue;
       }
-      labelled.add(item.name);
+      labelled.add(labelKey);
       placed.push({ text: text, name: item.name, kind: "tensor", box: box });
     }
 
@@ -259,12 +264,15 @@
   /**
    * The label text shortened to fit maxWidth, or null: the full label, then without ".weight",
    * then its trailing dotted parts ("…self_attn.q_proj"), the last part alone ("q_proj"), and
-   * that part cut ("q_pr…").
+   * that part cut ("q_pr…"). A label over LABEL_MAX_CHARS is first cut to "…" and its tail: no
+   * screen shows more, and every try is measured (a hostile 10,000-character name, or 5,000
+   * dotted parts, would cost seconds per frame and hundreds of MB of cached widths).
    */
   Overlay.prototype.fit = function (label, maxWidth, font) {
     var self = this;
     font = font || LABEL_FONT;
     function fits(t) { return self.textWidth(font, t) <= maxWidth; }
+    if (label.length > LABEL_MAX_CHARS) label = "\u2026" + WV.tailOf(label, LABEL_MAX_CHARS - 1);
     if (fits(label)) return label;
     var base = label.replace(/\.weight$/, "");
     if (base !== label && fits(base)) return base;

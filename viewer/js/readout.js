@@ -31,16 +31,27 @@
     this.dom.scaleLabel.textContent = model.kind.readoutScaleLabel(this.app);
   };
 
-  /** The element index in the tensor's own shape (the 2-D view flattens dims 1..). */
+  /**
+   * The element index in the tensor's own shape. The 2-D view is a row-major reshape: its
+   * columns are the last dims (dims 1.., or 2.. for a fused expert tensor, whose experts'
+   * matrices are stacked: README "Layout"), its rows the dims before them.
+   */
   Readout.prototype.ndIndex = function (t, eRow, eCol) {
     var shape = t.shape || [];
     if (shape.length === 0) return "[]";
     if (shape.length === 1) return "[" + eCol + "]";
+    var k = 1;                   // the first dim of the columns
+    if (t.view) {
+      var cols = 1;
+      k = shape.length;
+      while (k > 1 && cols < t.view[1]) cols *= shape[--k];
+      if (cols !== t.view[1]) k = 1;
+    }
     var idx = [];
-    var rest = eCol;
     for (var i = shape.length - 1; i >= 1; i--) {
-      idx.unshift(rest % shape[i]);
-      rest = Math.floor(rest / shape[i]);
+      var n = shape[i];
+      if (i >= k) { idx.unshift(eCol % n); eCol = Math.floor(eCol / n); }
+      else { idx.unshift(eRow % n); eRow = Math.floor(eRow / n); }
     }
     idx.unshift(eRow);
     return "[" + idx.join(", ") + "]";
@@ -61,7 +72,8 @@
     } else if (hit) {
       d.element.textContent = "[" + hit.eRow + ", " + hit.eCol + "]";
       d.index.textContent = t ? this.ndIndex(t, hit.eRow, hit.eCol) : "—";
-      d.group.textContent = t && t.block !== null && t.block !== undefined ? "block " + t.block : "—";
+      var group = t && t.block !== null && t.block !== undefined ? "block " + t.block : "—";
+      d.group.textContent = hit.label ? (group === "—" ? "" : group + " \u00b7 ") + hit.label : group;
     } else {
       d.element.textContent = "—";
       d.index.textContent = "—";

@@ -11,7 +11,8 @@
   /**
    * `tensors` is a Map name -> manifest.tensors entry (built once by the app).
    * Items are things drawn at a set of canvas rects: {name, label, rects: [[x, y, w, h]...],
-   * tensor}; pieces are one rect each, for drawing and labels: {item, rect, placement|segment}.
+   * tensor}; pieces are one rect each, for drawing and labels: {item, rect, placement|segment,
+   * label} (label: the placement's own, e.g. one expert's matrix of a fused tensor, or null).
    */
   function SceneModel(manifest, scene, tensors) {
     this.manifest = manifest;
@@ -64,7 +65,9 @@
       var p = placements[i];
       var item = this._item(p.tensor);
       item.rects.push(p.rect);
-      this.pieces.push({ item: item, rect: p.rect, placement: p });
+      // a placement's own label names what it holds of its tensor ("expert 17 · gate")
+      var label = typeof p.label === "string" ? p.label : null;
+      this.pieces.push({ item: item, rect: p.rect, placement: p, label: label });
     }
   };
 
@@ -118,7 +121,7 @@
 
   /**
    * What is at integer canvas pixel (cx, cy): null, or
-   * {item, tensor, eRow, eCol} (element) / {item, file, byteOffset} (byte curve).
+   * {item, tensor, label, eRow, eCol} (element) / {item, file, byteOffset} (byte curve).
    */
   SceneModel.prototype.hitAt = function (cx, cy) {
     if (cx < 0 || cy < 0 || cx >= this.cWidth || cy >= this.cHeight) return null;
@@ -133,7 +136,7 @@
         var p = piece.placement;
         var cell = p.cell || 1;   // a magnified placement: `cell` px per element edge
         return {
-          item: piece.item, tensor: piece.item.tensor,
+          item: piece.item, tensor: piece.item.tensor, label: piece.label,
           eRow: p.rows[0] + Math.floor((cy - r[1]) / cell),
           eCol: p.cols[0] + Math.floor((cx - r[0]) / cell),
         };

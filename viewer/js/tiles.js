@@ -1,6 +1,7 @@
 /*
- * Tiles: WV.TileIndex (which tiles of a scene were written) and WV.IndexedTileLayer (a Leaflet
- * tile layer that only requests those).
+ * Tiles: WV.TileIndex (which tiles of a scene were written), WV.IndexedTileLayer (a Leaflet
+ * tile layer that only requests those), and WV.tileSources: where a scene's tiles come from -
+ * loose files by default; a plug-in (tiles-packed.js) registers other sources.
  */
 (function () {
   "use strict";
@@ -61,6 +62,22 @@
       return img;
     },
   });
+
+  /**
+   * Tile sources other than loose files: {applies(manifest, scene) -> bool,
+   * layer(manifest, scene, tileIndex, options) -> a Leaflet layer}. The core asks
+   * WV.tileLayerFor and never which source a scene uses.
+   */
+  WV.tileSources = new WV.Registry("tile source");
+
+  /** The tile layer of a scene: the first registered source that applies, else loose files. */
+  WV.tileLayerFor = function (manifest, scene, tileIndex, options) {
+    var sources = WV.tileSources.list();
+    for (var i = 0; i < sources.length; i++) {
+      if (sources[i].applies(manifest, scene)) return sources[i].layer(manifest, scene, tileIndex, options);
+    }
+    return new IndexedTileLayer(String(scene.tiles), tileIndex, options);
+  };
 
   WV.TileIndex = TileIndex;
   WV.IndexedTileLayer = IndexedTileLayer;

@@ -72,6 +72,13 @@
     return node;
   };
 
+  /** The last `n` UTF-16 units of `text`, without a half surrogate pair at its start. */
+  WV.tailOf = function (text, n) {
+    var tail = text.length > n ? text.slice(text.length - n) : text;
+    var u = tail.charCodeAt(0);
+    return u >= 0xdc00 && u <= 0xdfff && text.length > n ? tail.slice(1) : tail;
+  };
+
   WV.clear = function (node) {
     while (node.firstChild) node.removeChild(node.firstChild);
   };

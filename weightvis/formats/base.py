@@ -17,7 +17,11 @@ import numpy as np
 
 from ..types import TensorInfo
 
-__all__ = ["Reader", "check_block", "gc_paused"]
+__all__ = ["Reader", "check_block", "gc_paused", "MAX_NAME_LENGTH"]
+
+MAX_NAME_LENGTH = 1 << 16
+"""Longest tensor name a reader accepts, in characters (llama.cpp refuses names over 64; a real
+checkpoint's longest are ~150): a longer one is a corrupt or hostile header."""
 
 
 class Reader(abc.ABC):

@@ -68,6 +68,12 @@ def _astype(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32)
 
 
+def _f64(a: np.ndarray) -> np.ndarray:
+    """F64 beyond float32's range becomes +-Inf (drawn as such), without numpy's warning."""
+    with np.errstate(over="ignore"):
+        return a.astype(np.float32)
+
+
 class ElementType:
     """Storage dtype (little-endian numpy) and the decode from a stored block to float32."""
 
@@ -85,7 +91,7 @@ class ElementType:
 
 ELEMENT_TYPES: dict[str, ElementType] = {
     t.name: t for t in [
-        ElementType("F64", "<f8", _astype),
+        ElementType("F64", "<f8", _f64),
         ElementType("F32", "<f4", _astype),
         ElementType("F16", "<f2", _astype),
         ElementType("BF16", "<u2", _bf16),

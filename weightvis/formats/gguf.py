@@ -1,23 +1,6 @@
-# Over the 450-line guide: the header parser (~250 lines) belongs in formats/gguf_header.py,
-# in a change of its own (the trust issue reworks its limits next).
-"""GGUF reader: a header parser of our own (v2, v3) and decode to float32 by row range.
-
-Format (ggml-org/ggml ``docs/gguf.md``), little-endian::
-
-    "GGUF"  u32 version  u64 tensor_count  u64 kv_count
-    kv_count     x (string key, u32 value_type, value)
-    tensor_count x (string name, u32 n_dims, u64 ne[n_dims] (innermost first), u32 ggml_type,
-                    u64 offset)
-    padding to ``general.alignment`` (default 32), then the tensor data; each offset is relative
-    to the start of the data and a multiple of the alignment.
-
-A string is a u64 byte length + UTF-8 bytes; an array is u32 element type + u64 count + elements.
-v1 (u32 counts and lengths) is refused; big-endian v3 files are refused.
-
-The parser never materialises long arrays (tokenizer vocabularies, merges, scores): arrays of
-fixed-size elements are skipped by arithmetic, string arrays by hopping over their u64 lengths in
-one tight loop. gguf-py's ``GGUFReader`` builds numpy views of every element instead, which takes
-seconds on a 262k-token vocabulary.
+"""GGUF reader: the header parsed by our own parser (``gguf_header.py``: v2, v3, every claim
+checked against the file), the tensors' types, shapes and data ranges checked here, and decode
+to float32 by row range.
 
 Decoding: a row of a tensor's 2-D view is a whole number of ggml blocks (ggml requires the
 innermost dim to be a multiple of the block size), so rows ``e_r0..e_r1`` are one contiguous byte
@@ -32,7 +15,6 @@ import functools
 import math
 import mmap
 import os
-import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,36 +24,28 @@ import gguf.quants
 import numpy as np
 
 from ..errors import FormatError, UnsupportedDtypeError
+from ..index import view_row_dims
 from ..sources import ByteSource, as_source
 from ..types import TensorInfo
 from .base import Reader, check_block, gc_paused
 from .dtypes import ELEMENT_TYPES, ElementType
+from .gguf_header import (
+    DEFAULT_ALIGNMENT,
+    GGUF_MAGIC,
+    MAX_ARRAY_DEPTH,
+    MAX_DIMS,
+    MAX_KV,
+    SHORT_ARRAY_MAX,
+    SHORT_STRING_MAX,
+    TensorRecord,
+    parse_header,
+)
 
-__all__ = ["GGUFReader", "GGUF_MAGIC", "DEFAULT_ALIGNMENT", "SHORT_ARRAY_MAX", "MAX_DIMS",
-           "ggml_type_name", "can_decode"]
-
-GGUF_MAGIC = b"GGUF"
-DEFAULT_ALIGNMENT = 32
-SHORT_ARRAY_MAX = 64
-"""Arrays up to this many elements are kept as values in ``metadata``; longer ones as a summary
-``{"type": <element type>, "length": n}``."""
-MAX_DIMS = 4
-"""GGML_MAX_DIMS."""
-_INT64_MAX = (1 << 63) - 1
+__all__ = ["GGUFReader", "GGUF_MAGIC", "DEFAULT_ALIGNMENT", "SHORT_ARRAY_MAX",
+           "SHORT_STRING_MAX", "MAX_DIMS", "MAX_KV", "MAX_ARRAY_DEPTH", "ggml_type_name",
+           "can_decode"]
 
 _PAGE = mmap.PAGESIZE
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-
-# GGUF value types: id -> (name, struct code or None, byte size or 0 for variable)
-_STRING, _ARRAY = 8, 9
-_VALUE_TYPES: dict[int, tuple[str, str, int]] = {
-    0: ("UINT8", "B", 1), 1: ("INT8", "b", 1), 2: ("UINT16", "H", 2), 3: ("INT16", "h", 2),
-    4: ("UINT32", "I", 4), 5: ("INT32", "i", 4), 6: ("FLOAT32", "f", 4), 7: ("BOOL", "?", 1),
-    8: ("STRING", "", 0), 9: ("ARRAY", "", 0), 10: ("UINT64", "Q", 8), 11: ("INT64", "q", 8),
-    12: ("FLOAT64", "d", 8),
-}
-_INT_TYPES = {0, 1, 2, 3, 4, 5, 10, 11}
 
 # ggml types decoded with numpy (same decode as safetensors' element types)
 _NUMPY_TYPES = {"F64", "F32", "F16", "BF16", "I8", "I16", "I32", "I64"}
@@ -87,6 +61,16 @@ def ggml_type_name(qtype: int) -> str | None:
     if t not in gguf.constants.GGML_QUANT_SIZES:
         return None
     return t.name
+
+
+_REFERENCE_ONLY = bool(os.environ.get("WEIGHTVIS_GGML_REFERENCE"))
+"""``WEIGHTVIS_GGML_REFERENCE=1``: decode with gguf-py only (benchmarks/quant_speed.py)."""
+
+
+def _compiled_decode(raw: np.ndarray, type_name: str) -> np.ndarray | None:
+    from ..kernels.ggml import decode  # compiled: loads numba on the first quantized read
+
+    return decode(raw, type_name)
 
 
 @functools.cache
@@ -114,17 +98,6 @@ class _Entry:
         self.block_size, self.type_size = block_size, type_size
 
 
-class _More(Exception):
-    """Internal: the header runs past the prefix being parsed (parse a longer one)."""
-
-
-class _Truncated(Exception):
-    """Internal: a read ran past the end of the file (turned into a FormatError)."""
-
-    def __init__(self, offset: int, what: str) -> None:
-        self.offset, self.what = offset, what
-
-
 class GGUFReader(Reader):
     """One ``.gguf`` file (v2 or v3, little-endian)."""
 
@@ -134,7 +107,6 @@ class GGUFReader(Reader):
         self._file = as_source(source)
         self.path = self._file.path
         self._size = self._file.size
-        self._lim = 0
         self._closed = False
         self._tensors: tuple[TensorInfo, ...] | None = None
         try:
@@ -144,213 +116,21 @@ class GGUFReader(Reader):
             self._metadata: dict[str, Any] = {}
             self._entries: dict[str, _Entry] = {}
             with gc_paused():
-                self._parse_header()
+                head = parse_header(self._file)
+            self.version, self.alignment = head.version, head.alignment
+            self.data_start, self._metadata = head.data_start, head.metadata
+            self._check_data(head.tensors)
         except BaseException:
             self.close()
             raise
-
-    # -- header ------------------------------------------------------------------------------
-    def _parse_header(self) -> None:
-        p, size = self.path, self._size
-        head = self._file.read(0, min(24, size))
-        if head[:4] != GGUF_MAGIC:
-            raise FormatError(p, f"wrong magic {head[:4]!r}, expected {GGUF_MAGIC!r} "
-                                 "(not a GGUF file)", offset=0)
-        if len(head) < 24:
-            raise FormatError(p, f"file is {size} bytes, too short for a GGUF header "
-                                 "(needs at least 24)", offset=len(head))
-        (version,) = _U32.unpack_from(head, 4)
-        if version == 1:
-            raise FormatError(p, "GGUF v1 is not supported (re-convert the model with a "
-                                 "current llama.cpp)", offset=4)
-        if version & 0xFFFF == 0 and (version >> 24) in (2, 3):
-            raise FormatError(p, f"big-endian GGUF v{version >> 24} is not supported", offset=4)
-        if version not in (2, 3):
-            raise FormatError(p, f"unsupported GGUF version {version} (supported: 2, 3)",
-                              offset=4)
-        self.version = version
-        n_tensors, n_kv = struct.unpack_from("<QQ", head, 8)
-        # every KV needs >= 13 bytes (u64 key length, u32 type, 1-byte value), every tensor info
-        # >= 24 (u64 name length, u32 n_dims, u32 type, u64 offset)
-        room = size - 24
-        if n_kv * 13 > room:
-            raise FormatError(p, f"impossible KV count {n_kv}: the file ({size} bytes) cannot "
-                                 "hold that many (truncated or corrupt)", offset=16)
-        if n_tensors * 24 + n_kv * 13 > room:
-            raise FormatError(p, f"impossible tensor count {n_tensors}: the file ({size} bytes) "
-                                 f"cannot hold that many tensor infos after {n_kv} KV pairs "
-                                 "(truncated or corrupt)", offset=8)
-        # parse a prefix of the file, longer until the header fits (one pass when the source
-        # is local: its chunk_hint is the whole file)
-        self._lim = min(size, max(self._file.chunk_hint, 1 << 16))
-        while True:
-            mm = memoryview(self._file.view(0, self._lim, track=False).data)
-            self._metadata = {}
-            try:
-                off = self._parse_kv(mm, 24, n_kv)
-                off, infos = self._parse_tensor_infos(mm, off, n_tensors)
-                break
-            except _More:
-                self._lim = min(size, self._lim * 8)
-            except _Truncated as e:
-                raise FormatError(p, f"truncated header: {e.what} runs past the end of the "
-                                     f"file ({size} bytes)", offset=e.offset) from None
-            finally:
-                mm.release()
-        self.data_start = -(-off // self.alignment) * self.alignment
-        self._check_data(infos)
         # the header (vocabulary ...) is not needed again: drop its pages
-        if off > _PAGE:
-            self._file.touch(0, (off // _PAGE) * _PAGE)
+        if head.end > _PAGE:
+            self._file.touch(0, (head.end // _PAGE) * _PAGE)
             self._file.release()
 
-    def _past(self, end: int) -> bool:
-        """True when ``end`` lies past the end of the file; raises ``_More`` when it lies past
-        the end of the prefix being parsed but not of the file."""
-        if end <= self._lim:
-            return False
-        if self._lim < self._size:
-            raise _More
-        return True
-
-    def _string(self, mm: memoryview, off: int, what: str) -> tuple[str, int]:
-        if self._past(off + 8):
-            raise _Truncated(off, f"length of {what}")
-        (n,) = _U64.unpack_from(mm, off)
-        if self._past(off + 8 + n):
-            raise FormatError(self.path, f"{what}: string length {n} runs past the end of the "
-                                         f"file ({self._size} bytes)", offset=off)
-        return bytes(mm[off + 8:off + 8 + n]).decode("utf-8", errors="replace"), off + 8 + n
-
-    def _u32(self, mm: memoryview, off: int, what: str) -> int:
-        if self._past(off + 4):
-            raise _Truncated(off, what)
-        return int(_U32.unpack_from(mm, off)[0])
-
-    def _u64(self, mm: memoryview, off: int, what: str) -> int:
-        if self._past(off + 8):
-            raise _Truncated(off, what)
-        return int(_U64.unpack_from(mm, off)[0])
-
-    def _parse_kv(self, mm: memoryview, off: int, n_kv: int) -> int:
-        meta = self._metadata
-        for i in range(n_kv):
-            key_off = off
-            key, off = self._string(mm, off, f"key of KV pair {i}")
-            vtype = self._u32(mm, off, f"value type of KV {key!r}")
-            if key in meta:
-                raise FormatError(self.path, f"duplicate KV key {key!r}", offset=key_off)
-            value, off = self._value(mm, off + 4, vtype, key)
-            meta[key] = value
-        align = meta.get("general.alignment", DEFAULT_ALIGNMENT)
-        if (not isinstance(align, int) or isinstance(align, bool) or align <= 0
-                or align & (align - 1)):
-            raise FormatError(self.path, f"general.alignment {align!r} is not a positive power "
-                                         "of two")
-        self.alignment = align
-        return off
-
-    def _value(self, mm: memoryview, off: int, vtype: int, key: str) -> tuple[Any, int]:
-        spec = _VALUE_TYPES.get(vtype)
-        if spec is None:
-            raise FormatError(self.path, f"KV {key!r}: unknown value type {vtype} (known: "
-                                         f"0..12)", offset=off - 4)
-        name, code, width = spec
-        if vtype == _STRING:
-            return self._string(mm, off, f"KV {key!r}")
-        if vtype == _ARRAY:
-            return self._array(mm, off, key)
-        if self._past(off + width):
-            raise _Truncated(off, f"value of KV {key!r}")
-        (v,) = struct.unpack_from("<" + code, mm, off)
-        return v, off + width
-
-    def _array(self, mm: memoryview, off: int, key: str) -> tuple[Any, int]:
-        size = self._size
-        etype = self._u32(mm, off, f"element type of array KV {key!r}")
-        n = self._u64(mm, off + 4, f"length of array KV {key!r}")
-        off += 12
-        spec = _VALUE_TYPES.get(etype)
-        if spec is None:
-            raise FormatError(self.path, f"KV {key!r}: unknown array element type {etype}",
-                              offset=off - 12)
-        name, code, width = spec
-        if width:
-            end = off + n * width
-            if self._past(end):
-                raise FormatError(self.path, f"KV {key!r}: array of {n} {name} runs past the end "
-                                             f"of the file ({size} bytes)", offset=off - 12)
-            if n <= SHORT_ARRAY_MAX:
-                return list(struct.unpack_from(f"<{n}{code}", mm, off)), end
-            return {"type": name, "length": n}, end
-        if n > (size - off) // 8:  # each string or array element needs >= 8 bytes
-            raise FormatError(self.path, f"KV {key!r}: array of {n} {name} cannot fit in the "
-                                         f"file ({size} bytes)", offset=off - 12)
-        if n <= SHORT_ARRAY_MAX:
-            values = []
-            for j in range(n):
-                v, off = self._value(mm, off, etype, f"{key}[{j}]")
-                values.append(v)
-            return values, off
-        if etype == _STRING:
-            return {"type": name, "length": n}, self._skip_strings(mm, off, n, key)
-        for j in range(n):  # array of arrays: rare, walk each element
-            _v, off = self._array(mm, off, f"{key}[{j}]")
-        return {"type": name, "length": n}, off
-
-    def _skip_strings(self, mm: memoryview, off: int, n: int, key: str) -> int:
-        """Offset after ``n`` GGUF strings starting at ``off``, without decoding them."""
-        start = off
-        unpack = _U64.unpack_from
-        try:
-            for _ in range(n):
-                off += 8 + unpack(mm, off)[0]
-        except struct.error:
-            off = self._size + 1
-        if off <= self._size and not self._past(off):
-            return off
-        # slow path: find the first string that runs past the end, for the message
-        off = start
-        for j in range(n):
-            if self._past(off + 8):
-                raise _Truncated(off, f"length of {key}[{j}]")
-            (k,) = unpack(mm, off)
-            if self._past(off + 8 + k):
-                raise FormatError(self.path, f"{key}[{j}]: string length {k} runs past the end "
-                                             f"of the file ({self._size} bytes)", offset=off)
-            off += 8 + k
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _parse_tensor_infos(self, mm: memoryview, off: int, n: int
-                            ) -> tuple[int, list[tuple[str, tuple[int, ...], int, int, int]]]:
-        p = self.path
-        infos = []
-        seen: set[str] = set()
-        for i in range(n):
-            info_off = off
-            name, off = self._string(mm, off, f"name of tensor {i}")
-            if name in seen:
-                raise FormatError(p, "duplicate tensor name", tensor=name, offset=info_off)
-            seen.add(name)
-            n_dims = self._u32(mm, off, f"n_dims of tensor {name!r}")
-            if n_dims > MAX_DIMS:
-                raise FormatError(p, f"n_dims {n_dims} exceeds GGML_MAX_DIMS ({MAX_DIMS})",
-                                  tensor=name, offset=off)
-            off += 4
-            if self._past(off + 8 * n_dims + 12):
-                raise _Truncated(off, f"dims of tensor {name!r}")
-            ne = struct.unpack_from(f"<{n_dims}Q", mm, off)
-            off += 8 * n_dims
-            qtype, offset = struct.unpack_from("<IQ", mm, off)
-            type_off = off
-            off += 12
-            if any(d > _INT64_MAX for d in ne) or math.prod(max(d, 1) for d in ne) > _INT64_MAX:
-                raise FormatError(p, f"dims {list(ne)} overflow int64", tensor=name,
-                                  offset=info_off)
-            infos.append((name, tuple(ne), qtype, offset, type_off))
-        return off, infos
-
-    def _check_data(self, infos: list[tuple[str, tuple[int, ...], int, int, int]]) -> None:
+    # -- header ------------------------------------------------------------------------------
+    # -- tensors -------------------------------------------------------------------------------
+    def _check_data(self, infos: list[TensorRecord]) -> None:
         p, size = self.path, self._size
         data_size = size - self.data_start
         spans: list[tuple[int, int, str]] = []
@@ -366,7 +146,8 @@ class GGUFReader(Reader):
                 raise FormatError(p, f"innermost dim {ne0} is not a multiple of the {tname} "
                                      f"block size {bs}", tensor=name, offset=type_off)
             shape = tuple(int(d) for d in reversed(ne))
-            info = TensorInfo(name, shape, tname, self._file.name)
+            info = TensorInfo(name, shape, tname, self._file.name,
+                              view_row_dims(name, shape) if len(shape) > 2 else 1)
             numel = math.prod(shape)
             nbytes = numel // bs * ts
             row_bytes = info.e_cols // bs * ts
@@ -398,7 +179,8 @@ class GGUFReader(Reader):
         return {k: v for k, v in self._metadata.items() if not isinstance(v, (list, dict))}
 
     def arch_info(self) -> dict[str, Any]:
-        """Architecture numbers from the KV metadata (None when absent): ``architecture``,
+        """Architecture numbers from the KV metadata (None when absent or not a non-negative
+        integer - a per-layer array, a string, a float): ``architecture``,
         ``block_count``, ``embedding_length``, ``head_count``, ``head_count_kv``,
         ``expert_count``, ``context_length``, ``vocab_size`` (length of
         ``tokenizer.ggml.tokens``, else ``<arch>.vocab_size``)."""
@@ -406,18 +188,18 @@ class GGUFReader(Reader):
         arch = m.get("general.architecture")
         a = arch if isinstance(arch, str) else ""
 
-        def get(key: str) -> Any:
-            return m.get(f"{a}.{key}") if a else None
+        def get(key: str) -> int | None:
+            return _count(m.get(f"{a}.{key}")) if a else None
 
         tokens = m.get("tokenizer.ggml.tokens")
         if isinstance(tokens, dict):
-            vocab = tokens.get("length")
+            vocab = _count(tokens.get("length"))
         elif isinstance(tokens, list):
             vocab = len(tokens)
         else:
             vocab = get("vocab_size")
         return {
-            "architecture": arch,
+            "architecture": arch if isinstance(arch, str) else None,
             "block_count": get("block_count"),
             "embedding_length": get("embedding_length"),
             "head_count": get("attention.head_count"),
@@ -482,7 +264,10 @@ class GGUFReader(Reader):
             bs, ts = ent.block_size, ent.type_size
             b0, b1 = e_c0 // bs, -(-c1 // bs)  # the blocks covering the columns
             raw = np.ascontiguousarray(rows[:, b0 * ts:b1 * ts])
-            vals = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(ent.qtype))
+            vals = None if _REFERENCE_ONLY else _compiled_decode(raw, t.dtype)
+            if vals is None:  # a type without a compiled decoder: gguf-py's reference
+                with np.errstate(all="ignore"):  # garbage scales make NaN / Inf: drawn as such
+                    vals = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(ent.qtype))
             assert vals.shape == (n_rows, (b1 - b0) * bs), (vals.shape, n_rows, b0, b1)
             out = np.ascontiguousarray(vals[:, e_c0 - b0 * bs:c1 - b0 * bs], dtype=np.float32)
         return out
@@ -499,6 +284,11 @@ class GGUFReader(Reader):
     def close(self) -> None:
         self._closed = True
         self._file.close()
+
+
+def _count(v: Any) -> int | None:
+    """A count from the KV metadata (a non-negative integer), else None."""
+    return v if type(v) is int and v >= 0 else None  # noqa: E721 (bool is not a count)
 
 
 def _gguf_version() -> str:

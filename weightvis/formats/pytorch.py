@@ -67,6 +67,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from ..errors import FormatError, UnsupportedDtypeError
+from ..index import view_row_dims
 from ..sources import ByteSource, SourceFile, as_source
 from ..types import TensorInfo
 from .base import Reader, check_block, gc_paused
@@ -1002,7 +1003,15 @@ class PyTorchReader(Reader):
         else:
             rows, row_stride = size[0], stride[0]
             trailing = _merge_trailing(size[1:], stride[1:])
-        info = TensorInfo(name, size, etname, self._file.name)
+        row_dims = view_row_dims(name, size) if len(size) > 2 else 1
+        if row_dims == 2:  # a fused expert tensor: its view's rows span dims 0 and 1
+            lead = _merge_trailing(size[:2], stride[:2])
+            if len(lead) == 1:
+                rows, row_stride = size[0] * size[1], lead[0][1]
+                trailing = _merge_trailing(size[2:], stride[2:])
+            else:  # strides that do not merge: the plain N-D view
+                row_dims = 1
+        info = TensorInfo(name, size, etname, self._file.name, row_dims)
         self._entries[name] = _Entry(info, etype, blob, st.base, offset, rows, row_stride,
                                      trailing, bool(t.neg), sdt)
         return None

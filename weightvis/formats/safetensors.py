@@ -19,16 +19,30 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import FormatError, UnsupportedDtypeError
+from ..index import view_row_dims
 from ..sources import ByteSource, LocalFileSource, as_source
-from ..types import TensorInfo, view_of
-from .base import Reader, check_block, gc_paused
+from ..types import TensorInfo
+from ..untrusted import load_json
+from .base import MAX_NAME_LENGTH, Reader, check_block, gc_paused
 from .dtypes import CODE_DTYPES, ELEMENT_TYPES, ElementType
+from .limits import MAX_TENSORS_ENV, max_tensors
 
 __all__ = ["SafetensorsReader", "CodeSpan", "MAX_HEADER_BYTES", "looks_like_safetensors",
            "write_safetensors"]
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 """The reference implementation's bound on the JSON header (100 MB)."""
+
+MAX_RANK = 64
+"""Most dimensions a tensor may have (PyTorch's own bound; real checkpoints stay under 8)."""
+_INT64_MAX = (1 << 63) - 1
+
+
+def _short(v: object) -> str:
+    """``repr(v)``, cut to 80 characters (header values are untrusted and may be huge)."""
+    r = repr(v)
+    return r if len(r) <= 80 else r[:77] + "..."
+
 
 def looks_like_safetensors(head: bytes) -> bool:
     """True when the first bytes are a plausible safetensors prefix (u64 length, then '{')."""
@@ -44,7 +58,7 @@ class _Entry:
     def __init__(self, info: TensorInfo, etype: ElementType, begin: int, end: int,
                  data_start: int) -> None:
         self.info, self.etype, self.begin, self.end = info, etype, begin, end
-        self.rows, self.cols = view_of(info.shape)  # computed once: reads are hot
+        self.rows, self.cols = info.e_rows, info.e_cols  # computed once: reads are hot
         self.row_bytes = self.cols * etype.itemsize
         self.start = data_start + begin
 
@@ -76,12 +90,14 @@ _PARSED: OrderedDict[tuple[object, ...], _Parsed] = OrderedDict()
 worker process forked after the parent opened the checkpoint, or a reader re-opened, skips the
 parse (45k tensors: ~0.5 s per open). Bounded by ``_PARSED_MAX_TENSORS``."""
 _PARSED_MAX_TENSORS = 1 << 21
+_PARSED_TENSORS = 0
+"""Tensors held by ``_PARSED``."""
 
 
 def _file_key(src: ByteSource) -> tuple[object, ...] | None:
     if not isinstance(src, LocalFileSource):
         return None
-    st = os.fstat(src.fh.fileno())
+    st = src.stat
     return (src.name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
@@ -120,11 +136,15 @@ class SafetensorsReader(Reader):
 
     # -- header ------------------------------------------------------------------------------
     def _remember(self, key: tuple[object, ...]) -> None:
+        global _PARSED_TENSORS
+        old = _PARSED.pop(key, None)
         _PARSED[key] = _Parsed(dict(self._metadata), self._data_start, self._entries,
                                self._tensors)
-        total = sum(len(v.entries) for v in _PARSED.values())
-        while total > _PARSED_MAX_TENSORS and len(_PARSED) > 1:
-            total -= len(_PARSED.popitem(last=False)[1].entries)
+        # a running count: summing over the cache at every file made opening n shards O(n^2)
+        # (10,000 one-tensor shards: 66 s)
+        _PARSED_TENSORS += len(self._entries) - (len(old.entries) if old is not None else 0)
+        while _PARSED_TENSORS > _PARSED_MAX_TENSORS and len(_PARSED) > 1:
+            _PARSED_TENSORS -= len(_PARSED.popitem(last=False)[1].entries)
 
     def _parse_header(self) -> None:
         p = self._file.name if self._file.name != str(self.path) else self.path
@@ -141,9 +161,10 @@ class SafetensorsReader(Reader):
                                  f"({self._size} bytes): truncated or not safetensors", offset=0)
         raw = self._file.read(8, 8 + n)
         try:
-            header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise FormatError(p, f"header is not valid JSON ({e})", offset=8) from None
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise FormatError(p, "header is not UTF-8 text", offset=8 + e.start) from None
+        header = load_json(text, p, offset=8, what="header")
         if not isinstance(header, dict):
             raise FormatError(p, "header is not a JSON object", offset=8)
         self._data_start = 8 + n
@@ -152,11 +173,17 @@ class SafetensorsReader(Reader):
         if meta is not None and not isinstance(meta, dict):
             raise FormatError(p, "__metadata__ is not a JSON object", offset=8)
         self._metadata = dict(meta or {})
+        if len(header) > max_tensors():
+            raise FormatError(p, f"{len(header)} tensors, over the bound of {max_tensors()} "
+                                 f"({MAX_TENSORS_ENV} raises it)", offset=8)
         spans: list[tuple[int, int, str]] = []
         order: list[tuple[int, str]] = []
         entries = self._entries
         file_name = str(p)
         for name, spec in header.items():
+            if len(name) > MAX_NAME_LENGTH:
+                raise FormatError(p, f"tensor name of {len(name)} characters (the bound is "
+                                     f"{MAX_NAME_LENGTH}): corrupt?", tensor=name[:64] + "...")
             if not isinstance(spec, dict):
                 raise FormatError(p, "header entry is not an object", tensor=name)
             dtype, shape, offs = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
@@ -165,31 +192,34 @@ class SafetensorsReader(Reader):
             etype = ELEMENT_TYPES.get(dtype.upper())
             if etype is None:
                 raise UnsupportedDtypeError(
-                    p, f"unknown or unsupported dtype {dtype!r} (supported: "
+                    p, f"unknown or unsupported dtype {_short(dtype)} (supported: "
                        f"{', '.join(ELEMENT_TYPES)})", tensor=name)
-            if (type(shape) is not list  # noqa: E721 (exact types: JSON gives list, int, bool)
-                    or not all(type(d) is int and d >= 0 for d in shape)):  # noqa: E721
-                raise FormatError(p, f"shape {shape!r} is not a list of non-negative integers",
-                                  tensor=name)
+            if (type(shape) is not list or len(shape) > MAX_RANK  # noqa: E721 (exact types:
+                    or not all(type(d) is int and 0 <= d <= _INT64_MAX  # noqa: E721 JSON gives
+                               for d in shape)):                        # list, int, bool)
+                raise FormatError(p, f"shape {_short(shape)} is not a list of at most "
+                                     f"{MAX_RANK} integers in [0, 2**63)", tensor=name)
             if (type(offs) is not list or len(offs) != 2  # noqa: E721
                     or type(offs[0]) is not int or type(offs[1]) is not int):  # noqa: E721
-                raise FormatError(p, f"data_offsets {offs!r} is not [begin, end]", tensor=name)
+                raise FormatError(p, f"data_offsets {_short(offs)} is not [begin, end]",
+                                  tensor=name)
             begin, end = offs
-            numel = math.prod(shape)
             if not 0 <= begin <= end:
-                raise FormatError(p, f"data_offsets [{begin}, {end}] are not increasing",
-                                  tensor=name, offset=self._data_start + begin)
-            if end - begin != numel * etype.itemsize:
-                raise FormatError(
-                    p, f"data_offsets span {end - begin} bytes but shape {shape} of {dtype} "
-                       f"needs {numel * etype.itemsize}", tensor=name,
-                    offset=self._data_start + begin)
+                raise FormatError(p, f"data_offsets {_short(offs)} are not increasing "
+                                     "non-negative integers", tensor=name)
             if end > data_size:
                 raise FormatError(
-                    p, f"data ends at byte {self._data_start + end}, past the end of the file "
-                       f"({self._size} bytes): truncated?", tensor=name,
+                    p, f"data ends at byte {_short(self._data_start + end)}, past the end of "
+                       f"the file ({self._size} bytes): truncated?", tensor=name,
+                    offset=self._data_start + begin if begin <= data_size else None)
+            numel = math.prod(shape)
+            if end - begin != numel * etype.itemsize:
+                raise FormatError(
+                    p, f"data_offsets span {end - begin} bytes but shape {_short(shape)} of "
+                       f"{etype.name} needs {_short(numel * etype.itemsize)}", tensor=name,
                     offset=self._data_start + begin)
-            info = TensorInfo(name, tuple(shape), etype.name, file_name)
+            info = TensorInfo(name, tuple(shape), etype.name, file_name,
+                              view_row_dims(name, tuple(shape)) if len(shape) > 2 else 1)
             entries[name] = _Entry(info, etype, begin, end, self._data_start)
             order.append((begin, name))
             if end > begin:

@@ -17,10 +17,13 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..index import SLOT_KINDS, NameIndex, is_embedding, slot_kind
 from ..types import Group, Placement, SceneLayout, TensorInfo
+
+if TYPE_CHECKING:
+    from ..moe.structure import MoEStructure
 
 # names are parsed by the name index (weightvis.index); the layout only places them
 __all__ = ["arch_layout", "natural_key"]
@@ -28,9 +31,21 @@ __all__ = ["arch_layout", "natural_key"]
 _TARGET_ASPECT = 16 / 9
 
 
+_DIGITS = re.compile(r"([0-9]+)")
+
+
 def natural_key(s: str) -> tuple[object, ...]:
-    """Sort key in which digit runs compare as numbers: ``experts.2`` < ``experts.10``."""
-    return tuple((0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", s) if t)
+    """Sort key in which digit runs compare as numbers: ``experts.2`` < ``experts.10``.
+
+    A run compares by its length without leading zeros, then by its digits: the order of
+    ``int()``, which would raise on a name's 5,000-digit run (and on ``"²"``, a str.isdigit()).
+    Only ASCII digits make a run.
+
+    >>> sorted(["x.10", "x." + "9" * 5000, "x.9", "x²", "x.09a"], key=natural_key)[:3]
+    ['x.9', 'x.09a', 'x.10']
+    """
+    return tuple((0, len(t.lstrip("0")), t.lstrip("0")) if i % 2 else (1, t)
+                 for i, t in enumerate(_DIGITS.split(s)) if t)
 
 
 # -- ordering of sub-paths (their kinds: index.slot_kind) ----------------------------------------
@@ -218,14 +233,23 @@ def _gap_for(max_dim: int) -> int:
 
 
 def arch_layout(tensors: Sequence[TensorInfo], canonical: Mapping[str, str] | None = None,
-                index: NameIndex | None = None) -> SceneLayout:
+                index: NameIndex | None = None, moe: MoEStructure | None = None
+                ) -> SceneLayout:
     """The architectural scene for these tensors (shapes and names only). Blocks and slots come
     from the canonical names (weightvis.index), so two formats of one model share slots:
     ``index`` is the name index of exactly these tensors' names; without it, one is built from
-    ``canonical`` (tensor name -> canonical name; a name it lacks is its own)."""
+    ``canonical`` (tensor name -> canonical name; a name it lacks is its own). With ``moe``
+    (``moe.detect_moe`` of these tensors), routed experts form a grid in every MoE block
+    (layout/experts.py)."""
     if index is None:
         index = NameIndex([t.name for t in tensors], canonical=canonical or {})
     assert all(t.name in index for t in tensors) and len(index) == len({t.name for t in tensors})
+    if moe is not None:
+        from .experts import experts_layout
+
+        lay = experts_layout(tensors, index, moe)
+        if lay is not None:
+            return lay
     prefix = index.block_prefix
     if prefix is None:
         return _generic_layout(tensors)
@@ -247,8 +271,8 @@ def arch_layout(tensors: Sequence[TensorInfo], canonical: Mapping[str, str] | No
     max_dim = max((max(h, w) for h, w in slot_sizes.values()), default=1)
     gap = _gap_for(max_dim)
     plan = _plan_block(slot_sizes, gap)
-    b_lo, b_hi = min(block_ts), max(block_ts)
-    n_blocks = b_hi - b_lo + 1
+    cell = _block_cells(sorted(block_ts))
+    n_blocks = max(cell.values()) + 1
     head = [t for t in outside if is_embedding(index[t.name].canonical)]
     tail = [t for t in outside if not is_embedding(index[t.name].canonical)]
     bgap = 2 * gap
@@ -266,7 +290,7 @@ def arch_layout(tensors: Sequence[TensorInfo], canonical: Mapping[str, str] | No
         placements = list(hd.placements)
         groups = list(hd.groups)
         for b, subs in sorted(block_ts.items()) if full else ():
-            col, row = divmod(b - b_lo, nrows)
+            col, row = divmod(cell[b], nrows)
             bx, by = col * (plan.w + bgap), grid_y + row * (plan.h + bgap)
             groups.append(Group(f"block {b}", "block", bx, by, plan.w, plan.h))
             for sub, t in subs.items():
@@ -296,6 +320,23 @@ def arch_layout(tensors: Sequence[TensorInfo], canonical: Mapping[str, str] | No
         t.name: (b, sub) for b, subs in block_ts.items() for sub, t in subs.items()}
     return SceneLayout("arch", max(width, 1), max(height, 1), tuple(placements), tuple(groups),
                        slots)
+
+
+MAX_GAP_FACTOR = 4
+"""Missing blocks are drawn as holes in the grid while the grid has at most this many cells
+per block present; a sparser numbering (``layers.0`` and ``layers.999999999``) puts the blocks
+side by side in order instead, so the grid - and the layout's time - stays linear in the
+number of tensors."""
+
+
+def _block_cells(blocks: Sequence[int]) -> dict[int, int]:
+    """Block index -> grid cell for the block indices present (ascending)."""
+    if not blocks:
+        return {}
+    b_lo, span = blocks[0], blocks[-1] - blocks[0] + 1
+    if span <= MAX_GAP_FACTOR * len(blocks):
+        return {b: b - b_lo for b in blocks}
+    return {b: i for i, b in enumerate(blocks)}
 
 
 def _generic_layout(tensors: Sequence[TensorInfo]) -> SceneLayout:

@@ -1,1 +1,1 @@
-"""Mixture-of-Experts: expert structure, statistics, similarity and routing (issue 12)."""
+"""Mixture-of-Experts: expert structure and true values, statistics, similarity, routing."""

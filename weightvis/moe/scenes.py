@@ -293,7 +293,7 @@ def _probe_function() -> Callable[..., dict[str, Any]]:
             raise MissingExtraError(name, "probe", "the routing probe") from None
         raise WeightvisError("the routing probe (weightvis.moe.probe) is not part of this build "
                              "of weightvis") from None
-    return probe_routing  # type: ignore[no-any-return]
+    return probe_routing
 
 
 def _probe(probe: Callable[..., dict[str, Any]], srcs: list[str], structure: Any,

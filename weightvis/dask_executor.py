@@ -1,0 +1,256 @@
+"""The Dask executor: a scene's tile subtrees as tasks on a ``dask.distributed`` cluster.
+
+``--scheduler tcp://HOST:PORT`` sends the render to a running cluster; ``--scheduler local[:N]``
+starts a ``LocalCluster`` of N single-threaded worker processes on loopback (N defaults to the
+number of cores). Every task is ``pyramid.render_subtree`` on a subtree root, with the scene's
+job scattered to the workers once; the main process reduces the levels above the subtrees as
+results arrive and merges statistics in a fixed order (``pyramid.render_scene``), so the bundle
+is byte-identical to a local render.
+
+The workers read the checkpoint and write tiles themselves, so both must be on paths every
+worker sees (a shared folder): ``check_shared`` verifies that before any work is sent, by
+asking every worker to find a marker file in the output folder and to see the inputs with the
+sizes this process sees. A worker lost mid-run has its tasks re-run by Dask on another worker
+(each re-run rewrites every tile of its subtree whole); a task that fails raises its own error
+here and the remaining tasks are cancelled, as is everything on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .errors import MissingExtraError, WeightvisError
+from .executors import Executor
+from .tiling import SceneJob
+from .types import TileAddress
+
+if TYPE_CHECKING:
+    from .pyramid import SubtreeResult, TileWorker
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+__all__ = ["DaskExecutor", "SchedulerError", "parse_scheduler", "dask_executor"]
+
+
+class SchedulerError(WeightvisError):
+    """The Dask scheduler can't be used (missing extra, unreachable, unshared paths)."""
+
+
+_LOCAL = re.compile(r"local(?::(\d+))?")
+
+
+def parse_scheduler(text: str) -> tuple[str, int | None]:
+    """``("local", N or None)`` for ``local[:N]``, ``("address", None)`` for a scheduler
+    address (``tcp://HOST:PORT``, ``tls://…``, ``HOST:PORT``)."""
+    m = _LOCAL.fullmatch(text)
+    if m:
+        n = int(m.group(1)) if m.group(1) else None
+        if n is not None and n < 1:
+            raise SchedulerError(f"--scheduler {text}: a local cluster needs at least 1 worker")
+        return "local", n
+    if not re.fullmatch(r"(?:[a-z]+://)?[^\s/]+:\d+", text):
+        raise SchedulerError(f"--scheduler {text!r}: expected tcp://HOST:PORT or local[:N]")
+    return text, None
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise MissingExtraError("distributed", "dask", "--scheduler") from None
+    return distributed
+
+
+# -- what runs on a worker -----------------------------------------------------------------
+
+_CACHE: dict[tuple[str, int], tuple[Any, Any]] = {}
+"""Per worker thread: the last scene's TileWorker and the last reader spec's reader, kept
+between tasks of one run (opening a checkpoint of 45k tensors costs ~0.4 s). Keyed by a token
+the run chose, so a new run never sees an old worker."""
+_CACHE_LOCK = threading.Lock()
+
+
+def _cached(kind: str, token: str, make: Callable[[], Any]) -> Any:
+    key = (kind, threading.get_ident())
+    with _CACHE_LOCK:
+        got = _CACHE.get(key)
+    if got is not None and got[0] == token:
+        return got[1]
+    if got is not None:
+        with contextlib.suppress(Exception):
+            got[1].close()
+    value = make()
+    with _CACHE_LOCK:
+        _CACHE[key] = (token, value)
+    return value
+
+
+def _subtree_on_worker(token: str, job: SceneJob, root: TileAddress) -> SubtreeResult:
+    from .pyramid import TileWorker, render_subtree, warm_up_all
+
+    warm_up_all()
+    worker: TileWorker = _cached("tiles", token, lambda: TileWorker(job))
+    return render_subtree(worker, root)
+
+
+def _map_on_worker(token: str, spec: Any, task: Callable[[Any, Any], Any], item: Any) -> Any:
+    reader = _cached("reader", token, spec.open)
+    return task(reader, item)
+
+
+def _warm_worker() -> None:
+    from .pyramid import warm_up_all
+
+    warm_up_all()
+
+
+def _sees(marker: str, inputs: Sequence[tuple[str, int]]) -> str | None:
+    """On a worker: what it can't see that the client does, or None."""
+    if not os.path.exists(marker):
+        return f"the output folder ({os.path.dirname(marker)})"
+    for path, size in inputs:
+        try:
+            if os.path.getsize(path) != size:
+                return f"{path} (a different size)"
+        except OSError:
+            return path
+    return None
+
+
+# -- the executor --------------------------------------------------------------------------
+
+class DaskExecutor(Executor):
+    """Subtrees and mapped tasks as Dask tasks on the cluster of ``client``."""
+
+    def __init__(self, client: Any, *, owns_cluster: Any = None) -> None:
+        self.client = client
+        self._cluster = owns_cluster
+        threads = client.nthreads()
+        if not threads:
+            raise SchedulerError(f"the Dask cluster at {client.scheduler.address} has no workers")
+        self.workers = max(1, sum(threads.values()))
+        self._warming: list[Any] = []
+
+    @property
+    def in_other_processes(self) -> bool:
+        return True
+
+    @contextlib.contextmanager
+    def scene(self, job: SceneJob) -> Iterator[SceneJob]:
+        """The scales the tiles need are computed first, as tasks on the cluster (the local
+        pool's scale helper has no counterpart here: without this, every worker drawing a
+        part of a tensor would compute its scale again)."""
+        if job.prefetch:
+            from .values import tensor_scales
+
+            reader = job.spec.open()
+            try:
+                got, _, _ = tensor_scales(reader, job.spec, list(job.prefetch), executor=self)
+            finally:
+                reader.close()
+            job = job._replace(scales={**job.scales, **got})
+        yield job
+
+    def warm_up(self) -> None:
+        """Load the compiled kernels on every worker (while this process plans the scene)."""
+        self._warming = [self.client.submit(_warm_worker, workers=[w], allow_other_workers=False,
+                                            pure=False, key=f"weightvis-warm-{uuid.uuid4().hex}")
+                         for w in self.client.nthreads()]
+
+    def check_shared(self, folder: Path, inputs: Sequence[str | os.PathLike[str]]) -> None:
+        """Fail unless every worker sees ``folder`` (where tiles go) and ``inputs`` with the
+        sizes seen here."""
+        folder.mkdir(parents=True, exist_ok=True)
+        marker = folder / f".weightvis-shared-{uuid.uuid4().hex}"
+        marker.write_bytes(b"")
+        try:
+            files = []
+            for src in inputs:
+                p = Path(src)
+                for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file())
+                          if p.is_dir() else []):
+                    files.append((str(f.resolve()), f.stat().st_size))
+            seen = self.client.run(_sees, str(marker.resolve()), files)
+        finally:
+            marker.unlink(missing_ok=True)
+        for worker, missing in sorted(seen.items()):
+            if missing is not None:
+                raise SchedulerError(
+                    f"Dask worker {worker} can't see {missing}: with --scheduler, the inputs "
+                    "and --out must be on a folder every worker sees (a shared file system)")
+
+    def run_subtrees(self, job: SceneJob, roots: Sequence[TileAddress], *, reader: Any = None,
+                     meanwhile: Callable[[], None] | None = None) -> Iterator[SubtreeResult]:
+        token = uuid.uuid4().hex
+        scattered = self.client.scatter(job, broadcast=True, hash=False)
+        futures = [self.client.submit(_subtree_on_worker, token, scattered, root, pure=False,
+                                      key=f"weightvis-subtree-{token}-{i}")
+                   for i, root in enumerate(roots)]
+        return self._results(futures, meanwhile)
+
+    def map_unordered(self, task: Callable[[Any, T], R], spec: Any, items: Sequence[T], *,
+                      reader: Any = None, processes: int | None = None,
+                      meanwhile: Callable[[], None] | None = None) -> Iterator[R]:
+        token = uuid.uuid4().hex
+        scattered = self.client.scatter(spec, broadcast=True, hash=False)
+        futures = [self.client.submit(_map_on_worker, token, scattered, task, item, pure=False,
+                                      key=f"weightvis-map-{token}-{i}")
+                   for i, item in enumerate(items)]
+        return self._results(futures, meanwhile)
+
+    def _results(self, futures: list[Any], meanwhile: Callable[[], None] | None
+                 ) -> Iterator[Any]:
+        distributed = _import_distributed()
+        done = False
+        try:
+            if meanwhile is not None:
+                meanwhile()
+            for fut in distributed.as_completed(futures, loop=self.client.loop):
+                if fut.status == "error":
+                    exc = fut.exception()
+                    raise exc if isinstance(exc, BaseException) else WeightvisError(str(exc))
+                if fut.status == "cancelled":
+                    raise SchedulerError("a Dask task was cancelled (the cluster went away?)")
+                yield fut.result()
+            done = True
+        finally:
+            if not done:  # a failure or an interruption: nothing more runs for this render
+                with contextlib.suppress(Exception):
+                    self.client.cancel(futures, force=True)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+        if self._cluster is not None:
+            with contextlib.suppress(Exception):
+                self._cluster.close()
+
+
+def dask_executor(scheduler: str) -> DaskExecutor:
+    """Connect to (or start) the cluster ``--scheduler`` names."""
+    distributed = _import_distributed()
+    address, n = parse_scheduler(scheduler)
+    cluster = None
+    try:
+        if address == "local":
+            cluster = distributed.LocalCluster(
+                n_workers=n or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                host="127.0.0.1", dashboard_address=None, silence_logs=50)
+            client = distributed.Client(cluster, set_as_default=False)
+        else:
+            client = distributed.Client(address, timeout="10s", set_as_default=False)
+    except OSError as e:
+        if cluster is not None:
+            cluster.close()
+        raise SchedulerError(f"can't reach the Dask scheduler at {scheduler}: {e}") from None
+    ex = DaskExecutor(client, owns_cluster=cluster)
+    ex.warm_up()
+    return ex
