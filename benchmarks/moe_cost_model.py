@@ -70,7 +70,7 @@ def main() -> int:
     fs_g = FeatureSketch(i, k, (0, 0, 0))
     per["sketches"] = (cpu(lambda: fs_g.apply(gate, "gate"), a.repeat) * 2
                        + cpu(lambda: fs_g.apply(down, "down"), a.repeat)) / 3
-    step = cosine_step(e, h * i, a.memory)
+    step = cosine_step(e, h * i, a.memory, 2 * e * k * h * 4)
     sample = gate.reshape(-1)[::step].copy()
     per["cosine_dot_per_pair"] = cpu(lambda: float(np.dot(sample, sample)), a.repeat)
     z1 = rng.standard_normal((a.tile * k, h), dtype=np.float32)

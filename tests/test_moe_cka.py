@@ -226,7 +226,7 @@ def test_a_group_too_big_for_memory_samples_the_cosines(
     roomy = numbers(folder, **sketch)
     memory = 2 * 64 * 96 * 4
     tight = numbers(folder, memory=memory, **sketch)
-    step = cosine_step(4, 64 * 96, memory)
+    step = cosine_step(4, 64 * 96, memory, 2 * 4 * 32 * 64 * 4)
     assert step == 4
     assert tight.reads == roomy.reads == 3 * 3 * 4
     assert {s for by in tight.cosine_steps.values() for s in by.values()} == {step}
@@ -262,3 +262,20 @@ def test_fused_layout_gives_the_same_numbers(tmp_path: Path) -> None:
                 assert np.array_equal(a.similarity[metric][role][layer],
                                       b.similarity[metric][role][layer], equal_nan=True)
     assert np.array_equal(a.row_norm, b.row_norm)
+
+
+def test_memory_decides_how_many_tasks_run_at_once() -> None:
+    """Two matrices being read, two matrices' worth of cosine elements and the sketches per
+    task: a quarter-width Mixtral layer runs two tasks in 768 MiB, a full-width one one."""
+    from weightvis.moe.summary import GroupTask, rep_bytes, task_processes
+
+    opts = MoEOptions()
+    assert opts.memory == 768 << 20
+    small = GroupTask(0, "gate", (None,) * 8, "sketch", opts)
+    assert rep_bytes(small, (3584, 1024)) == 2 * 8 * 256 * 1024 * 4
+    assert task_processes([small], [(3584, 1024)], 2, opts.memory) == 2
+    assert task_processes([small], [(3584, 1024)], 1, opts.memory) == 1
+    assert task_processes([small], [(14336, 4096)], 2, opts.memory) == 1
+    assert task_processes([small], [(14336, 4096)], 2, 4 << 30) == 2
+    exact = small._replace(mode="exact")
+    assert rep_bytes(exact, (96, 64)) == 8 * 64 * 64 * 8

@@ -87,9 +87,10 @@ def _moe_arguments(p: argparse.ArgumentParser, *, render: bool) -> None:
     g.add_argument("--cka-sample", type=int, default=None, metavar="K",
                    help="features of each of the two CKA sketches (default: 256 for up to 32 "
                         "experts, 128 up to 128, 64 above)")
-    g.add_argument("--moe-memory", default="512M", metavar="BYTES",
-                   help="expert matrices one MoE task keeps for the cosines, e.g. 512M, 2G "
-                        "(default 512M; a bigger group: cosines from every s-th element)")
+    g.add_argument("--moe-memory", default="768M", metavar="BYTES",
+                   help="memory of the MoE computation, all its processes together, e.g. "
+                        "768M, 4G (default 768M; less: fewer processes, and cosines from every "
+                        "s-th element)")
     g.add_argument("--stable-rank-tol", type=float, default=5e-2, metavar="TOL",
                    help="residual tolerance of the top singular value, relative (default "
                         "0.05: stable rank within ~6 %%; 1e-6 for numpy's svd to 1e-5)")

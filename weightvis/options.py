@@ -131,9 +131,10 @@ class MoEOptions:
     sketched otherwise. "exact" / "sketch" force one (``--cka``; forced exact ignores
     ``memory`` for the Grams)."""
     cka_exact_max: int = 1 << 31
-    memory: int = 512 << 20
-    """Bytes of float32 expert matrices one MoE task keeps for the cosines (``--moe-memory``):
-    the whole group when it fits (exact cosines), else every s-th element of each expert."""
+    memory: int = 768 << 20
+    """Bytes all MoE tasks running at once may hold (``--moe-memory``): as many run as fit
+    (at least one); each keeps for the cosines the whole group when its share holds it (exact
+    cosines), else every s-th element of each expert."""
     stable_rank_tol: float = 5e-2
     """Lanczos stops when the residual bound of σ₁² is at most this fraction of it (measured on
     3584 x 1024 matrices: σ₁ within 2.7 %, so stable rank within 5.5 %, in 4-7 steps;

@@ -6,11 +6,12 @@ One task per (layer, role) (``group_task``), run by ``Executor.map_unordered`` w
 checkpoint's spec (each worker opens its own reader). A task reads each of the group's experts
 once, through ``structure.expert_matrix`` (true values), and keeps of it only what the pairs
 need: its two CKA sketches (2·k·H float32) or its Gram (H² float64, exact CKA), and for the
-cosines the whole matrix when the group's matrices fit in ``memory``, else every s-th element
-(s = ``cosine_step``: the smallest stride that fits; the cosine of two vectors from n' sampled
-elements is off by about 1/√n' where it is near 0 — 3e-4 for Mixtral-8x7B in 512 MiB, 1.5e-3
-for DeepSeek-V3). Peak memory per task: one matrix being read, plus at most ``memory`` of
-cosine elements, plus the sketches or Grams.
+cosines the whole matrix when the group fits in the task's share of ``memory``, else every
+s-th element (s = ``cosine_step``: the smallest stride that fits; the cosine of two vectors
+from n' sampled elements is off by about 1/√n' where it is near 0 — 3e-4 for Mixtral-8x7B,
+1.5e-3 for DeepSeek-V3). ``memory`` bounds all the tasks running at once: as many run as it
+holds (``task_processes``: each needs two matrices being read, two matrices' worth of cosine
+elements and its sketches or Grams; at least one runs).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from .cka import (
 from .stats import STATS, StableRankOptions, expert_stats, router_row_norms
 
 __all__ = ["GroupTask", "GroupResult", "MoENumbers", "plan_groups", "group_task",
-           "moe_numbers", "cka_mode", "cosine_step", "ROLE_INDEX"]
+           "moe_numbers", "cka_mode", "cosine_step", "task_processes", "rep_bytes",
+           "ROLE_INDEX"]
 
 ROLE_INDEX = {"gate": 0, "up": 1, "down": 2, "gate_up": 3}
 """A role's number in the sketch seed (bundle seed, layer, role)."""
@@ -52,6 +54,8 @@ class GroupTask(NamedTuple):
     mode: str
     """"exact" or "sketch" (cka_mode)."""
     options: MoEOptions
+    budget: int = 0
+    """Bytes this task may hold (its share of ``options.memory``; ``task_budget``)."""
 
 
 class GroupResult(NamedTuple):
@@ -116,7 +120,7 @@ def cka_mode(experts: int, shape: tuple[int, int], role: str, opts: MoEOptions) 
     cost = exact_cost(experts, n, p)
     k = opts.sketch_size(experts)
     sketch = experts * experts * k * k * n
-    fits = experts * n * n * 8 <= opts.memory // 2
+    fits = experts * n * n * 8 <= opts.memory // 4
     return "exact" if fits and (cost <= opts.cka_exact_max or cost <= 2 * sketch) else "sketch"
 
 
@@ -141,11 +145,32 @@ def plan_groups(structure: Any, reader: Any, opts: MoEOptions) -> list[GroupTask
     return tasks
 
 
-def cosine_step(experts: int, size: int, memory: int) -> int:
+def rep_bytes(task: GroupTask, shape: tuple[int, int]) -> int:
+    """Bytes of a task's CKA representations: two float32 sketches [k, n] per expert, or an
+    n x n float64 Gram."""
+    e = len(task.slices)
+    n = shape[1] if task.role in ("gate", "up", "gate_up") else shape[0]
+    if task.mode == "sketch":
+        return 2 * e * task.options.sketch_size(e) * n * 4
+    return e * n * n * 8
+
+
+def cosine_step(experts: int, size: int, budget: int, reps: int = 0) -> int:
     """Every how many elements (flattened) the cosines use: 1 (exact) when the group's
-    matrices fit in ``memory`` beside one being read, else the smallest stride that fits."""
-    room = max(4 * size, memory - 4 * size)
+    matrices fit in ``budget`` beside two being read (the matrix and its decode) and the CKA
+    representations ``reps``, else the smallest stride that fits (keeping at least one
+    matrix's worth)."""
+    room = max(4 * size, budget - 2 * 4 * size - reps)
     return max(1, -(-experts * 4 * size // room))
+
+
+def task_processes(tasks: list[GroupTask], shapes: list[tuple[int, int]], workers: int,
+                   memory: int) -> int:
+    """How many tasks run at once: as many as ``memory`` holds (at least one), each needing
+    two matrices being read, two matrices' worth of cosine elements and its representations."""
+    need = max((4 * 4 * shape[0] * shape[1] + rep_bytes(t, shape)
+                for t, shape in zip(tasks, shapes, strict=True)), default=1)
+    return max(1, min(workers, memory // max(1, need)))
 
 
 _SCRATCH: list[np.ndarray] = []
@@ -175,7 +200,8 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
     e_count = len(task.slices)
     rows, cols = _shape(reader, task.slices[0])
     size = rows * cols
-    step = cosine_step(e_count, size, opts.memory)
+    step = cosine_step(e_count, size, task.budget or opts.memory,
+                       rep_bytes(task, (rows, cols)))
     sr_opts = StableRankOptions(opts.stable_rank_tol, opts.stable_rank_max_iter, opts.seed)
     stats = np.full((e_count, len(STATS)), np.nan)
     dead = np.zeros(e_count, bool)
@@ -239,8 +265,11 @@ def moe_numbers(reader: Any, spec: Any, structure: Any, opts: MoEOptions, execut
     """All the MoE numbers of a checkpoint: the groups on ``executor`` (tasks in any order,
     merged by layer and role), the routers here (tiny)."""
     tasks = plan_groups(structure, reader, opts)
+    procs = task_processes(tasks, [_shape(reader, t.slices[0]) for t in tasks],
+                           executor.workers, opts.memory)
+    tasks = [t._replace(budget=opts.memory // procs) for t in tasks]
     results: dict[tuple[int, str], GroupResult] = {}
-    for res in executor.map_unordered(group_task, spec, tasks, reader=reader):
+    for res in executor.map_unordered(group_task, spec, tasks, reader=reader, processes=procs):
         results[(res.layer, res.role)] = res
         if tick is not None:
             tick()
