@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from .color import _lch_to_rgb8, _max_chroma, palette_bytes, value_palette
+from .color import palette_bytes, value_palette
 from .painters import Painter
 from .types import TensorInfo
 
@@ -74,26 +74,60 @@ def _stripe(x: np.ndarray, y: np.ndarray, back: bool) -> np.ndarray:
     return out
 
 
+_OKLAB_LMS = np.array([[1.0, 0.3963377774, 0.2158037573], [1.0, -0.1055613458, -0.0638541728],
+                       [1.0, -0.0894841775, -1.2914855480]])
+_LMS_RGB = np.array([[4.0767416621, -3.3077115913, 0.2309699292],
+                     [-1.2684380046, 2.6097574011, -0.3413193965],
+                     [-0.0041960863, -0.7034186147, 1.7076147010]])
+
+
+def _linear_rgb(lum: np.ndarray, chroma: np.ndarray, hue: np.ndarray) -> np.ndarray:
+    """OKLab (Ottosson 2020) L, C, h arrays -> linear sRGB [..., 3] (as color._oklab_to_srgb)."""
+    lab = np.stack([lum, chroma * np.cos(hue), chroma * np.sin(hue)], axis=-1)
+    out: np.ndarray = ((lab @ _OKLAB_LMS.T) ** 3) @ _LMS_RGB.T
+    return out
+
+
+def _max_chroma(lum: np.ndarray, hue: np.ndarray) -> np.ndarray:
+    """The largest chroma in the sRGB gamut at each (L, h): bisection, as color._max_chroma,
+    for arrays."""
+    lo, hi = np.zeros(lum.shape), np.full(lum.shape, 0.4)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        rgb = _linear_rgb(lum, mid, hue)
+        ok = ((rgb >= -1e-6) & (rgb <= 1 + 1e-6)).all(axis=-1)
+        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+    return lo
+
+
+def _srgb8(rgb: np.ndarray) -> np.ndarray:
+    c = np.clip(rgb, 0.0, 1.0)
+    enc = np.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1 / 2.4) - 0.055)
+    out: np.ndarray = np.round(enc * 255).astype(np.uint8)
+    return out
+
+
+def _path(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The palette's path at t in [0, 1]: (L, C, h) — lightness 0.22 -> 0.90, hue 290 -> 100
+    degrees, chroma 0.125 capped at 90 % of the gamut's."""
+    lum = 0.22 + 0.68 * t
+    hue = math.radians(290.0) + (math.radians(100.0) - math.radians(290.0)) * t
+    return lum, np.minimum(0.125, 0.9 * _max_chroma(lum, hue)), hue
+
+
 @functools.lru_cache(maxsize=1)
 def _sequential_palette() -> np.ndarray:
     pal = np.tile(value_palette()[S_PAD], (256, 1))
     pal[S_DENSE], pal[S_DENSE_GAP] = (150, 150, 160), (40, 40, 46)
     pal[S_DEAD], pal[S_DEAD_LINE] = (255, 255, 255), (0, 0, 0)
     pal[S_NONE], pal[S_NONE_GAP] = (112, 84, 84), (40, 40, 46)
-    # the path: lightness 0.22 -> 0.90, hue 290 deg -> 100 deg, chroma capped by the gamut;
-    # the levels sit at equal OKLab arc length along it (equal perceptual steps)
-    t = np.linspace(0.0, 1.0, 2049)
-    lum = 0.22 + 0.68 * t
-    hue = math.radians(290.0) + (math.radians(100.0) - math.radians(290.0)) * t
-    chroma = np.array([min(0.125, 0.9 * _max_chroma(float(x), float(h)))
-                       for x, h in zip(lum, hue, strict=True)])
+    # the levels sit at equal OKLab arc length along the path (equal perceptual steps)
+    t = np.linspace(0.0, 1.0, 1025)
+    lum, chroma, hue = _path(t)
     lab = np.stack([lum, chroma * np.cos(hue), chroma * np.sin(hue)], axis=1)
     arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(lab, axis=0), axis=1))])
-    at = np.interp(np.linspace(0.0, arc[-1], S_LEVELS), arc, t)
-    for q, tq in enumerate(at.tolist()):
-        lq = 0.22 + 0.68 * tq
-        hq = math.radians(290.0) + (math.radians(100.0) - math.radians(290.0)) * tq
-        pal[S_FIRST + q] = _lch_to_rgb8(lq, min(0.125, 0.9 * _max_chroma(lq, hq)), hq)
+    lum, chroma, hue = _path(np.interp(np.linspace(0.0, arc[-1], S_LEVELS), arc, t))
+    pal[S_FIRST:S_FIRST + S_LEVELS] = _srgb8(_linear_rgb(lum, chroma, hue))
     pal.setflags(write=False)
     return pal
 
