@@ -36,8 +36,8 @@ def matrices() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(3)
     low = (rng.standard_normal((300, 8)) @ rng.standard_normal((8, 200)) / 4
            + 0.3 * rng.standard_normal((300, 200)))
-    decay = ((np.linalg.qr(rng.standard_normal((256, 128)))[0] * np.exp(-np.arange(128) / 20))
-             @ np.linalg.qr(rng.standard_normal((128, 128)))[0])
+    decay = ((np.linalg.qr(rng.standard_normal((384, 192)))[0] * np.exp(-np.arange(192) / 20))
+             @ np.linalg.qr(rng.standard_normal((192, 192)))[0])
     sparse = rng.standard_normal((128, 96)) * (rng.random((128, 96)) < 0.3)
     outlier = rng.standard_normal((200, 150))
     outlier[:, 7] *= 40
@@ -61,13 +61,13 @@ def test_statistics_against_numpy(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["gaussian", "low-rank+noise", "decaying spectrum"])
 def test_default_tolerance_is_a_lower_bound_on_sigma(name: str) -> None:
-    """At the default tolerance σ₁ is within 3.5 % and never above the truth (Ritz values of
-    Lanczos are lower bounds), so the stable rank is within 7 % and never below it."""
+    """At the default tolerance σ₁ is within 4 % and never above the truth (Ritz values of
+    Lanczos are lower bounds), so the stable rank is within 8 % and never below it."""
     w = matrices()[name].astype(np.float32)
     s1 = float(np.linalg.svd(w.astype(np.float64), compute_uv=False)[0])
     sigma, steps = top_singular_value(w)
     assert sigma <= s1 * (1 + 1e-6)
-    assert sigma == pytest.approx(s1, rel=3.5e-2)
+    assert sigma == pytest.approx(s1, rel=4e-2)
     assert 1 <= steps <= StableRankOptions().max_iter
     again = top_singular_value(w)
     assert again == (sigma, steps)  # fixed seed: the same bits
@@ -150,3 +150,18 @@ def test_relative_to_the_layer_median() -> None:
     diff, med = relative_to_median(v, dead, "difference")
     assert diff[2].tolist() == [0.0, 0.0, 0.0, 5.0]
     assert diff[0].tolist()[:3] == [-1.0, 0.0, 2.0]
+
+
+def test_small_matrices_get_sigma_exactly() -> None:
+    """At most SMALL rows or columns: σ₁ from the smaller Gram, exact (a Lanczos start nearly
+    orthogonal to the top direction stopped at σ₂ on such a 32 x 64 matrix: 11 % low)."""
+    from weightvis.moe.stats import SMALL
+
+    for shape in ((32, 64), (64, 32), (SMALL, 3 * SMALL), (1, 40)):
+        for seed in range(6):
+            w = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+            s1 = float(np.linalg.svd(w.astype(np.float64), compute_uv=False)[0])
+            sigma, steps = top_singular_value(w)
+            assert steps == 0 and sigma == pytest.approx(s1, rel=1e-12)
+    w = np.random.default_rng(5).standard_normal((SMALL + 1, 2 * SMALL)).astype(np.float32)
+    assert top_singular_value(w)[1] > 0

@@ -93,7 +93,7 @@ def _moe_arguments(p: argparse.ArgumentParser, *, render: bool) -> None:
                         "s-th element)")
     g.add_argument("--stable-rank-tol", type=float, default=5e-2, metavar="TOL",
                    help="residual tolerance of the top singular value, relative (default "
-                        "0.05: stable rank within ~6 %%; 1e-6 for numpy's svd to 1e-5)")
+                        "0.05: stable rank within ~8 %%; 1e-6 for numpy's svd to 1e-5)")
     g.add_argument("--probe", action="store_true",
                    help="run a short text through the model (transformers, one layer at a "
                         "time) and add routing frequency and co-activation panels")

@@ -136,9 +136,11 @@ class MoEOptions:
     (at least one); each keeps for the cosines the whole group when its share holds it (exact
     cosines), else every s-th element of each expert."""
     stable_rank_tol: float = 5e-2
-    """Lanczos stops when the residual bound of σ₁² is at most this fraction of it (measured on
-    3584 x 1024 matrices: σ₁ within 2.7 %, so stable rank within 5.5 %, in 4-7 steps;
-    ``--stable-rank-tol``; 1e-6 matches numpy's SVD to 1e-5)."""
+    """Lanczos stops when the residual bound of σ₁² is at most this fraction of it and it has
+    stopped growing (measured on random matrices from 200 x 256 to 2048 x 1024: σ₁ within
+    4 %, so stable rank within 8 %, in 7-10 steps; within 1 % where the spectrum has a gap;
+    ``--stable-rank-tol``; 1e-6 matches numpy's SVD to 1e-5). Matrices with at most 128 rows
+    or columns get σ₁ exactly."""
     stable_rank_max_iter: int = 64
     seed: int = 0
     inline_max: int = 1 << 16

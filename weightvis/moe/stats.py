@@ -47,6 +47,10 @@ class StableRankOptions(NamedTuple):
 
 DEFAULT_SR = StableRankOptions()
 
+SMALL = 128
+"""Matrices with at most this many rows or columns get σ₁ exactly (their smaller Gram costs at
+most 128²·n multiply-adds, and Lanczos has little room to converge in there)."""
+
 
 class ExpertStats(NamedTuple):
     """The statistics of one expert matrix (NaN where undefined: a matrix without finite values;
@@ -109,12 +113,19 @@ def top_singular_value(w: np.ndarray, opts: StableRankOptions = DEFAULT_SR
     """(σ₁ of the float32 matrix ``w``, steps taken): Lanczos on A = WᵀW (the Krylov space
     of Golub–Kahan bidiagonalisation, Golub & Kahan 1965) with full reorthogonalisation, from a
     fixed-seed start, until the residual bound of the top Ritz value θ ≈ σ₁² is at most
-    ``opts.tol``·θ (some eigenvalue of WᵀW lies within the bound, and θ never exceeds σ₁²:
-    measured, σ₁ is then within tol/2 of the truth), or the Krylov space is exhausted (then
-    exact to float32 rounding). Each step is one pass over W (kernels.moe.gram_apply, float32 sums);
+    ``opts.tol``·θ and θ grew by at most ``opts.tol``/2 over the last two steps (the bound
+    alone only says *some* eigenvalue is near θ: in a flat spectrum it can stop at σ₂² while
+    the start's part along the top direction is still growing; θ never exceeds σ₁²), or the
+    Krylov space is exhausted (then exact to float32 rounding). A matrix with at most
+    ``SMALL`` rows or columns gets σ₁ exactly, from its smaller Gram (float64). Each step is
+    one pass over W (kernels.moe.gram_apply, float32 sums);
     the rest is float64."""
     from ..kernels.moe import gram_apply
 
+    if min(w.shape) <= SMALL:
+        w64 = w.astype(np.float64)
+        gram = w64 @ w64.T if w.shape[0] <= w.shape[1] else w64.T @ w64
+        return float(np.sqrt(max(float(np.linalg.eigvalsh(gram)[-1]), 0.0))), 0
     cols = w.shape[1]
     steps = max(1, min(opts.max_iter, cols))
     q = np.random.default_rng(opts.seed).standard_normal(cols)
@@ -123,6 +134,7 @@ def top_singular_value(w: np.ndarray, opts: StableRankOptions = DEFAULT_SR
     alpha = np.zeros(steps)
     beta = np.zeros(steps)
     theta = 0.0
+    thetas: list[float] = []
     for k in range(steps):
         z = gram_apply(w, qs[k]).astype(np.float64)
         alpha[k] = float(qs[k] @ z)
@@ -133,7 +145,14 @@ def top_singular_value(w: np.ndarray, opts: StableRankOptions = DEFAULT_SR
         tri = np.diag(alpha[:k + 1]) + np.diag(beta[:k], 1) + np.diag(beta[:k], -1)
         vals, vecs = np.linalg.eigh(tri)
         theta = max(float(vals[-1]), 0.0)
-        if b <= 1e-6 * theta or b * abs(vecs[k, -1]) <= opts.tol * theta:
+        thetas.append(theta)
+        if b <= 1e-6 * theta:  # the Krylov space is exhausted: exact
+            return float(np.sqrt(theta)), k + 1
+        # a small residual says *an* eigenvalue is near θ (in a flat spectrum, maybe not the
+        # top one, while the start vector's part along the top is still growing): also ask
+        # that θ has not grown over the last two steps
+        if k >= 2 and b * abs(vecs[k, -1]) <= opts.tol * theta \
+                and theta - thetas[-3] <= opts.tol / 2 * theta:
             return float(np.sqrt(theta)), k + 1
         qs[k + 1] = z / b
     return float(np.sqrt(theta)), steps
