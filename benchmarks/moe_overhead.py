@@ -123,11 +123,13 @@ def main() -> int:
                                       a.moe_args.split(), a.timeout))
     ok = all(r["returncode"] == 0 for rs in runs.values() for r in rs)
     best = {k: min(r["wall_s"] for r in rs) for k, rs in runs.items()}
+    median = {k: sorted(r["wall_s"] for r in rs)[len(rs) // 2] for k, rs in runs.items()}
     cpu = {k: min(r["cpu_s"] for r in rs) for k, rs in runs.items()}
     peak = {k: max(r["peak_rss_tree_bytes"] for r in rs) for k, rs in runs.items()}
     overhead = best["moe"] / best["plain"] - 1
     res = {"checkpoint": label, "elements": elements, "expert_elements": experts,
            "workers": a.workers, "repeat": a.repeat, "runs": runs, "fastest_s": best,
+           "median_s": median, "median_overhead": round(median["moe"] / median["plain"] - 1, 4),
            "least_cpu_s": cpu, "cpu_overhead": round(cpu["moe"] / cpu["plain"] - 1, 4),
            "peak_rss_tree_bytes": peak, "overhead": round(overhead, 4),
            "target_overhead": TARGET_OVERHEAD, "ok": ok, "machine": platform.processor()
@@ -135,7 +137,9 @@ def main() -> int:
     print(f"{label}: {elements:,} elements ({experts:,} in experts), {a.workers} workers, "
           f"fastest of {a.repeat}: plain {best['plain']:.2f} s, with MoE scenes "
           f"{best['moe']:.2f} s -> +{100 * overhead:.0f} % (target <= "
-          f"{100 * TARGET_OVERHEAD:.0f} %); CPU {cpu['plain']:.1f} s -> {cpu['moe']:.1f} s "
+          f"{100 * TARGET_OVERHEAD:.0f} %); median {median['plain']:.2f} s -> "
+          f"{median['moe']:.2f} s (+{100 * (median['moe'] / median['plain'] - 1):.0f} %); "
+          f"CPU {cpu['plain']:.1f} s -> {cpu['moe']:.1f} s "
           f"(+{100 * (cpu['moe'] / cpu['plain'] - 1):.0f} %); peak RSS (tree) plain "
           f"{peak['plain'] / 2**20:.0f} MiB, MoE {peak['moe'] / 2**20:.0f} MiB")
     if a.out_json:
