@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["render", "render_diff", "diff", "regen_html", "RenderResult", "DiffResult",
-           "WeightvisError", "__version__"]
+__all__ = ["render", "render_moe", "render_diff", "diff", "regen_html", "RenderResult",
+           "DiffResult", "WeightvisError", "__version__"]
 
 if TYPE_CHECKING:
-    from .bundle import DiffResult, RenderResult, regen_html, render, render_diff
+    from .bundle import DiffResult, RenderResult, regen_html, render, render_diff, render_moe
     from .errors import WeightvisError
 
     diff = render_diff
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     # the public API is imported on first use: the command line sets its process-wide
     # defaults (cli.main) before numpy is loaded
-    if name in ("render", "render_diff", "diff", "regen_html", "RenderResult", "DiffResult"):
+    if name in ("render", "render_moe", "render_diff", "diff", "regen_html", "RenderResult",
+                "DiffResult"):
         from . import bundle
 
         return bundle.render_diff if name == "diff" else getattr(bundle, name)

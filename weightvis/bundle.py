@@ -1,5 +1,6 @@
 """``build_bundle``: the one orchestration every bundle goes through, and the public entries that
-plan one: ``render`` (a checkpoint), ``render_diff`` (two), ``regen_html``.
+plan one: ``render`` (a checkpoint, with its MoE scenes), ``render_moe`` (the MoE scenes alone),
+``render_diff`` (two), ``regen_html``.
 
     scenes (scenes.plan_render, diff_plan.plan_diff) -> executor (tile subtrees) -> store
     (tiles, then the side documents, the manifest and index.html last) -> commit
@@ -27,6 +28,7 @@ from .options import (
     DiffMetric,
     DiffOptions,
     DiffPalette,
+    MoEOptions,
     RenderOptions,
     ValuesMode,
     resolve_workers,
@@ -38,7 +40,8 @@ from .store import FolderStore, StagedFolderStore, Store, writing
 from .tiling import SceneJob
 from .types import HilbertUnit, LayoutKind, ScaleMode, TileFormat
 
-__all__ = ["build_bundle", "render", "render_diff", "regen_html", "RenderResult", "DiffResult",
+__all__ = ["build_bundle", "render", "render_moe", "render_diff", "regen_html", "RenderResult",
+           "DiffResult",
            "BundleResult", "MANIFEST_VERSION", "is_bundle", "read_manifest", "Progress"]
 
 
@@ -46,7 +49,8 @@ class BundleResult(NamedTuple):
     out: Path
     manifest: dict[str, Any]
     documents: dict[str, Any]
-    """Side documents written beside the manifest (``diff.json``…), by file name."""
+    """Side documents written beside the manifest (``diff.json``, ``moe.json``…), by path in
+    the bundle: JSON documents, or text (``str``: MoE sidecar scripts)."""
     tiles_written: int
     bytes_written: int
     tile_seconds: float = 0.0
@@ -98,6 +102,8 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
         store.begin(fingerprint)
         sink = store.sink()
         for scene in plan.scenes:
+            if scene.prepare is not None:
+                scene.prepare(executor)
             job = SceneJob(scene.spec, scene.key, scene.geometry, dict(scene.scales), sink,
                            plan.tile_format, scene.painter, prefetch=scene.prefetch,
                            sidecars=scene.sidecars)
@@ -124,7 +130,7 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
         root = store.root
         with writing(store.out, "the manifest and index.html"):
             for name, doc in documents.items():
-                write_text(root, name, dumps(doc))
+                write_text(root, name, doc if isinstance(doc, str) else dumps(doc))
             text = compact(manifest)  # encoded once for manifest.json and index.html
             write_text(root, "manifest.json", dumps(manifest, text))
             write_viewer(root, manifest, text)
@@ -173,19 +179,23 @@ def render(
     stream: bool = False,
     values: ValuesMode = "auto",
     values_limit_mb: float = VALUES_LIMIT_MB,
+    moe: MoEOptions | None = None,
 ) -> RenderResult:
     """Render a checkpoint (files, a sharded index, directories, ``hf://`` locations) into a
     bundle at ``out``. ``executor`` and ``store`` default to the local pool of ``workers``
     processes and a folder staged beside ``out``. An ``hf://`` input is downloaded into the
     Hugging Face cache first (``stream``: read by HTTP ranges instead). ``values``: what the
     max-zoom tiles' sidecars hold (options.VALUES_MODES; ``auto``: the values when they take at
-    most ``values_limit_mb``)."""
+    most ``values_limit_mb``). An MoE checkpoint also gets its MoE scenes and ``moe.json``
+    (``moe``: how, default ``MoEOptions()``; ``MoEOptions(enabled=False)`` leaves them out;
+    ``only=True`` renders them alone, as ``render_moe``)."""
     from .encode import check_format
-    from .scenes import plan_render
+    from .scenes import plan_moe_only, plan_render
 
     t0 = time.perf_counter()
     opts = RenderOptions(layout, hilbert_unit, tile_format, scale, title, workers, overwrite,
                          values, values_limit_mb)
+    moe = moe if moe is not None else MoEOptions()
     check_format(opts.tile_format)
     if executor is None:  # this machine renders: compile uncached kernels meanwhile
         compiling.start()
@@ -198,8 +208,11 @@ def render(
         (srcs,) = _localize([[os.fspath(s) for s in sources]], stream, progress)
         reader = open_checkpoint(srcs)
         try:
-            plan = plan_render(reader, srcs, opts, ex, progress or _no_progress)
-            fp = fingerprint("render", _options(opts, plan), [reader.files])
+            tick = progress or _no_progress
+            plan = (plan_moe_only(reader, srcs, opts, ex, tick, moe) if moe.only
+                    else plan_render(reader, srcs, opts, ex, tick, moe))
+            fp = fingerprint("render", {**_options(opts, plan), "moe": dataclasses.asdict(moe)},
+                             [reader.files])
             res = build_bundle(plan, st, ex, progress, fingerprint=fp)
             elements = sum(t.numel for t in reader.tensors())
         finally:
@@ -209,6 +222,19 @@ def render(
     return RenderResult(res.out, res.manifest, res.tiles_written, res.bytes_written,
                         time.perf_counter() - t0, elements, res.tile_seconds, res.leaves,
                         res.tiles_reused)
+
+
+def render_moe(
+    sources: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    moe: MoEOptions | None = None,
+    **kw: Any,
+) -> RenderResult:
+    """Only the MoE scenes of an MoE checkpoint (summary, relative summary, similarity) and
+    ``moe.json``; the other arguments as for ``render``."""
+    opts = dataclasses.replace(moe or MoEOptions(), enabled=True, only=True)
+    return render(sources, out, moe=opts, **kw)
 
 
 def render_diff(

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-_COMMANDS = ("demo", "info", "diff", "publish")
+_COMMANDS = ("demo", "info", "diff", "publish", "moe")
 
 
 def _add_values_options(p: argparse.ArgumentParser) -> None:
@@ -57,7 +57,8 @@ def _render_parser() -> argparse.ArgumentParser:
         description="Render model checkpoints into a static, zoomable bundle (open index.html in "
                     "a browser; no server, no network). Also: 'weightvis demo --out DIR', "
                     "'weightvis info SRC [SRC2]', 'weightvis diff A B --out DIR', "
-                    "'weightvis publish BUNDLE hf://spaces/NS/NAME'.",
+                    "'weightvis publish BUNDLE hf://spaces/NS/NAME', "
+                    "'weightvis moe SRC --out DIR'.",
     )
     p.add_argument("sources", nargs="*", metavar="SRC",
                    help="a checkpoint, detected by its bytes: safetensors (a file, or a sharded "
@@ -99,7 +100,92 @@ def _render_parser() -> argparse.ArgumentParser:
     _hub_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--version", action="version", version=f"weightvis {__version__}")
+    _moe_arguments(p, render=True)
     return p
+
+
+def _moe_arguments(p: argparse.ArgumentParser, *, render: bool) -> None:
+    g = p.add_argument_group("Mixture-of-Experts scenes (summary, similarity, routing)")
+    if render:
+        g.add_argument("--no-moe", action="store_true",
+                       help="leave out the MoE summary and similarity scenes of an MoE "
+                            "checkpoint (also 'weightvis moe SRC' / '--moe': only them)")
+    g.add_argument("--cka", choices=("auto", "exact", "sketch"), default="auto",
+                   help="expert similarity: exact debiased CKA where cheap, sketched above "
+                        "(auto, default), or always one of them")
+    g.add_argument("--cka-sample", type=int, default=None, metavar="K",
+                   help="features of each of the two CKA sketches (default: 256 for up to 32 "
+                        "experts, 128 up to 128, 64 above)")
+    g.add_argument("--moe-memory", default="768M", metavar="BYTES",
+                   help="memory of the MoE computation, all its processes together, e.g. "
+                        "768M, 4G (default 768M; less: fewer processes, and cosines from every "
+                        "s-th element)")
+    g.add_argument("--stable-rank-tol", type=float, default=5e-2, metavar="TOL",
+                   help="residual tolerance of the top singular value, relative (default "
+                        "0.05: stable rank within ~8 %%; 1e-6 for numpy's svd to 1e-5)")
+    g.add_argument("--probe", action="store_true",
+                   help="run a short text through the model (transformers, one layer at a "
+                        "time) and add routing frequency and co-activation panels")
+    g.add_argument("--probe-text", metavar="FILE", help="the probe's text (implies --probe)")
+    g.add_argument("--probe-tokens", metavar="FILE",
+                   help="the probe's token ids, a JSON list (implies --probe)")
+
+
+def _byte_count(text: str) -> int | None:
+    """'512M' -> 536870912; None when it is not a size."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(t[-1:], 1)
+    digits = t[:-1] if t[-1:] in "KMGT" and t[-1:] else t
+    try:
+        value = float(digits)
+    except ValueError:
+        return None
+    return int(value * mult) if value > 0 and value * mult < 1 << 62 else None
+
+
+def _moe_options(parser: argparse.ArgumentParser, a: argparse.Namespace, *, only: bool) -> Any:
+    """MoEOptions from the flags (the probe's text or token file read here)."""
+    import json
+
+    from .options import MoEOptions
+
+    memory = _byte_count(a.moe_memory)
+    if memory is None:
+        parser.error(f"--moe-memory takes a size such as 512M or 2G, not {a.moe_memory!r}")
+    if a.cka_sample is not None and a.cka_sample < 1:
+        parser.error("--cka-sample must be at least 1")
+    if not a.stable_rank_tol > 0:
+        parser.error("--stable-rank-tol must be positive")
+    if a.probe_text and a.probe_tokens:
+        parser.error("give --probe-text or --probe-tokens, not both")
+    text = tokens = None
+    if a.probe_text:
+        try:
+            text = Path(a.probe_text).read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise WeightvisError(f"{a.probe_text}: cannot read the probe text ({e})") from None
+    if a.probe_tokens:
+        try:
+            raw = json.loads(Path(a.probe_tokens).read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise WeightvisError(f"{a.probe_tokens}: cannot read the probe tokens ({e})"
+                                 ) from None
+        if not isinstance(raw, list) or not raw or not all(
+                isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in raw):
+            raise WeightvisError(f"{a.probe_tokens}: expected a JSON list of token ids "
+                                 f"(non-negative integers)")
+        tokens = tuple(raw)
+    inline = os.environ.get("WEIGHTVIS_MOE_INLINE_MAX")
+    extra: dict[str, Any] = {}
+    if inline is not None:
+        if not inline.isdigit():
+            raise WeightvisError(f"WEIGHTVIS_MOE_INLINE_MAX must be a count, not {inline!r}")
+        extra["inline_max"] = int(inline)
+    return MoEOptions(enabled=only or not getattr(a, "no_moe", False), only=only,
+                      cka_sample=a.cka_sample, cka=a.cka, memory=memory,
+                      stable_rank_tol=a.stable_rank_tol,
+                      probe=bool(a.probe or text is not None or tokens is not None),
+                      probe_text=text, probe_tokens=tokens, **extra)
 
 
 def _hub_options(p: argparse.ArgumentParser) -> None:
@@ -278,7 +364,8 @@ class _Bar:
         if bar is None:
             for b in self.bars.values():
                 b.close()
-            unit = {"tiles": "tile", "download": "B"}.get(stage, "tensor")
+            unit = ("tile" if stage.startswith("tiles") else
+                    {"download": "B", "moe": "group"}.get(stage, "tensor"))
             if stage.startswith(("compiling", "generating")):
                 unit = "step"  # (kernel groups; the demo's checkpoint)
             bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr,
@@ -323,15 +410,39 @@ def _summary(res: Any) -> str:
     m = res.manifest
     sc = m["scenes"][0]
     mb = res.bytes_written / 1e6
-    return (f"{_wrote(res)}: {len(m['tensors'])} tensors, "
+    text = (f"{_wrote(res)}: {len(m['tensors'])} tensors, "
             f"{res.elements:,} elements, canvas {sc['width']}x{sc['height']} px, "
             f"zoom 0-{sc['max_zoom']}, {res.tiles_written} tiles ({mb:.1f} MB{_reused(res)}) "
             f"in {res.seconds:.1f} s")
+    return text + _moe_summary(m)
 
 
-def _run_render(argv: Sequence[str]) -> int:
+def _moe_summary(m: dict[str, Any]) -> str:
+    """The MoE line of the summary (numpy-free): layers, experts, scenes, dead experts."""
+    moe = m.get("moe")
+    if not isinstance(moe, dict):
+        return ""
+    rms = moe["stats"]["rms"]
+    dead = sorted({(moe["layers"][i], e) for by_role in rms.values()
+                   for i, row in enumerate(by_role) for e, v in enumerate(row) if v == 0})
+    return (f"\nMoE: {len(moe['layers'])} MoE layers, {len(moe['dense_layers'])} dense, "
+            f"{moe['experts']} routed experts, roles {', '.join(moe['roles'])}; scenes "
+            f"{', '.join(s['key'] for s in m['scenes'] if 'moe' in s)} and moe.json; "
+            + (f"dead experts (layer, expert): {dead[:10]}"
+               + (f" and {len(dead) - 10} more" if len(dead) > 10 else "")
+               if dead else "no dead expert"))
+
+
+def _run_render(argv: Sequence[str], *, moe_only: bool = False) -> int:
     parser = _render_parser()
+    if moe_only:
+        parser.prog = "weightvis moe"
+        parser.description = ("Render only the Mixture-of-Experts scenes of an MoE checkpoint: "
+                              "per-expert heatmaps, expert similarity (debiased CKA, cosine) "
+                              "and, with --probe, routing; plus moe.json.")
     a = parser.parse_args(argv)
+    if moe_only and a.no_moe:
+        parser.error("--no-moe leaves out the only scenes 'weightvis moe' draws")
     if a.regen_html:
         if a.sources or a.out or a.file_list:
             parser.error("--regen-html DIR takes no inputs and no --out")
@@ -358,6 +469,7 @@ def _run_render(argv: Sequence[str]) -> int:
         parser.error("--hilbert-unit byte needs --layout hilbert")
     if not a.values_limit >= 0:
         parser.error("--values-limit must be a size in MB, at least 0")
+    moe = _moe_options(parser, a, only=moe_only)
     bar = _Bar(a.quiet)
     with _published(a) as out:
         try:
@@ -366,7 +478,7 @@ def _run_render(argv: Sequence[str]) -> int:
                                     tile_format=a.tile_format, scale=a.scale, title=a.title,
                                     workers=a.workers, overwrite=a.overwrite or out != a.out,
                                     progress=bar, stream=a.stream, executor=ex,
-                                    values=a.values, values_limit_mb=a.values_limit)
+                                    values=a.values, values_limit_mb=a.values_limit, moe=moe)
         finally:
             bar.close()
         if os.environ.get("WEIGHTVIS_TIMING"):
@@ -652,6 +764,10 @@ def _main(args: list[str]) -> int:
         return _run_diff(args[1:])
     if args and args[0] == "publish":
         return _run_publish(args[1:])
+    if args and args[0] == "moe":
+        return _run_render(args[1:], moe_only=True)
+    if "--moe" in args:  # also spelled: weightvis --moe SRC --out DIR
+        return _run_render([x for x in args if x != "--moe"], moe_only=True)
     if "--diff" in args:  # the seed's spelling: weightvis --diff A B --out DIR
         i = args.index("--diff")
         if len(args) < i + 3:

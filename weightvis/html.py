@@ -10,7 +10,8 @@ The viewer files live in the top-level ``viewer/`` folder of a source checkout (
 and in the package ``weightvis._viewer`` of a wheel (see ``pyproject.toml``). The viewer is classic
 scripts in ``viewer/js/`` under one namespace (``window.WV``): a core every bundle loads, plug-ins
 that register scene kinds and panels, and ``start.js`` last. :func:`viewer_scripts` says which a
-bundle needs (the diff plug-ins only when the manifest has ``diff``); the page lists only those.
+bundle needs (the diff plug-ins only when the manifest has ``diff``, the MoE ones only with
+``moe``); the page lists only those.
 """
 
 from __future__ import annotations
@@ -69,12 +70,18 @@ _DIFF_SCRIPTS: tuple[str, ...] = (
     "change-table-nav.js",  # its keyboard, selection, resizing; panel "changes"
     "diff-keys.js",         # panel "scene-keys": a / b / d
 )
+_MOE_SCRIPTS: tuple[str, ...] = (
+    "moe-model.js",     # WV.moe: the numbers behind a cell (manifest, sidecars); panel "moe"
+    "moe-kind.js",      # scene kind "sequential" (heatmaps, similarity matrices)
+    "moe-readout.js",   # panel "moe-readout": the cell's numbers, panel stats, keys w/s/r/c
+)
 _START_SCRIPT = "start.js"
 
 _PLUGINS: tuple[tuple[str, Callable[[dict[str, Any]], bool], tuple[str, ...]], ...] = (
     ("bytes", lambda m: any(isinstance(s, dict) and s.get("colormap") == "bytes"
                             for s in m.get("scenes") or ()), _BYTES_SCRIPTS),
     ("diff", lambda m: isinstance(m.get("diff"), dict), _DIFF_SCRIPTS),
+    ("moe", lambda m: isinstance(m.get("moe"), dict), _MOE_SCRIPTS),
     ("packed", lambda m: any(isinstance(s, dict) and isinstance(s.get("pack"), dict)
                              for s in m.get("scenes") or ()), _PACKED_SCRIPTS),
 )

@@ -14,10 +14,13 @@ __all__ = ["write_viewer", "regen_html", "write_text"]
 
 
 def write_text(folder: Path, name: str, text: str) -> None:
-    """Write ``folder/name`` under a temporary name, then rename it into place."""
-    tmp = folder / f".{name}.tmp"
+    """Write ``folder/name`` under a temporary name, then rename it into place (``name`` may
+    hold a subfolder: ``moe/layer-3.js``)."""
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp"
     tmp.write_text(text, "utf-8")
-    os.replace(tmp, folder / name)
+    os.replace(tmp, path)
 
 
 def write_viewer(folder: Path, manifest: dict[str, Any], compact: str | None = None) -> None:

@@ -12,6 +12,7 @@ analysis). bundle.build_bundle runs any plan.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,14 +30,14 @@ from .index import NameIndex
 from .layout import arch_layout, hilbert_layout
 from .manifest import build_manifest, manifest_head, scene_json
 from .moe.structure import detect_moe
-from .options import RenderOptions, sidecar_mode, value_width
+from .options import MoEOptions, RenderOptions, sidecar_mode, value_width
 from .painters import BytesPainter, Painter, ValuesPainter
 from .tiling import CheckpointSpec, Geometry
 from .types import SceneLayout
 from .values import global_scale, stats_json_many, tensor_scales
 
-__all__ = ["Scene", "Plan", "plan_render", "tile_index", "source_json", "default_title",
-           "file_name", "file_gguf_names", "Progress"]
+__all__ = ["Scene", "Plan", "plan_render", "plan_moe_only", "tile_index", "source_json",
+           "default_title", "file_name", "file_gguf_names", "Progress"]
 
 Progress = Callable[[str, int, int], None]
 """progress(stage, advance, total): ``stage`` names the step, ``advance`` units were just done."""
@@ -62,6 +63,9 @@ class Scene(NamedTuple):
     """Work for this process while the executor renders this scene's tiles elsewhere."""
     sidecars: str = "none"
     """What its max-zoom tiles' sidecar scripts hold (tiling.SceneJob.sidecars)."""
+    prepare: Callable[[Executor], None] | None = None
+    """Work this scene needs done before its tiles, on the executor (the MoE numbers its
+    grids show); build_bundle runs it when the scenes before it are drawn."""
 
     def json(self, ext: str) -> dict[str, Any]:
         doc = scene_json(self.key, self.label, self.layout, self.geometry.max_zoom, ext,
@@ -175,18 +179,29 @@ def file_gguf_names(reader: MultiReader, names: list[str]) -> dict[str, str]:
 
 
 def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, executor: Executor,
-                tick: Progress) -> Plan:
-    """The scene of a render and how its manifest is made. Reads no tensor data, except the
+                tick: Progress, moe_options: MoEOptions | None = None) -> Plan:
+    """The scenes of a render and how its manifest is made. Reads no tensor data, except the
     value pass when the scales must be known before the tiles (``--scale global``, or tiles
-    rendered in this process)."""
+    rendered in this process). ``moe_options``: an MoE checkpoint's summary and similarity
+    scenes (their numbers are computed on ``executor`` just before their tiles)."""
     tensors = list(reader.tensors())
     if not tensors:
         raise InputError(f"{', '.join(srcs)}: the checkpoint holds no tensors")
     index = NameIndex([t.name for t in tensors], gguf_arch=reader.gguf_architecture())
-    if opts.layout == "arch":
+    with_moe = moe_options is not None and moe_options.enabled
+    structure = None
+    if opts.layout == "arch" or with_moe:
         with gc_paused():  # tens of thousands of small objects: see formats.base.gc_paused
-            moe = detect_moe(reader, reader.config, index=index)
-            lay = arch_layout(tensors, index=index, moe=moe)
+            structure = detect_moe(reader, reader.config, index=index)
+    moe_plan = None
+    if with_moe and structure is not None:
+        from .moe.scenes import plan_moe
+
+        assert moe_options is not None
+        moe_plan = plan_moe(reader, srcs, moe_options, executor, tick, structure)
+    if opts.layout == "arch":
+        with gc_paused():
+            lay = arch_layout(tensors, index=index, moe=structure)
     elif not opts.bytes_scene:
         lay = hilbert_layout(tensors)
     else:
@@ -263,13 +278,53 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
                 entry["stats"] = st
             tensors_json[t.name] = entry
         colormap = painter.colormap
+        colormaps = {colormap: color.byte_colormap() if colormap == "bytes"
+                     else color.values_colormap()}
+        scenes_json = [scene.json(opts.tile_format)]
+        extra: dict[str, Any] = {}
+        documents: dict[str, Any] = {}
+        if moe_plan is not None:
+            from .grids import sequential_colormap
+            from .moe.scenes import scene_json as moe_scene_json
+
+            colormaps["sequential"] = sequential_colormap()
+            scenes_json += [moe_scene_json(s, opts.tile_format, moe_plan.extras[s.key])
+                            for s in moe_plan.scenes]
+            extra["moe"] = moe_plan.document
+            documents = {"moe.json": moe_plan.document, **moe_plan.files}
         manifest = build_manifest(
             manifest_head(opts.title or default_title(srcs), opts.tile_format),
             source=source_json(reader),
             scale={**SCALE_DOC, "mode": opts.scale},
-            colormaps={colormap: color.byte_colormap() if colormap == "bytes"
-                       else color.values_colormap()},
-            scenes=[scene.json(opts.tile_format)], tensors=tensors_json)
-        return manifest, {}
+            colormaps=colormaps, scenes=scenes_json, tensors=tensors_json, extra=extra)
+        return manifest, documents
 
-    return Plan([scene], finish, reader, opts.tile_format)
+    return Plan([scene, *(moe_plan.scenes if moe_plan else [])], finish, reader,
+                opts.tile_format)
+
+
+def plan_moe_only(reader: MultiReader, srcs: list[str], opts: RenderOptions,
+                  executor: Executor, tick: Progress, moe_options: MoEOptions) -> Plan:
+    """The MoE scenes alone (``weightvis moe``): summary, relative summary and similarity; the
+    manifest lists no tensors (no weight scene draws them)."""
+    from .grids import sequential_colormap
+    from .moe.scenes import plan_moe
+    from .moe.scenes import scene_json as moe_scene_json
+
+    moe_plan = plan_moe(reader, srcs,
+                        dataclasses.replace(moe_options, enabled=True, only=True), executor,
+                        tick)
+    assert moe_plan is not None  # (only: no experts is an error)
+
+    def finish(results: Mapping[str, Any], _executor: Executor) -> tuple[dict[str, Any],
+                                                                          dict[str, Any]]:
+        manifest = build_manifest(
+            manifest_head(opts.title or default_title(srcs), opts.tile_format),
+            source=source_json(reader), scale=SCALE_DOC,
+            colormaps={"sequential": sequential_colormap()},
+            scenes=[moe_scene_json(s, opts.tile_format, moe_plan.extras[s.key])
+                    for s in moe_plan.scenes],
+            tensors={}, extra={"moe": moe_plan.document})
+        return manifest, {"moe.json": moe_plan.document, **moe_plan.files}
+
+    return Plan(moe_plan.scenes, finish, None, opts.tile_format)

@@ -28,7 +28,7 @@ class Geometry:
         self.tile = tile
         self.max_zoom = max(0, math.ceil(math.log2(max(layout.c_width, layout.c_height) / tile)))
         self.leaf_placements: dict[tuple[int, int], list[int]] = defaultdict(list)
-        if layout.layout == "arch":
+        if layout.layout != "hilbert":  # placements: "arch", MoE "panels"
             for i, p in enumerate(layout.placements):
                 for t_y in range(p.c_y // tile, (p.c_y + p.c_h - 1) // tile + 1):
                     for t_x in range(p.c_x // tile, (p.c_x + p.c_w - 1) // tile + 1):

@@ -189,16 +189,20 @@
     if (this.lastPoint) this.onPoint(this.lastPoint);
   };
 
-  /** Show another scene: in the same view when both share the geometry, else fitted. */
+  /**
+   * Show another scene: in the same view when both share the geometry, else in the view it
+   * had when it was last shown, else fitted.
+   */
   App.prototype.switchScene = function (key) {
     var scene = this.sceneByKey(String(key));
     if (!scene || !this.model) return;
     if (String(scene.key) === this.model.key) return;
-    var view = null;
-    if (WV.sameGeometry(this.model.scene, scene)) {
-      var c = this.cFromLl(this.map.getCenter());
-      view = { z: this.map.getZoom(), cx: c.x, cy: c.y };
-    }
+    var c = this.cFromLl(this.map.getCenter());
+    var here = { z: this.map.getZoom(), cx: c.x, cy: c.y };
+    if (!this.views) this.views = new Map();   // scene key -> its last view
+    this.views.set(this.model.key, here);
+    var view = WV.sameGeometry(this.model.scene, scene) ? here
+      : this.views.has(String(scene.key)) ? this.views.get(String(scene.key)) : null;
     this.showScene(String(scene.key), view);
     this.hash.write();
   };

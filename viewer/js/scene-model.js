@@ -134,9 +134,11 @@
       var r = piece.rect;
       if (cx >= r[0] && cy >= r[1] && cx < r[0] + r[2] && cy < r[1] + r[3]) {
         var p = piece.placement;
+        var cell = p.cell || 1;   // a magnified placement: `cell` px per element edge
         return {
           item: piece.item, tensor: piece.item.tensor, label: piece.label,
-          eRow: p.rows[0] + (cy - r[1]), eCol: p.cols[0] + (cx - r[0]),
+          eRow: p.rows[0] + Math.floor((cy - r[1]) / cell),
+          eCol: p.cols[0] + Math.floor((cx - r[0]) / cell),
         };
       }
     }

@@ -1,0 +1,281 @@
+"""Expert similarity (weightvis.moe.cka, moe.summary) against the float64 numpy reference of
+MOE.md Appendix A: the acceptance cases of issue 12 — an expert copied into another slot (equal
+summary cells, CKA exactly 1), the same expert with its neurons permuted (CKA 1, flattened cosine
+near 0), a zeroed expert (zero cells, marked dead, no CKA), unrelated random experts (|debiased
+CKA| small) — and the sketched estimate within 0.03 of exact for H >= 512."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from weightvis.executors import InlineExecutor
+from weightvis.formats import open_checkpoint
+from weightvis.moe.cka import FeatureSketch, cka_exact, features, sketched_cka
+from weightvis.options import MoEOptions
+from weightvis.tiling import CheckpointSpec
+
+from . import moe_fakes
+from .moe_fakes import Planted, expert_weights, moe_tensors, write_moe_checkpoint
+
+# --------------------------------------------------------------- MOE.md Appendix A (as run)
+
+
+def centre(x: np.ndarray) -> np.ndarray:
+    return x - x.mean(axis=0, keepdims=True)
+
+
+def _parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    d = np.einsum("ij,ij->i", x, x)
+    s = x.sum(0)
+    return d, x @ s - d, float(s @ s - d.sum())
+
+
+def hsic1(x: np.ndarray, y: np.ndarray) -> float:
+    n = x.shape[0]
+    dx, rx, tx = _parts(x)
+    dy, ry, ty = _parts(y)
+    tr = np.linalg.norm(x.T @ y) ** 2 - dx @ dy
+    return float((tr + tx * ty / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (rx @ ry))
+                 / (n * (n - 3)))
+
+
+def cka_debiased(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    den = hsic1(x, x) * hsic1(y, y)
+    return 0.0 if den <= 0 else hsic1(x, y) / float(np.sqrt(den))
+
+
+def cka_gram_form(x: np.ndarray, y: np.ndarray) -> float:
+    """Song et al.'s estimator written with n x n Grams (a second, independent reference)."""
+    def h(k: np.ndarray, lm: np.ndarray) -> float:
+        n = k.shape[0]
+        k, lm = k.copy(), lm.copy()
+        np.fill_diagonal(k, 0)
+        np.fill_diagonal(lm, 0)
+        one = np.ones(n)
+        return float((np.trace(k @ lm) + (one @ k @ one) * (one @ lm @ one) / ((n - 1) * (n - 2))
+                      - 2 / (n - 2) * (one @ k @ lm @ one)) / (n * (n - 3)))
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    k, lm = x @ x.T, y @ y.T
+    return h(k, lm) / float(np.sqrt(h(k, k) * h(lm, lm)))
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+# --------------------------------------------------------------- the estimator
+
+
+def test_exact_cka_matches_both_references() -> None:
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((70, 30)) for _ in range(3)]
+    xs.append(xs[0] @ np.linalg.qr(rng.standard_normal((30, 30)))[0])   # rotated features
+    xs.append(0.6 * xs[1] + 0.4 * rng.standard_normal((70, 30)))
+    got = cka_exact([x @ x.T for x in xs])
+    for a in range(len(xs)):
+        for b in range(len(xs)):
+            assert got[a, b] == pytest.approx(cka_debiased(xs[a], xs[b]), abs=1e-12)
+            assert got[a, b] == pytest.approx(cka_gram_form(xs[a], xs[b]), abs=1e-10)
+    assert got[0, 3] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_invariances_and_debiasing() -> None:
+    """Invariant to neuron order, rotations and isotropic scale; random pairs score about 0
+    (biased CKA would score p/(n+p))."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((96, 64)).astype(np.float32)        # gate-like [I, H]
+    perm = w[rng.permutation(96)]
+    grams = [features(m, "gate").astype(np.float64) @ features(m, "gate").astype(np.float64).T
+             for m in (w, perm, 7 * w)]
+    got = cka_exact(grams)
+    assert got[0, 1] == pytest.approx(1.0, abs=1e-12)
+    assert got[0, 2] == pytest.approx(1.0, abs=1e-12)
+    vals = []
+    for seed in range(20):
+        r = np.random.default_rng(100 + seed)
+        a, b = r.standard_normal((512, 128)), r.standard_normal((512, 128))
+        vals.append(cka_exact([a @ a.T, b @ b.T])[0, 1])
+    assert abs(np.mean(vals)) < 0.003 and np.std(vals) < 0.01
+
+
+def _pair_types(h: int, i: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Gate-like [I, H] pairs (MOE.md §3.4)."""
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal
+    a = g((i, h))
+    basis = g((16, h))
+    out = {"random": (a, g((i, h))),
+           "low-rank shared subspace": (g((i, 16)) @ basis + 0.3 * 4 * g((i, h)),
+                                        g((i, 16)) @ basis + 0.3 * 4 * g((i, h)))}
+    for rho in (0.3, 0.7, 1.0):
+        b = rho * a + np.sqrt(1 - rho * rho) * g((i, h))
+        out[f"permuted copy rho={rho}"] = (a, b[rng.permutation(i)])
+    return {k: (x.astype(np.float32), y.astype(np.float32)) for k, (x, y) in out.items()}
+
+
+@pytest.mark.parametrize(("h", "i", "role"), [(1024, 1024, "gate"), (1792, 512, "gate"),
+                                              (1024, 768, "down")])
+def test_sketched_within_0_03_of_exact(h: int, i: int, role: str) -> None:
+    """The default sketch (two CountSketches of k = 256) over 6 seeds: every pair type within
+    0.03 of exact (acceptance: H >= 512), and a copy exactly 1."""
+    k = MoEOptions().sketch_size(8)
+    assert k == 256
+    worst = 0.0
+    for name, (wa, wb) in _pair_types(h, i, 5).items():
+        if role == "down":
+            wa, wb = np.ascontiguousarray(wa.T), np.ascontiguousarray(wb.T)   # [H, I]
+        exact = cka_debiased(features(wa, role), features(wb, role))
+        for seed in range(6):
+            fs = FeatureSketch(i, k, (seed, 3, 1))
+            got = sketched_cka([fs.apply(wa, role), fs.apply(wb, role), fs.apply(wa.copy(),
+                                                                                  role)])
+            assert got[0, 2] == 1.0 and got[2, 0] == 1.0
+            assert abs(got[0, 1] - exact) <= 0.03, (name, seed, got[0, 1], exact)
+            worst = max(worst, abs(got[0, 1] - exact))
+    assert worst > 0   # (it is an estimate)
+
+
+def test_gaussian_sketch_is_unbiased_too() -> None:
+    wa, wb = _pair_types(768, 512, 9)["permuted copy rho=0.7"]
+    exact = cka_debiased(features(wa, "gate"), features(wb, "gate"))
+    est = [sketched_cka([FeatureSketch(512, 128, (s,), "gaussian").apply(w, "gate")
+                         for w in (wa, wb)])[0, 1] for s in range(12)]
+    assert abs(np.mean(est) - exact) < 0.01
+
+
+# --------------------------------------------------------------- through the per-layer tasks
+
+
+def numbers(folder: Path, **opts: Any) -> Any:
+    from weightvis.moe.summary import moe_numbers
+
+    structure = moe_fakes.install()
+    reader = open_checkpoint([str(folder)])
+    try:
+        st = structure.detect_moe(reader, reader.config)
+        return moe_numbers(reader, CheckpointSpec((str(folder),)), st, MoEOptions(**opts),
+                           InlineExecutor())
+    finally:
+        reader.close()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+    folder = write_moe_checkpoint(tmp_path_factory.mktemp("moe") / "tiny")
+    return folder, moe_tensors()[0]
+
+
+@pytest.mark.parametrize("mode", ["exact", "sketch"])
+def test_acceptance_cases(tiny: tuple[Path, dict[str, np.ndarray]], mode: str) -> None:
+    folder, tensors = tiny
+    opts = {} if mode == "exact" else {"cka": "sketch", "cka_sample": 64}
+    got = numbers(folder, **opts)
+    assert all(m == mode for by in got.modes.values() for m in by.values())
+    row = {layer: i for i, layer in enumerate(got.layers)}
+    layer, copy, src = Planted.copy
+    _, perm, _ = Planted.permuted
+    for role in got.roles:
+        ws = expert_weights(tensors, layer, role, 4)
+        cka = got.similarity["cka"][role][layer]
+        cos = got.similarity["cosine"][role][layer]
+        # a copy in another slot: the same summary cells, CKA and cosine exactly 1
+        for stat in got.stats:
+            assert got.stats[stat][role][row[layer], copy] == \
+                got.stats[stat][role][row[layer], src]
+        assert cka[copy, src] == 1.0 and cka[src, copy] == 1.0 and cos[copy, src] == 1.0
+        # the same expert with its neurons permuted: CKA 1, cosine near 0 (as the reference)
+        x = [features(w, role) for w in ws]
+        assert cka[perm, src] == pytest.approx(1.0, abs=1e-9 if mode == "exact" else 0.1)
+        assert cos[perm, src] == pytest.approx(cosine(ws[perm], ws[src]), abs=1e-6)
+        assert abs(cos[perm, src]) < 0.1
+        # unrelated random experts: |debiased CKA| small, and as the reference says
+        if mode == "exact":
+            assert cka[0, 1] == pytest.approx(cka_debiased(x[0], x[1]), abs=1e-10)
+        assert abs(cka[0, 1]) < 0.15
+        assert cka[1, 1] == pytest.approx(1.0, abs=1e-12)
+    # a zeroed expert: zero cells, marked dead, no CKA / cosine in its row and column
+    layer, dead = Planted.dead
+    for role in got.roles:
+        assert got.dead[role][row[layer], dead]
+        assert got.dead[role].sum() == 1
+        for stat in ("rms", "mean_abs", "max_over_rms", "stable_rank"):
+            assert got.stats[stat][role][row[layer], dead] == 0.0
+        assert got.stats["zero_fraction"][role][row[layer], dead] == 1.0
+        for metric in ("cka", "cosine"):
+            m = got.similarity[metric][role][layer]
+            assert np.isnan(m[dead]).all() and np.isnan(m[:, dead]).all()
+            others = [e for e in range(4) if e != dead]
+            assert np.isfinite(m[np.ix_(others, others)]).all()
+
+
+def test_a_group_too_big_for_memory_samples_the_cosines(
+        tiny: tuple[Path, dict[str, np.ndarray]]) -> None:
+    """With room for two matrices, each expert is still read once; the cosines come from
+    every s-th element (the same elements of every expert), near the exact ones; copies still
+    exactly 1; CKA and the statistics unchanged."""
+    from weightvis.moe.summary import cosine_step
+
+    folder, tensors = tiny
+    sketch = {"cka": "sketch", "cka_sample": 32}
+    roomy = numbers(folder, **sketch)
+    memory = 2 * 64 * 96 * 4
+    tight = numbers(folder, memory=memory, **sketch)
+    step = cosine_step(4, 64 * 96, memory, 2 * 4 * 32 * 64 * 4)
+    assert step == 4
+    assert tight.reads == roomy.reads == 3 * 3 * 4
+    assert {s for by in tight.cosine_steps.values() for s in by.values()} == {step}
+    assert {s for by in roomy.cosine_steps.values() for s in by.values()} == {1}
+    layer, copy, src = Planted.copy
+    for role in roomy.roles:
+        ws = expert_weights(tensors, layer, role, 4)
+        sampled = [w.reshape(-1)[::step] for w in ws]
+        for layer_id in roomy.layers:
+            assert np.array_equal(roomy.similarity["cka"][role][layer_id],
+                                  tight.similarity["cka"][role][layer_id], equal_nan=True)
+            np.testing.assert_allclose(roomy.similarity["cosine"][role][layer_id],
+                                       tight.similarity["cosine"][role][layer_id], atol=0.05)
+        assert tight.similarity["cosine"][role][layer][0, 1] == pytest.approx(
+            cosine(sampled[0], sampled[1]), abs=1e-6)
+        assert tight.similarity["cosine"][role][layer][copy, src] == 1.0
+        assert tight.similarity["cka"][role][layer][copy, src] == 1.0
+    for stat in roomy.stats:
+        for role in roomy.roles:
+            assert np.array_equal(roomy.stats[stat][role], tight.stats[stat][role],
+                                  equal_nan=True)
+
+
+def test_fused_layout_gives_the_same_numbers(tmp_path: Path) -> None:
+    a = numbers(write_moe_checkpoint(tmp_path / "per", names="qwen"))
+    b = numbers(write_moe_checkpoint(tmp_path / "fused", names="fused"))
+    for stat in a.stats:
+        for role in a.roles:
+            assert np.array_equal(a.stats[stat][role], b.stats[stat][role], equal_nan=True)
+    for metric in a.similarity:
+        for role in a.roles:
+            for layer in a.layers:
+                assert np.array_equal(a.similarity[metric][role][layer],
+                                      b.similarity[metric][role][layer], equal_nan=True)
+    assert np.array_equal(a.row_norm, b.row_norm)
+
+
+def test_memory_decides_how_many_tasks_run_at_once() -> None:
+    """Two matrices being read, two matrices' worth of cosine elements and the sketches per
+    task: a quarter-width Mixtral layer runs two tasks in 768 MiB, a full-width one one."""
+    from weightvis.moe.summary import GroupTask, rep_bytes, task_processes
+
+    opts = MoEOptions()
+    assert opts.memory == 768 << 20
+    small = GroupTask(0, "gate", (None,) * 8, "sketch", opts)
+    assert rep_bytes(small, (3584, 1024)) == 2 * 8 * 256 * 1024 * 4
+    assert task_processes([small], [(3584, 1024)], 2, opts.memory) == 2
+    assert task_processes([small], [(3584, 1024)], 1, opts.memory) == 1
+    assert task_processes([small], [(14336, 4096)], 2, opts.memory) == 1
+    assert task_processes([small], [(14336, 4096)], 2, 4 << 30) == 2
+    exact = small._replace(mode="exact")
+    assert rep_bytes(exact, (96, 64)) == 8 * 64 * 64 * 8

@@ -1,0 +1,105 @@
+"""One set of reference experts (tests/moe_models.py) stored in every family — per-expert
+(DeepSeek, Qwen, Mixtral names), fused (linear, halves, gpt-oss interleaved), DBRX stacks, GGUF
+F32 — gives the same moe.json numbers in the same expert order, equal to numpy's; a GGUF Q8_0
+agrees within quantization error (issue 12, acceptance)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import weightvis
+from weightvis.executors import InlineExecutor
+
+from . import moe_fakes
+from .moe_models import Ref, dbrx, fused, gguf_moe, per_expert, reference
+
+pytestmark = pytest.mark.skipif(not moe_fakes.real_structure(),
+                                reason="needs weightvis.moe.structure (every storage family)")
+
+REF = reference(H=64, I=32, E=4, n_layers=4, moe_layers=(1, 2, 3))
+
+
+def moe_json(src: Path, out: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = weightvis.render_moe([src], out, executor=InlineExecutor()
+                                               ).manifest["moe"]
+    return doc
+
+
+def numpy_stats(ref: Ref, layer: int, role: str, e: int) -> tuple[float, float, float]:
+    w = ref.matrix(layer, role, e).astype(np.float64)
+    rms = math.sqrt(float(np.mean(w * w)))
+    return rms, float(np.abs(w).mean()), float(np.abs(w).max()) / rms
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    base = tmp_path_factory.mktemp("families")
+    srcs = {
+        "deepseek": per_expert(REF, base / "deepseek", "deepseek"),
+        "qwen": per_expert(REF, base / "qwen", "qwen"),
+        "mixtral": per_expert(REF, base / "mixtral", "mixtral"),
+        "fused-linear": fused(REF, base / "linear", "linear"),
+        "fused-halves": fused(REF, base / "halves", "halves"),
+        "gpt-oss-interleaved": fused(REF, base / "interleaved", "interleaved"),
+        "dbrx": dbrx(REF, base / "dbrx"),
+        "gguf-f32": gguf_moe(REF, base / "m-f32.gguf")[0],
+    }
+    return {k: moe_json(v, base / f"out-{k}") for k, v in srcs.items()}
+
+
+def test_every_family_gives_the_same_numbers(docs: dict[str, dict[str, Any]]) -> None:
+    first = docs["deepseek"]
+    assert first["layers"] == [1, 2, 3] and first["experts"] == 4
+    for name, doc in docs.items():
+        assert doc["layers"] == first["layers"], name
+        assert doc["roles"] == ["gate", "up", "down"], name
+        assert doc["stats"] == first["stats"], name
+        assert doc["similarity"] == first["similarity"], name
+        assert doc["router"]["row_norm"] == first["router"]["row_norm"], name
+
+
+def test_the_numbers_are_numpy_s(docs: dict[str, dict[str, Any]]) -> None:
+    doc = docs["gguf-f32"]
+    for i, layer in enumerate(doc["layers"]):
+        for role in doc["roles"]:
+            for e in range(4):
+                rms, mean_abs, ratio = numpy_stats(REF, layer, role, e)
+                assert doc["stats"]["rms"][role][i][e] == pytest.approx(rms, rel=1e-12)
+                assert doc["stats"]["mean_abs"][role][i][e] == pytest.approx(mean_abs, rel=1e-12)
+                assert doc["stats"]["max_over_rms"][role][i][e] == pytest.approx(ratio,
+                                                                                 rel=1e-12)
+            a, b = REF.matrix(layer, role, 0), REF.matrix(layer, role, 1)
+            cos = float((a.astype(np.float64) * b).sum()
+                        / np.linalg.norm(a.astype(np.float64)) / np.linalg.norm(b))
+            assert doc["similarity"]["cosine"][role][str(layer)][0][1] == pytest.approx(
+                cos, abs=1e-6)
+        norms = np.linalg.norm(REF.router[layer].astype(np.float64), axis=1)
+        assert doc["router"]["row_norm"][i] == pytest.approx(norms.tolist(), rel=1e-12)
+    # the selection bias, where the family has one (DeepSeek, GGUF exp_probs_b, gpt-oss)
+    for name in ("deepseek", "gguf-f32", "gpt-oss-interleaved"):
+        np.testing.assert_allclose(docs[name]["router"]["bias"],
+                                   [REF.bias[layer] for layer in (1, 2, 3)], rtol=1e-7,
+                                   err_msg=name)
+    assert docs["mixtral"]["router"]["bias"] is None
+
+
+def test_q8_0_agrees_within_quantization_error(docs: dict[str, dict[str, Any]],
+                                               tmp_path: Path) -> None:
+    q8 = moe_json(gguf_moe(REF, tmp_path / "m-q8.gguf", "Q8_0")[0], tmp_path / "out")
+    f32 = docs["gguf-f32"]
+    for role in f32["roles"]:
+        np.testing.assert_allclose(q8["stats"]["rms"][role], f32["stats"]["rms"][role],
+                                   rtol=5e-3)
+        np.testing.assert_allclose(q8["stats"]["stable_rank"][role],
+                                   f32["stats"]["stable_rank"][role], rtol=5e-2)
+        for layer in ("1", "2", "3"):
+            np.testing.assert_allclose(q8["similarity"]["cka"][role][layer],
+                                       f32["similarity"]["cka"][role][layer], atol=5e-3)
+            np.testing.assert_allclose(q8["similarity"]["cosine"][role][layer],
+                                       f32["similarity"]["cosine"][role][layer], atol=5e-3)
+    assert q8["stats"]["rms"] != f32["stats"]["rms"]      # (it is quantized)

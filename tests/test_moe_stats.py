@@ -1,0 +1,167 @@
+"""Per-expert statistics (weightvis.moe.stats, kernels.moe) against float64 numpy references:
+moments over finite values, dead (all-zero) experts, stable rank against numpy.linalg.svd,
+router row norms, the "relative to the layer's median" view."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from weightvis.kernels.moe import M_MAXABS, M_NONFINITE, M_SUMABS, M_SUMSQ, M_ZEROS, moments
+from weightvis.moe.stats import (
+    StableRankOptions,
+    expert_stats,
+    relative_to_median,
+    router_row_norms,
+    top_singular_value,
+)
+
+
+def reference(w: np.ndarray) -> dict[str, float]:
+    """The statistics by their definitions (MOE.md §2), float64, over finite values."""
+    v = w.astype(np.float64)
+    f = v[np.isfinite(v)]
+    rms = math.sqrt(float(np.mean(f * f)))
+    out = {"rms": rms, "mean_abs": float(np.mean(np.abs(f))),
+           "max_over_rms": float(np.abs(f).max()) / rms, "zero_fraction": float(np.mean(v == 0))}
+    if np.isfinite(v).all():
+        s = np.linalg.svd(v, compute_uv=False)
+        out["stable_rank"] = float((s * s).sum() / s[0] ** 2)
+    return out
+
+
+def matrices() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    low = (rng.standard_normal((300, 8)) @ rng.standard_normal((8, 200)) / 4
+           + 0.3 * rng.standard_normal((300, 200)))
+    decay = ((np.linalg.qr(rng.standard_normal((384, 192)))[0] * np.exp(-np.arange(192) / 20))
+             @ np.linalg.qr(rng.standard_normal((192, 192)))[0])
+    sparse = rng.standard_normal((128, 96)) * (rng.random((128, 96)) < 0.3)
+    outlier = rng.standard_normal((200, 150))
+    outlier[:, 7] *= 40
+    return {"gaussian": rng.standard_normal((400, 160)), "low-rank+noise": low,
+            "decaying spectrum": decay, "70% exact zeros": sparse, "outlier column": outlier,
+            "one row": rng.standard_normal((1, 50)), "rank one": np.outer(np.arange(1.0, 9.0),
+                                                                           np.arange(1.0, 7.0))}
+
+
+@pytest.mark.parametrize("name", list(matrices()))
+def test_statistics_against_numpy(name: str) -> None:
+    w = matrices()[name].astype(np.float32)
+    got = expert_stats(w, StableRankOptions(tol=1e-7, max_iter=200))
+    ref = reference(w)
+    assert not got.dead
+    for key in ("rms", "mean_abs", "max_over_rms", "zero_fraction"):
+        assert getattr(got, key) == pytest.approx(ref[key], rel=1e-12), key
+    # σ₁ from float32 products: tight, but not to the last bit
+    assert got.stable_rank == pytest.approx(ref["stable_rank"], rel=2e-5)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "low-rank+noise", "decaying spectrum"])
+def test_default_tolerance_is_a_lower_bound_on_sigma(name: str) -> None:
+    """At the default tolerance σ₁ is within 4 % and never above the truth (Ritz values of
+    Lanczos are lower bounds), so the stable rank is within 8 % and never below it."""
+    w = matrices()[name].astype(np.float32)
+    s1 = float(np.linalg.svd(w.astype(np.float64), compute_uv=False)[0])
+    sigma, steps = top_singular_value(w)
+    assert sigma <= s1 * (1 + 1e-6)
+    assert sigma == pytest.approx(s1, rel=4e-2)
+    assert 1 <= steps <= StableRankOptions().max_iter
+    again = top_singular_value(w)
+    assert again == (sigma, steps)  # fixed seed: the same bits
+
+
+def test_tolerance_trades_steps_for_accuracy() -> None:
+    w = matrices()["gaussian"].astype(np.float32)
+    s1 = float(np.linalg.svd(w.astype(np.float64), compute_uv=False)[0])
+    loose, n_loose = top_singular_value(w, StableRankOptions(tol=1e-1))
+    tight, n_tight = top_singular_value(w, StableRankOptions(tol=1e-6, max_iter=200))
+    assert n_loose < n_tight
+    assert abs(tight / s1 - 1) < abs(loose / s1 - 1) + 1e-12
+    assert tight == pytest.approx(s1, rel=1e-5)
+    capped, n_capped = top_singular_value(w, StableRankOptions(tol=1e-9, max_iter=3))
+    assert n_capped == 3 and capped < s1
+
+
+def test_dead_expert_is_zero_cells() -> None:
+    st = expert_stats(np.zeros((32, 16), np.float32))
+    assert st.dead
+    assert (st.rms, st.mean_abs, st.max_over_rms, st.stable_rank) == (0.0, 0.0, 0.0, 0.0)
+    assert st.zero_fraction == 1.0
+    # one non-zero element: not dead
+    w = np.zeros((32, 16), np.float32)
+    w[3, 4] = -2.0
+    st = expert_stats(w)
+    assert not st.dead and st.stable_rank == pytest.approx(1.0)
+    assert st.rms == pytest.approx(2.0 / math.sqrt(32 * 16), rel=1e-12)
+
+
+def test_non_finite_values_are_left_out() -> None:
+    w = matrices()["gaussian"].astype(np.float32)
+    w[5, 5], w[7, 1], w[9, 9] = np.nan, np.inf, -np.inf
+    got = expert_stats(w)
+    ref = reference(w)
+    for key in ("rms", "mean_abs", "max_over_rms", "zero_fraction"):
+        assert getattr(got, key) == pytest.approx(ref[key], rel=1e-12), key
+    assert math.isnan(got.stable_rank)
+    m = moments(w)
+    assert m[M_NONFINITE] == 3
+    w[:] = np.nan
+    got = expert_stats(w)
+    assert math.isnan(got.rms) and not got.dead
+
+
+def test_moments_kernel() -> None:
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((333, 77)).astype(np.float32)
+    w[rng.random(w.shape) < 0.1] = 0
+    w[4, 0] = -0.0
+    w[10, 3] = np.inf
+    w[11, :] = np.nan
+    f = w.astype(np.float64)
+    fin = np.isfinite(f)
+    m = moments(w)
+    assert m[M_SUMSQ] == pytest.approx((f[fin] ** 2).sum(), rel=1e-13)
+    assert m[M_SUMABS] == pytest.approx(np.abs(f[fin]).sum(), rel=1e-13)
+    assert m[M_MAXABS] == np.abs(f[fin]).max()
+    assert m[M_ZEROS] == (w == 0).sum()
+    assert m[M_NONFINITE] == (~fin).sum()
+    with pytest.raises(TypeError):
+        moments(w.astype(np.float64))
+
+
+def test_router_row_norms() -> None:
+    r = np.random.default_rng(1).standard_normal((8, 40)).astype(np.float32)
+    assert router_row_norms(r) == pytest.approx(np.linalg.norm(r.astype(np.float64), axis=1),
+                                                 rel=1e-14)
+
+
+def test_relative_to_the_layer_median() -> None:
+    v = np.array([[1.0, 2.0, 4.0, 0.0], [3.0, 3.0, 6.0, np.nan], [0.0, 0.0, 0.0, 5.0]])
+    dead = np.array([[False, False, False, True], [False, False, False, False],
+                     [False, False, False, False]])
+    rel, med = relative_to_median(v, dead, "ratio")
+    assert med.tolist() == [2.0, 3.0, 0.0]
+    assert rel[0].tolist()[:3] == [0.5, 1.0, 2.0] and math.isnan(rel[0, 3])   # dead: no value
+    assert rel[1].tolist()[:3] == [1.0, 1.0, 2.0] and math.isnan(rel[1, 3])   # NaN stays
+    assert np.isnan(rel[2]).all()                                              # median 0
+    diff, med = relative_to_median(v, dead, "difference")
+    assert diff[2].tolist() == [0.0, 0.0, 0.0, 5.0]
+    assert diff[0].tolist()[:3] == [-1.0, 0.0, 2.0]
+
+
+def test_small_matrices_get_sigma_exactly() -> None:
+    """At most SMALL rows or columns: σ₁ from the smaller Gram, exact (a Lanczos start nearly
+    orthogonal to the top direction stopped at σ₂ on such a 32 x 64 matrix: 11 % low)."""
+    from weightvis.moe.stats import SMALL
+
+    for shape in ((32, 64), (64, 32), (SMALL, 3 * SMALL), (1, 40)):
+        for seed in range(6):
+            w = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+            s1 = float(np.linalg.svd(w.astype(np.float64), compute_uv=False)[0])
+            sigma, steps = top_singular_value(w)
+            assert steps == 0 and sigma == pytest.approx(s1, rel=1e-12)
+    w = np.random.default_rng(5).standard_normal((SMALL + 1, 2 * SMALL)).astype(np.float32)
+    assert top_singular_value(w)[1] > 0

@@ -1,0 +1,186 @@
+"""The MoE scenes in the viewer, from file:// in headless Chromium: the scene picker and keys
+switch scenes and each scene keeps its view; hovering a cell shows its exact number, layer,
+expert and statistic (from the manifest, or from a sidecar script loaded on demand); dense
+layers and dead experts say so; nothing leaves file://. Set WEIGHTVIS_SCREENSHOTS=DIR to keep
+screenshots."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import weightvis
+from weightvis.executors import InlineExecutor
+from weightvis.options import MoEOptions
+
+from . import moe_fakes
+from .conftest_viewer import chromium_reusing, open_page  # noqa: F401
+from .moe_fakes import Planted, write_moe_checkpoint
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    moe_fakes.install()
+    base = tmp_path_factory.mktemp("moe-viewer")
+    ckpt = write_moe_checkpoint(base / "ckpt")
+    inline = weightvis.render([ckpt], base / "inline", executor=InlineExecutor())
+    side = weightvis.render([ckpt], base / "side", executor=InlineExecutor(),
+                            moe=MoEOptions(inline_max=0))
+    return {"inline": inline, "side": side}
+
+
+def keep(page: Any, name: str) -> None:
+    folder = os.environ.get("WEIGHTVIS_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"moe-{name}.png"))
+
+
+def hover_cell(page: Any, manifest: dict[str, Any], key: str, tensor: str, row: int,
+               col: int) -> None:
+    """Move the mouse to the centre of cell (row, col) of panel ``tensor`` of scene ``key``
+    (zooming there first, so the cell is big on screen)."""
+    scene = next(s for s in manifest["scenes"] if s["key"] == key)
+    p = next(p for p in scene["placements"] if p["tensor"] == tensor)
+    cell = p["cell"]
+    cx, cy = p["rect"][0] + (col + 0.5) * cell, p["rect"][1] + (row + 0.5) * cell
+    page.evaluate(f"(() => {{ const app = weightvis.app; app.map.setView(app.llFromC({cx}, "
+                  f"{cy}), {scene['max_zoom'] + 1}, {{animate: false}}); }})()")
+    xy = page.evaluate(f"(() => {{ const s = weightvisMap.latLngToContainerPoint("
+                       f"weightvis.app.llFromC({cx}, {cy})); const r = document."
+                       f"getElementById('wv-map').getBoundingClientRect(); "
+                       f"return [s.x + r.left, s.y + r.top]; }})()")
+    page.mouse.move(xy[0] + 1, xy[1] + 1)
+    page.mouse.move(xy[0], xy[1])
+
+
+def readout(page: Any) -> dict[str, str]:
+    """The MoE rows of the readout, label -> text."""
+    return page.evaluate("""() => { const out = {}; const box = document.getElementById('wv-r-moe');
+        const dts = box.querySelectorAll('dt');
+        dts.forEach(dt => { out[dt.textContent] = dt.nextElementSibling.textContent; });
+        return out; }""")
+
+
+def js_number(v: float) -> str:
+    """How the viewer writes a number: JavaScript's String(v), minus as U+2212."""
+    text = repr(float(v))
+    if text.endswith(".0"):
+        text = text[:-2]
+    return text.replace("-", "\u2212")
+
+
+def test_switching_scenes_keeps_each_view(bundles: dict[str, Any], open_page: Any) -> None:
+    res = bundles["inline"]
+    page, log = open_page((res.out / "index.html").resolve().as_uri())
+    keys = [s["key"] for s in res.manifest["scenes"]]
+    assert page.eval_on_selector_all("#wv-scene option", "os => os.map(o => o.value)") == keys
+    assert "MoE summary" in page.text_content("#wv-keys")
+    page.select_option("#wv-scene", "moe-summary")
+    assert page.evaluate("weightvis.app.model.key") == "moe-summary"
+    assert page.evaluate("weightvis.app.model.kind.name") == "sequential"
+    page.evaluate("weightvis.app.map.setView(weightvis.app.llFromC(200, 300), 2, "
+                  "{animate: false})")
+    view = page.evaluate("(() => { const c = weightvis.app.cFromLl(weightvisMap.getCenter());"
+                         " return [weightvisMap.getZoom(), Math.round(c.x), Math.round(c.y)];"
+                         " })()")
+    page.keyboard.press("c")
+    assert page.evaluate("weightvis.app.model.key") == "moe-similarity"
+    page.keyboard.press("w")
+    assert page.evaluate("weightvis.app.model.key") == "main"
+    page.keyboard.press("s")
+    assert page.evaluate("weightvis.app.model.key") == "moe-summary"
+    again = page.evaluate("(() => { const c = weightvis.app.cFromLl(weightvisMap.getCenter());"
+                          " return [weightvisMap.getZoom(), Math.round(c.x), Math.round(c.y)];"
+                          " })()")
+    assert again == view
+    assert "scene=moe-summary" in page.evaluate("location.hash")
+    # the relative scene shares the summary's geometry: the same view
+    page.keyboard.press("r")
+    assert page.evaluate("weightvis.app.model.key") == "moe-relative"
+    rel = page.evaluate("(() => { const c = weightvis.app.cFromLl(weightvisMap.getCenter());"
+                        " return [weightvisMap.getZoom(), Math.round(c.x), Math.round(c.y)];"
+                        " })()")
+    assert rel == view
+    swatches = page.eval_on_selector_all("#wv-legend-swatches .wv-swatch",
+                                         "els => els.map(e => e.textContent)")
+    assert swatches == ["dense layer", "dead expert", "no number", "padding"]
+    log.assert_clean()
+
+
+def test_hover_shows_the_exact_numbers(bundles: dict[str, Any], open_page: Any) -> None:
+    res = bundles["inline"]
+    m, doc = res.manifest, res.manifest["moe"]
+    page, log = open_page((res.out / "index.html").resolve().as_uri() + "#scene=moe-summary")
+    # a value cell: layer 3 (row 3 of the panel: dense layer 0 first), expert 1, rms of down
+    hover_cell(page, m, "moe-summary", "rms · down", 3, 1)
+    got = readout(page)
+    want = doc["stats"]["rms"]["down"][doc["layers"].index(3)][1]
+    assert got["layer"] == "3" and got["expert"] == "1"
+    assert got["statistic"] == "rms · down" and got["value"] == js_number(want)
+    assert "rms · down: lo" in page.text_content("#wv-legend-values")
+    keep(page, "summary-hover")
+    # a dense layer
+    hover_cell(page, m, "moe-summary", "stable rank · gate", 0, 2)
+    got = readout(page)
+    assert got["layer"] == "0" and got["value"].startswith("dense layer")
+    # the dead expert
+    layer, dead = Planted.dead
+    hover_cell(page, m, "moe-summary", "mean |w| · up", layer, dead)
+    got = readout(page)
+    assert got["value"] == "0" and got["status"] == "dead expert (all zeros)"
+    # relative to the layer median
+    page.keyboard.press("r")
+    hover_cell(page, m, "moe-relative", "relative · rms · gate", 1, 3)
+    got = readout(page)
+    rms = doc["stats"]["rms"]["gate"][0]
+    med = sorted(rms)[1] / 2 + sorted(rms)[2] / 2
+    assert got["value"] == js_number(rms[3]) and got["layer median"] == js_number(med)
+    assert got["\u00f7 median"] == js_number(rms[3] / med)
+    keep(page, "relative-hover")
+    # similarity: the copy scores exactly 1, the permuted copy CKA 1 and cosine near 0
+    page.keyboard.press("c")
+    layer, copy, src = Planted.copy
+    hover_cell(page, m, "moe-similarity", f"gate · CKA · layer {layer}", copy, src)
+    got = readout(page)
+    assert got["value"] == "1" and got["experts"] == f"{copy} and {src}"
+    assert got["CKA"] == "exact"
+    _, perm, _ = Planted.permuted
+    hover_cell(page, m, "moe-similarity", f"down · cosine · layer {layer}", perm, src)
+    want = doc["similarity"]["cosine"]["down"][str(layer)][perm][src]
+    assert readout(page)["value"] == js_number(want) and abs(want) < 0.1
+    layer, dead = Planted.dead
+    hover_cell(page, m, "moe-similarity", f"up · CKA · layer {layer}", dead, 0)
+    assert readout(page)["value"].startswith(f"none: expert {dead} is dead")
+    keep(page, "similarity-hover")
+    log.assert_clean()
+
+
+def test_similarity_numbers_from_sidecars(bundles: dict[str, Any], open_page: Any) -> None:
+    res = bundles["side"]
+    m, doc = res.manifest, res.manifest["moe"]
+    assert doc["similarity"]["cka"]["gate"]["3"] == {"sidecar": "moe/layer-3.js"}
+    page, log = open_page((res.out / "index.html").resolve().as_uri() + "#scene=moe-similarity")
+    hover_cell(page, m, "moe-similarity", "gate · cosine · layer 3", 2, 0)
+    page.wait_for_function("document.getElementById('wv-r-moe-value') && "
+                           "document.getElementById('wv-r-moe-value').textContent !== "
+                           "'loading\u2026'")
+    side = (res.out / "moe" / "layer-3.js").read_text()
+    import json
+
+    want = json.loads(side[side.index("(") + 1:side.rindex(")")])["similarity"]["cosine"][
+        "gate"][2][0]
+    assert readout(page)["value"] == js_number(want)
+    # the sidecar was loaded once, by a <script> element, from file://
+    assert sum(u.endswith("moe/layer-3.js") for u in log.requests) == 1
+    hover_cell(page, m, "moe-similarity", "up · CKA · layer 3", 1, 2)
+    assert readout(page)["value"] == js_number(
+        json.loads(side[side.index("(") + 1:side.rindex(")")])["similarity"]["cka"]["up"][1][2])
+    assert sum(u.endswith("moe/layer-3.js") for u in log.requests) == 1
+    keep(page, "sidecar-hover")
+    log.assert_clean()

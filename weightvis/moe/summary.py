@@ -1,0 +1,327 @@
+"""The per-layer MoE computation on the executor: every expert's statistics, the E x E debiased
+CKA and flattened-weight cosine of each (MoE layer, role), the router's numbers, merged in a
+fixed order into ``MoENumbers`` (the same bits whatever the executor and worker count).
+
+One task per (layer, role) (``group_task``), run by ``Executor.map_unordered`` with the
+checkpoint's spec (each worker opens its own reader). A task reads each of the group's experts
+once, through ``structure.expert_matrix`` (true values), and keeps of it only what the pairs
+need: its two CKA sketches (2·k·H float32) or its Gram (H² float64, exact CKA), and for the
+cosines the whole matrix when the group fits in the task's share of ``memory``, else every
+s-th element (s = ``cosine_step``: the smallest stride that fits; the cosine of two vectors
+from n' sampled elements is off by about 1/√n' where it is near 0 — 3e-4 for Mixtral-8x7B,
+1.5e-3 for DeepSeek-V3). ``memory`` bounds all the tasks running at once: as many run as it
+holds (``task_processes``: each needs two matrices being read, two matrices' worth of cosine
+elements and its sketches or Grams; at least one runs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..errors import InputError
+from ..executors import Executor
+from ..options import MoEOptions
+from .cka import (
+    FeatureSketch,
+    canonical,
+    cka_exact,
+    cosine_from_dots,
+    exact_cost,
+    features,
+    sketched_cka,
+)
+from .stats import STATS, StableRankOptions, expert_stats, router_row_norms
+
+__all__ = ["GroupTask", "GroupResult", "MoENumbers", "plan_groups", "group_task",
+           "moe_numbers", "cka_mode", "cosine_step", "task_processes", "rep_bytes",
+           "ROLE_INDEX"]
+
+ROLE_INDEX = {"gate": 0, "up": 1, "down": 2, "gate_up": 3}
+"""A role's number in the sketch seed (bundle seed, layer, role)."""
+
+
+class GroupTask(NamedTuple):
+    """One (layer, role): its experts' slices and how to compute (picklable)."""
+
+    layer: int
+    role: str
+    slices: tuple[Any, ...]
+    """structure.ExpertSlice per routed expert, in expert order."""
+    mode: str
+    """"exact" or "sketch" (cka_mode)."""
+    options: MoEOptions
+    budget: int = 0
+    """Bytes this task may hold (its share of ``options.memory``; ``task_budget``)."""
+
+
+class GroupResult(NamedTuple):
+    layer: int
+    role: str
+    stats: np.ndarray
+    """float64 [E, len(STATS)] (NaN where undefined)."""
+    dead: np.ndarray
+    """bool [E]: every element exactly zero."""
+    cka: np.ndarray
+    """float64 [E, E] (NaN row and column for an expert without CKA)."""
+    cosine: np.ndarray
+    mode: str
+    reads: int
+    """Expert matrices read (E: each once)."""
+    lanczos_steps: int
+    cosine_step: int
+    """1: exact cosines; s: from every s-th element (the group did not fit in memory)."""
+
+
+class MoENumbers(NamedTuple):
+    """Every number of the MoE scenes, rows = MoE layers in ascending order."""
+
+    layers: tuple[int, ...]
+    roles: tuple[str, ...]
+    experts: int
+    stats: dict[str, dict[str, np.ndarray]]
+    """stats[stat][role] = float64 [rows, E]."""
+    dead: dict[str, np.ndarray]
+    """dead[role] = bool [rows, E]."""
+    similarity: dict[str, dict[str, dict[int, np.ndarray]]]
+    """similarity[metric][role][layer] = float64 [E, E]."""
+    modes: dict[str, dict[int, str]]
+    """CKA mode per role and layer ("exact" / "sketch")."""
+    cosine_steps: dict[str, dict[int, int]]
+    """Element stride of the cosines per role and layer (1: exact)."""
+    row_norm: np.ndarray
+    """float64 [rows, E] (NaN where a layer has no router)."""
+    bias: np.ndarray | None
+    """float64 [rows, E], or None when no layer has a selection bias."""
+    reads: int
+    lanczos_steps: int
+    sketch_size: int
+    """k of the CKA sketches (where sketched)."""
+
+
+def _shape(reader: Any, s: Any) -> tuple[int, int]:
+    """(rows, cols) of the matrix an ExpertSlice gives (from the slice, no data read)."""
+    rows = s.rows[1] - s.rows[0]
+    cols = len(range(s.cols[0], s.cols[1], s.col_step))
+    return (cols, rows) if s.transpose else (rows, cols)
+
+
+def cka_mode(experts: int, shape: tuple[int, int], role: str, opts: MoEOptions) -> str:
+    """"exact" when exact CKA is cheap (≤ cka_exact_max multiply-adds, or ≤ twice the
+    sketch's) and its Grams fit in half the task memory; else "sketch" (unless ``opts.cka``
+    forces one)."""
+    if opts.cka != "auto":
+        return opts.cka
+    x_shape = (shape[1], shape[0]) if role in ("gate", "up", "gate_up") else shape
+    n, p = x_shape
+    cost = exact_cost(experts, n, p)
+    k = opts.sketch_size(experts)
+    sketch = experts * experts * k * k * n
+    fits = experts * n * n * 8 <= opts.memory // 4
+    return "exact" if fits and (cost <= opts.cka_exact_max or cost <= 2 * sketch) else "sketch"
+
+
+def plan_groups(structure: Any, reader: Any, opts: MoEOptions) -> list[GroupTask]:
+    """The tasks of a checkpoint's MoE structure, biggest first (so no worker is left alone
+    with a big one at the end). Checks every group's experts share one shape."""
+    tasks = []
+    for layer in structure.moe_layers:
+        for role in structure.roles:
+            slices = tuple(structure.slices.get((layer, role), ()))
+            if not slices:
+                continue
+            shape = _shape(reader, slices[0])
+            for s in slices[1:]:
+                if _shape(reader, s) != shape:
+                    raise InputError(f"tensor {s.tensor!r}: expert of layer {layer} ({role}) "
+                                     f"has shape {_shape(reader, s)}, expert 0 {shape}")
+            tasks.append(GroupTask(layer, role, slices,
+                                   cka_mode(len(slices), shape, role, opts), opts))
+    tasks.sort(key=lambda t: (-len(t.slices) * math.prod(_shape(reader, t.slices[0])),
+                              t.layer, ROLE_INDEX.get(t.role, 9)))
+    return tasks
+
+
+def rep_bytes(task: GroupTask, shape: tuple[int, int]) -> int:
+    """Bytes of a task's CKA representations: two float32 sketches [k, n] per expert, or an
+    n x n float64 Gram."""
+    e = len(task.slices)
+    n = shape[1] if task.role in ("gate", "up", "gate_up") else shape[0]
+    if task.mode == "sketch":
+        return 2 * e * task.options.sketch_size(e) * n * 4
+    return e * n * n * 8
+
+
+def cosine_step(experts: int, size: int, budget: int, reps: int = 0) -> int:
+    """Every how many elements (flattened) the cosines use: 1 (exact) when the group's
+    matrices fit in ``budget`` beside two being read (the matrix and its decode) and the CKA
+    representations ``reps``, else the smallest stride that fits (keeping at least one
+    matrix's worth)."""
+    room = max(4 * size, budget - 2 * 4 * size - reps)
+    return max(1, -(-experts * 4 * size // room))
+
+
+def task_processes(tasks: list[GroupTask], shapes: list[tuple[int, int]], workers: int,
+                   memory: int) -> int:
+    """How many tasks run at once: as many as ``memory`` holds (at least one), each needing
+    two matrices being read, two matrices' worth of cosine elements and its representations."""
+    need = max((4 * 4 * shape[0] * shape[1] + rep_bytes(t, shape)
+                for t, shape in zip(tasks, shapes, strict=True)), default=1)
+    return max(1, min(workers, memory // max(1, need)))
+
+
+_SCRATCH: list[np.ndarray] = []
+"""This process's buffer for the cosines' elements, reused by its tasks (fresh pages cost a
+fault and a clear each: ~0.3 ns per element)."""
+
+
+def _scratch(n: int) -> np.ndarray:
+    if not _SCRATCH or _SCRATCH[0].size < n:
+        _SCRATCH[:] = [np.empty(n, np.float32)]
+    return _SCRATCH[0][:n]
+
+
+def group_task(reader: Any, task: GroupTask) -> GroupResult:
+    """Everything of one (layer, role), each expert read once (module docstring). Runs in any
+    process: ``reader`` is that process's.
+
+    Cosines come from one float32 product of what was kept of the experts (relative error
+    ~1e-6 of the norms): the whole matrices when the group fits in ``memory``, else every s-th
+    element (``cosine_step``), the same elements of every expert. An expert that is an exact
+    copy of an earlier one (the same statistics, the same kept elements — all of them when the
+    group fits — and the same sketches or Gram) gets that expert's rows and columns of every
+    pair matrix, so it scores exactly 1."""
+    from .structure import expert_matrix
+
+    opts = task.options
+    e_count = len(task.slices)
+    rows, cols = _shape(reader, task.slices[0])
+    size = rows * cols
+    step = cosine_step(e_count, size, task.budget or opts.memory,
+                       rep_bytes(task, (rows, cols)))
+    sr_opts = StableRankOptions(opts.stable_rank_tol, opts.stable_rank_max_iter, opts.seed)
+    stats = np.full((e_count, len(STATS)), np.nan)
+    dead = np.zeros(e_count, bool)
+    same = list(range(e_count))
+    fingerprints: list[tuple[float, ...]] = []
+    """per expert: its first four statistics (equal bytes, equal statistics)"""
+    m = len(range(0, size, step))
+    kept = _scratch(e_count * m).reshape(e_count, m)
+    """row e: expert e's matrix flattened (step 1) or its every step-th element"""
+    reps: list[list[np.ndarray]] = []
+    """per expert: its CKA representation (two sketches, or the Gram)"""
+    sketch = None
+    if task.mode == "sketch":
+        p = rows if task.role in ("gate", "up", "gate_up") else cols
+        sketch = FeatureSketch(p, opts.sketch_size(e_count), (opts.seed, task.layer,
+                                                    ROLE_INDEX.get(task.role, 9)),
+                               opts.cka_sketch)
+    steps = 0
+    for e in range(e_count):
+        w: np.ndarray = expert_matrix(reader, task.slices[e])
+        reader.release()
+        if w.shape != (rows, cols) or w.dtype != np.float32:
+            raise InputError(f"tensor {task.slices[e].tensor!r}: expert {e} of layer "
+                             f"{task.layer} ({task.role}) is {w.dtype} {w.shape}, expected "
+                             f"float32 {(rows, cols)}")
+        w = np.ascontiguousarray(w)
+        st = expert_stats(w, sr_opts)
+        stats[e] = st.values()
+        dead[e] = st.dead
+        steps += st.iterations
+        fingerprints.append(st.values()[:4])
+        if sketch is not None:
+            reps.append(list(sketch.apply(w, task.role)))
+        else:
+            x = features(w, task.role).astype(np.float64)
+            reps.append([x @ x.T])
+        kept[e] = w.reshape(-1)[::step]
+        del w
+        for e2 in range(e):  # an exact copy of an earlier expert?
+            if same[e2] == e2 and fingerprints[e2] == fingerprints[e] \
+                    and np.array_equal(kept[e2], kept[e]) \
+                    and all(np.array_equal(a, b) for a, b in zip(reps[e2], reps[e],
+                                                                 strict=True)):
+                same[e] = e2
+                break
+    dots = (kept @ kept.T).astype(np.float64)  # (one pass over what was kept)
+    n = cols if task.role in ("gate", "up", "gate_up") else rows
+    if n < 4:  # the unbiased HSIC needs four examples
+        cka = np.full((e_count, e_count), np.nan)
+    elif sketch is not None:
+        cka = sketched_cka([(r[0], r[1]) for r in reps], same)
+    else:
+        cka = cka_exact([r[0] for r in reps], same)
+    return GroupResult(task.layer, task.role, stats, dead, cka,
+                       cosine_from_dots(canonical(dots, same)), task.mode, e_count, steps,
+                       step)
+
+
+def moe_numbers(reader: Any, spec: Any, structure: Any, opts: MoEOptions, executor: Executor,
+                tick: Callable[[], None] | None = None) -> MoENumbers:
+    """All the MoE numbers of a checkpoint: the groups on ``executor`` (tasks in any order,
+    merged by layer and role), the routers here (tiny)."""
+    tasks = plan_groups(structure, reader, opts)
+    procs = task_processes(tasks, [_shape(reader, t.slices[0]) for t in tasks],
+                           executor.workers, opts.memory)
+    tasks = [t._replace(budget=opts.memory // procs) for t in tasks]
+    results: dict[tuple[int, str], GroupResult] = {}
+    for res in executor.map_unordered(group_task, spec, tasks, reader=reader, processes=procs):
+        results[(res.layer, res.role)] = res
+        if tick is not None:
+            tick()
+    _SCRATCH.clear()  # (tasks run here by an inline executor: their buffer is not needed now)
+    layers = tuple(structure.moe_layers)
+    roles = tuple(r for r in structure.roles if any((lay, r) in results for lay in layers))
+    e_count = int(structure.experts)
+    stats = {s: {r: np.full((len(layers), e_count), np.nan) for r in roles} for s in STATS}
+    dead = {r: np.zeros((len(layers), e_count), bool) for r in roles}
+    sim: dict[str, dict[str, dict[int, np.ndarray]]] = {"cka": {r: {} for r in roles},
+                                                        "cosine": {r: {} for r in roles}}
+    modes: dict[str, dict[int, str]] = {r: {} for r in roles}
+    cosine_steps: dict[str, dict[int, int]] = {r: {} for r in roles}
+    reads = steps = 0
+    for i, layer in enumerate(layers):
+        for r in roles:
+            got = results.get((layer, r))
+            if got is None:
+                continue
+            n = min(e_count, len(got.dead))
+            for j, s in enumerate(STATS):
+                stats[s][r][i, :n] = got.stats[:n, j]
+            dead[r][i, :n] = got.dead[:n]
+            sim["cka"][r][layer] = got.cka
+            sim["cosine"][r][layer] = got.cosine
+            modes[r][layer] = got.mode
+            cosine_steps[r][layer] = got.cosine_step
+            reads += got.reads
+            steps += got.lanczos_steps
+    row_norm, bias = _router_numbers(reader, structure, layers, e_count)
+    return MoENumbers(layers, roles, e_count, stats, dead, sim, modes, cosine_steps, row_norm,
+                      bias, reads, steps, opts.sketch_size(e_count))
+
+
+def _router_numbers(reader: Any, structure: Any, layers: Sequence[int], e_count: int
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Row norms of each layer's router ([E, H]; rows beyond E, such as LongCat's zero experts,
+    are left out) and its selection bias, rows = MoE layers."""
+    norms = np.full((len(layers), e_count), np.nan)
+    bias = np.full((len(layers), e_count), np.nan)
+    router: Mapping[int, str] = structure.router
+    router_bias: Mapping[int, str] = structure.router_bias
+    for i, layer in enumerate(layers):
+        name = router.get(layer)
+        if name is not None:
+            w = reader.read_all(name)
+            n = min(e_count, w.shape[0])
+            norms[i, :n] = router_row_norms(w[:n])
+        bname = router_bias.get(layer)
+        if bname is not None:
+            b = reader.read_all(bname).reshape(-1).astype(np.float64)
+            n = min(e_count, b.size)
+            bias[i, :n] = b[:n]
+    reader.release()
+    return norms, (bias if router_bias else None)
