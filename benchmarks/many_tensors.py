@@ -207,7 +207,9 @@ def deepseek_config(experts: int) -> dict[str, Any]:
 def render(ckpt: Path, work: Path, label: str, python: str, workers: int | None,
            timeout: float) -> dict[str, Any]:
     out = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=work)) / "bundle"
-    cmd = [python, "-m", "weightvis", str(ckpt), "--out", str(out), "-q"]
+    # the pipeline's cost per tensor: the MoE summary and similarity scenes (an analysis that
+    # an MoE checkpoint adds) are measured apart, by benchmarks/moe_overhead.py
+    cmd = [python, "-m", "weightvis", str(ckpt), "--out", str(out), "-q", "--no-moe"]
     if workers:
         cmd += ["--workers", str(workers)]
     warm_page_cache(ckpt)

@@ -24,6 +24,7 @@ N // 3 + 1 diffs; ``WEIGHTVIS_FUZZ_SEED`` changes the names.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def test_hostile_names_render_as_text(case: int, tmp_path: Path, open_page: Any)
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert {f for f in files if not f.startswith(("assets/", "tiles/"))} == \
         {"index.html", "manifest.json"}
-    assert all(part.isdigit() or part.endswith(".png")
+    assert all(part.isdigit() or re.fullmatch(r"\d+\.(png|js)", part)  # a tile, its sidecar
                for f in files if f.startswith("tiles/") for part in f.split("/")[2:])
     page, log = open_page((out / "index.html").as_uri())
     check_page(page, log, names, out, diff=False, title=default_title([str(ckpt)]),

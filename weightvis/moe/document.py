@@ -82,35 +82,30 @@ def moe_document(numbers: MoENumbers, structure: Any, routing: Mapping[str, Any]
         "similarity": {},
     }
     files: dict[str, str] = {}
-    side: dict[int, dict[str, Any]] = {
-        layer: {"layer": layer, "similarity": {m: {} for m in numbers.similarity},
-                "coact": None} for layer in layers}
+    coact_by_layer = {int(k): v for k, v in ((routing or {}).get("coact") or {}).items()}
     for metric, by_role in numbers.similarity.items():
-        doc["similarity"][metric] = {}
-        for role, by_layer in by_role.items():
-            out = doc["similarity"][metric][role] = {}
-            for layer in layers:
-                if layer not in by_layer:
-                    continue
-                m = json_matrix(by_layer[layer])
-                side[layer]["similarity"][metric][role] = m
-                out[str(layer)] = {"sidecar": sidecar_name(layer)} if sidecars else m
+        doc["similarity"][metric] = {
+            role: {str(layer): ({"sidecar": sidecar_name(layer)} if sidecars
+                                else json_matrix(by_layer[layer]))
+                   for layer in layers if layer in by_layer}
+            for role, by_layer in by_role.items()}
     if routing is not None:
-        coact: dict[str, Any] = {}
-        for key, mat in (routing.get("coact") or {}).items():
-            layer = int(key)
-            m = json_matrix(np.asarray(mat, np.float64))
-            if sidecars and layer in side:
-                side[layer]["coact"] = m
-                coact[str(layer)] = {"sidecar": sidecar_name(layer)}
-            else:
-                coact[str(layer)] = m
         doc["routing"] = {"tokens": int(routing.get("tokens", 0)),
                           "top_k": routing.get("top_k"),
                           "freq": json_matrix(routing_rows(routing, layers, numbers.experts)),
-                          "coact": coact}
-    if sidecars:
-        for layer, content in side.items():
+                          "coact": {str(layer): ({"sidecar": sidecar_name(layer)}
+                                                 if sidecars and layer in layers
+                                                 else json_matrix(np.asarray(m, np.float64)))
+                                    for layer, m in coact_by_layer.items()}}
+    if sidecars:  # one layer's lists at a time (58 layers x 6 matrices of 256 x 256 for
+        for layer in layers:  # DeepSeek-V3: held at once as Python floats, ~4 GB)
+            content = {"layer": layer,
+                       "similarity": {metric: {role: json_matrix(by_layer[layer])
+                                               for role, by_layer in by_role.items()
+                                               if layer in by_layer}
+                                      for metric, by_role in numbers.similarity.items()},
+                       "coact": (json_matrix(np.asarray(coact_by_layer[layer], np.float64))
+                                 if layer in coact_by_layer else None)}
             files[sidecar_name(layer)] = sidecar_text(content)
     return doc, files
 
