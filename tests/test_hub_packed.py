@@ -19,7 +19,7 @@ import pytest
 from weightvis.hub.pack import PACK_FORMAT, present_tiles, read_pack_directory
 from weightvis.hub.publish import _stage_packed
 
-from .conftest_viewer import chromium, open_page  # noqa: F401  (fixtures)
+from .conftest_viewer import chromium_reusing, open_page  # noqa: F401  (fixtures)
 from .hub_fixtures import llama_tensors, sharded_files, write_files
 
 SHARD = 800_000

@@ -15,8 +15,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")   # before transformers is imported: never the network
-
 try:
     import torch
     import transformers  # noqa: F401
