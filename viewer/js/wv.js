@@ -83,6 +83,37 @@
     while (node.firstChild) node.removeChild(node.firstChild);
   };
 
+  /**
+   * Keys that switch scenes (`keys`: a Map of key -> scene key), with a hint under the scene
+   * picker listing those present (`suffix` after them); nothing when fewer than two are.
+   */
+  WV.sceneKeys = function (app, keys, suffix) {
+    var available = [];
+    keys.forEach(function (scene, key) { if (app.sceneByKey(scene)) available.push(key); });
+    if (available.length < 2) return;
+    var hint = document.getElementById("wv-keys");
+    WV.clear(hint);
+    hint.appendChild(document.createTextNode("keys "));
+    for (var i = 0; i < available.length; i++) {
+      var scene = app.sceneByKey(keys.get(available[i]));
+      if (i) hint.appendChild(document.createTextNode(" \u00b7 "));
+      hint.appendChild(WV.el("kbd", null, available[i]));
+      hint.appendChild(document.createTextNode(" " + (scene.label || scene.key)));
+    }
+    if (suffix) hint.appendChild(document.createTextNode(suffix));
+    hint.hidden = false;
+    document.addEventListener("keydown", function (e) {
+      if (e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
+      var t = e.target;
+      var tag = t && t.tagName ? t.tagName.toLowerCase() : "";
+      if (tag === "input" || tag === "textarea" || tag === "select" || (t && t.isContentEditable)) return;
+      var k = e.key.toLowerCase();
+      if (!keys.has(k) || !app.sceneByKey(keys.get(k))) return;
+      e.preventDefault();
+      app.switchScene(keys.get(k));
+    });
+  };
+
   WV.fmtNum = function (v) {
     if (v === null || v === undefined || typeof v !== "number" || !isFinite(v)) return "—";
     if (v === 0) return "0";
