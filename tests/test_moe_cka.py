@@ -18,7 +18,6 @@ from weightvis.moe.cka import FeatureSketch, cka_exact, features, sketched_cka
 from weightvis.options import MoEOptions
 from weightvis.tiling import CheckpointSpec
 
-from . import moe_fakes
 from .moe_fakes import Planted, expert_weights, moe_tensors, write_moe_checkpoint
 
 # --------------------------------------------------------------- MOE.md Appendix A (as run)
@@ -153,9 +152,9 @@ def test_gaussian_sketch_is_unbiased_too() -> None:
 
 
 def numbers(folder: Path, **opts: Any) -> Any:
+    from weightvis.moe import structure
     from weightvis.moe.summary import moe_numbers
 
-    structure = moe_fakes.install()
     reader = open_checkpoint([str(folder)])
     try:
         st = structure.detect_moe(reader, reader.config)

@@ -15,11 +15,7 @@ import pytest
 import weightvis
 from weightvis.executors import InlineExecutor
 
-from . import moe_fakes
 from .moe_models import Ref, dbrx, fused, gguf_moe, per_expert, reference
-
-pytestmark = pytest.mark.skipif(not moe_fakes.real_structure(),
-                                reason="needs weightvis.moe.structure (every storage family)")
 
 REF = reference(H=64, I=32, E=4, n_layers=4, moe_layers=(1, 2, 3))
 

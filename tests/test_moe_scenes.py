@@ -7,7 +7,6 @@ from the probe's dict, and the CLI's ``moe`` / ``--moe`` / ``--no-moe`` / ``--pr
 from __future__ import annotations
 
 import json
-import math
 import sys
 import types
 from pathlib import Path
@@ -32,17 +31,11 @@ from weightvis.grids import (
 )
 from weightvis.options import MoEOptions
 
-from . import moe_fakes
 from .moe_fakes import Planted, write_moe_checkpoint
 
 ITEM_8_KEYS = {"layers", "dense_layers", "experts", "shared_experts", "top_k", "roles", "stats",
                "router", "similarity"}
 MOE_SCENES = ["moe-summary", "moe-relative", "moe-similarity"]
-
-
-@pytest.fixture(autouse=True)
-def fake_structure() -> None:
-    moe_fakes.install()
 
 
 @pytest.fixture(scope="module")
@@ -376,22 +369,3 @@ def test_probe_missing_is_one_clear_line(ckpt: Path, tmp_path: Path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "routing probe" in err[0]
     assert not (tmp_path / "a").exists()
-
-
-@pytest.mark.skipif(not moe_fakes.real_structure(),
-                    reason="weightvis.moe.structure (the moe-structure work) is not merged yet")
-def test_the_real_structure_gives_the_numbers_of_the_stand_in(
-        ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The contract's stand-in (tests/moe_fakes.py) and the real detection agree on the test
-    checkpoints: the same numbers, layers and router."""
-    import weightvis.moe
-
-    real = render(ckpt, tmp_path / "real").manifest["moe"]
-    monkeypatch.setitem(sys.modules, "weightvis.moe.structure", moe_fakes)
-    monkeypatch.setattr(weightvis.moe, "structure", moe_fakes, raising=False)
-    fake = weightvis.render_moe([ckpt], tmp_path / "fake", executor=InlineExecutor()
-                                ).manifest["moe"]
-    assert real["stats"] == fake["stats"] and real["similarity"] == fake["similarity"]
-    assert real["layers"] == fake["layers"] and real["router"] == fake["router"]
-    assert real["dense_layers"] == fake["dense_layers"]
-    assert not math.isnan(real["stats"]["rms"]["gate"][0][0])

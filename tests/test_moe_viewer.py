@@ -16,7 +16,6 @@ import weightvis
 from weightvis.executors import InlineExecutor
 from weightvis.options import MoEOptions
 
-from . import moe_fakes
 from .conftest_viewer import chromium_reusing, open_page  # noqa: F401
 from .moe_fakes import Planted, write_moe_checkpoint
 
@@ -25,7 +24,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    moe_fakes.install()
     base = tmp_path_factory.mktemp("moe-viewer")
     ckpt = write_moe_checkpoint(base / "ckpt")
     inline = weightvis.render([ckpt], base / "inline", executor=InlineExecutor())
