@@ -146,6 +146,7 @@ class FakeHub:
         self.xet_hashes: dict[str, str] = {}  # sha256 -> xet file hash (advertised on HEAD / tree)
         # xet hash -> terms, at {endpoint}/cas/v2/reconstructions/
         self.reconstructions: dict[str, list] = {}
+        self.reconstruction_page: int | None = None  # terms per answer (None: all of them)
         # commit lfsFile oids never PUT here (they went to the xet CAS)
         self.accept_unknown_lfs = False
         self.truncate_next = 0  # cut this many CDN GET bodies half-way (exercises resume)
@@ -229,6 +230,21 @@ class FakeHub:
         sha = hashlib.sha256(data).hexdigest()
         self.lfs[sha] = data
         self.xet_hashes[sha] = info.hash
+        return self.commit(repo, "main", {path: Entry(len(data), sha256=sha)}, f"add {path} (xet)")
+
+    def add_xet_terms(self, repo, path, data, terms):
+        """Commit `data` as a file the Hub stores with Xet, made of `terms` (the CAS answer's
+        ``[{"hash", "unpacked_length", "range"}]``, served at {endpoint}/cas/v2/reconstructions/
+        with xet_cas_url = f"{endpoint}/cas"). Its bytes are served from the CDN as an LFS file's
+        (download it with HF_HUB_DISABLE_XET=1: this CAS holds no xorb data); HEAD, tree and
+        paths-info advertise its xet hash, as the Hub does for xet files. Returns the commit."""
+        assert sum(t["unpacked_length"] for t in terms) == len(data), "terms must cover the file"
+        sha = hashlib.sha256(data).hexdigest()
+        file_hash = hashlib.sha256(b"xet file " + data).hexdigest()
+        with self.lock:
+            self.lfs[sha] = data
+            self.xet_hashes[sha] = file_hash
+            self.reconstructions[file_hash] = [dict(t) for t in terms]
         return self.commit(repo, "main", {path: Entry(len(data), sha256=sha)}, f"add {path} (xet)")
 
     def inject(self, method, path_regex, status, count=1, headers=None):
@@ -432,9 +448,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise HttpError(401, "bad CAS token")
             if mo[1] not in st.reconstructions:
                 raise HttpError(404, "unknown file hash")
-            return self._send(
-                200, {"offset_into_first_range": 0, "terms": st.reconstructions[mo[1]], "xorbs": {}}
-            )
+            return self._send(200, self._reconstruction(st.reconstructions[mo[1]]))
         mo = _API.match(path)
         if mo:
             rtype, rid, op, rest = TYPES[mo[1]], mo[2], mo[3], mo[4] or ""
@@ -656,6 +670,21 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self._send(status, body, h, "application/octet-stream")
+
+    def _reconstruction(self, terms):
+        """The terms from the requested byte on (``Range: bytes=A-``; the first term may start
+        before A: ``offset_into_first_range``), at most ``reconstruction_page`` of them."""
+        mo = _RANGE.match((self.headers.get("Range") or "bytes=0-").strip())
+        want = int(mo[1] or 0) if mo else 0
+        at, first, skip = 0, len(terms), 0
+        for i, t in enumerate(terms):
+            if at + t["unpacked_length"] > want:
+                first, skip = i, want - at
+                break
+            at += t["unpacked_length"]
+        page = self.store.reconstruction_page or len(terms)
+        return {"offset_into_first_range": skip, "terms": terms[first : first + page],
+                "xorbs": {}}
 
     def _xet_token(self, rtype, rid, op):
         if self.store.xet_cas_url is None:

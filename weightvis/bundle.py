@@ -180,6 +180,7 @@ def render(
     values: ValuesMode = "auto",
     values_limit_mb: float = VALUES_LIMIT_MB,
     moe: MoEOptions | None = None,
+    show_xet_xorbs: bool = False,
 ) -> RenderResult:
     """Render a checkpoint (files, a sharded index, directories, ``hf://`` locations) into a
     bundle at ``out``. ``executor`` and ``store`` default to the local pool of ``workers``
@@ -188,7 +189,9 @@ def render(
     max-zoom tiles' sidecars hold (options.VALUES_MODES; ``auto``: the values when they take at
     most ``values_limit_mb``). An MoE checkpoint also gets its MoE scenes and ``moe.json``
     (``moe``: how, default ``MoEOptions()``; ``MoEOptions(enabled=False)`` leaves them out;
-    ``only=True`` renders them alone, as ``render_moe``)."""
+    ``only=True`` renders them alone, as ``render_moe``). ``show_xet_xorbs``: one more scene,
+    the files' bytes coloured by the Xet xorb that stores each on the Hub (``hf://`` inputs
+    only; their reconstruction terms are asked for before anything is downloaded)."""
     from .encode import check_format
     from .scenes import plan_moe_only, plan_render
 
@@ -202,6 +205,16 @@ def render(
     if stream and opts.bytes_scene:
         raise InputError("--hilbert-unit byte draws every byte of the files: render it from "
                          "downloaded files (without --stream)")
+    xet: list[Any] = []
+    if show_xet_xorbs:
+        from .hub.xet import check_sources, xet_files
+
+        given = [os.fspath(s) for s in sources]
+        check_sources(given, stream=stream)
+        if moe.only:
+            raise InputError(f"{given[0]}: --show-xet-xorbs draws the files' bytes, which "
+                             "'weightvis moe' does not (render without --moe)")
+        xet = xet_files(given)
     ex = executor or local_executor(resolve_workers(opts.workers))
     st = store or _store(out, opts.overwrite, False)  # (a locked --out fails here, at once)
     try:
@@ -210,7 +223,7 @@ def render(
         try:
             tick = progress or _no_progress
             plan = (plan_moe_only(reader, srcs, opts, ex, tick, moe) if moe.only
-                    else plan_render(reader, srcs, opts, ex, tick, moe))
+                    else plan_render(reader, srcs, opts, ex, tick, moe, xet))
             fp = fingerprint("render", {**_options(opts, plan), "moe": dataclasses.asdict(moe)},
                              [reader.files])
             res = build_bundle(plan, st, ex, progress, fingerprint=fp)

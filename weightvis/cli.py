@@ -98,6 +98,10 @@ def _render_parser() -> argparse.ArgumentParser:
                    help="rebuild index.html of an existing bundle from its manifest (no render; "
                         "with --title, the new title is written to the manifest too)")
     _hub_options(p)
+    p.add_argument("--show-xet-xorbs", action="store_true",
+                   help="with an hf:// input stored with Xet: one more scene, every byte of the "
+                        "files on a Hilbert curve coloured by the Xet xorb that stores it on the "
+                        "Hub (asks the Hub's Xet storage for the files' reconstruction terms)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--version", action="version", version=f"weightvis {__version__}")
     _moe_arguments(p, render=True)
@@ -478,7 +482,8 @@ def _run_render(argv: Sequence[str], *, moe_only: bool = False) -> int:
                                     tile_format=a.tile_format, scale=a.scale, title=a.title,
                                     workers=a.workers, overwrite=a.overwrite or out != a.out,
                                     progress=bar, stream=a.stream, executor=ex,
-                                    values=a.values, values_limit_mb=a.values_limit, moe=moe)
+                                    values=a.values, values_limit_mb=a.values_limit, moe=moe,
+                                    show_xet_xorbs=a.show_xet_xorbs)
         finally:
             bar.close()
         if os.environ.get("WEIGHTVIS_TIMING"):

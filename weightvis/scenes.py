@@ -14,9 +14,9 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from .painters import BytesPainter, Painter, ValuesPainter
 from .tiling import CheckpointSpec, Geometry
 from .types import SceneLayout
 from .values import global_scale, stats_json_many, tensor_scales
+
+if TYPE_CHECKING:
+    from .hub.xet import XetFile
 
 __all__ = ["Scene", "Plan", "plan_render", "plan_moe_only", "tile_index", "source_json",
            "default_title", "file_name", "file_gguf_names", "Progress"]
@@ -179,11 +182,13 @@ def file_gguf_names(reader: MultiReader, names: list[str]) -> dict[str, str]:
 
 
 def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, executor: Executor,
-                tick: Progress, moe_options: MoEOptions | None = None) -> Plan:
+                tick: Progress, moe_options: MoEOptions | None = None,
+                xet: Sequence[XetFile] = ()) -> Plan:
     """The scenes of a render and how its manifest is made. Reads no tensor data, except the
     value pass when the scales must be known before the tiles (``--scale global``, or tiles
     rendered in this process). ``moe_options``: an MoE checkpoint's summary and similarity
-    scenes (their numbers are computed on ``executor`` just before their tiles)."""
+    scenes (their numbers are computed on ``executor`` just before their tiles). ``xet``: the
+    Hub's Xet terms of the files, drawn as one more scene (xorbs.py)."""
     tensors = list(reader.tensors())
     if not tensors:
         raise InputError(f"{', '.join(srcs)}: the checkpoint holds no tensors")
@@ -244,6 +249,12 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
                   meanwhile=(lambda: value_pass(InlineExecutor()))
                   if overlap and opts.bytes_scene else None, sidecars=sidecars)
 
+    xorbs = None
+    if xet:
+        from .xorbs import plan_xorbs
+
+        xorbs = plan_xorbs(reader, spec, xet, opts.values)
+
     def finish(results: Mapping[str, Any], _executor: Executor) -> tuple[dict[str, Any],
                                                                           dict[str, Any]]:
         from .kernels import new_acc
@@ -283,6 +294,12 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
         scenes_json = [scene.json(opts.tile_format)]
         extra: dict[str, Any] = {}
         documents: dict[str, Any] = {}
+        if xorbs is not None:
+            from .xorbs import xorb_colormap
+
+            colormaps["xorbs"] = xorb_colormap()
+            scenes_json.append(xorbs.scene.json(opts.tile_format))
+            extra["xet"] = xorbs.document
         if moe_plan is not None:
             from .grids import sequential_colormap
             from .moe.scenes import scene_json as moe_scene_json
@@ -299,8 +316,8 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
             colormaps=colormaps, scenes=scenes_json, tensors=tensors_json, extra=extra)
         return manifest, documents
 
-    return Plan([scene, *(moe_plan.scenes if moe_plan else [])], finish, reader,
-                opts.tile_format)
+    return Plan([scene, *([xorbs.scene] if xorbs else []),
+                 *(moe_plan.scenes if moe_plan else [])], finish, reader, opts.tile_format)
 
 
 def plan_moe_only(reader: MultiReader, srcs: list[str], opts: RenderOptions,
