@@ -60,6 +60,7 @@ _CORE_SCRIPTS: tuple[str, ...] = (
     "kind-values.js",   # scene kind "values"
 )
 _BYTES_SCRIPTS: tuple[str, ...] = ("kind-bytes.js",)  # scene kind "bytes"
+_XORBS_SCRIPTS: tuple[str, ...] = ("kind-xorbs.js",)  # scene kind "xorbs", panel "xorbs"
 _PACKED_SCRIPTS: tuple[str, ...] = ("tiles-packed.js",)  # tile source "packed" (hub/pack.py)
 _DIFF_SCRIPTS: tuple[str, ...] = (
     "diff-model.js",        # pairs by name, formatting, change panel markup; panel "diff"
@@ -78,8 +79,9 @@ _MOE_SCRIPTS: tuple[str, ...] = (
 _START_SCRIPT = "start.js"
 
 _PLUGINS: tuple[tuple[str, Callable[[dict[str, Any]], bool], tuple[str, ...]], ...] = (
-    ("bytes", lambda m: any(isinstance(s, dict) and s.get("colormap") == "bytes"
+    ("bytes", lambda m: any(isinstance(s, dict) and s.get("colormap") in ("bytes", "xorbs")
                             for s in m.get("scenes") or ()), _BYTES_SCRIPTS),
+    ("xorbs", lambda m: isinstance(m.get("xet"), dict), _XORBS_SCRIPTS),
     ("diff", lambda m: isinstance(m.get("diff"), dict), _DIFF_SCRIPTS),
     ("moe", lambda m: isinstance(m.get("moe"), dict), _MOE_SCRIPTS),
     ("packed", lambda m: any(isinstance(s, dict) and isinstance(s.get("pack"), dict)
