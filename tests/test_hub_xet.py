@@ -256,6 +256,12 @@ def test_refusals_are_one_line(hub: FakeHub, tmp_path: Path) -> None:
     assert "hf://org/xet@" in line and "/model.safetensors: the Xet storage service" in line
     assert "HTTP 500" in line
     assert not [e for e in hub.log if e["kind"] == "cdn" and e["range"] is None]
+    # terms that do not cover the file
+    (xet_hash,) = [h for h, t in hub.reconstructions.items() if t[0]["hash"] == xorb(1)]
+    hub.reconstructions[xet_hash] = hub.reconstructions[xet_hash][:1]
+    line = error_line(weightvis(["hf://org/xet", "--out", out, "--show-xet-xorbs"], env))
+    assert "/model.safetensors: the Xet reconstruction terms cover 300,000 bytes, the file " \
+        f"has {len(data):,}" in line
     # the Hub hands out no read token
     hub.xet_cas_url = None  # (the fake answers the token route with 501)
     line = error_line(weightvis(["hf://org/xet", "--out", out, "--show-xet-xorbs"], env))
@@ -310,3 +316,63 @@ def test_viewer_lists_xorbs_and_names_the_hovered_one(rendered: Rendered, open_p
                                "!document.getElementById('wv-r-value').textContent"
                                ".startsWith('loading')")
         shot.screenshot(path=str(SHOTS / "xorbs-hover.png"))
+
+
+def test_sharded_repo_shares_xorbs_across_files(hub: FakeHub, tmp_path: Path) -> None:
+    """Two shards stored with Xet, a xorb holding bytes of both (Xet deduplicates across
+    files): one colour for it, its ranges in both files."""
+    from .hub_fixtures import sharded_files
+
+    files = sharded_files(llama_tensors(vocab=2000, hidden=128), shards=2)
+    hub.xet_cas_url = f"{hub.endpoint}/cas"
+    r = hub.add_repo("org/shards", files={k: v for k, v in files.items()
+                                          if not k.endswith(".safetensors")})
+    names = sorted(k for k in files if k.endswith(".safetensors"))
+    all_terms = []
+    for k, name in enumerate(names):
+        size = len(files[name])
+        terms = terms_for(size, [0, size // 3, size // 2], [10 + k, 99, 20 + k])
+        hub.add_xet_terms(r, name, files[name], terms)
+        all_terms.append(terms)
+    o = weightvis(["hf://org/shards", "--out", str(tmp_path / "b"), "--show-xet-xorbs",
+                   "--workers", "1", "-q"], xet_env(hub, tmp_path / "home"))
+    assert o.returncode == 0, o.stderr
+    assert len(log_of(hub, "xet-read-token")) == 1  # one token for the repo at the commit
+    assert len(log_of(hub, "/cas/v2/reconstructions/")) == 2
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text("utf-8"))
+    xet = m["xet"]
+    assert [f["path"] for f in xet["files"]] == names
+    assert [x["hash"] for x in xet["xorbs"]] == [xorb(10), xorb(99), xorb(20), xorb(11),
+                                                 xorb(21)]
+    shared = xet["xorbs"][1]
+    assert [rg[0] for rg in shared["ranges"]] == [0, 1]
+    for i, terms in enumerate(all_terms):
+        got = sorted((a, b, x["hash"]) for x in xet["xorbs"] for f, a, b in x["ranges"]
+                     if f == i)
+        assert got == expected_runs(terms)
+    total = sum(len(files[n]) for n in names)
+    assert sum(x["share"] for x in xet["xorbs"]) == pytest.approx(1.0)
+    assert shared["bytes"] == sum(b - a for _, a, b in shared["ranges"]) < total
+
+
+@pytest.mark.parametrize("doc", [
+    None, [], {"terms": None}, {"terms": [{"hash": "zz", "unpacked_length": 5}]},
+    {"terms": [{"hash": "a" * 64, "unpacked_length": 0}]},
+    {"terms": [{"hash": "a" * 64, "unpacked_length": True}]},
+    {"terms": [{"hash": "a" * 64, "unpacked_length": 5}], "offset_into_first_range": -1},
+    {"terms": [{"hash": "a" * 64, "unpacked_length": 5}], "offset_into_first_range": 5},
+])
+def test_malformed_reconstruction_is_an_error(doc: Any) -> None:
+    from weightvis.errors import HubError
+    from weightvis.hub.xet import _terms
+
+    with pytest.raises(HubError, match="^hf://o/m@c/f: the Xet storage service answered "):
+        _terms(doc, "hf://o/m@c/f", 0)
+
+
+def test_terms_skip_into_the_first_range() -> None:
+    from weightvis.hub.xet import XorbRun, _terms
+
+    doc = {"offset_into_first_range": 3, "terms": [{"hash": "A" * 64, "unpacked_length": 10},
+                                                   {"hash": "b" * 64, "unpacked_length": 4}]}
+    assert _terms(doc, "x", 100) == [XorbRun(100, 107, "a" * 64), XorbRun(107, 111, "b" * 64)]
