@@ -262,6 +262,11 @@ def test_refusals_are_one_line(hub: FakeHub, tmp_path: Path) -> None:
     line = error_line(weightvis(["hf://org/xet", "--out", out, "--show-xet-xorbs"], env))
     assert "/model.safetensors: the Xet reconstruction terms cover 300,000 bytes, the file " \
         f"has {len(data):,}" in line
+    # offline: the terms are not cached anywhere
+    line = error_line(weightvis(["hf://org/xet", "--out", out, "--show-xet-xorbs"],
+                                {**env, "HF_HUB_OFFLINE": "1"}))
+    assert line == ("weightvis: error: hf://org/xet: --show-xet-xorbs asks the Hub's Xet storage "
+                    "for the files' reconstruction terms, which HF_HUB_OFFLINE=1 forbids")
     # the Hub hands out no read token
     hub.xet_cas_url = None  # (the fake answers the token route with 501)
     line = error_line(weightvis(["hf://org/xet", "--out", out, "--show-xet-xorbs"], env))

@@ -89,10 +89,10 @@ def xet_files(sources: Sequence[str]) -> list[XetFile]:
     HubError naming the file."""
     out: list[XetFile] = []
     for s in sources:
-        res = resolve(s)
         if offline():
             raise HubError(f"{s}: --show-xet-xorbs asks the Hub's Xet storage for the files' "
                            "reconstruction terms, which HF_HUB_OFFLINE=1 forbids")
+        res = resolve(s)
         hashes = _xet_hashes(res)
         cas = _read_token(res)
         for f in res.files:
