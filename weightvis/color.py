@@ -33,7 +33,8 @@ from .kernels.constants import (
 __all__ = [
     "PAD", "NAN", "POSINF", "NEGINF", "ZERO", "LEVELS",
     "VALUE_RULE", "PARENT_RULE", "value_palette", "value_index", "level_values",
-    "values_colormap", "byte_colormap", "BYTE_LUT", "BYTE_CLASSES", "ByteClass", "palette_bytes", "delta_palette",
+    "values_colormap", "byte_colormap", "BYTE_LUT", "BYTE_CLASSES", "ByteClass", "palette_bytes",
+    "delta_palette",
     "delta_colormap", "D_NONFINITE", "D_ONLY_A", "D_ONLY_B", "D_BASE_ONLY", "D_GAP", "D_LEVELS",
 ]
 
@@ -205,7 +206,7 @@ def _byte_tables() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _runs(byte_values: tuple[int, ...]) -> list[list[int]]:
-    """Sorted byte values as inclusive [first, last] runs: (1, 2, 3, 127) -> [[1, 3], [127, 127]]."""
+    """Byte values as inclusive [first, last] runs: (1, 2, 3, 127) -> [[1, 3], [127, 127]]."""
     runs: list[list[int]] = []
     for b in sorted(byte_values):
         if runs and runs[-1][1] == b - 1:
