@@ -46,6 +46,9 @@ OUTLIER_CHANNEL = 137
 QUANTIZED_LAYER = 5
 _SEED = 20261122
 DEMO_STAGE = "generating the demo checkpoint"
+DEMO_KERNELS = ("png", "reduce", "codes")
+"""The kernel groups the demo's tiles use (weightvis.compiling): bf16 codes, batched small
+blocks, the arch layout (tests/test_first_run.py checks no other tile kernel runs)."""
 
 
 def _bf16(a: np.ndarray) -> np.ndarray:
@@ -121,7 +124,8 @@ def render_demo(out: str | os.PathLike[str], *, workers: int | None = None,
                 progress: Progress | None = None) -> RenderResult:
     """Generate the demo checkpoint and render it to ``out``."""
     title = "weightvis demo: synthetic Llama-style model (bf16, 8 layers)"
-    compiling.start()  # a first run compiles numba's kernels while the checkpoint is made
+    # a first run compiles numba's kernels while the checkpoint is made: the ones the demo uses
+    compiling.start(needed=DEMO_KERNELS)
     if progress is not None:
         progress(DEMO_STAGE, 0, 1)
     if keep_checkpoint is not None:

@@ -320,11 +320,9 @@ def warm_up_all() -> None:
     """Compile (or load from numba's cache) every kernel the tiles need, once per process."""
     global _WARM
     if not _WARM:
-        from . import kernels
-        from .png import warm_up as png_warm_up
+        from . import compiling
 
-        kernels.warm_up()
-        png_warm_up()
+        compiling.warm_all()  # but the groups this run deferred (compiling.start's ``needed``)
         _WARM = True
 
 
