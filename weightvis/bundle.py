@@ -29,6 +29,7 @@ from .options import (
     DiffOptions,
     DiffPalette,
     MoEOptions,
+    PngDeflate,
     RenderOptions,
     ValuesMode,
     resolve_workers,
@@ -106,7 +107,7 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
                 scene.prepare(executor)
             job = SceneJob(scene.spec, scene.key, scene.geometry, dict(scene.scales), sink,
                            plan.tile_format, scene.painter, prefetch=scene.prefetch,
-                           sidecars=scene.sidecars)
+                           sidecars=scene.sidecars, png_deflate=plan.png_deflate)
             leaves = len(scene.geometry.occupied[scene.geometry.max_zoom])
             all_leaves += leaves
             t0 = time.perf_counter()
@@ -181,6 +182,7 @@ def render(
     values_limit_mb: float = VALUES_LIMIT_MB,
     moe: MoEOptions | None = None,
     show_xet_xorbs: bool = False,
+    png_deflate: PngDeflate = "rle",
 ) -> RenderResult:
     """Render a checkpoint (files, a sharded index, directories, ``hf://`` locations) into a
     bundle at ``out``. ``executor`` and ``store`` default to the local pool of ``workers``
@@ -191,13 +193,14 @@ def render(
     (``moe``: how, default ``MoEOptions()``; ``MoEOptions(enabled=False)`` leaves them out;
     ``only=True`` renders them alone, as ``render_moe``). ``show_xet_xorbs``: one more scene,
     the files' bytes coloured by the Xet xorb that stores each on the Hub (``hf://`` inputs
-    only; their reconstruction terms are asked for before anything is downloaded)."""
+    only; their reconstruction terms are asked for before anything is downloaded).
+    ``png_deflate``: options.PngDeflate."""
     from .encode import check_format
     from .scenes import plan_moe_only, plan_render
 
     t0 = time.perf_counter()
     opts = RenderOptions(layout, hilbert_unit, tile_format, scale, title, workers, overwrite,
-                         values, values_limit_mb)
+                         values, values_limit_mb, png_deflate)
     moe = moe if moe is not None else MoEOptions()
     check_format(opts.tile_format)
     if executor is None:  # this machine renders: compile uncached kernels meanwhile
@@ -224,6 +227,7 @@ def render(
             tick = progress or _no_progress
             plan = (plan_moe_only(reader, srcs, opts, ex, tick, moe) if moe.only
                     else plan_render(reader, srcs, opts, ex, tick, moe, xet))
+            plan = plan._replace(png_deflate=opts.png_deflate)
             fp = fingerprint("render", {**_options(opts, plan), "moe": dataclasses.asdict(moe)},
                              [reader.files])
             res = build_bundle(plan, st, ex, progress, fingerprint=fp)

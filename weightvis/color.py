@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -33,7 +33,8 @@ from .kernels.constants import (
 __all__ = [
     "PAD", "NAN", "POSINF", "NEGINF", "ZERO", "LEVELS",
     "VALUE_RULE", "PARENT_RULE", "value_palette", "value_index", "level_values",
-    "values_colormap", "byte_colormap", "BYTE_LUT", "palette_bytes", "delta_palette",
+    "values_colormap", "byte_colormap", "BYTE_LUT", "BYTE_CLASSES", "ByteClass", "palette_bytes",
+    "delta_palette",
     "delta_colormap", "D_NONFINITE", "D_ONLY_A", "D_ONLY_B", "D_BASE_ONLY", "D_GAP", "D_LEVELS",
 ]
 
@@ -162,27 +163,67 @@ def values_colormap() -> dict[str, Any]:
 # 0x00 black, 0xFF white, printable ASCII blue, other control/whitespace green, high bytes red;
 # brightness within a class grows with the byte value.
 
+class ByteClass(NamedTuple):
+    """One byte class: its name, its bytes, the colours of its darkest and brightest shade and
+    how many shades it has (palette entries, in byte order; bytes share a shade evenly).
+
+    >>> BYTE_CLASSES[0]
+    ByteClass(label='0x00', byte_values=(0,), darkest=(0, 0, 0), brightest=(0, 0, 0), shades=1)
+    """
+
+    label: str
+    byte_values: tuple[int, ...]
+    darkest: tuple[int, int, int]
+    brightest: tuple[int, int, int]
+    shades: int
+
+
+BYTE_CLASSES: tuple[ByteClass, ...] = (
+    ByteClass("0x00", (0x00,), (0, 0, 0), (0, 0, 0), 1),
+    ByteClass("0xFF", (0xFF,), (255, 255, 255), (255, 255, 255), 1),
+    ByteClass("printable ASCII", tuple(range(0x20, 0x7F)), (30, 70, 150), (70, 150, 255), 95),
+    ByteClass("other control", tuple(range(0x01, 0x20)) + (0x7F,), (20, 110, 40), (60, 230, 80),
+              32),
+    ByteClass("0x80\u20130xFE", tuple(range(0x80, 0xFF)), (110, 25, 25), (255, 75, 65), 64),
+)
+"""The byte classes, in palette order (index 0 is padding, then each class's shades)."""
+
+
 def _byte_tables() -> tuple[np.ndarray, np.ndarray]:
     """(byte -> palette index LUT, palette). Index 0 is padding."""
-    classes: list[tuple[list[int], tuple[int, int, int], tuple[int, int, int], int]] = [
-        # bytes, darkest colour, brightest colour, shades
-        ([0x00], (0, 0, 0), (0, 0, 0), 1),
-        ([0xFF], (255, 255, 255), (255, 255, 255), 1),
-        (list(range(0x20, 0x7F)), (30, 70, 150), (70, 150, 255), 95),    # printable ASCII
-        (list(range(0x01, 0x20)) + [0x7F], (20, 110, 40), (60, 230, 80), 32),  # control
-        (list(range(0x80, 0xFF)), (110, 25, 25), (255, 75, 65), 64),    # high bytes, in pairs
-    ]
     lut = np.zeros(256, np.uint8)
     pal = np.tile(value_palette()[PAD], (256, 1))
     nxt = 1
-    for byte_values, lo, hi, shades in classes:
-        for j in range(shades):
-            t = j / max(shades - 1, 1)
-            pal[nxt + j] = [int(a + (b - a) * t) for a, b in zip(lo, hi, strict=True)]
-        for i, b in enumerate(byte_values):
-            lut[b] = nxt + i * shades // len(byte_values)
-        nxt += shades
+    for cls in BYTE_CLASSES:
+        for j in range(cls.shades):
+            t = j / max(cls.shades - 1, 1)
+            pal[nxt + j] = [int(a + (b - a) * t) for a, b in zip(cls.darkest, cls.brightest,
+                                                                  strict=True)]
+        for i, b in enumerate(cls.byte_values):
+            lut[b] = nxt + i * cls.shades // len(cls.byte_values)
+        nxt += cls.shades
     return lut, pal
+
+
+def _runs(byte_values: tuple[int, ...]) -> list[list[int]]:
+    """Byte values as inclusive [first, last] runs: (1, 2, 3, 127) -> [[1, 3], [127, 127]]."""
+    runs: list[list[int]] = []
+    for b in sorted(byte_values):
+        if runs and runs[-1][1] == b - 1:
+            runs[-1][1] = b
+        else:
+            runs.append([b, b])
+    return runs
+
+
+def _byte_class_entries() -> list[dict[str, Any]]:
+    """colormaps.bytes "classes": each class's label, byte runs and palette index range."""
+    entries, nxt = [], 1
+    for cls in BYTE_CLASSES:
+        entries.append({"label": cls.label, "bytes": _runs(cls.byte_values),
+                        "index": [nxt, nxt + cls.shades - 1]})
+        nxt += cls.shades
+    return entries
 
 
 BYTE_LUT, _BYTE_PAL = _byte_tables()
@@ -194,6 +235,7 @@ def byte_colormap() -> dict[str, Any]:
         "palette": _BYTE_PAL.tolist(),
         "padding_index": PAD,
         "byte_to_index": BYTE_LUT.tolist(),
+        "classes": _byte_class_entries(),
         "rule": "index = byte_to_index[byte]; 0x00 black, 0xFF white, printable ASCII blue, "
                 "other control bytes green, 0x80-0xFE red (pairs share a shade); padding -> 0. "
                 "Zoomed-out pixels take the top-left non-padding child (byte classes do not "

@@ -8,6 +8,13 @@ checkpoint and plans; ``wait()`` (before the first tile) shows the compile as a 
 and returns when the groups are done. The kernels then load from the cache (~0.2 s), and the
 tile workers fork with them loaded, as before.
 
+A run that knows which kernels it uses (the demo: 16-bit codes on the arch layout) passes
+``needed``: groups outside it that are not cached yet are *deferred* - neither compiled in the
+background nor by ``warm_up_all`` before the workers fork - and compile on first use, should
+a tile need them after all (correct, only slower once). The demo needs ``reduce`` and ``codes``
+only (its PNGs are the standard library's zlib: demo.DEMO_KERNELS): its first run compiles
+~4 CPU-s instead of ~9.7 (numba 0.68).
+
 Nothing here is needed for correctness: a group whose process failed, or a cache that cannot be
 written, leaves the kernels to compile in this process on first use (``pyramid.warm_up_all``).
 Set ``WEIGHTVIS_BACKGROUND_COMPILE=0`` to compile in this process only.
@@ -17,41 +24,60 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_any
 from typing import Any
 
-__all__ = ["start", "wait", "COMPILE_STAGE"]
+__all__ = ["start", "wait", "warm", "warm_all", "COMPILE_STAGE", "GROUPS"]
 
 COMPILE_STAGE = "compiling kernels (first run only)"
 """The progress stage shown while the background compile finishes."""
 
 _GROUPS: dict[str, tuple[str, str]] = {
     # group -> (module, name of a jitted kernel it compiles: cached <=> the group is)
-    "png": ("deflate", "_deflate_rle"),          # ~3.6 CPU-s (measured, numba 0.68)
+    "png": ("deflate", "_deflate_rle"),                 # ~4.6 CPU-s (measured, numba 0.68)
     "delta": ("delta", "_colorize_delta"),
-    "reduce": ("reduce", "_reduce_signed_rms"),  # ~2.4
-    "codes": ("values", "_colorize_blocks"),     # ~1.9
-    "values": ("values", "_index_values"),       # ~0.8
+    "reduce": ("reduce", "_reduce_signed_rms"),         # ~2.4
+    "codes-small": ("values", "_colorize_codes_sorted"),  # ~1.6
+    "codes": ("values", "_colorize_blocks"),            # ~1.6
+    "values": ("values", "_index_values"),              # ~0.8
 }
 """Kernel groups, longest compile first (they are handed out in this order, to whichever
 process is free: the longest ones start first, the short ones fill in)."""
 
+GROUPS = tuple(_GROUPS)
+
+_TILE_GROUPS = ("png", "reduce", "codes", "codes-small", "values")
+"""The groups every render's tiles may use (``warm_all``); ``delta`` is the diff's."""
+
 _running: list[tuple[Any, Connection]] = []
 _pending = 0
+_deferred: frozenset[str] = frozenset()
+_claimed = False  # start() ran and wait() has not: a second start() is a no-op
 
 
-def _warm(group: str) -> None:
-    from .kernels import warm
+def warm(group: str) -> None:
+    """Compile (or load from numba's cache) the kernels of ``group`` in this process."""
+    from .kernels import warm as kw
 
     if group == "png":
         from .png import warm_up
 
         warm_up()
     else:
-        {"values": warm.warm_values, "codes": warm.warm_codes, "reduce": warm.warm_reduce,
-         "delta": warm.warm_up_delta}[group]()
+        {"values": kw.warm_values, "codes": kw.warm_codes, "codes-small": kw.warm_codes_small,
+         "reduce": kw.warm_reduce, "delta": kw.warm_up_delta}[group]()
+
+
+def warm_all() -> None:
+    """Compile (or load) the tile kernels in this process, except the deferred groups."""
+    for group in _TILE_GROUPS:
+        if group not in _deferred:
+            warm(group)
+
+
+_warm = warm  # the background processes' entry (tests replace it)
 
 
 def _cached(group: str) -> bool:
@@ -68,13 +94,22 @@ def _cached(group: str) -> bool:
         return True
 
 
-def start(delta: bool = False) -> None:
+def start(delta: bool = False, needed: Collection[str] | None = None) -> None:
     """Compile the uncached kernel groups in background processes (no-op when all are cached,
-    when already started, or with ``WEIGHTVIS_BACKGROUND_COMPILE=0``)."""
-    global _pending
-    if _running or os.environ.get("WEIGHTVIS_BACKGROUND_COMPILE", "1") == "0":
+    when already started, or with ``WEIGHTVIS_BACKGROUND_COMPILE=0``). ``needed``: the groups
+    this run uses (None: all); the uncached others are deferred (module docstring)."""
+    global _pending, _deferred, _claimed
+    if needed is not None and not set(needed) <= set(_GROUPS):
+        raise ValueError(f"unknown kernel groups {sorted(set(needed) - set(_GROUPS))}")
+    if _claimed:
+        return  # started by the caller (the demo), with its ``needed``; until ``wait``
+    _claimed = True
+    _deferred = frozenset() if needed is None else frozenset(
+        g for g in _GROUPS if g not in needed and not _cached(g))
+    if os.environ.get("WEIGHTVIS_BACKGROUND_COMPILE", "1") == "0":
         return
-    groups = [g for g in _GROUPS if (delta or g != "delta") and not _cached(g)]
+    groups = [g for g in _GROUPS if (delta or g != "delta") and g not in _deferred
+              and not _cached(g)]
     if not groups:
         return
     methods = mp.get_all_start_methods()
@@ -108,7 +143,8 @@ def _compile_main(tasks: Any, done: Connection) -> None:
 def wait(progress: Callable[[str, int, int], None] | None = None) -> None:
     """Wait for the background compile (a no-op when none runs), ticking ``progress`` per
     group done."""
-    global _pending
+    global _pending, _claimed
+    _claimed = False
     if not _running:
         return
     total = _pending

@@ -46,6 +46,11 @@ OUTLIER_CHANNEL = 137
 QUANTIZED_LAYER = 5
 _SEED = 20261122
 DEMO_STAGE = "generating the demo checkpoint"
+DEMO_KERNELS = ("reduce", "codes")
+"""The kernel groups the demo's tiles use (weightvis.compiling): bf16 codes, batched small
+blocks, the arch layout; not ``png``: the demo's 254 tiles and their sidecars are compressed
+by the standard library's zlib (``png_deflate="zlib"``: +0.7 CPU-s a run, -4.6 CPU-s of
+compiling on the first). tests/test_first_run.py checks no other tile kernel runs."""
 
 
 def _bf16(a: np.ndarray) -> np.ndarray:
@@ -121,7 +126,8 @@ def render_demo(out: str | os.PathLike[str], *, workers: int | None = None,
                 progress: Progress | None = None) -> RenderResult:
     """Generate the demo checkpoint and render it to ``out``."""
     title = "weightvis demo: synthetic Llama-style model (bf16, 8 layers)"
-    compiling.start()  # a first run compiles numba's kernels while the checkpoint is made
+    # a first run compiles numba's kernels while the checkpoint is made: the ones the demo uses
+    compiling.start(needed=DEMO_KERNELS)
     if progress is not None:
         progress(DEMO_STAGE, 0, 1)
     if keep_checkpoint is not None:
@@ -129,10 +135,10 @@ def render_demo(out: str | os.PathLike[str], *, workers: int | None = None,
         if progress is not None:
             progress(DEMO_STAGE, 1, 1)
         return render([ckpt], out, title=title, workers=workers, overwrite=overwrite,
-                      progress=progress)
+                      progress=progress, png_deflate="zlib")
     with tempfile.TemporaryDirectory(prefix="weightvis-demo-") as tmp:
         ckpt = write_demo_checkpoint(tmp)
         if progress is not None:
             progress(DEMO_STAGE, 1, 1)
         return render([ckpt], out, title=title, workers=workers, overwrite=overwrite,
-                      progress=progress)
+                      progress=progress, png_deflate="zlib")

@@ -35,13 +35,15 @@ def encode_tile(idx: np.ndarray, palette: bytes, fmt: str) -> bytes:
     return b"".join(encode_tile_parts(idx, palette, fmt))
 
 
-def encode_tile_parts(idx: np.ndarray, palette: bytes, fmt: str) -> list[bytes | memoryview]:
-    """``encode_tile`` as buffers for ``write_parts``, valid until this thread's next call."""
+def encode_tile_parts(idx: np.ndarray, palette: bytes, fmt: str, png_deflate: str = "rle"
+                      ) -> list[bytes | memoryview]:
+    """``encode_tile`` as buffers for ``write_parts``, valid until this thread's next call
+    (``png_deflate``: options.PngDeflate)."""
     assert idx.dtype == np.uint8 and idx.ndim == 2
     if fmt == "png":
         from .png import png_parts  # compiled kernels, loaded on first use (see tiling)
 
-        return png_parts(idx, palette)
+        return png_parts(idx, palette, deflate=png_deflate)
     h, w = idx.shape
     img = Image.frombuffer("P", (w, h), np.ascontiguousarray(idx), "raw", "P", 0, 1)
     img.putpalette(palette)

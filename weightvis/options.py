@@ -17,7 +17,7 @@ from .types import HilbertUnit, LayoutKind, ScaleMode, TileFormat
 
 __all__ = ["RenderOptions", "DiffOptions", "DiffMetric", "DiffPalette", "METRICS", "MoEOptions",
            "resolve_workers", "ValuesMode", "VALUES_MODES", "VALUES_LIMIT_MB", "value_width",
-           "sidecar_mode"]
+           "sidecar_mode", "PngDeflate", "PNG_DEFLATES"]
 
 DiffMetric = Literal["rms", "abs-log", "exact"]
 DiffPalette = Literal["default", "cvd"]
@@ -28,6 +28,11 @@ stays numpy-free, so it does not import them)."""
 _FORMATS = ("png", "avif")
 
 ValuesMode = Literal["auto", "values", "index", "none"]
+PngDeflate = Literal["rle", "zlib"]
+"""How PNG tiles and sidecars are compressed (png.py): ``rle``, weightvis's numba deflate (the
+fastest per tile; compiled once per install); ``zlib``, the standard library's (Z_RLE, level 1:
+about 5x slower on dense tiles, nothing to compile, the same size within 1 %)."""
+PNG_DEFLATES = ("rle", "zlib")
 VALUES_MODES = ("auto", "values", "index", "none")
 """What the max-zoom tiles' sidecars hold (sidecars.py): ``values`` the element values and the
 palette indices (``--values``), ``index`` the indices only (``--no-values``: the viewer shows the
@@ -88,9 +93,12 @@ class RenderOptions:
     overwrite: bool = False
     values: ValuesMode = "auto"
     values_limit_mb: float = VALUES_LIMIT_MB
+    png_deflate: PngDeflate = "rle"
 
     def __post_init__(self) -> None:
         _check_values(self.values, self.values_limit_mb)
+        if self.png_deflate not in PNG_DEFLATES:
+            raise ValueError(f"png_deflate must be one of {PNG_DEFLATES}, not {self.png_deflate!r}")
         if self.layout not in ("arch", "hilbert"):
             raise ValueError(f"layout must be 'arch' or 'hilbert', not {self.layout!r}")
         if self.hilbert_unit not in ("element", "byte"):

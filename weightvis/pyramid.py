@@ -217,13 +217,15 @@ class TileWorker:
         if d not in self.made_dirs:
             sink.make_dir(self.job.key, a.z, a.t_x)
             self.made_dirs.add(d)
-        parts = encode_tile_parts(idx, self.palette, self.job.tile_format)
+        parts = encode_tile_parts(idx, self.palette, self.job.tile_format,
+                                  self.job.png_deflate)
         self.bytes_written += sink.write(d, a.t_y, self.job.tile_format, parts)
         self.tiles_written += 1
         if a.z == self.geo.max_zoom and self.job.writes_sidecars:
             from .sidecars import SIDECAR_EXT, encode_sidecar
 
-            side = encode_sidecar(self.job.key, a.z, a.t_x, a.t_y, idx, parts, self.vals or None)
+            side = encode_sidecar(self.job.key, a.z, a.t_x, a.t_y, idx, parts, self.vals or None,
+                                  self.job.png_deflate)
             self.bytes_written += sink.write(d, a.t_y, SIDECAR_EXT, side)
 
     def leaf(self, t_x: int, t_y: int) -> np.ndarray | None:
@@ -320,11 +322,9 @@ def warm_up_all() -> None:
     """Compile (or load from numba's cache) every kernel the tiles need, once per process."""
     global _WARM
     if not _WARM:
-        from . import kernels
-        from .png import warm_up as png_warm_up
+        from . import compiling
 
-        kernels.warm_up()
-        png_warm_up()
+        compiling.warm_all()  # but the groups this run deferred (compiling.start's ``needed``)
         _WARM = True
 
 

@@ -97,6 +97,8 @@ class Plan(NamedTuple):
     reader: Any
     """This process's reader of the scenes (used for in-process work)."""
     tile_format: str
+    png_deflate: str = "rle"
+    """options.PngDeflate: how PNG tiles and sidecars are compressed."""
 
 
 def tile_index(geo: Geometry) -> list[dict[str, Any]]:

@@ -93,7 +93,7 @@ def byte_planes(arr: np.ndarray) -> np.ndarray:
                                 ).reshape(k * h, w)
 
 
-def _values_parts(sides: list[np.ndarray]) -> list[bytes]:
+def _values_parts(sides: list[np.ndarray], deflate: str = "rle") -> list[bytes]:
     """The ``values`` member of a sidecar (JSON text pieces) for the value buffers ``sides``."""
     size = sides[0].shape[1]
     if sides[0].dtype == np.uint8:  # file bytes
@@ -108,26 +108,26 @@ def _values_parts(sides: list[np.ndarray]) -> list[bytes]:
         a_bits, b_bits = _bits(dtype, sides[0]), _bits(dtype, sides[1])
         planes = np.concatenate([byte_planes(a_bits), byte_planes(b_bits ^ a_bits)])
     block = planes.shape[0] // max(1, _WIDTH.get(dtype, 1) * len(sides)) * (size + 1)
-    data = zlib_rows(planes, block_bytes=block)
+    data = zlib_rows(planes, block_bytes=block, deflate=deflate)
     return [b',"values":{"dtype":"%s","sides":%d,"data":"' % (dtype.encode(), len(sides)),
             base64.b64encode(data), b'"}']
 
 
 def encode_sidecar(key: str, z: int, t_x: int, t_y: int, idx: np.ndarray,
                    png_parts: list[bytes | memoryview] | None,
-                   sides: list[np.ndarray] | None) -> list[bytes]:
+                   sides: list[np.ndarray] | None, deflate: str = "rle") -> list[bytes]:
     """The sidecar script of leaf tile (z, t_x, t_y) of scene ``key``, as pieces to write in
     order: ``idx`` its palette indices, ``png_parts`` its encoded tile (a PNG's IDAT is reused;
     None or another format's: compressed here), ``sides`` the value buffers (None: indices
-    only).
+    only); ``deflate``: options.PngDeflate.
     (Built from pieces, not ``json.dumps``: escaping the base64 text costs more than the rest.)"""
     stream = idat_stream(png_parts) if png_parts is not None else None
     if stream is None:
-        stream = zlib_rows(idx)
+        stream = zlib_rows(idx, deflate=deflate)
     head = (f'{{"scene":{json.dumps(key, ensure_ascii=True)},"z":{z:d},"x":{t_x:d},'
             f'"y":{t_y:d},"size":{idx.shape[1]:d},"index":"')
     parts = [b"WV.sidecar(", head.encode("ascii"), base64.b64encode(stream), b'"']
     if sides:
-        parts += _values_parts(sides)
+        parts += _values_parts(sides, deflate)
     parts.append(b"});\n")
     return parts

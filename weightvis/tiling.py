@@ -107,6 +107,8 @@ class SceneJob(NamedTuple):
     sidecars: str = "none"
     """What the max-zoom tiles' sidecar scripts hold (sidecars.py): ``none`` (no sidecars),
     ``index`` (palette indices), ``values`` (indices and element values)."""
+    png_deflate: str = "rle"
+    """options.PngDeflate: how PNG tiles and sidecars are compressed."""
 
     @property
     def writes_sidecars(self) -> bool:

@@ -27,6 +27,7 @@
     WV.clear(d.ticks);
     WV.clear(d.swatches);
     d.ends.hidden = true;
+    d.bar.hidden = false;
     d.low.textContent = d.high.textContent = "";
     d.title.textContent = "Colour";
     d.note.removeAttribute("title");

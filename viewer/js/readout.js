@@ -67,6 +67,7 @@
     var d = this.dom;
     var name = hit && hit.item ? hit.item.name : null;
     d.name.textContent = name === null ? "—" : name;
+    WV.wrapAtSeparators(d.name);
     d.name.classList.toggle("wv-empty", name === null);
     d.canvas.textContent = cxy ? "(" + cxy[0] + ", " + cxy[1] + ")" + (hit && hit.h !== undefined ? "  h " + hit.h : "") : "—";
     var t = hit ? hit.tensor : null;
@@ -77,8 +78,11 @@
     } else if (hit) {
       d.element.textContent = "[" + hit.eRow + ", " + hit.eCol + "]";
       d.index.textContent = t ? this.ndIndex(t, hit.eRow, hit.eCol) : "—";
-      var group = t && t.block !== null && t.block !== undefined ? "block " + t.block : "—";
+      // a block's tensor: its block; any other: the groups framing it ("embeddings · lm_head")
+      var group = t && t.block !== null && t.block !== undefined ? "block " + t.block
+        : cxy ? this.app.model.groupsAt(cxy[0], cxy[1]).join(" \u00b7 ") || "—" : "—";
       d.group.textContent = hit.label ? (group === "—" ? "" : group + " \u00b7 ") + hit.label : group;
+      WV.wrapAtSeparators(d.group);
     } else {
       d.element.textContent = "—";
       d.index.textContent = "—";
@@ -120,6 +124,7 @@
       return;
     }
     d.sName.textContent = item.name;
+    WV.wrapAtSeparators(d.sName);
     d.sName.classList.remove("wv-empty");
     if (app.callPanels("stats", item, d.sTable)) return;
     var t = item.tensor;

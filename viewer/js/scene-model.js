@@ -145,6 +145,20 @@
     return null;
   };
 
+  /**
+   * The labels of the scene's groups (sections, prefix groups, blocks) that contain canvas pixel
+   * (cx, cy), outermost first ("embeddings", "model.embed_tokens"). Linear in the groups.
+   */
+  SceneModel.prototype.groupsAt = function (cx, cy) {
+    var found = [];
+    for (var i = 0; i < this.groups.length; i++) {
+      var g = this.groups[i], r = g.rect;
+      if (r && cx >= r[0] && cy >= r[1] && cx < r[0] + r[2] && cy < r[1] + r[3]) found.push(g);
+    }
+    found.sort(function (a, b) { return b.rect[2] * b.rect[3] - a.rect[2] * a.rect[3]; });
+    return found.map(function (g) { return String(g.label); });
+  };
+
   SceneModel.prototype._hitHilbert = function (cx, cy) {
     var n = this.curveN;
     if (cx >= n || cy >= n) return null;

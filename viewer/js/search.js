@@ -129,6 +129,7 @@
         appendMarked(alias, hit.key[1], hit.pos, q.length);
         li.appendChild(alias);
       }
+      WV.wrapAtSeparators(li);
       li.title = name;
       li.addEventListener("mousedown", (function (item) {
         return function (e) { e.preventDefault(); self.jumpTo(item); };

@@ -16,6 +16,7 @@
 
   function start() {
     var manifest = readManifest();
+    WV.wrapAtSeparators(document.getElementById("wv-title"));
     var app = new WV.App(manifest);
     WV.app = app;
     var handle = {

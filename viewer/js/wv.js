@@ -50,6 +50,33 @@
     return map;
   };
 
+  var NAME_SEPARATORS = "._/:-";
+
+  /**
+   * Let the text under `node` (a tensor or file name) wrap only after its separators: a <wbr>
+   * after every ".", "_", "/", ":" or "-" (textContent is unchanged, so copying gives the name).
+   * A run too long for the line still wraps inside (CSS overflow-wrap: anywhere). Returns node.
+   */
+  WV.wrapAtSeparators = function (node) {
+    var walker = document.createTreeWalker(node, NodeFilter.SHOW_TEXT);
+    var texts = [];
+    while (walker.nextNode()) texts.push(walker.currentNode);
+    for (var k = 0; k < texts.length; k++) {
+      var s = texts[k].data, start = 0;
+      var frag = document.createDocumentFragment();
+      for (var i = 0; i < s.length - 1; i++) {
+        if (NAME_SEPARATORS.indexOf(s.charAt(i)) < 0) continue;
+        frag.appendChild(document.createTextNode(s.slice(start, i + 1)));
+        frag.appendChild(document.createElement("wbr"));
+        start = i + 1;
+      }
+      if (start === 0) continue;
+      frag.appendChild(document.createTextNode(s.slice(start)));
+      texts[k].parentNode.replaceChild(frag, texts[k]);
+    }
+    return node;
+  };
+
   WV.el = function (tag, className, text) {
     var node = document.createElement(tag);
     if (className) node.className = className;

@@ -20,13 +20,15 @@ from .values import (
     colorize_codes_small,
 )
 
-__all__ = ["warm_up", "warm_values", "warm_codes", "warm_reduce", "warm_up_delta"]
+__all__ = ["warm_up", "warm_values", "warm_codes", "warm_codes_small", "warm_reduce",
+           "warm_up_delta"]
 
 
 def warm_up() -> None:
     """Compile the value, byte and Hilbert kernels (C-contiguous and strided arrays)."""
     warm_values()
     warm_codes()
+    warm_codes_small()
     warm_reduce()
 
 
@@ -48,8 +50,6 @@ def warm_codes() -> None:
     vals = np.zeros(1 << 16, np.float32)
     hist = np.zeros(1 << 16, np.int32)
     codes = np.zeros((2, 2), np.uint16)
-    colorize_codes_small(codes, vals, 1.0, o, new_acc())
-    colorize_codes_small(codes[:, :1], vals, 1.0, o[:, :1], new_acc())
     colorize_code_blocks(codes.reshape(-1), np.zeros((1, BLOCK_FIELDS), np.int64),
                          np.ones(1), vals.reshape(1, -1), o, new_acc().reshape(1, -1),
                          BlockScratch())
@@ -62,6 +62,16 @@ def warm_codes() -> None:
         for out in (o[:, :1], o_column):
             colorize_codes(src[:, :1], lut, vals, out, new_acc(), hist)
     code_lut(vals, 1.0)
+
+
+def warm_codes_small() -> None:
+    """Compile the kernel for a small block of 16-bit codes painted on its own (a tiny tensor
+    outside a batch of small blocks), C-contiguous and strided."""
+    o = np.zeros((2, 2), np.uint8)
+    vals = np.zeros(1 << 16, np.float32)
+    codes = np.zeros((2, 2), np.uint16)
+    colorize_codes_small(codes, vals, 1.0, o, new_acc())
+    colorize_codes_small(codes[:, :1], vals, 1.0, o[:, :1], new_acc())
 
 
 def warm_reduce() -> None:
