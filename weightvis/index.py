@@ -28,8 +28,8 @@ from functools import lru_cache
 from typing import NamedTuple
 
 __all__ = ["KINDS", "MOE_PARTS", "SLOT_KINDS", "BlockParse", "MoeParse", "NameIndex", "TensorName",
-           "canonical_names", "detect_blocks", "natural_key", "order_key", "gguf_to_hf_map", "is_embedding", "is_output_head",
-           "looks_gguf",
+           "canonical_names", "detect_blocks", "gguf_to_hf_map", "is_embedding", "is_output_head",
+           "looks_gguf", "natural_key", "order_key",
            "parse_block", "parse_moe", "qk_role", "slot_kind", "strip_wrappers", "tensor_kind",
            "view_row_dims", "expert_rest"]
 
@@ -166,11 +166,12 @@ def order_key(name: str) -> tuple[object, ...]:
     """The order of tensors outside transformer blocks: natural (``layer2`` before ``layer10``),
     with PyTorch's recurrent parameters (``weight_ih_l0``, ``bias_hh_l1_reverse`` of ``nn.LSTM`` /
     ``GRU`` / ``RNN``) by layer first (the backward direction after the forward one), then
-    weights before biases, input before hidden before projection: their layer number ends the name, so plain natural order would
-    put every layer's ``weight_hh`` before any ``weight_ih``.
+    weights before biases, input before hidden before projection: their layer number ends the
+    name, so plain natural order would put every layer's ``weight_hh`` before any ``weight_ih``.
 
     >>> sorted(["lstm.weight_hh_l1", "lstm.weight_ih_l1", "lstm.bias_ih_l0", "lstm.weight_hh_l0",
-    ...         "lstm.weight_ih_l0", "lstm.weight_ih_l10"], key=order_key)  # doctest: +NORMALIZE_WHITESPACE
+    ...         "lstm.weight_ih_l0", "lstm.weight_ih_l10"],
+    ...        key=order_key)  # doctest: +NORMALIZE_WHITESPACE
     ['lstm.weight_ih_l0', 'lstm.weight_hh_l0', 'lstm.bias_ih_l0', 'lstm.weight_ih_l1',
      'lstm.weight_hh_l1', 'lstm.weight_ih_l10']
     """
