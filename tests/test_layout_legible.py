@@ -76,6 +76,9 @@ def test_tall_thin_tensor_folds_into_labelled_pieces_of_one_block() -> None:
     for p in pieces:
         assert g.c_x <= p.c_x and p.c_x + p.c_w <= g.c_x + g.c_w
         assert g.c_y <= p.c_y and p.c_y + p.c_h <= g.c_y + g.c_h
+    # a Sequential's numbered module keeps its name in the label
+    seq = arch_layout(infos({"lin0.model.1.weight": (1, 1, 4000)}))
+    assert {p.label.split(" · ")[1] for p in seq.placements if p.label} == {"model.1.weight"}
     # unfolded tensors keep no label
     assert [p.label for p in of(lay.placements, "lstm.weight_hh_l0")] == [None]
 
@@ -255,6 +258,23 @@ def test_hilbert_layout_knows_blocks() -> None:
     assert [s.name for s in lay.segments] == [
         "model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
         "model.layers.1.self_attn.q_proj.weight", "model.layers.10.self_attn.q_proj.weight"]
+
+
+def test_hilbert_follows_the_arch_reading_order() -> None:
+    """Embeddings, blocks in block order (attention q k v o, MLP, norms), the rest - whatever the
+    file's (alphabetical: layers.10 before layers.2) order."""
+    subs = ["input_layernorm.weight", "mlp.down_proj.weight", "mlp.up_proj.weight",
+            "self_attn.k_proj.weight", "self_attn.q_proj.weight"]
+    names = sorted([f"model.layers.{b}.{s}" for b in range(12) for s in subs]
+                   + ["lm_head.weight", "model.embed_tokens.weight", "model.norm.weight"])
+    lay = hilbert_layout(infos({n: (8, 8) for n in names}))
+    want = (["model.embed_tokens.weight"]
+            + [f"model.layers.{b}.{s}" for b in range(12) for s in (
+                "self_attn.q_proj.weight", "self_attn.k_proj.weight", "mlp.up_proj.weight",
+                "mlp.down_proj.weight", "input_layernorm.weight")]
+            + ["lm_head.weight", "model.norm.weight"])
+    assert [s.name for s in lay.segments] == want
+    assert [s.h_start for s in lay.segments] == [64 * i for i in range(len(want))]
 
 
 def test_hilbert_labels_carry_the_block_number(tmp_path: Path, open_page: Any) -> None:

@@ -80,11 +80,14 @@ class _Item(NamedTuple):
 
 
 def _short(name: str) -> str:
-    """The end of a tensor's name that its pieces' labels repeat: the last dotted part, with its
-    module before a bare ``weight`` / ``bias`` (``conv2.weight``, ``weight_ih_l0``)."""
+    """The end of a tensor's name that its pieces' labels repeat: the last dotted part, with the
+    parts before it up to the first that is neither ``weight`` / ``bias`` nor a number
+    (``conv2.weight``, ``weight_ih_l0``, ``model.1.weight`` of ``lin0.model.1.weight``)."""
     parts = name.split(".")
-    return ".".join(parts[-2:]) if len(parts) > 1 and parts[-1] in ("weight", "bias") \
-        else parts[-1]
+    k = len(parts) - 1
+    while k > 0 and (parts[k] in ("weight", "bias") or parts[k].isdecimal()):
+        k -= 1
+    return ".".join(parts[k:])
 
 
 def _kernel(t: TensorInfo) -> int:

@@ -1,7 +1,9 @@
 """Hilbert layout: every element (or every raw byte) of the checkpoint along one Hilbert curve.
 
-Locality of the curve keeps each tensor a compact blob; each aligned T x T tile is one contiguous
-run of T*T curve indices, so a leaf tile reads one contiguous range of the element stream.
+Tensors follow the arch layout's reading order (embeddings, blocks, the rest; names compared
+naturally), not the file's. Locality of the curve keeps each tensor a compact blob; each aligned
+T x T tile is one contiguous run of T*T curve indices, so a leaf tile reads one contiguous range
+of the element stream.
 Curve: D. Hilbert (1891); indexing as in the classic xy2d/d2xy algorithm (kernels.py).
 """
 
@@ -11,8 +13,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..index import NameIndex, order_key
+from ..index import NameIndex, is_embedding, order_key
 from ..types import TILE_SIZE, SceneLayout, Segment, TensorInfo
+from .arch import _sub_key
 
 __all__ = ["hilbert_layout", "curve_order_for"]
 
@@ -28,24 +31,32 @@ def curve_order_for(count: int) -> int:
 def hilbert_layout(tensors: Sequence[TensorInfo], *, unit: str = "element",
                    file_sizes: Sequence[tuple[Path, int]] = (),
                    index: NameIndex | None = None) -> SceneLayout:
-    """Elements of ``tensors`` in natural order of their names (unit ``element``:
-    ``index.order_key``, so ``layer2`` comes before ``layer10`` whatever the file's order), or
-    the bytes of the files in the given order (unit ``byte``), one after another along the
-    curve. ``index`` (the name index of these tensors; built when None) gives the layout's
-    ``slots``: the block and sub-path of each tensor in the dominant block stack, which the
-    viewer's labels carry (``block 3 · self_attn.q_proj.weight``) as the arch layout's block
-    frames do."""
+    """Elements of ``tensors`` (unit ``element``) in the arch layout's reading order: embeddings,
+    then the blocks of the dominant stack in block order (each block's sub-tensors in the order
+    of its slots: attention, MLP, norms), then the rest; names compare naturally
+    (``index.order_key``: ``layer2`` before ``layer10``, an LSTM's parameters by layer),
+    whatever the file's order. Or the bytes of the files in the given order (unit ``byte``),
+    one after another along the curve. ``index`` (the name index of these tensors; built when
+    None) gives the blocks and the layout's ``slots``, which the viewer's labels carry
+    (``block 3 · self_attn.q_proj.weight``) as the arch layout's block frames do."""
     segments: list[Segment] = []
     slots: dict[str, tuple[int | None, str | None]] = {}
     h = 0
     if unit == "element":
-        if index is None:
-            index = NameIndex([t.name for t in tensors])
+        names = index if index is not None else NameIndex([t.name for t in tensors])
         for t in tensors:
-            slot = index.slot(t.name)
+            slot = names.slot(t.name)
             if slot is not None:
                 slots[t.name] = slot
-        for t in sorted(tensors, key=lambda t: order_key(t.name)):
+
+        def reading(t: TensorInfo) -> tuple[object, ...]:
+            slot = slots.get(t.name)
+            if slot is not None:
+                assert slot[0] is not None and slot[1] is not None
+                return (1, slot[0], _sub_key(slot[1]), order_key(t.name))
+            return (0 if is_embedding(names[t.name].canonical) else 2, order_key(t.name))
+
+        for t in sorted(tensors, key=reading):
             if t.numel:
                 segments.append(Segment(t.name, h, t.numel))
                 h += t.numel
