@@ -49,11 +49,17 @@ def hilbert_layout(tensors: Sequence[TensorInfo], *, unit: str = "element",
             if slot is not None:
                 slots[t.name] = slot
 
+        sub_keys: dict[str, tuple[object, ...]] = {}  # a few distinct sub-paths, many blocks
+
         def reading(t: TensorInfo) -> tuple[object, ...]:
             slot = slots.get(t.name)
-            if slot is not None:
-                assert slot[0] is not None and slot[1] is not None
-                return (1, slot[0], _sub_key(slot[1]), order_key(t.name))
+            if slot is not None:  # (a sub-path is unique within its block)
+                b, sub = slot
+                assert b is not None and sub is not None
+                key = sub_keys.get(sub)
+                if key is None:
+                    key = sub_keys[sub] = _sub_key(sub)
+                return (1, b, key)
             return (0 if is_embedding(names[t.name].canonical) else 2, order_key(t.name))
 
         for t in sorted(tensors, key=reading):
