@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 __all__ = ["KINDS", "MOE_PARTS", "SLOT_KINDS", "BlockParse", "MoeParse", "NameIndex", "TensorName",
            "canonical_names", "detect_blocks", "gguf_to_hf_map", "is_embedding", "is_output_head",
-           "looks_gguf",
+           "looks_gguf", "natural_key", "order_key",
            "parse_block", "parse_moe", "qk_role", "slot_kind", "strip_wrappers", "tensor_kind",
            "view_row_dims", "expert_rest"]
 
@@ -137,6 +137,50 @@ def canonical_names(names: Iterable[str], *, gguf_arch: str | None = None) -> di
         else:
             seen[c] = n
     return out
+
+
+# -- order ---------------------------------------------------------------------------------------
+_DIGITS = re.compile(r"([0-9]+)")
+
+
+def natural_key(s: str) -> tuple[object, ...]:
+    """Sort key in which digit runs compare as numbers: ``experts.2`` < ``experts.10``.
+
+    A run compares by its length without leading zeros, then by its digits: the order of
+    ``int()``, which would raise on a name's 5,000-digit run (and on ``"²"``, a str.isdigit()).
+    Only ASCII digits make a run.
+
+    >>> sorted(["x.10", "x." + "9" * 5000, "x.9", "x²", "x.09a"], key=natural_key)[:3]
+    ['x.9', 'x.09a', 'x.10']
+    """
+    return tuple((0, len(t.lstrip("0")), t.lstrip("0")) if i % 2 else (1, t)
+                 for i, t in enumerate(_DIGITS.split(s)) if t)
+
+
+_RNN_RE = re.compile(r"(?P<head>(?:.*\.)?)(?P<kind>weight|bias)_(?P<gate>ih|hh|hr)_l"
+                     r"(?P<layer>" + _INDEX + r")(?P<rev>_reverse)?(?P<tail>\..*)?\Z", re.DOTALL)
+_RNN_RANK = {"weight": "0", "bias": "1", "ih": "0", "hh": "1", "hr": "2"}
+
+
+def order_key(name: str) -> tuple[object, ...]:
+    """The order of tensors outside transformer blocks: natural (``layer2`` before ``layer10``),
+    with PyTorch's recurrent parameters (``weight_ih_l0``, ``bias_hh_l1_reverse`` of ``nn.LSTM`` /
+    ``GRU`` / ``RNN``) by layer first (the backward direction after the forward one), then
+    weights before biases, input before hidden before projection: their layer number ends the
+    name, so plain natural order would put every layer's ``weight_hh`` before any ``weight_ih``.
+
+    >>> sorted(["lstm.weight_hh_l1", "lstm.weight_ih_l1", "lstm.bias_ih_l0", "lstm.weight_hh_l0",
+    ...         "lstm.weight_ih_l0", "lstm.weight_ih_l10"],
+    ...        key=order_key)  # doctest: +NORMALIZE_WHITESPACE
+    ['lstm.weight_ih_l0', 'lstm.weight_hh_l0', 'lstm.bias_ih_l0', 'lstm.weight_ih_l1',
+     'lstm.weight_hh_l1', 'lstm.weight_ih_l10']
+    """
+    m = _RNN_RE.match(name)
+    if m is not None:
+        r = _RNN_RANK
+        name = (f"{m['head']}l{m['layer']}{m['rev'] or ''}\0{r[m['kind']]}{r[m['gate']]}"
+                f"{m['tail'] or ''}")
+    return natural_key(name)
 
 
 # -- blocks --------------------------------------------------------------------------------------

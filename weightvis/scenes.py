@@ -210,7 +210,7 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
         with gc_paused():
             lay = arch_layout(tensors, index=index, moe=structure)
     elif not opts.bytes_scene:
-        lay = hilbert_layout(tensors)
+        lay = hilbert_layout(tensors, index=index)
     else:
         lay = hilbert_layout(tensors, unit="byte",
                              file_sizes=[(f, f.stat().st_size) for f in reader.files])

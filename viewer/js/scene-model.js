@@ -51,7 +51,10 @@
     var item = this.itemByName.get(key);
     if (!item) {
       var t = this.tensors.get(key);
-      var label = t && t.block !== null && t.block !== undefined && t.slot ? String(t.slot) : key;
+      var inBlock = t && t.block !== null && t.block !== undefined && t.slot;
+      // the arch layout frames each block ("block 3"); a Hilbert curve has no frames, so its
+      // labels carry the block number
+      var label = !inBlock ? key : this.isHilbert ? "block " + t.block + " \u00b7 " + t.slot : String(t.slot);
       item = { name: key, label: label, rects: [], tensor: t || null };
       this.itemByName.set(key, item);
       this.items.push(item);

@@ -7,19 +7,21 @@ Geometry, all in canvas pixels at max zoom (1 px = 1 element):
   shelves, 1-row tensors (biases, norms) stacked in a column at the end of their shelf;
 - blocks on a column-major grid whose column count gives the canvas the aspect closest to 16:9;
 - sections above/below the grid are shelf-packed by name prefix at the grid's width; a tensor wider
-  than the canvas is folded into column chunks stacked downwards, a tensor much taller than wide
-  (embeddings, lm_head) into row chunks side by side. Folding never rescales.
+  than the canvas is folded into column chunks stacked downwards (whole convolution kernels per
+  chunk), a tensor much taller than wide (embeddings, lm_head, an LSTM's input weights) into row
+  chunks side by side, each chunk labelled with its range (``_fold``). Folding never rescales.
+- without transformer blocks, the tensors are grouped by name prefix in natural order
+  (``index.order_key``) at a width chosen for the canvas's aspect.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from ..index import SLOT_KINDS, NameIndex, is_embedding, slot_kind
+from ..index import SLOT_KINDS, NameIndex, is_embedding, natural_key, order_key, slot_kind
 from ..types import Group, Placement, SceneLayout, TensorInfo
 
 if TYPE_CHECKING:
@@ -29,23 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["arch_layout", "natural_key"]
 
 _TARGET_ASPECT = 16 / 9
-
-
-_DIGITS = re.compile(r"([0-9]+)")
-
-
-def natural_key(s: str) -> tuple[object, ...]:
-    """Sort key in which digit runs compare as numbers: ``experts.2`` < ``experts.10``.
-
-    A run compares by its length without leading zeros, then by its digits: the order of
-    ``int()``, which would raise on a name's 5,000-digit run (and on ``"²"``, a str.isdigit()).
-    Only ASCII digits make a run.
-
-    >>> sorted(["x.10", "x." + "9" * 5000, "x.9", "x²", "x.09a"], key=natural_key)[:3]
-    ['x.9', 'x.09a', 'x.10']
-    """
-    return tuple((0, len(t.lstrip("0")), t.lstrip("0")) if i % 2 else (1, t)
-                 for i, t in enumerate(_DIGITS.split(s)) if t)
 
 
 # -- ordering of sub-paths (their kinds: index.slot_kind) ----------------------------------------
@@ -75,7 +60,8 @@ def _sub_key(sub: str) -> tuple[object, ...]:
 
 # -- packing helpers ---------------------------------------------------------------------------
 class _Piece(NamedTuple):
-    """Part of an item: an element block drawn at (dx, dy) inside the item."""
+    """Part of an item: an element block drawn at (dx, dy) inside the item; ``label`` names the
+    part when the tensor is folded into several (``Placement.label``)."""
 
     e_r0: int
     e_r1: int
@@ -83,6 +69,7 @@ class _Piece(NamedTuple):
     e_c1: int
     dx: int
     dy: int
+    label: str | None = None
 
 
 class _Item(NamedTuple):
@@ -92,23 +79,65 @@ class _Item(NamedTuple):
     pieces: tuple[_Piece, ...]
 
 
-def _fold(t: TensorInfo, c_max_w: int, gap: int) -> _Item:
-    """One tensor as an item no wider than ``c_max_w`` (when it can be), folded, never scaled."""
+def _short(name: str) -> str:
+    """The end of a tensor's name that its pieces' labels repeat: the last dotted part, with the
+    parts before it up to the first that is neither ``weight`` / ``bias`` nor a number
+    (``conv2.weight``, ``weight_ih_l0``, ``model.1.weight`` of ``lin0.model.1.weight``)."""
+    parts = name.split(".")
+    k = len(parts) - 1
+    while k > 0 and (parts[k] in ("weight", "bias") or parts[k].isdecimal()):
+        k -= 1
+    return ".".join(parts[k:])
+
+
+def _kernel(t: TensorInfo) -> int:
+    """Elements of one kernel in a row of an N-D tensor's view: the product of dims 2.. (a
+    convolution's kh·kw taps, a Conv1d's k), stored contiguously; 1 for 1-D and 2-D tensors."""
+    return math.prod(t.shape[2:]) if t.row_dims == 1 and len(t.shape) >= 3 else 1
+
+
+def _fold(t: TensorInfo, c_max_w: int, gap: int, compact: bool = False) -> _Item:
+    """One tensor as an item no wider than ``c_max_w`` (when it can be), folded, never scaled.
+
+    A row wider than ``c_max_w`` is cut into column chunks stacked downwards, each a whole
+    number of kernels (``_kernel``: a convolution's taps stay side by side in one row); a tensor
+    more than 4x taller than wide into row chunks side by side. Every chunk is labelled with its
+    range, then the end of the name (``rows 0–204 · weight_ih_l0``, ``cols 0–4095 · fc.weight``,
+    ``[:, 0–127] · conv2.weight``: dim 1 of an N-D tensor; the viewer keeps the range when it
+    must shorten a label). With
+    ``compact`` (a canvas whose width is free: no transformer blocks) chunks are 1 px apart and
+    a tall tensor makes a near-square block (about sqrt(rows / cols) chunks) instead of filling
+    the width, so that its chunks read as one tensor."""
     rows, cols = t.e_rows, t.e_cols
+    fgap = 1 if compact else gap
+    short = _short(t.name)
     if cols > c_max_w:
-        k = math.ceil(cols / c_max_w)
-        step = rows if rows == 1 else rows + gap
-        pieces = tuple(_Piece(0, rows, i * c_max_w, min(cols, (i + 1) * c_max_w), 0, i * step)
-                       for i in range(k))
-        return _Item(t.name, c_max_w, (k - 1) * step + rows, pieces)
+        kern = _kernel(t)
+        chunk = c_max_w // kern * kern if kern <= c_max_w else c_max_w
+        k = math.ceil(cols / chunk)
+        step = rows if rows == 1 else rows + fgap
+
+        def span(c0: int, c1: int) -> str:
+            if chunk % kern:
+                return f"cols {c0}–{c1 - 1}"
+            return f"[:, {c0 // kern}–{c1 // kern - 1}]" if kern > 1 else f"cols {c0}–{c1 - 1}"
+
+        pieces = tuple(_Piece(0, rows, c0, c1, 0, i * step, f"{span(c0, c1)} · {short}")
+                       for i in range(k)
+                       for c0, c1 in [(i * chunk, min(cols, (i + 1) * chunk))])
+        return _Item(t.name, chunk, (k - 1) * step + rows, pieces)
     if rows > 4 * cols:
-        k = min((c_max_w + gap) // (cols + gap), math.ceil(rows / max(cols, 1)))
+        want = max(2, round(math.sqrt(rows / max(cols, 1)))) if compact \
+            else math.ceil(rows / max(cols, 1))
+        k = min((c_max_w + fgap) // (cols + fgap), want)
         if k >= 2:
             per = math.ceil(rows / k)
             k = math.ceil(rows / per)
-            pieces = tuple(_Piece(i * per, min(rows, (i + 1) * per), 0, cols, i * (cols + gap), 0)
-                           for i in range(k))
-            return _Item(t.name, k * cols + (k - 1) * gap, per, pieces)
+            pieces = tuple(_Piece(r0, r1, 0, cols, i * (cols + fgap), 0,
+                                  f"rows {r0}–{r1 - 1} · {short}")
+                           for i in range(k)
+                           for r0, r1 in [(i * per, min(rows, (i + 1) * per))])
+            return _Item(t.name, k * cols + (k - 1) * fgap, per, pieces)
     return _Item(t.name, cols, rows, (_Piece(0, rows, 0, cols, 0, 0),))
 
 
@@ -150,15 +179,17 @@ class _Packed(NamedTuple):
 
 
 def _pack_section(tensors: Sequence[TensorInfo], c_w: int, gap: int, origin: tuple[int, int],
-                  label: str | None) -> _Packed:
-    """Tensors grouped by name prefix, each group shelf-packed, groups shelf-packed at width c_w."""
+                  label: str | None, compact: bool = False) -> _Packed:
+    """Tensors grouped by name prefix, each group shelf-packed, groups shelf-packed at width c_w;
+    in ``index.order_key`` order (natural: ``layer2`` before ``layer10``). ``compact``: as
+    ``_fold``'s."""
     by_prefix: dict[str, list[TensorInfo]] = defaultdict(list)
-    for t in sorted(tensors, key=lambda t: natural_key(t.name)):
+    for t in sorted(tensors, key=lambda t: order_key(t.name)):
         if t.numel > 0:
             by_prefix[_prefix_of(t.name)].append(t)
     boxes = []
     for prefix, ts in by_prefix.items():
-        items = [_fold(t, c_w, gap) for t in ts]
+        items = [_fold(t, c_w, gap, compact) for t in ts]
         mats = [it for it in items if it.h > 1 or len(it.pieces) > 1]
         vecs = [it for it in items if not (it.h > 1 or len(it.pieces) > 1)]
         offs, w, h = _shelf([(it.w, it.h) for it in mats], c_w, gap)
@@ -181,7 +212,7 @@ def _pack_section(tensors: Sequence[TensorInfo], c_w: int, gap: int, origin: tup
         for it, (ix, iy) in placed:
             for p in it.pieces:
                 placements.append(Placement(it.name, ox + gx + ix + p.dx, oy + gy + iy + p.dy,
-                                            p.e_r0, p.e_r1, p.e_c0, p.e_c1))
+                                            p.e_r0, p.e_r1, p.e_c0, p.e_c1, p.label))
         groups.append(Group(prefix, "prefix", ox + gx, oy + gy, bw, bh))
     if label and placements:
         groups.insert(0, Group(label, "section", ox, oy, w, h))
@@ -350,7 +381,7 @@ def _generic_layout(tensors: Sequence[TensorInfo]) -> SceneLayout:
         c_w = max(16, int(ideal * f))
         if c_w < min(widest, 16):
             continue
-        pk = _pack_section(tensors, c_w, gap, (0, 0), None)
+        pk = _pack_section(tensors, c_w, gap, (0, 0), None, compact=True)
         score = abs(math.log(max(pk.w, 1) / max(pk.h, 1) / _TARGET_ASPECT))
         if best is None or score < best[0] - 1e-9:
             best = (score, pk)
