@@ -189,14 +189,12 @@ def render(
     most ``values_limit_mb``). An MoE checkpoint also gets its MoE scenes and ``moe.json``
     (``moe``: how, default ``MoEOptions()``; ``MoEOptions(enabled=False)`` leaves them out;
     ``only=True`` renders them alone, as ``render_moe``)."""
-    from .encode import check_format
     from .scenes import plan_moe_only, plan_render
 
     t0 = time.perf_counter()
     opts = RenderOptions(layout, hilbert_unit, tile_format, scale, title, workers, overwrite,
                          values, values_limit_mb)
     moe = moe if moe is not None else MoEOptions()
-    check_format(opts.tile_format)
     if executor is None:  # this machine renders: compile uncached kernels meanwhile
         compiling.start()
     if stream and opts.bytes_scene:
@@ -263,12 +261,10 @@ def render_diff(
     ``values`` as for ``render`` (the delta scene's sidecars hold A and B)."""
     from . import delta as wdiff
     from .diff_plan import plan_diff
-    from .encode import check_format
 
     t0 = time.perf_counter()
     opts = DiffOptions(metric, palette, tuple(scenes), svd, finetune, tile_format, title,
                        workers, overwrite, values, values_limit_mb)
-    check_format(opts.tile_format)
     if executor is None:
         compiling.start(delta=True)
     ex = executor or local_executor(resolve_workers(opts.workers))

@@ -17,7 +17,7 @@ from .types import HilbertUnit, LayoutKind, ScaleMode, TileFormat
 
 __all__ = ["RenderOptions", "DiffOptions", "DiffMetric", "DiffPalette", "METRICS", "MoEOptions",
            "resolve_workers", "ValuesMode", "VALUES_MODES", "VALUES_LIMIT_MB", "value_width",
-           "sidecar_mode"]
+           "sidecar_mode", "TILE_FORMAT_GONE", "tile_format_problem"]
 
 DiffMetric = Literal["rms", "abs-log", "exact"]
 DiffPalette = Literal["default", "cvd"]
@@ -25,7 +25,21 @@ METRICS: dict[str, int] = {"rms": 0, "abs-log": 1, "exact": 2}
 """Diff metric name -> the kernels' integer mode (kernels.METRIC_*; equal by test: this module
 stays numpy-free, so it does not import them)."""
 
-_FORMATS = ("png", "avif")
+TILE_FORMAT_GONE = (
+    "AVIF tiles were removed: they saved at most 3 % of a bundle, took 20x the render time and "
+    "put wrong colours at max zoom (benchmarks/tile_formats.py); tiles are palette PNG, exact "
+    "and fastest: leave the tile format out")
+"""Why ``avif`` is no longer a tile format (README "Tile format" has the measurements)."""
+
+
+def tile_format_problem(tile_format: str) -> str | None:
+    """None for a tile format weightvis writes ("png"), else what to say about it."""
+    if tile_format == "png":
+        return None
+    if tile_format == "avif":
+        return TILE_FORMAT_GONE
+    return f"unknown tile format {tile_format!r}: tiles are palette PNG (the only format)"
+
 
 ValuesMode = Literal["auto", "values", "index", "none"]
 VALUES_MODES = ("auto", "values", "index", "none")
@@ -69,8 +83,9 @@ def resolve_workers(workers: int | None) -> int:
 
 
 def _check_common(tile_format: str, workers: int | None) -> None:
-    if tile_format not in _FORMATS:
-        raise ValueError(f"unknown tile format {tile_format!r} (png or avif)")
+    problem = tile_format_problem(tile_format)
+    if problem is not None:
+        raise ValueError(problem)
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
 
