@@ -353,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         subprocess.run([sys.executable, "-c", "import weightvis.pyramid as p; p.warm_up_all()"],
                        check=True, env=_env())  # numba's cache, before anything is timed
+        png.warm_up()  # and this process's encoder, before the first tile's trial
         for case in args.case or list(CASES):
             results["cases"][case] = run_case(case, work, args.sample, args.workers,
                                               args.end_to_end)

@@ -26,10 +26,12 @@ METRICS: dict[str, int] = {"rms": 0, "abs-log": 1, "exact": 2}
 stays numpy-free, so it does not import them)."""
 
 TILE_FORMAT_GONE = (
-    "AVIF tiles were removed: they saved at most 3 % of a bundle, took 20x the render time and "
-    "put wrong colours at max zoom (benchmarks/tile_formats.py); tiles are palette PNG, exact "
-    "and fastest: leave the tile format out")
-"""Why ``avif`` is no longer a tile format (README "Tile format" has the measurements)."""
+    "AVIF tiles were removed: they made real bundles only 2-5 % smaller, 13x slower or worse to "
+    "render and wrong at max zoom, and with exact max-zoom tiles at most 11 % is left to save "
+    "(README \"Tile format\"); tiles are palette PNG, exact and fastest: leave the tile format "
+    "out")
+"""Why ``avif`` is no longer a tile format (benchmarks/tile_formats.py measured it; README "Tile
+format" has the numbers)."""
 
 
 def tile_format_problem(tile_format: str) -> str | None:
