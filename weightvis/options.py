@@ -26,7 +26,7 @@ METRICS: dict[str, int] = {"rms": 0, "abs-log": 1, "exact": 2}
 stays numpy-free, so it does not import them)."""
 
 TILE_FORMAT_GONE = (
-    "AVIF tiles were removed: they made real bundles only 2-5 % smaller, 13x slower or worse to "
+    "AVIF tiles were removed: they made real bundles only 2-5 % smaller, over 10x slower to "
     "render and wrong at max zoom, and with exact max-zoom tiles at most 11 % is left to save "
     "(README \"Tile format\"); tiles are palette PNG, exact and fastest: leave the tile format "
     "out")
