@@ -1,5 +1,5 @@
 """What a new user trips over at the command line (issue 14, item 8): abbreviated options, a closed
-pipe, relative paths in a file list, the help's words, --regen-html --title, the AVIF hint."""
+pipe, relative paths in a file list, the help's words, --regen-html --title, AVIF's removal."""
 
 from __future__ import annotations
 
@@ -115,20 +115,54 @@ def test_regen_html_honours_title_and_refuses_render_options(
     assert json.loads((out / "manifest.json").read_text()) == after
 
 
-def test_avif_hint_names_an_extra_that_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("command", ["render", "diff"])
+def test_tile_format_avif_says_why_it_went(command: str, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """AVIF tiles were removed (benchmarks/tile_formats.py): asking for them is one line, exit 2,
+    saying why and what to use, naming no extra to install; nothing is written."""
+    src = tmp_path / "m.safetensors"
+    save_file({"w": np.arange(64, dtype=np.float32).reshape(8, 8)}, str(src))
+    out = tmp_path / "b"
+    head = ["diff", str(src), str(src)] if command == "diff" else [str(src)]
+    code = cli.main([*head, "--out", str(out), "--tile-format", "avif", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("weightvis: error: --tile-format avif: AVIF tiles were removed"), err
+    assert "palette PNG" in err and "leave the tile format out" in err, err
+    assert "weightvis[" not in err and "Traceback" not in err
+    assert not out.exists()
+    code = cli.main([*head, "--out", str(tmp_path / "c"), "--tile-format", "gif", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "unknown tile format 'gif'" in err, err
+    # the default, spelled out, still renders (scripts written for the old option keep working)
+    assert cli.main([*head, "--out", str(out), "--tile-format", "png", "-q", "--workers",
+                     "1"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["tile_format"] == "png"
+    assert "--tile-format" not in cli._render_parser().format_help()
+
+
+def test_no_avif_extra_is_declared_or_named() -> None:
     tomllib = pytest.importorskip("tomllib")
-    from PIL import features
-
-    from weightvis.encode import check_format
-    from weightvis.errors import MissingExtraError
-
-    monkeypatch.setattr(features, "check", lambda name: False)
-    with pytest.raises(MissingExtraError) as e:
-        check_format("avif")
-    extras = re.findall(r"weightvis\[(\w+)\]", str(e.value))
-    assert extras, str(e.value)
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]
-    for extra in extras:
-        assert extra in declared and any(d.lower().startswith("pillow")
-                                         for d in declared[extra]), extra
+    assert "avif" not in declared
+    named = set(re.findall(r"weightvis\[(\w+)\]", (ROOT / "weightvis" / "cli.py").read_text()))
+    assert named <= set(declared), named - set(declared)
+
+
+def test_regen_html_of_a_bundle_with_avif_tiles(tmp_path: Path) -> None:
+    """A bundle written while AVIF was an option keeps its page: --regen-html rebuilds it from
+    the manifest, whose tile template still names the .avif files."""
+    src = tmp_path / "m.safetensors"
+    save_file({"w": np.arange(64, dtype=np.float32).reshape(8, 8)}, str(src))
+    out = tmp_path / "b"
+    assert cli.main([str(src), "--out", str(out), "--workers", "1", "-q", "--no-sidecars"]) == 0
+    doc = json.loads((out / "manifest.json").read_text())
+    doc["tile_format"] = "avif"
+    for scene in doc["scenes"]:
+        scene["tiles"] = scene["tiles"].replace(".png", ".avif")
+    (out / "manifest.json").write_text(json.dumps(doc))
+    (out / "index.html").unlink()
+    assert cli.main(["--regen-html", str(out)]) == 0
+    page = (out / "index.html").read_text()
+    assert "tiles/main/{z}/{x}/{y}.avif" in page and '"tile_format":"avif"' in page

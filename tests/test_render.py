@@ -265,16 +265,29 @@ def test_manifest_inlined_identically(tmp_path: Path) -> None:
     assert "<img" not in html
 
 
-def test_avif_tiles(tmp_path: Path, ramp_file: Path) -> None:
+def test_avif_is_refused_with_the_reason(tmp_path: Path, ramp_file: Path) -> None:
+    """AVIF tiles were removed (README "Tile format"): asking for them says why, writes
+    nothing; the default still writes palette PNG tiles."""
     from PIL import Image
 
-    out = weightvis.render([ramp_file], tmp_path / "a", tile_format="avif", workers=1).out
+    from weightvis.options import TILE_FORMAT_GONE
+
+    for call in (lambda: weightvis.render([ramp_file], tmp_path / "a", workers=1,
+                                          tile_format="avif"),  # type: ignore[arg-type]
+                 lambda: weightvis.render_diff([ramp_file], [ramp_file], tmp_path / "a",
+                                               workers=1,
+                                               tile_format="avif")):  # type: ignore[arg-type]
+        with pytest.raises(ValueError) as e:
+            call()
+        assert str(e.value) == TILE_FORMAT_GONE and "removed" in str(e.value)
+        assert not (tmp_path / "a").exists()
+    out = weightvis.render([ramp_file], tmp_path / "b", tile_format="png", workers=1).out
     m = json.loads((out / "manifest.json").read_text())
-    assert m["scenes"][0]["tiles"].endswith(".avif")
-    tiles = list((out / "tiles").rglob("*.avif"))
-    assert tiles and not list((out / "tiles").rglob("*.png"))
-    im = Image.open(tiles[0])
-    assert im.format == "AVIF" and im.size == (512, 512)
+    assert m["tile_format"] == "png" and m["scenes"][0]["tiles"].endswith(".png")
+    files = [p for p in (out / "tiles").rglob("*") if p.is_file()]
+    assert files and {p.suffix for p in files} <= {".png", ".js"}
+    with Image.open(next(p for p in files if p.suffix == ".png")) as im:
+        assert im.format == "PNG" and im.mode == "P"
 
 
 def test_regen_html(tmp_path: Path, ramp_file: Path) -> None:

@@ -195,14 +195,12 @@ def render(
     the files' bytes coloured by the Xet xorb that stores each on the Hub (``hf://`` inputs
     only; their reconstruction terms are asked for before anything is downloaded).
     ``png_deflate``: options.PngDeflate."""
-    from .encode import check_format
     from .scenes import plan_moe_only, plan_render
 
     t0 = time.perf_counter()
     opts = RenderOptions(layout, hilbert_unit, tile_format, scale, title, workers, overwrite,
                          values, values_limit_mb, png_deflate)
     moe = moe if moe is not None else MoEOptions()
-    check_format(opts.tile_format)
     if executor is None:  # this machine renders: compile uncached kernels meanwhile
         compiling.start()
     if stream and opts.bytes_scene:
@@ -280,12 +278,10 @@ def render_diff(
     ``values`` as for ``render`` (the delta scene's sidecars hold A and B)."""
     from . import delta as wdiff
     from .diff_plan import plan_diff
-    from .encode import check_format
 
     t0 = time.perf_counter()
     opts = DiffOptions(metric, palette, tuple(scenes), svd, finetune, tile_format, title,
                        workers, overwrite, values, values_limit_mb)
-    check_format(opts.tile_format)
     if executor is None:
         compiling.start(delta=True)
     ex = executor or local_executor(resolve_workers(opts.workers))

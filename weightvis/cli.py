@@ -50,6 +50,21 @@ def _add_values_options(p: argparse.ArgumentParser) -> None:
                         f"quantized GGUF included) (default {VALUES_LIMIT_MB:g})")
 
 
+def _tile_format_option(p: argparse.ArgumentParser) -> None:
+    """``--tile-format png`` is still accepted (scripts that spell the default), not shown;
+    anything else is refused in one line by ``_check_tile_format`` (not by argparse: its usage
+    block would bury why AVIF went)."""
+    p.add_argument("--tile-format", default="png", metavar="png", help=argparse.SUPPRESS)
+
+
+def _check_tile_format(a: argparse.Namespace) -> None:
+    from .options import tile_format_problem
+
+    problem = tile_format_problem(a.tile_format)
+    if problem is not None:
+        raise InputError(f"--tile-format {a.tile_format}: {problem}")
+
+
 def _render_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         allow_abbrev=False,  # exact option names only: a prefix is an error, not a guess
@@ -80,8 +95,7 @@ def _render_parser() -> argparse.ArgumentParser:
     p.add_argument("--hilbert-unit", choices=("element", "byte"), default="element",
                    help="with --layout hilbert: one pixel per element (value colours) or per raw "
                         "file byte (byte-class colours)")
-    p.add_argument("--tile-format", choices=("png", "avif"), default="png",
-                   help="png: exact palette colours (default); avif: smaller, lossy")
+    _tile_format_option(p)
     p.add_argument("--scale", choices=("tensor", "global"), default="tensor",
                    help="colour scale per tensor (default) or one scale for all tensors")
     p.add_argument("--title", help="title shown in the viewer")
@@ -241,7 +255,7 @@ def _diff_parser() -> argparse.ArgumentParser:
     ft.add_argument("--no-finetune", dest="finetune", action="store_false")
     p.add_argument("--no-svd", action="store_true",
                    help="skip the low-rank estimate of each 2-D delta")
-    p.add_argument("--tile-format", choices=("png", "avif"), default="png")
+    _tile_format_option(p)
     _add_values_options(p)
     p.add_argument("--title", help="title shown in the viewer")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all)")
@@ -304,6 +318,7 @@ def _executor(scheduler: str | None, workers: int | None, inputs: Sequence[str],
 def _run_diff(argv: Sequence[str]) -> int:
     parser = _diff_parser()
     a = parser.parse_args(argv)
+    _check_tile_format(a)
     scenes = [x.strip() for x in a.scenes.split(",") if x.strip()]
     if not scenes or any(x not in ("a", "b", "delta") for x in scenes) or "delta" not in scenes:
         parser.error("--scenes takes a comma list among a, b, delta, and includes delta")
@@ -445,6 +460,7 @@ def _run_render(argv: Sequence[str], *, moe_only: bool = False) -> int:
                               "per-expert heatmaps, expert similarity (debiased CKA, cosine) "
                               "and, with --probe, routing; plus moe.json.")
     a = parser.parse_args(argv)
+    _check_tile_format(a)
     if moe_only and a.no_moe:
         parser.error("--no-moe leaves out the only scenes 'weightvis moe' draws")
     if a.regen_html:

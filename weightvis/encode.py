@@ -1,37 +1,20 @@
-"""Tile writers: palette PNG (exact colours, fastest) and AVIF (smaller, lossy); atomic writes."""
+"""Tile writers: palette PNG (exact colours; the only tile format, options.TILE_FORMAT_GONE
+says why AVIF went); atomic writes."""
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, features
 
-from .errors import MissingExtraError
-
-__all__ = ["encode_tile", "encode_tile_parts", "write_parts", "write_atomic", "check_format",
-           "EXTENSIONS"]
-
-EXTENSIONS = {"png": "png", "avif": "avif"}
-AVIF_QUALITY = 90
-AVIF_SPEED = 8
-
-
-def check_format(fmt: str) -> None:
-    if fmt not in EXTENSIONS:
-        raise ValueError(f"unknown tile format {fmt!r} (png or avif)")
-    if fmt == "avif" and not features.check("avif"):
-        raise MissingExtraError("Pillow >= 11.3 (built with AVIF)", "avif",
-                                "--tile-format avif")
+__all__ = ["encode_tile", "encode_tile_parts", "write_parts", "write_atomic"]
 
 
 def encode_tile(idx: np.ndarray, palette: bytes, fmt: str) -> bytes:
-    """Encode a uint8 palette-index tile. PNG keeps the indices (colour type 3, the given
+    """Encode a uint8 palette-index tile as a palette PNG: the indices (colour type 3, the given
     palette; png.py: deflate with run-length matches and dynamic Huffman codes, like zlib's
-    Z_RLE strategy, in numba - 4-5x faster than Pillow at the same size); AVIF stores the RGB
-    colours (lossy, quality AVIF_QUALITY)."""
+    Z_RLE strategy, in numba - 4-5x faster than Pillow at the same size). ``fmt``: "png"."""
     return b"".join(encode_tile_parts(idx, palette, fmt))
 
 
@@ -39,17 +22,10 @@ def encode_tile_parts(idx: np.ndarray, palette: bytes, fmt: str, png_deflate: st
                       ) -> list[bytes | memoryview]:
     """``encode_tile`` as buffers for ``write_parts``, valid until this thread's next call
     (``png_deflate``: options.PngDeflate)."""
-    assert idx.dtype == np.uint8 and idx.ndim == 2
-    if fmt == "png":
-        from .png import png_parts  # compiled kernels, loaded on first use (see tiling)
+    assert idx.dtype == np.uint8 and idx.ndim == 2 and fmt == "png", (idx.dtype, fmt)
+    from .png import png_parts  # compiled kernels, loaded on first use (see tiling)
 
-        return png_parts(idx, palette, deflate=png_deflate)
-    h, w = idx.shape
-    img = Image.frombuffer("P", (w, h), np.ascontiguousarray(idx), "raw", "P", 0, 1)
-    img.putpalette(palette)
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, "AVIF", quality=AVIF_QUALITY, speed=AVIF_SPEED)
-    return [buf.getvalue()]
+    return png_parts(idx, palette, deflate=png_deflate)
 
 
 def write_parts(path: str, parts: list[bytes | memoryview]) -> int:

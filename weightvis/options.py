@@ -17,7 +17,8 @@ from .types import HilbertUnit, LayoutKind, ScaleMode, TileFormat
 
 __all__ = ["RenderOptions", "DiffOptions", "DiffMetric", "DiffPalette", "METRICS", "MoEOptions",
            "resolve_workers", "ValuesMode", "VALUES_MODES", "VALUES_LIMIT_MB", "value_width",
-           "sidecar_mode", "PngDeflate", "PNG_DEFLATES"]
+           "sidecar_mode", "PngDeflate", "PNG_DEFLATES", "TILE_FORMAT_GONE",
+           "tile_format_problem"]
 
 DiffMetric = Literal["rms", "abs-log", "exact"]
 DiffPalette = Literal["default", "cvd"]
@@ -25,7 +26,23 @@ METRICS: dict[str, int] = {"rms": 0, "abs-log": 1, "exact": 2}
 """Diff metric name -> the kernels' integer mode (kernels.METRIC_*; equal by test: this module
 stays numpy-free, so it does not import them)."""
 
-_FORMATS = ("png", "avif")
+TILE_FORMAT_GONE = (
+    "AVIF tiles were removed: they made real bundles only 2-5 % smaller, over 10x slower to "
+    "render and wrong at max zoom, and with exact max-zoom tiles at most 11 % is left to save "
+    "(README \"Tile format\"); tiles are palette PNG, exact and fastest: leave the tile format "
+    "out")
+"""Why ``avif`` is no longer a tile format (benchmarks/tile_formats.py measured it; README "Tile
+format" has the numbers)."""
+
+
+def tile_format_problem(tile_format: str) -> str | None:
+    """None for a tile format weightvis writes ("png"), else what to say about it."""
+    if tile_format == "png":
+        return None
+    if tile_format == "avif":
+        return TILE_FORMAT_GONE
+    return f"unknown tile format {tile_format!r}: tiles are palette PNG (the only format)"
+
 
 ValuesMode = Literal["auto", "values", "index", "none"]
 PngDeflate = Literal["rle", "zlib"]
@@ -74,8 +91,9 @@ def resolve_workers(workers: int | None) -> int:
 
 
 def _check_common(tile_format: str, workers: int | None) -> None:
-    if tile_format not in _FORMATS:
-        raise ValueError(f"unknown tile format {tile_format!r} (png or avif)")
+    problem = tile_format_problem(tile_format)
+    if problem is not None:
+        raise ValueError(problem)
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
 

@@ -7,7 +7,7 @@ the worker wrote the subtree's tiles, as one ``.npz`` file renamed into place: a
 exists only for a subtree whose tiles are all written. The files are data, read back with
 ``allow_pickle=False``: the JSON part (names, counts, scales) is a UTF-8 byte array, every
 other part a plain array. The root tile's palette indices are read back from its PNG (they
-are its pixels; 256 kB a subtree not kept twice); a lossy format's are kept in the record.
+are its pixels; 256 kB a subtree not kept twice).
 A record is trusted only if its subtree's tile files are all there with the sizes it
 recorded; anything else (a torn or foreign file, a missing tile) is rendered again.
 
@@ -47,7 +47,6 @@ class SubtreeRecords:
         self.job = job
         self.out = out
         """The bundle's final place, named in error messages."""
-        self._lossless = job.tile_format == "png"
         with writing(out, "the resume records"):
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -61,12 +60,10 @@ class SubtreeRecords:
                 "tiles_written": r.tiles_written, "bytes_written": r.bytes_written,
                 "acc_keys": [list(k) for k in r.accs.keys], "flags": list(r.flags),
                 "elems": list(r.elems), "scales": r.scales,
-                "tile": None if sub.tile is None else "png" if self._lossless else "record"}
+                "tile": None if sub.tile is None else "png"}
         arrays: dict[str, Any] = {
             "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8),
             "acc_rows": r.accs.rows}
-        if meta["tile"] == "record":
-            arrays["tile"] = sub.tile
         for i, (rows, cols) in enumerate(r.flags.values()):
             arrays[f"flag_rows_{i}"], arrays[f"flag_cols_{i}"] = rows, cols
         for i, e in enumerate(r.elems.values()):
@@ -96,8 +93,7 @@ class SubtreeRecords:
                 meta = json.loads(bytes(z["meta"]).decode("utf-8"))
                 if meta["version"] != RECORD_VERSION or meta["root"] != list(a):
                     return None
-                tile = (z["tile"] if meta["tile"] == "record" else
-                        self._png_tile(a) if meta["tile"] == "png" else None)
+                tile = self._png_tile(a) if meta["tile"] == "png" else None
                 if (tile is None) != (meta["tile"] is None):
                     return None
                 if tile is not None and (tile.shape != (t, t) or tile.dtype != np.uint8):

@@ -31,7 +31,9 @@ TILE_SIZE = 512
 
 LayoutKind = Literal["arch", "hilbert"]
 HilbertUnit = Literal["element", "byte"]
-TileFormat = Literal["png", "avif"]
+TileFormat = Literal["png"]
+"""Tiles are palette PNG. (AVIF was an option until issue 14: options.TILE_FORMAT_GONE says
+why it went.)"""
 ScaleMode = Literal["tensor", "global"]
 
 

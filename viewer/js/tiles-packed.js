@@ -12,6 +12,7 @@
   var FORMAT = "weightvis-pack-1";
   var HEAD = 16;   // "WVPACK01", u32 count, u32 0
   var ENTRY = 16;  // u32 z, u32 t_x, u32 t_y, u32 length (little-endian)
+  // weightvis writes PNG tiles; avif: bundles written while AVIF was an option still show
   var MIME = { png: "image/png", avif: "image/avif" };
 
   /** Bytes a..b (inclusive) of `url`; a server that ignores Range still works (sliced). */
