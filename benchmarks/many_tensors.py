@@ -18,7 +18,11 @@ RSS against the target (``PERF.md``: ratio ≤ 3, peak RSS ≤ 1 GB)::
     python benchmarks/many_tensors.py --out-json benchmarks/results/many_tensors.json
     python benchmarks/many_tensors.py --experts 16       # quick iteration
 
-Needs psutil. Only numpy is used to write the checkpoints.
+``--browser`` also opens the many-tensor bundle in headless Chromium from file:// (Playwright,
+the ``chromium`` on PATH) and reports the time until the viewer is ready (the better of two
+opens; target < 3 s) and whether a search finds every layer's ``experts.<last>.down_proj``.
+
+Needs psutil (and playwright for ``--browser``). Only numpy is used to write the checkpoints.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ GENERATOR_VERSION = 1
 
 TARGET_RATIO = 3.0
 TARGET_PEAK_RSS_BYTES = 1 << 30
+TARGET_OPEN_S = 3.0
 
 # DeepSeek-V3 structure (config.json of deepseek-ai/DeepSeek-V3) with tiny widths
 LAYERS = 61
@@ -204,8 +209,48 @@ def deepseek_config(experts: int) -> dict[str, Any]:
             "qk_nope_head_dim": NOPE_DIM, "v_head_dim": V_DIM, "vocab_size": VOCAB}
 
 
+def open_in_browser(bundle: Path, experts: int) -> dict[str, Any]:
+    """Open ``bundle`` in headless Chromium: seconds until ``weightvis.ready`` (the better of
+    two opens), then search ``experts.<last>.down`` and check the results."""
+    from playwright.sync_api import sync_playwright
+
+    want = [f"model.layers.{n}.mlp.experts.{experts - 1}.down_proj.weight"
+            for n in range(FIRST_DENSE, LAYERS)]
+    opens: list[float] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"),
+                                    args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = None
+            for _ in range(2):
+                if page is not None:
+                    page.close()
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                t0 = time.perf_counter()
+                page.goto((bundle / "index.html").resolve().as_uri())
+                page.wait_for_function("window.weightvis && window.weightvis.ready === true",
+                                       timeout=120000, polling=20)
+                opens.append(time.perf_counter() - t0)
+            assert page is not None
+            t0 = time.perf_counter()
+            page.fill("#wv-search", f"experts.{experts - 1}.down")
+            found = page.eval_on_selector_all("#wv-results li.wv-result",
+                                              "els => els.map(e => e.textContent)")
+            search_s = time.perf_counter() - t0
+            items = page.evaluate("weightvis.app.model.items.length")
+        finally:
+            browser.close()
+    res = {"open_s": round(min(opens), 3), "all_open_s": [round(x, 3) for x in opens],
+           "search_s": round(search_s, 3), "search_ok": found[:len(want)] == want,
+           "items": items}
+    print(f"[many_tensors] browser: opened in {min(opens):.2f} s (target < {TARGET_OPEN_S}), "
+          f"search {'ok' if res['search_ok'] else 'WRONG'} in {search_s:.2f} s",
+          file=sys.stderr, flush=True)
+    return res
+
+
 def render(ckpt: Path, work: Path, label: str, python: str, workers: int | None,
-           timeout: float) -> dict[str, Any]:
+           timeout: float, browser: int = 0) -> dict[str, Any]:
     out = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=work)) / "bundle"
     # the pipeline's cost per tensor: the MoE summary and similarity scenes (an analysis that
     # an MoE checkpoint adds) are measured apart, by benchmarks/moe_overhead.py
@@ -219,6 +264,9 @@ def render(ckpt: Path, work: Path, label: str, python: str, workers: int | None,
            "peak_rss_single_bytes": m.max_rss_single, "peak_processes": m.peak_processes}
     if m.returncode != 0:
         res["stderr_tail"] = m.stderr_tail
+    elif browser:
+        res["browser"] = open_in_browser(out, browser)
+    shutil.rmtree(out.parent, ignore_errors=True)  # (a many-tensor bundle is ~300 MB)
     print(f"[many_tensors] {label}: {m.wall_s:.2f} s wall, {m.cpu_s:.2f} s CPU, peak RSS "
           f"(tree) {m.peak_rss_sum / 2**20:.0f} MiB, exit {m.returncode}", file=sys.stderr,
           flush=True)
@@ -241,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--generate-only", action="store_true")
     ap.add_argument("--only", choices=("many", "few"), default=None)
     ap.add_argument("--out-json", type=Path, default=None)
+    ap.add_argument("--browser", action="store_true",
+                    help="open the many-tensor bundle in headless Chromium (open time, search)")
     args = ap.parse_args(argv)
 
     many = deepseek_specs(args.experts)
@@ -268,10 +318,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for label, ck in (("few", ck_few), ("many", ck_many)):
             if args.only and label != args.only:
                 continue
-            tries = [render(ck, work, label, args.python, args.workers, args.timeout)
-                     for _ in range(max(1, args.repeat))]
+            browser = args.experts if args.browser and label == "many" else 0
+            tries = [render(ck, work, label, args.python, args.workers, args.timeout,
+                            browser if i == 0 else 0) for i in range(max(1, args.repeat))]
             best = min(tries, key=lambda r: float(r["wall_s"]))
             res[label].update(best)
+            if "browser" in tries[0]:
+                res[label]["browser"] = tries[0]["browser"]
             res[label]["all_wall_s"] = [r["wall_s"] for r in tries]
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -282,6 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         res["ratio_many_over_few"] = round(ratio, 2)
         res["targets"] = {"ratio_le_3": ratio <= TARGET_RATIO,
                           "peak_rss_le_1GiB": peak <= TARGET_PEAK_RSS_BYTES}
+        opened = res["many"].get("browser")
+        if opened is not None:
+            res["targets"]["opens_lt_3s_search_ok"] = (opened["open_s"] < TARGET_OPEN_S
+                                                        and opened["search_ok"])
         print(f"[many_tensors] {len(many)} tensors / {len(few)} tensors, {numel:,} elements: "
               f"ratio {ratio:.2f} (target <= {TARGET_RATIO}), peak RSS {peak / 2**20:.0f} MiB",
               file=sys.stderr, flush=True)

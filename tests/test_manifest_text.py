@@ -85,3 +85,29 @@ def test_index_html_escapes_non_ascii_as_the_ascii_encoder() -> None:
         s = "".join(chr(rng.randrange(*rng.choice(ranges))) for _ in range(rng.randrange(1, 30)))
         doc = {s: [s, {"expert 17 · gate": s}], "x\x7f": 1.5}
         assert manifest_script_json(doc, manifest.compact(doc)) == manifest_script_json(doc), s
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_inlined_manifest_escapes_like_ensure_ascii(seed: int) -> None:
+    """The reused compact text, escaped (few distinct characters: one replace each; many: the
+    regex), is exactly json.dumps(ensure_ascii=True)'s text."""
+    from weightvis.html import _FEW_CHARACTERS, manifest_script_json
+
+    rng = random.Random(seed)
+    pool = ["a", '"', "\\", "\x7f", "~", "·", "é", "\u2028", "\u2029", "𝄞", "中", "\x00", "<"]
+    many = [chr(0x4E00 + i) for i in range(_FEW_CHARACTERS + 5)]
+    names = ["".join(rng.choice(pool if seed % 2 else pool + many)
+                     for _ in range(rng.randint(0, 12))) for _ in range(200)]
+    doc = {"tensors": {n: {"label": n[::-1]} for n in names}, "title": "t"}
+    text = manifest_script_json(doc, manifest.compact(doc))
+    assert text == manifest_script_json(doc)  # (without the compact text: ensure_ascii=True)
+    assert text.isascii() and "\x7f" not in text and json.loads(text) == doc
+
+
+def test_placements_json_is_each_placements_to_json() -> None:
+    from weightvis.types import Placement
+
+    ps = [Placement("a", 1, 2, 0, 3, 4, 9), Placement("b\u2028", 0, 0, 5, 6, 0, 1, "expert 3 · up"),
+          Placement("c", 7, 8, 0, 0, 0, 0, "")]
+    assert manifest.placements_json(ps) == [p.to_json() for p in ps]
+    assert manifest.placements_json([]) == []

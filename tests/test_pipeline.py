@@ -289,3 +289,38 @@ def test_vectorised_stats_equal_the_per_tensor_ones() -> None:
             for a, m, r in zip(accs_a, numels, robusts, strict=True)]
     got = stats_json_many(accs_a, numels, robusts)
     assert json.dumps(got) == json.dumps(want)
+
+
+def test_manifest_parts_made_meanwhile_fail_like_the_others(
+        checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """The manifest's static parts are made in a thread while the pool draws the tiles: a
+    failure there is made again by ``finish`` (here it fails once: the bundle is the same as
+    without a pool), or reported from there (here it always fails) - never printed by the
+    thread."""
+    from weightvis import scenes
+    from weightvis.errors import InputError
+
+    ref = weightvis.render([checkpoint], tmp_path / "ref", executor=InlineExecutor())
+    real = scenes.file_gguf_names
+    calls: list[str] = []
+
+    def once(*args: object) -> dict[str, str]:
+        calls.append("x")
+        if len(calls) == 1:
+            raise InputError(f"{checkpoint}: names that cannot be read")
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scenes, "file_gguf_names", once)
+    got = weightvis.render([checkpoint], tmp_path / "pool", executor=LocalPoolExecutor(2))
+    assert len(calls) == 2 and _digest(got.out) == _digest(ref.out)
+
+    def always(*args: object) -> dict[str, str]:
+        raise InputError(f"{checkpoint}: names that cannot be read")
+
+    monkeypatch.setattr(scenes, "file_gguf_names", always)
+    capfd.readouterr()
+    with pytest.raises(InputError, match="names that cannot be read"):
+        weightvis.render([checkpoint], tmp_path / "bad", executor=LocalPoolExecutor(2))
+    assert not (tmp_path / "bad").exists()
+    assert "Traceback" not in capfd.readouterr().err

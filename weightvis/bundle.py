@@ -13,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -133,13 +134,37 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
             for name, doc in documents.items():
                 write_text(root, name, doc if isinstance(doc, str) else dumps(doc))
             text = compact(manifest)  # encoded once for manifest.json and index.html
-            write_text(root, "manifest.json", dumps(manifest, text))
-            write_viewer(root, manifest, text)
+            # manifest.json beside index.html: its indentation is compiled code that lets go of
+            # the interpreter, so the two overlap (45k tensors: ~0.1 s of ~0.4 s)
+            _concurrently(lambda: write_text(root, "manifest.json", dumps(manifest, text)),
+                          lambda: write_viewer(root, manifest, text))
         out = store.commit()
     except BaseException:
         store.abort()
         raise
     return BundleResult(out, manifest, documents, written, nbytes, tile_s, all_leaves, reused)
+
+
+def _concurrently(side: Callable[[], None], main: Callable[[], None]) -> None:
+    """``side()`` in a thread while ``main()`` runs here; returns when both are done, raising
+    the first exception (``main``'s, else ``side``'s). The thread is always joined first, so
+    nothing writes into a bundle its caller is about to abort."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            side()
+        except BaseException as e:  # noqa: BLE001 - raised again below, in the caller
+            failed.append(e)
+
+    thread = threading.Thread(target=run, name="weightvis-manifest", daemon=True)
+    thread.start()
+    try:
+        main()
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 def _tick(tick: Progress, stage: str, total: int, n: int) -> None:

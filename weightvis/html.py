@@ -152,8 +152,8 @@ def manifest_script_json(manifest: dict[str, Any], compact: str | None = None) -
     if compact is not None:
         # the ensure_ascii=True encoding is the ensure_ascii=False one with every character
         # past "~" (only ever inside a string: DEL and non-ASCII) escaped: no second encoding
-        text = compact if compact.isascii() and "\x7f" not in compact else _NON_ASCII.sub(
-            _json_escape, compact)
+        text = compact if compact.isascii() and "\x7f" not in compact else _escape_non_ascii(
+            compact)
     else:
         text = _ascii_json(manifest)
     # ensure_ascii already escapes U+2028/U+2029; the table keeps this correct if that changes.
@@ -167,10 +167,31 @@ def manifest_script_json(manifest: dict[str, Any], compact: str | None = None) -
 _NON_ASCII = re.compile(r"[^\x00-\x7e]")
 
 
+_ASCII_BELOW_DEL = bytes(range(0x7f))
+_FEW_CHARACTERS = 32
+
+
+def _escape_non_ascii(text: str) -> str:
+    """``_NON_ASCII.sub(_json_escape, text)``: when few distinct characters need it (a
+    manifest's ``·`` in labels), one ``str.replace`` each, found with C-speed byte operations
+    (30 MB: ~0.03 s instead of the regex's ~0.1 s)."""
+    odd = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BELOW_DEL)
+    chars = set(odd.decode("utf-8", "surrogatepass"))
+    if len(chars) > _FEW_CHARACTERS:
+        return _NON_ASCII.sub(_json_escape, text)
+    for c in sorted(chars):
+        text = text.replace(c, _json_escape_char(c))
+    return text
+
+
 def _json_escape(m: re.Match[str]) -> str:
+    return _json_escape_char(m.group())
+
+
+def _json_escape_char(ch: str) -> str:
     """``\\uXXXX`` as ``json.dumps(ensure_ascii=True)`` writes the character (a surrogate
     pair above U+FFFF)."""
-    c = ord(m.group())
+    c = ord(ch)
     if c < 0x10000:
         return f"\\u{c:04x}"
     c -= 0x10000

@@ -33,7 +33,7 @@ from .moe.structure import detect_moe
 from .options import MoEOptions, RenderOptions, sidecar_mode, value_width
 from .painters import BytesPainter, Painter, ValuesPainter
 from .tiling import CheckpointSpec, Geometry
-from .types import SceneLayout
+from .types import SceneLayout, view_of
 from .values import global_scale, stats_json_many, tensor_scales
 
 if TYPE_CHECKING:
@@ -246,10 +246,46 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
         if opts.scale != "global":
             scales.update(robust)
     prefetch = tuple(names) if overlap and not opts.bytes_scene else ()
+    early: dict[str, Any] = {}
+    """What ``static_parts`` made while the tiles were drawn (empty: not made yet)."""
+
+    def static_parts() -> tuple[dict[str, Any], dict[str, Any]]:
+        """The manifest's parts the tiles do not change: the scene (placements, groups, tile
+        bitmap) and each tensor's entry up to its ``slot`` (``scale`` and ``stats`` follow)."""
+        slots = lay.slots
+        gguf_of = file_gguf_names(reader, names)
+        entries: dict[str, Any] = {}
+        no_slot = (None, None)
+        for t in tensors:  # (45k tensors: no call it can spare)
+            name = t.name
+            block, slot = slots.get(name, no_slot)
+            e_rows, e_cols = view_of(t.shape, t.row_dims)
+            entry: dict[str, Any] = {
+                "shape": list(t.shape), "dtype": t.dtype, "view": [e_rows, e_cols],
+                "file": file_name(t.file), "canonical": index[name].canonical,
+            }
+            gguf = gguf_of.get(name)
+            if gguf is not None:
+                entry["gguf"] = gguf
+            entry["block"] = block
+            entry["slot"] = slot
+            entries[name] = entry
+        return scene.json(opts.tile_format), entries
+
+    def meanwhile() -> None:
+        """In this process while other processes draw the tiles (a thread of it): the byte
+        scene's value pass, and the manifest's ``static_parts``. A failure here is left to
+        ``finish``, which does the same again and reports it."""
+        if opts.bytes_scene:
+            value_pass(InlineExecutor())
+        try:
+            early["static"] = static_parts()
+        except Exception:  # noqa: BLE001 - (finish raises it, with its words)
+            early.clear()
+
     scene = Scene(opts.scene_key, opts.scene_label, lay, geo, painter, spec, dict(scales),
-                  prefetch=prefetch,
-                  meanwhile=(lambda: value_pass(InlineExecutor()))
-                  if overlap and opts.bytes_scene else None, sidecars=sidecars)
+                  prefetch=prefetch, meanwhile=meanwhile if overlap else None,
+                  sidecars=sidecars)
 
     xorbs = None
     if xet:
@@ -275,25 +311,16 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
                 np.stack([res.accs.get(t.name, empty) for t in tensors]),
                 np.array([t.numel for t in tensors], np.int64),
                 np.array([robust[t.name] for t in tensors], np.float64))
-        slots = lay.slots
-        gguf_of = file_gguf_names(reader, names)
-        tensors_json: dict[str, Any] = {}
+        scene_doc, tensors_json = early.pop("static", None) or static_parts()
         for t, st in zip(tensors, stats, strict=True):
-            block, slot = slots.get(t.name, (None, None))
-            entry: dict[str, Any] = {
-                "shape": list(t.shape), "dtype": t.dtype, "view": [t.e_rows, t.e_cols],
-                "file": file_name(t.file), "canonical": index[t.name].canonical,
-            }
-            if t.name in gguf_of:
-                entry["gguf"] = gguf_of[t.name]
-            entry.update({"block": block, "slot": slot, "scale": float(scales[t.name])})
+            entry = tensors_json[t.name]
+            entry["scale"] = float(scales[t.name])
             if st is not None:
                 entry["stats"] = st
-            tensors_json[t.name] = entry
         colormap = painter.colormap
         colormaps = {colormap: color.byte_colormap() if colormap == "bytes"
                      else color.values_colormap()}
-        scenes_json = [scene.json(opts.tile_format)]
+        scenes_json = [scene_doc]
         extra: dict[str, Any] = {}
         documents: dict[str, Any] = {}
         if xorbs is not None:
