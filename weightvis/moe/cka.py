@@ -218,16 +218,26 @@ class FeatureSketch:
         if w.shape[axis] != self.p:
             raise ValueError(f"expected {self.p} neurons on axis {axis}, got shape {w.shape}")
         x = features(w, role)                                   # [n, p] view
-        d0 = _row_norms(x, x.mean(axis=0, dtype=np.float64))
-        heavy = np.flatnonzero(d0 > HEAVY_RATIO * d0.mean()) if d0.size else np.zeros(0, int)
+        n = x.shape[0]
+        sq = (np.einsum("ji,ji->i", w, w) if axis == 0
+              else np.einsum("ij,ij->i", w, w)).astype(np.float64)   # ‖x_i‖²
+        colsum = (np.ones(n, np.float32) @ x).astype(np.float64)   # Σ rows
+
+        def norms(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """(x @ μ, ‖x_i - μ‖²) in float64 (one matrix-vector product)."""
+            xm = (x @ mu.astype(np.float32)).astype(np.float64)
+            out: np.ndarray = np.maximum(sq - 2.0 * xm + mu @ mu, 0.0)
+            return xm, out
+
+        _, d0 = norms(colsum / max(1, n))
+        heavy = np.flatnonzero(d0 > HEAVY_RATIO * d0.mean()) if n else np.zeros(0, np.int64)
         if heavy.size > self.heavy_max:
             heavy = np.sort(heavy[np.argsort(d0[heavy], kind="stable")[::-1][:self.heavy_max]])
-        light = np.ones(x.shape[0], bool)
-        light[heavy] = False
-        mu = x[light].mean(axis=0, dtype=np.float64) if light.any() else np.zeros(self.p)
-        d = _row_norms(x, mu)
-        tot = x.sum(axis=0, dtype=np.float64) - x.shape[0] * mu          # Σ rows of X - μ
-        r = x @ tot.astype(np.float32) - mu @ tot - d                     # K1 - d
+        light = n - heavy.size
+        mu = (colsum - x[heavy].sum(axis=0, dtype=np.float64)) / max(1, light)
+        _, d = norms(mu)
+        tot = colsum - n * mu                                    # Σ rows of X - μ
+        r = (x @ tot.astype(np.float32)).astype(np.float64) - mu @ tot - d   # K1 - d
         out = []
         for m, sign in self.maps:
             if self.kind == "countsketch":
@@ -237,20 +247,15 @@ class FeatureSketch:
                 s = s if axis == 0 else s.T
             else:
                 s = m @ w if axis == 0 else (w @ m.T).T
-            s = s - s[:, light].mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
-            out.append(np.ascontiguousarray(s, np.float32))
+            s = np.ascontiguousarray(s, np.float32)
+            shift = (s.sum(axis=1, dtype=np.float64)
+                     - s[:, heavy].sum(axis=1, dtype=np.float64)) / max(1, light)
+            s -= shift.astype(np.float32)[:, None]   # the sketch of X - μ
+            out.append(s)
         xh = (x[heavy] - mu).astype(np.float32)                 # [h, p] translated
         rows = (xh @ x.T).astype(np.float64) - (xh.astype(np.float64) @ mu)[:, None]
         return ExpertSketch(out[0], out[1], d, r, float(tot @ tot - d.sum()),
                             heavy.astype(np.int64), rows.astype(np.float32))
-
-
-def _row_norms(x: np.ndarray, mu: np.ndarray) -> np.ndarray:
-    """float64 ‖x_i - μ‖² of every row of ``x`` (float32 [n, p]), one pass."""
-    d = (np.einsum("ij,ij->i", x, x, dtype=np.float64) - 2.0 * (x @ mu.astype(np.float32))
-         + mu @ mu)
-    out: np.ndarray = np.maximum(d, 0.0)
-    return out
 
 
 PAIR_TILE_BYTES = 64 << 20
