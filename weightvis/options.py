@@ -175,7 +175,8 @@ class MoEOptions:
     cka_sketch: MoESketch = "countsketch"
     cka: CkaMode = "auto"
     """"auto": exact CKA for a (layer, role) when it costs at most ``cka_exact_max``
-    multiply-adds or at most twice the sketch's, and its Grams fit in half of ``memory``;
+    multiply-adds or at most half the sketch's pairs' (float64 Grams against float32
+    sketches), and its Grams fit in a quarter of ``memory``;
     sketched otherwise. "exact" / "sketch" force one (``--cka``; forced exact ignores
     ``memory`` for the Grams)."""
     cka_exact_max: int = 1 << 31

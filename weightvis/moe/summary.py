@@ -111,8 +111,9 @@ def _shape(reader: Any, s: Any) -> tuple[int, int]:
 
 
 def cka_mode(experts: int, shape: tuple[int, int], role: str, opts: MoEOptions) -> str:
-    """"exact" when exact CKA is cheap (≤ cka_exact_max multiply-adds, or ≤ twice the
-    sketch's) and its Grams fit in half the task memory; else "sketch" (unless ``opts.cka``
+    """"exact" when exact CKA is cheap (≤ cka_exact_max multiply-adds, or in float64 no
+    slower than the sketch's pairs in float32: half their multiply-adds) and its Grams fit in
+    a quarter of the MoE memory; else "sketch" (unless ``opts.cka``
     forces one)."""
     if opts.cka != "auto":
         return opts.cka
@@ -122,7 +123,7 @@ def cka_mode(experts: int, shape: tuple[int, int], role: str, opts: MoEOptions) 
     k = opts.sketch_size(experts, n, p)
     sketch = experts * experts * k * k * n
     fits = experts * n * n * 8 <= opts.memory // 4
-    return "exact" if fits and (cost <= opts.cka_exact_max or cost <= 2 * sketch) else "sketch"
+    return "exact" if fits and (cost <= opts.cka_exact_max or 2 * cost <= sketch) else "sketch"
 
 
 def plan_groups(structure: Any, reader: Any, opts: MoEOptions) -> list[GroupTask]:
