@@ -41,10 +41,20 @@ def pairs(h: int, i: int, rng: np.random.Generator) -> Iterator[tuple[str, np.nd
         a = g(i, h)
         b = rho * a + np.sqrt(1 - rho * rho) * g(i, h)
         yield f"permuted partial copy rho={rho}", a, b[rng.permutation(i)]
+    for scale in (30, 100):
+        a, b = g(i, h), g(i, h)
+        a[:, 7] *= scale
+        b[:, 7] *= scale
+        yield f"both read one x{scale} outlier coordinate", a, b
     a, b = g(i, h), g(i, h)
     a[:, 7] *= 30
-    b[:, 7] *= 30
-    yield "both read one x30 outlier coordinate", a, b
+    yield "one x30 outlier coordinate in one expert only", a, b
+    a = g(i, h)
+    a[:, [3, 50, 99, 200]] *= 20
+    b = 0.7 * a + np.sqrt(1 - 0.49) * g(i, h)
+    yield "permuted partial copy rho=0.7, four x20 outlier coordinates", a, b[rng.permutation(i)]
+    a, b = g(i, h), g(i, h)
+    yield "independent, each neuron offset by N(0, 3)", a + 3 * g(i, 1), b + 3 * g(i, 1)
 
 
 def main() -> int:

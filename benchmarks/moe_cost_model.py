@@ -58,7 +58,7 @@ def main() -> int:
     a = ap.parse_args()
     rng = np.random.default_rng(0)
     h, i, e = a.hidden, a.inter, a.experts
-    k = a.k or MoEOptions().sketch_size(e)
+    k = a.k or MoEOptions().sketch_size(e, h, i)
     gate = (rng.standard_normal((i, h), dtype=np.float32) * 0.02)
     down = np.ascontiguousarray(gate.T)
     per: dict[str, float] = {}

@@ -182,3 +182,53 @@ def test_similarity_numbers_from_sidecars(bundles: dict[str, Any], open_page: An
     assert sum(u.endswith("moe/layer-3.js") for u in log.requests) == 1
     keep(page, "sidecar-hover")
     log.assert_clean()
+
+
+LABELS_OVER_PIECES = """(() => { const app = weightvis.app, ov = app.overlay, v = ov.view();
+  const pieces = app.model.pieces.map(p => [v.ox + v.k * p.rect[0], v.oy + v.k * p.rect[1],
+                                            v.k * p.rect[2], v.k * p.rect[3]]);
+  const over = [];
+  for (const l of ov.labels) for (const p of pieces) { const b = l.box;
+    if (b[0] < p[0] + p[2] && p[0] < b[0] + b[2] && b[1] < p[1] + p[3] && p[1] < b[1] + b[3])
+      over.push(l.text); }
+  return {over: over, groups: ov.labels.filter(l => l.kind === 'group').map(l => l.text),
+          titles: ov.labels.filter(l => l.kind === 'tensor').map(l => l.text)}; })()"""
+
+
+@pytest.mark.parametrize(("layers", "experts"), [(58, 8), (8, 64), (2, 256)])
+def test_similarity_grid_labels_never_cover_a_panel(tmp_path: Path, open_page: Any,
+                                                    layers: int, experts: int) -> None:
+    """Many MoE layers wrap into columns (the scene about as wide as a landscape viewport, not
+    a thin column); at every zoom from the overview in, no label's box meets a panel's; the
+    readout names the layer, both experts and the value."""
+    ckpt = write_moe_checkpoint(tmp_path / "ckpt", layers=layers, dense=(0,), experts=experts,
+                                hidden=16, inter=8, shared=False)
+    res = weightvis.render([ckpt], tmp_path / "out", executor=InlineExecutor(),
+                           moe=MoEOptions(only=True, inline_max=1 << 22))
+    scene = next(s for s in res.manifest["scenes"] if s["key"] == "moe-similarity")
+    assert 0.9 <= scene["width"] / scene["height"] <= 3.0, (scene["width"], scene["height"])
+    page, log = open_page((res.out / "index.html").resolve().as_uri() + "#scene=moe-similarity")
+    seen_groups, seen_titles = set(), set()
+    for step in range(4):
+        if step:
+            page.evaluate("weightvis.app.map.setZoom(weightvis.app.map.getZoom() + 1, "
+                          "{animate: false})")
+        page.evaluate("weightvis.app.overlay.draw()")
+        got = page.evaluate(LABELS_OVER_PIECES)
+        assert got["over"] == [], (step, got["over"][:5])
+        seen_groups.update(got["groups"])
+        seen_titles.update(got["titles"])
+        keep(page, f"similarity-{layers}x{experts}-z{step}")
+    assert seen_groups and all(g.startswith("layer ") for g in seen_groups)
+    assert seen_titles   # panel titles appear above their panels once there is room
+    layer = res.manifest["moe"]["layers"][-1]
+    cka = res.manifest["moe"]["similarity"]["cka"]["up"][str(layer)]
+    i, j = next((i, j) for i in range(1, experts) for j in range(i)
+                if cka[i][j] is not None)    # (not a dead expert's)
+    hover_cell(page, res.manifest, "moe-similarity", f"up · CKA · layer {layer}", i, j)
+    got = readout(page)
+    want = cka[i][j]
+    assert got["layer"] == str(layer) and got["experts"] == f"{i} and {j}"
+    assert got["value"] == js_number(want)
+    assert page.evaluate(LABELS_OVER_PIECES)["over"] == []
+    log.assert_clean()

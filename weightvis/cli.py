@@ -132,8 +132,12 @@ def _moe_arguments(p: argparse.ArgumentParser, *, render: bool) -> None:
                    help="expert similarity: exact debiased CKA where cheap, sketched above "
                         "(auto, default), or always one of them")
     g.add_argument("--cka-sample", type=int, default=None, metavar="K",
-                   help="features of each of the two CKA sketches (default: 256 for up to 32 "
-                        "experts, 128 up to 128, 64 above)")
+                   help="features of each of the two CKA sketches (default: the power of two "
+                        "at least 256 and at least 128·I/H: within 0.03 of exact; the pairs "
+                        "cost E²·k²·H, so 128 or 64 is 4x or 16x faster and less accurate)")
+    g.add_argument("--cka-heavy", type=int, default=16, metavar="N",
+                   help="per expert, most outlier hidden coordinates (squared norm > 8x the "
+                        "mean) whose CKA terms are computed exactly, not sketched (default 16)")
     g.add_argument("--moe-memory", default="768M", metavar="BYTES",
                    help="memory of the MoE computation, all its processes together, e.g. "
                         "768M, 4G (default 768M; less: fewer processes, and cosines from every "
@@ -172,6 +176,8 @@ def _moe_options(parser: argparse.ArgumentParser, a: argparse.Namespace, *, only
         parser.error(f"--moe-memory takes a size such as 512M or 2G, not {a.moe_memory!r}")
     if a.cka_sample is not None and a.cka_sample < 1:
         parser.error("--cka-sample must be at least 1")
+    if a.cka_heavy < 0:
+        parser.error("--cka-heavy must be at least 0")
     if not a.stable_rank_tol > 0:
         parser.error("--stable-rank-tol must be positive")
     if a.probe_text and a.probe_tokens:
@@ -200,7 +206,7 @@ def _moe_options(parser: argparse.ArgumentParser, a: argparse.Namespace, *, only
             raise WeightvisError(f"WEIGHTVIS_MOE_INLINE_MAX must be a count, not {inline!r}")
         extra["inline_max"] = int(inline)
     return MoEOptions(enabled=only or not getattr(a, "no_moe", False), only=only,
-                      cka_sample=a.cka_sample, cka=a.cka, memory=memory,
+                      cka_sample=a.cka_sample, cka_heavy=a.cka_heavy, cka=a.cka, memory=memory,
                       stable_rank_tol=a.stable_rank_tol,
                       probe=bool(a.probe or text is not None or tokens is not None),
                       probe_text=text, probe_tokens=tokens, **extra)

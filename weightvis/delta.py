@@ -9,7 +9,11 @@ Pairing (every tensor of A and of B ends in exactly one pair):
    canonical name (index.py: GGUF names mapped to their HF spelling);
 3. prefix: the same canonical name once wrapper prefixes (``module.``, ``_orig_mod.``,
    ``base_model.model.``, ``model.``, ``transformer.``: index.WRAPPERS) are stripped from both,
-   when that leaves one candidate on each side.
+   when that leaves one candidate on each side;
+4. expert: routed experts still unpaired, expert by expert (layer, role, expert number) through
+   each side's MoE structure, whatever the layouts (per-expert, fused 3-D in any orientation,
+   GGUF ``ffn_*_exps``): moe/pairing.py. Each such pair is one expert matrix on both sides;
+   router: a layer's router and selection bias still unpaired, through the same structures.
 Names are parsed by the name index (weightvis.index): canonical names, the Q/K role.
 Status: identical (same view, every element equal; NaN equals NaN), changed, shape-changed
 (different 2-D views: the overlapping part is compared), only-in-a, only-in-b.
@@ -76,6 +80,10 @@ class Pair(NamedTuple):
     compared: bool = True
     """False for a shape-changed pair of a cross-architecture diff: drawn and counted, never
     compared (its ``overlap`` is empty)."""
+    slice_a: Any = None
+    """An expert pair (``paired_by`` "expert"): A's ``structure.ExpertSlice``; ``a`` is then
+    the expert's matrix ([out, in]) under its stored tensor's name."""
+    slice_b: Any = None
 
     @property
     def view_a(self) -> tuple[int, int] | None:
@@ -210,6 +218,18 @@ def pair_tensors(a: MultiReader, b: MultiReader) -> list[Pair]:
                 matched[n] = (cands[0], how)
                 del free_a[cands[0]]
                 index[kb] = []
+    from .moe import pairing
+
+    experts: dict[str, list[Any]] = {}   # B's stored tensor -> its expert pairs, in order
+    moe = pairing.structures(a, b) if len(free_a) and len(matched) < len(tb) else None
+    if moe is not None:
+        free_b = {t.name for t in tb if t.name not in matched}
+        for ep in pairing.expert_pairs(*moe, a, b, set(free_a), free_b):
+            experts.setdefault(ep.slice_b.tensor, []).append(ep)
+            free_a.pop(ep.slice_a.tensor, None)
+        for an, bn in pairing.router_pairs(*moe, a, b, set(free_a), free_b):
+            matched[bn] = (an, "router")
+            del free_a[an]
     gguf_a = a.format == "gguf" and (a.gguf_architecture() or "") in _LLAMA_FAMILY
     gguf_b = b.format == "gguf" and (b.gguf_architecture() or "") in _LLAMA_FAMILY
     any_a, any_b = a.format == "gguf", b.format == "gguf"
@@ -234,6 +254,9 @@ def pair_tensors(a: MultiReader, b: MultiReader) -> list[Pair]:
             if cross and pair.shape_status == "shape-changed":
                 pair = pair._replace(compared=False, transform=None, heads=0, gguf_side=None)
             pairs.append(pair)
+        elif t.name in experts:
+            pairs.extend(Pair(ep.name, ep.info_a, ep.info_b, "expert", slice_a=ep.slice_a,
+                              slice_b=ep.slice_b) for ep in experts[t.name])
         else:
             pairs.append(Pair(t.name, None, t, None))
     taken = {p.name for p in pairs}
@@ -248,10 +271,20 @@ def pair_index(reader: DiffReader) -> NameIndex:
     its tensor in B, or in A when only A has it; kinds and slots as the layout sees them."""
     ia = NameIndex([t.name for t in reader.a.tensors()], gguf_arch=reader.a.gguf_architecture())
     ib = NameIndex([t.name for t in reader.b.tensors()], gguf_arch=reader.b.gguf_architecture())
-    canonical = {p.name: ib[p.b.name].canonical if p.b is not None
+    canonical = {p.name: _expert_canonical(p, ia, ib) if p.paired_by == "expert"
+                 else ib[p.b.name].canonical if p.b is not None
                  else ia[p.a.name].canonical  # type: ignore[union-attr]
                  for p in reader.pairs}
     return NameIndex(canonical, canonical=canonical)
+
+
+def _expert_canonical(p: Pair, ia: NameIndex, ib: NameIndex) -> str:
+    """An expert pair's canonical name: its per-expert tensor's (named after it), else its
+    own HF-style name."""
+    for index, t in ((ib, p.b), (ia, p.a)):
+        if t is not None and t.name == p.name and index.get(t.name) is not None:
+            return index[t.name].canonical
+    return p.name
 
 
 def pair_gguf_names(reader: DiffReader) -> dict[str, str]:
@@ -351,6 +384,11 @@ class DiffReader(Reader):
             raise KeyError(f"{name}: no tensor in {side.upper()}")
         rows, cols = t.e_rows, t.e_cols
         c1 = cols if e_c1 is None else e_c1
+        expert = p.slice_a if side == "a" else p.slice_b
+        if expert is not None:
+            from .moe.pairing import read_slice
+
+            return read_slice(reader, expert, e_r0, e_r1, e_c0, c1)
         if p.transform == "minus-one" and p.gguf_side == side:
             shifted: np.ndarray = reader.read(t.name, e_r0, e_r1, e_c0, c1) - np.float32(1.0)
             return shifted
@@ -367,7 +405,8 @@ class DiffReader(Reader):
         """The block's raw 16-bit codes on one side (BF16/F16, no row permutation), or None."""
         p = self._by_name[name]
         t = p.a if side == "a" else p.b
-        if t is None or (p.transform is not None and p.gguf_side == side):
+        if t is None or (p.transform is not None and p.gguf_side == side) \
+                or p.paired_by == "expert":
             return None
         return (self.a if side == "a" else self.b).read_codes(t.name, e_r0, e_r1, e_c0, e_c1)
 

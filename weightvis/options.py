@@ -9,6 +9,7 @@ public boundary and trusted afterwards (STYLE.md 5). numpy-free.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Literal
@@ -191,11 +192,17 @@ class MoEOptions:
     """Render only the MoE scenes (``weightvis moe``)."""
     cka_sample: int | None = None
     """Features k of each of the two CKA sketches (``--cka-sample``); None: ``sketch_size``
-    (256 for up to 32 experts, 128 up to 128, 64 above: the pairs cost E²·k²·H)."""
+    (a power of two, at least 256 and at least 128·I/H: the pairs cost E²·k²·H)."""
+    cka_heavy: int = 16
+    """Most hidden coordinates per expert whose rows of the CKA Gram are computed exactly
+    (``--cka-heavy``; a coordinate whose squared norm is above 8x the mean — an outlier
+    channel — otherwise dominates the sketch's noise; costs h·H·I multiply-adds and h·H
+    float32 per expert)."""
     cka_sketch: MoESketch = "countsketch"
     cka: CkaMode = "auto"
     """"auto": exact CKA for a (layer, role) when it costs at most ``cka_exact_max``
-    multiply-adds or at most twice the sketch's, and its Grams fit in half of ``memory``;
+    multiply-adds or at most half the sketch's pairs' (float64 Grams against float32
+    sketches), and its Grams fit in a quarter of ``memory``;
     sketched otherwise. "exact" / "sketch" force one (``--cka``; forced exact ignores
     ``memory`` for the Grams)."""
     cka_exact_max: int = 1 << 31
@@ -217,13 +224,18 @@ class MoEOptions:
     probe_text: str | None = None
     probe_tokens: tuple[int, ...] | None = None
 
-    def sketch_size(self, experts: int) -> int:
-        """k for a layer of ``experts`` routed experts: ``cka_sample``, or by default 256 up to
-        32 experts (within 0.03 of exact, docs/moe.md), 128 up to 128 and 64 above (DeepSeek-V3:
-        1.0 h and 0.9 GiB of sketches per task on a 2-core machine, not 12.7 h and 3.5 GiB)."""
+    def sketch_size(self, experts: int, examples: int = 1, features: int = 0) -> int:
+        """k for a (layer, role) of ``experts`` routed experts whose CKA representations are
+        ``examples`` (H) x ``features`` (I): ``cka_sample``, or by default the power of two
+        at least 256 and at least 128·I/H (the estimate's noise grows with I/(k·H); with it
+        every pair type measured stays within 0.03 of exact for H ≥ 512, docs/moe.md
+        "Accuracy"; 128 is within 0.062, 64 within 0.045 at H = 1792). Mixtral-8x7B: 512;
+        DeepSeek-V3: 256. ``experts`` does not change the default (the pairs cost E²·k²·H:
+        ``--cka-sample`` trades accuracy for time)."""
         if self.cka_sample is not None:
             return self.cka_sample
-        return 256 if experts <= 32 else 128 if experts <= 128 else 64
+        need = 128 * features / max(1, examples)
+        return max(256, 1 << max(0, math.ceil(math.log2(max(1.0, need)))))
 
     def __post_init__(self) -> None:
         if self.cka_sample is not None and self.cka_sample < 1:
@@ -237,6 +249,8 @@ class MoEOptions:
             raise ValueError(f"moe memory must be positive, not {self.memory}")
         if not (self.stable_rank_tol > 0) or self.stable_rank_max_iter < 1:
             raise ValueError("stable_rank_tol must be > 0 and stable_rank_max_iter >= 1")
+        if self.cka_heavy < 0:
+            raise ValueError(f"cka_heavy must be >= 0, not {self.cka_heavy}")
         if self.inline_max < 0 or self.cka_exact_max < 0:
             raise ValueError("inline_max and cka_exact_max must be >= 0")
         if self.only and not self.enabled:

@@ -36,6 +36,8 @@
   WV.sceneKinds.register("sequential", WV.extend(WV.sceneKinds.get("values"), {
     scaleName: "range",
 
+    labelsOutside: true,   // panels of cells: no label covers a cell (overlay.js)
+
     readoutScaleLabel: function () { return "colour range"; },
 
     scaleOf: function () { return null; },

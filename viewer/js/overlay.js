@@ -115,6 +115,23 @@
     function visible(s) {
       return s[0] < sw && s[1] < sh && s[0] + s[2] > 0 && s[1] + s[3] > 0;
     }
+    // A scene kind whose pieces are panels of cells (labelsOutside) gets every label outside
+    // every piece: above it, in the strip its layout leaves, or not at all.
+    var outside = !!(model.kind && model.kind.labelsOutside);
+    var pieceBoxes = [];
+    if (outside) {
+      for (var pi = 0; pi < model.pieces.length; pi++) {
+        var ps = sRect(model.pieces[pi].rect);
+        if (visible(ps)) pieceBoxes.push(ps);
+      }
+    }
+    function overPiece(box) {
+      for (var i = 0; i < pieceBoxes.length; i++) {
+        var p = pieceBoxes[i];
+        if (box[0] < p[0] + p[2] && p[0] < box[0] + box[2] && box[1] < p[1] + p[3] && p[1] < box[1] + box[3]) return true;
+      }
+      return false;
+    }
 
     // Groups: a faint dashed frame (blocks, sections) and a label above (or inside) the
     // top-left corner. Block and section labels are placed before tensor labels; "prefix"
@@ -146,6 +163,7 @@
         var above = [gx, Math.round(gs[1] - LABEL_H - 4), gw, LABEL_H];
         var inside = [gx, Math.round(Math.max(gs[1], 2)), gw, LABEL_H];
         var gbox = above[1] >= 2 && !collides(placed, above) ? above : inside;
+        if (outside && (gbox !== above || overPiece(gbox))) continue;
         if (collides(placed, gbox)) continue;
         placed.push({ text: gtext, name: String(grp.label), kind: prefixes ? "prefix" : "group", box: gbox });
       }
@@ -196,6 +214,14 @@
       var vx1 = Math.min(c.s[0] + c.s[2], sw), vy1 = Math.min(c.s[1] + c.s[3], sh);
       var room = vx1 - vx0 - 4;
       if (room < 24 || vy1 - vy0 < LABEL_H + 2) continue;
+      if (outside) {
+        var obox = this._labelAbove(c, vx0, vx1, placed, overPiece);
+        if (obox) {
+          labelled.add(labelKey);
+          placed.push(obox);
+        }
+        continue;
+      }
       var text = this.fit(c.piece.label || item.label, room - 2 * LABEL_PAD);
       if (!text) continue;
       var w = Math.ceil(this.textWidth(LABEL_FONT, text) + 2 * LABEL_PAD);
@@ -225,6 +251,29 @@
       ctx.fillStyle = lab.kind === "group" ? "#ffd98a" : lab.kind === "prefix" ? "#e8cf9a" : active ? "#ffe08a" : "#eef1f6";
       ctx.fillText(lab.text, b[0] + LABEL_PAD, b[1] + LABEL_H / 2 + 0.5);
     }
+  };
+
+  /**
+   * The label of candidate ``c`` in the strip above its piece (a labelsOutside kind): at the
+   * piece's visible left edge, or just right of the labels already there; null when the text
+   * does not fit within the piece's width or the box would cover a piece.
+   */
+  Overlay.prototype._labelAbove = function (c, vx0, vx1, placed, overPiece) {
+    var y = Math.round(c.s[1]) - LABEL_H - 3;
+    if (y < 2) return null;
+    var x = Math.round(vx0);
+    for (var tries = 0; tries < 4; tries++) {
+      var text = this.fit(c.piece.label || c.piece.item.label, vx1 - x - 2 * LABEL_PAD);
+      if (!text) return null;
+      var box = [x, y, Math.ceil(this.textWidth(LABEL_FONT, text) + 2 * LABEL_PAD), LABEL_H];
+      var hit = null;
+      for (var i = 0; i < placed.length && !hit; i++) {
+        if (collides([placed[i]], box)) hit = placed[i].box;
+      }
+      if (!hit) return overPiece(box) ? null : { text: text, name: c.piece.item.name, kind: "tensor", box: box };
+      x = hit[0] + hit[2] + 6;
+    }
+    return null;
   };
 
   Overlay.prototype._highlight = function (ctx, model, name, colour, sRect, visible) {

@@ -41,7 +41,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 __all__ = ["SketchKind", "Hsic", "features", "gram_parts", "sketch_parts", "hsic1",
-           "cka_from_parts", "cka_exact", "sketched_cka", "FeatureSketch", "exact_cost",
+           "cka_from_parts", "cka_exact", "sketched_cka", "FeatureSketch", "ExpertSketch",
+           "exact_cost", "HEAVY_RATIO",
            "cosine_from_dots", "canonical", "same_arrays", "ROLE_AXIS"]
 
 SketchKind = Literal["countsketch", "gaussian"]
@@ -158,15 +159,47 @@ def exact_cost(experts: int, n: int, p: int) -> int:
     return experts * n * n * p + experts * (experts + 1) // 2 * n * n
 
 
+HEAVY_RATIO = 8.0
+"""A hidden coordinate is *heavy* for an expert when its row of X (centred) has a squared
+norm above this many times the mean (a Gaussian row never does for I ≥ 16)."""
+
+
+class ExpertSketch(NamedTuple):
+    """What the pairs need of one expert, sketched (``FeatureSketch.apply``).
+
+    X is translated first by the mean of its rows that are not heavy (HSIC₁ is invariant to
+    any per-feature translation, so the CKA is unchanged; the sketch's noise is not inflated
+    by a common offset, nor by the share of a huge row in the mean)."""
+
+    s1: np.ndarray
+    """float32 [k, n]: S¹ᵀ = (X R₁ᵀ)ᵀ of the centred X (n = hidden size)."""
+    s2: np.ndarray
+    """float32 [k, n]: S²ᵀ, the independent second sketch."""
+    d: np.ndarray
+    """float64 [n]: the exact diag K = squared norms of X's (translated) rows."""
+    r: np.ndarray
+    """float64 [n]: the exact K1 - d."""
+    t: float
+    """The exact 1ᵀK1 - Σd."""
+    heavy: np.ndarray
+    """int64 [h], ascending: the heavy coordinates (``HEAVY_RATIO``; at most the largest
+    ``heavy_max``)."""
+    rows: np.ndarray
+    """float32 [h, n]: K[heavy, :] exactly."""
+
+
 class FeatureSketch:
     """Two independent random maps of ``p`` features to ``k`` (CountSketch or Gaussian
-    N(0, 1/k)), drawn from ``seed`` (a sequence of ints: the bundle seed, layer and role)."""
+    N(0, 1/k)), drawn from ``seed`` (a sequence of ints: the bundle seed, layer and role);
+    ``heavy_max``: most heavy coordinates kept exactly per expert (``sketched_cka``)."""
 
     def __init__(self, p: int, k: int, seed: Sequence[int],
-                 kind: SketchKind = "countsketch") -> None:
+                 kind: SketchKind = "countsketch", heavy_max: int = 16) -> None:
         if k < 1:
             raise ValueError(f"sketch size must be at least 1, not {k}")
-        self.p, self.k, self.kind = p, k, kind
+        if heavy_max < 0:
+            raise ValueError(f"heavy_max must be >= 0, not {heavy_max}")
+        self.p, self.k, self.kind, self.heavy_max = p, k, kind, heavy_max
         self.maps: list[tuple[np.ndarray, np.ndarray]] = []
         for j in (1, 2):
             rng = np.random.default_rng([*seed, j])
@@ -178,42 +211,83 @@ class FeatureSketch:
                 r = (rng.standard_normal((k, p)) / np.sqrt(k)).astype(np.float32)
                 self.maps.append((r, np.zeros(0, np.float32)))
 
-    def apply(self, w: np.ndarray, role: str) -> tuple[np.ndarray, np.ndarray]:
-        """(S¹ᵀ, S²ᵀ): the two sketches of expert matrix ``w`` (float32 [out, in]), each
-        float32 [k, n] (C-contiguous; n = the hidden size)."""
+    def apply(self, w: np.ndarray, role: str) -> ExpertSketch:
+        """The sketches of expert matrix ``w`` (float32 [out, in]), its exact row norms and
+        heavy rows (one pass each; the heavy rows cost h·n·p multiply-adds)."""
         axis = ROLE_AXIS[role]
         if w.shape[axis] != self.p:
             raise ValueError(f"expected {self.p} neurons on axis {axis}, got shape {w.shape}")
+        x = features(w, role)                                   # [n, p] view
+        n = x.shape[0]
+        sq = (np.einsum("ji,ji->i", w, w) if axis == 0
+              else np.einsum("ij,ij->i", w, w)).astype(np.float64)   # ‖x_i‖²
+        colsum = (np.ones(n, np.float32) @ x).astype(np.float64)   # Σ rows
+
+        def norms(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """(x @ μ, ‖x_i - μ‖²) in float64 (one matrix-vector product)."""
+            xm = (x @ mu.astype(np.float32)).astype(np.float64)
+            out: np.ndarray = np.maximum(sq - 2.0 * xm + mu @ mu, 0.0)
+            return xm, out
+
+        _, d0 = norms(colsum / max(1, n))
+        heavy = np.flatnonzero(d0 > HEAVY_RATIO * d0.mean()) if n else np.zeros(0, np.int64)
+        if heavy.size > self.heavy_max:
+            heavy = np.sort(heavy[np.argsort(d0[heavy], kind="stable")[::-1][:self.heavy_max]])
+        light = n - heavy.size
+        mu = (colsum - x[heavy].sum(axis=0, dtype=np.float64)) / max(1, light)
+        _, d = norms(mu)
+        tot = colsum - n * mu                                    # Σ rows of X - μ
+        r = (x @ tot.astype(np.float32)).astype(np.float64) - mu @ tot - d   # K1 - d
         out = []
         for m, sign in self.maps:
             if self.kind == "countsketch":
                 from ..kernels.moe import count_sketch
 
                 s = count_sketch(w, m, sign, axis, self.k)
-                out.append(s if axis == 0 else np.ascontiguousarray(s.T))
+                s = s if axis == 0 else s.T
             else:
-                out.append(np.ascontiguousarray(m @ w if axis == 0 else (w @ m.T).T))
-        return out[0], out[1]
+                s = m @ w if axis == 0 else (w @ m.T).T
+            s = np.ascontiguousarray(s, np.float32)
+            shift = (s.sum(axis=1, dtype=np.float64)
+                     - s[:, heavy].sum(axis=1, dtype=np.float64)) / max(1, light)
+            s -= shift.astype(np.float32)[:, None]   # the sketch of X - μ
+            out.append(s)
+        xh = (x[heavy] - mu).astype(np.float32)                 # [h, p] translated
+        rows = (xh @ x.T).astype(np.float64) - (xh.astype(np.float64) @ mu)[:, None]
+        return ExpertSketch(out[0], out[1], d, r, float(tot @ tot - d.sum()),
+                            heavy.astype(np.int64), rows.astype(np.float32))
 
 
 PAIR_TILE_BYTES = 64 << 20
 """Most bytes of one tile of the sketches' product (rows of experts at a time)."""
 
 
-def sketched_cka(sketches: Sequence[tuple[np.ndarray, np.ndarray]],
+def sketched_cka(sketches: Sequence[ExpertSketch],
                  same: Sequence[int] | None = None) -> np.ndarray:
-    """E x E debiased CKA from each expert's two sketches (S¹ᵀ, S²ᵀ), float32 [k, n]: the
-    cross-sketch estimator, N[a, b] = ‖S¹_aᵀ S²_b‖² from one product of the stacked sketches
-    (in tiles of whole experts, at most PAIR_TILE_BYTES each; squares in float32, sums in
-    float64). ``same`` as
-    for ``cka_exact`` (found from the sketches' bytes when not given)."""
+    """E x E debiased CKA from each expert's ``ExpertSketch``.
+
+    The off-diagonal ⟨K̃_a, K̃_b⟩ = Σ_{i≠l} K_a[i,l] K_b[i,l] is split by the group's heavy
+    coordinates V (those heavy in any expert). Entries with neither index in V: the
+    cross-sketch estimate ‖S¹_aᵀ S²_b‖² - d̂¹_a·d̂²_b over the other coordinates, from one
+    product of the stacked sketches (in tiles of whole experts, at most PAIR_TILE_BYTES each;
+    squares in float32, sums in float64). Entries in a row or column of V: each expert's
+    exact row where the coordinate is heavy for it, its sketched row (S¹ for a, S² for b)
+    where not (``_heavy_part``). Every part is an unbiased estimate, and an outlier channel
+    read by both experts — whose sketched terms would otherwise dominate the noise (MOE.md
+    §3.4) — is exact. HSIC₁'s other terms (d, r, t) are exact. ``same`` as for
+    ``cka_exact`` (found from the sketches' bytes when not given)."""
     e = len(sketches)
-    k = sketches[0][0].shape[0]
-    same = same if same is not None else same_arrays(sketches)
-    p1 = [sketch_parts(s1.T) for s1, _ in sketches]
-    p2 = [sketch_parts(s2.T) for _, s2 in sketches]
-    z1 = np.concatenate([s1 for s1, _ in sketches])          # [E*k, n]
-    z2 = np.concatenate([s2 for _, s2 in sketches])
+    k, n = sketches[0].s1.shape
+    same = same if same is not None else same_arrays([(s.s1, s.s2) for s in sketches])
+    heavy = np.unique(np.concatenate([s.heavy for s in sketches])).astype(np.int64)
+    z1 = np.concatenate([s.s1 for s in sketches])          # [E*k, n]
+    z2 = np.concatenate([s.s2 for s in sketches])
+    z1[:, heavy] = 0.0
+    z2[:, heavy] = 0.0
+    d1 = np.stack([np.einsum("ij,ij->j", z1[a * k:(a + 1) * k], z1[a * k:(a + 1) * k],
+                             dtype=np.float64) for a in range(e)])
+    d2 = np.stack([np.einsum("ij,ij->j", z2[a * k:(a + 1) * k], z2[a * k:(a + 1) * k],
+                             dtype=np.float64) for a in range(e)])
     cross = np.zeros((e, e))
     rows = max(1, PAIR_TILE_BYTES // (4 * k * k * e))
     for a0 in range(0, e, rows):
@@ -221,8 +295,44 @@ def sketched_cka(sketches: Sequence[tuple[np.ndarray, np.ndarray]],
         g = z1[a0 * k:a1 * k] @ z2.T
         np.square(g, out=g)  # (float32 squares, float64 sums)
         cross[a0:a1] = g.reshape(a1 - a0, k, e, k).sum(axis=(1, 3), dtype=np.float64)
-    h = canonical(_hsic_matrix(cross, p1, p2), same)
+    del z1, z2
+    off = cross - d1 @ d2.T + _heavy_part(sketches, heavy)
+    r = np.stack([s.r for s in sketches])
+    t = np.array([s.t for s in sketches])
+    h = (off + np.outer(t, t) / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (r @ r.T)) \
+        / (n * (n - 3))
+    h = canonical(h, same)
     return cka_from_parts(0.5 * (h + h.T), np.diag(h).copy())
+
+
+def _heavy_part(sketches: Sequence[ExpertSketch], heavy: np.ndarray) -> np.ndarray:
+    """[E, E]: Σ over the off-diagonal entries (i, l) with i or l in ``heavy`` (V) of
+    A¹_a[i,l]·A²_b[i,l] — 2x a row's entries outside V, 1x those inside — where A^j_e is
+    expert e's exact K where i or l is heavy for e, else its sketch-j estimate. Costs
+    |V|·(2·E·k·n + E²·n) multiply-adds."""
+    e = len(sketches)
+    n = sketches[0].s1.shape[1]
+    out = np.zeros((e, e))
+    if heavy.size == 0:
+        return out
+    pos = [dict(zip(s.heavy.tolist(), range(s.heavy.size), strict=True)) for s in sketches]
+    weight = np.full(n, 2.0)
+    weight[heavy] = 1.0
+    for i in heavy.tolist():
+        a1 = np.empty((e, n))
+        a2 = np.empty((e, n))
+        for x, s in enumerate(sketches):
+            j = pos[x].get(i)
+            if j is not None:
+                a1[x] = a2[x] = s.rows[j]
+                continue
+            a1[x] = s.s1[:, i] @ s.s1
+            a2[x] = s.s2[:, i] @ s.s2
+            for m, jm in pos[x].items():          # K[i, m] = K[m, i], exact for heavy m
+                a1[x, m] = a2[x, m] = s.rows[jm, i]
+        a1[:, i] = 0.0
+        out += (a1 * weight) @ a2.T
+    return out
 
 
 def cosine_from_dots(dots: np.ndarray) -> np.ndarray:

@@ -237,6 +237,50 @@ def _layout(lines: list[list[Panel]], by_column: bool, gap: int
     return SceneLayout("panels", width, height, tuple(placements), tuple(groups), {}), panels
 
 
+SCENE_ASPECT = 1.5
+"""Width / height the similarity scene's wrapped grid aims at (a landscape viewport beside the
+viewer's side panel)."""
+
+
+def _wrapped_layout(lines: list[list[Panel]]) -> tuple[SceneLayout, list[Panel]]:
+    """The similarity scene: each layer's panels side by side (a "layer N" group), the layers
+    wrapped column-major into as many columns as bring the scene's aspect nearest
+    SCENE_ASPECT. Above every row of panels a strip a third of a panel tall holds the labels (the
+    viewer's "sequential" kind puts them outside the panels), and layers are half a panel
+    apart across."""
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        return SceneLayout("panels", 1, 1, (), (), {}), []
+    side = max(max(p.grid.e_rows, p.grid.e_cols) for ln in lines for p in ln)
+    strip, across, between = max(24, side // 3), max(8, side // 8), max(24, side // 2)
+    widths = [sum(p.grid.e_cols for p in ln) + across * (len(ln) - 1) for ln in lines]
+    block_w = max(widths)
+    heights = [max(p.grid.e_rows for p in ln) for ln in lines]
+    row_h = max(heights) + strip
+
+    def aspect(cols: int) -> float:
+        rows = -(-len(lines) // cols)
+        return (cols * block_w + (cols - 1) * between) / (rows * row_h)
+
+    cols = min(range(1, len(lines) + 1), key=lambda c: abs(math.log(aspect(c) / SCENE_ASPECT)))
+    rows = -(-len(lines) // cols)
+    placements, groups, panels = [], [], []
+    for n, line in enumerate(lines):   # column-major: layers read down, then across
+        c_x0 = (n // rows) * (block_w + between)
+        c_y0 = (n % rows) * row_h + strip
+        c_x = c_x0
+        for p in line:
+            g = p.grid
+            placements.append(Placement(g.name, c_x, c_y0, 0, g.e_rows, 0, g.e_cols))
+            panels.append(p)
+            c_x += g.e_cols + across
+        groups.append(Group(f"layer {line[0].info.get('layer')}", "block", c_x0, c_y0,
+                            widths[n], heights[n]))
+    width = max(p.c_x + p.c_w for p in placements)
+    height = max(p.c_y + p.c_h for p in placements)
+    return SceneLayout("panels", width, height, tuple(placements), tuple(groups), {}), panels
+
+
 class GridHolder:
     """The spec of an MoE scene: its grids, filled in by the plan's ``prepare`` before the
     scene's tiles are drawn (picklable: a worker gets the filled holder)."""
@@ -254,7 +298,8 @@ def _scene(key: str, label: str, lines: list[list[Panel]], by_column: bool, cell
     """A scene laid out from (skeleton) panels; its grids come later (GridHolder)."""
     from ..scenes import Scene
 
-    lay, panels = _layout(lines, by_column, max(2 * cell, 24))
+    lay, panels = (_wrapped_layout(lines) if key == SIMILARITY_KEY
+                   else _layout(lines, by_column, max(2 * cell, 24)))
     holder = GridHolder()
     scene = Scene(key, label, lay, Geometry(lay), SequentialPainter(), holder, {},
                   stage=f"tiles {label}")
@@ -395,7 +440,8 @@ def plan_moe(reader: Any, srcs: list[str], opts: MoEOptions, executor: Executor,
         for key, _label, by_column, kind in _SCENES:
             if key not in holders:
                 continue
-            _, panels = _layout(real[key], by_column, 0)
+            _, panels = (_wrapped_layout(real[key]) if key == SIMILARITY_KEY
+                         else _layout(real[key], by_column, 0))
             planned = next(sc for sc in scenes if sc.key == key).layout.placements
             assert [(p.grid.name, p.grid.e_rows, p.grid.e_cols) for p in panels] == \
                 [(q.tensor, q.c_h, q.c_w) for q in planned], "MoE panels differ from the plan"

@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..executors import Executor
 from ..options import MoEOptions
 from .cka import (
+    ExpertSketch,
     FeatureSketch,
     canonical,
     cka_exact,
@@ -110,18 +111,19 @@ def _shape(reader: Any, s: Any) -> tuple[int, int]:
 
 
 def cka_mode(experts: int, shape: tuple[int, int], role: str, opts: MoEOptions) -> str:
-    """"exact" when exact CKA is cheap (≤ cka_exact_max multiply-adds, or ≤ twice the
-    sketch's) and its Grams fit in half the task memory; else "sketch" (unless ``opts.cka``
+    """"exact" when exact CKA is cheap (≤ cka_exact_max multiply-adds, or in float64 no
+    slower than the sketch's pairs in float32: half their multiply-adds) and its Grams fit in
+    a quarter of the MoE memory; else "sketch" (unless ``opts.cka``
     forces one)."""
     if opts.cka != "auto":
         return opts.cka
     x_shape = (shape[1], shape[0]) if role in ("gate", "up", "gate_up") else shape
     n, p = x_shape
     cost = exact_cost(experts, n, p)
-    k = opts.sketch_size(experts)
+    k = opts.sketch_size(experts, n, p)
     sketch = experts * experts * k * k * n
     fits = experts * n * n * 8 <= opts.memory // 4
-    return "exact" if fits and (cost <= opts.cka_exact_max or cost <= 2 * sketch) else "sketch"
+    return "exact" if fits and (cost <= opts.cka_exact_max or 2 * cost <= sketch) else "sketch"
 
 
 def plan_groups(structure: Any, reader: Any, opts: MoEOptions) -> list[GroupTask]:
@@ -146,12 +148,14 @@ def plan_groups(structure: Any, reader: Any, opts: MoEOptions) -> list[GroupTask
 
 
 def rep_bytes(task: GroupTask, shape: tuple[int, int]) -> int:
-    """Bytes of a task's CKA representations: two float32 sketches [k, n] per expert, or an
-    n x n float64 Gram."""
+    """Bytes of a task's CKA representations: per expert two float32 sketches [k, n], at most
+    ``cka_heavy`` exact float32 Gram rows [n] and the float64 d and r [n]; or an n x n
+    float64 Gram."""
     e = len(task.slices)
-    n = shape[1] if task.role in ("gate", "up", "gate_up") else shape[0]
+    n, p = (shape[1], shape[0]) if task.role in ("gate", "up", "gate_up") else shape
     if task.mode == "sketch":
-        return 2 * e * task.options.sketch_size(e) * n * 4
+        k = task.options.sketch_size(e, n, p)
+        return e * (2 * k + task.options.cka_heavy) * n * 4 + e * 2 * n * 8
     return e * n * n * 8
 
 
@@ -211,14 +215,15 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
     m = len(range(0, size, step))
     kept = _scratch(e_count * m).reshape(e_count, m)
     """row e: expert e's matrix flattened (step 1) or its every step-th element"""
-    reps: list[list[np.ndarray]] = []
+    reps: list[tuple[Any, ...]] = []
     """per expert: its CKA representation (two sketches, or the Gram)"""
     sketch = None
     if task.mode == "sketch":
         p = rows if task.role in ("gate", "up", "gate_up") else cols
-        sketch = FeatureSketch(p, opts.sketch_size(e_count), (opts.seed, task.layer,
-                                                    ROLE_INDEX.get(task.role, 9)),
-                               opts.cka_sketch)
+        n_ex = cols if task.role in ("gate", "up", "gate_up") else rows
+        sketch = FeatureSketch(p, opts.sketch_size(e_count, n_ex, p),
+                               (opts.seed, task.layer, ROLE_INDEX.get(task.role, 9)),
+                               opts.cka_sketch, opts.cka_heavy)
     steps = 0
     for e in range(e_count):
         w: np.ndarray = expert_matrix(reader, task.slices[e])
@@ -234,10 +239,10 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
         steps += st.iterations
         fingerprints.append(st.values()[:4])
         if sketch is not None:
-            reps.append(list(sketch.apply(w, task.role)))
+            reps.append(tuple(sketch.apply(w, task.role)))
         else:
             x = features(w, task.role).astype(np.float64)
-            reps.append([x @ x.T])
+            reps.append((x @ x.T,))
         kept[e] = w.reshape(-1)[::step]
         del w
         for e2 in range(e):  # an exact copy of an earlier expert?
@@ -252,7 +257,7 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
     if n < 4:  # the unbiased HSIC needs four examples
         cka = np.full((e_count, e_count), np.nan)
     elif sketch is not None:
-        cka = sketched_cka([(r[0], r[1]) for r in reps], same)
+        cka = sketched_cka([ExpertSketch(*r) for r in reps], same)
     else:
         cka = cka_exact([r[0] for r in reps], same)
     return GroupResult(task.layer, task.role, stats, dead, cka,
@@ -301,7 +306,17 @@ def moe_numbers(reader: Any, spec: Any, structure: Any, opts: MoEOptions, execut
             steps += got.lanczos_steps
     row_norm, bias = _router_numbers(reader, structure, layers, e_count)
     return MoENumbers(layers, roles, e_count, stats, dead, sim, modes, cosine_steps, row_norm,
-                      bias, reads, steps, opts.sketch_size(e_count))
+                      bias, reads, steps, _sketch_size(reader, tasks, opts))
+
+
+def _sketch_size(reader: Any, tasks: Sequence[GroupTask], opts: MoEOptions) -> int:
+    """The largest k of the tasks' sketches (they share H and I in every model known)."""
+    ks = []
+    for t in tasks:
+        rows, cols = _shape(reader, t.slices[0])
+        n, p = (cols, rows) if t.role in ("gate", "up", "gate_up") else (rows, cols)
+        ks.append(opts.sketch_size(len(t.slices), n, p))
+    return max(ks, default=opts.sketch_size(1))
 
 
 def _router_numbers(reader: Any, structure: Any, layers: Sequence[int], e_count: int
