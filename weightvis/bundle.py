@@ -50,7 +50,8 @@ class BundleResult(NamedTuple):
     manifest: dict[str, Any]
     documents: dict[str, Any]
     """Side documents written beside the manifest (``diff.json``, ``moe.json``…), by path in
-    the bundle: JSON documents, or text (``str``: MoE sidecar scripts)."""
+    the bundle: JSON documents, or text (``str``). (MoE sidecars are written by the scenes'
+    ``prepare``, as they are made, and are not here.)"""
     tiles_written: int
     bytes_written: int
     tile_seconds: float = 0.0
@@ -103,7 +104,7 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
         sink = store.sink()
         for scene in plan.scenes:
             if scene.prepare is not None:
-                scene.prepare(executor)
+                scene.prepare(executor, functools.partial(_write_file, store))
             job = SceneJob(scene.spec, scene.key, scene.geometry, dict(scene.scales), sink,
                            plan.tile_format, scene.painter, prefetch=scene.prefetch,
                            sidecars=scene.sidecars)
@@ -139,6 +140,12 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
         store.abort()
         raise
     return BundleResult(out, manifest, documents, written, nbytes, tile_s, all_leaves, reused)
+
+
+def _write_file(store: Store, name: str, text: str) -> None:
+    """A side file of the bundle, written as soon as it is made (not held until the end)."""
+    with writing(store.out, name):
+        write_text(store.root, name, text)
 
 
 def _tick(tick: Progress, stage: str, total: int, n: int) -> None:
