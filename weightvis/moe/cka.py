@@ -40,6 +40,8 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
+from .cross import cross_sums
+
 __all__ = ["SketchKind", "Hsic", "features", "gram_parts", "sketch_parts", "hsic1",
            "cka_from_parts", "cka_exact", "sketched_cka", "FeatureSketch", "exact_cost",
            "cosine_from_dots", "canonical", "same_arrays", "ROLE_AXIS"]
@@ -197,15 +199,15 @@ class FeatureSketch:
 
 
 PAIR_TILE_BYTES = 64 << 20
-"""Most bytes of one tile of the sketches' product (rows of experts at a time)."""
+"""Most bytes of one tile of the sketches' product or of their Grams (cross.cross_sums)."""
 
 
 def sketched_cka(sketches: Sequence[tuple[np.ndarray, np.ndarray]],
                  same: Sequence[int] | None = None) -> np.ndarray:
     """E x E debiased CKA from each expert's two sketches (S¹ᵀ, S²ᵀ), float32 [k, n]: the
-    cross-sketch estimator, N[a, b] = ‖S¹_aᵀ S²_b‖² from one product of the stacked sketches
-    (in tiles of whole experts, at most PAIR_TILE_BYTES each; squares in float32, sums in
-    float64). ``same`` as
+    cross-sketch estimator, N[a, b] = ‖S¹_aᵀ S²_b‖² for every pair (``cross.cross_sums``:
+    the stacked sketches' product or their Grams' — whichever is cheaper —, in tiles of at
+    most PAIR_TILE_BYTES; float32 products, float64 sums). ``same`` as
     for ``cka_exact`` (found from the sketches' bytes when not given)."""
     e = len(sketches)
     k = sketches[0][0].shape[0]
@@ -214,13 +216,7 @@ def sketched_cka(sketches: Sequence[tuple[np.ndarray, np.ndarray]],
     p2 = [sketch_parts(s2.T) for _, s2 in sketches]
     z1 = np.concatenate([s1 for s1, _ in sketches])          # [E*k, n]
     z2 = np.concatenate([s2 for _, s2 in sketches])
-    cross = np.zeros((e, e))
-    rows = max(1, PAIR_TILE_BYTES // (4 * k * k * e))
-    for a0 in range(0, e, rows):
-        a1 = min(e, a0 + rows)
-        g = z1[a0 * k:a1 * k] @ z2.T
-        np.square(g, out=g)  # (float32 squares, float64 sums)
-        cross[a0:a1] = g.reshape(a1 - a0, k, e, k).sum(axis=(1, 3), dtype=np.float64)
+    cross = cross_sums(z1, z2, e, k, PAIR_TILE_BYTES)
     h = canonical(_hsic_matrix(cross, p1, p2), same)
     return cka_from_parts(0.5 * (h + h.T), np.diag(h).copy())
 
