@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from . import compiling
 from .errors import InputError, OutputError
-from .executors import Executor, local_executor
+from .executors import Executor, InlineExecutor, local_executor
 from .formats import open_checkpoint
 from .manifest import MANIFEST_VERSION, compact, dumps, is_bundle, read_manifest
 from .options import (
@@ -111,14 +111,15 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
             leaves = len(scene.geometry.occupied[scene.geometry.max_zoom])
             all_leaves += leaves
             t0 = time.perf_counter()
-            with executor.scene(job) as job:
+            ex = InlineExecutor() if scene.inline else executor
+            with ex.scene(job) as job:
                 # the compiled kernels load here, after the executor forked its helpers
                 from .pyramid import render_scene
                 from .resume import SubtreeRecords
 
                 kept = store.records
                 records = SubtreeRecords(kept / scene.key, job, store.out) if kept else None
-                res = render_scene(job, executor, functools.partial(_tick, tick, scene.stage,
+                res = render_scene(job, ex, functools.partial(_tick, tick, scene.stage,
                                                                      leaves),
                                    plan.reader if scene.key == plan.scenes[0].key else None,
                                    scene.meanwhile, records)

@@ -63,6 +63,10 @@ class Scene(NamedTuple):
     """Work for this process while the executor renders this scene's tiles elsewhere."""
     sidecars: str = "none"
     """What its max-zoom tiles' sidecar scripts hold (tiling.SceneJob.sidecars)."""
+    inline: bool = False
+    """Draw its tiles in this process: a scene so small that starting the executor's workers
+    (a fork each, and their start-up) costs more than its tiles (the MoE scenes of most
+    models)."""
     prepare: Callable[[Executor, Callable[[str, str], None]], None] | None = None
     """Work this scene needs done before its tiles, on the executor (the MoE numbers its
     grids show); build_bundle runs it when the scenes before it are drawn, with a function

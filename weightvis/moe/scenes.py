@@ -235,6 +235,11 @@ def _layout(lines: list[list[Panel]], by_column: bool, gap: int
     return SceneLayout("panels", width, height, tuple(placements), tuple(groups), {}), panels
 
 
+INLINE_TILES = 64
+"""An MoE scene with at most this many max-zoom tiles is drawn in the main process (measured on
+a Mixtral-shaped model: its three scenes' 60 tiles cost 0.5 s of CPU in forked workers)."""
+
+
 class GridHolder:
     """The spec of an MoE scene: its grids, filled in by the plan's ``prepare`` before the
     scene's tiles are drawn (picklable: a worker gets the filled holder)."""
@@ -254,8 +259,10 @@ def _scene(key: str, label: str, lines: list[list[Panel]], by_column: bool, cell
 
     lay, panels = _layout(lines, by_column, max(2 * cell, 24))
     holder = GridHolder()
-    scene = Scene(key, label, lay, Geometry(lay), SequentialPainter(), holder, {},
-                  stage=f"tiles {label}")
+    geo = Geometry(lay)
+    scene = Scene(key, label, lay, geo, SequentialPainter(), holder, {},
+                  stage=f"tiles {label}",
+                  inline=len(geo.occupied[geo.max_zoom]) <= INLINE_TILES)
     return scene, holder, panels
 
 
