@@ -185,6 +185,26 @@ def _scratch(n: int) -> np.ndarray:
     return _SCRATCH[0][:n]
 
 
+def _read_into(reader: Any, s: Any, out: np.ndarray) -> np.ndarray:
+    """An expert's matrix (as ``structure.expert_matrix``) in ``out`` (float32 [rows, cols],
+    C-contiguous): a stored BF16 block is decoded straight into it (no fresh buffer, no copy:
+    measured 9 % of a Mixtral-shaped group's time), anything else is read and copied. A
+    matrix of another shape is returned as read (the caller names the error)."""
+    from .structure import expert_matrix
+
+    if s.expert_axis_index is None and s.col_step == 1 and not s.transpose \
+            and reader.info(s.tensor).dtype == "BF16":
+        codes = reader.read_codes(s.tensor, s.rows[0], s.rows[1], s.cols[0], s.cols[1])
+        if codes is not None and codes.shape == out.shape:
+            np.left_shift(codes, 16, out=out.view(np.uint32), dtype=np.uint32)
+            return out
+    w: np.ndarray = expert_matrix(reader, s)
+    if w.shape != out.shape:
+        return w
+    np.copyto(out, w)
+    return out
+
+
 def group_task(reader: Any, task: GroupTask) -> GroupResult:
     """Everything of one (layer, role), each expert read once (module docstring). Runs in any
     process: ``reader`` is that process's.
@@ -222,7 +242,8 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
                                opts.cka_sketch)
     steps = 0
     for e in range(e_count):
-        w: np.ndarray = expert_matrix(reader, task.slices[e])
+        w: np.ndarray = (_read_into(reader, task.slices[e], kept[e].reshape(rows, cols))
+                         if step == 1 else expert_matrix(reader, task.slices[e]))
         reader.release()
         if w.shape != (rows, cols) or w.dtype != np.float32:
             raise InputError(f"tensor {task.slices[e].tensor!r}: expert {e} of layer "
@@ -239,7 +260,8 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
         else:
             x = features(w, task.role).astype(np.float64)
             reps.append([x @ x.T])
-        kept[e] = w.reshape(-1)[::step]
+        if step != 1:  # (step 1: w is kept[e] already)
+            kept[e] = w.reshape(-1)[::step]
         del w
         for e2 in range(e):  # an exact copy of an earlier expert?
             if same[e2] == e2 and fingerprints[e2] == fingerprints[e] \
