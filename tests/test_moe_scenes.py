@@ -258,6 +258,16 @@ def test_sidecars_hold_the_matrices(ckpt: Path, tmp_path: Path) -> None:
     assert doc["stats"] == inline["stats"]
 
 
+def test_a_bundle_with_sidecars_can_be_overwritten(ckpt: Path, tmp_path: Path) -> None:
+    first = render(ckpt, tmp_path / "b", moe=MoEOptions(inline_max=0))
+    assert (first.out / "moe" / "layer-3.js").is_file()
+    again = render(ckpt, tmp_path / "b", moe=MoEOptions(inline_max=0), overwrite=True)
+    assert sorted(p.name for p in (again.out / "moe").iterdir()) == \
+        ["layer-1.js", "layer-2.js", "layer-3.js"]
+    plain = render(ckpt, tmp_path / "b", overwrite=True)  # (moe/ goes with the old bundle)
+    assert not (plain.out / "moe").exists()
+
+
 def test_no_moe_and_moe_only(ckpt: Path, tmp_path: Path) -> None:
     off = render(ckpt, tmp_path / "off", moe=MoEOptions(enabled=False))
     assert [s["key"] for s in off.manifest["scenes"]] == ["main"]
