@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import platform
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -83,6 +84,7 @@ def render(ckpt: Path, work: Path, label: str, python: str, workers: int, extra:
            "peak_rss_single_bytes": m.max_rss_single}
     if m.returncode != 0:
         res["stderr_tail"] = m.stderr_tail
+    shutil.rmtree(out.parent, ignore_errors=True)  # (six bundles would not fit every disk)
     print(f"[moe_overhead] {label}: {m.wall_s:.2f} s wall, {m.cpu_s:.2f} s CPU, peak RSS "
           f"(tree) {m.peak_rss_sum / 2**20:.0f} MiB, exit {m.returncode}", file=sys.stderr,
           flush=True)

@@ -29,6 +29,7 @@ from weightvis.grids import (
     sequential_index,
     sequential_palette,
 )
+from weightvis.moe.document import SIDECAR_ENCODING, read_sidecar
 from weightvis.options import MoEOptions
 
 from .moe_fakes import Planted, write_moe_checkpoint
@@ -244,11 +245,27 @@ def test_sidecars_hold_the_matrices(ckpt: Path, tmp_path: Path) -> None:
                 assert ref == {"sidecar": f"moe/layer-{layer}.js"}
                 text = (res.out / ref["sidecar"]).read_text()
                 assert text.startswith("weightvisMoeSidecar(") and text.endswith(");\n")
-                side = json.loads(text[text.index("(") + 1:text.rindex(")")])
+                raw = json.loads(text[text.index("(") + 1:text.rindex(")")])
+                assert raw["encoding"] == SIDECAR_ENCODING and raw["experts"] == doc["experts"]
+                side = read_sidecar(text)
                 assert side["layer"] == int(layer)
-                assert side["similarity"][metric][role] == inline["similarity"][metric][role][
-                    layer]
+                got = side["similarity"][metric][role]
+                want = np.array(inline["similarity"][metric][role][layer], np.float64)
+                assert got.dtype == np.dtype("<f4") and got.shape == want.shape
+                # the float32 of each number; NaN where moe.json says null
+                assert np.array_equal(got, want.astype(np.float32), equal_nan=True)
+                assert np.array_equal(np.isnan(got), np.isnan(want))
     assert doc["stats"] == inline["stats"]
+
+
+def test_a_bundle_with_sidecars_can_be_overwritten(ckpt: Path, tmp_path: Path) -> None:
+    first = render(ckpt, tmp_path / "b", moe=MoEOptions(inline_max=0))
+    assert (first.out / "moe" / "layer-3.js").is_file()
+    again = render(ckpt, tmp_path / "b", moe=MoEOptions(inline_max=0), overwrite=True)
+    assert sorted(p.name for p in (again.out / "moe").iterdir()) == \
+        ["layer-1.js", "layer-2.js", "layer-3.js"]
+    plain = render(ckpt, tmp_path / "b", overwrite=True)  # (moe/ goes with the old bundle)
+    assert not (plain.out / "moe").exists()
 
 
 def test_no_moe_and_moe_only(ckpt: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import weightvis
@@ -168,17 +169,19 @@ def test_similarity_numbers_from_sidecars(bundles: dict[str, Any], open_page: An
     page.wait_for_function("document.getElementById('wv-r-moe-value') && "
                            "document.getElementById('wv-r-moe-value').textContent !== "
                            "'loading\u2026'")
-    side = (res.out / "moe" / "layer-3.js").read_text()
-    import json
+    from weightvis.moe.document import read_sidecar
 
-    want = json.loads(side[side.index("(") + 1:side.rindex(")")])["similarity"]["cosine"][
-        "gate"][2][0]
-    assert readout(page)["value"] == js_number(want)
+    side = read_sidecar((res.out / "moe" / "layer-3.js").read_text())
+    # the sidecar's float32, as its shortest decimal (what reads back to the same float32)
+    want = side["similarity"]["cosine"]["gate"][2][0]
+    assert readout(page)["value"] == js_number(float(str(want)))
     # the sidecar was loaded once, by a <script> element, from file://
     assert sum(u.endswith("moe/layer-3.js") for u in log.requests) == 1
     hover_cell(page, m, "moe-similarity", "up · CKA · layer 3", 1, 2)
-    assert readout(page)["value"] == js_number(
-        json.loads(side[side.index("(") + 1:side.rindex(")")])["similarity"]["cka"]["up"][1][2])
+    want = side["similarity"]["cka"]["up"][1][2]
+    assert readout(page)["value"] == js_number(float(str(want)))
+    exact = bundles["inline"].manifest["moe"]["similarity"]["cka"]["up"]["3"][1][2]
+    assert float(want) == float(np.float32(exact))  # the inline bundle's number, as float32
     assert sum(u.endswith("moe/layer-3.js") for u in log.requests) == 1
     keep(page, "sidecar-hover")
     log.assert_clean()

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from . import compiling
 from .errors import InputError, OutputError
-from .executors import Executor, local_executor
+from .executors import Executor, InlineExecutor, local_executor
 from .formats import open_checkpoint
 from .manifest import MANIFEST_VERSION, compact, dumps, is_bundle, read_manifest
 from .options import (
@@ -52,7 +52,8 @@ class BundleResult(NamedTuple):
     manifest: dict[str, Any]
     documents: dict[str, Any]
     """Side documents written beside the manifest (``diff.json``, ``moe.json``…), by path in
-    the bundle: JSON documents, or text (``str``: MoE sidecar scripts)."""
+    the bundle: JSON documents, or text (``str``). (MoE sidecars are written by the scenes'
+    ``prepare``, as they are made, and are not here.)"""
     tiles_written: int
     bytes_written: int
     tile_seconds: float = 0.0
@@ -105,21 +106,22 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
         sink = store.sink()
         for scene in plan.scenes:
             if scene.prepare is not None:
-                scene.prepare(executor)
+                scene.prepare(executor, functools.partial(_write_file, store))
             job = SceneJob(scene.spec, scene.key, scene.geometry, dict(scene.scales), sink,
                            plan.tile_format, scene.painter, prefetch=scene.prefetch,
                            sidecars=scene.sidecars, png_deflate=plan.png_deflate)
             leaves = len(scene.geometry.occupied[scene.geometry.max_zoom])
             all_leaves += leaves
             t0 = time.perf_counter()
-            with executor.scene(job) as job:
+            ex = InlineExecutor() if scene.inline else executor
+            with ex.scene(job) as job:
                 # the compiled kernels load here, after the executor forked its helpers
                 from .pyramid import render_scene
                 from .resume import SubtreeRecords
 
                 kept = store.records
                 records = SubtreeRecords(kept / scene.key, job, store.out) if kept else None
-                res = render_scene(job, executor, functools.partial(_tick, tick, scene.stage,
+                res = render_scene(job, ex, functools.partial(_tick, tick, scene.stage,
                                                                      leaves),
                                    plan.reader if scene.key == plan.scenes[0].key else None,
                                    scene.meanwhile, records)
@@ -165,6 +167,12 @@ def _concurrently(side: Callable[[], None], main: Callable[[], None]) -> None:
         thread.join()
     if failed:
         raise failed[0]
+
+
+def _write_file(store: Store, name: str, text: str) -> None:
+    """A side file of the bundle, written as soon as it is made (not held until the end)."""
+    with writing(store.out, name):
+        write_text(store.root, name, text)
 
 
 def _tick(tick: Progress, stage: str, total: int, n: int) -> None:

@@ -161,7 +161,8 @@ def sequential_index(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 class Grid(NamedTuple):
     """One heatmap or matrix: ``values`` float64 [rows, cols] (NaN where there is no number),
-    ``marks`` uint8 [rows, cols] (MARK_*), the colour range and the cell size in pixels."""
+    ``marks`` uint8 [rows, cols] (MARK_*), the colour range and the cell size in pixels.
+    ``cell_indices``: the cells' palette indices, when computed ahead (``compact``)."""
 
     name: str
     values: np.ndarray
@@ -169,6 +170,7 @@ class Grid(NamedTuple):
     lo: float
     hi: float
     cell: int
+    cell_indices: np.ndarray | None = None
 
     @property
     def e_rows(self) -> int:
@@ -181,6 +183,8 @@ class Grid(NamedTuple):
     def indices(self) -> np.ndarray:
         """uint8 [rows, cols]: each value cell's palette index; a mark's first index elsewhere
         (a value cell without a finite number has no number)."""
+        if self.cell_indices is not None:
+            return self.cell_indices
         marks = np.where((self.marks == MARK_VALUE) & ~np.isfinite(self.values), MARK_NONE,
                          self.marks)
         out = np.full(marks.shape, S_NONE, np.uint8)
@@ -189,6 +193,16 @@ class Grid(NamedTuple):
         out[marks == MARK_DENSE] = S_DENSE
         out[marks == MARK_DEAD] = S_DEAD
         return out
+
+    def compact(self) -> Grid:
+        """The same drawing from one byte per cell: ``cell_indices`` computed now, ``values`` and
+        ``marks`` replaced by read-only placeholders of the grid's shape (NaN, MARK_NONE) that
+        take no memory. For the similarity scene of a big model (DeepSeek-V3: 348 matrices of
+        256 x 256, 182 MB as numbers, 23 MB as indices), whose numbers are in sidecar files."""
+        idx = self.indices()
+        return self._replace(values=np.broadcast_to(np.float64(np.nan), idx.shape),
+                             marks=np.broadcast_to(np.uint8(MARK_NONE), idx.shape),
+                             cell_indices=idx)
 
 
 class GridSpec(NamedTuple):
@@ -229,6 +243,8 @@ class GridReader:
              e_c1: int | None = None) -> np.ndarray:
         """The magnified view's numbers (float32; NaN where a cell has no number)."""
         g = self.by_name[name]
+        if g.cell_indices is not None:
+            raise ValueError(f"grid {name!r} is compact: it keeps its colours, not its numbers")
         c1 = g.e_cols if e_c1 is None else e_c1
         rows = np.arange(e_r0, e_r1) // g.cell
         cols = np.arange(e_c0, c1) // g.cell
@@ -260,15 +276,20 @@ class SequentialPainter(Painter):
         cell = reader.grid(tensor).cell
         e_r = np.arange(e_r0, e_r1)
         e_c = np.arange(e_c0, e_c1)
-        idx = reader.indices(tensor)[np.ix_(e_r // cell, e_c // cell)]
+        out = reader.indices(tensor)[np.ix_(e_r // cell, e_c // cell)]  # (a new array)
         y = (c_y0 + np.arange(e_r1 - e_r0))[:, None]
         x = (c_x0 + np.arange(e_c1 - e_c0))[None, :]
-        out = idx.copy()
-        out[(idx == S_DENSE) & ~_stripe(x, y, False)] = S_DENSE_GAP
-        out[(idx == S_NONE) & ~_stripe(x, y, True)] = S_NONE_GAP
-        if cell >= 5:  # a cross along the diagonals of a dead cell
+        # (each pattern only where its cells are: most tiles hold numbers only)
+        dense = out == S_DENSE
+        if dense.any():
+            out[dense & ~_stripe(x, y, False)] = S_DENSE_GAP
+        none = out == S_NONE
+        if none.any():
+            out[none & ~_stripe(x, y, True)] = S_NONE_GAP
+        dead = out == S_DEAD
+        if cell >= 5 and dead.any():  # a cross along the diagonals of a dead cell
             ry, rx = (e_r % cell)[:, None], (e_c % cell)[None, :]
-            out[(idx == S_DEAD) & ((ry == rx) | (ry == cell - 1 - rx))] = S_DEAD_LINE
+            out[dead & ((ry == rx) | (ry == cell - 1 - rx))] = S_DEAD_LINE
         dst[:] = out
 
     def reduce(self, kid: np.ndarray, p_x0: int, p_y0: int, out: np.ndarray,
@@ -276,15 +297,18 @@ class SequentialPainter(Painter):
         h, wd = kid.shape[0] // 2, kid.shape[1] // 2
         k = np.stack([kid[0::2, 0::2], kid[0::2, 1::2], kid[1::2, 0::2], kid[1::2, 1::2]])
         is_level = k >= S_FIRST
-        n = is_level.sum(axis=0)
-        total = np.where(is_level, k.astype(np.int64) - S_FIRST, 0).sum(axis=0)
+        n = is_level.sum(axis=0, dtype=np.int16)
+        # (int16: at most 2 * 4 * 247 + 4)
+        total = np.where(is_level, k.astype(np.int16) - S_FIRST, 0).sum(axis=0, dtype=np.int16)
         y = (p_y0 + np.arange(h))[:, None]
         x = (p_x0 + np.arange(wd))[None, :]
         res = np.full((h, wd), S_PAD, np.uint8)
         dense = ((k == S_DENSE) | (k == S_DENSE_GAP)).any(axis=0)
-        res[dense] = np.where(_stripe(x, y, False), S_DENSE, S_DENSE_GAP)[dense]
+        if dense.any():
+            res[dense] = np.where(_stripe(x, y, False), S_DENSE, S_DENSE_GAP)[dense]
         none = ((k == S_NONE) | (k == S_NONE_GAP)).any(axis=0)
-        res[none] = np.where(_stripe(x, y, True), S_NONE, S_NONE_GAP)[none]
+        if none.any():
+            res[none] = np.where(_stripe(x, y, True), S_NONE, S_NONE_GAP)[none]
         val = n > 0
         # mean rounded half up, in integers: floor((2*total + n) / (2*n))
         res[val] = (S_FIRST + (2 * total[val] + n[val]) // (2 * n[val])).astype(np.uint8)

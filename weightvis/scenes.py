@@ -66,9 +66,14 @@ class Scene(NamedTuple):
     """Work for this process while the executor renders this scene's tiles elsewhere."""
     sidecars: str = "none"
     """What its max-zoom tiles' sidecar scripts hold (tiling.SceneJob.sidecars)."""
-    prepare: Callable[[Executor], None] | None = None
+    inline: bool = False
+    """Draw its tiles in this process: a scene so small that starting the executor's workers
+    (a fork each, and their start-up) costs more than its tiles (the MoE scenes of most
+    models)."""
+    prepare: Callable[[Executor, Callable[[str, str], None]], None] | None = None
     """Work this scene needs done before its tiles, on the executor (the MoE numbers its
-    grids show); build_bundle runs it when the scenes before it are drawn."""
+    grids show); build_bundle runs it when the scenes before it are drawn, with a function
+    that writes a text file into the bundle (name, text: MoE sidecars, as they are made)."""
 
     def json(self, ext: str) -> dict[str, Any]:
         doc = scene_json(self.key, self.label, self.layout, self.geometry.max_zoom, ext,
@@ -337,7 +342,7 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
             scenes_json += [moe_scene_json(s, opts.tile_format, moe_plan.extras[s.key])
                             for s in moe_plan.scenes]
             extra["moe"] = moe_plan.document
-            documents = {"moe.json": moe_plan.document, **moe_plan.files}
+            documents = {"moe.json": moe_plan.document}
         manifest = build_manifest(
             manifest_head(opts.title or default_title(srcs), opts.tile_format),
             source=source_json(reader),
@@ -371,6 +376,6 @@ def plan_moe_only(reader: MultiReader, srcs: list[str], opts: RenderOptions,
             scenes=[moe_scene_json(s, opts.tile_format, moe_plan.extras[s.key])
                     for s in moe_plan.scenes],
             tensors={}, extra={"moe": moe_plan.document})
-        return manifest, {"moe.json": moe_plan.document, **moe_plan.files}
+        return manifest, {"moe.json": moe_plan.document}
 
     return Plan(moe_plan.scenes, finish, None, opts.tile_format)

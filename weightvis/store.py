@@ -51,8 +51,8 @@ __all__ = ["Store", "TileSink", "StagedFolderStore", "FolderStore", "check_out",
 
 Parts = Sequence[bytes | memoryview]
 
-BUNDLE_ENTRIES = frozenset({"index.html", "manifest.json", "diff.json", "moe.json", "assets",
-                            "tiles"})
+BUNDLE_ENTRIES = frozenset({"index.html", "manifest.json", "diff.json", "moe.json", "moe",
+                            "assets", "tiles"})
 """What weightvis writes at the top of a bundle (tests/test_trust_outputs.py checks that every
 bundle kind stays within it). ``--overwrite`` refuses a bundle holding anything else."""
 _OS_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})

@@ -4,7 +4,9 @@
  * This file: WV.moe — the numbers behind a hovered cell, read from the manifest or, for big
  * similarity matrices, from per-layer sidecar scripts (moe/layer-<L>.js, loaded on demand with
  * a <script> element: file:// refuses fetch) — and the panel "moe" that holds the model for
- * the other MoE plug-ins (app.panel("moe").model).
+ * the other MoE plug-ins (app.panel("moe").model). A sidecar's matrices are float32 (little-
+ * endian, row-major, base64; NaN = no number), decoded when a cell of the layer is first
+ * read, and shown as the float32 itself (its shortest decimal).
  */
 (function () {
   "use strict";
@@ -29,12 +31,41 @@
     return String(v).replace(/^-/, "\u2212");
   }
 
+  /** A float32 as stored: the shortest decimal that reads back to the same float32. */
+  function exact32(v) {
+    if (typeof v !== "number" || !isFinite(v)) return "—";
+    var text = String(v);
+    for (var p = 1; p <= 9; p++) {
+      var t = Number(v.toPrecision(p));
+      if (Math.fround(t) === v) { text = String(t); break; }
+    }
+    return text.replace(/^-/, "\u2212");
+  }
+
   // Sidecars: window.weightvisMoeSidecar(obj) is what a sidecar script calls.
-  var sidecars = new Map();     // layer -> {layer, similarity, coact}
+  var sidecars = new Map();     // layer -> {layer, experts, encoding, similarity, coact}
   var pending = new Map();      // file -> [callbacks]
+  var decoded = new Map();      // base64 text -> Float32Array (decoded once)
   window.weightvisMoeSidecar = function (obj) {
     if (obj && typeof obj.layer === "number") sidecars.set(obj.layer, obj);
   };
+
+  /** A sidecar matrix (SIDECAR_ENCODING: float32-le-base64) as {e, data: Float32Array}. */
+  function sidecarMatrix(side, text) {
+    if (typeof text !== "string" || side.encoding !== "float32-le-base64") return null;
+    var e = side.experts;
+    var data = decoded.get(text);
+    if (!data) {
+      var bin = atob(text);
+      var bytes = new Uint8Array(bin.length);
+      for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+      var view = new DataView(bytes.buffer);
+      data = new Float32Array(bytes.length >> 2);
+      for (var j = 0; j < data.length; j++) data[j] = view.getFloat32(4 * j, true);
+      decoded.set(text, data);
+    }
+    return data.length === e * e ? { e: e, data: data } : null;
+  }
 
   /**
    * The sidecar file of MoE layer `layer`: always "moe/layer-<integer>.js", built here from the
@@ -119,7 +150,7 @@
     var side = sidecars.get(info.layer);
     if (side) {
       var m = info.metric === "coact" ? side.coact : own(own(side.similarity || {}, info.metric) || {}, info.role);
-      return { matrix: Array.isArray(m) ? m : null, sidecar: file };
+      return { packed: sidecarMatrix(side, m), matrix: null, sidecar: file };
     }
     loadSidecar(file, then || function () {});
     return { loading: true, sidecar: file };
@@ -145,6 +176,10 @@
       row("metric", (METRIC_LABELS[info.metric] || info.metric) + (info.role ? " \u00b7 " + info.role : ""));
       if (got.loading) { row("value", "loading\u2026"); out.status = "loading"; return out; }
       var v = got.matrix && got.matrix[r] ? got.matrix[r][c] : null;
+      if (got.packed && r < got.packed.e && c < got.packed.e) {
+        v = got.packed.data[r * got.packed.e + c];
+        if (!isFinite(v)) v = null;
+      }
       out.value = typeof v === "number" ? v : null;
       var deadR = info.role && j !== null && this.dead(info.role, j, r);
       var deadC = info.role && j !== null && this.dead(info.role, j, c);
@@ -152,7 +187,7 @@
         out.status = "dead";
         row("value", "none: expert " + (deadR ? r : c) + " is dead (all zeros)", "wv-alert");
       } else {
-        row("value", exact(out.value));
+        row("value", got.packed ? exact32(out.value) : exact(out.value));
       }
       if (info.mode) row("CKA", info.mode === "exact" ? "exact" : "sketched (two CountSketches, k = " + info.k + ")");
       if (info.step > 1) row("cosine", "from every " + info.step + "th element");
@@ -194,6 +229,7 @@
     applies: applies,
     Model: Model,
     exact: exact,
+    exact32: exact32,
     STAT_LABELS: STAT_LABELS,
     METRIC_LABELS: METRIC_LABELS,
     sidecars: sidecars,

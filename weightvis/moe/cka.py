@@ -40,6 +40,8 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
+from .cross import cross_sums
+
 __all__ = ["SketchKind", "Hsic", "features", "gram_parts", "sketch_parts", "hsic1",
            "cka_from_parts", "cka_exact", "sketched_cka", "FeatureSketch", "ExpertSketch",
            "exact_cost", "HEAVY_RATIO",
@@ -259,7 +261,7 @@ class FeatureSketch:
 
 
 PAIR_TILE_BYTES = 64 << 20
-"""Most bytes of one tile of the sketches' product (rows of experts at a time)."""
+"""Most bytes of one tile of the sketches' product or of their Grams (cross.cross_sums)."""
 
 
 def sketched_cka(sketches: Sequence[ExpertSketch],
@@ -269,10 +271,11 @@ def sketched_cka(sketches: Sequence[ExpertSketch],
     The off-diagonal ⟨K̃_a, K̃_b⟩ = Σ_{i≠l} K_a[i,l] K_b[i,l] is split by the group's heavy
     coordinates V (those heavy in any expert). Entries with neither index in V: the
     cross-sketch estimate ‖S¹_aᵀ S²_b‖² - d̂¹_a·d̂²_b over the other coordinates, from one
-    product of the stacked sketches (in tiles of whole experts, at most PAIR_TILE_BYTES each;
-    squares in float32, sums in float64). Entries in a row or column of V: each expert's
-    exact row where the coordinate is heavy for it, its sketched row (S¹ for a, S² for b)
-    where not (``_heavy_part``). Every part is an unbiased estimate, and an outlier channel
+    product of the stacked sketches or of their Grams, whichever is cheaper
+    (``cross.cross_sums``, in tiles of at most PAIR_TILE_BYTES; float32 products, float64
+    sums). Entries in a row or column of V: each expert's exact row where the coordinate is
+    heavy for it, its sketched row (S¹ for a, S² for b) where not (``_heavy_part``). Every
+    part is an unbiased estimate, and an outlier channel
     read by both experts — whose sketched terms would otherwise dominate the noise (MOE.md
     §3.4) — is exact. HSIC₁'s other terms (d, r, t) are exact. ``same`` as for
     ``cka_exact`` (found from the sketches' bytes when not given)."""
@@ -288,13 +291,7 @@ def sketched_cka(sketches: Sequence[ExpertSketch],
                              dtype=np.float64) for a in range(e)])
     d2 = np.stack([np.einsum("ij,ij->j", z2[a * k:(a + 1) * k], z2[a * k:(a + 1) * k],
                              dtype=np.float64) for a in range(e)])
-    cross = np.zeros((e, e))
-    rows = max(1, PAIR_TILE_BYTES // (4 * k * k * e))
-    for a0 in range(0, e, rows):
-        a1 = min(e, a0 + rows)
-        g = z1[a0 * k:a1 * k] @ z2.T
-        np.square(g, out=g)  # (float32 squares, float64 sums)
-        cross[a0:a1] = g.reshape(a1 - a0, k, e, k).sum(axis=(1, 3), dtype=np.float64)
+    cross = cross_sums(z1, z2, e, k, PAIR_TILE_BYTES)
     del z1, z2
     off = cross - d1 @ d2.T + _heavy_part(sketches, heavy)
     r = np.stack([s.r for s in sketches])

@@ -11,13 +11,21 @@ Large parts are referenced, not inlined: when a bundle's similarity and co-activ
 hold more than ``MoEOptions.inline_max`` numbers, each ``similarity[metric][role][str(layer)]``
 and ``routing.coact[str(layer)]`` is ``{"sidecar": "moe/layer-<L>.js"}``, and that file holds
 every matrix of layer L as one call ``weightvisMoeSidecar(<JSON>);`` — a classic script the
-viewer loads with a ``<script>`` element from ``file://`` (where ``fetch`` is refused). A
-script reads it as JSON: ``json.loads(text[text.index("(") + 1:text.rindex(")")])`` gives
-``{"layer": L, "similarity": {metric: {role: E x E}}, "coact": E x E or null}``.
+viewer loads with a ``<script>`` element from ``file://`` (where ``fetch`` is refused). Its
+matrices are **float32**, little-endian, row-major, base64 (``SIDECAR_ENCODING``; NaN where
+moe.json would say null): 5.3 bytes a number where JSON text of doubles took ~20 (DeepSeek-V3's
+22.8 M similarity numbers: 122 MB, not 463 MB), and 7 significant digits — finer than the
+sketched CKA's own error (≥ 1e-3) and than any cosine a reader would tell apart. The viewer
+shows the float32 itself (its shortest decimal). ``read_sidecar`` decodes one;
+``json.loads(text[text.index("(") + 1:text.rindex(")")])`` gives ``{"layer": L, "experts": E,
+"encoding": "float32-le-base64", "similarity": {metric: {role: str}}, "coact": str or null}``.
+Sidecars are written one layer at a time, as the layer's numbers are complete
+(``layer_sidecar``), not held until the end.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -28,10 +36,12 @@ import numpy as np
 from .stats import STATS
 from .summary import MoENumbers
 
-__all__ = ["moe_document", "json_matrix", "SIDECAR_CALL", "sidecar_name", "sidecar_text",
-           "routing_rows"]
+__all__ = ["moe_document", "json_matrix", "SIDECAR_CALL", "SIDECAR_ENCODING", "sidecar_name",
+           "sidecar_text", "layer_sidecar", "read_sidecar", "routing_rows",
+           "similarity_numbers"]
 
 SIDECAR_CALL = "weightvisMoeSidecar"
+SIDECAR_ENCODING = "float32-le-base64"
 
 
 def sidecar_name(layer: int) -> str:
@@ -65,8 +75,9 @@ def routing_rows(routing: Mapping[str, Any], layers: Sequence[int], experts: int
 
 
 def moe_document(numbers: MoENumbers, structure: Any, routing: Mapping[str, Any] | None,
-                 sidecars: bool) -> tuple[dict[str, Any], dict[str, str]]:
-    """(moe.json, sidecar files by bundle path)."""
+                 sidecars: bool) -> dict[str, Any]:
+    """moe.json; with ``sidecars``, its matrices are references to the per-layer files
+    (``layer_sidecar``, written by the caller as each layer completes)."""
     layers = numbers.layers
     stats = {s: {r: json_matrix(numbers.stats[s][r]) for r in numbers.roles} for s in STATS}
     doc: dict[str, Any] = {
@@ -81,7 +92,6 @@ def moe_document(numbers: MoENumbers, structure: Any, routing: Mapping[str, Any]
                    "bias": json_matrix(numbers.bias) if numbers.bias is not None else None},
         "similarity": {},
     }
-    files: dict[str, str] = {}
     coact_by_layer = {int(k): v for k, v in ((routing or {}).get("coact") or {}).items()}
     for metric, by_role in numbers.similarity.items():
         doc["similarity"][metric] = {
@@ -97,17 +107,44 @@ def moe_document(numbers: MoENumbers, structure: Any, routing: Mapping[str, Any]
                                                  if sidecars and layer in layers
                                                  else json_matrix(np.asarray(m, np.float64)))
                                     for layer, m in coact_by_layer.items()}}
-    if sidecars:  # one layer's lists at a time (58 layers x 6 matrices of 256 x 256 for
-        for layer in layers:  # DeepSeek-V3: held at once as Python floats, ~4 GB)
-            content = {"layer": layer,
-                       "similarity": {metric: {role: json_matrix(by_layer[layer])
-                                               for role, by_layer in by_role.items()
-                                               if layer in by_layer}
-                                      for metric, by_role in numbers.similarity.items()},
-                       "coact": (json_matrix(np.asarray(coact_by_layer[layer], np.float64))
-                                 if layer in coact_by_layer else None)}
-            files[sidecar_name(layer)] = sidecar_text(content)
-    return doc, files
+    return doc
+
+
+def _f32(m: Any) -> str:
+    """A matrix as float32 little-endian row-major bytes in base64 (SIDECAR_ENCODING)."""
+    a = np.ascontiguousarray(np.asarray(m, np.float64).astype("<f4"))
+    return base64.b64encode(a.tobytes()).decode("ascii")
+
+
+def layer_sidecar(part: MoENumbers, routing: Mapping[str, Any] | None) -> str:
+    """The sidecar script of the one MoE layer of ``part`` (MoENumbers of that layer): every
+    similarity matrix of the layer and its co-activation, SIDECAR_ENCODING."""
+    (layer,) = part.layers
+    coact = {int(k): v for k, v in ((routing or {}).get("coact") or {}).items()}.get(layer)
+    content = {"layer": layer, "experts": part.experts, "encoding": SIDECAR_ENCODING,
+               "similarity": {metric: {role: _f32(by_layer[layer])
+                                       for role, by_layer in by_role.items()
+                                       if layer in by_layer}
+                              for metric, by_role in part.similarity.items()},
+               "coact": _f32(coact) if coact is not None else None}
+    return sidecar_text(content)
+
+
+def read_sidecar(text: str) -> dict[str, Any]:
+    """A sidecar script's content with its matrices decoded: ``{"layer": L, "similarity":
+    {metric: {role: float32 [E, E]}}, "coact": float32 [E, E] or None}``."""
+    raw = json.loads(text[text.index("(") + 1:text.rindex(")")])
+    if raw.get("encoding") != SIDECAR_ENCODING:
+        raise ValueError(f"unknown MoE sidecar encoding {raw.get('encoding')!r}")
+    e = int(raw["experts"])
+
+    def dec(s: str) -> np.ndarray:
+        return np.frombuffer(base64.b64decode(s), "<f4").reshape(e, e)
+
+    return {"layer": raw["layer"],
+            "similarity": {metric: {role: dec(v) for role, v in by_role.items()}
+                           for metric, by_role in raw["similarity"].items()},
+            "coact": dec(raw["coact"]) if raw["coact"] is not None else None}
 
 
 def sidecar_text(content: Mapping[str, Any]) -> str:

@@ -37,7 +37,7 @@ from ..grids import (
 from ..options import MoEOptions
 from ..tiling import CheckpointSpec, Geometry
 from ..types import Group, Placement, SceneLayout
-from .document import moe_document, routing_rows, similarity_numbers
+from .document import layer_sidecar, moe_document, routing_rows, sidecar_name, similarity_numbers
 from .stats import RELATIVE_KIND, STATS, relative_to_median
 from .summary import MoENumbers, moe_numbers
 
@@ -59,16 +59,14 @@ class Panel(NamedTuple):
 
 
 class MoEPlan(NamedTuple):
-    """The MoE part of a plan: its scenes, their manifest entries' extras, the ``moe``
-    document and its sidecar files."""
+    """The MoE part of a plan: its scenes and their manifest entries' extras and the ``moe``
+    document (its sidecar files are written by ``prepare``, a layer at a time)."""
 
     scenes: list[Any]
     extras: dict[str, dict[str, Any]]
     """scene key -> {"moe": ..., "cells": {tensor: cell}} (filled by ``prepare``)."""
     document: dict[str, Any]
     """moe.json (filled by ``prepare``)."""
-    files: dict[str, str]
-    """Sidecar files by bundle path (filled by ``prepare``)."""
 
 
 def detect_structure(reader: Any, required: bool) -> Any:
@@ -281,6 +279,11 @@ def _wrapped_layout(lines: list[list[Panel]]) -> tuple[SceneLayout, list[Panel]]
     return SceneLayout("panels", width, height, tuple(placements), tuple(groups), {}), panels
 
 
+INLINE_TILES = 64
+"""An MoE scene with at most this many max-zoom tiles is drawn in the main process (measured on
+a Mixtral-shaped model: its three scenes' 60 tiles cost 0.5 s of CPU in forked workers)."""
+
+
 class GridHolder:
     """The spec of an MoE scene: its grids, filled in by the plan's ``prepare`` before the
     scene's tiles are drawn (picklable: a worker gets the filled holder)."""
@@ -301,8 +304,10 @@ def _scene(key: str, label: str, lines: list[list[Panel]], by_column: bool, cell
     lay, panels = (_wrapped_layout(lines) if key == SIMILARITY_KEY
                    else _layout(lines, by_column, max(2 * cell, 24)))
     holder = GridHolder()
-    scene = Scene(key, label, lay, Geometry(lay), SequentialPainter(), holder, {},
-                  stage=f"tiles {label}")
+    geo = Geometry(lay)
+    scene = Scene(key, label, lay, geo, SequentialPainter(), holder, {},
+                  stage=f"tiles {label}",
+                  inline=len(geo.occupied[geo.max_zoom]) <= INLINE_TILES)
     return scene, holder, panels
 
 
@@ -377,11 +382,15 @@ def _skeleton(structure: Any, opts: MoEOptions) -> tuple[MoENumbers, dict[str, A
 
 
 def _lines(numbers: MoENumbers, structure: Any, routing: Mapping[str, Any] | None,
-           cell: int, sim_cell: int) -> dict[str, list[list[Panel]]]:
+           cell: int, sim_cell: int, similarity: list[list[Panel]] | None = None
+           ) -> dict[str, list[list[Panel]]]:
+    """Each scene's lines of panels (``similarity``: the similarity scene's, when made
+    already)."""
     freq = routing_rows(routing, numbers.layers, numbers.experts) if routing else None
     return {SUMMARY_KEY: summary_panels(numbers, structure, freq, cell, False),
             RELATIVE_KEY: summary_panels(numbers, structure, freq, cell, True),
-            SIMILARITY_KEY: similarity_panels(numbers, routing, sim_cell)}
+            SIMILARITY_KEY: similarity if similarity is not None
+            else similarity_panels(numbers, routing, sim_cell)}
 
 
 _SCENES = ((SUMMARY_KEY, "MoE summary", True, "summary"),
@@ -422,11 +431,12 @@ def plan_moe(reader: Any, srcs: list[str], opts: MoEOptions, executor: Executor,
         scenes.append(scene)
         holders[key] = holder
     document: dict[str, Any] = {}
-    files: dict[str, str] = {}
     total = sum(1 for layer in structure.moe_layers for r in structure.roles
                 if structure.slices.get((layer, r)))
+    big = similarity_numbers(skeleton, routing) > opts.inline_max
+    del lines, skeleton, skeleton_routing
 
-    def prepare(ex: Executor) -> None:
+    def prepare(ex: Executor, write: Callable[[str, str], None]) -> None:
         from ..pyramid import warm_up_all
 
         if ex.in_other_processes:  # the tasks' processes inherit the compiled kernels
@@ -434,9 +444,21 @@ def plan_moe(reader: Any, srcs: list[str], opts: MoEOptions, executor: Executor,
 
             warm_up_all()
             warm_up()
+        rows: dict[int, list[Panel]] = {}
+
+        def on_layer(part: MoENumbers) -> None:
+            """A layer's numbers are complete: its sidecar is written now, and its similarity
+            panels keep their colours only (their numbers are in the sidecar or moe.json)."""
+            layer = part.layers[0]
+            if big:
+                write(sidecar_name(layer), layer_sidecar(part, routing))
+            (row,) = similarity_panels(part, routing, sim_cell)
+            rows[layer] = [p._replace(grid=p.grid.compact()) for p in row]
+
         numbers = moe_numbers(reader, CheckpointSpec(tuple(srcs)), structure, opts, ex,
-                              lambda: tick("moe", 1, total))
-        real = _lines(numbers, structure, routing, cell, sim_cell)
+                              lambda: tick("moe", 1, total), on_layer, keep_similarity=not big)
+        real = _lines(numbers, structure, routing, cell, sim_cell,
+                      [rows[layer] for layer in numbers.layers])
         for key, _label, by_column, kind in _SCENES:
             if key not in holders:
                 continue
@@ -447,10 +469,7 @@ def plan_moe(reader: Any, srcs: list[str], opts: MoEOptions, executor: Executor,
                 [(q.tensor, q.c_h, q.c_w) for q in planned], "MoE panels differ from the plan"
             holders[key].grids = tuple(p.grid for p in panels)
             extras[key] = _extra(kind, sim_cell if key == SIMILARITY_KEY else cell, panels)
-        big = similarity_numbers(numbers, routing) > opts.inline_max
-        doc, side = moe_document(numbers, structure, routing, big)
-        document.update(doc)
-        files.update(side)
+        document.update(moe_document(numbers, structure, routing, big))
 
     scenes[0] = scenes[0]._replace(prepare=prepare)
-    return MoEPlan(scenes, extras, document, files)
+    return MoEPlan(scenes, extras, document)
