@@ -234,6 +234,18 @@ class DaskExecutor(Executor):
                 self._cluster.close()
 
 
+LOCAL_WORKER_CONFIG: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+}
+"""Dask settings of the workers ``--scheduler local[:N]`` starts, two defaults that cost a
+render CPU (measured on the 1.1 B-element checkpoint, benchmarks/dask_scaling.py): the
+statistical profiler samples every worker's stack 100 times a second (~10 % of a worker's CPU),
+and ``MALLOC_TRIM_THRESHOLD_=65536`` fixes glibc's mmap threshold, so every tile-sized buffer
+is mapped, faulted in and unmapped again (sys time 2.9 -> 1.8 s, worker CPU 8.3 -> 6.7 s).
+A cluster started elsewhere should set the same (README, "Clusters")."""
+
+
 def dask_executor(scheduler: str) -> DaskExecutor:
     """Connect to (or start) the cluster ``--scheduler`` names."""
     distributed = _import_distributed()
@@ -241,9 +253,12 @@ def dask_executor(scheduler: str) -> DaskExecutor:
     cluster = None
     try:
         if address == "local":
-            cluster = distributed.LocalCluster(
-                n_workers=n or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                host="127.0.0.1", dashboard_address=None, silence_logs=50)
+            import dask
+
+            with dask.config.set(LOCAL_WORKER_CONFIG):
+                cluster = distributed.LocalCluster(
+                    n_workers=n or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                    host="127.0.0.1", dashboard_address=None, silence_logs=50)
             client = distributed.Client(cluster, set_as_default=False)
         else:
             client = distributed.Client(address, timeout="10s", set_as_default=False)
