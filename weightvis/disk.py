@@ -6,7 +6,9 @@ covers (padding compresses to nearly nothing), and the levels above max zoom cov
 the pixels per level. The factors (``SizeModel``) were measured on rendered bundles
 (benchmarks/disk_estimate.py: synthetic noise-like checkpoints, which compress least, and real
 ones, which compress better), so the estimate is an upper bound for most checkpoints;
-the README ("Disk") gives its error on each.
+the README ("Disk") gives its error on each. A diff's delta of unchanged tensors compresses
+to almost nothing, which the layout can't know: for a diff the estimate is an upper bound
+(1.2-2.7x on pairs with half the tensors changed, tests/test_disk.py).
 
 ``check_space(where, needed, reclaimable)`` refuses a render whose destination's filesystem
 can't hold it, before the first tile (``--no-space-check`` skips it).
