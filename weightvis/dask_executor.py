@@ -238,12 +238,14 @@ LOCAL_WORKER_CONFIG: dict[str, Any] = {
     "distributed.worker.profile.enabled": False,
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
 }
-"""Dask settings of the workers ``--scheduler local[:N]`` starts, two defaults that cost a
-render CPU (measured on the 1.1 B-element checkpoint, benchmarks/dask_scaling.py): the
-statistical profiler samples every worker's stack 100 times a second (~10 % of a worker's CPU),
-and ``MALLOC_TRIM_THRESHOLD_=65536`` fixes glibc's mmap threshold, so every tile-sized buffer
-is mapped, faulted in and unmapped again (sys time 2.9 -> 1.8 s, worker CPU 8.3 -> 6.7 s).
-A cluster started elsewhere should set the same (README, "Clusters")."""
+"""Dask settings of the workers ``--scheduler local[:N]`` starts: two defaults that cost a
+render CPU. Measured with a warm 1-worker LocalCluster rendering the 1.1 B-element synthetic
+checkpoint from a tmpfs (the worker process's CPU, two runs each, the machine shared): the
+statistical profiler, which samples the worker's stack 100 times a second, 9.5-10.3 s ->
+8.1-8.9 s without it; ``MALLOC_TRIM_THRESHOLD_=65536``, which fixes glibc's mmap threshold so
+that every tile-sized buffer is mapped, faulted in and unmapped again, 7.9-8.8 s (sys 2.8-3.0 s)
+-> 6.6-6.8 s (sys 1.8 s) without it. A cluster started elsewhere should set the same
+(README, "Clusters")."""
 
 
 def dask_executor(scheduler: str) -> DaskExecutor:
