@@ -79,21 +79,23 @@ def _cpu_here() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _proc_cpu() -> float:
-    """On a worker or nanny: its process's CPU seconds so far."""
+def _proc_cpu() -> tuple[int, float]:
+    """On a worker, nanny or scheduler: its process id and CPU seconds so far."""
     import psutil
 
     t = psutil.Process().cpu_times()
-    return float(t.user + t.system)
+    return os.getpid(), float(t.user + t.system)
 
 
-def _cluster_cpu(client: Any) -> dict[str, float]:
-    """CPU seconds so far of every worker, nanny and of the scheduler's process."""
-    out = {f"w:{k}": v for k, v in client.run(_proc_cpu).items()}
+def _cluster_cpu(client: Any) -> dict[int, float]:
+    """CPU seconds so far of every process of the cluster (workers, nannies, scheduler), by
+    process id: a LocalCluster's nannies and scheduler live in the process that started it,
+    which must be counted once."""
+    got = list(client.run(_proc_cpu).values())
     with contextlib.suppress(Exception):  # a cluster without nannies
-        out.update({f"n:{k}": v for k, v in client.run(_proc_cpu, nanny=True).items()})
-    out["scheduler"] = client.run_on_scheduler(_proc_cpu)
-    return out
+        got += list(client.run(_proc_cpu, nanny=True).values())
+    got.append(client.run_on_scheduler(_proc_cpu))
+    return dict(got)
 
 
 def _cli(python: str, src: Path, out: Path, extra: Sequence[str],
@@ -106,11 +108,13 @@ def _cli(python: str, src: Path, out: Path, extra: Sequence[str],
         raise SystemExit(f"render failed: {cmd}\n{m.stderr_tail}")
     after = _cluster_cpu(client) if client is not None else {}
     timing = json.loads(Path(str(out) + ".timing.json").read_text())
-    workers = sum(after[k] - before.get(k, 0.0) for k in after if k[0] in "wn")
-    sched = after.get("scheduler", 0.0) - before.get("scheduler", 0.0)
-    if client is not None and client.run_on_scheduler(os.getpid) == os.getpid():
-        # the scheduler lives in this process, beside run_measured's sampler thread
-        sched = _cpu_here() - here0 - m.sampler_cpu_s
+    here = _cpu_here() - here0 - m.sampler_cpu_s  # (run_measured's sampler thread is here)
+    me = os.getpid()
+    sched_pid = client.run_on_scheduler(os.getpid) if client is not None else None
+    workers = sum(v - before.get(k, 0.0) for k, v in after.items() if k not in (me, sched_pid))
+    # the scheduler's process: this one for a LocalCluster we started (with its nannies)
+    sched = (here if sched_pid == me else after.get(sched_pid, 0.0) - before.get(sched_pid, 0.0)
+             ) if client is not None else 0.0
     cli = m.cpu_user_s + m.cpu_sys_s
     return {"wall_s": round(m.wall_s, 3), "cpu_cli_s": round(cli, 3),
             "cpu_cluster_workers_s": round(workers, 3), "cpu_scheduler_s": round(sched, 3),
