@@ -12,7 +12,8 @@ One command (``--short``: one repeat, a smaller many-tensors checkpoint; same ta
    the DeepSeek-V3-shaped many-tensors checkpoints (benchmarks/many_tensors.py), copied to
    ``--work`` (default: a tmpfs, /dev/shm), where the bundles are written too: storage is
    measured apart (step 3), so the comparison is of CPU work, not of a disk other processes
-   share.
+   share. Every render passes ``--no-moe``: the model is of the main scene (the MoE scenes'
+   cost, which grows with the experts squared, is benchmarks/moe_cost_model.py's).
 2. Renders with the CLI, interleaved in each repeat (local pool ``--workers 2``, Dask with 2,
    Dask with 1 worker: ``--scheduler tcp://…`` of ``LocalCluster``s this script started with
    the settings of ``--scheduler local:N`` and warmed: the "existing cluster" case), so the
@@ -23,15 +24,16 @@ One command (``--short``: one repeat, a smaller many-tensors checkpoint; same ta
    it changes wall time a lot) on the two 1-worker runs, each input measured here:
    - ``c_leaf``: worker CPU per leaf tile (the 1 B checkpoint: few tensors; upper levels and
      the scales included);
-   - ``c_tensor``: worker CPU per tensor beyond that (the many-tensors checkpoint's worker CPU
-     minus its leaves × c_leaf, ÷ its tensors);
+   - ``c_tensor``: worker CPU per tensor beyond that, which every worker pays (each opens the
+     checkpoint and builds its per-tensor state): the many-tensors checkpoint's 1-worker CPU
+     minus its leaves × c_leaf, ÷ its tensors;
    - ``m_0``, ``m_tensor``: CPU of the main process and the scheduler (start, open, layout,
      the levels above the subtrees, manifest, commit), a constant and a cost per tensor;
    - ``o_task``: the scheduler's per-task overhead (2,000 no-op tasks on the 2-worker cluster);
    - ``bw``: write bandwidth of ``--disk`` (tile-sized files, synced; this machine's disk)
      and the bytes per tile of the 1 B bundle.
    Prediction for W workers with a core each: ``wall(W) = m_0 + m_tensor·T +
-   max((leaves·c_leaf + T·c_tensor) / W, tiles·bytes_per_tile / (bw·W)) + 8·o_task`` (each
+   max(leaves·c_leaf / W + T·c_tensor, tiles·bytes_per_tile / (bw·W)) + 8·o_task`` (each
    worker takes 8 subtrees one after another), tile counts from the layout (no weights).
 4. The check, on the 2-worker runs (not used to calibrate): predicted against measured worker
    CPU (valid under load) and wall time (valid on a quiet machine: each check shows the other
@@ -100,7 +102,9 @@ def _cluster_cpu(client: Any) -> dict[int, float]:
 
 def _cli(python: str, src: Path, out: Path, extra: Sequence[str],
          client: Any = None) -> dict[str, Any]:
-    cmd = [python, "-m", "weightvis", str(src), "--out", str(out), "-q", *extra]
+    # --no-moe: the DeepSeek-shaped checkpoints are MoE; the model is of the main scene's
+    # tiles (the MoE scenes' cost grows with experts squared: benchmarks/moe_cost_model.py)
+    cmd = [python, "-m", "weightvis", str(src), "--out", str(out), "-q", "--no-moe", *extra]
     before = _cluster_cpu(client) if client is not None else {}
     here0 = _cpu_here()
     m = run_measured(cmd, env=_python_env({"WEIGHTVIS_TIMING": str(out) + ".timing.json"}))
@@ -257,7 +261,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--disk", type=Path, default=None,
                     help="folder whose write bandwidth the model uses (default: --cache)")
     ap.add_argument("--out-json", type=Path, default=None)
+    ap.add_argument("--remodel", type=Path, metavar="JSON",
+                    help="no renders: recompute the model from the runs of a results file "
+                         "(written back to --out-json)")
     a = ap.parse_args(argv)
+    if a.remodel:
+        res = json.loads(a.remodel.read_text())
+        res["model"] = _model(res, a.disk or a.cache, a.work or a.cache)
+        res["remodelled"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        if a.out_json:
+            write_json(a.out_json, res)
+        print(json.dumps(res["model"], indent=2))
+        return 0
     import distributed
 
     if a.short:
@@ -308,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "cpu": round(big["dask_2"]["cpu_all_s"] / big["local_2"]["cpu_all_s"] - 1, 3)}
         if "dask_1" in big and "dask_2" in big:
             res["speedup_1_to_2"] = round(big["dask_1"]["wall_s"] / big["dask_2"]["wall_s"], 3)
-            res["model"] = _model(res, a.disk or a.cache)
+            res["model"] = _model(res, a.disk or a.cache, work)
     finally:
         for c in clients.values():
             c.close()
@@ -321,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _model(res: dict[str, Any], disk: Path) -> dict[str, Any]:
+def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
     """Calibrate on the 1-worker runs, check on the 2-worker runs, project DeepSeek-V3.
 
     Calibrated in CPU seconds, which the other load of the machine changes little (a worker
@@ -332,6 +347,7 @@ def _model(res: dict[str, Any], disk: Path) -> dict[str, Any]:
     the subtrees, manifest, commit)."""
     d1, m1 = res["big"]["dask_1"], res["many"]["dask_1"]
     c_leaf = d1["cpu_cluster_workers_s"] / d1["leaves"]
+    # paid by every worker (each opens the checkpoint and its per-tensor state), not shared
     c_tensor = max(0.0, m1["cpu_cluster_workers_s"] - m1["leaves"] * c_leaf) / m1["tensors"]
 
     def main_cpu(r: dict[str, Any]) -> float:
@@ -341,10 +357,12 @@ def _model(res: dict[str, Any], disk: Path) -> dict[str, Any]:
     m_0 = main_cpu(d1) - m_tensor * d1["tensors"]
     bytes_per_tile = d1["bytes"] / d1["tiles"]
     bw = _write_bandwidth(disk, int(bytes_per_tile))
+    bw_work = _write_bandwidth(work, int(bytes_per_tile))  # where the checked runs wrote
     o_task = res["o_task_s"]
 
-    def predict(tensors: int, leaves: int, tiles: int, workers: int) -> dict[str, float]:
-        work = leaves * c_leaf + tensors * c_tensor
+    def predict(tensors: int, leaves: int, tiles: int, workers: int, bw: float = bw
+                ) -> dict[str, float]:
+        work = leaves * c_leaf + workers * tensors * c_tensor
         storage = tiles * bytes_per_tile / (bw * workers)
         main = m_0 + m_tensor * tensors
         return {"wall_s": round(main + max(work / workers, storage) + 8 * o_task, 3),
@@ -359,7 +377,7 @@ def _model(res: dict[str, Any], disk: Path) -> dict[str, Any]:
                      res["check"]["dask_1"], 1))
     checks = {}
     for name, r, w in runs:
-        p = predict(r["tensors"], r["leaves"], r["tiles"], w)
+        p = predict(r["tensors"], r["leaves"], r["tiles"], w, bw_work)
         checks[name] = {
             "predicted_worker_cpu_s": p["worker_cpu_s"],
             "measured_worker_cpu_s": r["cpu_cluster_workers_s"],
@@ -372,7 +390,8 @@ def _model(res: dict[str, Any], disk: Path) -> dict[str, Any]:
             for w in (8, 64, 256)}
     return {"inputs": {"c_leaf_cpu_s": c_leaf, "c_tensor_cpu_s": c_tensor, "m_0_cpu_s": m_0,
                        "m_tensor_cpu_s": m_tensor, "bytes_per_tile": bytes_per_tile,
-                       "write_bw_bytes_s": bw, "write_bw_folder": str(disk), "o_task_s": o_task},
+                       "write_bw_bytes_s": bw, "write_bw_folder": str(disk),
+                       "checks_write_bw_bytes_s": bw_work, "o_task_s": o_task},
             "checks": checks,
             "cpu_prediction_ok": all(abs(c["cpu_error"]) <= TARGET_PREDICTION
                                      for c in checks.values()),
