@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import compiling
+from .disk import estimate_bytes, human_bytes
 from .errors import InputError, OutputError
 from .executors import Executor, InlineExecutor, local_executor
 from .formats import open_checkpoint
@@ -44,7 +45,11 @@ from .types import HilbertUnit, LayoutKind, ScaleMode, TileFormat
 
 __all__ = ["build_bundle", "render", "render_moe", "render_diff", "regen_html", "RenderResult",
            "DiffResult",
-           "BundleResult", "MANIFEST_VERSION", "is_bundle", "read_manifest", "Progress"]
+           "BundleResult", "MANIFEST_VERSION", "is_bundle", "read_manifest", "Progress",
+           "Notice"]
+
+Notice = Callable[[str], None]
+"""notice(text): a line for the user before the tiles (the bundle's expected size)."""
 
 
 class BundleResult(NamedTuple):
@@ -87,15 +92,23 @@ class DiffResult(NamedTuple):
 
 
 def build_bundle(plan: Plan, store: Store, executor: Executor,
-                 progress: Progress | None = None, *, fingerprint: str | None = None
-                 ) -> BundleResult:
+                 progress: Progress | None = None, *, fingerprint: str | None = None,
+                 space_check: bool = True, notice: Notice | None = None) -> BundleResult:
     """Render every scene of ``plan`` with ``executor`` into ``store``, then its side documents,
     the manifest and ``index.html`` (last), and commit. A failure or an interruption aborts the
     store (nothing half-written stays). ``fingerprint`` (outdir.fingerprint of the plan's
-    inputs and options) lets a store that keeps records resume a killed run's subtrees."""
+    inputs and options) lets a store that keeps records resume a killed run's subtrees.
+    Before any tile, the bundle's expected size goes to ``notice``, and (``space_check``) a
+    destination that can't hold it is refused (disk.py)."""
     def tick(stage: str, n: int, total: int) -> None:
         if progress is not None:
             progress(stage, n, total)
+
+    needed = estimate_bytes(plan)
+    where = store.space(needed) if space_check else None
+    if notice is not None:
+        free = f" ({human_bytes(where[1])} free in {where[0]})" if where else ""
+        notice(f"expected bundle size: about {human_bytes(needed)}{free}")
 
     results: dict[str, Any] = {}
     written = nbytes = reused = all_leaves = 0
@@ -216,6 +229,8 @@ def render(
     moe: MoEOptions | None = None,
     show_xet_xorbs: bool = False,
     png_deflate: PngDeflate = "rle",
+    space_check: bool = True,
+    notice: Notice | None = None,
 ) -> RenderResult:
     """Render a checkpoint (files, a sharded index, directories, ``hf://`` locations) into a
     bundle at ``out``. ``executor`` and ``store`` default to the local pool of ``workers``
@@ -227,7 +242,8 @@ def render(
     ``only=True`` renders them alone, as ``render_moe``). ``show_xet_xorbs``: one more scene,
     the files' bytes coloured by the Xet xorb that stores each on the Hub (``hf://`` inputs
     only; their reconstruction terms are asked for before anything is downloaded).
-    ``png_deflate``: options.PngDeflate."""
+    ``png_deflate``: options.PngDeflate.
+    ``space_check``, ``notice``: as for ``build_bundle``."""
     from .scenes import plan_moe_only, plan_render
 
     t0 = time.perf_counter()
@@ -261,7 +277,8 @@ def render(
             plan = plan._replace(png_deflate=opts.png_deflate)
             fp = fingerprint("render", {**_options(opts, plan), "moe": dataclasses.asdict(moe)},
                              [reader.files])
-            res = build_bundle(plan, st, ex, progress, fingerprint=fp)
+            res = build_bundle(plan, st, ex, progress, fingerprint=fp, space_check=space_check,
+                               notice=notice)
             elements = sum(t.numel for t in reader.tensors())
         finally:
             reader.close()
@@ -305,6 +322,8 @@ def render_diff(
     stream: bool = False,
     values: ValuesMode = "auto",
     values_limit_mb: float = VALUES_LIMIT_MB,
+    space_check: bool = True,
+    notice: Notice | None = None,
 ) -> DiffResult:
     """Render the element-wise difference B - A of two checkpoints into a bundle at ``out``,
     with per-tensor numbers (``diff.json`` and ``manifest["diff"]``). ``hf://`` inputs and
@@ -332,7 +351,8 @@ def render_diff(
         try:
             plan = plan_diff(reader, a_srcs, b_srcs, opts, ex, progress or _no_progress)
             fp = fingerprint("diff", _options(opts, plan), [ra.files, rb.files])
-            res = build_bundle(plan, st, ex, progress, fingerprint=fp)
+            res = build_bundle(plan, st, ex, progress, fingerprint=fp, space_check=space_check,
+                               notice=notice)
         finally:
             reader.close()
     finally:

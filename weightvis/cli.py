@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +65,22 @@ def _check_tile_format(a: argparse.Namespace) -> None:
         raise InputError(f"--tile-format {a.tile_format}: {problem}")
 
 
+def _add_space_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-space-check", action="store_true",
+                   help="render even when --out's file system seems too small for the bundle "
+                        "(its expected size, printed before the tiles, is an estimate)")
+
+
+def _notice(quiet: bool) -> Callable[[str], None] | None:
+    """Where the library's lines before the tiles go (stderr, beside the progress bars)."""
+    if quiet:
+        return None
+
+    def say(text: str) -> None:
+        print(f"weightvis: {text}", file=sys.stderr, flush=True)
+    return say
+
+
 def _render_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         allow_abbrev=False,  # exact option names only: a prefix is an error, not a guess
@@ -107,6 +123,7 @@ def _render_parser() -> argparse.ArgumentParser:
                         "--out on a folder every worker sees)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing weightvis bundle at --out")
+    _add_space_option(p)
     _add_values_options(p)
     p.add_argument("--regen-html", metavar="DIR",
                    help="rebuild index.html of an existing bundle from its manifest (no render; "
@@ -269,6 +286,7 @@ def _diff_parser() -> argparse.ArgumentParser:
                    help="run on a Dask cluster: tcp://HOST:PORT or local[:N] (see the main help)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing weightvis bundle at --out")
+    _add_space_option(p)
     _hub_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     return p
@@ -344,7 +362,9 @@ def _run_diff(argv: Sequence[str]) -> int:
                                          title=a.title, workers=a.workers,
                                          overwrite=a.overwrite or out != a.out,
                                          progress=bar, stream=a.stream, executor=ex,
-                                         values=a.values, values_limit_mb=a.values_limit)
+                                         values=a.values, values_limit_mb=a.values_limit,
+                                         space_check=not a.no_space_check,
+                                         notice=_notice(a.quiet))
         finally:
             bar.close()
         if not a.quiet:
@@ -505,7 +525,8 @@ def _run_render(argv: Sequence[str], *, moe_only: bool = False) -> int:
                                     workers=a.workers, overwrite=a.overwrite or out != a.out,
                                     progress=bar, stream=a.stream, executor=ex,
                                     values=a.values, values_limit_mb=a.values_limit, moe=moe,
-                                    show_xet_xorbs=a.show_xet_xorbs)
+                                    show_xet_xorbs=a.show_xet_xorbs,
+                                    space_check=not a.no_space_check, notice=_notice(a.quiet))
         finally:
             bar.close()
         if os.environ.get("WEIGHTVIS_TIMING"):

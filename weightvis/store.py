@@ -168,6 +168,11 @@ class Store(abc.ABC):
     def close(self) -> None:
         """Release what the store holds (a store that was begun and not committed aborts)."""
 
+    def space(self, needed: int) -> tuple[Path, int] | None:
+        """Before ``begin``: raise OutputError if the destination can't take ``needed`` more
+        bytes; return the folder checked and its free bytes (None: nothing to check)."""
+        return None
+
     @property
     def records(self) -> Path | None:
         """Where finished subtrees are kept for a resume (after ``begin``); None: nowhere."""
@@ -210,6 +215,16 @@ class _LocalStore(Store):
 
     def _beside(self, what: str) -> Path:
         return self.path.parent / f".{self.path.name}.weightvis-{what}"
+
+    def space(self, needed: int) -> tuple[Path, int] | None:
+        """The files go beside ``out`` (a staging folder) or into it: its parent's filesystem
+        must hold them; a killed run's staging folder is reused or removed, so its bytes
+        count as free."""
+        from .disk import check_space, folder_bytes
+
+        staged = folder_bytes(self._beside("staging"))
+        where = self.path.parent
+        return where, check_space(where, needed, self.out, reclaimable=staged)
 
     def _recover(self) -> None:
         """Tidy what killed runs left beside ``out`` (we hold the lock: none of it is in use).
