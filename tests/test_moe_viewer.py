@@ -90,8 +90,10 @@ def test_switching_scenes_keeps_each_view(bundles: dict[str, Any], open_page: An
                          " })()")
     page.keyboard.press("c")
     assert page.evaluate("weightvis.app.model.key") == "moe-similarity"
+    assert page.text_content(".wv-sub") == "weightvis · 1 px = 1 number at full zoom"
     page.keyboard.press("w")
     assert page.evaluate("weightvis.app.model.key") == "main"
+    assert page.text_content(".wv-sub") == "weightvis · 1 px = 1 element at full zoom"
     page.keyboard.press("s")
     assert page.evaluate("weightvis.app.model.key") == "moe-summary"
     again = page.evaluate("(() => { const c = weightvis.app.cFromLl(weightvisMap.getCenter());"

@@ -40,5 +40,6 @@ def test_bytes_scene_kind_legend(tmp_path: Path, open_page: Any) -> None:
     assert len(swatches) == len(classes) + 1 and swatches[-1] == "padding"
     assert all(s.startswith(c["label"]) for s, c in zip(swatches, classes, strict=False))
     assert page.text_content("#wv-legend-values") == "1 px = 1 byte, in file order"
+    assert page.text_content(".wv-sub") == "weightvis · 1 px = 1 byte at full zoom"
     assert page.text_content("#wv-r-scale-label") == "scale"
     log.assert_clean()

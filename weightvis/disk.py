@@ -82,7 +82,9 @@ def estimate_bytes(plan: Plan, model: SizeModel = SIZE_MODEL) -> int:
 
     total = model.fixed
     tensors: set[str] = set()
-    widths = {t.name: value_width(t.dtype) for t in plan.reader.tensors()}
+    # (an MoE-only plan has no reader: its panels hold numbers, 4 bytes each)
+    widths = ({t.name: value_width(t.dtype) for t in plan.reader.tensors()}
+              if plan.reader is not None else {})
     for scene in plan.scenes:
         geo = scene.geometry
         lay = geo.layout

@@ -24,6 +24,7 @@
       map: document.getElementById("wv-map"),
       sceneRow: document.getElementById("wv-scene-row"),
       scene: document.getElementById("wv-scene"),
+      sub: document.querySelector(".wv-sub"),
     };
     this.map = L.map(this.dom.map, {
       crs: L.CRS.Simple,
@@ -160,6 +161,11 @@
       this.tiles.on("tileerror", function (e) { e.tile.style.visibility = "hidden"; });
       this.tiles.addTo(this.map);
       this.dom.map.style.background = this.paddingCss();
+      if (this.dom.sub) {
+        // what one pixel is at full zoom, for this scene (a byte curve, a panel of numbers)
+        var unit = this.model.curveUnit === "byte" ? "byte" : scene.layout === "panels" ? "number" : "element";
+        this.dom.sub.textContent = "weightvis · 1 px = 1 " + unit + " at full zoom";
+      }
       if (this.dom.scene.options.length) this.dom.scene.value = String(scene.key);
       this.legend.build();
       this.readout.onScene(this.model);
