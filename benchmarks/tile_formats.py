@@ -33,7 +33,6 @@ are those of the processes the render reaped (RUSAGE_CHILDREN).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import json
 import os
@@ -52,6 +51,9 @@ from typing import Any
 import numpy as np
 import PIL
 from PIL import Image, features
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from values_bench import _pkg  # noqa: E402  (a sibling script, not a package)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -91,14 +93,6 @@ CODECS: dict[str, tuple[str, Encoder]] = {
     "png-zlib9": ("palette PNG, Pillow optimize (zlib level 9)",
                   lambda rgb: b""),  # replaced in _trial: it needs the indices, not the RGB
 }
-
-
-def _pkg(pkg: str, rel: str) -> str | None:
-    spec = importlib.util.find_spec(pkg)
-    if spec is None or spec.origin is None:
-        return None
-    p = Path(spec.origin).parent / rel
-    return str(p) if p.is_file() else None
 
 
 def _env() -> dict[str, str]:

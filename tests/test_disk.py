@@ -19,22 +19,12 @@ import weightvis
 from weightvis import disk
 from weightvis.cli import main
 
+# the trust tests' checkpoint writer and ``small`` (6 x 700 x 600 f32: 10 MB of values, which the
+# sidecars hold)
+from .test_trust_outputs import _write, small  # noqa: F401  (a fixture)
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-
-
-def _write(path: Path, layers: int, rows: int, cols: int, dtype: type, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    save_file({f"model.layers.{i}.mlp.up_proj.weight":
-               rng.standard_normal((rows, cols)).astype(dtype) for i in range(layers)}, str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """6 x 700 x 600 f32 (10 MB of values: the sidecars hold them)."""
-    return _write(tmp_path_factory.mktemp("small") / "m.safetensors", 6, 700, 600,
-                  np.float32, 5)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from .conftest_viewer import _d2xy as d2xy
 from .conftest_viewer import chromium_reusing, open_page  # noqa: F401  (fixtures)
 from .fakehub import XET_TOKEN, FakeHub
 from .hub_fixtures import (  # noqa: F401  (fixtures)
@@ -65,23 +66,6 @@ def expected_runs(terms: list[dict[str, Any]]) -> list[tuple[int, int, str]]:
             out.append((at, end, t["hash"]))
         at = end
     return out
-
-
-def d2xy(n: int, d: int) -> tuple[int, int]:
-    """Hilbert index -> (x, y) on an n x n curve (the classic d2xy; README "Layout")."""
-    x = y = 0
-    s, t = 1, d
-    while s < n:
-        rx = 1 & (t // 2)
-        ry = 1 & (t ^ rx)
-        if ry == 0:
-            if rx == 1:
-                x, y = s - 1 - x, s - 1 - y
-            x, y = y, x
-        x, y = x + s * rx, y + s * ry
-        t //= 4
-        s *= 2
-    return x, y
 
 
 def xet_repo(hub: FakeHub, data: bytes, terms: list[dict[str, Any]], repo: str = "org/xet"
@@ -274,6 +258,16 @@ def test_refusals_are_one_line(hub: FakeHub, tmp_path: Path) -> None:
     assert not Path(out).exists()
 
 
+def _screen_point(page: Any, x: int, y: int) -> tuple[float, float]:
+    """The page coordinates of canvas pixel (x, y)'s centre in the current view."""
+    sx, sy = page.evaluate(
+        """([cx, cy]) => { const p = weightvisMap.latLngToContainerPoint(
+               weightvis.llFromC(cx, cy));
+           const r = weightvisMap.getContainer().getBoundingClientRect();
+           return [r.left + p.x, r.top + p.y]; }""", [x + 0.5, y + 0.5])
+    return sx, sy
+
+
 @pytest.mark.browser
 def test_viewer_lists_xorbs_and_names_the_hovered_one(rendered: Rendered, open_page: Any
                                                       ) -> None:
@@ -292,11 +286,7 @@ def test_viewer_lists_xorbs_and_names_the_hovered_one(rendered: Rendered, open_p
         x, y = d2xy(n, off)
         page.evaluate("([cx, cy]) => weightvisMap.setView(weightvis.llFromC(cx, cy), 3, "
                       "{animate: false})", [x + 0.5, y + 0.5])
-        sx, sy = page.evaluate(
-            """([cx, cy]) => { const p = weightvisMap.latLngToContainerPoint(
-                   weightvis.llFromC(cx, cy));
-               const r = weightvisMap.getContainer().getBoundingClientRect();
-               return [r.left + p.x, r.top + p.y]; }""", [x + 0.5, y + 0.5])
+        sx, sy = _screen_point(page, x, y)
         page.mouse.move(sx, sy)
         page.wait_for_function("(h) => document.getElementById('wv-r-canvas').textContent"
                                ".endsWith('h ' + h)", arg=str(off))
@@ -311,11 +301,7 @@ def test_viewer_lists_xorbs_and_names_the_hovered_one(rendered: Rendered, open_p
         shot.wait_for_function("weightvis.app.model.key === 'xorbs'")
         a, b, _held = expected_runs(rendered.terms)[1]
         x, y = d2xy(n, (a + b) // 2)
-        sx, sy = shot.evaluate(
-            """([cx, cy]) => { const p = weightvisMap.latLngToContainerPoint(
-                   weightvis.llFromC(cx, cy));
-               const r = weightvisMap.getContainer().getBoundingClientRect();
-               return [r.left + p.x, r.top + p.y]; }""", [x + 0.5, y + 0.5])
+        sx, sy = _screen_point(shot, x, y)
         shot.mouse.move(sx, sy)
         shot.wait_for_function("document.getElementById('wv-r-xorb-name') !== null && "
                                "!document.getElementById('wv-r-value').textContent"
