@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,9 @@ import weightvis
 from weightvis import disk
 from weightvis.cli import main
 
-# the trust tests' checkpoint writer and ``small`` (6 x 700 x 600 f32: 10 MB of values, which the
-# sidecars hold)
-from .test_trust_outputs import _write, small  # noqa: F401  (a fixture)
+# the trust tests' checkpoint writer, ``small`` (6 x 700 x 600 f32: 10 MB of values, which the
+# sidecars hold) and ``tiny_disk`` (a real 1 MB tmpfs)
+from .test_trust_outputs import _write, small, tiny_disk  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
@@ -117,21 +116,6 @@ def test_a_killed_runs_staging_counts_as_free(tmp_path: Path) -> None:
             disk._free = real  # type: ignore[assignment]
     finally:
         store.close()
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MB tmpfs (root in a container may mount one), else skip."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                       capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode(errors='replace').strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_a_real_small_file_system_is_refused_at_once(small: Path, tiny_disk: Path) -> None:
