@@ -51,6 +51,7 @@ _CORE_SCRIPTS: tuple[str, ...] = (
     "tiles.js",         # tile index, indexed Leaflet tile layer
     "sidecars.js",      # max-zoom tiles' sidecar scripts: the index and values under the cursor
     "scene-model.js",   # one scene's geometry and point lookups
+    "label-fit.js",     # labels shortened to the room they have
     "overlay.js",       # outlines, highlights, labels over the map
     "legend.js",        # the colour legend (filled by the scene kind)
     "readout.js",       # under-the-cursor readout and stats box
