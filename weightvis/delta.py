@@ -36,6 +36,9 @@ architecture and a paired norm vector (``…norm.weight``) is, on every element,
 within float32 rounding, the GGUF side is read minus one (``minus-one``): llama.cpp's converter
 stores Gemma's (1 + w) RMSNorm scales that way (Gemma 1-3, Qwen3-Next); decided by the data, so
 a GGUF without the shift is read as is.
+
+Over the ~450-line guide (~480 lines): the pairing stages and the pair reader share the pair
+records; split, they would pass them back and forth between modules.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ histograms, accumulators, the open reader) lives on the ``TileWorker`` passed to
 With value sidecars (sidecars.py) a painter also puts each element's value where
 ``TileWorker.values_at`` / ``put_run`` say. (Over ~450 lines: the painters and the scanners that
 call them are one protocol with the TileWorker, read together.)
+
+Over the ~450-line guide (~485 lines): the painters and scanners are the one interface the
+pyramid calls, kept in one place so the contract reads whole.
 """
 
 from __future__ import annotations

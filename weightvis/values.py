@@ -12,6 +12,9 @@ element, at most 2^16), each sample element weighted by numel/len(sample) of its
 Statistics (min, max, mean, std, rms, zero fraction, NaN/Inf counts) cover every element; they
 are accumulated by the leaf-tile kernels, which visit each element exactly once, so the data is
 streamed once for tiles and stats together.
+
+Over the ~450-line guide (~490 lines): the scale rule, its sample, the statistics record and
+the helper that computes scales ahead of the workers all rest on the one sample definition.
 """
 
 from __future__ import annotations
