@@ -218,6 +218,8 @@ def test_similarity_grid_labels_never_cover_a_panel(tmp_path: Path, open_page: A
         if step:
             page.evaluate("weightvis.app.map.setZoom(weightvis.app.map.getZoom() + 1, "
                           "{animate: false})")
+        # (the view's tiles loaded before the next zoom: none is aborted half-way)
+        page.wait_for_function("!weightvis.app.tiles.isLoading()")
         page.evaluate("weightvis.app.overlay.draw()")
         got = page.evaluate(LABELS_OVER_PIECES)
         assert got["over"] == [], (step, got["over"][:5])

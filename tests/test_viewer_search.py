@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 RESULTS = """els => els.map(e => {
     const a = e.querySelector('.wv-result-alias');
-    return a ? [e.firstChild.textContent, a.querySelector('.wv-result-label').textContent,
+    return a ? [e.querySelector('.wv-result-name').textContent,
+                a.querySelector('.wv-result-label').textContent,
                 a.textContent.slice(a.querySelector('.wv-result-label').textContent.length)]
              : [e.textContent, null, null];
 })"""

@@ -123,7 +123,7 @@
       if (hit.own) {
         appendMarked(li, name, hit.pos, q.length);
       } else {
-        li.appendChild(document.createTextNode(name));
+        li.appendChild(el("span", "wv-result-name", name));
         var alias = el("span", "wv-result-alias");
         alias.appendChild(el("span", "wv-result-label", hit.key[0]));
         appendMarked(alias, hit.key[1], hit.pos, q.length);
