@@ -21,9 +21,8 @@ from typing import Any, NamedTuple
 
 from . import compiling
 from .errors import InputError, OutputError
-from .executors import Executor, InlineExecutor, LocalPoolExecutor, SideExecutor, local_executor
+from .executors import Executor, InlineExecutor, LocalPoolExecutor, local_executor
 from .formats import open_checkpoint
-from .interrupts import deferred, leave_to_main_thread
 from .manifest import MANIFEST_VERSION, compact, dumps, is_bundle, read_manifest
 from .options import (
     VALUES_LIMIT_MB,
@@ -38,7 +37,8 @@ from .options import (
 )
 from .outdir import fingerprint
 from .regen import regen_html, write_text, write_viewer
-from .scenes import Plan, Progress, Scene
+from .scenes import Plan, Progress
+from .sidework import SideWork
 from .store import FolderStore, StagedFolderStore, Store, writing
 from .tiling import SceneJob
 from .types import HilbertUnit, LayoutKind, ScaleMode, TileFormat
@@ -102,7 +102,7 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
     written = nbytes = reused = all_leaves = 0
     tile_s = 0.0
     compiling.wait(progress)  # a first run's kernels, compiled while the plan was made
-    side: _SideWork | None = None
+    side: SideWork | None = None
     try:
         store.begin(fingerprint)
         sink = store.sink()
@@ -114,7 +114,7 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
             if side is None and not scene.inline and _overlaps(executor):
                 later = next((s for s in plan.scenes[i + 1:] if s.prepare is not None), None)
                 if later is not None:
-                    side = _SideWork(later, executor.workers, write, tick)
+                    side = SideWork(later, executor.workers, write, tick)
                     meanwhile = side.meanwhile(meanwhile)
             job = SceneJob(scene.spec, scene.key, scene.geometry, dict(scene.scales), sink,
                            plan.tile_format, scene.painter, prefetch=scene.prefetch,
@@ -166,80 +166,6 @@ def _overlaps(executor: Executor) -> bool:
     waits on their pipes). With any other executor it runs in its turn, on that executor (a
     Dask cluster keeps the MoE tasks)."""
     return isinstance(executor, LocalPoolExecutor)
-
-
-class _SideWork:
-    """A later scene's ``prepare`` in a side thread of this process, while the local pool's
-    workers draw an earlier scene's tiles: started by that scene's ``meanwhile`` (so after
-    the workers forked: none inherits the thread), joined when those tiles are done, before
-    any other process forks. It runs on a ``SideExecutor`` (the pool's worker count, so the
-    same bytes; one task at a time, so at most the memory of the sequential run; its own
-    reader). Its progress is held back while the tiles' bar shows, then shown from where it
-    got. A failure is raised by ``join`` in the main thread; ``stop`` cancels it (at its next
-    read) and waits, when the run fails or is interrupted."""
-
-    def __init__(self, scene: Scene, workers: int, write: Callable[[str, str], None],
-                 progress: Progress) -> None:
-        self.scene = scene
-        self.executor = SideExecutor(workers)
-        self._write = write
-        self._progress = progress
-        self._lock = threading.Lock()
-        self._held: dict[str, tuple[int, int]] = {}
-        self._live = False
-        self._thread: threading.Thread | None = None
-        self._done = False
-        self._failed: list[BaseException] = []
-
-    def did(self, scene: Scene) -> bool:
-        """``scene``'s prepare ran here (joined): build_bundle does not run it again."""
-        return self._done and scene.key == self.scene.key
-
-    def meanwhile(self, then: Callable[[], None] | None) -> Callable[[], None]:
-        """The scene's ``meanwhile``: start the side thread, then ``then`` (the scene's own)."""
-        def run() -> None:
-            self._thread = threading.Thread(target=self._run, name="weightvis-side",
-                                            daemon=True)
-            self._thread.start()
-            if then is not None:
-                then()
-        return run
-
-    def _run(self) -> None:
-        leave_to_main_thread()  # Ctrl-C and SIGTERM: the main thread's
-        try:
-            assert self.scene.prepare is not None
-            self.scene.prepare(self.executor, self._write, self._tick)
-        except BaseException as e:  # noqa: BLE001 - raised again by join, in the main thread
-            self._failed.append(e)
-
-    def _tick(self, stage: str, n: int, total: int) -> None:
-        with self._lock:
-            if self._live:
-                self._progress(stage, n, total)
-            else:
-                self._held[stage] = (self._held.get(stage, (0, 0))[0] + n, total)
-
-    def join(self) -> None:
-        """Wait for the side work (its bar shown meanwhile), raising its failure. When it
-        never started (no tiles were drawn), the scene's prepare runs in its turn."""
-        if self._thread is None or self._done:
-            return
-        with self._lock:
-            self._live = True
-            for stage, (n, total) in self._held.items():
-                self._progress(stage, n, total)
-        self._thread.join()
-        self._done = True
-        if self._failed:
-            raise self._failed.pop()
-
-    def stop(self) -> None:
-        self.executor.cancel.set()
-        if self._thread is not None:
-            with deferred():  # a second signal must not leave the thread writing
-                self._thread.join()
-            self._failed.clear()
 
 
 def _concurrently(side: Callable[[], None], main: Callable[[], None]) -> None:

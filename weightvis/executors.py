@@ -39,8 +39,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 R = TypeVar("R")
 
-__all__ = ["Executor", "InlineExecutor", "LocalPoolExecutor", "SideExecutor", "Cancelled",
-           "local_executor"]
+__all__ = ["Executor", "InlineExecutor", "LocalPoolExecutor", "local_executor"]
 
 
 class Executor(abc.ABC):
@@ -107,71 +106,6 @@ class InlineExecutor(Executor):
         finally:
             if own:
                 r.close()
-
-
-class Cancelled(Exception):
-    """Side work stopped because its run failed or was interrupted elsewhere (never shown: the
-    run raises its own exception)."""
-
-
-class SideExecutor(InlineExecutor):
-    """Tasks in a side thread of this process, one at a time, while its main thread waits on a
-    local pool's workers (bundle.build_bundle computes an MoE scene's numbers so, during the
-    weights scene's tiles). ``workers`` is the pool's: work divided or budgeted by the worker
-    count comes out the same bytes, only fewer tasks run at once (less memory). Its work reads
-    through a reader of its own (``open``), never the main thread's; once ``cancel`` is set it
-    stops at its next read or task (raising ``Cancelled``)."""
-
-    def __init__(self, workers: int) -> None:
-        self.workers = max(1, workers)
-        self.cancel = threading.Event()
-
-    @property
-    def in_other_processes(self) -> bool:
-        return False
-
-    def open(self, spec: Any) -> Any:
-        """A reader of ``spec`` for this side thread alone, that stops the work once
-        ``cancel`` is set (close it when done)."""
-        self.check()
-        return _Cancellable(spec.open(), self)
-
-    def check(self) -> None:
-        if self.cancel.is_set():
-            raise Cancelled("side work cancelled")
-
-    def run_subtrees(self, job: SceneJob, roots: Sequence[TileAddress], *, reader: Any = None,
-                     meanwhile: Callable[[], None] | None = None) -> Iterator[SubtreeResult]:
-        raise NotImplementedError("tiles are drawn by the main thread's executor")
-
-    def map_unordered(self, task: Callable[[Any, T], R], spec: Any, items: Sequence[T], *,
-                      reader: Any = None, processes: int | None = None,
-                      meanwhile: Callable[[], None] | None = None) -> Iterator[R]:
-        own = reader is None
-        r = self.open(spec) if own else reader
-        try:
-            if meanwhile is not None:
-                meanwhile()
-            for item in items:
-                self.check()
-                yield task(r, item)
-        finally:
-            if own:
-                r.close()
-
-
-class _Cancellable:
-    """A reader whose every use first checks its side executor's ``cancel`` (so a cancelled
-    side thread stops within one read, not one task)."""
-
-    def __init__(self, reader: Any, side: SideExecutor) -> None:
-        self._reader = reader
-        self._side = side
-
-    def __getattr__(self, name: str) -> Any:
-        if name != "close":
-            self._side.check()
-        return getattr(self._reader, name)
 
 
 class _PoolState:

@@ -75,7 +75,7 @@ class Scene(NamedTuple):
     grids show), given a function that writes a text file into the bundle (name, text: MoE
     sidecars, as they are made) and the progress callback. build_bundle runs it when the
     scenes before it are drawn, or overlaps it with an earlier scene's tiles (in a side
-    thread, on an ``executors.SideExecutor``: then it must read through ``executor.open``)."""
+    thread, on a ``sidework.SideExecutor``: then it must read through ``executor.open``)."""
 
     def json(self, ext: str) -> dict[str, Any]:
         doc = scene_json(self.key, self.label, self.layout, self.geometry.max_zoom, ext,

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import InputError, WeightvisError
-from ..executors import Executor, SideExecutor
+from ..executors import Executor
 from ..grids import (
     MARK_DEAD,
     MARK_DENSE,
@@ -35,6 +35,7 @@ from ..grids import (
     SequentialPainter,
 )
 from ..options import MoEOptions
+from ..sidework import SideExecutor
 from ..tiling import CheckpointSpec, Geometry
 from ..types import Group, Placement, SceneLayout
 from .document import layer_sidecar, moe_document, routing_rows, sidecar_name, similarity_numbers
