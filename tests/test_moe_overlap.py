@@ -145,9 +145,15 @@ from weightvis.moe import summary
 
 real = summary.group_task
 
+calls = []
+
 def slow(reader, task):
-    # the side thread: says it started, then reads on (a cancelled run stops at a read)
+    # a side thread: the first {free} tasks as they are, then says it started and reads on
+    # (a cancelled run stops at a read)
     assert threading.current_thread().name.startswith("weightvis-side")
+    calls.append(task)
+    if len(calls) <= {free}:
+        return real(reader, task)
     Path({marker!r}).write_text("started")
     while True:
         reader.info(task.slices[0].tensor)
@@ -166,7 +172,7 @@ def test_a_stop_signal_during_the_side_work_leaves_nothing(ckpt: Path, tmp_path:
                                                            words: str) -> None:
     marker = tmp_path / "started"
     out = tmp_path / "o" / "bundle"
-    script = LAUNCH.format(root=str(ROOT), marker=str(marker))
+    script = LAUNCH.format(root=str(ROOT), marker=str(marker), free=0)
     proc = subprocess.Popen([sys.executable, "-c", script, str(ckpt), "--out", str(out),
                              "--workers", "2", "-q"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
@@ -191,3 +197,32 @@ def test_a_stop_signal_during_the_side_work_leaves_nothing(ckpt: Path, tmp_path:
     assert not (tmp_path / "o").exists()
     _, alive = psutil.wait_procs(family[1:], timeout=10)  # (no worker, no helper left)
     assert alive == []
+
+
+def test_a_run_killed_during_the_side_work_resumes_to_the_same_bytes(
+        ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL while the side thread computes (sidecars half written): the next run on the
+    same --out gives the uninterrupted bundle."""
+    ref = weightvis.render([ckpt], tmp_path / "ref", executor=LocalPoolExecutor(2),
+                           moe=MoEOptions(inline_max=0))
+    marker = tmp_path / "started"
+    out = tmp_path / "o" / "bundle"
+    script = LAUNCH.format(root=str(ROOT), marker=str(marker), free=4)
+    proc = subprocess.Popen([sys.executable, "-c", script, str(ckpt), "--out", str(out),
+                             "--workers", "2", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT),
+                                 "WEIGHTVIS_MOE_INLINE_MAX": "0"})
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert not out.exists()
+    monkeypatch.setenv("WEIGHTVIS_MOE_INLINE_MAX", "0")
+    assert main([str(ckpt), "--out", str(out), "--workers", "2", "-q"]) == 0
+    assert _digest(out) == _digest(ref.out)
