@@ -19,7 +19,8 @@ done).
   meanwhile by the tiles' reductions and the manifest's static parts).
 - Signals: side threads block the stop signals (the main thread gets them, whatever it waits
   on). On a failure or an interruption ``stop`` sets ``cancel``: each side thread stops at its
-  next read or task (``Cancelled``), and is joined before the bundle's files are removed.
+  next read or task (``Cancelled``) and is joined (for at most STOP_WAIT_S) before the
+  bundle's files are removed; from then on no side thread writes into the bundle.
 - Failures: a task's exception is raised again by ``join`` in the main thread (the CLI turns
   it into its one line).
 """
@@ -27,6 +28,7 @@ done).
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -47,6 +49,12 @@ R = TypeVar("R")
 
 _WAIT_S = 0.1
 """How often a side thread waiting for a helper's result checks ``cancel``."""
+
+STOP_WAIT_S = 2.0
+"""How long ``SideWork.stop`` waits for a side thread to reach its next read (a big group's
+pair sums can run for minutes without one); a thread still running after that can no longer
+write a file or report progress (its ``write`` and progress go through a gate that
+``cancel`` closes), and ends with the process."""
 
 
 class Cancelled(Exception):
@@ -233,12 +241,21 @@ class SideWork:
     def _run(self) -> None:
         try:
             assert self.scene.prepare is not None
-            self.scene.prepare(self.executor, self._write, self._tick)
+            self.scene.prepare(self.executor, self._gated_write, self._tick)
         except BaseException as e:  # noqa: BLE001 - raised again by join, in the main thread
             self._failed.append(e)
 
+    def _gated_write(self, name: str, text: str) -> None:
+        """``write``, unless the work was cancelled (then ``Cancelled``): nothing is written
+        into a bundle once ``stop`` began."""
+        with self._lock:
+            self.executor.check()
+            self._write(name, text)
+
     def _tick(self, stage: str, n: int, total: int) -> None:
         with self._lock:
+            if self.executor.cancel.is_set():
+                return
             if self._live:
                 self._progress(stage, n, total)
             else:
@@ -262,10 +279,13 @@ class SideWork:
             raise self._failed.pop()
 
     def stop(self) -> None:
-        """Cancel the side work and wait for its threads (each stops at its next read or
-        task); its failure, if any, is dropped (the caller raises its own)."""
-        self.executor.cancel.set()
-        with deferred():  # a second signal must not leave a thread writing
+        """Cancel the side work (no file is written from now on) and wait for its threads,
+        each until its next read or task, for at most STOP_WAIT_S; its failure, if any, is
+        dropped (the caller raises its own)."""
+        with self._lock:  # (after a write in progress)
+            self.executor.cancel.set()
+        with deferred():
+            deadline = time.monotonic() + STOP_WAIT_S
             for thread in self._threads:
-                thread.join()
+                thread.join(max(0.0, deadline - time.monotonic()))
         self._failed.clear()
