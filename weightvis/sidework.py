@@ -27,13 +27,14 @@ done).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .executors import InlineExecutor
+from .executors import Executor, InlineExecutor
 from .interrupts import deferred, leave_to_main_thread
 from .tiling import SceneJob
 from .types import TileAddress
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from .pyramid import SubtreeResult
     from .scenes import Progress, Scene
 
-__all__ = ["SideWork", "SideExecutor", "Cancelled"]
+__all__ = ["SideWork", "SideExecutor", "Cancelled", "reader_for"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -181,6 +182,21 @@ class SideExecutor(InlineExecutor):
                 work.answer(True, value)
         finally:
             r.close()
+
+
+@contextlib.contextmanager
+def reader_for(executor: Executor, spec: Any, reader: Any) -> Iterator[Any]:
+    """The reader work on ``executor`` uses in this thread: ``reader`` (the main thread's),
+    or on a ``SideExecutor`` one of the side thread's own (the main thread's is in use
+    meanwhile), closed after the block."""
+    if not isinstance(executor, SideExecutor):
+        yield reader
+        return
+    own = executor.open(spec)
+    try:
+        yield own
+    finally:
+        own.close()
 
 
 class _Cancellable:

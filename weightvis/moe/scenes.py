@@ -35,7 +35,7 @@ from ..grids import (
     SequentialPainter,
 )
 from ..options import MoEOptions
-from ..sidework import SideExecutor
+from ..sidework import reader_for
 from ..tiling import CheckpointSpec, Geometry
 from ..types import Group, Placement, SceneLayout
 from .document import layer_sidecar, moe_document, routing_rows, sidecar_name, similarity_numbers
@@ -459,16 +459,10 @@ def plan_moe(reader: Any, srcs: list[str], opts: MoEOptions, executor: Executor,
             rows[layer] = [p._replace(grid=p.grid.compact()) for p in row]
 
         spec = CheckpointSpec(tuple(srcs))
-        # a side thread (bundle.build_bundle, during the weights scene's tiles) reads through
-        # its own reader: the main thread's is in use meanwhile
-        r = ex.open(spec) if isinstance(ex, SideExecutor) else reader
-        try:
+        with reader_for(ex, spec, reader) as r:  # (a side thread's own)
             numbers = moe_numbers(r, spec, structure, opts, ex,
                                   lambda: progress("moe", 1, total), on_layer,
                                   keep_similarity=not big)
-        finally:
-            if r is not reader:
-                r.close()
         real = _lines(numbers, structure, routing, cell, sim_cell,
                       [rows[layer] for layer in numbers.layers])
         for key, _label, by_column, kind in _SCENES:
