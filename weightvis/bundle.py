@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from . import compiling
 from .disk import estimate_bytes, human_bytes
 from .errors import InputError, OutputError
-from .executors import Executor, InlineExecutor, local_executor
+from .executors import Executor, InlineExecutor, LocalPoolExecutor, local_executor
 from .formats import open_checkpoint
 from .manifest import MANIFEST_VERSION, compact, dumps, is_bundle, read_manifest
 from .options import (
@@ -39,6 +39,7 @@ from .options import (
 from .outdir import fingerprint
 from .regen import regen_html, write_text, write_viewer
 from .scenes import Plan, Progress
+from .sidework import SideWork
 from .store import FolderStore, StagedFolderStore, Store, writing
 from .tiling import SceneJob
 from .types import HilbertUnit, LayoutKind, ScaleMode, TileFormat
@@ -114,12 +115,20 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
     written = nbytes = reused = all_leaves = 0
     tile_s = 0.0
     compiling.wait(progress)  # a first run's kernels, compiled while the plan was made
+    side: SideWork | None = None
     try:
         store.begin(fingerprint)
         sink = store.sink()
-        for scene in plan.scenes:
-            if scene.prepare is not None:
-                scene.prepare(executor, functools.partial(_write_file, store))
+        write = functools.partial(_write_file, store)
+        for i, scene in enumerate(plan.scenes):
+            if scene.prepare is not None and not (side is not None and side.did(scene)):
+                scene.prepare(executor, write, tick)
+            meanwhile = scene.meanwhile
+            if side is None and not scene.inline and _overlaps(executor):
+                later = next((s for s in plan.scenes[i + 1:] if s.prepare is not None), None)
+                if later is not None:
+                    side = SideWork(later, executor.workers, write, tick)
+                    meanwhile = side.meanwhile(meanwhile)
             job = SceneJob(scene.spec, scene.key, scene.geometry, dict(scene.scales), sink,
                            plan.tile_format, scene.painter, prefetch=scene.prefetch,
                            sidecars=scene.sidecars, png_deflate=plan.png_deflate)
@@ -137,7 +146,9 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
                 res = render_scene(job, ex, functools.partial(_tick, tick, scene.stage,
                                                                      leaves),
                                    plan.reader if scene.key == plan.scenes[0].key else None,
-                                   scene.meanwhile, records)
+                                   meanwhile, records)
+            if side is not None:  # (before any other scene's workers fork)
+                side.join()
             tile_s += time.perf_counter() - t0
             results[scene.key] = res
             written += res.tiles_written
@@ -155,9 +166,19 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
                           lambda: write_viewer(root, manifest, text))
         out = store.commit()
     except BaseException:
+        if side is not None:  # (nothing may write into the bundle being removed)
+            side.stop()
         store.abort()
         raise
     return BundleResult(out, manifest, documents, written, nbytes, tile_s, all_leaves, reused)
+
+
+def _overlaps(executor: Executor) -> bool:
+    """A later scene's ``prepare`` may run in a side thread of this process while this
+    executor draws a scene's tiles: the local pool's processes draw them (this process only
+    waits on their pipes). With any other executor it runs in its turn, on that executor (a
+    Dask cluster keeps the MoE tasks)."""
+    return isinstance(executor, LocalPoolExecutor)
 
 
 def _concurrently(side: Callable[[], None], main: Callable[[], None]) -> None:

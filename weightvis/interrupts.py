@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-__all__ = ["STOP_SIGNALS", "deferred", "become_helper"]
+__all__ = ["STOP_SIGNALS", "deferred", "become_helper", "leave_to_main_thread"]
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -42,6 +42,14 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def leave_to_main_thread() -> None:
+    """Block the stop signals in this (side) thread for good, so the kernel delivers them to
+    the main thread, whatever it waits on (a signal taken by a side thread would only be
+    handled at the main thread's next bytecode: late, when it waits on a worker's pipe)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
 
 def become_helper(parent: int) -> None:

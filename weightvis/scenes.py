@@ -70,10 +70,12 @@ class Scene(NamedTuple):
     """Draw its tiles in this process: a scene so small that starting the executor's workers
     (a fork each, and their start-up) costs more than its tiles (the MoE scenes of most
     models)."""
-    prepare: Callable[[Executor, Callable[[str, str], None]], None] | None = None
+    prepare: Callable[[Executor, Callable[[str, str], None], Progress], None] | None = None
     """Work this scene needs done before its tiles, on the executor (the MoE numbers its
-    grids show); build_bundle runs it when the scenes before it are drawn, with a function
-    that writes a text file into the bundle (name, text: MoE sidecars, as they are made)."""
+    grids show), given a function that writes a text file into the bundle (name, text: MoE
+    sidecars, as they are made) and the progress callback. build_bundle runs it when the
+    scenes before it are drawn, or overlaps it with an earlier scene's tiles (in a side
+    thread, on a ``sidework.SideExecutor``: then it must read through ``executor.open``)."""
 
     def json(self, ext: str) -> dict[str, Any]:
         doc = scene_json(self.key, self.label, self.layout, self.geometry.max_zoom, ext,

@@ -38,6 +38,7 @@ from ..grids import (
     SequentialPainter,
 )
 from ..options import MoEOptions
+from ..sidework import reader_for
 from ..tiling import CheckpointSpec, Geometry
 from ..types import Group, Placement, SceneLayout
 from .document import layer_sidecar, moe_document, routing_rows, sidecar_name, similarity_numbers
@@ -407,7 +408,8 @@ def plan_moe(reader: Any, srcs: list[str], opts: MoEOptions, executor: Executor,
     runs now, and their geometry is planned (from the structure); the numbers of every group
     are computed on the executor by the first scene's ``prepare``, which the bundle
     runs just before that scene's tiles (after the weights scene: its workers' compiled
-    kernels are loaded by then, and the tasks' processes inherit them). ``structure``: the
+    kernels are loaded by then, and the tasks' processes inherit them), or in a side thread
+    during the weights scene's tiles (on a ``SideExecutor``: build_bundle). ``structure``: the
     checkpoint's ``detect_moe`` result when the caller has it (detected here otherwise)."""
     if structure is None:
         structure = detect_structure(reader, opts.only)
@@ -439,7 +441,8 @@ def plan_moe(reader: Any, srcs: list[str], opts: MoEOptions, executor: Executor,
     big = similarity_numbers(skeleton, routing) > opts.inline_max
     del lines, skeleton, skeleton_routing
 
-    def prepare(ex: Executor, write: Callable[[str, str], None]) -> None:
+    def prepare(ex: Executor, write: Callable[[str, str], None],
+                progress: Callable[[str, int, int], None]) -> None:
         from ..pyramid import warm_up_all
 
         if ex.in_other_processes:  # the tasks' processes inherit the compiled kernels
@@ -458,8 +461,11 @@ def plan_moe(reader: Any, srcs: list[str], opts: MoEOptions, executor: Executor,
             (row,) = similarity_panels(part, routing, sim_cell)
             rows[layer] = [p._replace(grid=p.grid.compact()) for p in row]
 
-        numbers = moe_numbers(reader, CheckpointSpec(tuple(srcs)), structure, opts, ex,
-                              lambda: tick("moe", 1, total), on_layer, keep_similarity=not big)
+        spec = CheckpointSpec(tuple(srcs))
+        with reader_for(ex, spec, reader) as r:  # (a side thread's own)
+            numbers = moe_numbers(r, spec, structure, opts, ex,
+                                  lambda: progress("moe", 1, total), on_layer,
+                                  keep_similarity=not big)
         real = _lines(numbers, structure, routing, cell, sim_cell,
                       [rows[layer] for layer in numbers.layers])
         for key, _label, by_column, kind in _SCENES:

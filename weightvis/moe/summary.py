@@ -17,6 +17,7 @@ elements and its sketches or Grams; at least one runs).
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -178,15 +179,23 @@ def task_processes(tasks: list[GroupTask], shapes: list[tuple[int, int]], worker
     return max(1, min(workers, memory // max(1, need)))
 
 
-_SCRATCH: list[np.ndarray] = []
-"""This process's buffer for the cosines' elements, reused by its tasks (fresh pages cost a
-fault and a clear each: ~0.3 ns per element)."""
+class _Scratch(threading.local):
+    buffer: np.ndarray | None = None
+
+    def clear(self) -> None:
+        self.buffer = None
+
+
+_SCRATCH = _Scratch()
+"""This thread's buffer for the cosines' elements, reused by its tasks (fresh pages cost a
+fault and a clear each: ~0.3 ns per element); one per thread, as two side threads may run
+tasks at once (sidework.SideExecutor)."""
 
 
 def _scratch(n: int) -> np.ndarray:
-    if not _SCRATCH or _SCRATCH[0].size < n:
-        _SCRATCH[:] = [np.empty(n, np.float32)]
-    return _SCRATCH[0][:n]
+    if _SCRATCH.buffer is None or _SCRATCH.buffer.size < n:
+        _SCRATCH.buffer = np.empty(n, np.float32)
+    return _SCRATCH.buffer[:n]
 
 
 def _read_into(reader: Any, s: Any, out: np.ndarray) -> np.ndarray:
