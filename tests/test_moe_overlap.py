@@ -108,9 +108,15 @@ def test_inline_executor_and_moe_only_keep_the_numbers_in_turn(ckpt: Path, tmp_p
     assert (inline.out / "moe.json").read_bytes() == (over.out / "moe.json").read_bytes()
 
 
-def _no_children_left() -> bool:
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def _no_children_left(before: set[int]) -> bool:
+    """No process started since ``before`` (this test's render) is still running: the test
+    session's own children (a browser, a cluster) were there before and stay."""
     deadline = time.monotonic() + 10
-    while psutil.Process().children(recursive=True):
+    while _children() - before:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
@@ -127,6 +133,7 @@ def test_a_failure_in_the_side_work_is_one_line(ckpt: Path, tmp_path: Path,
     monkeypatch.setattr(summary, "group_task", broken)
     out = tmp_path / "a" / "bundle"
     capsys.readouterr()
+    before = _children()
     t0 = time.monotonic()
     code = main([str(ckpt), "--out", str(out), "--workers", "2", "-q"])
     assert time.monotonic() - t0 < 30
@@ -135,7 +142,7 @@ def test_a_failure_in_the_side_work_is_one_line(ckpt: Path, tmp_path: Path,
     assert err[0].startswith("weightvis: error: tensor 'model.layers.") and \
         err[0].endswith(": planted failure"), err
     assert not (tmp_path / "a").exists()  # (nor the parent it made)
-    assert _no_children_left()
+    assert _no_children_left(before)
 
 
 LAUNCH = """
