@@ -174,6 +174,23 @@ raise SystemExit(main(sys.argv[1:]))
 """
 
 
+def _started(ckpt: Path, out: Path, marker: Path, *, free: int, reads: bool,
+             env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """A CLI render (LAUNCH) running, once its side work has started (``marker`` written)."""
+    script = LAUNCH.format(root=str(ROOT), marker=str(marker), free=free, reads=reads)
+    proc = subprocess.Popen([sys.executable, "-c", script, str(ckpt), "--out", str(out),
+                             "--workers", "2", "-q"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the side work never started: {proc.communicate()}")
+        time.sleep(0.02)
+    return proc
+
+
 @pytest.mark.parametrize("sig, code, words, reads", [
     (signal.SIGTERM, 143, "weightvis: terminated", True),
     (signal.SIGINT, 130, "weightvis: interrupted", True),
@@ -182,19 +199,9 @@ raise SystemExit(main(sys.argv[1:]))
 def test_a_stop_signal_during_the_side_work_leaves_nothing(ckpt: Path, tmp_path: Path,
                                                            sig: int, code: int, words: str,
                                                            reads: bool) -> None:
-    marker = tmp_path / "started"
     out = tmp_path / "o" / "bundle"
-    script = LAUNCH.format(root=str(ROOT), marker=str(marker), free=0, reads=reads)
-    proc = subprocess.Popen([sys.executable, "-c", script, str(ckpt), "--out", str(out),
-                             "--workers", "2", "-q"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = _started(ckpt, out, tmp_path / "started", free=0, reads=reads)
     try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
         family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
         t0 = time.monotonic()
         os.kill(proc.pid, sig)
@@ -217,23 +224,11 @@ def test_a_run_killed_during_the_side_work_resumes_to_the_same_bytes(
     same --out gives the uninterrupted bundle."""
     ref = weightvis.render([ckpt], tmp_path / "ref", executor=LocalPoolExecutor(2),
                            moe=MoEOptions(inline_max=0))
-    marker = tmp_path / "started"
     out = tmp_path / "o" / "bundle"
-    script = LAUNCH.format(root=str(ROOT), marker=str(marker), free=4, reads=True)
-    proc = subprocess.Popen([sys.executable, "-c", script, str(ckpt), "--out", str(out),
-                             "--workers", "2", "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT),
-                                 "WEIGHTVIS_MOE_INLINE_MAX": "0"})
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-    finally:
-        proc.kill()
-        proc.communicate()
+    proc = _started(ckpt, out, tmp_path / "started", free=4, reads=True,
+                    env={"WEIGHTVIS_MOE_INLINE_MAX": "0"})
+    proc.kill()
+    proc.communicate()
     assert not out.exists()
     monkeypatch.setenv("WEIGHTVIS_MOE_INLINE_MAX", "0")
     assert main([str(ckpt), "--out", str(out), "--workers", "2", "-q"]) == 0
