@@ -251,10 +251,15 @@ def test_real_diff_with_thousands_of_changes(tmp_path: Path, open_page: Any) -> 
             page.keyboard.press("a")
             page.wait_for_function("weightvis.app.model.key === 'a'")
         got = hover(page, c_x, c_y, delta["max_zoom"] + 2)
+        if got["ab"] == "\u2014":  # (the pair's readout not written yet: wait for it)
+            page.wait_for_function("document.getElementById('wv-r-ab').textContent"
+                                   " !== '\u2014'", timeout=15000)
+            got = hover(page, c_x, c_y, delta["max_zoom"] + 2)
         va, vb = view2d(ta[name])[r, c], view2d(tb[name])[r, c]
         if va == vb:
             assert got["ab"].startswith("unchanged: ") and got["delta"] == "0"
             continue
+        assert " \u2192 " in got["ab"], (name, r, c, va, vb, got)
         a_text, b_text = got["ab"].split(" \u2192 ")
         assert np.float32(num(a_text)) == np.float32(va), (name, r, c, got)
         assert np.float32(num(b_text)) == np.float32(vb), (name, r, c, got)
