@@ -183,7 +183,8 @@
       out.delta = "0";
       return out;
     }
-    out.ab = sample && sample.state === "loading" ? "loading\u2026"
+    // (a sidecar being fetched or decoded: its values come)
+    out.ab = sample && (sample.state === "loading" || sample.state === "decoding") ? "loading\u2026"
       : "not stored (more than " + ELEMENTS_CAP + " changes)";
     return out;
   };
