@@ -29,7 +29,7 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import WorkerError
-from .interrupts import become_helper, deferred
+from .interrupts import become_helper, deferred, leave_to_main_thread
 from .tiling import SceneJob
 from .types import TileAddress
 
@@ -179,6 +179,14 @@ def _worker_main(conn: Connection, job: SceneJob | None, spec: Any,
             conn.send((i, False, RuntimeError(f"task result could not be sent back: {e}")))
 
 
+def _signals_to_main(target: Callable[[], None]) -> Callable[[], None]:
+    """``target`` in a thread that leaves Ctrl-C and SIGTERM to the main thread."""
+    def run() -> None:
+        leave_to_main_thread()
+        target()
+    return run
+
+
 _DIED = "a worker process died before finishing its task (killed, or out of memory?)"
 
 
@@ -211,8 +219,10 @@ def _pool_results(workers: int, job: SceneJob | None, spec: Any,
                 busy[conn] = proc
         if meanwhile is not None:
             # in a thread started after the workers forked, so they inherit no lock it takes
-            side = threading.Thread(target=meanwhile, name="weightvis-meanwhile", daemon=True)
-            side.start()
+            side = threading.Thread(target=_signals_to_main(meanwhile), name="weightvis-meanwhile",
+                                    daemon=True)
+            with deferred():  # (born with the stop signals blocked)
+                side.start()
         done = 0
         while done < total:
             ready = wait([*busy, *(p.sentinel for p in busy.values())])

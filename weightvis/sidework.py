@@ -255,7 +255,8 @@ class SideWork:
 
         thread = threading.Thread(target=run, name=name, daemon=True)
         self._threads.append(thread)
-        thread.start()
+        with deferred():  # (born with the stop signals blocked: none lands in it before run)
+            thread.start()
 
     def _run(self) -> None:
         try:
@@ -292,7 +293,10 @@ class SideWork:
             for stage, (n, total) in self._held.items():
                 self._progress(stage, n, total)
         for thread in self._threads:
-            thread.join()
+            while thread.is_alive():
+                # timed: a stop signal the kernel gave another thread (one not yet blocking
+                # them) is handled at the next wake-up, not when the side work ends
+                thread.join(_WAIT_S)
         self._done = True
         if self._failed:
             raise self._failed.pop()
