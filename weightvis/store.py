@@ -78,8 +78,18 @@ class TileSink(NamedTuple):
     def make_dir(self, key: str, z: int, t_x: int) -> str:
         """``tile_dir``, created if missing."""
         d = self.tile_dir(key, z, t_x)
+        if os.path.isdir(d):
+            return d
+        # level by level below root, never root itself: a task still running after its run was
+        # aborted (a cluster's) fails here instead of bringing back a removed staging folder
+        chain = [os.path.join(self.root, "tiles"), os.path.join(self.root, "tiles", key),
+                 os.path.join(self.root, "tiles", key, str(z)), d]
         try:
-            os.makedirs(d, exist_ok=True)
+            for level in chain:
+                try:
+                    os.mkdir(level)
+                except FileExistsError:
+                    pass
         except OSError as e:
             raise self._error(d, e) from None
         return d
