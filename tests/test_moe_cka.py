@@ -300,20 +300,92 @@ def test_fused_layout_gives_the_same_numbers(tmp_path: Path) -> None:
 
 
 def test_memory_decides_how_many_tasks_run_at_once() -> None:
-    """Two matrices being read, two matrices' worth of cosine elements and the sketches per
-    task: a quarter-width Mixtral layer runs two tasks in 768 MiB, a full-width one one."""
-    from weightvis.moe.summary import GroupTask, rep_bytes, task_processes
+    """Two matrices being read, the cosine elements at the stride ``memory`` alone allows, and
+    the sketches per task: a quarter-width Mixtral layer (whole cosines) runs up to four
+    tasks in 768 MiB, a full-width one (sampled cosines) one; whole cosines of a full-width
+    layer take 2.3 GiB a task."""
+    from weightvis.moe.summary import GroupTask, cosine_step, rep_bytes, task_bytes, task_processes
 
     opts = MoEOptions()
     assert opts.memory == 768 << 20
     small = GroupTask(0, "gate", (None,) * 8, "sketch", opts)
     k = opts.sketch_size(8, 1024, 3584)
     assert k == 512          # (at least 128·I/H)
-    assert rep_bytes(small, (3584, 1024)) == 8 * (2 * k + opts.cka_heavy) * 1024 * 4 \
-        + 8 * 2 * 1024 * 8
+    reps = 8 * (2 * k + opts.cka_heavy) * 1024 * 4 + 8 * 2 * 1024 * 8
+    assert rep_bytes(small, (3584, 1024)) == reps
+    size = 3584 * 1024
+    assert task_bytes(small, (3584, 1024), opts.memory) == 2 * 4 * size + 8 * 4 * size + reps
+    assert task_processes([small], [(3584, 1024)], 8, opts.memory) == 4
     assert task_processes([small], [(3584, 1024)], 2, opts.memory) == 2
     assert task_processes([small], [(3584, 1024)], 1, opts.memory) == 1
+    big = 14336 * 4096
+    assert cosine_step(8, big, opts.memory, rep_bytes(small, (14336, 4096))) == 8
     assert task_processes([small], [(14336, 4096)], 2, opts.memory) == 1
-    assert task_processes([small], [(14336, 4096)], 2, 4 << 30) == 2
+    assert task_processes([small], [(14336, 4096)], 2, 4 << 30) == 1   # whole cosines: 2.3 GiB
+    assert task_processes([small], [(14336, 4096)], 2, 6 << 30) == 2
     exact = small._replace(mode="exact")
     assert rep_bytes(exact, (96, 64)) == 8 * 64 * 64 * 8
+
+
+def test_numbers_do_not_depend_on_how_many_tasks_run_at_once(
+        tiny: tuple[Path, dict[str, np.ndarray]]) -> None:
+    """A memory three tasks fit in at once: each task's cosine stride is the one ``memory``
+    allows a task alone (a third of it would allow only every 2nd element), so one process
+    or three give the same bits."""
+    from weightvis.executors import LocalPoolExecutor
+    from weightvis.moe import structure
+    from weightvis.moe.summary import (
+        cosine_step,
+        moe_numbers,
+        plan_groups,
+        rep_bytes,
+        task_processes,
+    )
+
+    folder, _ = tiny
+    reader = open_checkpoint([str(folder)])
+    try:
+        st = structure.detect_moe(reader, reader.config)
+        base = MoEOptions(cka="sketch", cka_sample=32)
+        tasks = plan_groups(st, reader, base)
+        shapes = [reader.info(t.slices[0].tensor).shape[-2:] for t in tasks]
+        size = 64 * 96
+        assert all(int(np.prod(s)) == size for s in shapes)
+        reps = max(rep_bytes(t, s) for t, s in zip(tasks, shapes, strict=True))
+        opts = MoEOptions(cka="sketch", cka_sample=32, memory=3 * (4 * 4 * size + reps))
+        assert cosine_step(4, size, opts.memory // 3, reps) == 2
+        assert cosine_step(4, size, opts.memory, reps) == 1
+        assert task_processes(tasks, shapes, 3, opts.memory) >= 2
+        spec = CheckpointSpec((str(folder),))
+        one = moe_numbers(reader, spec, st, opts, InlineExecutor())
+        three = moe_numbers(reader, spec, st, opts, LocalPoolExecutor(3))
+    finally:
+        reader.close()
+    assert {s for by in three.cosine_steps.values() for s in by.values()} == {1}
+    assert one.cosine_steps == three.cosine_steps
+    for metric in ("cka", "cosine"):
+        for role in one.roles:
+            for layer in one.layers:
+                assert np.array_equal(one.similarity[metric][role][layer],
+                                      three.similarity[metric][role][layer], equal_nan=True)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_sketch_pass_matches_the_dense_countsketch(axis: int) -> None:
+    """Both CountSketches, the examples' squared norms and the features' sums of one pass
+    equal the float64 products with the dense ±1 maps (features along ``axis``)."""
+    from weightvis.kernels.moe import sketch_pass
+
+    rng = np.random.default_rng(7)
+    w = (rng.standard_normal((75, 133)) * rng.uniform(0.1, 10, (75, 1))).astype(np.float32)
+    p, k = w.shape[axis], 16
+    x = (w.T if axis == 0 else w).astype(np.float64)          # [n examples, p features]
+    maps = tuple((rng.integers(0, k, p), rng.choice([-1.0, 1.0], p).astype(np.float32))
+                 for _ in range(2))
+    got = sketch_pass(w, axis, maps, k)
+    for z, (bucket, sign) in zip((got.z1, got.z2), maps, strict=True):
+        dense = np.zeros((k, p))
+        dense[bucket, np.arange(p)] = sign
+        np.testing.assert_allclose(z, dense @ x.T, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got.sq, (x * x).sum(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(got.total, x.sum(axis=0), rtol=1e-12, atol=1e-12)

@@ -48,6 +48,9 @@ _SEEN: list[str] = []
 """Names of the threads of this process that ran a group task (``_spy``)."""
 
 
+SIDE_THREADS = {"weightvis-side", "weightvis-side-spare", "weightvis-side-help"}
+"""The side thread, helpers on cores the tile workers leave, helpers once the tiles are done."""
+
 _SLOW = 0.0
 """Seconds each group task waits first (so that the tiles end before the side work)."""
 
@@ -81,19 +84,46 @@ def test_overlapped_is_byte_identical_to_sequential(ckpt: Path, tmp_path: Path,
     seen = _threads_of_group_tasks(monkeypatch)
     monkeypatch.setattr(sys.modules[__name__], "_SLOW", slow)
     over = weightvis.render([ckpt], tmp_path / "over", executor=LocalPoolExecutor(2), moe=moe)
-    assert "weightvis-side" in seen and set(seen) <= {"weightvis-side", "weightvis-side-help"}
+    assert "weightvis-side" in seen and set(seen) <= SIDE_THREADS
     if slow:
         assert "weightvis-side-help" in seen
     seen.clear()
     with monkeypatch.context() as m:
         m.setattr(bundle, "_overlaps", lambda executor: False)
         seq = weightvis.render([ckpt], tmp_path / "seq", executor=LocalPoolExecutor(2), moe=moe)
-    assert not {"weightvis-side", "weightvis-side-help"} & set(seen)
+    assert not SIDE_THREADS & set(seen)
     a, b = _digest(over.out), _digest(seq.out)
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []
     assert "moe.json" in a and any(k.startswith("tiles/moe-similarity/") for k in a)
     assert any(k.startswith("moe/layer-") for k in a) == (inline_max == 0)
+
+
+def test_free_cores_take_tasks_while_the_tiles_are_drawn(ckpt: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cores the tile workers leave get helper threads from the start (at most the work's
+    ``processes``: two here); the bundle is the one computed after the tiles."""
+    from weightvis import sidework
+
+    seen = _threads_of_group_tasks(monkeypatch)
+    monkeypatch.setattr(sys.modules[__name__], "_SLOW", 0.2)
+    monkeypatch.setattr(sidework, "free_cores", lambda workers: 6)
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def spy_start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", spy_start)
+    over = weightvis.render([ckpt], tmp_path / "over", executor=LocalPoolExecutor(2))
+    monkeypatch.undo()
+    assert started.count("weightvis-side-spare") == 1     # (processes = 2: the side thread + 1)
+    assert "weightvis-side-spare" in seen and set(seen) <= SIDE_THREADS
+    seq = weightvis.render([ckpt], tmp_path / "seq", executor=InlineExecutor())
+    assert (over.out / "moe.json").read_bytes() == (seq.out / "moe.json").read_bytes()
+    a, b = _digest(over.out), _digest(seq.out)
+    assert [k for k in a if k.startswith("tiles/moe") and a[k] != b.get(k)] == []
 
 
 def test_inline_executor_and_moe_only_keep_the_numbers_in_turn(ckpt: Path, tmp_path: Path,

@@ -6,18 +6,19 @@ what cores the workers leave (measured, Mixtral-shaped, 4 layers, 2 cores: with 
 worker the MoE numbers cost no wall time at all, 4.5-5.0 s against 5.0-5.2 s without MoE
 scenes and 6.7-7.3 s computed after the tiles; with two tile workers, which keep ~1.75 cores
 busy, as fast as after the tiles, +44 to +55 % median either way, and 150 MiB less peak RSS:
-no MoE processes). ``SideWork`` owns the threads, the held-back progress, the failure and
-the cancellation; ``SideExecutor`` is the executor the ``prepare`` gets (the tasks run in the
-side thread, and in a second one once the tiles are done).
+no MoE processes). On a machine with more cores than tile workers, helper threads take tasks
+on the free cores from the start. ``SideWork`` owns the threads, the held-back progress, the
+failure and the cancellation; ``SideExecutor`` is the executor the ``prepare`` gets (the tasks
+run in the side thread and its helpers: as many as the free cores during the tiles, as many
+as the pool's workers once the tiles are done, never more than the work's ``processes``).
 
 - Forks: the side thread starts from the scene's ``meanwhile`` hook (after the workers forked,
   so none inherits it) and every side thread is joined when those tiles are done, before any
   other process forks.
-- Bytes: ``workers`` is the pool's, so work budgeted by the worker count (the MoE tasks' share
-  of ``--moe-memory``, which sets their cosine stride) is the same, and results are merged in a
-  fixed order (moe.summary): the bundle is byte for byte the one computed after the tiles.
-- Memory: one task at a time during the tiles (the pool ran up to ``processes``), at most
-  ``processes`` after them: within the memory bound of the tasks' sequential run.
+- Bytes: no number depends on how many tasks run at once (moe.summary), and results are
+  merged in a fixed order: the bundle is byte for byte the one computed after the tiles.
+- Memory: at most ``processes`` tasks at once (what ``--moe-memory`` holds, at most the
+  pool's worker count), as the pool would run them.
 - Readers: each side thread reads through its own reader, never the main thread's (in use
   meanwhile by the tiles' reductions and the manifest's static parts).
 - Signals: side threads block the stop signals (the main thread gets them, whatever it waits
@@ -31,6 +32,7 @@ side thread, and in a second one once the tiles are done).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections import deque
@@ -77,6 +79,8 @@ class _Work:
         self.changed = threading.Condition()
         self.helping = 0
         """Items a helper took and has not answered yet."""
+        self.helpers = 0
+        """Helper threads taking items now (``SideExecutor.help``)."""
         self.answers: deque[tuple[bool, Any]] = deque()
 
     def take(self, helper: bool) -> tuple[bool, Any]:
@@ -105,6 +109,8 @@ class SideExecutor(InlineExecutor):
         self.workers = max(1, workers)
         self.cancel = threading.Event()
         self._work: _Work | None = None
+        self.on_work: Callable[[int], None] | None = None
+        """Called with the most threads the new work allows (``SideWork`` starts helpers)."""
 
     @property
     def in_other_processes(self) -> bool:
@@ -131,6 +137,8 @@ class SideExecutor(InlineExecutor):
         r = self.open(spec) if own else reader
         work = _Work(task, spec, items, min(self.workers, processes or self.workers))
         self._work = work
+        if self.on_work is not None:
+            self.on_work(work.limit)
         try:
             if meanwhile is not None:
                 meanwhile()
@@ -163,11 +171,23 @@ class SideExecutor(InlineExecutor):
         self.check()
 
     def help(self) -> None:
-        """Take items of the running ``map_unordered`` in this (second) thread, each answered
-        to the side thread; nothing when none runs or its ``processes`` allow one at a time."""
+        """Take items of the running ``map_unordered`` in this (helper) thread, each answered
+        to the side thread; nothing when none runs or its ``processes`` allow no more
+        threads."""
         work = self._work
-        if work is None or work.limit < 2:
+        if work is None:
             return
+        with work.changed:
+            if 1 + work.helpers >= work.limit:
+                return
+            work.helpers += 1
+        try:
+            self._help(work)
+        finally:
+            with work.changed:
+                work.helpers -= 1
+
+    def _help(self, work: _Work) -> None:
         try:
             r = self.open(work.spec)
         except BaseException:  # noqa: BLE001 - (cancelled, or no reader: the side thread goes on)
@@ -216,10 +236,20 @@ class _Cancellable:
         return getattr(self._reader, name)
 
 
+def free_cores(workers: int) -> int:
+    """Cores this process may use that ``workers`` tile workers leave (0 when none)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # (no affinity on this platform)
+        cores = os.cpu_count() or 1
+    return max(0, cores - workers)
+
+
 class SideWork:
     """A later scene's ``prepare`` in side threads (module docstring): started by an earlier
-    scene's ``meanwhile``, joined (``join``) when that scene's tiles are done, with a second
-    thread helping from then on. Its progress is held back while the tiles' bar shows, then
+    scene's ``meanwhile`` with helpers on the cores the tile workers leave (``free_cores``),
+    joined (``join``) when that scene's tiles are done, with helpers up to the pool's worker
+    count from then on. Its progress is held back while the tiles' bar shows, then
     shown from where it got. ``stop`` cancels and waits, when the run fails or is
     interrupted."""
 
@@ -227,6 +257,8 @@ class SideWork:
                  progress: Progress) -> None:
         self.scene = scene
         self.executor = SideExecutor(workers)
+        self.executor.on_work = self._spread
+        self._free = free_cores(workers)
         self._write = write
         self._progress = progress
         self._lock = threading.Lock()
@@ -258,6 +290,15 @@ class SideWork:
         with deferred():  # (born with the stop signals blocked: none lands in it before run)
             thread.start()
 
+    def _spread(self, limit: int) -> None:
+        """New work allows ``limit`` threads: helpers on the free cores (the side thread is
+        one), or up to ``limit`` once the tiles are done."""
+        live = self._live
+        threads = limit if live else min(limit, max(1, self._free))
+        name = "weightvis-side-help" if live else "weightvis-side-spare"
+        for _ in range(threads - 1):
+            self._start(self.executor.help, name)
+
     def _run(self) -> None:
         try:
             assert self.scene.prepare is not None
@@ -287,7 +328,8 @@ class SideWork:
         prepare runs in its turn."""
         if not self._threads or self._done:
             return
-        self._start(self.executor.help, "weightvis-side-help")
+        for _ in range(self.executor.workers - 1):  # (each helps while there is room)
+            self._start(self.executor.help, "weightvis-side-help")
         with self._lock:
             self._live = True
             for stage, (n, total) in self._held.items():

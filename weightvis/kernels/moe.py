@@ -1,6 +1,7 @@
 """Expert kernels (weightvis.moe): one pass over an expert matrix for its moments, float64 dots
-of two matrices, and the CountSketch of its rows or columns (Charikar, Chen & Farach-Colton
-2002; as a sketch of matrix products: Clarkson & Woodruff 2013).
+of two matrices, and two CountSketches of its rows or columns with its row and column sums in
+one pass (Charikar, Chen & Farach-Colton 2002; as a sketch of matrix products: Clarkson &
+Woodruff 2013).
 
 Kernels are private and pure: arrays in, results written into ``out=`` arrays. The public
 wrappers check shapes and dtypes. Every sum is float64 in a fixed order, so equal inputs give
@@ -9,12 +10,13 @@ equal bits (a copied expert scores exactly 1).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba
 import numpy as np
 
-__all__ = ["moments", "dot64", "gram_apply", "count_sketch", "warm_up", "MOMENTS", "M_SUMSQ",
-           "M_SUMABS",
-           "M_MAXABS", "M_ZEROS", "M_NONFINITE"]
+__all__ = ["moments", "dot64", "gram_apply", "sketch_pass", "SketchPass", "warm_up", "MOMENTS",
+           "M_SUMSQ", "M_SUMABS", "M_MAXABS", "M_ZEROS", "M_NONFINITE"]
 
 M_SUMSQ, M_SUMABS, M_MAXABS, M_ZEROS, M_NONFINITE = 0, 1, 2, 3, 4
 MOMENTS = 5
@@ -94,26 +96,63 @@ def _gram_apply(w, v, out):  # type: ignore[no-untyped-def]
         i += 1
 
 
-@numba.njit(cache=True, nogil=True)
-def _sketch_rows(w, bucket, sign, out):  # type: ignore[no-untyped-def]
-    """out[bucket[i], :] += sign[i] * w[i, :] (out float32[k, c])."""
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _sketch_rows(w, b1, s1, b2, s2, z1, z2, sq, total):  # type: ignore[no-untyped-def]
+    """One pass over the rows of w (the features): z{1,2}[b{1,2}[i], :] += s{1,2}[i] * w[i, :]
+    (float32 [k, cols]); sq[j] += w[i, j]² and total[i] = Σ_j w[i, j] (float64)."""
     h, c = w.shape
     for i in range(h):
-        o = out[bucket[i]]
-        s = sign[i]
+        o1 = z1[b1[i]]
+        o2 = z2[b2[i]]
+        a1 = s1[i]
+        a2 = s2[i]
+        acc = 0.0
         for j in range(c):
-            o[j] += s * w[i, j]
+            x = w[i, j]
+            o1[j] += a1 * x
+            o2[j] += a2 * x
+            sq[j] += np.float64(x) * x
+            acc += x
+        total[i] = acc
 
 
-@numba.njit(cache=True, nogil=True)
-def _sketch_cols(w, bucket, sign, out):  # type: ignore[no-untyped-def]
-    """out[:, bucket[j]] += sign[j] * w[:, j] (out float32[h, k])."""
+_COLS_BLOCK = 32
+"""Examples (rows) ``_sketch_cols`` sketches before writing them out, transposed: 32 x k
+float32 buffers, written 32 contiguous values at a time (measured 1024 x 3584, k = 512:
+3.9 ms for both sketches and the sums, against 7.7 ms in separate passes and transposes)."""
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _sketch_cols(w, b1, s1, b2, s2, z1, z2, sq, total):  # type: ignore[no-untyped-def]
+    """One pass over the rows of w (the examples; its columns are the features):
+    z{1,2}[b{1,2}[j], i] += s{1,2}[j] * w[i, j] (float32 [k, rows]); sq[i] = Σ_j w[i, j]² and
+    total[j] += w[i, j] (float64)."""
     h, c = w.shape
-    for i in range(h):
-        row = w[i]
-        o = out[i]
-        for j in range(c):
-            o[bucket[j]] += sign[j] * row[j]
+    k = z1.shape[0]
+    t1 = np.zeros((_COLS_BLOCK, k), np.float32)
+    t2 = np.zeros((_COLS_BLOCK, k), np.float32)
+    for i0 in range(0, h, _COLS_BLOCK):
+        m = min(_COLS_BLOCK, h - i0)
+        t1[:] = 0.0
+        t2[:] = 0.0
+        for r in range(m):
+            i = i0 + r
+            o1 = t1[r]
+            o2 = t2[r]
+            for j in range(c):
+                x = w[i, j]
+                o1[b1[j]] += s1[j] * x
+                o2[b2[j]] += s2[j] * x
+            acc = 0.0
+            for j in range(c):
+                x = w[i, j]
+                acc += np.float64(x) * x
+                total[j] += x
+            sq[i] = acc
+        for b in range(k):
+            for r in range(m):
+                z1[b, i0 + r] = t1[r, b]
+                z2[b, i0 + r] = t2[r, b]
 
 
 def _check(w: np.ndarray) -> np.ndarray:
@@ -164,23 +203,35 @@ def gram_apply(w: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out
 
 
-def count_sketch(w: np.ndarray, bucket: np.ndarray, sign: np.ndarray, axis: int,
-                 k: int) -> np.ndarray:
-    """The CountSketch of ``w``'s rows (axis 0: float32[k, cols], row ``bucket[i]`` gains
-    ``sign[i] * w[i]``) or columns (axis 1: float32[rows, k]). ``bucket`` int64 in [0, k),
-    ``sign`` float32 of +-1, one per row (axis 0) or column (axis 1)."""
+class SketchPass(NamedTuple):
+    """``sketch_pass``: the two CountSketches of an expert's features and its sums."""
+
+    z1: np.ndarray
+    """float32 [k, n]: the first sketch, transposed (n examples)."""
+    z2: np.ndarray
+    """float32 [k, n]: the second."""
+    sq: np.ndarray
+    """float64 [n]: each example's squared norm."""
+    total: np.ndarray
+    """float64 [p]: each feature's sum over the examples."""
+
+
+def sketch_pass(w: np.ndarray, axis: int, maps: tuple[tuple[np.ndarray, np.ndarray], ...],
+                k: int) -> SketchPass:
+    """In one pass over the float32 matrix ``w`` whose features (CKA: an expert's neurons)
+    run along ``axis`` (0: its rows, 1: its columns): the two CountSketches of the features
+    to ``k`` buckets — ``maps`` = ((bucket, sign), (bucket, sign)), int64 in [0, k) and
+    float32 of +-1 per feature — the examples' squared norms and the features' sums."""
     w = _check(w)
-    n = w.shape[axis]
-    if bucket.shape != (n,) or sign.shape != (n,):
-        raise ValueError(f"count_sketch: {n} buckets and signs needed")
-    bucket = np.ascontiguousarray(bucket, np.int64)
-    sign = np.ascontiguousarray(sign, np.float32)
-    if axis == 0:
-        out = np.zeros((k, w.shape[1]), np.float32)
-        _sketch_rows(w, bucket, sign, out)
-    else:
-        out = np.zeros((w.shape[0], k), np.float32)
-        _sketch_cols(w, bucket, sign, out)
+    p = w.shape[axis]
+    n = w.shape[1 - axis]
+    (b1, s1), (b2, s2) = ((np.ascontiguousarray(b, np.int64), np.ascontiguousarray(s, np.float32))
+                          for b, s in maps)
+    if not all(a.shape == (p,) for a in (b1, s1, b2, s2)):
+        raise ValueError(f"sketch_pass: {p} buckets and signs needed")
+    out = SketchPass(np.zeros((k, n), np.float32), np.zeros((k, n), np.float32),
+                     np.zeros(n, np.float64), np.zeros(p, np.float64))
+    (_sketch_rows if axis == 0 else _sketch_cols)(w, b1, s1, b2, s2, *out)
     return out
 
 
@@ -190,5 +241,6 @@ def warm_up() -> None:
     moments(w)
     dot64(w, w)
     gram_apply(w, np.ones(3))
-    count_sketch(w, np.zeros(2, np.int64), np.ones(2, np.float32), 0, 2)
-    count_sketch(w, np.zeros(3, np.int64), np.ones(3, np.float32), 1, 2)
+    for axis in (0, 1):
+        one = (np.zeros(w.shape[axis], np.int64), np.ones(w.shape[axis], np.float32))
+        sketch_pass(w, axis, (one, one), 2)

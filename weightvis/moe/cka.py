@@ -215,47 +215,43 @@ class FeatureSketch:
 
     def apply(self, w: np.ndarray, role: str) -> ExpertSketch:
         """The sketches of expert matrix ``w`` (float32 [out, in]), its exact row norms and
-        heavy rows (one pass each; the heavy rows cost h·n·p multiply-adds)."""
+        heavy rows. CountSketch: one pass over ``w`` for both sketches and the sums, one
+        matrix-vector product, and h·n·p multiply-adds for h heavy rows."""
         axis = ROLE_AXIS[role]
         if w.shape[axis] != self.p:
             raise ValueError(f"expected {self.p} neurons on axis {axis}, got shape {w.shape}")
         x = features(w, role)                                   # [n, p] view
         n = x.shape[0]
-        sq = (np.einsum("ji,ji->i", w, w) if axis == 0
-              else np.einsum("ij,ij->i", w, w)).astype(np.float64)   # ‖x_i‖²
-        colsum = (np.ones(n, np.float32) @ x).astype(np.float64)   # Σ rows
+        if self.kind == "countsketch":
+            from ..kernels.moe import sketch_pass
 
-        def norms(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            """(x @ μ, ‖x_i - μ‖²) in float64 (one matrix-vector product)."""
-            xm = (x @ mu.astype(np.float32)).astype(np.float64)
-            out: np.ndarray = np.maximum(sq - 2.0 * xm + mu @ mu, 0.0)
-            return xm, out
-
-        _, d0 = norms(colsum / max(1, n))
+            z1, z2, sq, colsum = sketch_pass(w, axis, tuple(self.maps), self.k)  # Σ rows: [p]
+        else:
+            (m1, _), (m2, _) = self.maps
+            z1, z2 = ((m @ w if axis == 0 else (w @ m.T).T) for m in (m1, m2))
+            sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)             # ‖x_i‖²
+            colsum = x.sum(axis=0, dtype=np.float64)
+        # every product with x below comes from xc = x·Σrows and the heavy rows' raw Gram
+        xc = (x @ colsum.astype(np.float32)).astype(np.float64)
+        d0 = np.maximum(sq - 2.0 * xc / max(1, n) + colsum @ colsum / max(1, n) ** 2, 0.0)
         heavy = np.flatnonzero(d0 > HEAVY_RATIO * d0.mean()) if n else np.zeros(0, np.int64)
         if heavy.size > self.heavy_max:
             heavy = np.sort(heavy[np.argsort(d0[heavy], kind="stable")[::-1][:self.heavy_max]])
         light = n - heavy.size
+        raw = (x[heavy] @ x.T).astype(np.float64)              # [h, n]: x_h · x_i
         mu = (colsum - x[heavy].sum(axis=0, dtype=np.float64)) / max(1, light)
-        _, d = norms(mu)
+        xmu = (xc - raw.sum(axis=0)) / max(1, light)           # x·μ
+        d = np.maximum(sq - 2.0 * xmu + mu @ mu, 0.0)          # ‖x_i - μ‖²
         tot = colsum - n * mu                                    # Σ rows of X - μ
-        r = (x @ tot.astype(np.float32)).astype(np.float64) - mu @ tot - d   # K1 - d
+        r = (xc - n * xmu) - mu @ tot - d                        # K1 - d (K of X - μ)
         out = []
-        for m, sign in self.maps:
-            if self.kind == "countsketch":
-                from ..kernels.moe import count_sketch
-
-                s = count_sketch(w, m, sign, axis, self.k)
-                s = s if axis == 0 else s.T
-            else:
-                s = m @ w if axis == 0 else (w @ m.T).T
-            s = np.ascontiguousarray(s, np.float32)
+        for z in (z1, z2):
+            s = np.ascontiguousarray(z, np.float32)
             shift = (s.sum(axis=1, dtype=np.float64)
                      - s[:, heavy].sum(axis=1, dtype=np.float64)) / max(1, light)
             s -= shift.astype(np.float32)[:, None]   # the sketch of X - μ
             out.append(s)
-        xh = (x[heavy] - mu).astype(np.float32)                 # [h, p] translated
-        rows = (xh @ x.T).astype(np.float64) - (xh.astype(np.float64) @ mu)[:, None]
+        rows = raw - xmu[None, :] - (xmu[heavy] - mu @ mu)[:, None]   # (x_h - μ)·(x_i - μ)
         return ExpertSketch(out[0], out[1], d, r, float(tot @ tot - d.sum()),
                             heavy.astype(np.int64), rows.astype(np.float32))
 

@@ -6,12 +6,12 @@ One task per (layer, role) (``group_task``), run by ``Executor.map_unordered`` w
 checkpoint's spec (each worker opens its own reader). A task reads each of the group's experts
 once, through ``structure.expert_matrix`` (true values), and keeps of it only what the pairs
 need: its two CKA sketches (2·k·H float32) or its Gram (H² float64, exact CKA), and for the
-cosines the whole matrix when the group fits in the task's share of ``memory``, else every
-s-th element (s = ``cosine_step``: the smallest stride that fits; the cosine of two vectors
-from n' sampled elements is off by about 1/√n' where it is near 0 — 3e-4 for Mixtral-8x7B,
-1.5e-3 for DeepSeek-V3). ``memory`` bounds all the tasks running at once: as many run as it
-holds (``task_processes``: each needs two matrices being read, two matrices' worth of cosine
-elements and its sketches or Grams; at least one runs).
+cosines the whole matrix when the group fits in ``memory``, else every s-th element (s =
+``cosine_step``: the smallest stride that fits; the cosine of two vectors from n' sampled
+elements is off by about 1/√n' where it is near 0 — 3e-4 for Mixtral-8x7B, 1.5e-3 for
+DeepSeek-V3). ``memory`` also bounds all the tasks running at once: as many run as it holds
+together (``task_processes``, ``task_bytes``: two matrices being read, the cosine elements
+and the sketches or Grams; at least one runs) — how many never changes a number.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from .cka import (
 from .stats import STATS, StableRankOptions, expert_stats, router_row_norms
 
 __all__ = ["GroupTask", "GroupResult", "MoENumbers", "plan_groups", "group_task",
-           "moe_numbers", "cka_mode", "cosine_step", "task_processes", "rep_bytes",
+           "moe_numbers", "cka_mode", "cosine_step", "task_processes", "task_bytes", "rep_bytes",
            "ROLE_INDEX"]
 
 ROLE_INDEX = {"gate": 0, "up": 1, "down": 2, "gate_up": 3}
@@ -57,8 +57,6 @@ class GroupTask(NamedTuple):
     mode: str
     """"exact" or "sketch" (cka_mode)."""
     options: MoEOptions
-    budget: int = 0
-    """Bytes this task may hold (its share of ``options.memory``; ``task_budget``)."""
 
 
 class GroupResult(NamedTuple):
@@ -170,12 +168,22 @@ def cosine_step(experts: int, size: int, budget: int, reps: int = 0) -> int:
     return max(1, -(-experts * 4 * size // room))
 
 
+def task_bytes(task: GroupTask, shape: tuple[int, int], memory: int) -> int:
+    """Bytes one task holds: two matrices being read, its cosine elements (at the stride
+    ``cosine_step`` gives it for ``memory`` alone) and its CKA representations."""
+    size = shape[0] * shape[1]
+    reps = rep_bytes(task, shape)
+    step = cosine_step(len(task.slices), size, memory, reps)
+    return 2 * 4 * size + len(task.slices) * 4 * -(-size // step) + reps
+
+
 def task_processes(tasks: list[GroupTask], shapes: list[tuple[int, int]], workers: int,
                    memory: int) -> int:
-    """How many tasks run at once: as many as ``memory`` holds (at least one), each needing
-    two matrices being read, two matrices' worth of cosine elements and its representations."""
-    need = max((4 * 4 * shape[0] * shape[1] + rep_bytes(t, shape)
-                for t, shape in zip(tasks, shapes, strict=True)), default=1)
+    """How many tasks run at once: as many as ``memory`` holds together (``task_bytes``; at
+    least one, at most ``workers``). Each task's cosine stride is chosen for ``memory``
+    alone, so the numbers are the same however many run at once."""
+    need = max((task_bytes(t, shape, memory) for t, shape in zip(tasks, shapes, strict=True)),
+               default=1)
     return max(1, min(workers, memory // max(1, need)))
 
 
@@ -234,7 +242,7 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
     e_count = len(task.slices)
     rows, cols = _shape(reader, task.slices[0])
     size = rows * cols
-    step = cosine_step(e_count, size, task.budget or opts.memory,
+    step = cosine_step(e_count, size, opts.memory,
                        rep_bytes(task, (rows, cols)))
     sr_opts = StableRankOptions(opts.stable_rank_tol, opts.stable_rank_max_iter, opts.seed)
     stats = np.full((e_count, len(STATS)), np.nan)
@@ -311,7 +319,6 @@ def moe_numbers(reader: Any, spec: Any, structure: Any, opts: MoEOptions, execut
     tasks = plan_groups(structure, reader, opts)
     procs = task_processes(tasks, [_shape(reader, t.slices[0]) for t in tasks],
                            executor.workers, opts.memory)
-    tasks = [t._replace(budget=opts.memory // procs) for t in tasks]
     layers = tuple(structure.moe_layers)
     roles = tuple(r for r in structure.roles if any(t.role == r for t in tasks))
     e_count = int(structure.experts)
