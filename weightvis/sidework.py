@@ -6,11 +6,12 @@ what cores the workers leave (measured, Mixtral-shaped, 4 layers, 2 cores: with 
 worker the MoE numbers cost no wall time at all, 4.5-5.0 s against 5.0-5.2 s without MoE
 scenes and 6.7-7.3 s computed after the tiles; with two tile workers, which keep ~1.75 cores
 busy, as fast as after the tiles, +44 to +55 % median either way, and 150 MiB less peak RSS:
-no MoE processes). On a machine with more cores than tile workers, helper threads take tasks
-on the free cores from the start. ``SideWork`` owns the threads, the held-back progress, the
-failure and the cancellation; ``SideExecutor`` is the executor the ``prepare`` gets (the tasks
-run in the side thread and its helpers: as many as the free cores during the tiles, as many
-as the pool's workers once the tiles are done, never more than the work's ``processes``).
+no MoE processes). ``SideWork`` owns the threads, the held-back progress, the failure and
+the cancellation; ``SideExecutor`` is the executor the ``prepare`` gets (the tasks run in the
+side thread, and once the tiles are done in helper threads too: as many threads in all as the
+pool's workers, never more than the work's ``processes``). No more threads than that run
+while the tiles are drawn, even on cores the workers leave: ``--workers`` is what the user
+gives the render.
 
 - Forks: the side thread starts from the scene's ``meanwhile`` hook (after the workers forked,
   so none inherits it) and every side thread is joined when those tiles are done, before any
@@ -32,7 +33,6 @@ as the pool's workers once the tiles are done, never more than the work's ``proc
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from collections import deque
@@ -109,8 +109,6 @@ class SideExecutor(InlineExecutor):
         self.workers = max(1, workers)
         self.cancel = threading.Event()
         self._work: _Work | None = None
-        self.on_work: Callable[[int], None] | None = None
-        """Called with the most threads the new work allows (``SideWork`` starts helpers)."""
 
     @property
     def in_other_processes(self) -> bool:
@@ -137,8 +135,6 @@ class SideExecutor(InlineExecutor):
         r = self.open(spec) if own else reader
         work = _Work(task, spec, items, min(self.workers, processes or self.workers))
         self._work = work
-        if self.on_work is not None:
-            self.on_work(work.limit)
         try:
             if meanwhile is not None:
                 meanwhile()
@@ -236,29 +232,17 @@ class _Cancellable:
         return getattr(self._reader, name)
 
 
-def free_cores(workers: int) -> int:
-    """Cores this process may use that ``workers`` tile workers leave (0 when none)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # (no affinity on this platform)
-        cores = os.cpu_count() or 1
-    return max(0, cores - workers)
-
-
 class SideWork:
     """A later scene's ``prepare`` in side threads (module docstring): started by an earlier
-    scene's ``meanwhile`` with helpers on the cores the tile workers leave (``free_cores``),
-    joined (``join``) when that scene's tiles are done, with helpers up to the pool's worker
-    count from then on. Its progress is held back while the tiles' bar shows, then
-    shown from where it got. ``stop`` cancels and waits, when the run fails or is
+    scene's ``meanwhile``, joined (``join``) when that scene's tiles are done, with helpers up
+    to the pool's worker count from then on. Its progress is held back while the tiles' bar
+    shows, then shown from where it got. ``stop`` cancels and waits, when the run fails or is
     interrupted."""
 
     def __init__(self, scene: Scene, workers: int, write: Callable[[str, str], None],
                  progress: Progress) -> None:
         self.scene = scene
         self.executor = SideExecutor(workers)
-        self.executor.on_work = self._spread
-        self._free = free_cores(workers)
         self._write = write
         self._progress = progress
         self._lock = threading.Lock()
@@ -289,15 +273,6 @@ class SideWork:
         self._threads.append(thread)
         with deferred():  # (born with the stop signals blocked: none lands in it before run)
             thread.start()
-
-    def _spread(self, limit: int) -> None:
-        """New work allows ``limit`` threads: helpers on the free cores (the side thread is
-        one), or up to ``limit`` once the tiles are done."""
-        live = self._live
-        threads = limit if live else min(limit, max(1, self._free))
-        name = "weightvis-side-help" if live else "weightvis-side-spare"
-        for _ in range(threads - 1):
-            self._start(self.executor.help, name)
 
     def _run(self) -> None:
         try:
