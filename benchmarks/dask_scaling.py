@@ -100,6 +100,10 @@ def _cluster_cpu(client: Any) -> dict[int, float]:
     return dict(got)
 
 
+def _loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
 def _cli(python: str, src: Path, out: Path, extra: Sequence[str],
          client: Any = None) -> dict[str, Any]:
     # --no-moe: the DeepSeek-shaped checkpoints are MoE; the model is of the main scene's
@@ -122,8 +126,10 @@ def _cli(python: str, src: Path, out: Path, extra: Sequence[str],
     cli = m.cpu_user_s + m.cpu_sys_s
     return {"wall_s": round(m.wall_s, 3), "cpu_cli_s": round(cli, 3),
             "cpu_cluster_workers_s": round(workers, 3), "cpu_scheduler_s": round(sched, 3),
+            # the cluster's processes are not in the CLI's tree: not "other load" either
             "cpu_all_s": round(cli + workers + sched, 3), "other_load_cpu_s":
-            round(m.other_cpu_s, 1), "peak_rss_tree_bytes": m.peak_rss_sum, **timing}
+            round(max(0.0, m.other_cpu_s - workers - sched), 1),
+            "peak_rss_tree_bytes": m.peak_rss_sum, "loadavg": _loadavg(), **timing}
 
 
 def _interleaved(python: str, src: Path, work: Path, configs: dict[str, tuple[list[str], Any]],
@@ -315,9 +321,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         else _interleaved(python, check, work, dask_only, a.repeats))
         n_max = max(addresses)
         res["o_task_s"] = _task_overhead(addresses[n_max])
+        res["fixed_per_worker"] = clients[n_max].submit(_fixed_per_worker, str(many),
+                                                        pure=False).result()
         big = res["big"]
         if "dask_2" in big:
             res["overhead_vs_local"] = {
+                "wall_per_repeat": [round(x - 1, 3) for x in big["dask_2"]["wall_over_local_2"]],
+                "cpu_per_repeat": [round(d / lo - 1, 3) for d, lo in zip(
+                    big["dask_2"]["all_cpu_s"], big["local_2"]["all_cpu_s"], strict=True)],
                 "wall_median_of_ratios": round(statistics.median(big["dask_2"][
                     "wall_over_local_2"]) - 1, 3),
                 "cpu": round(big["dask_2"]["cpu_all_s"] / big["local_2"]["cpu_all_s"] - 1, 3)}
@@ -336,38 +347,87 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _fixed_per_worker(src: str) -> dict[str, float]:
+    """On a worker: the CPU seconds a worker pays once per scene whatever share of the tiles it
+    draws — opening the checkpoint and unpickling the scene's job (its layout: the bulk of it)
+    — for the checkpoint at ``src``, warm (the second of two)."""
+    import pickle
+
+    from weightvis.layout import arch_layout
+    from weightvis.tiling import CheckpointSpec, Geometry
+
+    spec = CheckpointSpec((src,))
+    out: dict[str, float] = {}
+    for _ in range(2):
+        t0 = time.process_time()
+        reader = spec.open()
+        out["open_cpu_s"] = time.process_time() - t0
+        blob = pickle.dumps(Geometry(arch_layout(list(reader.tensors()))))
+        t0 = time.process_time()
+        pickle.loads(blob)
+        out["job_load_cpu_s"] = time.process_time() - t0
+        out["tensors"] = len(reader.tensors())
+        out["job_bytes"] = len(blob)
+        reader.close()
+    return out
+
+
 def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
     """Calibrate on the 1-worker runs, check on the 2-worker runs, project DeepSeek-V3.
 
-    Calibrated in CPU seconds, which the other load of the machine changes little (a worker
-    that waits for a core accrues no CPU time; its wall time grows), and turned into wall time
-    for workers that each have a core: ``wall(W) = main + max(work / W, storage) + 8·o_task``
-    with ``work = leaves·c_leaf + T·c_tensor`` (the workers' CPU) and ``main = m_0 + m_tensor·T``
-    (the CPU of the main process and of the scheduler: start, open, layout, the levels above
-    the subtrees, manifest, commit)."""
+    Worker CPU (which the other load of the machine changes little) is ``work(W) = leaves·c_leaf
+    + T·c_tensor + W·T·c_fixed``: ``c_fixed`` is what every worker pays per tensor whatever its
+    share (opening the checkpoint, unpickling the job), measured on a worker by
+    ``_fixed_per_worker``; ``c_leaf`` and ``c_tensor`` (per-tensor work that is shared out: the
+    scales, the small blocks) solve the two 1-worker runs. The main process is a serial part
+    ``S = s_0 + s_tensor·T`` (wall outside the tile phase: start, plan, manifest, commit) and a
+    part ``O = o_0 + o_tensor·T`` that runs during the tile phase (the levels above the subtrees,
+    the manifest's static parts, and the scheduler's CPU), both from the two 1-worker runs.
+    Wall on W workers with a core each (the projection: the main process and the scheduler
+    have their own): ``S + max(work/W, storage) + tasks_per_worker·o_task``; on this machine's
+    C cores, which they share, the tile phase is ``max(work/W, (work + O)/C)``."""
     d1, m1 = res["big"]["dask_1"], res["many"]["dask_1"]
-    c_leaf = d1["cpu_cluster_workers_s"] / d1["leaves"]
-    # paid by every worker (each opens the checkpoint and its per-tensor state), not shared
-    c_tensor = max(0.0, m1["cpu_cluster_workers_s"] - m1["leaves"] * c_leaf) / m1["tensors"]
+    fixed = res["fixed_per_worker"]
+    c_fixed = (fixed["open_cpu_s"] + fixed["job_load_cpu_s"]) / fixed["tensors"]
+    y_b = d1["cpu_cluster_workers_s"] - d1["tensors"] * c_fixed
+    y_m = m1["cpu_cluster_workers_s"] - m1["tensors"] * c_fixed
+    c_tensor = max(0.0, (y_m - m1["leaves"] * y_b / d1["leaves"])
+                   / (m1["tensors"] - m1["leaves"] * d1["tensors"] / d1["leaves"]))
+    c_leaf = (y_b - d1["tensors"] * c_tensor) / d1["leaves"]
 
-    def main_cpu(r: dict[str, Any]) -> float:
-        return float(r["cpu_cli_s"] + r["cpu_scheduler_s"])
+    def serial(r: dict[str, Any]) -> float:
+        return float(r["wall_s"] - r["tiles_s"])
 
-    m_tensor = (main_cpu(m1) - main_cpu(d1)) / (m1["tensors"] - d1["tensors"])
-    m_0 = main_cpu(d1) - m_tensor * d1["tensors"]
+    def during(r: dict[str, Any]) -> float:
+        return max(0.0, float(r["cpu_cli_s"] - serial(r))) + float(r["cpu_scheduler_s"])
+
+    def line(f: Any) -> tuple[float, float]:
+        slope = (f(m1) - f(d1)) / (m1["tensors"] - d1["tensors"])
+        return f(d1) - slope * d1["tensors"], slope
+
+    s_0, s_tensor = line(serial)
+    o_0, o_tensor = line(during)
     bytes_per_tile = d1["bytes"] / d1["tiles"]
     bw = _write_bandwidth(disk, int(bytes_per_tile))
     bw_work = _write_bandwidth(work, int(bytes_per_tile))  # where the checked runs wrote
     o_task = res["o_task_s"]
+    cores = res["cpus"]
+    from weightvis.dask_executor import MAP_TASKS_PER_WORKER
+    from weightvis.tiling import TASKS_PER_WORKER
 
-    def predict(tensors: int, leaves: int, tiles: int, workers: int, bw: float = bw
-                ) -> dict[str, float]:
-        work = leaves * c_leaf + workers * tensors * c_tensor
+    tasks = TASKS_PER_WORKER + MAP_TASKS_PER_WORKER
+
+    def predict(tensors: int, leaves: int, tiles: int, workers: int, bw: float = bw,
+                shared_cores: int | None = None) -> dict[str, float]:
+        wrk = leaves * c_leaf + tensors * c_tensor + workers * tensors * c_fixed
         storage = tiles * bytes_per_tile / (bw * workers)
-        main = m_0 + m_tensor * tensors
-        return {"wall_s": round(main + max(work / workers, storage) + 8 * o_task, 3),
-                "worker_cpu_s": round(work, 3), "main_cpu_s": round(main, 3),
-                "storage_s": round(storage, 3)}
+        tile_phase = max(wrk / workers, storage)
+        if shared_cores is not None:  # main process, scheduler and workers on these cores
+            tile_phase = max(tile_phase, (wrk + o_0 + o_tensor * tensors) / shared_cores)
+        main = s_0 + s_tensor * tensors
+        return {"wall_s": round(main + tile_phase + tasks * o_task, 3),
+                "worker_cpu_s": round(wrk, 3), "serial_main_s": round(main, 3),
+                "tile_phase_s": round(tile_phase, 3), "storage_s": round(storage, 3)}
 
     runs = [("1B, 2 workers", res["big"]["dask_2"], 2),
             (f"many-tensors ({res['check']['dask_2']['tensors']} tensors), 2 workers",
@@ -377,7 +437,7 @@ def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
                      res["check"]["dask_1"], 1))
     checks = {}
     for name, r, w in runs:
-        p = predict(r["tensors"], r["leaves"], r["tiles"], w, bw_work)
+        p = predict(r["tensors"], r["leaves"], r["tiles"], w, bw_work, shared_cores=cores)
         checks[name] = {
             "predicted_worker_cpu_s": p["worker_cpu_s"],
             "measured_worker_cpu_s": r["cpu_cluster_workers_s"],
@@ -388,10 +448,12 @@ def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
     counts = tile_counts(deepseek_v3_shapes())
     proj = {str(w): predict(counts["tensors"], counts["leaves"], counts["tiles"], w)
             for w in (8, 64, 256)}
-    return {"inputs": {"c_leaf_cpu_s": c_leaf, "c_tensor_cpu_s": c_tensor, "m_0_cpu_s": m_0,
-                       "m_tensor_cpu_s": m_tensor, "bytes_per_tile": bytes_per_tile,
-                       "write_bw_bytes_s": bw, "write_bw_folder": str(disk),
-                       "checks_write_bw_bytes_s": bw_work, "o_task_s": o_task},
+    return {"inputs": {"c_leaf_cpu_s": c_leaf, "c_tensor_cpu_s": c_tensor,
+                       "c_fixed_cpu_s": c_fixed, "s_0_s": s_0, "s_tensor_s": s_tensor,
+                       "o_0_cpu_s": o_0, "o_tensor_cpu_s": o_tensor,
+                       "bytes_per_tile": bytes_per_tile, "write_bw_bytes_s": bw,
+                       "write_bw_folder": str(disk), "checks_write_bw_bytes_s": bw_work,
+                       "o_task_s": o_task, "tasks_per_worker": tasks, "cores": cores},
             "checks": checks,
             "cpu_prediction_ok": all(abs(c["cpu_error"]) <= TARGET_PREDICTION
                                      for c in checks.values()),

@@ -298,6 +298,9 @@ class DaskExecutor(Executor):
 LOCAL_WORKER_CONFIG: dict[str, Any] = {
     "distributed.worker.profile.enabled": False,
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "500ms",
 }
 """Dask settings of the workers ``--scheduler local[:N]`` starts: two defaults that cost a
 render CPU. Measured with a warm 1-worker LocalCluster rendering the 1.1 B-element synthetic
@@ -305,8 +308,11 @@ checkpoint from a tmpfs (the worker process's CPU, two runs each, the machine sh
 statistical profiler, which samples the worker's stack 100 times a second, 9.5-10.3 s ->
 8.1-8.9 s without it; ``MALLOC_TRIM_THRESHOLD_=65536``, which fixes glibc's mmap threshold so
 that every tile-sized buffer is mapped, faulted in and unmapped again, 7.9-8.8 s (sys 2.8-3.0 s)
--> 6.6-6.8 s (sys 1.8 s) without it. A cluster started elsewhere should set the same
-(README, "Clusters")."""
+-> 6.6-6.8 s (sys 1.8 s) without it. And three timers that wake every process of the cluster
+while it waits or works (the event-loop watchdog every 20 ms, the system monitor every 0.5 s,
+the memory monitor every 0.1 s): an idle 2-worker LocalCluster used 0.052 cores with them,
+0.010 with 1 s, 2 s and 0.5 s (measured over 5 s; a render's share of the 2 cores of this
+machine). A cluster started elsewhere should set the same (README, "Clusters")."""
 
 
 def dask_executor(scheduler: str) -> DaskExecutor:
