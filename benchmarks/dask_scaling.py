@@ -287,14 +287,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     python = sys.executable
     src0, meta = ensure_checkpoint(a.cache, a.params, seed=0, vocab=32000, tied=False)
     many0, check0 = _many(a.cache, calib_e), _many(a.cache, check_e)
+    # a tiny checkpoint: what a worker pays per scene whatever it draws (calibration only)
+    tiny0, _ = ensure_checkpoint(a.cache, 1_000_000, seed=0, vocab=1000, tied=True)
     work = Path(tempfile.mkdtemp(prefix="weightvis-dask-bench-", dir=a.work))
     res: dict[str, Any] = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(),
                            "command": sys.argv, "work": str(work), "elements": meta["shape"]}
     clusters: dict[int, Any] = {}
     clients: dict[int, Any] = {}
     try:
-        src, many, check = (_copy_in(x, work) for x in (src0, many0, check0))
-        for x in (src, many, check):
+        src, many, check, tiny = (_copy_in(x, work) for x in (src0, many0, check0, tiny0))
+        for x in (src, many, check, tiny):
             warm_page_cache(x)
         if a.scheduler:
             clients[0] = distributed.Client(a.scheduler, set_as_default=False)
@@ -317,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         res["big"] = _interleaved(python, src, work, configs, a.repeats)
         dask_only = {k: v for k, v in configs.items() if k != "local_2"}
         res["many"] = _interleaved(python, many, work, dask_only, a.repeats)
+        res["tiny"] = _interleaved(python, tiny, work, {k: v for k, v in dask_only.items()
+                                                        if k == "dask_1"}, a.repeats)
         res["check"] = (res["many"] if check == many
                         else _interleaved(python, check, work, dask_only, a.repeats))
         n_max = max(addresses)
@@ -375,25 +379,29 @@ def _fixed_per_worker(src: str) -> dict[str, float]:
 def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
     """Calibrate on the 1-worker runs, check on the 2-worker runs, project DeepSeek-V3.
 
-    Worker CPU (which the other load of the machine changes little) is ``work(W) = leaves·c_leaf
-    + T·c_tensor + W·T·c_fixed``: ``c_fixed`` is what every worker pays per tensor whatever its
-    share (opening the checkpoint, unpickling the job), measured on a worker by
-    ``_fixed_per_worker``; ``c_leaf`` and ``c_tensor`` (per-tensor work that is shared out: the
-    scales, the small blocks) solve the two 1-worker runs. The main process is a serial part
-    ``S = s_0 + s_tensor·T`` (wall outside the tile phase: start, plan, manifest, commit) and a
-    part ``O = o_0 + o_tensor·T`` that runs during the tile phase (the levels above the subtrees,
-    the manifest's static parts, and the scheduler's CPU), both from the two 1-worker runs.
+    Worker CPU (which the other load of the machine changes little) is ``work(W) = W·(w_0 +
+    T·c_fixed) + leaves·c_leaf + T·c_tensor``: ``c_fixed`` is what every worker pays per tensor
+    whatever its share (opening the checkpoint, unpickling the job), measured on a worker by
+    ``_fixed_per_worker``; ``w_0`` (a worker's cost per scene: its tasks' messages, results,
+    timers), ``c_leaf`` and ``c_tensor`` (per-tensor work that is shared out: the scales, the
+    small blocks) solve the three 1-worker runs (tiny, 1 B, many-tensors). The main process is
+    a serial part ``S = s_0 + s_tensor·T`` (wall outside the tile phase: start, plan, manifest,
+    commit) and a part ``O = o_0 + o_tensor·T`` that runs during the tile phase (the levels
+    above the subtrees, the manifest's static parts, and the scheduler's CPU), both from the
+    1 B and many-tensors 1-worker runs.
     Wall on W workers with a core each (the projection: the main process and the scheduler
     have their own): ``S + max(work/W, storage) + tasks_per_worker·o_task``; on this machine's
     C cores, which they share, the tile phase is ``max(work/W, (work + O)/C)``."""
-    d1, m1 = res["big"]["dask_1"], res["many"]["dask_1"]
+    import numpy as np
+
+    d1, m1, t1 = res["big"]["dask_1"], res["many"]["dask_1"], res["tiny"]["dask_1"]
     fixed = res["fixed_per_worker"]
     c_fixed = (fixed["open_cpu_s"] + fixed["job_load_cpu_s"]) / fixed["tensors"]
-    y_b = d1["cpu_cluster_workers_s"] - d1["tensors"] * c_fixed
-    y_m = m1["cpu_cluster_workers_s"] - m1["tensors"] * c_fixed
-    c_tensor = max(0.0, (y_m - m1["leaves"] * y_b / d1["leaves"])
-                   / (m1["tensors"] - m1["leaves"] * d1["tensors"] / d1["leaves"]))
-    c_leaf = (y_b - d1["tensors"] * c_tensor) / d1["leaves"]
+    # the three 1-worker runs: worker CPU - T·c_fixed = w_0 + leaves·c_leaf + T·c_tensor
+    runs1 = [t1, d1, m1]
+    w_0, c_leaf, c_tensor = (float(x) for x in np.linalg.solve(
+        np.array([[1.0, r["leaves"], r["tensors"]] for r in runs1]),
+        np.array([r["cpu_cluster_workers_s"] - r["tensors"] * c_fixed for r in runs1])))
 
     def serial(r: dict[str, Any]) -> float:
         return float(r["wall_s"] - r["tiles_s"])
@@ -419,7 +427,7 @@ def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
 
     def predict(tensors: int, leaves: int, tiles: int, workers: int, bw: float = bw,
                 shared_cores: int | None = None) -> dict[str, float]:
-        wrk = leaves * c_leaf + tensors * c_tensor + workers * tensors * c_fixed
+        wrk = workers * (w_0 + tensors * c_fixed) + leaves * c_leaf + tensors * c_tensor
         storage = tiles * bytes_per_tile / (bw * workers)
         tile_phase = max(wrk / workers, storage)
         if shared_cores is not None:  # main process, scheduler and workers on these cores
@@ -448,7 +456,7 @@ def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
     counts = tile_counts(deepseek_v3_shapes())
     proj = {str(w): predict(counts["tensors"], counts["leaves"], counts["tiles"], w)
             for w in (8, 64, 256)}
-    return {"inputs": {"c_leaf_cpu_s": c_leaf, "c_tensor_cpu_s": c_tensor,
+    return {"inputs": {"w_0_cpu_s": w_0, "c_leaf_cpu_s": c_leaf, "c_tensor_cpu_s": c_tensor,
                        "c_fixed_cpu_s": c_fixed, "s_0_s": s_0, "s_tensor_s": s_tensor,
                        "o_0_cpu_s": o_0, "o_tensor_cpu_s": o_tensor,
                        "bytes_per_tile": bytes_per_tile, "write_bw_bytes_s": bw,
