@@ -241,10 +241,11 @@ def _start_cluster(n: int) -> Any:
                                         silence_logs=50)
 
 
-def _many(cache: Path, experts: int) -> Path:
+def _many(cache: Path, experts: int, shards: int | None = None) -> Path:
     from many_tensors import SHARDS, deepseek_config, deepseek_specs, ensure
 
-    return ensure(cache, f"deepseek-e{experts}-x{SHARDS}", deepseek_specs(experts), 0, SHARDS,
+    n = shards or SHARDS
+    return ensure(cache, f"deepseek-e{experts}-x{n}", deepseek_specs(experts), 0, n,
                   deepseek_config(experts))
 
 
@@ -287,16 +288,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     python = sys.executable
     src0, meta = ensure_checkpoint(a.cache, a.params, seed=0, vocab=32000, tied=False)
     many0, check0 = _many(a.cache, calib_e), _many(a.cache, check_e)
-    # a tiny checkpoint: what a worker pays per scene whatever it draws (calibration only)
-    tiny0, _ = ensure_checkpoint(a.cache, 1_000_000, seed=0, vocab=1000, tied=True)
+    # a third DeepSeek-shaped size (64 experts, 11,987 tensors, one shard), calibration only:
+    # with the other two it separates what a worker pays per scene from its per-tensor cost
+    mid0 = _many(a.cache, 64, shards=1)
     work = Path(tempfile.mkdtemp(prefix="weightvis-dask-bench-", dir=a.work))
     res: dict[str, Any] = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(),
                            "command": sys.argv, "work": str(work), "elements": meta["shape"]}
     clusters: dict[int, Any] = {}
     clients: dict[int, Any] = {}
     try:
-        src, many, check, tiny = (_copy_in(x, work) for x in (src0, many0, check0, tiny0))
-        for x in (src, many, check, tiny):
+        src, many, check, mid = (_copy_in(x, work) for x in (src0, many0, check0, mid0))
+        for x in (src, many, check, mid):
             warm_page_cache(x)
         if a.scheduler:
             clients[0] = distributed.Client(a.scheduler, set_as_default=False)
@@ -319,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         res["big"] = _interleaved(python, src, work, configs, a.repeats)
         dask_only = {k: v for k, v in configs.items() if k != "local_2"}
         res["many"] = _interleaved(python, many, work, dask_only, a.repeats)
-        res["tiny"] = _interleaved(python, tiny, work, {k: v for k, v in dask_only.items()
+        res["mid"] = _interleaved(python, mid, work, {k: v for k, v in dask_only.items()
                                                         if k == "dask_1"}, a.repeats)
         res["check"] = (res["many"] if check == many
                         else _interleaved(python, check, work, dask_only, a.repeats))
@@ -384,17 +386,20 @@ def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
     whatever its share (opening the checkpoint, unpickling the job), measured on a worker by
     ``_fixed_per_worker``; ``w_0`` (a worker's cost per scene: its tasks' messages, results,
     timers), ``c_leaf`` and ``c_tensor`` (per-tensor work that is shared out: the scales, the
-    small blocks) solve the three 1-worker runs (tiny, 1 B, many-tensors). The main process is
+    small blocks) solve the three 1-worker runs (1 B; DeepSeek-shaped with 11,987 and 45,395
+    tensors: the family projected). The main process is
     a serial part ``S = s_0 + s_tensor·T`` (wall outside the tile phase: start, plan, manifest,
     commit) and a part ``O = o_0 + o_tensor·T`` that runs during the tile phase (the levels
     above the subtrees, the manifest's static parts, and the scheduler's CPU), both from the
     1 B and many-tensors 1-worker runs.
     Wall on W workers with a core each (the projection: the main process and the scheduler
-    have their own): ``S + max(work/W, storage) + tasks_per_worker·o_task``; on this machine's
-    C cores, which they share, the tile phase is ``max(work/W, (work + O)/C)``."""
+    have their own): ``S + max(work/W, storage, O_main) + tasks_per_worker·o_task``, where
+    ``O_main`` is the main process's share of ``O`` (it reduces the levels above the subtrees
+    as they arrive: the tile phase can't end before that work does); on this machine's C
+    cores, which they all share, the tile phase is also at least ``(work + O)/C``."""
     import numpy as np
 
-    d1, m1, t1 = res["big"]["dask_1"], res["many"]["dask_1"], res["tiny"]["dask_1"]
+    d1, m1, t1 = res["big"]["dask_1"], res["many"]["dask_1"], res["mid"]["dask_1"]
     fixed = res["fixed_per_worker"]
     c_fixed = (fixed["open_cpu_s"] + fixed["job_load_cpu_s"]) / fixed["tensors"]
     # the three 1-worker runs: worker CPU - T·c_fixed = w_0 + leaves·c_leaf + T·c_tensor
@@ -406,8 +411,11 @@ def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
     def serial(r: dict[str, Any]) -> float:
         return float(r["wall_s"] - r["tiles_s"])
 
+    def client_during(r: dict[str, Any]) -> float:
+        return max(0.0, float(r["cpu_cli_s"] - serial(r)))
+
     def during(r: dict[str, Any]) -> float:
-        return max(0.0, float(r["cpu_cli_s"] - serial(r))) + float(r["cpu_scheduler_s"])
+        return client_during(r) + float(r["cpu_scheduler_s"])
 
     def line(f: Any) -> tuple[float, float]:
         slope = (f(m1) - f(d1)) / (m1["tensors"] - d1["tensors"])
@@ -415,6 +423,7 @@ def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
 
     s_0, s_tensor = line(serial)
     o_0, o_tensor = line(during)
+    oc_0, oc_tensor = line(client_during)
     bytes_per_tile = d1["bytes"] / d1["tiles"]
     bw = _write_bandwidth(disk, int(bytes_per_tile))
     bw_work = _write_bandwidth(work, int(bytes_per_tile))  # where the checked runs wrote
@@ -429,7 +438,9 @@ def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
                 shared_cores: int | None = None) -> dict[str, float]:
         wrk = workers * (w_0 + tensors * c_fixed) + leaves * c_leaf + tensors * c_tensor
         storage = tiles * bytes_per_tile / (bw * workers)
-        tile_phase = max(wrk / workers, storage)
+        # the main process reduces the levels above the subtrees as they arrive: the tile
+        # phase lasts at least its own work then
+        tile_phase = max(wrk / workers, storage, oc_0 + oc_tensor * tensors)
         if shared_cores is not None:  # main process, scheduler and workers on these cores
             tile_phase = max(tile_phase, (wrk + o_0 + o_tensor * tensors) / shared_cores)
         main = s_0 + s_tensor * tensors
@@ -459,6 +470,7 @@ def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
     return {"inputs": {"w_0_cpu_s": w_0, "c_leaf_cpu_s": c_leaf, "c_tensor_cpu_s": c_tensor,
                        "c_fixed_cpu_s": c_fixed, "s_0_s": s_0, "s_tensor_s": s_tensor,
                        "o_0_cpu_s": o_0, "o_tensor_cpu_s": o_tensor,
+                       "o_client_0_cpu_s": oc_0, "o_client_tensor_cpu_s": oc_tensor,
                        "bytes_per_tile": bytes_per_tile, "write_bw_bytes_s": bw,
                        "write_bw_folder": str(disk), "checks_write_bw_bytes_s": bw_work,
                        "o_task_s": o_task, "tasks_per_worker": tasks, "cores": cores},
