@@ -381,13 +381,14 @@ def _fixed_per_worker(src: str) -> dict[str, float]:
 def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
     """Calibrate on the 1-worker runs, check on the 2-worker runs, project DeepSeek-V3.
 
-    Worker CPU (which the other load of the machine changes little) is ``work(W) = W·(w_0 +
-    T·c_fixed) + leaves·c_leaf + T·c_tensor``: ``c_fixed`` is what every worker pays per tensor
-    whatever its share (opening the checkpoint, unpickling the job), measured on a worker by
-    ``_fixed_per_worker``; ``w_0`` (a worker's cost per scene: its tasks' messages, results,
-    timers), ``c_leaf`` and ``c_tensor`` (per-tensor work that is shared out: the scales, the
-    small blocks) solve the three 1-worker runs (1 B; DeepSeek-shaped with 11,987 and 45,395
-    tensors: the family projected). The main process is
+    Worker CPU (which the other load of the machine changes little) is ``work(W) = w_0 +
+    W·T·c_fixed + leaves·c_leaf + T·c_tensor``: ``c_fixed`` is what every worker pays per
+    tensor whatever its share (opening the checkpoint, unpickling the job), measured on a worker
+    by ``_fixed_per_worker``; ``w_0`` (shared-out work per scene that neither count explains:
+    the DeepSeek-shaped checkpoints cost more than linear in their tensors at small sizes),
+    ``c_leaf`` and ``c_tensor`` (per-tensor work that is shared out: the scales, the small
+    blocks) solve the three 1-worker runs (1 B; DeepSeek-shaped with 11,987 and 45,395 tensors:
+    the family projected). The main process is
     a serial part ``S = s_0 + s_tensor·T`` (wall outside the tile phase: start, plan, manifest,
     commit) and a part ``O = o_0 + o_tensor·T`` that runs during the tile phase (the levels
     above the subtrees, the manifest's static parts, and the scheduler's CPU), both from the
@@ -436,7 +437,7 @@ def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
 
     def predict(tensors: int, leaves: int, tiles: int, workers: int, bw: float = bw,
                 shared_cores: int | None = None) -> dict[str, float]:
-        wrk = workers * (w_0 + tensors * c_fixed) + leaves * c_leaf + tensors * c_tensor
+        wrk = w_0 + workers * tensors * c_fixed + leaves * c_leaf + tensors * c_tensor
         storage = tiles * bytes_per_tile / (bw * workers)
         # the main process reduces the levels above the subtrees as they arrive: the tile
         # phase lasts at least its own work then
