@@ -20,21 +20,24 @@ One command (``--short``: one repeat, a smaller many-tensors checkpoint; same ta
    wall ratios come from runs next to each other. Every run reports its CPU seconds over all
    processes: the CLI's tree (rusage), the Dask workers and nannies (``Client.run``) and the
    scheduler's process; CPU time does not depend on the other load of the machine, wall does.
-3. The model, calibrated in CPU seconds (the other load of the machine changes them little;
-   it changes wall time a lot) on the two 1-worker runs, each input measured here:
-   - ``c_leaf``: worker CPU per leaf tile (the 1 B checkpoint: few tensors; upper levels and
-     the scales included);
-   - ``c_tensor``: worker CPU per tensor beyond that, which every worker pays (each opens the
-     checkpoint and builds its per-tensor state): the many-tensors checkpoint's 1-worker CPU
-     minus its leaves × c_leaf, ÷ its tensors;
-   - ``m_0``, ``m_tensor``: CPU of the main process and the scheduler (start, open, layout,
-     the levels above the subtrees, manifest, commit), a constant and a cost per tensor;
+3. The model (``_model``), calibrated on 1-worker runs only (1 B; DeepSeek-shaped with 11,987
+   and 45,395 tensors), worker costs in CPU seconds (the other load of the machine changes
+   them little; it changes wall time a lot):
+   - ``c_fixed``: what every worker pays per tensor whatever its share (opening the checkpoint,
+     unpickling the scene's job), measured on a worker (``_fixed_per_worker``);
+   - ``w_0``, ``c_leaf``, ``c_tensor``: worker CPU shared out among the workers, per scene, per
+     leaf tile and per tensor (scales, small blocks), solving the three 1-worker runs;
+   - ``S = s_0 + s_tensor·T``: the main process's serial wall (outside the tile phase: start,
+     plan, manifest, commit); ``O = o_0 + o_tensor·T``: its CPU during the tile phase (levels
+     above the subtrees, the manifest's static parts) plus the scheduler's;
    - ``o_task``: the scheduler's per-task overhead (2,000 no-op tasks on the 2-worker cluster);
    - ``bw``: write bandwidth of ``--disk`` (tile-sized files, synced; this machine's disk)
      and the bytes per tile of the 1 B bundle.
-   Prediction for W workers with a core each: ``wall(W) = m_0 + m_tensor·T +
-   max(leaves·c_leaf / W + T·c_tensor, tiles·bytes_per_tile / (bw·W)) + 8·o_task`` (each
-   worker takes 8 subtrees one after another), tile counts from the layout (no weights).
+   Prediction for W workers with a core each: ``wall(W) = S + max(work/W, tiles·bytes_per_tile
+   / (bw·W), O_main) + 12·o_task`` with ``work = w_0 + W·T·c_fixed + leaves·c_leaf +
+   T·c_tensor`` (each worker takes 8 subtrees and 4 value-pass tasks one after another), tile
+   counts from the layout (no weights); on this machine's C cores, shared by everything, the
+   tile phase is also at least ``(work + O)/C``.
 4. The check, on the 2-worker runs (not used to calibrate): predicted against measured worker
    CPU (valid under load) and wall time (valid on a quiet machine: each check shows the other
    load, in cores, during its run). Target: within 25 %.
