@@ -24,7 +24,8 @@ One command (``--short``: one repeat, a smaller many-tensors checkpoint; same ta
    and 45,395 tensors), worker costs in CPU seconds (the other load of the machine changes
    them little; it changes wall time a lot):
    - ``c_fixed``: what every worker pays per tensor whatever its share (opening the checkpoint,
-     unpickling the scene's job), measured on a worker (``_fixed_per_worker``);
+     unpickling the scene's job...): the second worker's extra CPU on the 45,395-tensor
+     checkpoint (calibration; ``_fixed_per_worker`` measures the opening and unpickling part);
    - ``w_0``, ``c_leaf``, ``c_tensor``: worker CPU shared out among the workers, per scene, per
      leaf tile and per tensor (scales, small blocks), solving the three 1-worker runs;
    - ``S = s_0 + s_tensor·T``: the main process's serial wall (outside the tile phase: start,
@@ -291,9 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     python = sys.executable
     src0, meta = ensure_checkpoint(a.cache, a.params, seed=0, vocab=32000, tied=False)
     many0, check0 = _many(a.cache, calib_e), _many(a.cache, check_e)
-    # a third DeepSeek-shaped size (64 experts, 11,987 tensors, one shard), calibration only:
-    # with the other two it separates what a worker pays per scene from its per-tensor cost
-    mid0 = _many(a.cache, 64, shards=1)
+    # a third DeepSeek-shaped size (64 experts, 11,987 tensors), calibration only: with the
+    # other two it separates the work of the family's non-expert tensors from the per-tensor cost
+    mid0 = _many(a.cache, 64)
     work = Path(tempfile.mkdtemp(prefix="weightvis-dask-bench-", dir=a.work))
     res: dict[str, Any] = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(),
                            "command": sys.argv, "work": str(work), "elements": meta["shape"]}
@@ -386,9 +387,10 @@ def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
 
     Worker CPU (which the other load of the machine changes little) is ``work(W) = w_0 +
     W·T·c_fixed + leaves·c_leaf + T·c_tensor``: ``c_fixed`` is what every worker pays per
-    tensor whatever its share (opening the checkpoint, unpickling the job), measured on a worker
-    by ``_fixed_per_worker``; ``w_0`` (shared-out work per scene that neither count explains:
-    the DeepSeek-shaped checkpoints cost more than linear in their tensors at small sizes),
+    tensor whatever its share (opening the checkpoint, unpickling the job...): what the second
+    worker added on the 45,395-tensor calibration checkpoint (``_fixed_per_worker`` measures
+    the part opening and unpickling explain); ``w_0`` (shared-out work per scene that neither
+    count explains: the DeepSeek-shaped family's non-expert tensors, the same at every size),
     ``c_leaf`` and ``c_tensor`` (per-tensor work that is shared out: the scales, the small
     blocks) solve the three 1-worker runs (1 B; DeepSeek-shaped with 11,987 and 45,395 tensors:
     the family projected). The main process is
@@ -404,8 +406,13 @@ def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
     import numpy as np
 
     d1, m1, t1 = res["big"]["dask_1"], res["many"]["dask_1"], res["mid"]["dask_1"]
+    # what one more worker adds per tensor, on the calibration checkpoint (its 2-worker run
+    # is calibration, not a check); _fixed_per_worker says what opening and unpickling explain
+    m2 = res["many"]["dask_2"]
+    c_fixed = max(0.0, (m2["cpu_cluster_workers_s"] - m1["cpu_cluster_workers_s"])
+                  / m1["tensors"])
     fixed = res["fixed_per_worker"]
-    c_fixed = (fixed["open_cpu_s"] + fixed["job_load_cpu_s"]) / fixed["tensors"]
+    c_fixed_open_load = (fixed["open_cpu_s"] + fixed["job_load_cpu_s"]) / fixed["tensors"]
     # the three 1-worker runs: worker CPU - T·c_fixed = w_0 + leaves·c_leaf + T·c_tensor
     runs1 = [t1, d1, m1]
     w_0, c_leaf, c_tensor = (float(x) for x in np.linalg.solve(
@@ -472,7 +479,8 @@ def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
     proj = {str(w): predict(counts["tensors"], counts["leaves"], counts["tiles"], w)
             for w in (8, 64, 256)}
     return {"inputs": {"w_0_cpu_s": w_0, "c_leaf_cpu_s": c_leaf, "c_tensor_cpu_s": c_tensor,
-                       "c_fixed_cpu_s": c_fixed, "s_0_s": s_0, "s_tensor_s": s_tensor,
+                       "c_fixed_cpu_s": c_fixed, "c_fixed_open_load_cpu_s": c_fixed_open_load,
+                       "s_0_s": s_0, "s_tensor_s": s_tensor,
                        "o_0_cpu_s": o_0, "o_tensor_cpu_s": o_tensor,
                        "o_client_0_cpu_s": oc_0, "o_client_tensor_cpu_s": oc_tensor,
                        "bytes_per_tile": bytes_per_tile, "write_bw_bytes_s": bw,

@@ -3,9 +3,10 @@
 ``--scheduler tcp://HOST:PORT`` sends the render to a running cluster; ``--scheduler local[:N]``
 starts a ``LocalCluster`` of N single-threaded worker processes on loopback (N defaults to the
 number of cores). Every task is ``pyramid.render_subtree`` on a subtree root, with the scene's
-job scattered to the workers once; the main process reduces the levels above the subtrees as
-results arrive and merges statistics in a fixed order (``pyramid.render_scene``), so the bundle
-is byte-identical to a local render.
+job pickled once and sent to every worker as bytes, which each unpickles once per scene; mapped
+work (the value pass) goes in a few tasks per worker, through the reader the tiles then use.
+The main process reduces the levels above the subtrees as results arrive and merges statistics
+in a fixed order (``pyramid.render_scene``), so the bundle is byte-identical to a local render.
 
 The workers read the checkpoint and write tiles themselves, so both must be on paths every
 worker sees (a shared folder): ``check_shared`` verifies that before any work is sent, by
