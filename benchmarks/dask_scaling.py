@@ -20,21 +20,25 @@ One command (``--short``: one repeat, a smaller many-tensors checkpoint; same ta
    wall ratios come from runs next to each other. Every run reports its CPU seconds over all
    processes: the CLI's tree (rusage), the Dask workers and nannies (``Client.run``) and the
    scheduler's process; CPU time does not depend on the other load of the machine, wall does.
-3. The model, calibrated in CPU seconds (the other load of the machine changes them little;
-   it changes wall time a lot) on the two 1-worker runs, each input measured here:
-   - ``c_leaf``: worker CPU per leaf tile (the 1 B checkpoint: few tensors; upper levels and
-     the scales included);
-   - ``c_tensor``: worker CPU per tensor beyond that, which every worker pays (each opens the
-     checkpoint and builds its per-tensor state): the many-tensors checkpoint's 1-worker CPU
-     minus its leaves × c_leaf, ÷ its tensors;
-   - ``m_0``, ``m_tensor``: CPU of the main process and the scheduler (start, open, layout,
-     the levels above the subtrees, manifest, commit), a constant and a cost per tensor;
+3. The model (``_model``), calibrated on 1-worker runs only (1 B; DeepSeek-shaped with 11,987
+   and 45,395 tensors), worker costs in CPU seconds (the other load of the machine changes
+   them little; it changes wall time a lot):
+   - ``c_fixed``: what every worker pays per tensor whatever its share (opening the checkpoint,
+     unpickling the scene's job...): the second worker's extra CPU on the 45,395-tensor
+     checkpoint (calibration; ``_fixed_per_worker`` measures the opening and unpickling part);
+   - ``w_0``, ``c_leaf``, ``c_tensor``: worker CPU shared out among the workers, per scene, per
+     leaf tile and per tensor (scales, small blocks), solving the three 1-worker runs;
+   - ``S = s_0 + s_tensor·T``: the main process's serial wall (outside the tile phase: start,
+     plan, manifest, commit); ``O = o_0 + o_tensor·T``: its CPU during the tile phase (levels
+     above the subtrees, the manifest's static parts) plus the scheduler's;
    - ``o_task``: the scheduler's per-task overhead (2,000 no-op tasks on the 2-worker cluster);
    - ``bw``: write bandwidth of ``--disk`` (tile-sized files, synced; this machine's disk)
      and the bytes per tile of the 1 B bundle.
-   Prediction for W workers with a core each: ``wall(W) = m_0 + m_tensor·T +
-   max(leaves·c_leaf / W + T·c_tensor, tiles·bytes_per_tile / (bw·W)) + 8·o_task`` (each
-   worker takes 8 subtrees one after another), tile counts from the layout (no weights).
+   Prediction for W workers with a core each: ``wall(W) = S + max(work/W, tiles·bytes_per_tile
+   / (bw·W), O_main) + 12·o_task`` with ``work = w_0 + W·T·c_fixed + leaves·c_leaf +
+   T·c_tensor`` (each worker takes 8 subtrees and 4 value-pass tasks one after another), tile
+   counts from the layout (no weights); on this machine's C cores, shared by everything, the
+   tile phase is also at least ``(work + O)/C``.
 4. The check, on the 2-worker runs (not used to calibrate): predicted against measured worker
    CPU (valid under load) and wall time (valid on a quiet machine: each check shows the other
    load, in cores, during its run). Target: within 25 %.
@@ -100,6 +104,10 @@ def _cluster_cpu(client: Any) -> dict[int, float]:
     return dict(got)
 
 
+def _loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
 def _cli(python: str, src: Path, out: Path, extra: Sequence[str],
          client: Any = None) -> dict[str, Any]:
     # --no-moe: the DeepSeek-shaped checkpoints are MoE; the model is of the main scene's
@@ -122,8 +130,10 @@ def _cli(python: str, src: Path, out: Path, extra: Sequence[str],
     cli = m.cpu_user_s + m.cpu_sys_s
     return {"wall_s": round(m.wall_s, 3), "cpu_cli_s": round(cli, 3),
             "cpu_cluster_workers_s": round(workers, 3), "cpu_scheduler_s": round(sched, 3),
+            # the cluster's processes are not in the CLI's tree: not "other load" either
             "cpu_all_s": round(cli + workers + sched, 3), "other_load_cpu_s":
-            round(m.other_cpu_s, 1), "peak_rss_tree_bytes": m.peak_rss_sum, **timing}
+            round(max(0.0, m.other_cpu_s - workers - sched), 1),
+            "peak_rss_tree_bytes": m.peak_rss_sum, "loadavg": _loadavg(), **timing}
 
 
 def _interleaved(python: str, src: Path, work: Path, configs: dict[str, tuple[list[str], Any]],
@@ -235,10 +245,11 @@ def _start_cluster(n: int) -> Any:
                                         silence_logs=50)
 
 
-def _many(cache: Path, experts: int) -> Path:
+def _many(cache: Path, experts: int, shards: int | None = None) -> Path:
     from many_tensors import SHARDS, deepseek_config, deepseek_specs, ensure
 
-    return ensure(cache, f"deepseek-e{experts}-x{SHARDS}", deepseek_specs(experts), 0, SHARDS,
+    n = shards or SHARDS
+    return ensure(cache, f"deepseek-e{experts}-x{n}", deepseek_specs(experts), 0, n,
                   deepseek_config(experts))
 
 
@@ -281,14 +292,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     python = sys.executable
     src0, meta = ensure_checkpoint(a.cache, a.params, seed=0, vocab=32000, tied=False)
     many0, check0 = _many(a.cache, calib_e), _many(a.cache, check_e)
+    # a third DeepSeek-shaped size (64 experts, 11,987 tensors), calibration only: with the
+    # other two it separates the work of the family's non-expert tensors from the per-tensor cost
+    mid0 = _many(a.cache, 64)
     work = Path(tempfile.mkdtemp(prefix="weightvis-dask-bench-", dir=a.work))
     res: dict[str, Any] = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(),
                            "command": sys.argv, "work": str(work), "elements": meta["shape"]}
     clusters: dict[int, Any] = {}
     clients: dict[int, Any] = {}
     try:
-        src, many, check = (_copy_in(x, work) for x in (src0, many0, check0))
-        for x in (src, many, check):
+        src, many, check, mid = (_copy_in(x, work) for x in (src0, many0, check0, mid0))
+        for x in (src, many, check, mid):
             warm_page_cache(x)
         if a.scheduler:
             clients[0] = distributed.Client(a.scheduler, set_as_default=False)
@@ -311,13 +325,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         res["big"] = _interleaved(python, src, work, configs, a.repeats)
         dask_only = {k: v for k, v in configs.items() if k != "local_2"}
         res["many"] = _interleaved(python, many, work, dask_only, a.repeats)
+        res["mid"] = _interleaved(python, mid, work, {k: v for k, v in dask_only.items()
+                                                        if k == "dask_1"}, a.repeats)
         res["check"] = (res["many"] if check == many
                         else _interleaved(python, check, work, dask_only, a.repeats))
         n_max = max(addresses)
         res["o_task_s"] = _task_overhead(addresses[n_max])
+        res["fixed_per_worker"] = clients[n_max].submit(_fixed_per_worker, str(many),
+                                                        pure=False).result()
         big = res["big"]
         if "dask_2" in big:
             res["overhead_vs_local"] = {
+                "wall_per_repeat": [round(x - 1, 3) for x in big["dask_2"]["wall_over_local_2"]],
+                "cpu_per_repeat": [round(d / lo - 1, 3) for d, lo in zip(
+                    big["dask_2"]["all_cpu_s"], big["local_2"]["all_cpu_s"], strict=True)],
                 "wall_median_of_ratios": round(statistics.median(big["dask_2"][
                     "wall_over_local_2"]) - 1, 3),
                 "cpu": round(big["dask_2"]["cpu_all_s"] / big["local_2"]["cpu_all_s"] - 1, 3)}
@@ -336,38 +357,107 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _fixed_per_worker(src: str) -> dict[str, float]:
+    """On a worker: the CPU seconds a worker pays once per scene whatever share of the tiles it
+    draws — opening the checkpoint and unpickling the scene's job (its layout: the bulk of it)
+    — for the checkpoint at ``src``, warm (the second of two)."""
+    import pickle
+
+    from weightvis.layout import arch_layout
+    from weightvis.tiling import CheckpointSpec, Geometry
+
+    spec = CheckpointSpec((src,))
+    out: dict[str, float] = {}
+    for _ in range(2):
+        t0 = time.process_time()
+        reader = spec.open()
+        out["open_cpu_s"] = time.process_time() - t0
+        blob = pickle.dumps(Geometry(arch_layout(list(reader.tensors()))))
+        t0 = time.process_time()
+        pickle.loads(blob)
+        out["job_load_cpu_s"] = time.process_time() - t0
+        out["tensors"] = len(reader.tensors())
+        out["job_bytes"] = len(blob)
+        reader.close()
+    return out
+
+
 def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
     """Calibrate on the 1-worker runs, check on the 2-worker runs, project DeepSeek-V3.
 
-    Calibrated in CPU seconds, which the other load of the machine changes little (a worker
-    that waits for a core accrues no CPU time; its wall time grows), and turned into wall time
-    for workers that each have a core: ``wall(W) = main + max(work / W, storage) + 8·o_task``
-    with ``work = leaves·c_leaf + T·c_tensor`` (the workers' CPU) and ``main = m_0 + m_tensor·T``
-    (the CPU of the main process and of the scheduler: start, open, layout, the levels above
-    the subtrees, manifest, commit)."""
-    d1, m1 = res["big"]["dask_1"], res["many"]["dask_1"]
-    c_leaf = d1["cpu_cluster_workers_s"] / d1["leaves"]
-    # paid by every worker (each opens the checkpoint and its per-tensor state), not shared
-    c_tensor = max(0.0, m1["cpu_cluster_workers_s"] - m1["leaves"] * c_leaf) / m1["tensors"]
+    Worker CPU (which the other load of the machine changes little) is ``work(W) = w_0 +
+    W·T·c_fixed + leaves·c_leaf + T·c_tensor``: ``c_fixed`` is what every worker pays per
+    tensor whatever its share (opening the checkpoint, unpickling the job...): what the second
+    worker added on the 45,395-tensor calibration checkpoint (``_fixed_per_worker`` measures
+    the part opening and unpickling explain); ``w_0`` (shared-out work per scene that neither
+    count explains: the DeepSeek-shaped family's non-expert tensors, the same at every size),
+    ``c_leaf`` and ``c_tensor`` (per-tensor work that is shared out: the scales, the small
+    blocks) solve the three 1-worker runs (1 B; DeepSeek-shaped with 11,987 and 45,395 tensors:
+    the family projected). The main process is
+    a serial part ``S = s_0 + s_tensor·T`` (wall outside the tile phase: start, plan, manifest,
+    commit) and a part ``O = o_0 + o_tensor·T`` that runs during the tile phase (the levels
+    above the subtrees, the manifest's static parts, and the scheduler's CPU), both from the
+    1 B and many-tensors 1-worker runs.
+    Wall on W workers with a core each (the projection: the main process and the scheduler
+    have their own): ``S + max(work/W, storage, O_main) + tasks_per_worker·o_task``, where
+    ``O_main`` is the main process's share of ``O`` (it reduces the levels above the subtrees
+    as they arrive: the tile phase can't end before that work does); on this machine's C
+    cores, which they all share, the tile phase is also at least ``(work + O)/C``."""
+    import numpy as np
 
-    def main_cpu(r: dict[str, Any]) -> float:
-        return float(r["cpu_cli_s"] + r["cpu_scheduler_s"])
+    d1, m1, t1 = res["big"]["dask_1"], res["many"]["dask_1"], res["mid"]["dask_1"]
+    # what one more worker adds per tensor, on the calibration checkpoint (its 2-worker run
+    # is calibration, not a check); _fixed_per_worker says what opening and unpickling explain
+    m2 = res["many"]["dask_2"]
+    c_fixed = max(0.0, (m2["cpu_cluster_workers_s"] - m1["cpu_cluster_workers_s"])
+                  / m1["tensors"])
+    fixed = res["fixed_per_worker"]
+    c_fixed_open_load = (fixed["open_cpu_s"] + fixed["job_load_cpu_s"]) / fixed["tensors"]
+    # the three 1-worker runs: worker CPU - T·c_fixed = w_0 + leaves·c_leaf + T·c_tensor
+    runs1 = [t1, d1, m1]
+    w_0, c_leaf, c_tensor = (float(x) for x in np.linalg.solve(
+        np.array([[1.0, r["leaves"], r["tensors"]] for r in runs1]),
+        np.array([r["cpu_cluster_workers_s"] - r["tensors"] * c_fixed for r in runs1])))
 
-    m_tensor = (main_cpu(m1) - main_cpu(d1)) / (m1["tensors"] - d1["tensors"])
-    m_0 = main_cpu(d1) - m_tensor * d1["tensors"]
+    def serial(r: dict[str, Any]) -> float:
+        return float(r["wall_s"] - r["tiles_s"])
+
+    def client_during(r: dict[str, Any]) -> float:
+        return max(0.0, float(r["cpu_cli_s"] - serial(r)))
+
+    def during(r: dict[str, Any]) -> float:
+        return client_during(r) + float(r["cpu_scheduler_s"])
+
+    def line(f: Any) -> tuple[float, float]:
+        slope = (f(m1) - f(d1)) / (m1["tensors"] - d1["tensors"])
+        return f(d1) - slope * d1["tensors"], slope
+
+    s_0, s_tensor = line(serial)
+    o_0, o_tensor = line(during)
+    oc_0, oc_tensor = line(client_during)
     bytes_per_tile = d1["bytes"] / d1["tiles"]
     bw = _write_bandwidth(disk, int(bytes_per_tile))
     bw_work = _write_bandwidth(work, int(bytes_per_tile))  # where the checked runs wrote
     o_task = res["o_task_s"]
+    cores = res["cpus"]
+    from weightvis.dask_executor import MAP_TASKS_PER_WORKER
+    from weightvis.tiling import TASKS_PER_WORKER
 
-    def predict(tensors: int, leaves: int, tiles: int, workers: int, bw: float = bw
-                ) -> dict[str, float]:
-        work = leaves * c_leaf + workers * tensors * c_tensor
+    tasks = TASKS_PER_WORKER + MAP_TASKS_PER_WORKER
+
+    def predict(tensors: int, leaves: int, tiles: int, workers: int, bw: float = bw,
+                shared_cores: int | None = None) -> dict[str, float]:
+        wrk = w_0 + workers * tensors * c_fixed + leaves * c_leaf + tensors * c_tensor
         storage = tiles * bytes_per_tile / (bw * workers)
-        main = m_0 + m_tensor * tensors
-        return {"wall_s": round(main + max(work / workers, storage) + 8 * o_task, 3),
-                "worker_cpu_s": round(work, 3), "main_cpu_s": round(main, 3),
-                "storage_s": round(storage, 3)}
+        # the main process reduces the levels above the subtrees as they arrive: the tile
+        # phase lasts at least its own work then
+        tile_phase = max(wrk / workers, storage, oc_0 + oc_tensor * tensors)
+        if shared_cores is not None:  # main process, scheduler and workers on these cores
+            tile_phase = max(tile_phase, (wrk + o_0 + o_tensor * tensors) / shared_cores)
+        main = s_0 + s_tensor * tensors
+        return {"wall_s": round(main + tile_phase + tasks * o_task, 3),
+                "worker_cpu_s": round(wrk, 3), "serial_main_s": round(main, 3),
+                "tile_phase_s": round(tile_phase, 3), "storage_s": round(storage, 3)}
 
     runs = [("1B, 2 workers", res["big"]["dask_2"], 2),
             (f"many-tensors ({res['check']['dask_2']['tensors']} tensors), 2 workers",
@@ -377,7 +467,7 @@ def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
                      res["check"]["dask_1"], 1))
     checks = {}
     for name, r, w in runs:
-        p = predict(r["tensors"], r["leaves"], r["tiles"], w, bw_work)
+        p = predict(r["tensors"], r["leaves"], r["tiles"], w, bw_work, shared_cores=cores)
         checks[name] = {
             "predicted_worker_cpu_s": p["worker_cpu_s"],
             "measured_worker_cpu_s": r["cpu_cluster_workers_s"],
@@ -388,10 +478,14 @@ def _model(res: dict[str, Any], disk: Path, work: Path) -> dict[str, Any]:
     counts = tile_counts(deepseek_v3_shapes())
     proj = {str(w): predict(counts["tensors"], counts["leaves"], counts["tiles"], w)
             for w in (8, 64, 256)}
-    return {"inputs": {"c_leaf_cpu_s": c_leaf, "c_tensor_cpu_s": c_tensor, "m_0_cpu_s": m_0,
-                       "m_tensor_cpu_s": m_tensor, "bytes_per_tile": bytes_per_tile,
-                       "write_bw_bytes_s": bw, "write_bw_folder": str(disk),
-                       "checks_write_bw_bytes_s": bw_work, "o_task_s": o_task},
+    return {"inputs": {"w_0_cpu_s": w_0, "c_leaf_cpu_s": c_leaf, "c_tensor_cpu_s": c_tensor,
+                       "c_fixed_cpu_s": c_fixed, "c_fixed_open_load_cpu_s": c_fixed_open_load,
+                       "s_0_s": s_0, "s_tensor_s": s_tensor,
+                       "o_0_cpu_s": o_0, "o_tensor_cpu_s": o_tensor,
+                       "o_client_0_cpu_s": oc_0, "o_client_tensor_cpu_s": oc_tensor,
+                       "bytes_per_tile": bytes_per_tile, "write_bw_bytes_s": bw,
+                       "write_bw_folder": str(disk), "checks_write_bw_bytes_s": bw_work,
+                       "o_task_s": o_task, "tasks_per_worker": tasks, "cores": cores},
             "checks": checks,
             "cpu_prediction_ok": all(abs(c["cpu_error"]) <= TARGET_PREDICTION
                                      for c in checks.values()),

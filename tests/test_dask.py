@@ -208,3 +208,24 @@ def test_cancelled_on_interrupt_leaves_no_task(ckpts: tuple[Path, Path], tmp_pat
     assert not left
     assert not (tmp_path / "out").exists()
     assert threading.active_count() >= 1
+
+
+def _which_reader(reader: object, item: int) -> tuple[int, int, str, int]:
+    """On a worker: who ran ``item``, with which reader, in which task."""
+    return os.getpid(), id(reader), distributed.get_worker().get_current_task(), item
+
+
+def test_mapped_items_share_one_reader_per_worker_and_each_runs_once(
+        ckpts: tuple[Path, Path], executor: DaskExecutor) -> None:
+    from weightvis.dask_executor import MAP_TASKS_PER_WORKER
+    from weightvis.tiling import CheckpointSpec
+
+    a, _ = ckpts
+    items = list(range(3 * executor.workers * MAP_TASKS_PER_WORKER + 5))
+    got = list(executor.map_unordered(_which_reader, CheckpointSpec((str(a),)), items))
+    assert sorted(i for *_, i in got) == items
+    # few tasks (Dask's round trip per task cost more than a tensor's scale), and the tasks
+    # of one scene open the checkpoint once per worker, not once per task
+    assert len({key for _, _, key, _ in got}) == executor.workers * MAP_TASKS_PER_WORKER
+    assert len({(pid, rid) for pid, rid, _, _ in got}) <= executor.workers
+    assert list(executor.map_unordered(_which_reader, CheckpointSpec((str(a),)), [])) == []

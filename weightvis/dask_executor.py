@@ -3,9 +3,10 @@
 ``--scheduler tcp://HOST:PORT`` sends the render to a running cluster; ``--scheduler local[:N]``
 starts a ``LocalCluster`` of N single-threaded worker processes on loopback (N defaults to the
 number of cores). Every task is ``pyramid.render_subtree`` on a subtree root, with the scene's
-job scattered to the workers once; the main process reduces the levels above the subtrees as
-results arrive and merges statistics in a fixed order (``pyramid.render_scene``), so the bundle
-is byte-identical to a local render.
+job pickled once and sent to every worker as bytes, which each unpickles once per scene; mapped
+work (the value pass) goes in a few tasks per worker, through the reader the tiles then use.
+The main process reduces the levels above the subtrees as results arrive and merges statistics
+in a fixed order (``pyramid.render_scene``), so the bundle is byte-identical to a local render.
 
 The workers read the checkpoint and write tiles themselves, so both must be on paths every
 worker sees (a shared folder): ``check_shared`` verifies that before any work is sent, by
@@ -18,7 +19,10 @@ here and the remaining tasks are cancelled, as is everything on Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import itertools
 import os
+import pickle
 import re
 import threading
 import uuid
@@ -71,39 +75,67 @@ def _import_distributed() -> Any:
 
 # -- what runs on a worker -----------------------------------------------------------------
 
-_CACHE: dict[tuple[str, int], tuple[Any, Any]] = {}
-"""Per worker thread: the last scene's TileWorker and the last reader spec's reader, kept
-between tasks of one run (opening a checkpoint of 45k tensors costs ~0.4 s). Keyed by a token
-the run chose, so a new run never sees an old worker."""
-_CACHE_LOCK = threading.Lock()
+class _Held:
+    """What the tasks of one scene share on a worker thread: the readers they opened (by
+    spec: the scales pass and the tiles read through the same one) and the scene's tile
+    worker (unpickled from the job once, not once per task)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.readers: dict[str, Any] = {}
+        self.tiles: tuple[str, TileWorker] | None = None
+
+    def reader(self, key: str, spec: Any) -> Any:
+        r = self.readers.get(key)
+        if r is None:
+            r = self.readers[key] = spec.open()
+        return r
+
+    def close(self) -> None:
+        for r in self.readers.values():
+            with contextlib.suppress(Exception):
+                r.close()
+        self.readers.clear()
+        self.tiles = None
 
 
-def _cached(kind: str, token: str, make: Callable[[], Any]) -> Any:
-    key = (kind, threading.get_ident())
-    with _CACHE_LOCK:
-        got = _CACHE.get(key)
-    if got is not None and got[0] == token:
-        return got[1]
+_HELD: dict[int, _Held] = {}
+"""Per worker thread, kept between the tasks of one scene (opening a checkpoint of 45k tensors
+and unpickling its layout cost ~0.2 s). Keyed by a token the scene chose, so a new scene never
+sees an old one's readers."""
+_HELD_LOCK = threading.Lock()
+
+
+def _held(token: str) -> _Held:
+    tid = threading.get_ident()
+    with _HELD_LOCK:
+        got = _HELD.get(tid)
+    if got is not None and got.token == token:
+        return got
     if got is not None:
-        with contextlib.suppress(Exception):
-            got[1].close()
-    value = make()
-    with _CACHE_LOCK:
-        _CACHE[key] = (token, value)
-    return value
+        got.close()
+    got = _Held(token)
+    with _HELD_LOCK:
+        _HELD[tid] = got
+    return got
 
 
-def _subtree_on_worker(token: str, job: SceneJob, root: TileAddress) -> SubtreeResult:
+def _subtree_on_worker(token: str, job_key: str, spec_key: str, job_blob: bytes,
+                       root: TileAddress) -> SubtreeResult:
     from .pyramid import TileWorker, render_subtree, warm_up_all
 
     warm_up_all()
-    worker: TileWorker = _cached("tiles", token, lambda: TileWorker(job))
-    return render_subtree(worker, root)
+    held = _held(token)
+    if held.tiles is None or held.tiles[0] != job_key:
+        job: SceneJob = pickle.loads(job_blob)
+        held.tiles = (job_key, TileWorker(job, held.reader(spec_key, job.spec)))
+    return render_subtree(held.tiles[1], root)
 
 
-def _map_on_worker(token: str, spec: Any, task: Callable[[Any, Any], Any], item: Any) -> Any:
-    reader = _cached("reader", token, spec.open)
-    return task(reader, item)
+def _map_on_worker(token: str, spec_key: str, spec_blob: bytes,
+                   task: Callable[[Any, Any], Any], items: Sequence[Any]) -> list[Any]:
+    reader = _held(token).reader(spec_key, pickle.loads(spec_blob))
+    return [task(reader, item) for item in items]
 
 
 def _warm_worker() -> None:
@@ -125,6 +157,17 @@ def _sees(marker: str, inputs: Sequence[tuple[str, int]]) -> str | None:
     return None
 
 
+def _spec_key(spec: Any) -> str:
+    """A worker's key for the reader of ``spec`` (shared by the tasks that read it)."""
+    return hashlib.blake2b(pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL),
+                           digest_size=16).hexdigest()
+
+
+MAP_TASKS_PER_WORKER = 4
+"""Mapped items go to the cluster in this many tasks per worker: one task per item (the value
+pass of 45k tensors is 181 batches) cost more in Dask's per-task round trips than the work."""
+
+
 # -- the executor --------------------------------------------------------------------------
 
 class DaskExecutor(Executor):
@@ -138,6 +181,8 @@ class DaskExecutor(Executor):
             raise SchedulerError(f"the Dask cluster at {client.scheduler.address} has no workers")
         self.workers = max(1, sum(threads.values()))
         self._warming: list[Any] = []
+        self._token = uuid.uuid4().hex
+        """What the workers keep (_Held) belongs to this token: a new one for every scene."""
 
     @property
     def in_other_processes(self) -> bool:
@@ -147,7 +192,9 @@ class DaskExecutor(Executor):
     def scene(self, job: SceneJob) -> Iterator[SceneJob]:
         """The scales the tiles need are computed first, as tasks on the cluster (the local
         pool's scale helper has no counterpart here: without this, every worker drawing a
-        part of a tensor would compute its scale again)."""
+        part of a tensor would compute its scale again); the workers keep the readers they
+        opened for them, and draw the tiles through the same ones."""
+        self._token = uuid.uuid4().hex
         if job.prefetch:
             from .values import tensor_scales
 
@@ -187,24 +234,39 @@ class DaskExecutor(Executor):
                     f"Dask worker {worker} can't see {missing}: with --scheduler, the inputs "
                     "and --out must be on a folder every worker sees (a shared file system)")
 
+    def _send(self, value: Any) -> tuple[str, Any]:
+        """``value`` pickled once here and on every worker once (a Future of its bytes), with
+        a key naming its contents. Bytes, because Dask would scatter a NamedTuple field by
+        field, through the scheduler (a 45k-tensor scene's job took 4.2 s to send, measured;
+        its 11 MB of bytes take milliseconds)."""
+        blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        key = hashlib.blake2b(blob, digest_size=16).hexdigest()
+        return key, self.client.scatter(blob, broadcast=True, hash=False)
+
     def run_subtrees(self, job: SceneJob, roots: Sequence[TileAddress], *, reader: Any = None,
                      meanwhile: Callable[[], None] | None = None) -> Iterator[SubtreeResult]:
-        token = uuid.uuid4().hex
-        scattered = self.client.scatter(job, broadcast=True, hash=False)
-        futures = [self.client.submit(_subtree_on_worker, token, scattered, root, pure=False,
-                                      key=f"weightvis-subtree-{token}-{i}")
+        job_key, blob = self._send(job)
+        spec_key = _spec_key(job.spec)
+        futures = [self.client.submit(_subtree_on_worker, self._token, job_key, spec_key, blob,
+                                      root, pure=False,
+                                      key=f"weightvis-subtree-{job_key}-{uuid.uuid4().hex}-{i}")
                    for i, root in enumerate(roots)]
         return self._results(futures, meanwhile)
 
     def map_unordered(self, task: Callable[[Any, T], R], spec: Any, items: Sequence[T], *,
                       reader: Any = None, processes: int | None = None,
                       meanwhile: Callable[[], None] | None = None) -> Iterator[R]:
-        token = uuid.uuid4().hex
-        scattered = self.client.scatter(spec, broadcast=True, hash=False)
-        futures = [self.client.submit(_map_on_worker, token, scattered, task, item, pure=False,
-                                      key=f"weightvis-map-{token}-{i}")
-                   for i, item in enumerate(items)]
-        return self._results(futures, meanwhile)
+        """In at most ``MAP_TASKS_PER_WORKER`` tasks per worker, each a share of ``items``
+        dealt round-robin (callers list big items first: the shares come out even)."""
+        if not items:
+            return iter(())
+        spec_key, blob = self._send(spec)
+        n = min(len(items), self.workers * MAP_TASKS_PER_WORKER)
+        futures = [self.client.submit(_map_on_worker, self._token, spec_key, blob, task,
+                                      list(items[i::n]), pure=False,
+                                      key=f"weightvis-map-{spec_key}-{uuid.uuid4().hex}-{i}")
+                   for i in range(n)]
+        return itertools.chain.from_iterable(self._results(futures, meanwhile))
 
     def _results(self, futures: list[Any], meanwhile: Callable[[], None] | None
                  ) -> Iterator[Any]:
@@ -237,6 +299,9 @@ class DaskExecutor(Executor):
 LOCAL_WORKER_CONFIG: dict[str, Any] = {
     "distributed.worker.profile.enabled": False,
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "500ms",
 }
 """Dask settings of the workers ``--scheduler local[:N]`` starts: two defaults that cost a
 render CPU. Measured with a warm 1-worker LocalCluster rendering the 1.1 B-element synthetic
@@ -244,8 +309,11 @@ checkpoint from a tmpfs (the worker process's CPU, two runs each, the machine sh
 statistical profiler, which samples the worker's stack 100 times a second, 9.5-10.3 s ->
 8.1-8.9 s without it; ``MALLOC_TRIM_THRESHOLD_=65536``, which fixes glibc's mmap threshold so
 that every tile-sized buffer is mapped, faulted in and unmapped again, 7.9-8.8 s (sys 2.8-3.0 s)
--> 6.6-6.8 s (sys 1.8 s) without it. A cluster started elsewhere should set the same
-(README, "Clusters")."""
+-> 6.6-6.8 s (sys 1.8 s) without it. And three timers that wake every process of the cluster
+while it waits or works (the event-loop watchdog every 20 ms, the system monitor every 0.5 s,
+the memory monitor every 0.1 s): an idle 2-worker LocalCluster used 0.052 cores with them,
+0.010 with 1 s, 2 s and 0.5 s (measured over 5 s; a render's share of the 2 cores of this
+machine). A cluster started elsewhere should set the same (README, "Clusters")."""
 
 
 def dask_executor(scheduler: str) -> DaskExecutor:
