@@ -94,6 +94,24 @@ def test_diff_is_byte_identical_to_the_local_pool(ckpts: tuple[Path, Path], tmp_
     assert [k for k in local if local[k] != dask[k]] == []
 
 
+def test_moe_render_is_byte_identical_to_the_local_pool(tmp_path: Path,
+                                                         executor: DaskExecutor) -> None:
+    """The MoE summary and similarity scenes: their numbers are tasks on the cluster (one
+    reader per worker) where the local pool computes them in side threads."""
+    from weightvis.options import MoEOptions
+
+    from .moe_fakes import write_moe_checkpoint
+
+    ck = write_moe_checkpoint(tmp_path / "moe")
+    for moe in (MoEOptions(), MoEOptions(inline_max=0)):   # (moe.json alone; sidecars)
+        weightvis.render([ck], tmp_path / "local", workers=2, moe=moe, overwrite=True)
+        weightvis.render([ck], tmp_path / "dask", executor=executor, moe=moe, overwrite=True)
+        local, dask = _tree(tmp_path / "local"), _tree(tmp_path / "dask")
+        assert "moe.json" in local and any(k.startswith("tiles/moe-similarity") for k in local)
+        assert local.keys() == dask.keys()
+        assert [k for k in local if local[k] != dask[k]] == []
+
+
 def _inject_failure() -> None:
     """On a worker: drawing any tensor of layer 3 raises the error a broken file would."""
     from weightvis import painters
