@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -19,7 +19,8 @@ from .types import TILE_SIZE, Placement, SceneLayout
 
 __all__ = ["MANIFEST_VERSION", "BUNDLE_FORMAT", "READABLE_VERSIONS", "ManifestHead",
            "manifest_head", "scene_json", "placements_json", "build_manifest", "compact", "dumps",
-           "encodable", "is_bundle", "read_manifest", "validate"]
+           "encodable", "compose", "cut_members", "join_members", "cut_items", "is_bundle",
+           "read_manifest", "validate"]
 
 MANIFEST_VERSION = 1
 BUNDLE_FORMAT = "weightvis-bundle"
@@ -116,10 +117,80 @@ def encodable(text: str) -> str:
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-def compact(doc: Mapping[str, Any]) -> str:
-    """The document as compact JSON (no NaN: JSON has none), by the C encoder; UTF-8-encodable
-    (:func:`encodable`)."""
+def compact(doc: Any) -> str:
+    """The document (any JSON value) as compact JSON (no NaN: JSON has none), by the C encoder;
+    UTF-8-encodable (:func:`encodable`)."""
     return encodable(json.dumps(doc, allow_nan=False, ensure_ascii=False, separators=(",", ":")))
+
+
+def compose(doc: Mapping[str, Any], texts: Mapping[str, str],
+            convert: Callable[[str], str] | None = None) -> str:
+    """:func:`compact` of ``doc``, given the compact text of some of its values already:
+    ``texts[key]`` stands for ``doc[key]`` (its text is not made again, the caller vouches that
+    it is ``compact(doc[key])``). ``convert`` is applied to the text of every other key and
+    value (html.ascii_json, when ``texts`` hold that form).
+
+    >>> compose({"a": 1, "b": [2]}, {"b": "[2]"}) == compact({"a": 1, "b": [2]})
+    True
+    """
+    def text(value: Any) -> str:
+        got = compact(value)
+        return convert(got) if convert is not None else got
+
+    parts = []
+    for key, value in doc.items():
+        given = texts.get(key)
+        parts.append(f"{text(key)}:{given if given is not None else text(value)}")
+    return "{" + ",".join(parts) + "}"
+
+
+def cut_members(text: str, count: int) -> list[str]:
+    r"""The compact text of an object of ``count`` members whose values are objects holding no
+    object (the manifest's tensor entries before their statistics), cut into its members, each
+    without its closing brace, for :func:`join_members` to add fields to.
+
+    Outside a string ``},"`` only ends such a member; inside one every quote is escaped
+    (``\"``), so no string holds that sequence (a tensor may be named ``},"``).
+
+    >>> cut_members('{"a":{"x":1},"b\\"},\\"":{"y":null}}', 2)
+    ['"a":{"x":1', 'b\\"},\\"":{"y":null']
+    """
+    if count == 0:
+        assert text == "{}", text[:80]
+        return []
+    assert text.startswith('{"') and text.endswith("}}"), text[:80]
+    members = text[1:-2].split('},"')
+    assert len(members) == count, (len(members), count)
+    return members  # (each but the first lacks its opening quote: join_members puts it back)
+
+
+def join_members(members: Sequence[str], tails: Sequence[str]) -> str:
+    """The object :func:`cut_members` cut, with ``tails[i]`` (``,"key":value...``) added at the
+    end of member ``i``.
+
+    >>> join_members(cut_members('{"a":{"x":1},"b":{}}', 2), [',"y":2', ''])
+    '{"a":{"x":1,"y":2},"b":{}}'
+    """
+    assert len(members) == len(tails)
+    if not members:
+        return "{}"
+    return "{" + '},"'.join([m + t for m, t in zip(members, tails, strict=True)]) + "}}"
+
+
+def cut_items(text: str, count: int, sep: str = ",") -> list[str]:
+    """The items of the compact text of a list of ``count`` numbers or nulls (``sep`` ``,``),
+    or of flat objects of numbers (``sep`` ``},{``: each item's members, no braces).
+
+    >>> cut_items('[1.5,null]', 2), cut_items('[{"a":1},{"a":2}]', 2, "},{")
+    (['1.5', 'null'], ['"a":1', '"a":2'])
+    """
+    if count == 0:
+        assert text == "[]", text[:80]
+        return []
+    edge = 1 if sep == "," else 2
+    items = text[edge:-edge].split(sep)
+    assert len(items) == count, (len(items), count)
+    return items
 
 
 def dumps(doc: Mapping[str, Any], compact_text: str | None = None) -> str:

@@ -28,7 +28,15 @@ from .formats.base import gc_paused
 from .gguf_names import detect_arch, gguf_names
 from .index import NameIndex
 from .layout import arch_layout, hilbert_layout
-from .manifest import build_manifest, manifest_head, scene_json
+from .manifest import (
+    build_manifest,
+    compact,
+    cut_items,
+    cut_members,
+    join_members,
+    manifest_head,
+    scene_json,
+)
 from .moe.structure import detect_moe
 from .options import MoEOptions, RenderOptions, sidecar_mode, value_width
 from .painters import BytesPainter, Painter, ValuesPainter
@@ -97,6 +105,11 @@ def sidecars_json(key: str, max_zoom: int, mode: str) -> dict[str, Any]:
 Finish = Callable[[Mapping[str, Any], Executor], tuple[dict[str, Any], dict[str, Any]]]
 """finish(scene results by key, executor) -> (manifest, side documents by file name)."""
 
+Texts = Callable[[Mapping[str, Any]], Mapping[str, tuple[str, str]]]
+"""texts(manifest) -> by top-level key of ``manifest``, its value's JSON text made along the way
+(``manifest.compact``, and ``html.ascii_json`` of that): what bundle.build_bundle need not
+encode again (manifest.compose). Empty for a manifest the plan's ``finish`` did not make last."""
+
 
 class Plan(NamedTuple):
     scenes: list[Scene]
@@ -106,6 +119,7 @@ class Plan(NamedTuple):
     tile_format: str
     png_deflate: str = "rle"
     """options.PngDeflate: how PNG tiles and sidecars are compressed."""
+    texts: Texts | None = None
 
 
 def tile_index(geo: Geometry) -> list[dict[str, Any]]:
@@ -255,10 +269,14 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
     prefetch = tuple(names) if overlap and not opts.bytes_scene else ()
     early: dict[str, Any] = {}
     """What ``static_parts`` made while the tiles were drawn (empty: not made yet)."""
+    made: dict[str, Any] = {}
+    """The manifest ``finish`` made last ("doc") and its ``texts``."""
 
-    def static_parts() -> tuple[dict[str, Any], dict[str, Any]]:
+    def static_parts() -> _Static:
         """The manifest's parts the tiles do not change: the scene (placements, groups, tile
-        bitmap) and each tensor's entry up to its ``slot`` (``scale`` and ``stats`` follow)."""
+        bitmap) and each tensor's entry up to its ``slot`` (``scale`` and ``stats`` follow),
+        with their JSON texts (a 45k-tensor checkpoint's are ~28 MB: made here, while the
+        tiles are drawn, not after them)."""
         slots = lay.slots
         gguf_of = file_gguf_names(reader, names)
         entries: dict[str, Any] = {}
@@ -277,7 +295,7 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
             entry["block"] = block
             entry["slot"] = slot
             entries[name] = entry
-        return scene.json(opts.tile_format), entries
+        return _Static.of(scene.json(opts.tile_format), entries)
 
     def meanwhile() -> None:
         """In this process while other processes draw the tiles (a thread of it): the byte
@@ -318,7 +336,8 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
                 np.stack([res.accs.get(t.name, empty) for t in tensors]),
                 np.array([t.numel for t in tensors], np.int64),
                 np.array([robust[t.name] for t in tensors], np.float64))
-        scene_doc, tensors_json = early.pop("static", None) or static_parts()
+        static: _Static = early.pop("static", None) or static_parts()
+        scene_doc, tensors_json = static.scene, static.entries
         for t, st in zip(tensors, stats, strict=True):
             entry = tensors_json[t.name]
             entry["scale"] = float(scales[t.name])
@@ -350,10 +369,71 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
             source=source_json(reader),
             scale={**SCALE_DOC, "mode": opts.scale},
             colormaps=colormaps, scenes=scenes_json, tensors=tensors_json, extra=extra)
+        made.clear()
+        made.update(doc=manifest, texts=static.texts(scenes_json[1:], tensors_json))
         return manifest, documents
 
+    def texts(manifest: Mapping[str, Any]) -> Mapping[str, tuple[str, str]]:
+        return made["texts"] if made.get("doc") is manifest else {}
+
     return Plan([scene, *([xorbs.scene] if xorbs else []),
-                 *(moe_plan.scenes if moe_plan else [])], finish, reader, opts.tile_format)
+                 *(moe_plan.scenes if moe_plan else [])], finish, reader, opts.tile_format,
+                texts=texts)
+
+
+class _Static(NamedTuple):
+    """The parts of a render's manifest the tiles do not change (plan_render.static_parts):
+    its first scene and the tensors' entries up to ``slot``, and their compact JSON texts as
+    (manifest.compact, html.ascii_json of it), the entries' cut into members
+    (manifest.cut_members)."""
+
+    scene: dict[str, Any]
+    entries: dict[str, Any]
+    scene_text: tuple[str, str]
+    members: tuple[list[str], list[str]]
+    fields: int
+    """The entries' fields, over all of them."""
+
+    @classmethod
+    def of(cls, scene: dict[str, Any], entries: dict[str, Any]) -> _Static:
+        from .html import ascii_json
+
+        scene_text = compact(scene)
+        text = compact(entries)
+        members = cut_members(text, len(entries))
+        ascii_text = ascii_json(text)
+        ascii_members = members if ascii_text is text else cut_members(ascii_text, len(entries))
+        return cls(scene, entries, (scene_text, ascii_json(scene_text)),
+                   (members, ascii_members), sum(map(len, entries.values())))
+
+    def texts(self, more_scenes: Sequence[Mapping[str, Any]], entries: Mapping[str, Any]
+              ) -> dict[str, tuple[str, str]]:
+        """The texts of the manifest's ``scenes`` (this scene, then ``more_scenes``) and
+        ``tensors`` (``entries``: the static entries, each with ``scale`` and maybe ``stats``
+        added); no ``tensors`` text when an entry got other fields."""
+        from .html import ascii_json
+
+        more = [compact(s) for s in more_scenes]
+        out = {"scenes": ("[" + ",".join([self.scene_text[0], *more]) + "]",
+                          "[" + ",".join([self.scene_text[1], *map(ascii_json, more)]) + "]")}
+        docs = list(entries.values())
+        n = len(docs)
+        stats = [e.get("stats") for e in docs]
+        with_stats = n > 0 and stats[0] is not None
+        if (entries is not self.entries
+                or sum(map(len, docs)) != self.fields + (2 if with_stats else 1) * n
+                or not all("scale" in e and (st is not None) == with_stats
+                           for e, st in zip(docs, stats, strict=True))):
+            return out  # (not the entries cut, or not just those fields added)
+        # the fields ``finish`` added, encoded at once (C speed: 45k entries' statistics are
+        # ~315k floats) and cut apart (lists of numbers, flat objects of numbers)
+        scales = cut_items(compact([e["scale"] for e in docs]), n)
+        tails = ([f',"scale":{s},"stats":{{{st}}}'
+                  for s, st in zip(scales, cut_items(compact(stats), n, "},{"), strict=True)]
+                 if with_stats else [f',"scale":{s}' for s in scales])
+        out["tensors"] = (join_members(self.members[0], tails),
+                          join_members(self.members[1], tails))
+        return out
 
 
 def plan_moe_only(reader: MultiReader, srcs: list[str], opts: RenderOptions,
