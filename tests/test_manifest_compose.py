@@ -128,3 +128,20 @@ def test_a_manifest_changed_after_finish_is_encoded_whole(hostile: Path, tmp_pat
     text = (res.out / "manifest.json").read_text("utf-8")
     assert json.loads(text)["tensors"][_NAMES[0]]["extra"] == "é"
     assert text == manifest.encodable(json.dumps(res.manifest, indent=1, ensure_ascii=False))
+
+
+@pytest.mark.parametrize("piece", [1, 3, 1024])
+def test_pieces_encode_as_one_call(monkeypatch: pytest.MonkeyPatch, piece: int) -> None:
+    """Encoded a few entries at a time (so a thread lets the interpreter go between pieces),
+    the texts are those of the whole, for the plain and the converted form."""
+    rng = random.Random(piece)
+    entries = _entries(rng, 10)
+    items = [{"tensor": n, "label": "rows 0–3 · x"} for n in entries]
+    monkeypatch.setattr(manifest, "PIECE", piece)
+    whole = manifest.compact(entries)
+    assert manifest.encode_members(entries, ascii_json) == (
+        manifest.cut_members(whole, 10), manifest.cut_members(ascii_json(whole), 10))
+    assert manifest.encode_list(items, ascii_json) == (
+        manifest.compact(items), ascii_json(manifest.compact(items)))
+    assert manifest.encode_members({}, ascii_json) == ([], [])
+    assert manifest.encode_list([], ascii_json) == ("[]", "[]")

@@ -31,8 +31,10 @@ from .layout import arch_layout, hilbert_layout
 from .manifest import (
     build_manifest,
     compact,
+    compose,
     cut_items,
-    cut_members,
+    encode_list,
+    encode_members,
     join_members,
     manifest_head,
     scene_json,
@@ -398,13 +400,11 @@ class _Static(NamedTuple):
     def of(cls, scene: dict[str, Any], entries: dict[str, Any]) -> _Static:
         from .html import ascii_json
 
-        scene_text = compact(scene)
-        text = compact(entries)
-        members = cut_members(text, len(entries))
-        ascii_text = ascii_json(text)
-        ascii_members = members if ascii_text is text else cut_members(ascii_text, len(entries))
-        return cls(scene, entries, (scene_text, ascii_json(scene_text)),
-                   (members, ascii_members), sum(map(len, entries.values())))
+        placements = encode_list(scene["placements"], ascii_json)  # (45k placements)
+        scene_text = (compose(scene, {"placements": placements[0]}),
+                      compose(scene, {"placements": placements[1]}, ascii_json))
+        return cls(scene, entries, scene_text, encode_members(entries, ascii_json),
+                   sum(map(len, entries.values())))
 
     def texts(self, more_scenes: Sequence[Mapping[str, Any]], entries: Mapping[str, Any]
               ) -> dict[str, tuple[str, str]]:
