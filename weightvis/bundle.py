@@ -24,7 +24,8 @@ from .disk import estimate_bytes, human_bytes
 from .errors import InputError, OutputError
 from .executors import Executor, InlineExecutor, LocalPoolExecutor, local_executor
 from .formats import open_checkpoint
-from .manifest import MANIFEST_VERSION, compose, dumps, is_bundle, read_manifest
+from .manifest import MANIFEST_VERSION, dumps, dumps_utf8, is_bundle, read_manifest
+from .manifest_text import compose, compose_utf8
 from .options import (
     VALUES_LIMIT_MB,
     DiffMetric,
@@ -176,10 +177,10 @@ def write_manifest(root: Path, manifest: dict[str, Any],
     manifest is ~28 MB of JSON, nearly all of it made while the tiles were drawn)."""
     from .html import ascii_json
 
-    text = compose(manifest, {k: t for k, (t, _) in texts.items()})
+    utf8 = compose_utf8(manifest, {k: t for k, (t, _) in texts.items()})
     # manifest.json beside index.html: its indentation is compiled code that lets go of the
     # interpreter, so the two overlap
-    _concurrently(lambda: write_text(root, "manifest.json", dumps(manifest, text)),
+    _concurrently(lambda: write_text(root, "manifest.json", dumps_utf8(manifest, utf8)),
                   lambda: write_viewer(root, manifest, compose(
                       manifest, {k: t for k, (_, t) in texts.items()}, ascii_json)))
 

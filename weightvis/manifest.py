@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -19,9 +19,7 @@ from .types import TILE_SIZE, Placement, SceneLayout
 
 __all__ = ["MANIFEST_VERSION", "BUNDLE_FORMAT", "READABLE_VERSIONS", "ManifestHead",
            "manifest_head", "scene_json", "placements_json", "build_manifest", "compact", "dumps",
-           "encodable", "compose", "cut_members", "join_members", "cut_items", "encode_members",
-           "encode_list", "PIECE", "is_bundle",
-           "read_manifest", "validate"]
+           "dumps_utf8", "encodable", "is_bundle", "read_manifest", "validate"]
 
 MANIFEST_VERSION = 1
 BUNDLE_FORMAT = "weightvis-bundle"
@@ -124,105 +122,14 @@ def compact(doc: Any) -> str:
     return encodable(json.dumps(doc, allow_nan=False, ensure_ascii=False, separators=(",", ":")))
 
 
-def compose(doc: Mapping[str, Any], texts: Mapping[str, str],
-            convert: Callable[[str], str] | None = None) -> str:
-    """:func:`compact` of ``doc``, given the compact text of some of its values already:
-    ``texts[key]`` stands for ``doc[key]`` (its text is not made again, the caller vouches that
-    it is ``compact(doc[key])``). ``convert`` is applied to the text of every other key and
-    value (html.ascii_json, when ``texts`` hold that form).
+def dumps_utf8(doc: Mapping[str, Any], compact_utf8: bytes) -> bytes:
+    """``dumps(doc).encode("utf-8")`` from ``compact_utf8``, ``compact(doc)`` in UTF-8 (a big
+    document is indented as bytes, never decoded)."""
+    if len(compact_utf8) <= _COMPILED_ABOVE:
+        return dumps(doc).encode("utf-8")
+    from .kernels.jsontext import indent_json
 
-    >>> compose({"a": 1, "b": [2]}, {"b": "[2]"}) == compact({"a": 1, "b": [2]})
-    True
-    """
-    def text(value: Any) -> str:
-        got = compact(value)
-        return convert(got) if convert is not None else got
-
-    parts = []
-    for key, value in doc.items():
-        given = texts.get(key)
-        parts.append(f"{text(key)}:{given if given is not None else text(value)}")
-    return "{" + ",".join(parts) + "}"
-
-
-def cut_members(text: str, count: int) -> list[str]:
-    r"""The compact text of an object of ``count`` members whose values are objects holding no
-    object (the manifest's tensor entries before their statistics), cut into its members, each
-    without its opening quote and its closing brace, for :func:`join_members` to add fields to.
-
-    Outside a string ``},"`` only ends such a member; inside one every quote is escaped
-    (``\"``), so no string holds that sequence (a tensor may be named ``},"``).
-
-    >>> cut_members('{"a":{"x":1},"b\\"},\\"":{"y":null}}', 2)
-    ['a":{"x":1', 'b\\"},\\"":{"y":null']
-    """
-    if count == 0:
-        assert text == "{}", text[:80]
-        return []
-    assert text.startswith('{"') and text.endswith("}}"), text[:80]
-    members = text[2:-2].split('},"')
-    assert len(members) == count, (len(members), count)
-    return members
-
-
-def join_members(members: Sequence[str], tails: Sequence[str]) -> str:
-    """The object :func:`cut_members` cut, with ``tails[i]`` (``,"key":value...``) added at the
-    end of member ``i``.
-
-    >>> join_members(cut_members('{"a":{"x":1},"b":{}}', 2), [',"y":2', ''])
-    '{"a":{"x":1,"y":2},"b":{}}'
-    """
-    assert len(members) == len(tails)
-    if not members:
-        return "{}"
-    return '{"' + '},"'.join([m + t for m, t in zip(members, tails, strict=True)]) + "}}"
-
-
-PIECE = 1024
-"""Items encoded per call by :func:`encode_members` and :func:`encode_list`. The C encoder
-holds the interpreter for a whole call (a 45k-tensor checkpoint's entries: ~0.1 s in one call),
-and a thread encoding them meanwhile would keep the main thread from handing the tile workers
-their next subtree that long; a piece takes ~2 ms."""
-
-
-def encode_members(entries: Mapping[str, Any], convert: Callable[[str], str]
-                   ) -> tuple[list[str], list[str]]:
-    """:func:`cut_members` of ``compact(entries)`` and of ``convert`` of it (a conversion
-    character by character: html.ascii_json), encoded :data:`PIECE` entries at a time."""
-    items = list(entries.items())
-    plain: list[str] = []
-    other: list[str] = []
-    for i in range(0, len(items), PIECE):
-        piece = dict(items[i:i + PIECE])
-        text = compact(piece)
-        members = cut_members(text, len(piece))
-        converted = convert(text)
-        plain += members
-        other += members if converted is text else cut_members(converted, len(piece))
-    return plain, other
-
-
-def encode_list(items: Sequence[Any], convert: Callable[[str], str]) -> tuple[str, str]:
-    """``compact(items)`` and ``convert`` of it (as :func:`encode_members`), encoded
-    :data:`PIECE` items at a time."""
-    texts = [compact(items[i:i + PIECE])[1:-1] for i in range(0, len(items), PIECE)]
-    return "[" + ",".join(texts) + "]", "[" + ",".join(map(convert, texts)) + "]"
-
-
-def cut_items(text: str, count: int, sep: str = ",") -> list[str]:
-    """The items of the compact text of a list of ``count`` numbers or nulls (``sep`` ``,``),
-    or of flat objects of numbers (``sep`` ``},{``: each item's members, no braces).
-
-    >>> cut_items('[1.5,null]', 2), cut_items('[{"a":1},{"a":2}]', 2, "},{")
-    (['1.5', 'null'], ['"a":1', '"a":2'])
-    """
-    if count == 0:
-        assert text == "[]", text[:80]
-        return []
-    edge = 1 if sep == "," else 2
-    items = text[edge:-edge].split(sep)
-    assert len(items) == count, (len(items), count)
-    return items
+    return indent_json(compact_utf8, 1)
 
 
 def dumps(doc: Mapping[str, Any], compact_text: str | None = None) -> str:

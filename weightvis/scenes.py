@@ -28,17 +28,8 @@ from .formats.base import gc_paused
 from .gguf_names import detect_arch, gguf_names
 from .index import NameIndex
 from .layout import arch_layout, hilbert_layout
-from .manifest import (
-    build_manifest,
-    compact,
-    compose,
-    cut_items,
-    encode_list,
-    encode_members,
-    join_members,
-    manifest_head,
-    scene_json,
-)
+from .manifest import build_manifest, manifest_head, scene_json
+from .manifest_text import StaticParts
 from .moe.structure import detect_moe
 from .options import MoEOptions, RenderOptions, sidecar_mode, value_width
 from .painters import BytesPainter, Painter, ValuesPainter
@@ -274,7 +265,7 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
     made: dict[str, Any] = {}
     """The manifest ``finish`` made last ("doc") and its ``texts``."""
 
-    def static_parts() -> _Static:
+    def static_parts() -> StaticParts:
         """The manifest's parts the tiles do not change: the scene (placements, groups, tile
         bitmap) and each tensor's entry up to its ``slot`` (``scale`` and ``stats`` follow),
         with their JSON texts (a 45k-tensor checkpoint's are ~28 MB: made here, while the
@@ -297,7 +288,7 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
             entry["block"] = block
             entry["slot"] = slot
             entries[name] = entry
-        return _Static.of(scene.json(opts.tile_format), entries)
+        return StaticParts.of(scene.json(opts.tile_format), entries)
 
     def meanwhile() -> None:
         """In this process while other processes draw the tiles (a thread of it): the byte
@@ -338,7 +329,7 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
                 np.stack([res.accs.get(t.name, empty) for t in tensors]),
                 np.array([t.numel for t in tensors], np.int64),
                 np.array([robust[t.name] for t in tensors], np.float64))
-        static: _Static = early.pop("static", None) or static_parts()
+        static: StaticParts = early.pop("static", None) or static_parts()
         scene_doc, tensors_json = static.scene, static.entries
         for t, st in zip(tensors, stats, strict=True):
             entry = tensors_json[t.name]
@@ -381,59 +372,6 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
     return Plan([scene, *([xorbs.scene] if xorbs else []),
                  *(moe_plan.scenes if moe_plan else [])], finish, reader, opts.tile_format,
                 texts=texts)
-
-
-class _Static(NamedTuple):
-    """The parts of a render's manifest the tiles do not change (plan_render.static_parts):
-    its first scene and the tensors' entries up to ``slot``, and their compact JSON texts as
-    (manifest.compact, html.ascii_json of it), the entries' cut into members
-    (manifest.cut_members)."""
-
-    scene: dict[str, Any]
-    entries: dict[str, Any]
-    scene_text: tuple[str, str]
-    members: tuple[list[str], list[str]]
-    fields: int
-    """The entries' fields, over all of them."""
-
-    @classmethod
-    def of(cls, scene: dict[str, Any], entries: dict[str, Any]) -> _Static:
-        from .html import ascii_json
-
-        placements = encode_list(scene["placements"], ascii_json)  # (45k placements)
-        scene_text = (compose(scene, {"placements": placements[0]}),
-                      compose(scene, {"placements": placements[1]}, ascii_json))
-        return cls(scene, entries, scene_text, encode_members(entries, ascii_json),
-                   sum(map(len, entries.values())))
-
-    def texts(self, more_scenes: Sequence[Mapping[str, Any]], entries: Mapping[str, Any]
-              ) -> dict[str, tuple[str, str]]:
-        """The texts of the manifest's ``scenes`` (this scene, then ``more_scenes``) and
-        ``tensors`` (``entries``: the static entries, each with ``scale`` and maybe ``stats``
-        added); no ``tensors`` text when an entry got other fields."""
-        from .html import ascii_json
-
-        more = [compact(s) for s in more_scenes]
-        out = {"scenes": ("[" + ",".join([self.scene_text[0], *more]) + "]",
-                          "[" + ",".join([self.scene_text[1], *map(ascii_json, more)]) + "]")}
-        docs = list(entries.values())
-        n = len(docs)
-        stats = [e.get("stats") for e in docs]
-        with_stats = n > 0 and stats[0] is not None
-        if (entries is not self.entries
-                or sum(map(len, docs)) != self.fields + (2 if with_stats else 1) * n
-                or not all("scale" in e and (st is not None) == with_stats
-                           for e, st in zip(docs, stats, strict=True))):
-            return out  # (not the entries cut, or not just those fields added)
-        # the fields ``finish`` added, encoded at once (C speed: 45k entries' statistics are
-        # ~315k floats) and cut apart (lists of numbers, flat objects of numbers)
-        scales = cut_items(compact([e["scale"] for e in docs]), n)
-        tails = ([f',"scale":{s},"stats":{{{st}}}'
-                  for s, st in zip(scales, cut_items(compact(stats), n, "},{"), strict=True)]
-                 if with_stats else [f',"scale":{s}' for s in scales])
-        out["tensors"] = (join_members(self.members[0], tails),
-                          join_members(self.members[1], tails))
-        return out
 
 
 def plan_moe_only(reader: MultiReader, srcs: list[str], opts: RenderOptions,
