@@ -314,6 +314,7 @@ def render(
                                notice=notice)
             elements = sum(t.numel for t in reader.tensors())
         finally:
+            ex.stop_scales()  # (what the plan started and no scene took: a failed plan)
             reader.close()
     finally:
         st.close()

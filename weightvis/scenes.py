@@ -25,6 +25,7 @@ from .errors import InputError
 from .executors import Executor, InlineExecutor
 from .formats import MultiReader
 from .formats.base import gc_paused
+from .formats.dtypes import CODE_DTYPES
 from .gguf_names import detect_arch, gguf_names
 from .index import NameIndex
 from .layout import arch_layout, hilbert_layout
@@ -35,7 +36,7 @@ from .options import MoEOptions, RenderOptions, sidecar_mode, value_width
 from .painters import BytesPainter, Painter, ValuesPainter
 from .tiling import CheckpointSpec, Geometry
 from .types import SceneLayout, view_of
-from .values import global_scale, stats_json_many, tensor_scales
+from .values import SORT_BELOW, global_scale, stats_json_many, tensor_scales
 
 if TYPE_CHECKING:
     from .hub.xet import XetFile
@@ -208,7 +209,18 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
     tensors = list(reader.tensors())
     if not tensors:
         raise InputError(f"{', '.join(srcs)}: the checkpoint holds no tensors")
-    index = NameIndex([t.name for t in tensors], gguf_arch=reader.gguf_architecture())
+    spec = CheckpointSpec(tuple(srcs))
+    names = [t.name for t in tensors]
+    # Per-tensor scales need no pass before the tiles when the tiles render in other
+    # processes: the executor's helper and the tile workers compute them as they need them
+    # (the same deterministic function), and this process computes what is left afterwards
+    # (all of them for a byte scene, meanwhile, as its workers draw no values).
+    overlap = opts.scale != "global" and executor.in_other_processes
+    prefetch = tuple(names) if overlap and not opts.bytes_scene else ()
+    if prefetch:  # the tiny tensors' scales, from now on (while this plans)
+        executor.start_scales(spec, prefetch, [t.name for t in tensors if t.dtype in CODE_DTYPES
+                                               and 0 < t.numel < SORT_BELOW])
+    index = NameIndex(names, gguf_arch=reader.gguf_architecture())
     with_moe = moe_options is not None and moe_options.enabled
     structure = None
     if opts.layout == "arch" or with_moe:
@@ -230,14 +242,12 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
                              file_sizes=[(f, f.stat().st_size) for f in reader.files])
     geo = Geometry(lay)
     painter: Painter = BytesPainter() if opts.bytes_scene else ValuesPainter()
-    spec = CheckpointSpec(tuple(srcs))
     sidecars: str
     if opts.bytes_scene:  # a byte is one byte: its sidecar always holds the bytes
         sidecars = opts.values if opts.values in ("index", "none") else "values"
     else:
         sidecars = sidecar_mode(opts.values, sum(t.numel * value_width(t.dtype)
                                                  for t in tensors), opts.values_limit_mb)
-    names = [t.name for t in tensors]
     robust: dict[str, float] = {}
     scales: dict[str, float] = {}
 
@@ -250,16 +260,10 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
             g = global_scale([kept[t.name] for t in tensors if t.name in kept])
             scales.update({k: g for k in got})
 
-    # Per-tensor scales need no pass before the tiles when the tiles render in other
-    # processes: the executor's helper and the tile workers compute them as they need them
-    # (the same deterministic function), and this process computes what is left afterwards
-    # (all of them for a byte scene, meanwhile, as its workers draw no values).
-    overlap = opts.scale != "global" and executor.in_other_processes
     if not overlap:
         value_pass(executor)
         if opts.scale != "global":
             scales.update(robust)
-    prefetch = tuple(names) if overlap and not opts.bytes_scene else ()
     early: dict[str, Any] = {}
     """What ``static_parts`` made while the tiles were drawn (empty: not made yet)."""
     made: dict[str, Any] = {}
