@@ -140,9 +140,9 @@ def _square(_reader, item):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("workers", [2, 3])
-def test_tasks_sent_ahead_all_answered_once(ckpt: Path, workers: int) -> None:
-    """Each pool process holds its next task in its pipe (executors._AHEAD): every task is
-    answered exactly once, the work is shared, and a failing task sent ahead ends the run."""
+def test_every_task_answered_once(ckpt: Path, workers: int) -> None:
+    """Uneven tasks over the pool: every one answered exactly once, the work shared, and a
+    failing task among others ends the run with its own error."""
     from weightvis.tiling import CheckpointSpec
 
     spec = CheckpointSpec((str(ckpt),))
