@@ -138,12 +138,11 @@ def cut_items(text: str, count: int, sep: str = ",") -> list[str]:
     return items
 
 
-
 class StaticParts(NamedTuple):
     """The parts of a render's manifest the tiles do not change (scenes.plan_render):
     its first scene and the tensors' entries up to ``slot``, and their compact JSON texts as
     (manifest.compact, html.ascii_json of it), the entries' cut into members
-    (manifest.cut_members)."""
+    (:func:`cut_members`)."""
 
     scene: dict[str, Any]
     entries: dict[str, Any]

@@ -102,7 +102,8 @@ Finish = Callable[[Mapping[str, Any], Executor], tuple[dict[str, Any], dict[str,
 Texts = Callable[[Mapping[str, Any]], Mapping[str, tuple[str, str]]]
 """texts(manifest) -> by top-level key of ``manifest``, its value's JSON text made along the way
 (``manifest.compact``, and ``html.ascii_json`` of that): what bundle.build_bundle need not
-encode again (manifest.compose). Empty for a manifest the plan's ``finish`` did not make last."""
+encode again (manifest_text.compose). Empty for a manifest the plan's ``finish`` did not make
+last."""
 
 
 class Plan(NamedTuple):
@@ -114,6 +115,7 @@ class Plan(NamedTuple):
     png_deflate: str = "rle"
     """options.PngDeflate: how PNG tiles and sidecars are compressed."""
     texts: Texts | None = None
+    """The manifest's texts ``finish`` made along the way (None: encode it whole)."""
 
 
 def tile_index(geo: Geometry) -> list[dict[str, Any]]:
