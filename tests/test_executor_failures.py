@@ -130,3 +130,25 @@ def _rows(reader, name):  # type: ignore[no-untyped-def]
         return name, float(reader.read(name, 0, 1).sum())
     except KeyError:
         raise FormatError("m.safetensors", "no such tensor", tensor=name) from None
+
+
+def _square(_reader, item):  # type: ignore[no-untyped-def]
+    if item == "fail":
+        raise FormatError("m.safetensors", "injected failure", tensor="t")
+    time.sleep(0.002 * (item % 3))  # (uneven tasks: the workers take turns unevenly)
+    return item * item, os.getpid()
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_every_task_answered_once(ckpt: Path, workers: int) -> None:
+    """Uneven tasks over the pool: every one answered exactly once, the work shared, and a
+    failing task among others ends the run with its own error."""
+    from weightvis.tiling import CheckpointSpec
+
+    spec = CheckpointSpec((str(ckpt),))
+    got = list(LocalPoolExecutor(workers).map_unordered(_square, spec, list(range(60))))
+    assert sorted(v for v, _ in got) == [i * i for i in range(60)]
+    assert len({pid for _, pid in got}) == workers
+    with pytest.raises(FormatError, match="injected failure"):
+        list(LocalPoolExecutor(workers).map_unordered(_square, spec, [1, 2, 4, "fail", 5, 7]))
+    assert _no_children_left()

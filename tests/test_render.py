@@ -444,7 +444,70 @@ def test_failed_render_stops_its_scale_helper(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(OSError, match="No space"):
         weightvis.render([ck], tmp_path / "out", workers=2)
     assert time.monotonic() - t0 < 30  # not waiting for the helper
-    # killed: a helper ignores SIGTERM (the main process's to handle)
-    assert len(helpers) == 1 and helpers[0].exitcode == -signal.SIGKILL
+    # killed: a helper ignores SIGTERM (the main process's to handle); the demo's tiny tensors
+    # have one of their own, started while the plan was made (executors.start_scales)
+    assert len(helpers) == 2 and all(h.exitcode == -signal.SIGKILL for h in helpers)
     assert not (tmp_path / "out").exists()  # and nothing half-written stays
     assert not list(tmp_path.glob(".out.weightvis-*"))
+
+
+def test_small_scales_start_with_the_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                         ) -> None:
+    """The tiny tensors' scales are computed by a helper started while the plan is made
+    (small_only: it leaves the others out), the scene's helper computes only the others, and
+    the bundle is the one the inline executor writes; a plan that fails stops that helper."""
+    import multiprocessing as mp
+    import time
+
+    from weightvis import values
+    from weightvis.executors import InlineExecutor, LocalPoolExecutor
+    from weightvis.formats import open_checkpoint
+    from weightvis.tiling import CheckpointSpec
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("the helper needs fork")
+    rng = np.random.default_rng(3)
+    big = {"model.embed_tokens.weight": (300, 64), "lm_head.weight": (64, 300)}
+    tensors = {n: rng.standard_normal(s).astype(np.float16) for n, s in big.items()}
+    tensors.update({f"model.layers.0.mlp.experts.{e}.up_proj.weight":
+                    rng.standard_normal((8, 16)).astype(np.float16) for e in range(40)})
+    ck = tmp_path / "m.safetensors"
+    save_file(tensors, str(ck))
+    small = sorted(set(tensors) - set(big))
+
+    reader = open_checkpoint([str(ck)])
+    table = values.SharedScales(list(tensors))
+    values.start_scale_helper(CheckpointSpec((str(ck),)), list(tensors), table,
+                              small_only=True).join()
+    assert sorted(n for n in tensors if table.get(n) is not None) == small
+    assert all(table.get(n) == values.tensor_scale(reader, n) for n in small)
+    reader.close()
+
+    calls: list[tuple[list[str], bool]] = []
+    real = values.start_scale_helper
+
+    def spy(spec: object, names: list[str], shared: object, small_only: bool = False) -> object:
+        calls.append((sorted(names), small_only))
+        return real(spec, names, shared, small_only)
+
+    monkeypatch.setattr(values, "start_scale_helper", spy)
+    pooled = weightvis.render([ck], tmp_path / "pool", executor=LocalPoolExecutor(2))
+    assert calls == [(small, True), (sorted(big), False)]
+    inline = weightvis.render([ck], tmp_path / "inline", executor=InlineExecutor())
+    for f in ("manifest.json", "index.html"):
+        assert (pooled.out / f).read_bytes() == (inline.out / f).read_bytes()
+    tiles = sorted(p.relative_to(pooled.out) for p in (pooled.out / "tiles").rglob("*.*"))
+    assert tiles and all((pooled.out / p).read_bytes() == (inline.out / p).read_bytes()
+                         for p in tiles)
+
+    from weightvis import scenes
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError(5, "injected")
+
+    monkeypatch.setattr(scenes, "arch_layout", broken)  # after the helper started
+    monkeypatch.setattr(values, "_fill_scales", lambda *a, **k: time.sleep(60))
+    with pytest.raises(OSError, match="injected"):
+        weightvis.render([ck], tmp_path / "failed", executor=LocalPoolExecutor(2))
+    assert calls[2:] == [(small, True)]  # started, then stopped with the failed plan
+    assert not [p for p in mp.active_children() if p.name == "weightvis-scales"]

@@ -15,7 +15,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,7 +24,8 @@ from .disk import estimate_bytes, human_bytes
 from .errors import InputError, OutputError
 from .executors import Executor, InlineExecutor, LocalPoolExecutor, local_executor
 from .formats import open_checkpoint
-from .manifest import MANIFEST_VERSION, compact, dumps, is_bundle, read_manifest
+from .manifest import MANIFEST_VERSION, dumps, dumps_utf8, is_bundle, read_manifest
+from .manifest_text import compose, compose_utf8
 from .options import (
     VALUES_LIMIT_MB,
     DiffMetric,
@@ -159,11 +160,7 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
         with writing(store.out, "the manifest and index.html"):
             for name, doc in documents.items():
                 write_text(root, name, doc if isinstance(doc, str) else dumps(doc))
-            text = compact(manifest)  # encoded once for manifest.json and index.html
-            # manifest.json beside index.html: its indentation is compiled code that lets go of
-            # the interpreter, so the two overlap (45k tensors: ~0.1 s of ~0.4 s)
-            _concurrently(lambda: write_text(root, "manifest.json", dumps(manifest, text)),
-                          lambda: write_viewer(root, manifest, text))
+            write_manifest(root, manifest, plan.texts(manifest) if plan.texts else {})
         out = store.commit()
     except BaseException:
         if side is not None:  # (nothing may write into the bundle being removed)
@@ -171,6 +168,21 @@ def build_bundle(plan: Plan, store: Store, executor: Executor,
         store.abort()
         raise
     return BundleResult(out, manifest, documents, written, nbytes, tile_s, all_leaves, reused)
+
+
+def write_manifest(root: Path, manifest: dict[str, Any],
+                   texts: Mapping[str, tuple[str, str]]) -> None:
+    """``manifest.json`` and ``index.html`` (which inlines the manifest), from the manifest and
+    the texts of its values its plan made already (scenes.Texts: a 45k-tensor checkpoint's
+    manifest is ~28 MB of JSON, nearly all of it made while the tiles were drawn)."""
+    from .html import ascii_json
+
+    utf8 = compose_utf8(manifest, {k: t for k, (t, _) in texts.items()})
+    # manifest.json beside index.html: its indentation is compiled code that lets go of the
+    # interpreter, so the two overlap
+    _concurrently(lambda: write_text(root, "manifest.json", dumps_utf8(manifest, utf8)),
+                  lambda: write_viewer(root, manifest, compose(
+                      manifest, {k: t for k, (_, t) in texts.items()}, ascii_json)))
 
 
 def _overlaps(executor: Executor) -> bool:
@@ -302,6 +314,7 @@ def render(
                                notice=notice)
             elements = sum(t.numel for t in reader.tensors())
         finally:
+            ex.stop_scales()  # (what the plan started and no scene took: a failed plan)
             reader.close()
     finally:
         st.close()

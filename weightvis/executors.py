@@ -21,12 +21,13 @@ import gc
 import multiprocessing as mp
 import os
 import pickle
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from .errors import WorkerError
 from .interrupts import become_helper, deferred, leave_to_main_thread
@@ -58,6 +59,15 @@ class Executor(abc.ABC):
         """Around one scene: may start helpers for it (and returns the job they serve), stops
         them when the block ends or fails."""
         yield job
+
+    def start_scales(self, spec: Any, names: Sequence[str], small: Sequence[str]) -> None:
+        """A hint while a plan is made: a scene of ``spec`` will prefetch the scales of
+        ``names`` (SceneJob.prefetch); ``small`` are those of them ``values.small_scales``
+        computes in batches (the tiny tensors of an MoE). An executor may start on them now,
+        before the tiles (and must then stop in ``stop_scales``). Default: nothing."""
+
+    def stop_scales(self) -> None:
+        """Stop what ``start_scales`` started and no scene took (a plan that failed)."""
 
     @abc.abstractmethod
     def run_subtrees(self, job: SceneJob, roots: Sequence[TileAddress], *, reader: Any = None,
@@ -189,6 +199,13 @@ def _signals_to_main(target: Callable[[], None]) -> Callable[[], None]:
 
 _DIED = "a worker process died before finishing its task (killed, or out of memory?)"
 
+_SWITCH_S = 0.0005
+"""The interpreter's switch interval while a ``meanwhile`` thread runs beside the pool (the
+default is 5 ms): reading a worker's answer (~0.5 MB for a subtree of a 45k-tensor checkpoint)
+takes the interpreter back after each chunk the pipe holds, and the worker cannot go on until
+it is read. Measured (45k tensors, 2 workers, 17 subtrees each, time between a worker's
+subtrees): 0.13-0.22 s per worker with 5 ms, 0.06-0.10 s with 0.5 ms."""
+
 
 def _pool_results(workers: int, job: SceneJob | None, spec: Any,
                   call: Callable[[Any], R], items: Sequence[Any],
@@ -218,6 +235,8 @@ def _pool_results(workers: int, job: SceneJob | None, spec: Any,
                 conn.send(pending.popleft())
                 busy[conn] = proc
         if meanwhile is not None:
+            switch = sys.getswitchinterval()
+            sys.setswitchinterval(min(switch, _SWITCH_S))
             # in a thread started after the workers forked, so they inherit no lock it takes
             side = threading.Thread(target=_signals_to_main(meanwhile), name="weightvis-meanwhile",
                                     daemon=True)
@@ -248,6 +267,8 @@ def _pool_results(workers: int, job: SceneJob | None, spec: Any,
             _stop(procs, polite=ok)
         if side is not None:
             side.join()
+        if meanwhile is not None:
+            sys.setswitchinterval(switch)
 
 
 def _stop(procs: list[tuple[BaseProcess, Connection]], *, polite: bool) -> None:
@@ -273,29 +294,59 @@ class LocalPoolExecutor(Executor):
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
+        self._early: _EarlyScales | None = None
+
+    def start_scales(self, spec: Any, names: Sequence[str], small: Sequence[str]) -> None:
+        """The small tensors' scales in a helper process from now on, while this process
+        plans on the other core (a 45k-tensor checkpoint: ~0.4 CPU-s, no longer taken from
+        the tile workers)."""
+        from .values import SharedScales, start_scale_helper
+
+        self.stop_scales()
+        if self.workers > 1 and small:
+            shared = SharedScales(list(names))
+            proc = start_scale_helper(spec, small, shared, small_only=True)
+            if proc is not None:
+                self._early = _EarlyScales(spec, tuple(names), frozenset(small), shared, proc)
+
+    def stop_scales(self) -> None:
+        early, self._early = self._early, None
+        if early is not None:
+            _kill([early.proc])
 
     @contextlib.contextmanager
     def scene(self, job: SceneJob) -> Iterator[SceneJob]:
         """Start the scale helper for the job's ``prefetch`` tensors (before the kernels
-        load: call this before importing the pyramid); join it when the scene completes,
-        stop it when the scene fails or is interrupted (its results are not needed then)."""
+        load: call this before importing the pyramid), or for those ``start_scales`` left
+        to it; join them when the scene completes, stop them when the scene fails or is
+        interrupted (their results are not needed then)."""
         from .values import SharedScales, start_scale_helper
 
-        helper = None
+        early, self._early = self._early, None
+        helpers = []
         if job.prefetch and self.workers > 1:
-            shared = SharedScales(list(job.prefetch))
-            helper = start_scale_helper(job.spec, job.drawing_order(self.workers), shared)
+            order = job.drawing_order(self.workers)
+            if early is not None and (early.spec, early.names) == (job.spec, job.prefetch):
+                shared = early.shared
+                helpers.append(early.proc)
+                order = [n for n in order if n not in early.small]
+            else:
+                shared = SharedScales(list(job.prefetch))
+                if early is not None:
+                    _kill([early.proc])
+            if order:
+                helpers.append(start_scale_helper(job.spec, order, shared))
             job = job._replace(shared=shared)
+        elif early is not None:
+            _kill([early.proc])
+        helpers = [h for h in helpers if h is not None]
         try:
             yield job
         except BaseException:
-            if helper is not None:
-                with deferred():
-                    helper.kill()
-                    helper.join()
+            _kill(helpers)
             raise
-        if helper is not None:
-            helper.join()
+        for h in helpers:
+            h.join()
 
     def run_subtrees(self, job: SceneJob, roots: Sequence[TileAddress], *, reader: Any = None,
                      meanwhile: Callable[[], None] | None = None) -> Iterator[SubtreeResult]:
@@ -313,6 +364,24 @@ class LocalPoolExecutor(Executor):
             return InlineExecutor().map_unordered(task, spec, items, reader=reader,
                                                   meanwhile=meanwhile)
         return _pool_results(n, None, spec, _map_run, [(task, i) for i in items], meanwhile)
+
+
+class _EarlyScales(NamedTuple):
+    """A scale helper ``LocalPoolExecutor.start_scales`` started before its scene."""
+
+    spec: Any
+    names: tuple[str, ...]
+    small: frozenset[str]
+    shared: Any
+    proc: Any
+
+
+def _kill(procs: Sequence[Any]) -> None:
+    with deferred():
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.join()
 
 
 def local_executor(workers: int) -> Executor:

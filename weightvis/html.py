@@ -35,6 +35,7 @@ __all__ = [
     "render_index_html",
     "copy_viewer_assets",
     "manifest_script_json",
+    "ascii_json",
     "viewer_scripts",
     "ALL_VIEWER_SCRIPTS",
     "LEAFLET_VERSION",
@@ -153,8 +154,7 @@ def manifest_script_json(manifest: dict[str, Any], compact: str | None = None) -
     if compact is not None:
         # the ensure_ascii=True encoding is the ensure_ascii=False one with every character
         # past "~" (only ever inside a string: DEL and non-ASCII) escaped: no second encoding
-        text = compact if compact.isascii() and "\x7f" not in compact else _escape_non_ascii(
-            compact)
+        text = ascii_json(compact)
     else:
         text = _ascii_json(manifest)
     # ensure_ascii already escapes U+2028/U+2029; the table keeps this correct if that changes.
@@ -166,6 +166,17 @@ def manifest_script_json(manifest: dict[str, Any], compact: str | None = None) -
 
 
 _NON_ASCII = re.compile(r"[^\x00-\x7e]")
+
+
+def ascii_json(text: str) -> str:
+    """JSON text written with ``ensure_ascii=False`` as ``ensure_ascii=True`` writes it: every
+    character past ``~`` escaped (only ever inside a string: DEL and non-ASCII). Character by
+    character, so a document's parts may be converted one by one (manifest.compose).
+
+    >>> ascii_json('{"é":"~"}')
+    '{"\\\\u00e9":"~"}'
+    """
+    return text if text.isascii() and "\x7f" not in text else _escape_non_ascii(text)
 
 
 _ASCII_BELOW_DEL = bytes(range(0x7f))
@@ -228,12 +239,21 @@ def render_index_html(manifest: dict[str, Any], *, title: str | None = None,
     if title is None:
         title = str(manifest.get("title") or "weightvis")
     template = _environment(_viewer_dir()).get_template(_TEMPLATE)
-    return template.render(
+    page = template.render(
         title=_displayable(title),
-        manifest_json=Markup(manifest_script_json(manifest, compact)),
+        manifest_json=Markup(_MANIFEST_SLOT),
         scripts=viewer_scripts(manifest),
         generator=_displayable(str(manifest.get("generator") or "weightvis")),
     )
+    # the manifest (tens of MB) goes in after the template: not copied by escape and join
+    head, slot, tail = page.partition(_MANIFEST_SLOT)
+    assert slot and _MANIFEST_SLOT not in tail
+    return "".join((head, manifest_script_json(manifest, compact), tail))
+
+
+_MANIFEST_SLOT = "<weightvis-manifest/>"
+"""Where the manifest goes in the rendered template: markup, so no value (autoescaped) can
+spell it."""
 
 
 def _displayable(text: str) -> str:

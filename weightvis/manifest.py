@@ -19,7 +19,7 @@ from .types import TILE_SIZE, Placement, SceneLayout
 
 __all__ = ["MANIFEST_VERSION", "BUNDLE_FORMAT", "READABLE_VERSIONS", "ManifestHead",
            "manifest_head", "scene_json", "placements_json", "build_manifest", "compact", "dumps",
-           "encodable", "is_bundle", "read_manifest", "validate"]
+           "dumps_utf8", "encodable", "is_bundle", "read_manifest", "validate"]
 
 MANIFEST_VERSION = 1
 BUNDLE_FORMAT = "weightvis-bundle"
@@ -116,10 +116,20 @@ def encodable(text: str) -> str:
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-def compact(doc: Mapping[str, Any]) -> str:
-    """The document as compact JSON (no NaN: JSON has none), by the C encoder; UTF-8-encodable
-    (:func:`encodable`)."""
+def compact(doc: Any) -> str:
+    """The document (any JSON value) as compact JSON (no NaN: JSON has none), by the C encoder;
+    UTF-8-encodable (:func:`encodable`)."""
     return encodable(json.dumps(doc, allow_nan=False, ensure_ascii=False, separators=(",", ":")))
+
+
+def dumps_utf8(doc: Mapping[str, Any], compact_utf8: bytes) -> bytes:
+    """``dumps(doc).encode("utf-8")`` from ``compact_utf8``, ``compact(doc)`` in UTF-8 (a big
+    document is indented as bytes, never decoded)."""
+    if len(compact_utf8) <= _COMPILED_ABOVE:
+        return dumps(doc).encode("utf-8")
+    from .kernels.jsontext import indent_json
+
+    return indent_json(compact_utf8, 1)
 
 
 def dumps(doc: Mapping[str, Any], compact_text: str | None = None) -> str:

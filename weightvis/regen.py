@@ -13,13 +13,13 @@ from .manifest import encodable, read_manifest
 __all__ = ["write_viewer", "regen_html", "write_text"]
 
 
-def write_text(folder: Path, name: str, text: str) -> None:
-    """Write ``folder/name`` under a temporary name, then rename it into place (``name`` may
-    hold a subfolder: ``moe/layer-3.js``)."""
+def write_text(folder: Path, name: str, text: str | bytes) -> None:
+    """Write ``folder/name`` (``text``, or bytes already UTF-8) under a temporary name, then
+    rename it into place (``name`` may hold a subfolder: ``moe/layer-3.js``)."""
     path = folder / name
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_text(text, "utf-8")
+    tmp.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
     os.replace(tmp, path)
 
 

@@ -25,16 +25,18 @@ from .errors import InputError
 from .executors import Executor, InlineExecutor
 from .formats import MultiReader
 from .formats.base import gc_paused
+from .formats.dtypes import CODE_DTYPES
 from .gguf_names import detect_arch, gguf_names
 from .index import NameIndex
 from .layout import arch_layout, hilbert_layout
 from .manifest import build_manifest, manifest_head, scene_json
+from .manifest_text import StaticParts
 from .moe.structure import detect_moe
 from .options import MoEOptions, RenderOptions, sidecar_mode, value_width
 from .painters import BytesPainter, Painter, ValuesPainter
 from .tiling import CheckpointSpec, Geometry
 from .types import SceneLayout, view_of
-from .values import global_scale, stats_json_many, tensor_scales
+from .values import SORT_BELOW, global_scale, stats_json_many, tensor_scales
 
 if TYPE_CHECKING:
     from .hub.xet import XetFile
@@ -97,6 +99,12 @@ def sidecars_json(key: str, max_zoom: int, mode: str) -> dict[str, Any]:
 Finish = Callable[[Mapping[str, Any], Executor], tuple[dict[str, Any], dict[str, Any]]]
 """finish(scene results by key, executor) -> (manifest, side documents by file name)."""
 
+Texts = Callable[[Mapping[str, Any]], Mapping[str, tuple[str, str]]]
+"""texts(manifest) -> by top-level key of ``manifest``, its value's JSON text made along the way
+(``manifest.compact``, and ``html.ascii_json`` of that): what bundle.build_bundle need not
+encode again (manifest_text.compose). Empty for a manifest the plan's ``finish`` did not make
+last."""
+
 
 class Plan(NamedTuple):
     scenes: list[Scene]
@@ -106,6 +114,8 @@ class Plan(NamedTuple):
     tile_format: str
     png_deflate: str = "rle"
     """options.PngDeflate: how PNG tiles and sidecars are compressed."""
+    texts: Texts | None = None
+    """The manifest's texts ``finish`` made along the way (None: encode it whole)."""
 
 
 def tile_index(geo: Geometry) -> list[dict[str, Any]]:
@@ -201,7 +211,18 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
     tensors = list(reader.tensors())
     if not tensors:
         raise InputError(f"{', '.join(srcs)}: the checkpoint holds no tensors")
-    index = NameIndex([t.name for t in tensors], gguf_arch=reader.gguf_architecture())
+    spec = CheckpointSpec(tuple(srcs))
+    names = [t.name for t in tensors]
+    # Per-tensor scales need no pass before the tiles when the tiles render in other
+    # processes: the executor's helper and the tile workers compute them as they need them
+    # (the same deterministic function), and this process computes what is left afterwards
+    # (all of them for a byte scene, meanwhile, as its workers draw no values).
+    overlap = opts.scale != "global" and executor.in_other_processes
+    prefetch = tuple(names) if overlap and not opts.bytes_scene else ()
+    if prefetch:  # the tiny tensors' scales, from now on (while this plans)
+        executor.start_scales(spec, prefetch, [t.name for t in tensors if t.dtype in CODE_DTYPES
+                                               and 0 < t.numel < SORT_BELOW])
+    index = NameIndex(names, gguf_arch=reader.gguf_architecture())
     with_moe = moe_options is not None and moe_options.enabled
     structure = None
     if opts.layout == "arch" or with_moe:
@@ -223,14 +244,12 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
                              file_sizes=[(f, f.stat().st_size) for f in reader.files])
     geo = Geometry(lay)
     painter: Painter = BytesPainter() if opts.bytes_scene else ValuesPainter()
-    spec = CheckpointSpec(tuple(srcs))
     sidecars: str
     if opts.bytes_scene:  # a byte is one byte: its sidecar always holds the bytes
         sidecars = opts.values if opts.values in ("index", "none") else "values"
     else:
         sidecars = sidecar_mode(opts.values, sum(t.numel * value_width(t.dtype)
                                                  for t in tensors), opts.values_limit_mb)
-    names = [t.name for t in tensors]
     robust: dict[str, float] = {}
     scales: dict[str, float] = {}
 
@@ -243,22 +262,20 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
             g = global_scale([kept[t.name] for t in tensors if t.name in kept])
             scales.update({k: g for k in got})
 
-    # Per-tensor scales need no pass before the tiles when the tiles render in other
-    # processes: the executor's helper and the tile workers compute them as they need them
-    # (the same deterministic function), and this process computes what is left afterwards
-    # (all of them for a byte scene, meanwhile, as its workers draw no values).
-    overlap = opts.scale != "global" and executor.in_other_processes
     if not overlap:
         value_pass(executor)
         if opts.scale != "global":
             scales.update(robust)
-    prefetch = tuple(names) if overlap and not opts.bytes_scene else ()
     early: dict[str, Any] = {}
     """What ``static_parts`` made while the tiles were drawn (empty: not made yet)."""
+    made: dict[str, Any] = {}
+    """The manifest ``finish`` made last ("doc") and its ``texts``."""
 
-    def static_parts() -> tuple[dict[str, Any], dict[str, Any]]:
+    def static_parts() -> StaticParts:
         """The manifest's parts the tiles do not change: the scene (placements, groups, tile
-        bitmap) and each tensor's entry up to its ``slot`` (``scale`` and ``stats`` follow)."""
+        bitmap) and each tensor's entry up to its ``slot`` (``scale`` and ``stats`` follow),
+        with their JSON texts (a 45k-tensor checkpoint's are ~28 MB: made here, while the
+        tiles are drawn, not after them)."""
         slots = lay.slots
         gguf_of = file_gguf_names(reader, names)
         entries: dict[str, Any] = {}
@@ -277,7 +294,7 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
             entry["block"] = block
             entry["slot"] = slot
             entries[name] = entry
-        return scene.json(opts.tile_format), entries
+        return StaticParts.of(scene.json(opts.tile_format), entries)
 
     def meanwhile() -> None:
         """In this process while other processes draw the tiles (a thread of it): the byte
@@ -318,7 +335,8 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
                 np.stack([res.accs.get(t.name, empty) for t in tensors]),
                 np.array([t.numel for t in tensors], np.int64),
                 np.array([robust[t.name] for t in tensors], np.float64))
-        scene_doc, tensors_json = early.pop("static", None) or static_parts()
+        static: StaticParts = early.pop("static", None) or static_parts()
+        scene_doc, tensors_json = static.scene, static.entries
         for t, st in zip(tensors, stats, strict=True):
             entry = tensors_json[t.name]
             entry["scale"] = float(scales[t.name])
@@ -350,10 +368,16 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
             source=source_json(reader),
             scale={**SCALE_DOC, "mode": opts.scale},
             colormaps=colormaps, scenes=scenes_json, tensors=tensors_json, extra=extra)
+        made.clear()
+        made.update(doc=manifest, texts=static.texts(scenes_json[1:], tensors_json))
         return manifest, documents
 
+    def texts(manifest: Mapping[str, Any]) -> Mapping[str, tuple[str, str]]:
+        return made["texts"] if made.get("doc") is manifest else {}
+
     return Plan([scene, *([xorbs.scene] if xorbs else []),
-                 *(moe_plan.scenes if moe_plan else [])], finish, reader, opts.tile_format)
+                 *(moe_plan.scenes if moe_plan else [])], finish, reader, opts.tile_format,
+                texts=texts)
 
 
 def plan_moe_only(reader: MultiReader, srcs: list[str], opts: RenderOptions,

@@ -302,7 +302,8 @@ class SharedScales:
         self.index, self.values, self._mem = state["index"], state["values"], None
 
 
-def _fill_scales(spec: Any, names: Sequence[str], table: SharedScales, parent: int) -> None:
+def _fill_scales(spec: Any, names: Sequence[str], table: SharedScales, parent: int,
+                 small_only: bool = False) -> None:
     from .interrupts import become_helper
 
     become_helper(parent)  # signals are the main process's to handle; dies with it
@@ -314,27 +315,32 @@ def _fill_scales(spec: Any, names: Sequence[str], table: SharedScales, parent: i
                 small = small_scales(reader, chunk)
                 for name in chunk:
                     got = small.get(name)
-                    table.put(name, got if got is not None
-                              else tensor_scale(reader, name, numpy_code_counts))
+                    if got is None and not small_only:
+                        got = tensor_scale(reader, name, numpy_code_counts)
+                    if got is not None:
+                        table.put(name, got)
         finally:
             reader.close()
     except Exception:  # noqa: BLE001 - a scale left out is computed where it is needed,
         return         # which reports any error with the file and tensor
 
 
-def start_scale_helper(spec: Any, names: Sequence[str], table: SharedScales) -> Any:
+def start_scale_helper(spec: Any, names: Sequence[str], table: SharedScales,
+                       small_only: bool = False) -> Any:
     """Fill ``table`` with the per-tensor scales of ``names`` (in that order) in a forked
     process that uses numpy only, so it can run while this process is still loading the
-    compiled kernels (~0.2 s at start-up with a core idle, measured). Returns the process
-    (``join`` it), or None where processes cannot be forked. Whoever needs a scale the helper
-    has not written yet computes it itself (the same deterministic function)."""
+    compiled kernels (~0.2 s at start-up with a core idle, measured). ``small_only``: only
+    those ``small_scales`` computes (the others are left out). Returns the process (``join``
+    it), or None where processes cannot be forked. Whoever needs a scale the helper has not
+    written yet computes it itself (the same deterministic function)."""
     import multiprocessing as mp
     import os
 
     if "fork" not in mp.get_all_start_methods():
         return None
     p = mp.get_context("fork").Process(target=_fill_scales,
-                                       args=(spec, list(names), table, os.getpid()),
+                                       args=(spec, list(names), table, os.getpid(),
+                                             small_only),
                                        name="weightvis-scales", daemon=True)
     p.start()
     return p

@@ -1,0 +1,191 @@
+"""The manifest's JSON text made in parts: what the tiles do not change (a render's scene and
+the tensors' entries up to their statistics: ~28 MB of JSON for a 45k-tensor checkpoint)
+encoded while the tiles are drawn, a few entries per call, and the scales and statistics
+encoded after them and spliced in: the very text ``manifest.compact`` writes of the whole
+(bundle.write_manifest writes ``manifest.json`` and ``index.html`` from it). numpy-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from .manifest import compact
+
+__all__ = ["StaticParts", "compose", "compose_utf8", "cut_members", "join_members", "cut_items",
+           "encode_members", "encode_list", "PIECE"]
+
+
+def compose(doc: Mapping[str, Any], texts: Mapping[str, str],
+            convert: Callable[[str], str] | None = None) -> str:
+    """:func:`compact` of ``doc``, given the compact text of some of its values already:
+    ``texts[key]`` stands for ``doc[key]`` (its text is not made again, the caller vouches that
+    it is ``compact(doc[key])``). ``convert`` is applied to the text of every other key and
+    value (html.ascii_json, when ``texts`` hold that form).
+
+    >>> compose({"a": 1, "b": [2]}, {"b": "[2]"}) == compact({"a": 1, "b": [2]})
+    True
+    """
+    def text(value: Any) -> str:
+        got = compact(value)
+        return convert(got) if convert is not None else got
+
+    parts = []
+    for key, value in doc.items():
+        given = texts.get(key)
+        parts.append(f"{text(key)}:{given if given is not None else text(value)}")
+    return "{" + ",".join(parts) + "}"
+
+
+def compose_utf8(doc: Mapping[str, Any], texts: Mapping[str, str]) -> bytes:
+    """``compose(doc, texts).encode("utf-8")``, each part encoded alone (a text mixing a few
+    non-ASCII characters into 28 MB of ASCII is not widened and joined first).
+
+    >>> compose_utf8({"a": "é", "b": [2]}, {"b": "[2]"}) == compact({"a": "é", "b": [2]}).encode()
+    True
+    """
+    parts = []
+    for key, value in doc.items():
+        given = texts.get(key)
+        parts.append(f"{compact(key)}:".encode() + (given if given is not None
+                                                   else compact(value)).encode("utf-8"))
+    return b"{" + b",".join(parts) + b"}"
+
+
+def cut_members(text: str, count: int) -> list[str]:
+    r"""The compact text of an object of ``count`` members whose values are objects holding no
+    object (the manifest's tensor entries before their statistics), cut into its members, each
+    without its opening quote and its closing brace, for :func:`join_members` to add fields to.
+
+    Outside a string ``},"`` only ends such a member; inside one every quote is escaped
+    (``\"``), so no string holds that sequence (a tensor may be named ``},"``).
+
+    >>> cut_members('{"a":{"x":1},"b\\"},\\"":{"y":null}}', 2)
+    ['a":{"x":1', 'b\\"},\\"":{"y":null']
+    """
+    if count == 0:
+        assert text == "{}", text[:80]
+        return []
+    assert text.startswith('{"') and text.endswith("}}"), text[:80]
+    members = text[2:-2].split('},"')
+    assert len(members) == count, (len(members), count)
+    return members
+
+
+def join_members(members: Sequence[str], tails: Sequence[str]) -> str:
+    """The object :func:`cut_members` cut, with ``tails[i]`` (``,"key":value...``) added at the
+    end of member ``i``.
+
+    >>> join_members(cut_members('{"a":{"x":1},"b":{}}', 2), [',"y":2', ''])
+    '{"a":{"x":1,"y":2},"b":{}}'
+    """
+    n = len(members)
+    assert len(tails) == n
+    if not n:
+        return "{}"
+    parts = [""] * (3 * n)  # member, tail, separator: one join (45k members: 6 ms, not 15)
+    parts[0::3] = members
+    parts[1::3] = tails
+    parts[2::3] = ['},"'] * n
+    parts[-1] = "}}"
+    return '{"' + "".join(parts)
+
+
+PIECE = 1024
+"""Items encoded per call by :func:`encode_members` and :func:`encode_list`. The C encoder
+holds the interpreter for a whole call (a 45k-tensor checkpoint's entries: ~0.1 s in one call),
+and a thread encoding them meanwhile would keep the main thread from handing the tile workers
+their next subtree that long; a piece takes ~2 ms."""
+
+
+def encode_members(entries: Mapping[str, Any], convert: Callable[[str], str]
+                   ) -> tuple[list[str], list[str]]:
+    """:func:`cut_members` of ``compact(entries)`` and of ``convert`` of it (a conversion
+    character by character: html.ascii_json), encoded :data:`PIECE` entries at a time."""
+    items = list(entries.items())
+    plain: list[str] = []
+    other: list[str] = []
+    for i in range(0, len(items), PIECE):
+        piece = dict(items[i:i + PIECE])
+        text = compact(piece)
+        members = cut_members(text, len(piece))
+        converted = convert(text)
+        plain += members
+        other += members if converted is text else cut_members(converted, len(piece))
+    return plain, other
+
+
+def encode_list(items: Sequence[Any], convert: Callable[[str], str]) -> tuple[str, str]:
+    """``compact(items)`` and ``convert`` of it (as :func:`encode_members`), encoded
+    :data:`PIECE` items at a time."""
+    texts = [compact(items[i:i + PIECE])[1:-1] for i in range(0, len(items), PIECE)]
+    return "[" + ",".join(texts) + "]", "[" + ",".join(map(convert, texts)) + "]"
+
+
+def cut_items(text: str, count: int, sep: str = ",") -> list[str]:
+    """The items of the compact text of a list of ``count`` numbers or nulls (``sep`` ``,``),
+    or of flat objects of numbers (``sep`` ``},{``: each item's members, no braces).
+
+    >>> cut_items('[1.5,null]', 2), cut_items('[{"a":1},{"a":2}]', 2, "},{")
+    (['1.5', 'null'], ['"a":1', '"a":2'])
+    """
+    if count == 0:
+        assert text == "[]", text[:80]
+        return []
+    edge = 1 if sep == "," else 2
+    items = text[edge:-edge].split(sep)
+    assert len(items) == count, (len(items), count)
+    return items
+
+
+class StaticParts(NamedTuple):
+    """The parts of a render's manifest the tiles do not change (scenes.plan_render):
+    its first scene and the tensors' entries up to ``slot``, and their compact JSON texts as
+    (manifest.compact, html.ascii_json of it), the entries' cut into members
+    (:func:`cut_members`)."""
+
+    scene: dict[str, Any]
+    entries: dict[str, Any]
+    scene_text: tuple[str, str]
+    members: tuple[list[str], list[str]]
+    fields: int
+    """The entries' fields, over all of them."""
+
+    @classmethod
+    def of(cls, scene: dict[str, Any], entries: dict[str, Any]) -> StaticParts:
+        from .html import ascii_json
+
+        placements = encode_list(scene["placements"], ascii_json)  # (45k placements)
+        scene_text = (compose(scene, {"placements": placements[0]}),
+                      compose(scene, {"placements": placements[1]}, ascii_json))
+        return cls(scene, entries, scene_text, encode_members(entries, ascii_json),
+                   sum(map(len, entries.values())))
+
+    def texts(self, more_scenes: Sequence[Mapping[str, Any]], entries: Mapping[str, Any]
+              ) -> dict[str, tuple[str, str]]:
+        """The texts of the manifest's ``scenes`` (this scene, then ``more_scenes``) and
+        ``tensors`` (``entries``: the static entries, each with ``scale`` and maybe ``stats``
+        added); no ``tensors`` text when an entry got other fields."""
+        from .html import ascii_json
+
+        more = [compact(s) for s in more_scenes]
+        out = {"scenes": ("[" + ",".join([self.scene_text[0], *more]) + "]",
+                          "[" + ",".join([self.scene_text[1], *map(ascii_json, more)]) + "]")}
+        docs = list(entries.values())
+        n = len(docs)
+        stats = [e.get("stats") for e in docs]
+        with_stats = n > 0 and stats[0] is not None
+        if (entries is not self.entries
+                or sum(map(len, docs)) != self.fields + (2 if with_stats else 1) * n
+                or not all("scale" in e and (st is not None) == with_stats
+                           for e, st in zip(docs, stats, strict=True))):
+            return out  # (not the entries cut, or not just those fields added)
+        # the fields ``finish`` added, encoded at once (C speed: 45k entries' statistics are
+        # ~315k floats) and cut apart (lists of numbers, flat objects of numbers)
+        scales = cut_items(compact([e["scale"] for e in docs]), n)
+        tails = ([f',"scale":{s},"stats":{{{st}}}'
+                  for s, st in zip(scales, cut_items(compact(stats), n, "},{"), strict=True)]
+                 if with_stats else [f',"scale":{s}' for s in scales])
+        out["tensors"] = (join_members(self.members[0], tails),
+                          join_members(self.members[1], tails))
+        return out
