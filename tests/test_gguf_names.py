@@ -150,3 +150,52 @@ def test_scoring_architectures_is_cheap_for_names_no_map_knows() -> None:
     t0 = time.perf_counter()
     assert detect_arch(names) is None
     assert time.perf_counter() - t0 < 5.0
+
+
+_CONVERTER_TABLE = """
+import importlib.util, json, sys
+import gguf
+spec = importlib.util.spec_from_file_location("convert_hf_to_gguf", sys.argv[1])
+m = importlib.util.module_from_spec(spec)
+sys.modules["convert_hf_to_gguf"] = m
+spec.loader.exec_module(m)
+print(json.dumps({name: gguf.MODEL_ARCH_NAMES.get(cls.model_arch)
+                  for name, cls in m.ModelBase._model_classes[m.ModelType.TEXT].items()}))
+"""
+
+
+def test_converter_archs_are_what_llama_cpp_converts_each_class_to() -> None:
+    """``converter_archs`` against the installed llama.cpp converter's own registry: every
+    text model class it converts to an architecture gguf-py maps, and nothing else."""
+    import json
+    import subprocess
+    import sys
+
+    from weightvis.converter_archs import CONVERTER_ARCHS
+
+    from .llama_cpp import converter_script
+
+    script = converter_script()
+    got = subprocess.run([sys.executable, "-c", _CONVERTER_TABLE, str(script)],
+                         capture_output=True, text=True, timeout=300, check=True)
+    registry = json.loads(got.stdout.strip().splitlines()[-1])
+    expected = {k: v for k, v in registry.items() if known_arch(v)}
+    assert len(expected) > 150
+    assert CONVERTER_ARCHS == expected
+
+
+def test_a_model_type_no_architecture_is_named_after_uses_the_converters_choice() -> None:
+    """DeepSeek-V3 (``deepseek_v3``) and Mixtral (``mixtral``): the architecture llama.cpp writes,
+    the one the names score best for too."""
+    v3 = {"model_type": "deepseek_v3", "architectures": ["DeepseekV3ForCausalLM"]}
+    assert arch_of_config(v3) == "deepseek2"
+    names = [f"model.layers.{i}.{n}" for i in range(4) for n in (
+        "self_attn.q_a_proj.weight", "self_attn.kv_a_proj_with_mqa.weight",
+        "self_attn.kv_b_proj.weight", "self_attn.o_proj.weight", "mlp.gate.weight",
+        "mlp.experts.0.gate_proj.weight", "mlp.experts.0.down_proj.weight",
+        "mlp.shared_experts.up_proj.weight", "input_layernorm.weight")]
+    assert detect_arch(names) == detect_arch(names, v3) == "deepseek2"
+    mixtral = {"model_type": "mixtral", "architectures": ["MixtralForCausalLM"]}
+    assert arch_of_config(mixtral) == "llama"
+    assert arch_of_config({"model_type": "llama"}) == "llama"
+    assert arch_of_config({"model_type": "not-a-model", "architectures": ["NoSuchModel"]}) is None

@@ -160,8 +160,10 @@ def gguf_names(names: Iterable[str], arch: str) -> dict[str, str]:
 
 
 def arch_of_config(config: Mapping[str, Any]) -> str | None:
-    """The llama.cpp architecture a ``config.json`` names, when its ``model_type`` (or its
-    ``architectures`` class, ``BertModel`` -> ``bert``) is one gguf-py knows, else None."""
+    """The llama.cpp architecture a ``config.json`` names, when its ``model_type`` is one gguf-py
+    knows, else the one llama.cpp's converter writes for its ``architectures`` class
+    (``converter_archs``), else that class's name (``BertModel`` -> ``bert``) if gguf-py knows
+    it; else None."""
     cands: list[str] = []
     mt = config.get("model_type")
     if isinstance(mt, str):
@@ -170,6 +172,10 @@ def arch_of_config(config: Mapping[str, Any]) -> str | None:
         cands += [mt, mt.replace("_", ""), mt.replace("_", "-"), base, base.replace("_", "")]
     archs = config.get("architectures")
     if isinstance(archs, list) and archs and isinstance(archs[0], str):
+        from .converter_archs import CONVERTER_ARCHS
+
+        converted = CONVERTER_ARCHS.get(archs[0])
+        cands += [converted] if converted else []
         cands.append(_ARCH_SUFFIXES.sub("", archs[0]).lower())
     return next((c for c in cands if known_arch(c)), None)
 
