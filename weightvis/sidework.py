@@ -101,8 +101,8 @@ class _Work:
 class SideExecutor(InlineExecutor):
     """Tasks in side threads of this process (``SideWork``). ``workers`` is the pool's (the
     same budgets, the same bytes); ``map_unordered`` runs its items here one at a time, and
-    ``help`` (a second thread, once the tiles are done) takes items too when ``processes``
-    allows two at once. Work reads through readers of its own (``open``); once ``cancel`` is
+    ``help`` (helper threads, once the tiles are done) takes items too while ``processes``
+    allows more at once. Work reads through readers of its own (``open``); once ``cancel`` is
     set it stops at its next read or task (raising ``Cancelled``)."""
 
     def __init__(self, workers: int) -> None:
@@ -298,7 +298,7 @@ class SideWork:
                 self._held[stage] = (self._held.get(stage, (0, 0))[0] + n, total)
 
     def join(self) -> None:
-        """Wait for the side work (a second thread helps, its bar shows from now), raising
+        """Wait for the side work (helper threads join in, its bar shows from now), raising
         its failure. When it never started (no tiles were drawn), nothing: the scene's
         prepare runs in its turn."""
         if not self._threads or self._done:
