@@ -127,21 +127,18 @@ def dumps_utf8(doc: Mapping[str, Any], compact_utf8: bytes) -> bytes:
     document is indented as bytes, never decoded)."""
     if len(compact_utf8) <= _COMPILED_ABOVE:
         return dumps(doc).encode("utf-8")
-    from .kernels.jsontext import indent_json
+    from .kernels.jsontext import indent_json  # numpy + numba: only for big documents
 
     return indent_json(compact_utf8, 1)
 
 
-def dumps(doc: Mapping[str, Any], compact_text: str | None = None) -> str:
+def dumps(doc: Mapping[str, Any]) -> str:
     """JSON as bundles store it: ``json.dumps(doc, indent=1, ensure_ascii=False)``, no NaN
-    (JSON has none), lone surrogates escaped (:func:`encodable`). ``compact_text``:
-    ``compact(doc)`` when the caller has it already."""
-    text = compact_text if compact_text is not None else compact(doc)
+    (JSON has none), lone surrogates escaped (:func:`encodable`)."""
+    text = compact(doc)
     if len(text) <= _COMPILED_ABOVE:
         return encodable(json.dumps(doc, indent=1, allow_nan=False, ensure_ascii=False))
-    from .kernels.jsontext import indent_json  # numpy + numba: only for big documents
-
-    return indent_json(text.encode("utf-8"), 1).decode("utf-8")
+    return dumps_utf8(doc, text.encode("utf-8")).decode("utf-8")
 
 
 def validate(doc: Any, where: str) -> dict[str, Any]:
