@@ -7,8 +7,10 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import sys
 import tempfile
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,48 @@ for _var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_CACH
     os.environ.pop(_var, None)
 os.environ.update({"HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1",
                    "NO_PROXY": "127.0.0.1,127.0.0.2,localhost"})
+
+# --------------------------------------------------------------------------- disk
+# Test data is removed once it is no longer needed, so the suite's footprint on disk stays a few
+# GB whatever its length (it was 11 GB at its peak when every folder lived until the session
+# ended): a test's tmp_path after the test, a module's folders (tmp_path_factory) after the
+# module, unless a test of that module failed (then they stay for a look). A folder whose name
+# starts with "session-" is kept to the end (a session-scoped fixture's data).
+_FAILED = pytest.StashKey[bool]()
+_FAILED_MODULES: set[str] = set()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:  # (setup, call or teardown)
+        item.stash[_FAILED] = True
+        _FAILED_MODULES.add(item.nodeid.split("::")[0])
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _tmp_path_removed_when_passed(request: pytest.FixtureRequest) -> Iterator[None]:
+    path = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if path is not None and not request.node.stash.get(_FAILED, False):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_folders_removed_when_passed(request: pytest.FixtureRequest,
+                                        tmp_path_factory: pytest.TempPathFactory
+                                        ) -> Iterator[None]:
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    yield
+    if request.node.nodeid.split("::")[0] in _FAILED_MODULES:
+        return
+    for path in set(base.iterdir()) - before:
+        if not path.name.startswith("session-"):
+            shutil.rmtree(path, ignore_errors=True)
+
 
 # package, path inside it, sha256 (see ../shared/DATA.md; installed with pip --no-deps)
 REAL = {

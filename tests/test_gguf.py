@@ -431,7 +431,8 @@ def big_vocab_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tensors = {"token_embd.weight": ("Q8_0", gguf.quants.quantize(
                    rng.standard_normal((256, 64)).astype(np.float32), Q.Q8_0)),
                "blk.0.attn_q.weight": ("F16", rng.standard_normal((64, 64)).astype(np.float16))}
-    return write_gguf(tmp_path_factory.mktemp("vocab") / "vocab262k.gguf", tensors, setup=setup)
+    return write_gguf(tmp_path_factory.mktemp("session-vocab") / "vocab262k.gguf", tensors,
+                      setup=setup)
 
 
 @pytest.mark.slow
