@@ -148,13 +148,14 @@ def _moe_arguments(p: argparse.ArgumentParser, *, render: bool) -> None:
     g.add_argument("--cka", choices=("auto", "exact", "sketch"), default="auto",
                    help="expert similarity: exact debiased CKA where cheap, sketched above "
                         "(auto, default), or always one of them")
-    g.add_argument("--cka-sample", type=int, default=None, metavar="K",
-                   help="features of each of the two CKA sketches (default: the power of two "
-                        "at least 256 and at least 128·I/H: within 0.03 of exact; the pairs "
-                        "cost E²·k²·H, so 128 or 64 is 4x or 16x faster and less accurate)")
-    g.add_argument("--cka-heavy", type=int, default=16, metavar="N",
-                   help="per expert, most outlier hidden coordinates (squared norm > 8x the "
-                        "mean) whose CKA terms are computed exactly, not sketched (default 16)")
+    g.add_argument("--cka-sample", type=int, default=None, metavar="M",
+                   help="hidden coordinates whose Gram rows the sketched CKA computes exactly "
+                        "(default: at least 32 and M·H >= 65536: within 0.012 of exact; "
+                        "each expert costs M·H·I)")
+    g.add_argument("--cka-heavy", type=int, default=64, metavar="N",
+                   help="per (layer, role), most outlier hidden coordinates (squared norm > "
+                        "4x the mean in an expert) whose CKA terms are all computed exactly "
+                        "(default 64)")
     g.add_argument("--moe-memory", default="768M", metavar="BYTES",
                    help="memory of the MoE computation, all its processes together, e.g. "
                         "768M, 4G (default 768M; less: fewer processes, and cosines from every "

@@ -178,7 +178,7 @@ class DiffOptions:
                            tuple(s for s in ("delta", "a", "b") if s in scenes))
 
 
-MoESketch = Literal["countsketch", "gaussian"]
+MoESketch = Literal["rows", "countsketch", "gaussian"]
 CkaMode = Literal["auto", "exact", "sketch"]
 
 
@@ -191,14 +191,18 @@ class MoEOptions:
     only: bool = False
     """Render only the MoE scenes (``weightvis moe``)."""
     cka_sample: int | None = None
-    """Features k of each of the two CKA sketches (``--cka-sample``); None: ``sketch_size``
-    (a power of two, at least 256 and at least 128·I/H: the pairs cost E²·k²·H)."""
-    cka_heavy: int = 16
-    """Most hidden coordinates per expert whose rows of the CKA Gram are computed exactly
-    (``--cka-heavy``; a coordinate whose squared norm is above 8x the mean — an outlier
-    channel — otherwise dominates the sketch's noise; costs h·H·I multiply-adds and h·H
-    float32 per expert)."""
-    cka_sketch: MoESketch = "countsketch"
+    """The sketch's size (``--cka-sample``): hidden coordinates m whose Gram rows the row
+    sample computes (``cka_sketch`` "rows"), or features k of each of the two feature
+    sketches; None: ``sketch_size``."""
+    cka_heavy: int = 64
+    """Most heavy hidden coordinates — outlier channels, whose terms otherwise dominate the
+    estimate's noise — whose Gram rows are computed exactly (``--cka-heavy``): per group for
+    the row sample (squared norm above 4x the mean in any expert), per expert for the feature
+    sketches (above 8x); h·H·I multiply-adds and h·H float32 per expert."""
+    cka_sketch: MoESketch = "rows"
+    """The estimator above the exact size: "rows" (exact Gram rows at a shared random sample
+    of hidden coordinates, weightvis.moe.sampled), or two independent feature sketches,
+    "countsketch" or "gaussian" (weightvis.moe.cka; kept to compare)."""
     cka: CkaMode = "auto"
     """"auto": exact CKA for a (layer, role) when it costs at most ``cka_exact_max``
     multiply-adds or at most half the sketch's pairs' (float64 Grams against float32
@@ -225,25 +229,36 @@ class MoEOptions:
     probe_tokens: tuple[int, ...] | None = None
 
     def sketch_size(self, experts: int, examples: int = 1, features: int = 0) -> int:
-        """k for a (layer, role) of ``experts`` routed experts whose CKA representations are
-        ``examples`` (H) x ``features`` (I): ``cka_sample``, or by default the power of two
-        at least 256 and at least 128·I/H (the estimate's noise grows with I/(k·H); with it
-        every pair type measured stays within 0.03 of exact for H ≥ 512, docs/moe.md
-        "Accuracy"; 128 is within 0.062, 64 within 0.045 at H = 1792). Mixtral-8x7B: 512;
-        DeepSeek-V3: 256. ``experts`` does not change the default (the pairs cost E²·k²·H:
-        ``--cka-sample`` trades accuracy for time)."""
+        """The sketch's size for a (layer, role) of ``experts`` routed experts whose CKA
+        representations are ``examples`` (H) x ``features`` (I): ``cka_sample``, or by
+        default — rows: m = ``sampled.sample_rows(H)`` (at least 32, m·H ≥ 2¹⁶: 64 at
+        H = 1024, 32 from H = 2048; the error ≈ 1/√(m·H), README "Accuracy"); feature
+        sketches: the power of two at least 256 and at least 128·I/H (their noise grows with
+        I/(k·H))."""
         if self.cka_sample is not None:
             return self.cka_sample
+        if self.cka_sketch == "rows":
+            from .moe.sampled import sample_rows
+
+            return sample_rows(examples)
         need = 128 * features / max(1, examples)
         return max(256, 1 << max(0, math.ceil(math.log2(max(1.0, need)))))
+
+    def sketch_cost(self, experts: int, examples: int, features: int) -> int:
+        """Multiply-adds of the sketched CKA of a group (rows: each expert's sampled rows,
+        m·H·I, and the pairs, E²·m·H; feature sketches: their pairs, E²·k²·H)."""
+        k = self.sketch_size(experts, examples, features)
+        if self.cka_sketch == "rows":
+            return experts * k * examples * features + experts * experts * k * examples
+        return experts * experts * k * k * examples
 
     def __post_init__(self) -> None:
         if self.cka_sample is not None and self.cka_sample < 1:
             raise ValueError(f"cka_sample must be at least 1, not {self.cka_sample}")
         if self.cka not in ("auto", "exact", "sketch"):
             raise ValueError(f"cka must be auto, exact or sketch, not {self.cka!r}")
-        if self.cka_sketch not in ("countsketch", "gaussian"):
-            raise ValueError(f"cka_sketch must be countsketch or gaussian, not "
+        if self.cka_sketch not in ("rows", "countsketch", "gaussian"):
+            raise ValueError(f"cka_sketch must be rows, countsketch or gaussian, not "
                              f"{self.cka_sketch!r}")
         if self.memory < 1:
             raise ValueError(f"moe memory must be positive, not {self.memory}")

@@ -15,8 +15,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-__all__ = ["moments", "dot64", "gram_apply", "sketch_pass", "SketchPass", "warm_up", "MOMENTS",
-           "M_SUMSQ", "M_SUMABS", "M_MAXABS", "M_ZEROS", "M_NONFINITE"]
+__all__ = ["moments", "dot64", "gram_apply", "sketch_pass", "SketchPass", "example_sums",
+           "warm_up", "MOMENTS", "M_SUMSQ", "M_SUMABS", "M_MAXABS", "M_ZEROS", "M_NONFINITE"]
 
 M_SUMSQ, M_SUMABS, M_MAXABS, M_ZEROS, M_NONFINITE = 0, 1, 2, 3, 4
 MOMENTS = 5
@@ -155,6 +155,32 @@ def _sketch_cols(w, b1, s1, b2, s2, z1, z2, sq, total):  # type: ignore[no-untyp
                 z2[b, i0 + r] = t2[r, b]
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _sums_rows(w, sq, total):  # type: ignore[no-untyped-def]
+    """The rows of w are the features: sq[j] += w[i, j]² and total[i] = Σ_j w[i, j]."""
+    h, c = w.shape
+    for i in range(h):
+        acc = 0.0
+        for j in range(c):
+            x = w[i, j]
+            sq[j] += np.float64(x) * x
+            acc += x
+        total[i] = acc
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _sums_cols(w, sq, total):  # type: ignore[no-untyped-def]
+    """The columns of w are the features: sq[i] = Σ_j w[i, j]² and total[j] += w[i, j]."""
+    h, c = w.shape
+    for i in range(h):
+        acc = 0.0
+        for j in range(c):
+            x = w[i, j]
+            acc += np.float64(x) * x
+            total[j] += x
+        sq[i] = acc
+
+
 def _check(w: np.ndarray) -> np.ndarray:
     if w.dtype != np.float32 or w.ndim != 2:
         raise TypeError(f"expected a float32 matrix, got {w.dtype} with shape {w.shape}")
@@ -235,6 +261,17 @@ def sketch_pass(w: np.ndarray, axis: int, maps: tuple[tuple[np.ndarray, np.ndarr
     return out
 
 
+def example_sums(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """In one pass over the float32 matrix ``w`` whose features run along ``axis`` (as
+    ``sketch_pass``): the examples' squared norms (float64 [n]) and the features' sums over the
+    examples (float64 [p])."""
+    w = _check(w)
+    sq = np.zeros(w.shape[1 - axis], np.float64)
+    total = np.zeros(w.shape[axis], np.float64)
+    (_sums_rows if axis == 0 else _sums_cols)(w, sq, total)
+    return sq, total
+
+
 def warm_up() -> None:
     """Compile (or load from numba's cache) every kernel here, before processes fork."""
     w = np.ones((2, 3), np.float32)
@@ -244,3 +281,4 @@ def warm_up() -> None:
     for axis in (0, 1):
         one = (np.zeros(w.shape[axis], np.int64), np.ones(w.shape[axis], np.float32))
         sketch_pass(w, axis, (one, one), 2)
+        example_sums(w, axis)

@@ -43,8 +43,8 @@ import numpy as np
 from .cross import cross_sums
 
 __all__ = ["SketchKind", "Hsic", "features", "gram_parts", "sketch_parts", "hsic1",
-           "cka_from_parts", "cka_exact", "sketched_cka", "FeatureSketch", "ExpertSketch",
-           "exact_cost", "HEAVY_RATIO",
+           "cka_from_parts", "cka_exact", "hsic_from_off", "sketched_cka", "FeatureSketch",
+           "ExpertSketch", "exact_cost", "HEAVY_RATIO",
            "cosine_from_dots", "canonical", "same_arrays", "ROLE_AXIS"]
 
 SketchKind = Literal["countsketch", "gaussian"]
@@ -111,6 +111,14 @@ def _hsic_matrix(cross: np.ndarray, a: Sequence[Hsic], b: Sequence[Hsic]) -> np.
     ta, tb = np.array([x.t for x in a]), np.array([x.t for x in b])
     out: np.ndarray = (cross - da @ db.T + np.outer(ta, tb) / ((n - 1) * (n - 2))
                        - 2.0 / (n - 2) * (ra @ rb.T)) / (n * (n - 3))
+    return out
+
+
+def hsic_from_off(off: np.ndarray, r: np.ndarray, t: np.ndarray, n: int) -> np.ndarray:
+    """HSIC₁ of every pair from off[a, b] = Σ_{i≠l} K_a[i,l] K_b[i,l] (⟨K_a, K_b⟩ − d_a·d_b),
+    the stacked r [E, n] and t [E] (``hsic1`` on arrays)."""
+    out: np.ndarray = (off + np.outer(t, t) / ((n - 1) * (n - 2))
+                       - 2.0 / (n - 2) * (r @ r.T)) / (n * (n - 3))
     return out
 
 
@@ -290,11 +298,8 @@ def sketched_cka(sketches: Sequence[ExpertSketch],
     cross = cross_sums(z1, z2, e, k, PAIR_TILE_BYTES)
     del z1, z2
     off = cross - d1 @ d2.T + _heavy_part(sketches, heavy)
-    r = np.stack([s.r for s in sketches])
-    t = np.array([s.t for s in sketches])
-    h = (off + np.outer(t, t) / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (r @ r.T)) \
-        / (n * (n - 3))
-    h = canonical(h, same)
+    h = canonical(hsic_from_off(off, np.stack([s.r for s in sketches]),
+                                np.array([s.t for s in sketches]), n), same)
     return cka_from_parts(0.5 * (h + h.T), np.diag(h).copy())
 
 

@@ -37,10 +37,12 @@ from .cka import (
     features,
     sketched_cka,
 )
+from .sampled import RowRep, plan_rows, row_moments, row_rep, sampled_cka
 from .stats import STATS, StableRankOptions, expert_stats, router_row_norms
 
 __all__ = ["GroupTask", "GroupResult", "MoENumbers", "plan_groups", "group_task",
            "moe_numbers", "cka_mode", "cosine_step", "task_processes", "task_bytes", "rep_bytes",
+           "row_count",
            "ROLE_INDEX"]
 
 ROLE_INDEX = {"gate": 0, "up": 1, "down": 2, "gate_up": 3}
@@ -112,7 +114,7 @@ def _shape(reader: Any, s: Any) -> tuple[int, int]:
 
 def cka_mode(experts: int, shape: tuple[int, int], role: str, opts: MoEOptions) -> str:
     """"exact" when exact CKA is cheap (≤ cka_exact_max multiply-adds, or in float64 no
-    slower than the sketch's pairs in float32: half their multiply-adds) and its Grams fit in
+    slower than the sketch in float32: half its multiply-adds) and its Grams fit in
     a quarter of the MoE memory; else "sketch" (unless ``opts.cka``
     forces one)."""
     if opts.cka != "auto":
@@ -120,8 +122,7 @@ def cka_mode(experts: int, shape: tuple[int, int], role: str, opts: MoEOptions) 
     x_shape = (shape[1], shape[0]) if role in ("gate", "up", "gate_up") else shape
     n, p = x_shape
     cost = exact_cost(experts, n, p)
-    k = opts.sketch_size(experts, n, p)
-    sketch = experts * experts * k * k * n
+    sketch = opts.sketch_cost(experts, n, p)
     fits = experts * n * n * 8 <= opts.memory // 4
     return "exact" if fits and (cost <= opts.cka_exact_max or 2 * cost <= sketch) else "sketch"
 
@@ -147,14 +148,30 @@ def plan_groups(structure: Any, reader: Any, opts: MoEOptions) -> list[GroupTask
     return tasks
 
 
+def row_count(task: GroupTask, shape: tuple[int, int]) -> int:
+    """Most Gram rows per expert of a row-sampled task: its sample m and up to ``cka_heavy``
+    heavy coordinates — fewer heavy ones where ``memory`` does not hold them beside two
+    matrices being read and one kept for the cosines (never fewer than m: a group whose m rows
+    alone do not fit still runs, one task at a time)."""
+    e = len(task.slices)
+    n, p = (shape[1], shape[0]) if task.role in ("gate", "up", "gate_up") else shape
+    m = task.options.sketch_size(e, n, p)
+    room = task.options.memory - 3 * 4 * n * p - e * (3 * n + p) * 8
+    fit = room // max(1, e * n * 4)
+    return min(n, max(m, min(m + task.options.cka_heavy, fit)))
+
+
 def rep_bytes(task: GroupTask, shape: tuple[int, int]) -> int:
-    """Bytes of a task's CKA representations: per expert two float32 sketches [k, n], at most
-    ``cka_heavy`` exact float32 Gram rows [n] and the float64 d and r [n]; or an n x n
-    float64 Gram."""
+    """Bytes of a task's CKA representations: per expert its sampled and heavy float32 Gram
+    rows [≤ m + ``cka_heavy``, n] and float64 sums ([3n + p]: ``sampled.RowMoments``); or two
+    float32 feature sketches [k, n], at most ``cka_heavy`` exact float32 Gram rows [n] and the
+    float64 d and r [n]; or an n x n float64 Gram."""
     e = len(task.slices)
     n, p = (shape[1], shape[0]) if task.role in ("gate", "up", "gate_up") else shape
     if task.mode == "sketch":
         k = task.options.sketch_size(e, n, p)
+        if task.options.cka_sketch == "rows":
+            return e * row_count(task, shape) * n * 4 + e * (3 * n + p) * 8
         return e * (2 * k + task.options.cka_heavy) * n * 4 + e * 2 * n * 8
     return e * n * n * 8
 
@@ -226,18 +243,35 @@ def _read_into(reader: Any, s: Any, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def _read_expert(reader: Any, task: GroupTask, e: int, into: np.ndarray | None) -> np.ndarray:
+    """Expert ``e``'s float32 matrix (C-contiguous), decoded into ``into`` where given and
+    possible (``_read_into``); a matrix of another shape or type is one clear error."""
+    from .structure import expert_matrix
+
+    s = task.slices[e]
+    w: np.ndarray = _read_into(reader, s, into) if into is not None else expert_matrix(reader, s)
+    reader.release()
+    shape = _shape(reader, task.slices[0])
+    if w.shape != shape or w.dtype != np.float32:
+        raise InputError(f"tensor {s.tensor!r}: expert {e} of layer {task.layer} ({task.role}) "
+                         f"is {w.dtype} {w.shape}, expected float32 {shape}")
+    return np.ascontiguousarray(w)
+
+
 def group_task(reader: Any, task: GroupTask) -> GroupResult:
-    """Everything of one (layer, role), each expert read once (module docstring). Runs in any
-    process: ``reader`` is that process's.
+    """Everything of one (layer, role), each expert read once or twice (module docstring).
+    Runs in any process: ``reader`` is that process's.
 
     Cosines come from one float32 product of what was kept of the experts (relative error
     ~1e-6 of the norms): the whole matrices when the group fits in ``memory``, else every s-th
     element (``cosine_step``), the same elements of every expert. An expert that is an exact
     copy of an earlier one (the same statistics, the same kept elements — all of them when the
     group fits — and the same sketches or Gram) gets that expert's rows and columns of every
-    pair matrix, so it scores exactly 1."""
-    from .structure import expert_matrix
+    pair matrix, so it scores exactly 1.
 
+    The row sample (``sampled``) needs every expert's sums before it chooses the coordinates
+    whose Gram rows it computes: its second pass uses the kept matrices, or reads each expert
+    again when they were not all kept."""
     opts = task.options
     e_count = len(task.slices)
     rows, cols = _shape(reader, task.slices[0])
@@ -254,30 +288,27 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
     kept = _scratch(e_count * m).reshape(e_count, m)
     """row e: expert e's matrix flattened (step 1) or its every step-th element"""
     reps: list[tuple[Any, ...]] = []
-    """per expert: its CKA representation (two sketches, or the Gram)"""
+    """per expert: its CKA representation (two sketches, or the Gram; rows: its sums first,
+    its Gram rows once every expert's sums have chosen them)"""
+    n = cols if task.role in ("gate", "up", "gate_up") else rows
+    p = rows + cols - n
+    seed = (opts.seed, task.layer, ROLE_INDEX.get(task.role, 9))
     sketch = None
-    if task.mode == "sketch":
-        p = rows if task.role in ("gate", "up", "gate_up") else cols
-        n_ex = cols if task.role in ("gate", "up", "gate_up") else rows
-        sketch = FeatureSketch(p, opts.sketch_size(e_count, n_ex, p),
-                               (opts.seed, task.layer, ROLE_INDEX.get(task.role, 9)),
-                               opts.cka_sketch, opts.cka_heavy)
+    by_rows = task.mode == "sketch" and opts.cka_sketch == "rows"
+    if task.mode == "sketch" and opts.cka_sketch != "rows":
+        sketch = FeatureSketch(p, opts.sketch_size(e_count, n, p), seed, opts.cka_sketch,
+                               opts.cka_heavy)
     steps = 0
     for e in range(e_count):
-        w: np.ndarray = (_read_into(reader, task.slices[e], kept[e].reshape(rows, cols))
-                         if step == 1 else expert_matrix(reader, task.slices[e]))
-        reader.release()
-        if w.shape != (rows, cols) or w.dtype != np.float32:
-            raise InputError(f"tensor {task.slices[e].tensor!r}: expert {e} of layer "
-                             f"{task.layer} ({task.role}) is {w.dtype} {w.shape}, expected "
-                             f"float32 {(rows, cols)}")
-        w = np.ascontiguousarray(w)
+        w = _read_expert(reader, task, e, kept[e].reshape(rows, cols) if step == 1 else None)
         st = expert_stats(w, sr_opts)
         stats[e] = st.values()
         dead[e] = st.dead
         steps += st.iterations
         fingerprints.append(st.values()[:4])
-        if sketch is not None:
+        if by_rows:
+            reps.append((row_moments(w, task.role),))
+        elif sketch is not None:
             reps.append(tuple(sketch.apply(w, task.role)))
         else:
             x = features(w, task.role).astype(np.float64)
@@ -285,7 +316,19 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
         if step != 1:  # (step 1: w is kept[e] already)
             kept[e] = w.reshape(-1)[::step]
         del w
-        for e2 in range(e):  # an exact copy of an earlier expert?
+    stacked = None
+    if by_rows:  # the second pass: every expert's Gram rows at the group's coordinates
+        m = opts.sketch_size(e_count, n, p)
+        plan = plan_rows([r[0] for r in reps], m,
+                         max(0, row_count(task, (rows, cols)) - m), seed)
+        stacked = np.empty((e_count, plan.rows, n), np.float32)
+        for e in range(e_count):
+            w = (kept[e].reshape(rows, cols) if step == 1
+                 else _read_expert(reader, task, e, None))
+            reps[e] = tuple(row_rep(w, task.role, reps[e][0], plan, out=stacked[e]))
+            del w
+    for e in range(e_count):  # an exact copy of an earlier expert?
+        for e2 in range(e):
             if same[e2] == e2 and fingerprints[e2] == fingerprints[e] \
                     and np.array_equal(kept[e2], kept[e]) \
                     and all(np.array_equal(a, b) for a, b in zip(reps[e2], reps[e],
@@ -293,15 +336,17 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
                 same[e] = e2
                 break
     dots = (kept @ kept.T).astype(np.float64)  # (one pass over what was kept)
-    n = cols if task.role in ("gate", "up", "gate_up") else rows
     if n < 4:  # the unbiased HSIC needs four examples
         cka = np.full((e_count, e_count), np.nan)
+    elif by_rows:
+        cka = sampled_cka([RowRep(*r) for r in reps], same, stacked)
     elif sketch is not None:
         cka = sketched_cka([ExpertSketch(*r) for r in reps], same)
     else:
         cka = cka_exact([r[0] for r in reps], same)
+    reads = e_count * (2 if by_rows and step != 1 else 1)
     return GroupResult(task.layer, task.role, stats, dead, cka,
-                       cosine_from_dots(canonical(dots, same)), task.mode, e_count, steps,
+                       cosine_from_dots(canonical(dots, same)), task.mode, reads, steps,
                        step)
 
 

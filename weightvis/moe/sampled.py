@@ -1,0 +1,182 @@
+"""Debiased CKA (cka.py's HSIC₁) estimated from **exact rows** of every expert's Gram at a
+shared random sample of hidden coordinates — the default estimator above the exact size.
+
+The one part of HSIC₁ that costs n²·p per expert is the off-diagonal sum
+T(a, b) = Σ_{i≠l} K_a[i,l]·K_b[i,l] (K = XXᵀ, X of n = H examples by p = I features; d, r and
+t are exact from one pass). It is a sum over the rows i of K. The rows are split into
+
+* V, the *heavy* coordinates: those whose (translated) squared norm is above
+  ``ROW_HEAVY_RATIO`` times the mean in any expert of the group — outlier channels — at most
+  ``heavy_max`` of them, the heaviest. Every term with i or l in V is computed exactly: the
+  rows of V in full (entries outside V counted twice, for the symmetric column);
+* the others, from which a uniform sample S of m coordinates is drawn (without replacement,
+  seeded by the bundle seed, layer and role; the same for every expert of the group). Their
+  terms outside V's columns are summed over S and scaled by (n − |V|)/m: an unbiased estimate
+  (a sampling matrix applied to K: a row-sampling sketch of the Gram, shared by the experts).
+
+So each expert costs (|V| + m)·n·p multiply-adds (one float32 product of its rows V ∪ S
+with X) and holds (|V| + m)·n float32; the pairs cost E²·(|V| + m)·n. The estimate's error
+comes only from which rows were sampled, ≈ 1/√(m·n) of the self-similarity for unrelated
+experts: m = ``sample_rows(n)`` keeps m·n ≥ 2¹⁶ (64 rows at H = 1024, 32 from H = 2048). K is
+the same for any order — any orthogonal map — of an expert's neurons, so a neuron-permuted
+copy gives the same rows: CKA 1 to float32 rounding (a feature sketch sees a permuted copy as
+another matrix: ±0.03). Where S ∪ V is every coordinate the numbers are exact (in float32
+products).
+
+X is first translated by the mean of its rows outside V (HSIC₁ is unchanged by any
+per-feature translation; the float32 products then do not carry a common offset), and the
+sampled rows are translated before the product (so K's entries are not the small difference
+of two large float32 numbers). Errors measured against exact on MOE.md's pair types and on
+hidden coordinates of log-normal scale: benchmarks/cka_sketch_error.py, README "Accuracy".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from ..kernels.moe import example_sums
+from .cka import ROLE_AXIS, canonical, cka_from_parts, features, hsic_from_off
+
+__all__ = ["ROW_HEAVY_RATIO", "ROW_BUDGET", "MIN_ROWS", "sample_rows", "RowMoments",
+           "row_moments", "RowPlan", "plan_rows", "RowRep", "row_rep", "sampled_cka"]
+
+ROW_HEAVY_RATIO = 4.0
+"""A hidden coordinate is heavy when its translated squared norm is above this many times the
+mean in some expert of the group (its rows' share of the sampled sum's variance grows with the
+square of that ratio)."""
+
+ROW_BUDGET = 1 << 16
+"""m·n of the default sample (m rows of n examples): the error ≈ 1/√(m·n)."""
+
+MIN_ROWS = 32
+"""Fewest rows sampled by default (the spread of rows' sums, not only n, sets the error)."""
+
+
+def sample_rows(n: int) -> int:
+    """Default m for n hidden coordinates: at least ``MIN_ROWS`` and m·n ≥ ``ROW_BUDGET``."""
+    return max(MIN_ROWS, -(-ROW_BUDGET // max(1, n)))
+
+
+class RowMoments(NamedTuple):
+    """One pass over an expert (``row_moments``): what the plan and the exact terms need."""
+
+    sq: np.ndarray
+    """float64 [n]: ‖x_i‖²."""
+    total: np.ndarray
+    """float64 [p]: Σ_i x_i."""
+    xt: np.ndarray
+    """float64 [n]: x_i · Σ_l x_l."""
+    spread: np.ndarray
+    """float64 [n]: ‖x_i − x̄‖² (the heavy test)."""
+
+
+def row_moments(w: np.ndarray, role: str) -> RowMoments:
+    """The sums of expert matrix ``w`` (float32 [out, in]) for ``role``'s X: one pass over
+    ``w`` and one matrix-vector product."""
+    sq, total = example_sums(w, ROLE_AXIS[role])
+    x = features(w, role)
+    n = x.shape[0]
+    xt = (x @ total.astype(np.float32)).astype(np.float64)
+    spread = np.maximum(sq - 2.0 * xt / max(1, n) + total @ total / max(1, n) ** 2, 0.0)
+    return RowMoments(sq, total, xt, spread)
+
+
+class RowPlan(NamedTuple):
+    """Which of a group's n hidden coordinates give their Gram rows (``plan_rows``)."""
+
+    heavy: np.ndarray
+    """int64, ascending: V, computed exactly."""
+    sample: np.ndarray
+    """int64, ascending: S, sampled from the others."""
+    weight: float
+    """(n − |V|) / |S|: 1 when S is all the others (then the estimate is exact)."""
+    n: int
+
+    @property
+    def rows(self) -> int:
+        return int(self.heavy.size + self.sample.size)
+
+
+def plan_rows(moments: Sequence[RowMoments], m: int, heavy_max: int,
+              seed: Sequence[int]) -> RowPlan:
+    """V (at most ``heavy_max``, the heaviest) and a uniform sample of ``m`` of the other
+    coordinates, drawn from ``seed`` (bundle seed, layer, role)."""
+    if m < 1:
+        raise ValueError(f"sample size must be at least 1, not {m}")
+    n = moments[0].sq.size
+    ratio = np.zeros(n)
+    for mo in moments:
+        mean = float(mo.spread.mean()) if n else 0.0
+        if mean > 0 and np.isfinite(mean):
+            np.fmax(ratio, mo.spread / mean, out=ratio)
+    heavy = np.flatnonzero(ratio > ROW_HEAVY_RATIO)
+    if heavy.size > heavy_max:
+        heavy = np.sort(heavy[np.argsort(-ratio[heavy], kind="stable")[:heavy_max]])
+    rest = np.setdiff1d(np.arange(n), heavy)
+    if rest.size <= m:
+        return RowPlan(heavy.astype(np.int64), rest.astype(np.int64), 1.0, n)
+    rng = np.random.default_rng([*seed, 3])
+    sample = np.sort(rng.choice(rest, m, replace=False))
+    return RowPlan(heavy.astype(np.int64), sample.astype(np.int64), rest.size / m, n)
+
+
+class RowRep(NamedTuple):
+    """What the pairs need of one expert (``row_rep``)."""
+
+    q: np.ndarray
+    """float32 [|V| + |S|, n]: rows V then S of the translated K, zero on K's diagonal, each
+    scaled by the square root of its terms' weight (V: 2 outside V's columns, 1 inside; S:
+    the plan's weight, 0 in V's columns), so that T(a, b) = ⟨q_a, q_b⟩."""
+    d: np.ndarray
+    """float64 [n]: the exact diag K."""
+    r: np.ndarray
+    """float64 [n]: the exact K1 − d."""
+    t: float
+    """The exact 1ᵀK1 − Σd."""
+
+
+def row_rep(w: np.ndarray, role: str, mo: RowMoments, plan: RowPlan,
+            out: np.ndarray | None = None) -> RowRep:
+    """Expert ``w``'s rows of K at the plan's coordinates and its exact d, r, t; ``out``:
+    float32 [rows, n] to write q into."""
+    x = features(w, role)
+    n = x.shape[0]
+    v, s = plan.heavy, plan.sample
+    light = max(1, n - v.size)
+    mu = (mo.total - x[v].sum(axis=0, dtype=np.float64)) / light
+    mu32 = mu.astype(np.float32)
+    xmu = (x @ mu32).astype(np.float64)                       # x_i · μ
+    d = np.maximum(mo.sq - 2.0 * xmu + mu @ mu, 0.0)          # ‖x_i − μ‖²
+    tot = mo.total - n * mu                                   # Σ (x_i − μ)
+    r = (mo.xt - n * xmu) - mu @ tot - d                      # K1 − d
+    idx = np.concatenate([v, s])
+    xr = x[idx] - mu32                                        # [rows, p]
+    q = out if out is not None else np.empty((idx.size, n), np.float32)
+    np.matmul(xr, x.T, out=q)                                 # (x_i − μ) · x_l
+    q -= (xr @ mu32)[:, None]                                 # − (x_i − μ) · μ
+    q[np.arange(idx.size), idx] = 0.0
+    nv = v.size
+    col = np.full(n, np.float32(np.sqrt(2.0)))
+    col[v] = 1.0
+    q[:nv] *= col
+    q[nv:] *= np.float32(np.sqrt(plan.weight))
+    q[nv:, v] = 0.0
+    return RowRep(q, d, r, float(tot @ tot - d.sum()))
+
+
+def sampled_cka(reps: Sequence[RowRep], same: Sequence[int] | None = None,
+                stacked: np.ndarray | None = None) -> np.ndarray:
+    """E x E debiased CKA from the experts' ``RowRep`` of one plan: T = one float32 product of
+    the stacked rows (float64 result), d, r, t exact. ``same`` as for ``cka.cka_exact``;
+    ``stacked``: float32 [E, rows, n] already holding every q (row_rep's ``out``), so that
+    they are not copied."""
+    q = (stacked.reshape(len(reps), -1) if stacked is not None
+         else np.stack([rep.q.reshape(-1) for rep in reps]))
+    off = (q @ q.T).astype(np.float64)
+    n = reps[0].d.size
+    h = canonical(hsic_from_off(off, np.stack([rep.r for rep in reps]),
+                                np.array([rep.t for rep in reps]), n), same)
+    return cka_from_parts(0.5 * (h + h.T), np.diag(h).copy())
