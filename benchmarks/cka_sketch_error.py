@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""Sketched debiased CKA against exact (weightvis.moe.cka), for the pair types of MOE.md §3.4.
+"""Estimated debiased CKA against exact, for the pair types of MOE.md §3.4 and hidden
+coordinates of unequal scale.
 
 For each pair type (gate-like W [I, H]: examples = H, features = I), the exact debiased CKA and
-the cross-sketch estimate from two independent CountSketch maps and from two Gaussian maps, at
-several sketch sizes k over several seeds: the RMS and the largest error against exact, and the
-time to sketch one expert. Prints a table; ``--out-json`` keeps the numbers::
+the estimates over several seeds: the row sample (weightvis.moe.sampled, the default: exact Gram
+rows at m shared hidden coordinates, ``--ms``, 0 = the default m for H) and the cross-sketch
+estimate from two independent CountSketch or Gaussian maps of k features (weightvis.moe.cka,
+``--ks``, ``--kinds``). Per estimator and size: the RMS and the largest error against exact,
+and the time for one expert's representation. Prints a table; ``--out-json`` keeps the
+numbers::
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/cka_sketch_error.py --hidden 1792 --inter 512
-    OPENBLAS_NUM_THREADS=1 python benchmarks/cka_sketch_error.py --hidden 512 --inter 1792
+    OPENBLAS_NUM_THREADS=1 python benchmarks/cka_sketch_error.py --hidden 1024 --inter 3584
+    OPENBLAS_NUM_THREADS=1 python benchmarks/cka_sketch_error.py --hidden 512 --inter 1792 \
+        --ms 0,32 --ks 512 --kinds countsketch
 """
 
 from __future__ import annotations
@@ -23,6 +28,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from weightvis.moe.cka import FeatureSketch, cka_exact, sketched_cka  # noqa: E402
+from weightvis.moe.sampled import (  # noqa: E402
+    plan_rows,
+    row_moments,
+    row_rep,
+    sample_rows,
+    sampled_cka,
+)
 
 
 def pairs(h: int, i: int, rng: np.random.Generator) -> Iterator[tuple[str, np.ndarray,
@@ -55,17 +67,44 @@ def pairs(h: int, i: int, rng: np.random.Generator) -> Iterator[tuple[str, np.nd
     yield "permuted partial copy rho=0.7, four x20 outlier coordinates", a, b[rng.permutation(i)]
     a, b = g(i, h), g(i, h)
     yield "independent, each neuron offset by N(0, 3)", a + 3 * g(i, 1), b + 3 * g(i, 1)
+    for spread in (1.0, 1.5):   # a residual stream's coordinates are of unequal scale
+        scale = np.exp(spread * g(h))
+        yield f"independent, coordinate scales log-normal({spread})", g(i, h) * scale, \
+            g(i, h) * scale
+    scale = np.exp(g(h))
+    a = g(i, h) * scale
+    b = 0.7 * a + np.sqrt(0.51) * g(i, h) * scale
+    yield "permuted partial copy rho=0.7, coordinate scales log-normal(1)", a, \
+        b[rng.permutation(i)]
+    a, b = g(i, h), g(i, h)
+    a[:, :40] *= 6
+    b[:, :40] *= 6
+    yield "independent, forty x6 coordinates in both", a, b
+
+
+def row_estimate(wa: np.ndarray, wb: np.ndarray, m: int, seed: int) -> float:
+    mos = [row_moments(w, "gate") for w in (wa, wb)]
+    plan = plan_rows(mos, m, 64, (seed, 0, 0))
+    reps = [row_rep(w, "gate", mo, plan) for w, mo in zip((wa, wb), mos, strict=True)]
+    return float(sampled_cka(reps)[0, 1])
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hidden", type=int, default=1792)
     ap.add_argument("--inter", type=int, default=512)
-    ap.add_argument("--ks", default="64,128,256")
-    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--ms", default="0", help="row sample sizes (0: the default for H)")
+    ap.add_argument("--ks", default="256", help="feature sketch sizes")
+    ap.add_argument("--kinds", default="countsketch", help="feature sketches: countsketch,"
+                    "gaussian (empty: none)")
+    ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--out-json")
     a = ap.parse_args()
-    ks = [int(k) for k in a.ks.split(",")]
+    ms = [int(m) or sample_rows(a.hidden) for m in a.ms.split(",") if m]
+    ks = [int(k) for k in a.ks.split(",") if k]
+    kinds = [k for k in a.kinds.split(",") if k]
+    estimators = [(f"rows_m{m}", "rows", m) for m in ms] + \
+        [(f"{kind}_k{k}", kind, k) for kind in kinds for k in ks]
     rng = np.random.default_rng(0)
     rows = []
     for name, wa, wb in pairs(a.hidden, a.inter, rng):
@@ -73,31 +112,29 @@ def main() -> int:
         grams = [w.T.astype(np.float64) @ w.astype(np.float64) for w in (wa, wb)]
         exact = float(cka_exact(grams)[0, 1])
         row = {"pair": name, "exact": exact}
-        for kind in ("countsketch", "gaussian"):
-            for k in ks:
-                errs, secs = [], []
-                for seed in range(a.seeds):
-                    fs = FeatureSketch(a.inter, k, (seed, 0, 0), kind)  # type: ignore[arg-type]
-                    t0 = time.perf_counter()
-                    sa = fs.apply(wa, "gate")
-                    secs.append(time.perf_counter() - t0)
-                    sb = fs.apply(wb, "gate")
-                    errs.append(float(sketched_cka([sa, sb])[0, 1]) - exact)
-                e = np.array(errs)
-                row[f"{kind}_k{k}"] = {"rms": float(np.sqrt(np.mean(e * e))),
-                                       "max": float(np.abs(e).max()),
-                                       "mean": float(e.mean()),
-                                       "sketch_ms": 1e3 * float(np.median(secs))}
+        for key, kind, size in estimators:
+            errs, secs = [], []
+            for seed in range(a.seeds):
+                t0 = time.perf_counter()
+                if kind == "rows":
+                    errs.append(row_estimate(wa, wb, size, seed) - exact)
+                    secs.append((time.perf_counter() - t0) / 2)
+                    continue
+                fs = FeatureSketch(a.inter, size, (seed, 0, 0), kind)  # type: ignore[arg-type]
+                sa = fs.apply(wa, "gate")
+                secs.append(time.perf_counter() - t0)
+                sb = fs.apply(wb, "gate")
+                errs.append(float(sketched_cka([sa, sb])[0, 1]) - exact)
+            e = np.array(errs)
+            row[key] = {"rms": float(np.sqrt(np.mean(e * e))), "max": float(np.abs(e).max()),
+                        "mean": float(e.mean()), "ms_per_expert": 1e3 * float(np.median(secs))}
         rows.append(row)
-        cells = "  ".join(f"{kind[:5]} k{k}: rms {row[f'{kind}_k{k}']['rms']:.4f} "
-                          f"max {row[f'{kind}_k{k}']['max']:.4f}"
-                          for kind in ("countsketch", "gaussian") for k in ks)
-        print(f"{name:48s} exact {exact:+.4f}  {cells}", flush=True)
-    for kind in ("countsketch", "gaussian"):
-        for k in ks:
-            ms = np.median([r[f"{kind}_k{k}"]["sketch_ms"] for r in rows])
-            worst = max(r[f"{kind}_k{k}"]["max"] for r in rows)
-            print(f"{kind:12s} k={k:4d}: sketch one expert {ms:7.2f} ms; worst |error| {worst:.4f}")
+        cells = "  ".join(f"{key}: max {row[key]['max']:.4f}" for key, _, _ in estimators)
+        print(f"{name:62s} exact {exact:+.4f}  {cells}", flush=True)
+    for key, _, _ in estimators:
+        ms_ = np.median([r[key]["ms_per_expert"] for r in rows])
+        worst = max(r[key]["max"] for r in rows)
+        print(f"{key:16s}: one expert {ms_:7.2f} ms; worst |error| {worst:.4f}")
     if a.out_json:
         Path(a.out_json).write_text(json.dumps({"hidden": a.hidden, "inter": a.inter,
                                                 "seeds": a.seeds, "rows": rows}, indent=1))

@@ -158,13 +158,13 @@ def _row_cka(ws: list[np.ndarray], role: str, seed: int, m: int | None = None,
     (512, 1792, "gate"), (512, 1792, "down")])
 def test_row_sample_within_0_03_of_exact(h: int, i: int, role: str) -> None:
     """The default estimator (exact Gram rows at the default sample of hidden coordinates:
-    64 at H = 1024, 128 at H = 512) over 4 seeds: every pair type — random, low-rank, permuted
+    32 from H = 1024, 64 at H = 512) over 4 seeds: every pair type — random, low-rank, permuted
     partial and whole copies, outlier coordinates in both, one or several, coordinates of
     log-normal scale, forty x6 coordinates — within 0.03 of exact float64 CKA (acceptance:
     H >= 512); a copy exactly 1; a permuted copy 1 to float32 rounding."""
     from weightvis.moe.sampled import sample_rows
 
-    assert MoEOptions().sketch_size(8, h, i) == sample_rows(h) == max(32, -(-65536 // h))
+    assert MoEOptions().sketch_size(8, h, i) == sample_rows(h) == max(32, -(-32768 // h))
     worst = 0.0
     for name, (wa, wb) in _pair_types(h, i, 5, extra=True).items():
         if role == "down":
@@ -376,6 +376,38 @@ def test_a_group_too_big_for_memory_samples_the_cosines(
                                   equal_nan=True)
 
 
+def test_a_group_not_kept_takes_its_cosine_stride_from_the_rows_it_has(
+        tiny: tuple[Path, dict[str, np.ndarray]]) -> None:
+    """Room for the cosines at stride 4 beside the most rows a plan could have (8 sampled + 56
+    heavy), at stride 2 beside the rows the plans have: the second pass keeps every 2nd element
+    (finer cosines, the same memory bound); CKA and statistics are those of a roomy run."""
+    from weightvis.moe.summary import GroupTask, cosine_step, rep_bytes, row_count
+
+    folder, tensors = tiny
+    opts = {"cka": "sketch", "cka_sample": 8, "cka_heavy": 56}
+    size, n, p = 64 * 96, 64, 96
+    memory = 2 * 4 * size + 4 * (64 * n * 4 + (3 * n + p) * 8) + 4 * size
+    task = GroupTask(1, "gate", (None,) * 4, "sketch", MoEOptions(memory=memory, **opts))
+    assert row_count(task, (96, 64)) == 64
+    assert cosine_step(4, size, memory, rep_bytes(task, (96, 64))) == 4
+    assert cosine_step(4, size, memory, 4 * (8 * n * 4 + (3 * n + p) * 8)) == 2
+    tight = numbers(folder, memory=memory, **opts)
+    roomy = numbers(folder, **opts)
+    got = {s for by in tight.cosine_steps.values() for s in by.values()}
+    assert got and got <= {2, 3} and 2 in got, got
+    assert tight.reads == 2 * roomy.reads
+    layer, copy, src = Planted.copy
+    for role in roomy.roles:
+        for layer_id in roomy.layers:
+            assert np.array_equal(roomy.similarity["cka"][role][layer_id],
+                                  tight.similarity["cka"][role][layer_id], equal_nan=True)
+        step = tight.cosine_steps[role][layer]
+        ws = [w.reshape(-1)[::step] for w in expert_weights(tensors, layer, role, 4)]
+        assert tight.similarity["cosine"][role][layer][0, 1] == pytest.approx(
+            cosine(ws[0], ws[1]), abs=1e-6)
+        assert tight.similarity["cosine"][role][layer][copy, src] == 1.0
+
+
 def test_fused_layout_gives_the_same_numbers(tmp_path: Path) -> None:
     a = numbers(write_moe_checkpoint(tmp_path / "per", names="qwen"))
     b = numbers(write_moe_checkpoint(tmp_path / "fused", names="fused"))
@@ -401,7 +433,7 @@ def test_memory_decides_how_many_tasks_run_at_once() -> None:
     assert opts.memory == 768 << 20
     small = GroupTask(0, "gate", (None,) * 8, "sketch", opts)
     m = opts.sketch_size(8, 1024, 3584)
-    assert m == 64          # (m·H >= 2¹⁶)
+    assert m == 32          # (m·H >= 2¹⁵)
     reps = 8 * (m + opts.cka_heavy) * 1024 * 4 + 8 * (3 * 1024 + 3584) * 8
     assert rep_bytes(small, (3584, 1024)) == reps
     feature = GroupTask(0, "gate", (None,) * 8, "sketch", MoEOptions(cka_sketch="countsketch"))

@@ -150,7 +150,7 @@ def _moe_arguments(p: argparse.ArgumentParser, *, render: bool) -> None:
                         "(auto, default), or always one of them")
     g.add_argument("--cka-sample", type=int, default=None, metavar="M",
                    help="hidden coordinates whose Gram rows the sketched CKA computes exactly "
-                        "(default: at least 32 and M·H >= 65536: within 0.012 of exact; "
+                        "(default: at least 32 and M·H >= 32768: within 0.02 of exact; "
                         "each expert costs M·H·I)")
     g.add_argument("--cka-heavy", type=int, default=64, metavar="N",
                    help="per (layer, role), most outlier hidden coordinates (squared norm > "

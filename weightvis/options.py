@@ -231,8 +231,8 @@ class MoEOptions:
     def sketch_size(self, experts: int, examples: int = 1, features: int = 0) -> int:
         """The sketch's size for a (layer, role) of ``experts`` routed experts whose CKA
         representations are ``examples`` (H) x ``features`` (I): ``cka_sample``, or by
-        default — rows: m = ``sampled.sample_rows(H)`` (at least 32, m·H ≥ 2¹⁶: 64 at
-        H = 1024, 32 from H = 2048; the error ≈ 1/√(m·H), README "Accuracy"); feature
+        default — rows: m = ``sampled.sample_rows(H)`` (at least 32, m·H ≥ 2¹⁵: 32 from
+        H = 1024, 64 at H = 512; the error ≈ 1/√(m·H), README "Accuracy"); feature
         sketches: the power of two at least 256 and at least 128·I/H (their noise grows with
         I/(k·H))."""
         if self.cka_sample is not None:

@@ -17,7 +17,7 @@ t are exact from one pass). It is a sum over the rows i of K. The rows are split
 So each expert costs (|V| + m)·n·p multiply-adds (one float32 product of its rows V ∪ S
 with X) and holds (|V| + m)·n float32; the pairs cost E²·(|V| + m)·n. The estimate's error
 comes only from which rows were sampled, ≈ 1/√(m·n) of the self-similarity for unrelated
-experts: m = ``sample_rows(n)`` keeps m·n ≥ 2¹⁶ (64 rows at H = 1024, 32 from H = 2048). K is
+experts: m = ``sample_rows(n)`` keeps m·n ≥ 2¹⁵ (32 rows from H = 1024, 64 at H = 512). K is
 the same for any order — any orthogonal map — of an expert's neurons, so a neuron-permuted
 copy gives the same rows: CKA 1 to float32 rounding (a feature sketch sees a permuted copy as
 another matrix: ±0.03). Where S ∪ V is every coordinate the numbers are exact (in float32
@@ -48,7 +48,7 @@ ROW_HEAVY_RATIO = 4.0
 mean in some expert of the group (its rows' share of the sampled sum's variance grows with the
 square of that ratio)."""
 
-ROW_BUDGET = 1 << 16
+ROW_BUDGET = 1 << 15
 """m·n of the default sample (m rows of n examples): the error ≈ 1/√(m·n)."""
 
 MIN_ROWS = 32
@@ -145,15 +145,18 @@ def row_rep(w: np.ndarray, role: str, mo: RowMoments, plan: RowPlan,
     x = features(w, role)
     n = x.shape[0]
     v, s = plan.heavy, plan.sample
+    idx = np.concatenate([v, s])
+    axis = ROLE_AXIS[role]
+    picked = np.take(w, idx, axis=1 - axis)                   # (a gather along w's rows)
+    xi = picked.T if axis == 0 else picked                    # x[idx]: [rows, p]
     light = max(1, n - v.size)
-    mu = (mo.total - x[v].sum(axis=0, dtype=np.float64)) / light
+    mu = (mo.total - xi[:v.size].sum(axis=0, dtype=np.float64)) / light
     mu32 = mu.astype(np.float32)
     xmu = (x @ mu32).astype(np.float64)                       # x_i · μ
     d = np.maximum(mo.sq - 2.0 * xmu + mu @ mu, 0.0)          # ‖x_i − μ‖²
     tot = mo.total - n * mu                                   # Σ (x_i − μ)
     r = (mo.xt - n * xmu) - mu @ tot - d                      # K1 − d
-    idx = np.concatenate([v, s])
-    xr = x[idx] - mu32                                        # [rows, p]
+    xr = xi - mu32                                            # [rows, p]
     q = out if out is not None else np.empty((idx.size, n), np.float32)
     np.matmul(xr, x.T, out=q)                                 # (x_i − μ) · x_l
     q -= (xr @ mu32)[:, None]                                 # − (x_i − μ) · μ

@@ -223,6 +223,12 @@ def _scratch(n: int) -> np.ndarray:
     return _SCRATCH.buffer[:n]
 
 
+def _kept(experts: int, size: int, step: int) -> np.ndarray:
+    """This thread's buffer for the cosines' elements, as [experts, elements kept]."""
+    m = len(range(0, size, step))
+    return _scratch(experts * m).reshape(experts, m)
+
+
 def _read_into(reader: Any, s: Any, out: np.ndarray) -> np.ndarray:
     """An expert's matrix (as ``structure.expert_matrix``) in ``out`` (float32 [rows, cols],
     C-contiguous): a stored BF16 block is decoded straight into it (no fresh buffer, no copy:
@@ -270,23 +276,20 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
     pair matrix, so it scores exactly 1.
 
     The row sample (``sampled``) needs every expert's sums before it chooses the coordinates
-    whose Gram rows it computes: its second pass uses the kept matrices, or reads each expert
-    again when they were not all kept."""
+    whose Gram rows it computes: its second pass uses the kept matrices, or — when the group
+    is not kept whole — reads each expert again and keeps its cosine elements then, at the
+    stride that ``memory`` leaves beside the rows the plan actually has (not the most it could
+    have: an outlier-free DeepSeek-V3 layer keeps every 38th element, not every 252nd)."""
     opts = task.options
     e_count = len(task.slices)
     rows, cols = _shape(reader, task.slices[0])
     size = rows * cols
-    step = cosine_step(e_count, size, opts.memory,
-                       rep_bytes(task, (rows, cols)))
     sr_opts = StableRankOptions(opts.stable_rank_tol, opts.stable_rank_max_iter, opts.seed)
     stats = np.full((e_count, len(STATS)), np.nan)
     dead = np.zeros(e_count, bool)
     same = list(range(e_count))
     fingerprints: list[tuple[float, ...]] = []
     """per expert: its first four statistics (equal bytes, equal statistics)"""
-    m = len(range(0, size, step))
-    kept = _scratch(e_count * m).reshape(e_count, m)
-    """row e: expert e's matrix flattened (step 1) or its every step-th element"""
     reps: list[tuple[Any, ...]] = []
     """per expert: its CKA representation (two sketches, or the Gram; rows: its sums first,
     its Gram rows once every expert's sums have chosen them)"""
@@ -298,6 +301,12 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
     if task.mode == "sketch" and opts.cka_sketch != "rows":
         sketch = FeatureSketch(p, opts.sketch_size(e_count, n, p), seed, opts.cka_sketch,
                                opts.cka_heavy)
+    step = cosine_step(e_count, size, opts.memory, rep_bytes(task, (rows, cols)))
+    later = by_rows and step != 1
+    """the group is not kept whole: the row sample's second pass reads each expert again, and
+    keeps its cosine elements then, at the stride the plan's actual rows leave room for"""
+    kept = _kept(e_count, size, step) if not later else np.empty((e_count, 0), np.float32)
+    """row e: expert e's matrix flattened (step 1) or its every step-th element"""
     steps = 0
     for e in range(e_count):
         w = _read_expert(reader, task, e, kept[e].reshape(rows, cols) if step == 1 else None)
@@ -313,19 +322,25 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
         else:
             x = features(w, task.role).astype(np.float64)
             reps.append((x @ x.T,))
-        if step != 1:  # (step 1: w is kept[e] already)
+        if step != 1 and not later:  # (step 1: w is kept[e] already)
             kept[e] = w.reshape(-1)[::step]
         del w
     stacked = None
     if by_rows:  # the second pass: every expert's Gram rows at the group's coordinates
-        m = opts.sketch_size(e_count, n, p)
-        plan = plan_rows([r[0] for r in reps], m,
-                         max(0, row_count(task, (rows, cols)) - m), seed)
+        sample = opts.sketch_size(e_count, n, p)
+        plan = plan_rows([r[0] for r in reps], sample,
+                         max(0, row_count(task, (rows, cols)) - sample), seed)
         stacked = np.empty((e_count, plan.rows, n), np.float32)
+        if later:
+            step = cosine_step(e_count, size, opts.memory,
+                               stacked.nbytes + e_count * (3 * n + p) * 8)
+            kept = _kept(e_count, size, step)
         for e in range(e_count):
-            w = (kept[e].reshape(rows, cols) if step == 1
+            w = (kept[e].reshape(rows, cols) if not later and step == 1
                  else _read_expert(reader, task, e, None))
             reps[e] = tuple(row_rep(w, task.role, reps[e][0], plan, out=stacked[e]))
+            if later:
+                kept[e] = w.reshape(-1)[::step]
             del w
     for e in range(e_count):  # an exact copy of an earlier expert?
         for e2 in range(e):
@@ -344,7 +359,7 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
         cka = sketched_cka([ExpertSketch(*r) for r in reps], same)
     else:
         cka = cka_exact([r[0] for r in reps], same)
-    reads = e_count * (2 if by_rows and step != 1 else 1)
+    reads = e_count * (2 if later else 1)
     return GroupResult(task.layer, task.role, stats, dead, cka,
                        cosine_from_dots(canonical(dots, same)), task.mode, reads, steps,
                        step)
