@@ -82,9 +82,9 @@ def pairs(h: int, i: int, rng: np.random.Generator) -> Iterator[tuple[str, np.nd
     yield "independent, forty x6 coordinates in both", a, b
 
 
-def row_estimate(wa: np.ndarray, wb: np.ndarray, m: int, seed: int) -> float:
+def row_estimate(wa: np.ndarray, wb: np.ndarray, m: int, seed: int, heavy: int = 64) -> float:
     mos = [row_moments(w, "gate") for w in (wa, wb)]
-    plan = plan_rows(mos, m, 64, (seed, 0, 0))
+    plan = plan_rows(mos, m, heavy, (seed, 0, 0))
     reps = [row_rep(w, "gate", mo, plan) for w, mo in zip((wa, wb), mos, strict=True)]
     return float(sampled_cka(reps)[0, 1])
 
@@ -97,6 +97,7 @@ def main() -> int:
     ap.add_argument("--ks", default="256", help="feature sketch sizes")
     ap.add_argument("--kinds", default="countsketch", help="feature sketches: countsketch,"
                     "gaussian (empty: none)")
+    ap.add_argument("--heavy", type=int, default=64, help="row sample: most heavy rows")
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--out-json")
     a = ap.parse_args()
@@ -117,7 +118,7 @@ def main() -> int:
             for seed in range(a.seeds):
                 t0 = time.perf_counter()
                 if kind == "rows":
-                    errs.append(row_estimate(wa, wb, size, seed) - exact)
+                    errs.append(row_estimate(wa, wb, size, seed, a.heavy) - exact)
                     secs.append((time.perf_counter() - t0) / 2)
                     continue
                 fs = FeatureSketch(a.inter, size, (seed, 0, 0), kind)  # type: ignore[arg-type]

@@ -150,9 +150,13 @@ def row_rep(w: np.ndarray, role: str, mo: RowMoments, plan: RowPlan,
     picked = np.take(w, idx, axis=1 - axis)                   # (a gather along w's rows)
     xi = picked.T if axis == 0 else picked                    # x[idx]: [rows, p]
     light = max(1, n - v.size)
-    mu = (mo.total - xi[:v.size].sum(axis=0, dtype=np.float64)) / light
+    heavy_sum = xi[:v.size].sum(axis=0, dtype=np.float64)
+    mu = (mo.total - heavy_sum) / light
     mu32 = mu.astype(np.float32)
-    xmu = (x @ mu32).astype(np.float64)                       # x_i · μ
+    xmu = mo.xt                                               # x_i · μ, from x_i · Σ x_l
+    if v.size:                                                # (and a pass only for V)
+        xmu = xmu - (x @ heavy_sum.astype(np.float32)).astype(np.float64)
+    xmu = xmu / light
     d = np.maximum(mo.sq - 2.0 * xmu + mu @ mu, 0.0)          # ‖x_i − μ‖²
     tot = mo.total - n * mu                                   # Σ (x_i − μ)
     r = (mo.xt - n * xmu) - mu @ tot - d                      # K1 − d
