@@ -239,3 +239,23 @@ def test_similarity_grid_labels_never_cover_a_panel(tmp_path: Path, open_page: A
     assert got["value"] == js_number(want)
     assert page.evaluate(LABELS_OVER_PIECES)["over"] == []
     log.assert_clean()
+
+
+def test_readout_names_the_sampled_estimate(tmp_path: Path, open_page: Any) -> None:
+    """A sampled CKA panel says how its numbers were estimated: exact Gram rows at the
+    sampled hidden coordinates (``--cka sketch --cka-sample 6``), and the value is the
+    manifest's."""
+    ckpt = write_moe_checkpoint(tmp_path / "ckpt", layers=2, dense=(), experts=4, hidden=16,
+                                inter=8, shared=False)
+    res = weightvis.render([ckpt], tmp_path / "out", executor=InlineExecutor(),
+                           moe=MoEOptions(only=True, cka="sketch", cka_sample=6))
+    scene = next(s for s in res.manifest["scenes"] if s["key"] == "moe-similarity")
+    assert scene  # (the similarity scene is there)
+    page, log = open_page((res.out / "index.html").resolve().as_uri() + "#scene=moe-similarity")
+    layer = res.manifest["moe"]["layers"][0]
+    hover_cell(page, res.manifest, "moe-similarity", f"gate · CKA · layer {layer}", 2, 1)
+    got = readout(page)
+    assert got["CKA"] == "sampled (exact Gram rows at 6 hidden coordinates)"
+    assert got["value"] == js_number(res.manifest["moe"]["similarity"]["cka"]["gate"]
+                                     [str(layer)][2][1])
+    log.assert_clean()

@@ -189,7 +189,9 @@
       } else {
         row("value", got.packed ? exact32(out.value) : exact(out.value));
       }
-      if (info.mode) row("CKA", info.mode === "exact" ? "exact" : "sketched (two CountSketches, k = " + info.k + ")");
+      if (info.mode) row("CKA", info.mode === "exact" ? "exact" : info.estimator === "rows"
+        ? "sampled (exact Gram rows at " + info.k + " hidden coordinates)"
+        : "sketched (two CountSketches, k = " + info.k + ")");
       if (info.step > 1) row("cosine", "from every " + info.step + "th element");
       return out;
     }

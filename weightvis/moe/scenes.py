@@ -194,6 +194,8 @@ def similarity_panels(numbers: MoENumbers, routing: Mapping[str, Any] | None, ce
                     "mode": numbers.modes[role].get(layer) if metric == "cka" else None,
                     "k": numbers.sketch_size if metric == "cka"
                     and numbers.modes[role].get(layer) == "sketch" else None,
+                    "estimator": numbers.estimator if metric == "cka"
+                    and numbers.modes[role].get(layer) == "sketch" else None,
                     "step": numbers.cosine_steps[role].get(layer) if metric == "cosine"
                     else None}))
         if routing is not None:  # (a layer the probe did not report: no numbers)
