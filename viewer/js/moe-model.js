@@ -21,6 +21,15 @@
   };
   var METRIC_LABELS = { cka: "debiased CKA", cosine: "cosine (flattened)", coact: "co-activation" };
 
+  // How a CKA panel's numbers were computed (bundles before round 6 have no estimator: their
+  // sketched panels were two CountSketches).
+  function ckaMode(info) {
+    if (info.mode === "exact") return "exact";
+    return info.estimator === "rows"
+      ? "sampled (exact Gram rows at " + info.k + " hidden coordinates)"
+      : "sketched (two CountSketches, k = " + info.k + ")";
+  }
+
   function applies(manifest) {
     return !!manifest && !!manifest.moe && typeof manifest.moe === "object";
   }
@@ -189,9 +198,7 @@
       } else {
         row("value", got.packed ? exact32(out.value) : exact(out.value));
       }
-      if (info.mode) row("CKA", info.mode === "exact" ? "exact" : info.estimator === "rows"
-        ? "sampled (exact Gram rows at " + info.k + " hidden coordinates)"
-        : "sketched (two CountSketches, k = " + info.k + ")");
+      if (info.mode) row("CKA", ckaMode(info));
       if (info.step > 1) row("cosine", "from every " + info.step + "th element");
       return out;
     }
@@ -234,6 +241,7 @@
     exact32: exact32,
     STAT_LABELS: STAT_LABELS,
     METRIC_LABELS: METRIC_LABELS,
+    ckaMode: ckaMode,
     sidecars: sidecars,
     of: function (app) {
       var p = app.panel("moe");

@@ -68,7 +68,7 @@
     if (info.relative) rows.push(["relative", info.relative === "ratio" ? "v \u00f7 layer median" : "v \u2212 layer median"]);
     rows.push(["colour lo", exact(info.lo)]);
     rows.push(["colour hi", exact(info.hi)]);
-    if (info.mode) rows.push(["CKA", info.mode]);
+    if (info.mode) rows.push(["CKA", WV.moe.ckaMode(info)]);
     if (Array.isArray(info.rows)) rows.push(["rows", info.rows.length + " layers (dense striped)"]);
     for (var i = 0; i < rows.length; i++) {
       var tr = el("tr");
