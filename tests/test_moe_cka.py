@@ -514,3 +514,17 @@ def test_sketch_pass_matches_the_dense_countsketch(axis: int) -> None:
         np.testing.assert_allclose(z, dense @ x.T, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(got.sq, (x * x).sum(axis=1), rtol=1e-12)
     np.testing.assert_allclose(got.total, x.sum(axis=0), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_example_sums_match_float64(axis: int) -> None:
+    """The row sample's one pass: the examples' squared norms and the features' sums equal
+    the float64 reductions (features along ``axis``)."""
+    from weightvis.kernels.moe import example_sums
+
+    rng = np.random.default_rng(8)
+    w = (rng.standard_normal((75, 133)) * rng.uniform(0.1, 10, (75, 1))).astype(np.float32)
+    x = (w.T if axis == 0 else w).astype(np.float64)          # [n examples, p features]
+    sq, total = example_sums(w, axis)
+    np.testing.assert_allclose(sq, (x * x).sum(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(total, x.sum(axis=0), rtol=1e-12, atol=1e-12)

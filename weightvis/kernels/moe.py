@@ -156,29 +156,20 @@ def _sketch_cols(w, b1, s1, b2, s2, z1, z2, sq, total):  # type: ignore[no-untyp
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
-def _sums_rows(w, sq, total):  # type: ignore[no-untyped-def]
-    """The rows of w are the features: sq[j] += w[i, j]² and total[i] = Σ_j w[i, j]."""
+def _sums(w, row_sq, row_sum, col_sq, col_sum):  # type: ignore[no-untyped-def]
+    """One pass over w: each row's sum of squares and sum, each column's (float64)."""
     h, c = w.shape
     for i in range(h):
+        acc_sq = 0.0
         acc = 0.0
         for j in range(c):
-            x = w[i, j]
-            sq[j] += np.float64(x) * x
+            x = np.float64(w[i, j])
+            acc_sq += x * x
             acc += x
-        total[i] = acc
-
-
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
-def _sums_cols(w, sq, total):  # type: ignore[no-untyped-def]
-    """The columns of w are the features: sq[i] = Σ_j w[i, j]² and total[j] += w[i, j]."""
-    h, c = w.shape
-    for i in range(h):
-        acc = 0.0
-        for j in range(c):
-            x = w[i, j]
-            acc += np.float64(x) * x
-            total[j] += x
-        sq[i] = acc
+            col_sq[j] += x * x
+            col_sum[j] += x
+        row_sq[i] = acc_sq
+        row_sum[i] = acc
 
 
 def _check(w: np.ndarray) -> np.ndarray:
@@ -266,10 +257,11 @@ def example_sums(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     ``sketch_pass``): the examples' squared norms (float64 [n]) and the features' sums over the
     examples (float64 [p])."""
     w = _check(w)
-    sq = np.zeros(w.shape[1 - axis], np.float64)
-    total = np.zeros(w.shape[axis], np.float64)
-    (_sums_rows if axis == 0 else _sums_cols)(w, sq, total)
-    return sq, total
+    h, c = w.shape
+    row_sq, row_sum = np.zeros(h, np.float64), np.zeros(h, np.float64)
+    col_sq, col_sum = np.zeros(c, np.float64), np.zeros(c, np.float64)
+    _sums(w, row_sq, row_sum, col_sq, col_sum)
+    return (col_sq, row_sum) if axis == 0 else (row_sq, col_sum)
 
 
 def warm_up() -> None:
