@@ -186,3 +186,30 @@ def test_small_samples_rms_like_the_histogram(dtype: str, monkeypatch: pytest.Mo
     small = [values.codes_rms(c, dtype) for c in samples]
     monkeypatch.setattr(values, "SORT_BELOW", 0)  # everything through the histogram
     assert small == [values.codes_rms(c, dtype) for c in samples]  # bit for bit
+
+
+def test_is_bundle_reads_a_weightvis_manifest_by_its_head(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--overwrite`` asks twice whether ``--out`` is a bundle: a manifest weightvis wrote is
+    recognised by its opening bytes (a 45k-tensor one is 40 MB); any other is parsed whole."""
+    from weightvis import manifest
+
+    def folder(name: str, text: str) -> Path:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(text, "utf-8")
+        return tmp_path / name
+
+    ours = folder("ours", manifest.dumps({**manifest.manifest_head("t", "png"),
+                                          "tensors": {f"t{i}": {} for i in range(50_000)}}))
+    later = folder("later", '{"version": 1, "format": "weightvis-bundle"}')
+    theirs = [folder("other", '{"format": "weightvis-bundlex", "version": 1}'),
+              folder("list", '["weightvis-bundle"]'), folder("junk", "{"),
+              folder("late", '{"x": 1' + " " * 5000 + ', "format": "weightvis-bundle"')]
+    assert all(manifest.is_bundle(p) for p in (ours, later))
+    assert not any(manifest.is_bundle(p) for p in theirs)
+
+    parsed: list[int] = []
+    real = manifest.json.loads
+    monkeypatch.setattr(manifest.json, "loads", lambda s: parsed.append(len(s)) or real(s))
+    assert manifest.is_bundle(ours) and parsed == []
+    assert manifest.is_bundle(later) and len(parsed) == 1
