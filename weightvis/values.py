@@ -492,6 +492,8 @@ def stats_json_many(accs: np.ndarray, numels: np.ndarray, robusts: np.ndarray
     cols = [nums(lo), nums(hi), nums(mean), nums(std), nums(rms), zero_fraction.tolist(),
             [int(v) for v in nans.tolist()], [int(v) for v in infs.tolist()],
             nums(np.asarray(robusts, np.float64))]
-    keys = ("min", "max", "mean", "std", "rms", "zero_fraction", "nan_count", "inf_count",
-            "robust")
-    return [dict(zip(keys, row, strict=True)) for row in zip(*cols, strict=True)]
+    # (a dict display, not dict(zip(keys, row)): 45k tensors, 0.02 s instead of 0.04)
+    return [{"min": v_min, "max": v_max, "mean": v_mean, "std": v_std, "rms": v_rms,
+             "zero_fraction": v_zero, "nan_count": v_nan, "inf_count": v_inf, "robust": v_robust}
+            for v_min, v_max, v_mean, v_std, v_rms, v_zero, v_nan, v_inf, v_robust
+            in zip(*cols, strict=True)]
