@@ -56,6 +56,12 @@ def test_cut_and_join_give_json_dumps(seed: int) -> None:
     assert (manifest_text.compose(doc, {"tensors": ascii_json(texts["tensors"])}, ascii_json)
             == ascii_json(manifest.compact(doc))
             == manifest.encodable(json.dumps(doc, separators=(",", ":"))))
+    # index.html's text from the parts (each converted alone) is that of the whole
+    parts = manifest_text.compose_parts(doc, {"tensors": ascii_json(texts["tensors"])},
+                                        ascii_json)
+    assert len(parts) == 2 * len(doc) + 1
+    assert manifest_script_json(doc, parts) == manifest_script_json(doc)
+    assert manifest_script_json({}, manifest_text.compose_parts({}, {})) == "{}"
 
 
 def test_cut_members_refuses_what_it_cannot_cut() -> None:

@@ -25,7 +25,7 @@ from .errors import InputError, OutputError
 from .executors import Executor, InlineExecutor, LocalPoolExecutor, local_executor
 from .formats import open_checkpoint
 from .manifest import MANIFEST_VERSION, dumps, dumps_utf8, is_bundle, read_manifest
-from .manifest_text import compose, compose_utf8
+from .manifest_text import compose_parts, compose_utf8
 from .options import (
     VALUES_LIMIT_MB,
     DiffMetric,
@@ -181,7 +181,7 @@ def write_manifest(root: Path, manifest: dict[str, Any],
     # manifest.json beside index.html: its indentation is compiled code that lets go of the
     # interpreter, so the two overlap
     _concurrently(lambda: write_text(root, "manifest.json", dumps_utf8(manifest, utf8)),
-                  lambda: write_viewer(root, manifest, compose(
+                  lambda: write_viewer(root, manifest, compose_parts(
                       manifest, {k: t for k, (_, t) in texts.items()}, ascii_json)))
 
 

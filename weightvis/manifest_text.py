@@ -16,8 +16,9 @@ from typing import Any, NamedTuple
 
 from .manifest import compact
 
-__all__ = ["StaticParts", "compose", "compose_utf8", "cut_members", "join_members", "cut_items",
-           "encode_members", "encode_list", "encode_numbers", "PIECE"]
+__all__ = ["StaticParts", "compose", "compose_parts", "compose_utf8", "cut_members",
+           "join_members", "cut_items", "encode_members", "encode_list", "encode_numbers",
+           "PIECE"]
 
 
 def compose(doc: Mapping[str, Any], texts: Mapping[str, str],
@@ -30,30 +31,38 @@ def compose(doc: Mapping[str, Any], texts: Mapping[str, str],
     >>> compose({"a": 1, "b": [2]}, {"b": "[2]"}) == compact({"a": 1, "b": [2]})
     True
     """
+    return "".join(compose_parts(doc, texts, convert))
+
+
+def compose_parts(doc: Mapping[str, Any], texts: Mapping[str, str],
+                  convert: Callable[[str], str] | None = None) -> list[str]:
+    """The parts :func:`compose` joins, the texts of ``texts`` among them as they are (a
+    45k-tensor manifest's are ~28 MB: each copy of them ~0.01 s).
+
+    >>> compose_parts({"a": 1, "b": [2]}, {"b": "[2]"})
+    ['{"a":', '1', ',"b":', '[2]', '}']
+    """
     def text(value: Any) -> str:
         got = compact(value)
         return convert(got) if convert is not None else got
 
-    parts = []
+    parts: list[str] = []
     for key, value in doc.items():
         given = texts.get(key)
-        parts.append(f"{text(key)}:{given if given is not None else text(value)}")
-    return "{" + ",".join(parts) + "}"
+        parts += [("," if parts else "{") + text(key) + ":",
+                  given if given is not None else text(value)]
+    parts.append("}" if parts else "{}")
+    return parts
 
 
 def compose_utf8(doc: Mapping[str, Any], texts: Mapping[str, str]) -> bytes:
     """``compose(doc, texts).encode("utf-8")``, each part encoded alone (a text mixing a few
-    non-ASCII characters into 28 MB of ASCII is not widened and joined first).
+    non-ASCII characters into 28 MB of ASCII is not widened and joined first), and joined once.
 
     >>> compose_utf8({"a": "é", "b": [2]}, {"b": "[2]"}) == compact({"a": "é", "b": [2]}).encode()
     True
     """
-    parts = []
-    for key, value in doc.items():
-        given = texts.get(key)
-        parts.append(f"{compact(key)}:".encode() + (given if given is not None
-                                                   else compact(value)).encode("utf-8"))
-    return b"{" + b",".join(parts) + b"}"
+    return b"".join([p.encode("utf-8") for p in compose_parts(doc, texts)])
 
 
 def cut_members(text: str, count: int) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ def write_text(folder: Path, name: str, text: str | bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_viewer(folder: Path, manifest: dict[str, Any], compact: str | None = None) -> None:
+def write_viewer(folder: Path, manifest: dict[str, Any],
+                 compact: str | Sequence[str] | None = None) -> None:
     """``index.html`` and the viewer assets the manifest needs, into ``folder`` (``compact``:
-    the manifest's compact JSON, when the caller has it)."""
+    the manifest's compact JSON, or its parts, when the caller has it)."""
     from .html import ALL_VIEWER_SCRIPTS, copy_viewer_assets, render_index_html, viewer_scripts
 
     copy_viewer_assets(folder, manifest)
