@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "render_index_html",
+    "index_html_parts",
     "copy_viewer_assets",
     "manifest_script_json",
     "ascii_json",
@@ -249,6 +250,13 @@ def render_index_html(manifest: dict[str, Any], *, title: str | None = None,
     ``compact``: the manifest already encoded by manifest.compact (reused when it is ASCII), or
     the parts that text is the concatenation of (manifest_text.compose_parts).
     """
+    return "".join(index_html_parts(manifest, title=title, compact=compact))
+
+
+def index_html_parts(manifest: dict[str, Any], *, title: str | None = None,
+                     compact: str | Sequence[str] | None = None) -> list[str]:
+    """``render_index_html``'s page in parts (the manifest's among them), for a writer that
+    need not join them."""
     if title is None:
         title = str(manifest.get("title") or "weightvis")
     template = _environment(_viewer_dir()).get_template(_TEMPLATE)
@@ -261,7 +269,7 @@ def render_index_html(manifest: dict[str, Any], *, title: str | None = None,
     # the manifest (tens of MB) goes in after the template: not copied by escape and join
     head, slot, tail = page.partition(_MANIFEST_SLOT)
     assert slot and _MANIFEST_SLOT not in tail
-    return "".join([head, *_script_parts(manifest, compact), tail])
+    return [head, *_script_parts(manifest, compact), tail]
 
 
 _MANIFEST_SLOT = "<weightvis-manifest/>"
