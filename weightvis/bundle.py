@@ -177,10 +177,11 @@ def write_manifest(root: Path, manifest: dict[str, Any],
     manifest is ~28 MB of JSON, nearly all of it made while the tiles were drawn)."""
     from .html import ascii_json
 
-    utf8 = compose_utf8(manifest, {k: t for k, (t, _) in texts.items()})
+    plain = {k: t for k, (t, _) in texts.items()}
     # manifest.json beside index.html: its indentation is compiled code that lets go of the
     # interpreter, so the two overlap
-    _concurrently(lambda: write_text(root, "manifest.json", dumps_utf8(manifest, utf8)),
+    _concurrently(lambda: write_text(root, "manifest.json",
+                                     dumps_utf8(manifest, compose_utf8(manifest, plain))),
                   lambda: write_viewer(root, manifest, compose_parts(
                       manifest, {k: t for k, (_, t) in texts.items()}, ascii_json)))
 
