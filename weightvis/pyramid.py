@@ -395,7 +395,7 @@ def render_scene(job: SceneJob, executor: Executor, progress: ProgressFn | None 
             close()
     top_res = top.take_results()
     if job.shared is not None:  # scales a helper computed ahead (executors.LocalPoolExecutor)
-        scales.update((n, v) for n in job.shared.index if (v := job.shared.get(n)) is not None)
+        scales.update(job.shared.known())
     # scales an executor computed ahead into the job (dask_executor.DaskExecutor)
     scales.update((n, job.scales[n]) for n in job.prefetch if n in job.scales)
     merged_elems = {}
