@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -333,7 +335,8 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
             empty = new_acc()
             stats = stats_json_many(
                 np.stack([res.accs.get(t.name, empty) for t in tensors]),
-                np.array([t.numel for t in tensors], np.int64),
+                np.fromiter(map(math.prod, map(operator.attrgetter("shape"), tensors)),
+                            np.int64, len(tensors)),  # (numel, 3x faster)
                 np.array([robust[t.name] for t in tensors], np.float64))
         static: StaticParts = early.pop("static", None) or static_parts()
         scene_doc, tensors_json = static.scene, static.entries
