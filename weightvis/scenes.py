@@ -136,8 +136,10 @@ def tile_index(geo: Geometry) -> list[dict[str, Any]]:
 
 
 @functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1 << 12)
 def file_name(path: str) -> str:
-    """The last part of a tensor's file path (one Path per file, not per tensor)."""
+    """The last part of a tensor's file path (one Path per file, not per tensor: 45k tensors'
+    Paths cost 0.08 s)."""
     return Path(path).name
 
 
