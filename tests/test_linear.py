@@ -213,3 +213,22 @@ def test_is_bundle_reads_a_weightvis_manifest_by_its_head(tmp_path: Path,
     monkeypatch.setattr(manifest.json, "loads", lambda s: parsed.append(len(s)) or real(s))
     assert manifest.is_bundle(ours) and parsed == []
     assert manifest.is_bundle(later) and len(parsed) == 1
+
+
+def test_drawing_order_leaves_out_what_a_helper_has() -> None:
+    """The scale helper of the big tensors gets them in the order the workers draw them, the
+    tiny tensors another helper has left out before ordering (the same order for the rest)."""
+    from weightvis.layout.arch import arch_layout
+    from weightvis.tiling import Geometry, SceneJob
+
+    ts = [TensorInfo(f"model.layers.{n}.mlp.experts.{e}.up_proj.weight", (4, 8), "BF16", "f")
+          for n in range(8) for e in range(64)]
+    ts += [TensorInfo(f"model.layers.{n}.self_attn.o_proj.weight", (300, 700), "BF16", "f")
+           for n in range(8)]
+    job = SceneJob(None, "main", Geometry(arch_layout(ts)), {}, None, "png", None,
+                   prefetch=tuple(t.name for t in reversed(ts)))
+    small = frozenset(t.name for t in ts if t.numel < 100)
+    full = job.drawing_order(2)
+    assert sorted(full) == sorted(job.prefetch)
+    got = job.drawing_order(2, small)
+    assert got == [n for n in full if n not in small] and len(got) == 8
