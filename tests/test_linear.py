@@ -232,3 +232,29 @@ def test_drawing_order_leaves_out_what_a_helper_has() -> None:
     assert sorted(full) == sorted(job.prefetch)
     got = job.drawing_order(2, small)
     assert got == [n for n in full if n not in small] and len(got) == 8
+
+
+def test_an_index_read_once_per_process_its_shards_checked_each_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tile worker forked after the checkpoint was opened does not parse its index again
+    (DeepSeek-V3's is 9 MB); a shard turned into a link out of the folder is still refused."""
+    import weightvis.formats as formats
+    from weightvis.errors import FormatError
+
+    from .trust_fixtures import sharded_folder, st_file
+
+    folder = sharded_folder(tmp_path / "ck")
+    parsed: list[str] = []
+    real = formats.load_json
+    monkeypatch.setattr(formats, "load_json", lambda text, *a, **k: parsed.append(text) or
+                        real(text, *a, **k))
+    first = [t.name for t in open_checkpoint([str(folder)]).tensors()]
+    assert len(parsed) == 1
+    assert [t.name for t in open_checkpoint([str(folder)]).tensors()] == first
+    assert len(parsed) == 1  # (the index's shard names: from this process's first read)
+    shard = sorted(folder.glob("*.safetensors"))[0]
+    secret = st_file(tmp_path / "secret.safetensors", {"secret.weight": ("F32", (2, 2))})
+    shard.unlink()
+    shard.symlink_to(secret)
+    with pytest.raises(FormatError, match="resolves outside"):
+        open_checkpoint([str(folder)])
