@@ -258,3 +258,19 @@ def test_an_index_read_once_per_process_its_shards_checked_each_time(
     shard.symlink_to(secret)
     with pytest.raises(FormatError, match="resolves outside"):
         open_checkpoint([str(folder)])
+
+
+def test_gguf_name_shapes_are_found_once_per_key() -> None:
+    """The shape of a name (block and expert indices as ``#``) is found once per pattern of
+    digits; names whose digit runs are not all indices (``007``, ten digits) are each looked
+    at: every shape is the regular expression's."""
+    import random
+
+    from weightvis import gguf_names
+
+    rng = random.Random(4)
+    runs = ["0", "7", "10", "100", "007", "05", "1234567890", "999999999", "3"]
+    names = [f"model.layers.{rng.choice(runs)}.mlp.experts.{rng.choice(runs)}.w{rng.choice(runs)}"
+             for _ in range(3000)] + ["", "x", "é.1.ü", "a\ud800.12", "٣.4"]
+    got = list(gguf_names._shapes(names))
+    assert got == [(n, gguf_names._BID.sub("#", n)) for n in names]
