@@ -186,3 +186,91 @@ def test_small_samples_rms_like_the_histogram(dtype: str, monkeypatch: pytest.Mo
     small = [values.codes_rms(c, dtype) for c in samples]
     monkeypatch.setattr(values, "SORT_BELOW", 0)  # everything through the histogram
     assert small == [values.codes_rms(c, dtype) for c in samples]  # bit for bit
+
+
+def test_is_bundle_reads_a_weightvis_manifest_by_its_head(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--overwrite`` asks twice whether ``--out`` is a bundle: a manifest weightvis wrote is
+    recognised by its opening bytes (a 45k-tensor one is 40 MB); any other is parsed whole."""
+    from weightvis import manifest
+
+    def folder(name: str, text: str) -> Path:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(text, "utf-8")
+        return tmp_path / name
+
+    ours = folder("ours", manifest.dumps({**manifest.manifest_head("t", "png"),
+                                          "tensors": {f"t{i}": {} for i in range(50_000)}}))
+    later = folder("later", '{"version": 1, "format": "weightvis-bundle"}')
+    theirs = [folder("other", '{"format": "weightvis-bundlex", "version": 1}'),
+              folder("list", '["weightvis-bundle"]'), folder("junk", "{"),
+              folder("late", '{"x": 1' + " " * 5000 + ', "format": "weightvis-bundle"')]
+    assert all(manifest.is_bundle(p) for p in (ours, later))
+    assert not any(manifest.is_bundle(p) for p in theirs)
+
+    parsed: list[int] = []
+    real = manifest.json.loads
+    monkeypatch.setattr(manifest.json, "loads", lambda s: parsed.append(len(s)) or real(s))
+    assert manifest.is_bundle(ours) and parsed == []
+    assert manifest.is_bundle(later) and len(parsed) == 1
+
+
+def test_drawing_order_leaves_out_what_a_helper_has() -> None:
+    """The scale helper of the big tensors gets them in the order the workers draw them, the
+    tiny tensors another helper has left out before ordering (the same order for the rest)."""
+    from weightvis.layout.arch import arch_layout
+    from weightvis.tiling import Geometry, SceneJob
+
+    ts = [TensorInfo(f"model.layers.{n}.mlp.experts.{e}.up_proj.weight", (4, 8), "BF16", "f")
+          for n in range(8) for e in range(64)]
+    ts += [TensorInfo(f"model.layers.{n}.self_attn.o_proj.weight", (300, 700), "BF16", "f")
+           for n in range(8)]
+    job = SceneJob(None, "main", Geometry(arch_layout(ts)), {}, None, "png", None,
+                   prefetch=tuple(t.name for t in reversed(ts)))
+    small = frozenset(t.name for t in ts if t.numel < 100)
+    full = job.drawing_order(2)
+    assert sorted(full) == sorted(job.prefetch)
+    got = job.drawing_order(2, small)
+    assert got == [n for n in full if n not in small] and len(got) == 8
+
+
+def test_an_index_read_once_per_process_its_shards_checked_each_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tile worker forked after the checkpoint was opened does not parse its index again
+    (DeepSeek-V3's is 9 MB); a shard turned into a link out of the folder is still refused."""
+    import weightvis.formats as formats
+    from weightvis.errors import FormatError
+
+    from .trust_fixtures import sharded_folder, st_file
+
+    folder = sharded_folder(tmp_path / "ck")
+    parsed: list[str] = []
+    real = formats.load_json
+    monkeypatch.setattr(formats, "load_json", lambda text, *a, **k: parsed.append(text) or
+                        real(text, *a, **k))
+    first = [t.name for t in open_checkpoint([str(folder)]).tensors()]
+    assert len(parsed) == 1
+    assert [t.name for t in open_checkpoint([str(folder)]).tensors()] == first
+    assert len(parsed) == 1  # (the index's shard names: from this process's first read)
+    shard = sorted(folder.glob("*.safetensors"))[0]
+    secret = st_file(tmp_path / "secret.safetensors", {"secret.weight": ("F32", (2, 2))})
+    shard.unlink()
+    shard.symlink_to(secret)
+    with pytest.raises(FormatError, match="resolves outside"):
+        open_checkpoint([str(folder)])
+
+
+def test_gguf_name_shapes_are_found_once_per_key() -> None:
+    """The shape of a name (block and expert indices as ``#``) is found once per pattern of
+    digits; names whose digit runs are not all indices (``007``, ten digits) are each looked
+    at: every shape is the regular expression's."""
+    import random
+
+    from weightvis import gguf_names
+
+    rng = random.Random(4)
+    runs = ["0", "7", "10", "100", "007", "05", "1234567890", "999999999", "3"]
+    names = [f"model.layers.{rng.choice(runs)}.mlp.experts.{rng.choice(runs)}.w{rng.choice(runs)}"
+             for _ in range(3000)] + ["", "x", "é.1.ü", "a\ud800.12", "٣.4"]
+    got = list(gguf_names._shapes(names))
+    assert got == [(n, gguf_names._BID.sub("#", n)) for n in names]

@@ -56,6 +56,12 @@ def test_cut_and_join_give_json_dumps(seed: int) -> None:
     assert (manifest_text.compose(doc, {"tensors": ascii_json(texts["tensors"])}, ascii_json)
             == ascii_json(manifest.compact(doc))
             == manifest.encodable(json.dumps(doc, separators=(",", ":"))))
+    # index.html's text from the parts (each converted alone) is that of the whole
+    parts = manifest_text.compose_parts(doc, {"tensors": ascii_json(texts["tensors"])},
+                                        ascii_json)
+    assert len(parts) == 2 * len(doc) + 1
+    assert manifest_script_json(doc, parts) == manifest_script_json(doc)
+    assert manifest_script_json({}, manifest_text.compose_parts({}, {})) == "{}"
 
 
 def test_cut_members_refuses_what_it_cannot_cut() -> None:
@@ -146,3 +152,21 @@ def test_pieces_encode_as_one_call(monkeypatch: pytest.MonkeyPatch, piece: int) 
         manifest.compact(items), ascii_json(manifest.compact(items)))
     assert manifest_text.encode_members({}, ascii_json) == ([], [])
     assert manifest_text.encode_list([], ascii_json) == ("[]", "[]")
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_numbers_encode_as_the_whole_list(seed: int) -> None:
+    """A column of numbers, each distinct one formatted once, is the text json.dumps writes of
+    the list, cut apart: floats that compare equal but print apart (0.0, -0.0; 1, 1.0) too."""
+    rng = random.Random(seed)
+    pool = rng.choice([[0.0, -0.0, 0.5, None], [1, 1.0, 2, None], [0.0, 0.25, 1e-300, 1e300],
+                       [-0.0, 3.5], [0, 7, 2**70], [rng.random() for _ in range(50)]])
+    n = rng.choice([0, 1, 5, 600, 3000])
+    values = [rng.choice(pool) for _ in range(n)]
+    if rng.random() < 0.3:  # mostly distinct
+        values = [rng.uniform(-1, 1) for _ in range(n)]
+    got = manifest_text.encode_numbers(values)
+    want = json.dumps(values, separators=(",", ":"))[1:-1]
+    assert got is not None and ",".join(got) == want and len(got) == n
+    assert manifest_text.encode_numbers([*values, "x"]) is None
+    assert manifest_text.encode_numbers([*values, True]) is None

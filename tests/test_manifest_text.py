@@ -111,3 +111,15 @@ def test_placements_json_is_each_placements_to_json() -> None:
           Placement("c", 7, 8, 0, 0, 0, 0, "")]
     assert manifest.placements_json(ps) == [p.to_json() for p in ps]
     assert manifest.placements_json([]) == []
+
+
+def test_indenter_output_longer_than_its_first_guess() -> None:
+    """A document growing more than the indenter's first guess (deep nesting of tiny values)
+    takes a second pass; the text is still json.dumps's."""
+    doc: object = 0
+    for _ in range(60):
+        doc = [doc, {"a": [1, [2]]}]
+    compact = json.dumps(doc, separators=(",", ":")).encode()
+    out = indent_json(compact, 2)
+    assert len(out) > 2 * len(compact) + 4096
+    assert out.decode() == json.dumps(doc, indent=2)

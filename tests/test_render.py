@@ -414,6 +414,12 @@ def test_scale_helper_fills_the_shared_table_like_the_value_pass(tmp_path: Path)
     copy = pickle.loads(pickle.dumps(table))  # a non-fork worker gets a snapshot
     assert [copy.get(n) for n in names] == [table.get(n) for n in names]
     assert SharedScales(["x"]).get("x") is None and table.get("not a tensor") is None
+    # every known scale at once, in the table's order (render_scene takes them so)
+    partial = SharedScales(names)
+    for n in names[::2]:
+        partial.put(n, table.values[table.index[n]])
+    assert partial.known() == {n: v for n in names if (v := partial.get(n)) is not None}
+    assert list(partial.known()) == names[::2] and copy.known() == table.known()
     reader.close()
 
 

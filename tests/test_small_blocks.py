@@ -67,6 +67,30 @@ def test_blocks_match_one_call_per_block(dtype: str) -> None:
     assert ref_accs[:, 0].sum() > 0 and not scratch.hist.any()  # scratch left all zero
 
 
+@pytest.mark.parametrize("dtype", ["BF16", "F16"])
+def test_every_code_in_one_block_matches_the_lut_path(dtype: str) -> None:
+    """A block holding every 16-bit code (the distinct codes read from a bitmap, the indices
+    computed apart): the indices and statistics of the LUT path (colorize_codes), for scales
+    from subnormal to near the largest float."""
+    from weightvis.kernels import code_lut, colorize_codes
+    from weightvis.kernels.values import BITMAP_ABOVE
+
+    values = code_values(dtype)
+    codes = np.random.default_rng(5).permutation(1 << 16).astype(np.uint16)
+    table = np.array([[0, 1 << 16, 0, 1, 1 << 16, 0, 0, 0, 0]], np.int64)
+    assert (1 << 16) > BITMAP_ABOVE
+    scratch = BlockScratch()
+    for s in (1e-40, 6e-5, 0.02, 1.0, 65504.0, 3e38):
+        tile, ref = np.zeros((1, 1 << 16), np.uint8), np.zeros((1, 1 << 16), np.uint8)
+        acc, ref_acc = new_acc()[None], new_acc()
+        colorize_code_blocks(codes, table, np.array([s]), values[None], tile, acc, scratch)
+        colorize_codes(codes[None], code_lut(values, s), values, ref, ref_acc,
+                       np.zeros(1 << 16, np.int32))
+        assert np.array_equal(tile, ref), s
+        assert acc[0].tobytes() == ref_acc.tobytes(), s
+        assert not scratch.hist.any() and not scratch.bits.any()  # scratch left all zero
+
+
 def test_blocks_are_validated() -> None:
     values = code_values("BF16")[None]
     out = np.zeros((4, 4), np.uint8)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import operator
 import os
 import threading
 import time
@@ -25,7 +27,7 @@ from .errors import InputError, OutputError
 from .executors import Executor, InlineExecutor, LocalPoolExecutor, local_executor
 from .formats import open_checkpoint
 from .manifest import MANIFEST_VERSION, dumps, dumps_utf8, is_bundle, read_manifest
-from .manifest_text import compose, compose_utf8
+from .manifest_text import compose_parts, compose_utf8
 from .options import (
     VALUES_LIMIT_MB,
     DiffMetric,
@@ -49,6 +51,8 @@ __all__ = ["build_bundle", "render", "render_moe", "render_diff", "regen_html", 
            "DiffResult",
            "BundleResult", "MANIFEST_VERSION", "is_bundle", "read_manifest", "Progress",
            "Notice"]
+
+_SHAPE = operator.attrgetter("shape")
 
 Notice = Callable[[str], None]
 """notice(text): a line for the user before the tiles (the bundle's expected size)."""
@@ -177,11 +181,12 @@ def write_manifest(root: Path, manifest: dict[str, Any],
     manifest is ~28 MB of JSON, nearly all of it made while the tiles were drawn)."""
     from .html import ascii_json
 
-    utf8 = compose_utf8(manifest, {k: t for k, (t, _) in texts.items()})
+    plain = {k: t for k, (t, _) in texts.items()}
     # manifest.json beside index.html: its indentation is compiled code that lets go of the
     # interpreter, so the two overlap
-    _concurrently(lambda: write_text(root, "manifest.json", dumps_utf8(manifest, utf8)),
-                  lambda: write_viewer(root, manifest, compose(
+    _concurrently(lambda: write_text(root, "manifest.json",
+                                     dumps_utf8(manifest, compose_utf8(manifest, plain))),
+                  lambda: write_viewer(root, manifest, compose_parts(
                       manifest, {k: t for k, (_, t) in texts.items()}, ascii_json)))
 
 
@@ -312,7 +317,7 @@ def render(
                              [reader.files])
             res = build_bundle(plan, st, ex, progress, fingerprint=fp, space_check=space_check,
                                notice=notice)
-            elements = sum(t.numel for t in reader.tensors())
+            elements = sum(map(math.prod, map(_SHAPE, reader.tensors())))  # (numel, 3x faster)
         finally:
             ex.stop_scales()  # (what the plan started and no scene took: a failed plan)
             reader.close()

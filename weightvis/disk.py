@@ -63,16 +63,23 @@ to ~0.84 of their bytes, times 4/3; the manifest (inlined again in index.html) t
 per tensor; the viewer's assets ~270 kB."""
 
 
-def _covered(lay: SceneLayout, zoom_out: int) -> int:
-    """Pixels the tensors cover ``zoom_out`` levels above max zoom."""
+def _sizes(lay: SceneLayout) -> tuple[np.ndarray, np.ndarray]:
+    """int64 widths and heights (canvas pixels) of the placements, made once per scene (45k
+    placements: ~0.01 s a pass)."""
+    n = len(lay.placements)
+    return (np.fromiter((p.c_w for p in lay.placements), np.int64, n),
+            np.fromiter((p.c_h for p in lay.placements), np.int64, n))
+
+
+def _covered(lay: SceneLayout, zoom_out: int, sizes: tuple[np.ndarray, np.ndarray]) -> int:
+    """Pixels the tensors cover ``zoom_out`` levels above max zoom (``sizes``: ``_sizes``)."""
     f = 1 << zoom_out
     if lay.layout == "hilbert":
         total = sum(s.length for s in lay.segments)
         return -(-total // (f * f))
     if not lay.placements:
         return 0
-    w = np.fromiter((p.c_w for p in lay.placements), np.int64, len(lay.placements))
-    h = np.fromiter((p.c_h for p in lay.placements), np.int64, len(lay.placements))
+    w, h = sizes
     return int(((-(-w // f)) * (-(-h // f))).sum())
 
 
@@ -88,17 +95,22 @@ def estimate_bytes(plan: Plan, model: SizeModel = SIZE_MODEL) -> int:
     for scene in plan.scenes:
         geo = scene.geometry
         lay = geo.layout
-        tensors.update(p.tensor for p in lay.placements)
-        leaf_bytes = model.leaf_px * _covered(lay, 0) + model.tile * len(geo.occupied[-1])
+        names = [p.tensor for p in lay.placements]
+        tensors.update(names)
+        sizes = _sizes(lay)
+        leaf_bytes = (model.leaf_px * _covered(lay, 0, sizes)
+                      + model.tile * len(geo.occupied[-1]))
         total += leaf_bytes
         for d in range(1, geo.max_zoom + 1):
-            total += (model.upper_px * _covered(lay, d)
+            total += (model.upper_px * _covered(lay, d, sizes)
                       + model.tile * len(geo.occupied[geo.max_zoom - d]))
         if scene.sidecars != "none":
             total += model.index_ratio * leaf_bytes
         if scene.sidecars == "values":
             sides = 2 if scene.key == "delta" else 1
-            stored = sum(p.c_w * p.c_h * widths.get(p.tensor, 4) for p in lay.placements)
+            w, h = sizes
+            width = np.fromiter((widths.get(n, 4) for n in names), np.int64, len(names))
+            stored = int((w * h * width).sum())
             total += model.value_byte * stored * sides
     total += model.tensor * len(tensors)
     return int(total)

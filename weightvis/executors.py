@@ -325,12 +325,12 @@ class LocalPoolExecutor(Executor):
         early, self._early = self._early, None
         helpers = []
         if job.prefetch and self.workers > 1:
-            order = job.drawing_order(self.workers)
             if early is not None and (early.spec, early.names) == (job.spec, job.prefetch):
                 shared = early.shared
                 helpers.append(early.proc)
-                order = [n for n in order if n not in early.small]
+                order = job.drawing_order(self.workers, early.small)
             else:
+                order = job.drawing_order(self.workers)
                 shared = SharedScales(list(job.prefetch))
                 if early is not None:
                     _kill([early.proc])

@@ -22,7 +22,7 @@ Pure Python; gguf-py is imported on first use.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -127,6 +127,29 @@ def _variants(name: str) -> list[str]:
     return out
 
 
+_NONZERO_AS_1 = bytes.maketrans(b"23456789", b"11111111")
+_DIGIT = re.compile(r"[0-9]")
+
+
+def _shapes(names: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Each name and its shape (``_BID.sub("#", name)``), the shape found once per key: the
+    name's bytes with each nonzero digit as ``1``. The key keeps where the digit runs are,
+    their lengths and which digits are ``0``, which decide the runs ``_BID`` takes; when it
+    takes them all, every name of the key has that shape (45k DeepSeek-V3 names: 132 keys,
+    0.01 s instead of 0.05)."""
+    memo: dict[bytes, str | None] = {}
+    for n in names:
+        key = n.encode("utf-8", "surrogatepass").translate(_NONZERO_AS_1)
+        got = memo.get(key)
+        if got is not None:
+            yield n, got
+            continue
+        shape = _BID.sub("#", n)
+        if key not in memo:  # (None: a run it keeps; each name of the key is looked at)
+            memo[key] = None if _DIGIT.search(shape) else shape
+        yield n, shape
+
+
 def gguf_names(names: Iterable[str], arch: str) -> dict[str, str]:
     """name -> its GGUF name under ``arch``'s map, for every name the map knows. Two names that
     would get one GGUF name: the one found with fewer prefixes removed keeps it, a tie drops
@@ -137,8 +160,7 @@ def gguf_names(names: Iterable[str], arch: str) -> dict[str, str]:
     found: dict[str, tuple[int, str]] = {}  # gguf name -> (variant rank, name)
     tied: set[str] = set()
     hopeless: set[str] = set()  # shapes of names no key can match (46k expert names: 0.1 s)
-    for n in names:
-        shape = _BID.sub("#", n)
+    for n, shape in _shapes(names):
         if shape in hopeless:
             continue
         variants = _variants(n)

@@ -21,7 +21,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "render_index_html",
+    "index_html_parts",
     "copy_viewer_assets",
     "manifest_script_json",
     "ascii_json",
@@ -142,21 +143,33 @@ def _leaflet_dir(viewer: Path | Traversable) -> Path | Traversable:
     return viewer / "vendor" / f"leaflet-{LEAFLET_VERSION}"
 
 
-def manifest_script_json(manifest: dict[str, Any], compact: str | None = None) -> str:
+def manifest_script_json(manifest: dict[str, Any], compact: str | Sequence[str] | None = None
+                         ) -> str:
     """The manifest as JSON text safe to place verbatim inside a ``<script>`` element.
 
     ``JSON.parse`` of the result gives back exactly ``manifest``. Non-finite floats are refused
-    (JSON has no NaN; the manifest stores them as ``null``).
+    (JSON has no NaN; the manifest stores them as ``null``). ``compact``: the manifest already
+    encoded by manifest.compact, or the parts that text is the concatenation of.
 
     >>> manifest_script_json({"a": "</script>&\\u2028"})
     '{"a":"\\\\u003c/script\\\\u003e\\\\u0026\\\\u2028"}'
     """
-    if compact is not None:
-        # the ensure_ascii=True encoding is the ensure_ascii=False one with every character
-        # past "~" (only ever inside a string: DEL and non-ASCII) escaped: no second encoding
-        text = ascii_json(compact)
-    else:
-        text = _ascii_json(manifest)
+    return "".join(_script_parts(manifest, compact))
+
+
+def _script_parts(manifest: dict[str, Any], compact: str | Sequence[str] | None) -> list[str]:
+    """``manifest_script_json``'s text in parts (those of ``compact``): each converted alone,
+    as every conversion here is character by character (a 45k-tensor manifest's ~28 MB part
+    holding none of those characters is not copied)."""
+    if compact is None:
+        return [_script_safe(_ascii_json(manifest))]
+    # the ensure_ascii=True encoding is the ensure_ascii=False one with every character
+    # past "~" (only ever inside a string: DEL and non-ASCII) escaped: no second encoding
+    return [_script_safe(ascii_json(part))
+            for part in ([compact] if isinstance(compact, str) else compact)]
+
+
+def _script_safe(text: str) -> str:
     # ensure_ascii already escapes U+2028/U+2029; the table keeps this correct if that changes.
     # (one str.replace per character: str.translate with a table is ~40x slower on 30 MB)
     for char, escaped in _SCRIPT_SAFE.items():
@@ -230,12 +243,20 @@ def _environment(viewer: Path | Traversable) -> jinja2.Environment:
 
 
 def render_index_html(manifest: dict[str, Any], *, title: str | None = None,
-                      compact: str | None = None) -> str:
+                      compact: str | Sequence[str] | None = None) -> str:
     """The bundle's ``index.html`` with ``manifest`` inlined.
 
     ``title`` defaults to the manifest's ``title``; it is escaped like every other value.
-    ``compact``: the manifest already encoded by manifest.compact (reused when it is ASCII).
+    ``compact``: the manifest already encoded by manifest.compact (reused when it is ASCII), or
+    the parts that text is the concatenation of (manifest_text.compose_parts).
     """
+    return "".join(index_html_parts(manifest, title=title, compact=compact))
+
+
+def index_html_parts(manifest: dict[str, Any], *, title: str | None = None,
+                     compact: str | Sequence[str] | None = None) -> list[str]:
+    """``render_index_html``'s page in parts (the manifest's among them), for a writer that
+    need not join them."""
     if title is None:
         title = str(manifest.get("title") or "weightvis")
     template = _environment(_viewer_dir()).get_template(_TEMPLATE)
@@ -248,7 +269,7 @@ def render_index_html(manifest: dict[str, Any], *, title: str | None = None,
     # the manifest (tens of MB) goes in after the template: not copied by escape and join
     head, slot, tail = page.partition(_MANIFEST_SLOT)
     assert slot and _MANIFEST_SLOT not in tail
-    return "".join((head, manifest_script_json(manifest, compact), tail))
+    return [head, *_script_parts(manifest, compact), tail]
 
 
 _MANIFEST_SLOT = "<weightvis-manifest/>"

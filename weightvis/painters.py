@@ -14,13 +14,14 @@ With value sidecars (sidecars.py) a painter also puts each element's value where
 ``TileWorker.values_at`` / ``put_run`` say. (Over ~450 lines: the painters and the scanners that
 call them are one protocol with the TileWorker, read together.)
 
-Over the ~450-line guide (~485 lines): the painters and scanners are the one interface the
+Over the ~450-line guide (~495 lines): the painters and scanners are the one interface the
 pyramid calls, kept in one place so the contract reads whole.
 """
 
 from __future__ import annotations
 
 import math
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -163,14 +164,14 @@ class ValuesPainter(Painter):
         tids, slot = np.unique(st.tid[ids], return_inverse=True)
         t_x, t_y = w.leaf_at
         accs = w.accs
-        keys = [(st.names[t], t_y, t_x) for t in tids.tolist()]
-        if any(k in accs for k in keys):  # (a leaf is rendered once: not expected)
+        # (per tensor of the leaf, in C loops: a leaf holds hundreds of 45k tiny tensors)
+        keys = list(zip(map(st.names.__getitem__, tids.tolist()), repeat(t_y), repeat(t_x)))
+        if not accs.keys().isdisjoint(keys):  # (a leaf is rendered once: not expected)
             super().rects(w, ids, e_r0, e_r1, e_c0, e_c1, p_y0, p_x0, out, c_x0, c_y0)
             return
         pool = np.empty((len(keys), kernels.ACC_SIZE), np.float64)
         pool[:] = self.new_acc()
-        for j, key in enumerate(keys):
-            accs[key] = pool[j]
+        accs.update(zip(keys, pool, strict=True))  # (each a row of pool)
         blocks = np.empty((len(ids), kernels.BLOCK_FIELDS), np.int64)
         blocks[:, 1] = st.cols[ids]
         blocks[:, 2] = e_c0
@@ -419,9 +420,14 @@ class PlacementScanner:
     def _placements(self, w: TileWorker) -> np.ndarray:
         """int64[placements, 6]: c_x, c_y, c_w, c_h, e_r0, e_c0 of each placement."""
         if self._geo is None:
-            self._geo = np.array([(p.c_x, p.c_y, p.e_c1 - p.e_c0, p.e_r1 - p.e_r0, p.e_r0,
-                                   p.e_c0) for p in w.geo.layout.placements],
-                                 np.int64).reshape(-1, 6)
+            placements = w.geo.layout.placements
+            if not placements:
+                self._geo = np.zeros((0, 6), np.int64)
+                return self._geo
+            # a field at a time (45k placements: 0.012 s, not 0.038 as a tuple each)
+            fields = list(zip(*placements, strict=True))  # (Placement's fields, in order)
+            c_x, c_y, e_r0, e_r1, e_c0, e_c1 = (np.array(f, np.int64) for f in fields[1:7])
+            self._geo = np.stack([c_x, c_y, e_c1 - e_c0, e_r1 - e_r0, e_r0, e_c0], axis=1)
         return self._geo
 
     def leaf(self, w: TileWorker, t_x: int, t_y: int, out: np.ndarray) -> None:

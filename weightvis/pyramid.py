@@ -92,14 +92,18 @@ def merge_leaf_accs(parts: Sequence[PackedAccs], merge: Callable[[np.ndarray, np
     """Merge per-leaf accumulators in one canonical order (sorted by key), so that the
     statistics are the same bit for bit whatever the executor, the number of workers and the
     order they finish in."""
-    keyed = [(key, part.rows, i) for part in parts for i, key in enumerate(part.keys)]
-    keyed.sort(key=lambda e: e[0])
+    keys = [key for part in parts for key in part.keys]
+    if not keys:
+        return {}
+    # every row copied at once: the tensors of one leaf (45k tiny ones) keep a view of it
+    rows = list(np.concatenate([part.rows for part in parts if part.keys]))
     out: dict[str, np.ndarray] = {}
-    for (name, _, _), rows, i in keyed:
+    for j in sorted(range(len(keys)), key=keys.__getitem__):
+        name = keys[j][0]
         if name in out:
-            merge(out[name], rows[i])
+            merge(out[name], rows[j])
         else:
-            out[name] = rows[i].copy()
+            out[name] = rows[j]
     return out
 
 
@@ -391,7 +395,7 @@ def render_scene(job: SceneJob, executor: Executor, progress: ProgressFn | None 
             close()
     top_res = top.take_results()
     if job.shared is not None:  # scales a helper computed ahead (executors.LocalPoolExecutor)
-        scales.update((n, v) for n in job.shared.index if (v := job.shared.get(n)) is not None)
+        scales.update(job.shared.known())
     # scales an executor computed ahead into the job (dask_executor.DaskExecutor)
     scales.update((n, job.scales[n]) for n in job.prefetch if n in job.scales)
     merged_elems = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +14,27 @@ from .manifest import encodable, read_manifest
 __all__ = ["write_viewer", "regen_html", "write_text"]
 
 
-def write_text(folder: Path, name: str, text: str | bytes) -> None:
-    """Write ``folder/name`` (``text``, or bytes already UTF-8) under a temporary name, then
-    rename it into place (``name`` may hold a subfolder: ``moe/layer-3.js``)."""
+def write_text(folder: Path, name: str, text: str | bytes | list[str]) -> None:
+    """Write ``folder/name`` (``text``, bytes already UTF-8, or the parts of a text: a 30 MB
+    page is not joined first) under a temporary name, then rename it into place (``name`` may
+    hold a subfolder: ``moe/layer-3.js``)."""
     path = folder / name
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    if isinstance(text, list):
+        with open(tmp, "wb") as f:
+            for part in text:
+                f.write(part.encode("utf-8"))
+    else:
+        tmp.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
     os.replace(tmp, path)
 
 
-def write_viewer(folder: Path, manifest: dict[str, Any], compact: str | None = None) -> None:
+def write_viewer(folder: Path, manifest: dict[str, Any],
+                 compact: str | Sequence[str] | None = None) -> None:
     """``index.html`` and the viewer assets the manifest needs, into ``folder`` (``compact``:
-    the manifest's compact JSON, when the caller has it)."""
-    from .html import ALL_VIEWER_SCRIPTS, copy_viewer_assets, render_index_html, viewer_scripts
+    the manifest's compact JSON, or its parts, when the caller has it)."""
+    from .html import ALL_VIEWER_SCRIPTS, copy_viewer_assets, index_html_parts, viewer_scripts
 
     copy_viewer_assets(folder, manifest)
     # scripts of ours this page does not use: those of another kind of bundle, and the single
@@ -36,7 +44,7 @@ def write_viewer(folder: Path, manifest: dict[str, Any], compact: str | None = N
     for path in [*stale, folder / "assets" / "viewer.js"]:
         path.unlink(missing_ok=True)
     write_text(folder, "index.html",
-               render_index_html(manifest, title=manifest.get("title"), compact=compact))
+               index_html_parts(manifest, title=manifest.get("title"), compact=compact))
 
 
 def regen_html(bundle: str | os.PathLike[str], title: str | None = None) -> Path:

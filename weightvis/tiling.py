@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Container
 from typing import Any, NamedTuple
 
 from .formats import MultiReader, open_checkpoint
@@ -119,10 +120,11 @@ class SceneJob(NamedTuple):
         """The painters keep each leaf's element values for its sidecar."""
         return self.sidecars == "values"
 
-    def drawing_order(self, workers: int) -> list[str]:
+    def drawing_order(self, workers: int, leave_out: Container[str] = frozenset()) -> list[str]:
         """``prefetch`` about in the order the tile workers first draw them: by the subtree
         (in the order they are handed out) holding a tensor's first pixel, then by position
-        (along the curve for a Hilbert layout)."""
+        (along the curve for a Hilbert layout); without the names in ``leave_out`` (the
+        same order for the others: 45k tiny tensors a helper has are not ordered first)."""
         geo, lay = self.geometry, self.geometry.layout
         split, roots = geo.subtree_roots(workers)
         f = geo.tile << (geo.max_zoom - split)
@@ -132,8 +134,11 @@ class SceneJob(NamedTuple):
             first = {sg.name: (sg.h_start,) for sg in lay.segments}
         else:
             for p in lay.placements:
+                if p.tensor in leave_out:
+                    continue
                 k = (rank.get((p.c_x // f, p.c_y // f), len(rank)), p.c_y, p.c_x)
                 if p.tensor not in first or k < first[p.tensor]:
                     first[p.tensor] = k
         last = (1 << 62,) * 4
-        return sorted(self.prefetch, key=lambda n: first.get(n, last))
+        return sorted((n for n in self.prefetch if n not in leave_out),
+                      key=lambda n: first.get(n, last))

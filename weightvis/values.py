@@ -13,7 +13,7 @@ Statistics (min, max, mean, std, rms, zero fraction, NaN/Inf counts) cover every
 are accumulated by the leaf-tile kernels, which visit each element exactly once, so the data is
 streamed once for tiles and stats together.
 
-Over the ~450-line guide (~490 lines): the scale rule, its sample, the statistics record and
+Over the ~450-line guide (~505 lines): the scale rule, its sample, the statistics record and
 the helper that computes scales ahead of the workers all rest on the one sample definition.
 """
 
@@ -295,6 +295,12 @@ class SharedScales:
     def put(self, name: str, value: float) -> None:
         self.values[self.index[name]] = value
 
+    def known(self) -> dict[str, float]:
+        """``{name: get(name)}`` of the names whose scale is computed, in the table's order
+        (one read of the table: 45k names, ~5 ms instead of ~25)."""
+        values = self.values.tolist()
+        return {n: v for n, i in self.index.items() if (v := values[i]) == v}
+
     def __getstate__(self) -> dict[str, Any]:
         return {"index": self.index, "values": self.values.copy()}
 
@@ -492,6 +498,8 @@ def stats_json_many(accs: np.ndarray, numels: np.ndarray, robusts: np.ndarray
     cols = [nums(lo), nums(hi), nums(mean), nums(std), nums(rms), zero_fraction.tolist(),
             [int(v) for v in nans.tolist()], [int(v) for v in infs.tolist()],
             nums(np.asarray(robusts, np.float64))]
-    keys = ("min", "max", "mean", "std", "rms", "zero_fraction", "nan_count", "inf_count",
-            "robust")
-    return [dict(zip(keys, row, strict=True)) for row in zip(*cols, strict=True)]
+    # (a dict display, not dict(zip(keys, row)): 45k tensors, 0.02 s instead of 0.04)
+    return [{"min": v_min, "max": v_max, "mean": v_mean, "std": v_std, "rms": v_rms,
+             "zero_fraction": v_zero, "nan_count": v_nan, "inf_count": v_inf, "robust": v_robust}
+            for v_min, v_max, v_mean, v_std, v_rms, v_zero, v_nan, v_inf, v_robust
+            in zip(*cols, strict=True)]
