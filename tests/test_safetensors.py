@@ -5,6 +5,7 @@ malformed file."""
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -219,3 +220,47 @@ def test_truncated_real_checkpoint(tmp_path: Path) -> None:
     p.write_bytes(src[: len(src) // 2])
     with pytest.raises(FormatError, match="truncated"):
         open_checkpoint([p])
+
+
+@pytest.mark.parametrize("shape", [[-1], [2, -3], [True, 4], [4, False], [2.0, 2], ["2"],
+                                   [[2]], [None], [1 << 63], [0, 1 << 64], [1] * 65, "4", {}])
+def test_every_malformed_shape_is_refused(tmp_path: Path, shape: object) -> None:
+    """The header parse checks each dim's exact type and range (bool is not an int here)."""
+    p = tmp_path / "bad.safetensors"
+    p.write_bytes(_raw({"ok": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                        "w": {"dtype": "F32", "shape": shape, "data_offsets": [4, 4]}},
+                       b"\0" * 4))
+    with pytest.raises(FormatError, match=r"'w'.*shape .* is not a list of at most 64 integers"):
+        SafetensorsReader(p)
+
+
+def test_listed_tensors_match_their_shapes_and_views(tmp_path: Path) -> None:
+    """Each listed tensor is TensorInfo(name, shape, dtype, file, view_row_dims), whatever the
+    rank, dtype spelling or size, and its reads use the 2-D view of ``types.view_of``."""
+    from weightvis.formats.dtypes import ELEMENT_TYPES
+    from weightvis.index import view_row_dims
+    from weightvis.types import TensorInfo, view_of
+
+    specs = {"s": ("F32", []), "v": ("f32", [3]), "m": ("BF16", [2, 5]), "z": ("F16", [0, 4]),
+             "c": ("F32", [2, 3, 2, 2]), "e": ("bf16", [3, 2]),
+             "model.layers.0.mlp.experts.gate_up_proj": ("BF16", [4, 2, 3])}
+    header: dict[str, object] = {}
+    at = 0
+    for name, (dtype, shape) in specs.items():
+        n = math.prod(shape) * ELEMENT_TYPES[dtype.upper()].itemsize
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [at, at + n]}
+        at += n
+    p = tmp_path / "m.safetensors"
+    p.write_bytes(_raw(header, b"\0" * at))
+    r = SafetensorsReader(p)
+    for name, (dtype, shape) in specs.items():
+        dims = tuple(shape)
+        want = TensorInfo(name, dims, ELEMENT_TYPES[dtype.upper()].name, str(p),
+                          view_row_dims(name, dims) if len(dims) > 2 else 1)
+        got = r.info(name)
+        assert got == want and type(got) is TensorInfo
+        assert (got.e_rows, got.e_cols) == view_of(dims, want.row_dims)
+        ent = r._entries[name]
+        assert (ent.rows, ent.cols) == view_of(dims, want.row_dims)
+        assert ent.row_bytes == ent.cols * ELEMENT_TYPES[dtype.upper()].itemsize
+    assert r.info("model.layers.0.mlp.experts.gate_up_proj").row_dims == 2

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import FormatError, UnsupportedDtypeError
 from ..index import view_row_dims
 from ..sources import ByteSource, LocalFileSource, as_source
-from ..types import TensorInfo
+from ..types import TensorInfo, view_of
 from ..untrusted import load_json
 from .base import MAX_NAME_LENGTH, Reader, check_block, gc_paused
 from .dtypes import CODE_DTYPES, ELEMENT_TYPES, ElementType
@@ -56,10 +56,12 @@ class _Entry:
     __slots__ = ("info", "etype", "begin", "end", "rows", "cols", "row_bytes", "start")
 
     def __init__(self, info: TensorInfo, etype: ElementType, begin: int, end: int,
-                 data_start: int) -> None:
+                 data_start: int, view: tuple[int, int], itemsize: int) -> None:
+        """``view``: ``info``'s 2-D view (e_rows, e_cols); ``itemsize``: ``etype``'s (both
+        known to the caller: 45k tensors)."""
         self.info, self.etype, self.begin, self.end = info, etype, begin, end
-        self.rows, self.cols = info.e_rows, info.e_cols  # computed once: reads are hot
-        self.row_bytes = self.cols * etype.itemsize
+        self.rows, self.cols = view  # computed once: reads are hot
+        self.row_bytes = self.cols * itemsize
         self.start = data_start + begin
 
 
@@ -180,6 +182,11 @@ class SafetensorsReader(Reader):
         order: list[tuple[int, str]] = []
         entries = self._entries
         file_name = str(p)
+        # (45k tensors: the loop's own cost matters) each dtype string's type looked up once;
+        # TensorInfo(...) without its Python-level __new__
+        kinds: dict[str, tuple[ElementType, str, int]] = {}
+        new = tuple.__new__
+        int_only = {int}
         for name, spec in header.items():
             if len(name) > MAX_NAME_LENGTH:
                 raise FormatError(p, f"tensor name of {len(name)} characters (the bound is "
@@ -189,14 +196,18 @@ class SafetensorsReader(Reader):
             dtype, shape, offs = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
             if not isinstance(dtype, str):
                 raise FormatError(p, "missing dtype", tensor=name)
-            etype = ELEMENT_TYPES.get(dtype.upper())
-            if etype is None:
-                raise UnsupportedDtypeError(
-                    p, f"unknown or unsupported dtype {_short(dtype)} (supported: "
-                       f"{', '.join(ELEMENT_TYPES)})", tensor=name)
+            kind = kinds.get(dtype)
+            if kind is None:
+                etype = ELEMENT_TYPES.get(dtype.upper())
+                if etype is None:
+                    raise UnsupportedDtypeError(
+                        p, f"unknown or unsupported dtype {_short(dtype)} (supported: "
+                           f"{', '.join(ELEMENT_TYPES)})", tensor=name)
+                kind = kinds[dtype] = (etype, etype.name, etype.itemsize)
+            etype, etype_name, itemsize = kind
             if (type(shape) is not list or len(shape) > MAX_RANK  # noqa: E721 (exact types:
-                    or not all(type(d) is int and 0 <= d <= _INT64_MAX  # noqa: E721 JSON gives
-                               for d in shape)):                        # list, int, bool)
+                    or not int_only.issuperset(map(type, shape))  # JSON gives list, int, bool)
+                    or (shape and (min(shape) < 0 or max(shape) > _INT64_MAX))):
                 raise FormatError(p, f"shape {_short(shape)} is not a list of at most "
                                      f"{MAX_RANK} integers in [0, 2**63)", tensor=name)
             if (type(offs) is not list or len(offs) != 2  # noqa: E721
@@ -213,14 +224,19 @@ class SafetensorsReader(Reader):
                        f"the file ({self._size} bytes): truncated?", tensor=name,
                     offset=self._data_start + begin if begin <= data_size else None)
             numel = math.prod(shape)
-            if end - begin != numel * etype.itemsize:
+            if end - begin != numel * itemsize:
                 raise FormatError(
                     p, f"data_offsets span {end - begin} bytes but shape {_short(shape)} of "
-                       f"{etype.name} needs {_short(numel * etype.itemsize)}", tensor=name,
+                       f"{etype_name} needs {_short(numel * itemsize)}", tensor=name,
                     offset=self._data_start + begin)
-            info = TensorInfo(name, tuple(shape), etype.name, file_name,
-                              view_row_dims(name, tuple(shape)) if len(shape) > 2 else 1)
-            entries[name] = _Entry(info, etype, begin, end, self._data_start)
+            dims = tuple(shape)
+            if len(dims) == 2:
+                row_dims, view = 1, dims
+            else:
+                row_dims = view_row_dims(name, dims) if len(dims) > 2 else 1
+                view = view_of(dims, row_dims)
+            info = new(TensorInfo, (name, dims, etype_name, file_name, row_dims))
+            entries[name] = _Entry(info, etype, begin, end, self._data_start, view, itemsize)
             order.append((begin, name))
             if end > begin:
                 spans.append((begin, end, name))
