@@ -274,3 +274,31 @@ def test_gguf_name_shapes_are_found_once_per_key() -> None:
              for _ in range(3000)] + ["", "x", "é.1.ü", "a\ud800.12", "٣.4"]
     got = list(gguf_names._shapes(names))
     assert got == [(n, gguf_names._BID.sub("#", n)) for n in names]
+
+
+def test_geometry_indexes_each_placements_leaf_tiles() -> None:
+    """Geometry's leaf index (one-tile fast path and all) is the tiles each placement's
+    rectangle meets, placements ascending per tile, tiles in first-met order; an empty
+    rectangle meets none (or the one its corner lies in, as the plain loops gave)."""
+    from weightvis.tiling import Geometry
+    from weightvis.types import Placement, SceneLayout
+
+    rng = np.random.default_rng(5)
+    tile = 16
+    ps = []
+    for k in range(400):
+        h, w = (int(rng.integers(0, 3)), int(rng.integers(0, 3))) if k % 9 == 0 else (
+            int(rng.integers(1, 40)), int(rng.integers(1, 40)))
+        ps.append(Placement(f"t{k}", int(rng.integers(0, 200)), int(rng.integers(0, 200)),
+                            3, 3 + h, 1, 1 + w))
+    lay = SceneLayout("arch", 260, 260, tuple(ps), (), {})
+    want: dict[tuple[int, int], list[int]] = {}
+    for i, p in enumerate(ps):
+        for t_y in range(p.c_y // tile, (p.c_y + p.c_h - 1) // tile + 1):
+            for t_x in range(p.c_x // tile, (p.c_x + p.c_w - 1) // tile + 1):
+                want.setdefault((t_x, t_y), []).append(i)
+    geo = Geometry(lay, tile)
+    assert list(geo.leaf_placements.items()) == list(want.items())
+    assert geo.occupied[geo.max_zoom] == set(want)
+    assert any(len(v) > 1 for v in want.values()) and any(
+        p.c_w > tile for p in ps)  # (the test meets multi-tile rectangles and shared tiles)
