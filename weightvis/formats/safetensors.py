@@ -87,6 +87,9 @@ class _Parsed(NamedTuple):
     tensors: tuple[TensorInfo, ...]
 
 
+_new_tuple = tuple.__new__
+"""A NamedTuple made without its Python-level ``__new__`` (45k tensors: per-tensor calls)."""
+
 _PARSED: OrderedDict[tuple[object, ...], _Parsed] = OrderedDict()
 """Headers parsed in this process, by (name, device, inode, size, mtime) of the local file: a
 worker process forked after the parent opened the checkpoint, or a reader re-opened, skips the
@@ -185,7 +188,7 @@ class SafetensorsReader(Reader):
         # (45k tensors: the loop's own cost matters) each dtype string's type looked up once;
         # TensorInfo(...) without its Python-level __new__
         kinds: dict[str, tuple[ElementType, str, int]] = {}
-        new = tuple.__new__
+        new = _new_tuple
         int_only = {int}
         for name, spec in header.items():
             if len(name) > MAX_NAME_LENGTH:
@@ -310,7 +313,8 @@ class SafetensorsReader(Reader):
         ent = self._entries.get(name)
         if ent is None or ent.etype.name not in CODE_DTYPES:
             return None
-        return CodeSpan(self._file, ent.start, ent.row_bytes, ent.rows, ent.cols, ent.etype.name)
+        return _new_tuple(CodeSpan, (self._file, ent.start, ent.row_bytes, ent.rows, ent.cols,
+                                     ent.etype.name))  # (CodeSpan(...) less its __new__)
 
     def raw_bytes(self) -> np.ndarray:
         """The whole file as a read-only uint8 array (a view of the source, not tracked)."""
