@@ -264,3 +264,57 @@ def test_listed_tensors_match_their_shapes_and_views(tmp_path: Path) -> None:
         assert (ent.rows, ent.cols) == view_of(dims, want.row_dims)
         assert ent.row_bytes == ent.cols * ELEMENT_TYPES[dtype.upper()].itemsize
     assert r.info("model.layers.0.mlp.experts.gate_up_proj").row_dims == 2
+
+
+def _header_variants() -> list[dict[str, object]]:
+    ok: dict[str, object] = {
+        "s": {"dtype": "F32", "shape": [], "data_offsets": [0, 4]},
+        "v": {"dtype": "f16", "shape": [3], "data_offsets": [4, 10]},
+        "z": {"dtype": "BF16", "shape": [0, 4], "data_offsets": [10, 10]},
+        "model.layers.0.mlp.experts.gate_up_proj": {"dtype": "BF16", "shape": [2, 2, 3],
+                                                    "data_offsets": [10, 34]},
+        "c": {"dtype": "F32", "shape": [1, 2, 1, 2], "data_offsets": [34, 50]},
+        "a": {"dtype": "bf16", "shape": [3, 1], "data_offsets": [50, 56]},
+    }
+    bad: list[dict[str, object]] = [{**ok, "a": {"dtype": "BF16", "shape": [3, 1],
+                                                 "data_offsets": off}}
+                                    for off in ([50, 58], [50], [56, 50], [-2, 4], [50, 9999],
+                                                [50.0, 56], None, [True, 56], [30, 36])]
+    bad += [{**ok, "a": spec} for spec in ([], {"shape": [3, 1], "data_offsets": [50, 56]},
+                                           {"dtype": "Q9", "shape": [3, 1],
+                                            "data_offsets": [50, 56]},
+                                           {"dtype": 16, "shape": [3, 1],
+                                            "data_offsets": [50, 56]})]
+    bad.append({**ok, "x" * 5000: ok["a"]})
+    return [ok, {}, {"s": ok["s"]}, *bad]
+
+
+@pytest.mark.parametrize("k", range(len(_header_variants())))
+def test_header_checked_at_once_as_entry_by_entry(tmp_path: Path, k: int,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The header's entries made by checks over all of them at once are the entries (and file
+    order) the entry-by-entry loop makes; a header either refuses gets the loop's error."""
+    from collections import OrderedDict
+
+    from weightvis.formats import safetensors as st
+
+    header = _header_variants()[k]
+    p = tmp_path / "m.safetensors"
+    p.write_bytes(_raw(header, b"\0" * 56))
+
+    def parse() -> tuple[object, ...] | str:
+        monkeypatch.setattr(st, "_PARSED", OrderedDict())  # (parsed again, not remembered)
+        try:
+            r = SafetensorsReader(p)
+        except FormatError as e:
+            return str(e)
+        try:
+            return r._entries, tuple(r.tensors())
+        finally:
+            r.close()
+
+    at_once = parse()
+    monkeypatch.setattr(SafetensorsReader, "_entries_at_once", lambda *a: False)
+    assert at_once == parse()
+    if k == 0:
+        assert isinstance(at_once, tuple) and len(at_once[1]) == 6  # type: ignore[arg-type]

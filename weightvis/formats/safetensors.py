@@ -7,12 +7,16 @@ buffer; offsets are relative to the start of the data buffer.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import operator
 import os
 import struct
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -52,17 +56,18 @@ def looks_like_safetensors(head: bytes) -> bool:
     return 2 <= n <= MAX_HEADER_BYTES and head[8:9] == b"{"
 
 
-class _Entry:
-    __slots__ = ("info", "etype", "begin", "end", "rows", "cols", "row_bytes", "start")
+class _Entry(NamedTuple):
+    """A tensor's place in the file, its 2-D view's size computed once (reads are hot)."""
 
-    def __init__(self, info: TensorInfo, etype: ElementType, begin: int, end: int,
-                 data_start: int, view: tuple[int, int], itemsize: int) -> None:
-        """``view``: ``info``'s 2-D view (e_rows, e_cols); ``itemsize``: ``etype``'s (both
-        known to the caller: 45k tensors)."""
-        self.info, self.etype, self.begin, self.end = info, etype, begin, end
-        self.rows, self.cols = view  # computed once: reads are hot
-        self.row_bytes = self.cols * itemsize
-        self.start = data_start + begin
+    info: TensorInfo
+    etype: ElementType
+    begin: int
+    end: int
+    rows: int
+    cols: int
+    row_bytes: int
+    start: int
+    """The data's first byte in the file (data buffer's start + ``begin``)."""
 
 
 class CodeSpan(NamedTuple):
@@ -190,7 +195,9 @@ class SafetensorsReader(Reader):
         kinds: dict[str, tuple[ElementType, str, int]] = {}
         new = _new_tuple
         int_only = {int}
-        for name, spec in header.items():
+        if self._entries_at_once(header, data_size, file_name, spans, order):
+            header = {}  # (all of them made)
+        for name, spec in header.items():  # (a header the checks at once refused: which entry)
             if len(name) > MAX_NAME_LENGTH:
                 raise FormatError(p, f"tensor name of {len(name)} characters (the bound is "
                                      f"{MAX_NAME_LENGTH}): corrupt?", tensor=name[:64] + "...")
@@ -239,7 +246,8 @@ class SafetensorsReader(Reader):
                 row_dims = view_row_dims(name, dims) if len(dims) > 2 else 1
                 view = view_of(dims, row_dims)
             info = new(TensorInfo, (name, dims, etype_name, file_name, row_dims))
-            entries[name] = _Entry(info, etype, begin, end, self._data_start, view, itemsize)
+            entries[name] = new(_Entry, (info, etype, begin, end, view[0], view[1],
+                                         view[1] * itemsize, self._data_start + begin))
             order.append((begin, name))
             if end > begin:
                 spans.append((begin, end, name))
@@ -250,6 +258,63 @@ class SafetensorsReader(Reader):
             if b1 < e0:
                 raise FormatError(p, f"data of {n1!r} [{b1}, ...) overlaps {n0!r} "
                                      f"[{b0}, {e0})", tensor=n1, offset=self._data_start + b1)
+
+    def _entries_at_once(self, header: dict[str, Any], data_size: int, file_name: str,
+                         spans: list[tuple[int, int, str]], order: list[tuple[int, str]]
+                         ) -> bool:
+        """The entries of a header every entry of which passes ``_parse_header``'s checks,
+        each check made over all of them at once (C loops over columns: 45k tensors in ~0.05 s,
+        not ~0.1); ``spans`` and ``order`` as that loop fills them. False, with nothing
+        filled in, when a check fails (that loop then finds and names the entry)."""
+        names = list(header)
+        specs = list(header.values())
+        if not names or max(map(len, names)) > MAX_NAME_LENGTH \
+                or not {dict}.issuperset(map(type, specs)):
+            return False
+        dtypes, shapes, offs = (list[Any](map(dict.get, specs, repeat(k)))
+                                for k in ("dtype", "shape", "data_offsets"))
+        if not {str}.issuperset(map(type, dtypes)):
+            return False
+        kinds: dict[str, ElementType] = {}
+        for d in set(dtypes):
+            etype = ELEMENT_TYPES.get(d.upper())
+            if etype is None:
+                return False
+            kinds[d] = etype
+        if not {list}.issuperset(map(type, shapes)) or max(map(len, shapes)) > MAX_RANK \
+                or not {list}.issuperset(map(type, offs)) or set(map(len, offs)) != {2}:
+            return False
+        dims = list(itertools.chain.from_iterable(shapes))
+        if not {int}.issuperset(map(type, dims)) \
+                or (dims and (min(dims) < 0 or max(dims) > _INT64_MAX)):
+            return False
+        begins, ends = list(map(itemgetter(0), offs)), list(map(itemgetter(1), offs))
+        if not {int}.issuperset(map(type, begins)) or not {int}.issuperset(map(type, ends)) \
+                or min(begins) < 0 or not all(map(operator.le, begins, ends)) \
+                or max(ends) > data_size:
+            return False
+        sizes = {d: k.itemsize for d, k in kinds.items()}
+        itemsizes = list(map(sizes.__getitem__, dtypes))
+        if list(map(operator.sub, ends, begins)) != list(map(operator.mul,
+                                                             map(math.prod, shapes), itemsizes)):
+            return False
+        new = _new_tuple
+        tuples = list(map(tuple, shapes))
+        row_dims = [view_row_dims(n, t) if len(t) > 2 else 1
+                    for n, t in zip(names, tuples, strict=True)]
+        views = [t if len(t) == 2 else view_of(t, r) for t, r in zip(tuples, row_dims, strict=True)]
+        type_names = {d: k.name for d, k in kinds.items()}
+        infos = map(new, repeat(TensorInfo), zip(
+            names, tuples, map(type_names.__getitem__, dtypes), repeat(file_name), row_dims,
+            strict=False))  # (repeat: endless)
+        cols = list(map(itemgetter(1), views))
+        fields = zip(infos, map(kinds.__getitem__, dtypes), begins, ends,
+                     map(itemgetter(0), views), cols, map(operator.mul, cols, itemsizes),
+                     map(operator.add, begins, repeat(self._data_start)), strict=True)
+        self._entries.update(zip(names, map(new, repeat(_Entry), fields), strict=True))
+        order += zip(begins, names, strict=True)
+        spans += [(b, e, n) for b, e, n in zip(begins, ends, names, strict=True) if e > b]
+        return True
 
     # -- Reader ------------------------------------------------------------------------------
     def tensors(self) -> Sequence[TensorInfo]:
