@@ -318,3 +318,26 @@ def test_header_checked_at_once_as_entry_by_entry(tmp_path: Path, k: int,
     assert at_once == parse()
     if k == 0:
         assert isinstance(at_once, tuple) and len(at_once[1]) == 6  # type: ignore[arg-type]
+
+
+def test_a_name_listed_twice_is_an_error_naming_it(tmp_path: Path) -> None:
+    """Across files, and within one reader's listing (the whole-list path must not let a
+    repeat through); distinct names of several files keep their owners and file order."""
+    from types import SimpleNamespace
+
+    from weightvis.formats import MultiReader
+    from weightvis.types import TensorInfo
+
+    def fake(file: str, *names: str) -> SimpleNamespace:
+        infos = [TensorInfo(n, (2,), "F32", file) for n in names]
+        return SimpleNamespace(tensors=lambda: infos, format="fake", files=[Path(file)],
+                               metadata={}, info={t.name: t for t in infos}.__getitem__)
+
+    a, b = fake("a.st", "x", "y"), fake("b.st", "z")
+    m = MultiReader([a, b])  # type: ignore[list-item]
+    assert [t.name for t in m.tensors()] == ["x", "y", "z"]
+    assert m._owner == {"x": a, "y": a, "z": b}
+    with pytest.raises(FormatError, match=r"b\.st.*'y'.*also present in a\.st"):
+        MultiReader([a, fake("b.st", "z", "y")])  # type: ignore[list-item]
+    with pytest.raises(FormatError, match=r"c\.st.*'q'.*also present in c\.st"):
+        MultiReader([a, fake("c.st", "q", "r", "q")])  # type: ignore[list-item]
