@@ -379,3 +379,25 @@ def test_pair_index_is_the_diff_pairs_index(tmp_path: Path) -> None:
     by = {p.name: p for p in reader.pairs}
     assert by["blk.0.attn_q.weight"].transform == "unpermute-q"
     assert by["blk.0.attn_k.weight"].transform == "unpermute-k"
+
+
+def test_index_finds_the_dominant_stack_as_detect_blocks_does() -> None:
+    """NameIndex counts tensors and blocks per stack (by the block indices as written, each
+    converted once): the same stack and blocks as ``detect_blocks`` and ``parse_block``, ties
+    between stacks included, and zero-padded indices counted as one block."""
+    from weightvis.index import NameIndex, detect_blocks, parse_block
+
+    cases = [
+        [f"model.layers.{i}.mlp.w" for i in range(5)] + ["enc.blocks.0.w", "enc.blocks.1.w"],
+        [f"a.layers.{i}.x" for i in range(3)] + [f"b.layers.{i}.x" for i in (0, 0, 1)],
+        [f"a.h.{i}.x.{k}" for i in range(2) for k in range(3)]
+        + [f"b.h.{i}.y" for i in range(6)],
+        ["t.layers.1.w", "t.layers.01.v", "t.layers.2.w", "emb.weight"],
+        ["emb.weight", "lm_head.weight"], ["x.layers.0.w"],
+    ]
+    for names in cases:
+        idx = NameIndex(names)
+        assert idx.block_prefix == detect_blocks(names), names
+        want = sorted({p.block for n in names if (p := parse_block(n)) is not None
+                       and p.prefix == idx.block_prefix})
+        assert list(idx.blocks) == (want if idx.block_prefix else []), names

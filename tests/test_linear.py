@@ -274,3 +274,68 @@ def test_gguf_name_shapes_are_found_once_per_key() -> None:
              for _ in range(3000)] + ["", "x", "é.1.ü", "a\ud800.12", "٣.4"]
     got = list(gguf_names._shapes(names))
     assert got == [(n, gguf_names._BID.sub("#", n)) for n in names]
+
+
+def test_geometry_indexes_each_placements_leaf_tiles() -> None:
+    """Geometry's leaf index (one-tile fast path and all) is the tiles each placement's
+    rectangle meets, placements ascending per tile, tiles in first-met order; an empty
+    rectangle meets none (or the one its corner lies in, as the plain loops gave)."""
+    from weightvis.tiling import Geometry
+    from weightvis.types import Placement, SceneLayout
+
+    rng = np.random.default_rng(5)
+    tile = 16
+    ps = []
+    for k in range(400):
+        h, w = (int(rng.integers(0, 3)), int(rng.integers(0, 3))) if k % 9 == 0 else (
+            int(rng.integers(1, 40)), int(rng.integers(1, 40)))
+        ps.append(Placement(f"t{k}", int(rng.integers(0, 200)), int(rng.integers(0, 200)),
+                            3, 3 + h, 1, 1 + w))
+    lay = SceneLayout("arch", 260, 260, tuple(ps), (), {})
+    want: dict[tuple[int, int], list[int]] = {}
+    for i, p in enumerate(ps):
+        for t_y in range(p.c_y // tile, (p.c_y + p.c_h - 1) // tile + 1):
+            for t_x in range(p.c_x // tile, (p.c_x + p.c_w - 1) // tile + 1):
+                want.setdefault((t_x, t_y), []).append(i)
+    geo = Geometry(lay, tile)
+    assert list(geo.leaf_placements.items()) == list(want.items())
+    assert geo.occupied[geo.max_zoom] == set(want)
+    assert any(len(v) > 1 for v in want.values()) and any(
+        p.c_w > tile for p in ps)  # (the test meets multi-tile rectangles and shared tiles)
+
+
+def test_plan_hands_the_helper_the_tiny_16_bit_tensors(tmp_path: Path) -> None:
+    """The scale helper is told of every tensor and asked to compute the BF16/F16 ones of
+    0 < numel < SORT_BELOW (small_scales' kind); the plan's value bytes pick the sidecars."""
+    from weightvis.executors import InlineExecutor
+    from weightvis.options import RenderOptions
+    from weightvis.scenes import plan_render
+
+    class Recording(InlineExecutor):
+        got: list[tuple[tuple[str, ...], list[str]]] = []
+
+        @property
+        def in_other_processes(self) -> bool:
+            return True
+
+        def start_scales(self, spec: object, names: Sequence[str],
+                         small: Sequence[str]) -> None:
+            self.got.append((tuple(names), list(small)))
+
+    side = int(np.ceil(np.sqrt(SORT_BELOW)))  # side * side >= SORT_BELOW > (side - 1) * side
+    spec = {"a": ("BF16", (4, 8)), "big": ("BF16", (side, side)), "b": ("F16", (side - 1, side)),
+            "f": ("F32", (4, 8)), "empty": ("BF16", (0, 8)), "c": ("BF16", (3,))}
+    f = tmp_path / "m.safetensors"
+    write_safetensors(f, {n: (d, s, np.zeros(s, np.uint16 if d != "F32" else np.float32))
+                          for n, (d, s) in spec.items()})
+    r = open_checkpoint([f])
+    ex = Recording()
+    nbytes = sum(int(np.prod(s)) * (4 if d == "F32" else 2) for d, s in spec.values())
+    for limit, want in ((nbytes / 1e6, "values"), ((nbytes - 1) / 1e6, "index")):
+        plan = plan_render(r, [str(f)], RenderOptions(values_limit_mb=limit), ex,
+                           lambda *a: None)
+        assert plan.scenes[0].sidecars == want
+    names, small = ex.got[0]
+    assert names == tuple(t.name for t in r.tensors())
+    assert sorted(small) == ["a", "b", "c"]
+    r.close()

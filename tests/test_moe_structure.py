@@ -362,6 +362,30 @@ def test_missing_expert_is_an_error() -> None:
         moe_structure(_shapes({**spec, "model.layers.0.mlp.gate.weight": (4, 4)}), None)
 
 
+def test_per_expert_slices_and_the_first_matrix_not_2d_named() -> None:
+    """Per-expert 2-D matrices give one ExpertSlice each (the whole matrix, or a half of
+    gate_up); the first expert whose matrix is not 2-D is the one the error names."""
+    from weightvis.moe.structure import moe_structure
+
+    spec: dict[str, tuple[int, ...]] = {
+        f"model.layers.0.mlp.experts.{e}.{p}_proj.weight": (8 + e, 4) if p != "down" else (4, 8)
+        for e in range(4) for p in ("gate", "up", "down")}
+    router = {"model.layers.0.mlp.gate.weight": (4, 4)}
+    m = moe_structure(_shapes({**spec, **router}), None)
+    assert m is not None
+    assert m.slices[(0, "gate")][3] == ExpertSlice(
+        "model.layers.0.mlp.experts.3.gate_proj.weight", None, (0, 11), (0, 4), 1, False)
+    assert type(m.slices[(0, "gate")][3]) is ExpertSlice and m.slices[(0, "up")][1].rows == (0, 9)
+    fused = {f"model.layers.0.mlp.experts.{e}.gate_up_proj.weight": (16, 4) for e in range(2)}
+    m = moe_structure(_shapes({**fused, **router}), None)
+    assert m is not None and m.slices[(0, "up")][1] == ExpertSlice(
+        "model.layers.0.mlp.experts.1.gate_up_proj.weight", None, (8, 16), (0, 4), 1, False)
+    spec["model.layers.0.mlp.experts.2.up_proj.weight"] = (8, 2, 2)
+    spec["model.layers.0.mlp.experts.3.up_proj.weight"] = (8,)
+    with pytest.raises(MoEError, match=r"experts\.2\.up_proj.*shape \[8, 2, 2\]: expected 2-D"):
+        moe_structure(_shapes({**spec, **router}), None)
+
+
 def test_info_reports_the_structure(tmp_path: Path, ref: mm.Ref) -> None:
     info = checkpoint_info([mm.per_expert(ref, tmp_path, "deepseek")])
     assert info["moe"] == {"family": "per-expert", "moe_layers": [1, 2, 3], "dense_layers": [0],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -280,6 +281,9 @@ def test_vectorised_stats_equal_the_per_tensor_ones() -> None:
         accs.append([n, tot, tot2, float(rng.normal()), float(rng.normal()),
                      float(rng.integers(0, 5)), float(rng.integers(0, 3)),
                      float(rng.integers(0, 3))])
+    accs += [[4.0, math.inf, math.inf, -math.inf, math.inf, 0.0, 1.0, 2.0],  # (infinities:
+             [2.0, -math.inf, 1.0, -math.inf, 3.0, 1.0, 0.0, 1.0],          # None in the JSON)
+             [3.0, 1.0, math.nan, math.nan, math.nan, 0.0, 3.0, 0.0]]
     accs_a = np.array(accs, np.float64)
     numels = rng.integers(0, 10**7, len(accs))
     numels[::13] = 0
@@ -289,6 +293,8 @@ def test_vectorised_stats_equal_the_per_tensor_ones() -> None:
             for a, m, r in zip(accs_a, numels, robusts, strict=True)]
     got = stats_json_many(accs_a, numels, robusts)
     assert json.dumps(got) == json.dumps(want)
+    assert got[-3]["min"] is None and got[-3]["max"] is None and got[-2]["mean"] is None
+    assert all(type(g["nan_count"]) is int and type(g["inf_count"]) is int for g in got)
 
 
 def test_manifest_parts_made_meanwhile_fail_like_the_others(

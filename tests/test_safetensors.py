@@ -5,6 +5,7 @@ malformed file."""
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -219,3 +220,124 @@ def test_truncated_real_checkpoint(tmp_path: Path) -> None:
     p.write_bytes(src[: len(src) // 2])
     with pytest.raises(FormatError, match="truncated"):
         open_checkpoint([p])
+
+
+@pytest.mark.parametrize("shape", [[-1], [2, -3], [True, 4], [4, False], [2.0, 2], ["2"],
+                                   [[2]], [None], [1 << 63], [0, 1 << 64], [1] * 65, "4", {}])
+def test_every_malformed_shape_is_refused(tmp_path: Path, shape: object) -> None:
+    """The header parse checks each dim's exact type and range (bool is not an int here)."""
+    p = tmp_path / "bad.safetensors"
+    p.write_bytes(_raw({"ok": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                        "w": {"dtype": "F32", "shape": shape, "data_offsets": [4, 4]}},
+                       b"\0" * 4))
+    with pytest.raises(FormatError, match=r"'w'.*shape .* is not a list of at most 64 integers"):
+        SafetensorsReader(p)
+
+
+def test_listed_tensors_match_their_shapes_and_views(tmp_path: Path) -> None:
+    """Each listed tensor is TensorInfo(name, shape, dtype, file, view_row_dims), whatever the
+    rank, dtype spelling or size, and its reads use the 2-D view of ``types.view_of``."""
+    from weightvis.formats.dtypes import ELEMENT_TYPES
+    from weightvis.index import view_row_dims
+    from weightvis.types import TensorInfo, view_of
+
+    specs = {"s": ("F32", []), "v": ("f32", [3]), "m": ("BF16", [2, 5]), "z": ("F16", [0, 4]),
+             "c": ("F32", [2, 3, 2, 2]), "e": ("bf16", [3, 2]),
+             "model.layers.0.mlp.experts.gate_up_proj": ("BF16", [4, 2, 3])}
+    header: dict[str, object] = {}
+    at = 0
+    for name, (dtype, shape) in specs.items():
+        n = math.prod(shape) * ELEMENT_TYPES[dtype.upper()].itemsize
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [at, at + n]}
+        at += n
+    p = tmp_path / "m.safetensors"
+    p.write_bytes(_raw(header, b"\0" * at))
+    r = SafetensorsReader(p)
+    for name, (dtype, shape) in specs.items():
+        dims = tuple(shape)
+        want = TensorInfo(name, dims, ELEMENT_TYPES[dtype.upper()].name, str(p),
+                          view_row_dims(name, dims) if len(dims) > 2 else 1)
+        got = r.info(name)
+        assert got == want and type(got) is TensorInfo
+        assert (got.e_rows, got.e_cols) == view_of(dims, want.row_dims)
+        ent = r._entries[name]
+        assert (ent.rows, ent.cols) == view_of(dims, want.row_dims)
+        assert ent.row_bytes == ent.cols * ELEMENT_TYPES[dtype.upper()].itemsize
+    assert r.info("model.layers.0.mlp.experts.gate_up_proj").row_dims == 2
+
+
+def _header_variants() -> list[dict[str, object]]:
+    ok: dict[str, object] = {
+        "s": {"dtype": "F32", "shape": [], "data_offsets": [0, 4]},
+        "v": {"dtype": "f16", "shape": [3], "data_offsets": [4, 10]},
+        "z": {"dtype": "BF16", "shape": [0, 4], "data_offsets": [10, 10]},
+        "model.layers.0.mlp.experts.gate_up_proj": {"dtype": "BF16", "shape": [2, 2, 3],
+                                                    "data_offsets": [10, 34]},
+        "c": {"dtype": "F32", "shape": [1, 2, 1, 2], "data_offsets": [34, 50]},
+        "a": {"dtype": "bf16", "shape": [3, 1], "data_offsets": [50, 56]},
+    }
+    bad: list[dict[str, object]] = [{**ok, "a": {"dtype": "BF16", "shape": [3, 1],
+                                                 "data_offsets": off}}
+                                    for off in ([50, 58], [50], [56, 50], [-2, 4], [50, 9999],
+                                                [50.0, 56], None, [True, 56], [30, 36])]
+    bad += [{**ok, "a": spec} for spec in ([], {"shape": [3, 1], "data_offsets": [50, 56]},
+                                           {"dtype": "Q9", "shape": [3, 1],
+                                            "data_offsets": [50, 56]},
+                                           {"dtype": 16, "shape": [3, 1],
+                                            "data_offsets": [50, 56]})]
+    bad.append({**ok, "x" * 5000: ok["a"]})
+    return [ok, {}, {"s": ok["s"]}, *bad]
+
+
+@pytest.mark.parametrize("k", range(len(_header_variants())))
+def test_header_checked_at_once_as_entry_by_entry(tmp_path: Path, k: int,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The header's entries made by checks over all of them at once are the entries (and file
+    order) the entry-by-entry loop makes; a header either refuses gets the loop's error."""
+    from collections import OrderedDict
+
+    from weightvis.formats import safetensors as st
+
+    header = _header_variants()[k]
+    p = tmp_path / "m.safetensors"
+    p.write_bytes(_raw(header, b"\0" * 56))
+
+    def parse() -> tuple[object, ...] | str:
+        monkeypatch.setattr(st, "_PARSED", OrderedDict())  # (parsed again, not remembered)
+        try:
+            r = SafetensorsReader(p)
+        except FormatError as e:
+            return str(e)
+        try:
+            return r._entries, tuple(r.tensors())
+        finally:
+            r.close()
+
+    at_once = parse()
+    monkeypatch.setattr(SafetensorsReader, "_entries_at_once", lambda *a: False)
+    assert at_once == parse()
+    if k == 0:
+        assert isinstance(at_once, tuple) and len(at_once[1]) == 6  # type: ignore[arg-type]
+
+
+def test_a_name_listed_twice_is_an_error_naming_it(tmp_path: Path) -> None:
+    """Across files, and within one reader's listing (the whole-list path must not let a
+    repeat through); distinct names of several files keep their owners and file order."""
+    from types import SimpleNamespace
+
+    from weightvis.formats import MultiReader
+    from weightvis.types import TensorInfo
+
+    def fake(file: str, *names: str) -> SimpleNamespace:
+        infos = [TensorInfo(n, (2,), "F32", file) for n in names]
+        return SimpleNamespace(tensors=lambda: infos, format="fake", files=[Path(file)],
+                               metadata={}, info={t.name: t for t in infos}.__getitem__)
+
+    a, b = fake("a.st", "x", "y"), fake("b.st", "z")
+    m = MultiReader([a, b])  # type: ignore[list-item]
+    assert [t.name for t in m.tensors()] == ["x", "y", "z"]
+    assert m._owner == {"x": a, "y": a, "z": b}
+    with pytest.raises(FormatError, match=r"b\.st.*'y'.*also present in a\.st"):
+        MultiReader([a, fake("b.st", "z", "y")])  # type: ignore[list-item]
+    with pytest.raises(FormatError, match=r"c\.st.*'q'.*also present in c\.st"):
+        MultiReader([a, fake("c.st", "q", "r", "q")])  # type: ignore[list-item]

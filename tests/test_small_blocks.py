@@ -215,3 +215,53 @@ def test_small_scales_are_the_one_by_one_scales_bit_for_bit(tmp_path: Path) -> N
         for n, v in got.items():
             want = values.tensor_scale(r, n, values.numpy_code_counts)
             assert np.float64(v).tobytes() == np.float64(want).tobytes(), (n, v, want)
+
+
+def test_resolve_batches_only_placements_in_their_span_with_a_usable_scale(
+        tmp_path: Path) -> None:
+    """Each placement gets its span's fields and its scale (_BATCH), or is left to ``rect``
+    (_SINGLE) when its tensor has no span (F32), its scale is not finite and > 0, or its
+    rectangle runs past the span's rows or columns; tensor ids are shared by placements of one
+    tensor, and the ids already resolved are not looked up again."""
+    from types import SimpleNamespace
+
+    from weightvis.types import Placement
+
+    ckpt = tmp_path / "model.safetensors"
+    _many_tensors(ckpt)
+    r = open_checkpoint([ckpt])
+    g = "model.layers.0.mlp.experts.1.gate_proj.weight"  # BF16 [9, 20]
+    u = "model.layers.2.mlp.experts.0.up_proj.weight"  # F16 [8, 16]
+    f32 = "model.layers.1.input_layernorm.weight"
+    ps = [Placement(g, 0, 0, 0, 9, 0, 20), Placement(u, 0, 0, 2, 8, 1, 16),
+          Placement(g, 0, 0, 9, 10, 0, 20),  # row 9 of 9: past the span
+          Placement(g, 0, 0, 0, 2, 0, 21),  # column 20 of 20: past it
+          Placement(f32, 0, 0, 0, 1, 0, 64), Placement(u, 0, 0, 0, 1, 0, 1)]
+    scales = {g: 0.5, u: 0.25, f32: 1.0}
+    looked: list[str] = []
+
+    def scale(name: str) -> float:
+        looked.append(name)
+        return scales[name]
+
+    w = SimpleNamespace(geo=SimpleNamespace(layout=SimpleNamespace(placements=ps)), reader=r,
+                        scale=scale, code_values=code_values)
+    st = painters._SmallBlocks(w)  # type: ignore[arg-type]
+    st.resolve(w, np.array([0, 1, 2, 3, 4], np.int64))  # type: ignore[arg-type]
+    assert st.kind[:5].tolist() == [painters._BATCH, painters._BATCH] + [painters._SINGLE] * 3
+    assert st.kind[5] == 0  # not asked for
+    assert st.names == [g, u, f32] and st.tid[:5].tolist() == [0, 1, 0, 0, 2]
+    for i, name in ((0, g), (1, u)):
+        span = r.code_span(name)
+        assert span is not None
+        assert (st.start[i], st.row_bytes[i], st.cols[i]) == (span.start, span.row_bytes,
+                                                               span.cols)
+        assert st.scale[i] == scales[name] and st.src[i] is span.source
+        assert np.array_equal(st.values[st.tab[i]], code_values(span.dtype), equal_nan=True)
+    assert st.tab[0] != st.tab[1]  # BF16, F16
+    assert st.scale[2:5].tolist() == [1.0] * 3 and st.src[2:5] == [None] * 3
+    scales[u] = float("nan")
+    looked.clear()
+    st.resolve(w, np.array([0, 5], np.int64))  # type: ignore[arg-type]
+    assert looked == [u] and st.kind[5] == painters._SINGLE and st.tid[5] == 1
+    r.close()

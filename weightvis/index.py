@@ -22,7 +22,7 @@ reader (gguf-py is imported only to map GGUF names of an architecture the overri
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from typing import NamedTuple
@@ -461,12 +461,13 @@ class NameIndex:
         match = _BLOCK_RE.match
         parsed = [(n, c, m.groups() if (m := match(c)) is not None else None)
                   for n, c in canon.items()]
+        # (by stack and block index as written: few distinct, each converted once)
+        at = Counter(g[:2] for _, _, g in parsed if g is not None)
         counts: dict[str, int] = defaultdict(int)
         indices: dict[str, set[int]] = defaultdict(set)
-        for _, _, g in parsed:
-            if g is not None:
-                counts[g[0]] += 1
-                indices[g[0]].add(int(g[1]))
+        for (stack, idx), k in at.items():
+            counts[stack] += k
+            indices[stack].add(int(idx))
         prefix = self.block_prefix = _dominant(counts, indices)
         """The dominant block stack (``detect_blocks``), None without one."""
         self.blocks: tuple[int, ...] = tuple(sorted(indices[prefix])) if prefix else ()

@@ -217,6 +217,7 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
         raise InputError(f"{', '.join(srcs)}: the checkpoint holds no tensors")
     spec = CheckpointSpec(tuple(srcs))
     names = [t.name for t in tensors]
+    numels = list(map(math.prod, map(operator.attrgetter("shape"), tensors)))  # (t.numel, 3x)
     # Per-tensor scales need no pass before the tiles when the tiles render in other
     # processes: the executor's helper and the tile workers compute them as they need them
     # (the same deterministic function), and this process computes what is left afterwards
@@ -224,8 +225,8 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
     overlap = opts.scale != "global" and executor.in_other_processes
     prefetch = tuple(names) if overlap and not opts.bytes_scene else ()
     if prefetch:  # the tiny tensors' scales, from now on (while this plans)
-        executor.start_scales(spec, prefetch, [t.name for t in tensors if t.dtype in CODE_DTYPES
-                                               and 0 < t.numel < SORT_BELOW])
+        executor.start_scales(spec, prefetch, [t.name for t, n in zip(tensors, numels, strict=True)
+                                               if t.dtype in CODE_DTYPES and 0 < n < SORT_BELOW])
     index = NameIndex(names, gguf_arch=reader.gguf_architecture())
     with_moe = moe_options is not None and moe_options.enabled
     structure = None
@@ -252,8 +253,11 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
     if opts.bytes_scene:  # a byte is one byte: its sidecar always holds the bytes
         sidecars = opts.values if opts.values in ("index", "none") else "values"
     else:
-        sidecars = sidecar_mode(opts.values, sum(t.numel * value_width(t.dtype)
-                                                 for t in tensors), opts.values_limit_mb)
+        dtypes = [t.dtype for t in tensors]
+        width = {d: value_width(d) for d in set(dtypes)}  # (45k tensors, a few dtypes)
+        sidecars = sidecar_mode(opts.values, sum(map(operator.mul, numels,
+                                                     map(width.__getitem__, dtypes))),
+                                opts.values_limit_mb)
     robust: dict[str, float] = {}
     scales: dict[str, float] = {}
 
@@ -339,9 +343,8 @@ def plan_render(reader: MultiReader, srcs: list[str], opts: RenderOptions, execu
             stats = stats_json_many(
                 # (one concatenation of the rows: np.stack's Python loops cost 0.02 s on 45k)
                 np.concatenate([get(n, empty) for n in names]).reshape(len(names), -1),
-                np.fromiter(map(math.prod, map(operator.attrgetter("shape"), tensors)),
-                            np.int64, len(tensors)),  # (numel, 3x faster)
-                np.array([robust[t.name] for t in tensors], np.float64))
+                np.array(numels, np.int64),
+                np.array(list(map(robust.__getitem__, names)), np.float64))
         static: StaticParts = early.pop("static", None) or static_parts()
         scene_doc, tensors_json = static.scene, static.entries
         for t, st in zip(tensors, stats, strict=True):

@@ -30,11 +30,18 @@ class Geometry:
         self.max_zoom = max(0, math.ceil(math.log2(max(layout.c_width, layout.c_height) / tile)))
         self.leaf_placements: dict[tuple[int, int], list[int]] = defaultdict(list)
         if layout.layout != "hilbert":  # placements: "arch", MoE "panels"
-            for i, p in enumerate(layout.placements):
-                for t_y in range(p.c_y // tile, (p.c_y + p.c_h - 1) // tile + 1):
-                    for t_x in range(p.c_x // tile, (p.c_x + p.c_w - 1) // tile + 1):
-                        self.leaf_placements[(t_x, t_y)].append(i)
-            leaves = set(self.leaf_placements)
+            at = self.leaf_placements
+            # (45k placements: the fields unpacked, not read by property; one tile, one append)
+            for i, (_n, c_x, c_y, e_r0, e_r1, e_c0, e_c1, _l) in enumerate(layout.placements):
+                y0, y1 = c_y // tile, (c_y + e_r1 - e_r0 - 1) // tile
+                x0, x1 = c_x // tile, (c_x + e_c1 - e_c0 - 1) // tile
+                if y0 == y1 and x0 == x1:
+                    at[(x0, y0)].append(i)
+                    continue
+                for t_y in range(y0, y1 + 1):
+                    for t_x in range(x0, x1 + 1):
+                        at[(t_x, t_y)].append(i)
+            leaves = set(at)
         else:
             from .kernels import hilbert_d2xy  # compiled: only Hilbert layouts load it here
 

@@ -493,11 +493,18 @@ def stats_json_many(accs: np.ndarray, numels: np.ndarray, robusts: np.ndarray
         col[empty] = math.nan
 
     def nums(col: np.ndarray) -> list[float | None]:
-        return [v if math.isfinite(v) else None for v in col.tolist()]
+        """The column's floats, None for each NaN or infinity (set by index: 45k tensors'
+        columns are nearly all finite, and a test per value cost 0.01 s a column)."""
+        out: list[float | None] = col.tolist()
+        for i in np.flatnonzero(~np.isfinite(col)).tolist():
+            out[i] = None
+        return out
+
+    def counts(col: np.ndarray) -> list[int]:  # (whole numbers below 2**53: exact)
+        return col.astype(np.int64).tolist()  # type: ignore[no-any-return]
 
     cols = [nums(lo), nums(hi), nums(mean), nums(std), nums(rms), zero_fraction.tolist(),
-            [int(v) for v in nans.tolist()], [int(v) for v in infs.tolist()],
-            nums(np.asarray(robusts, np.float64))]
+            counts(nans), counts(infs), nums(np.asarray(robusts, np.float64))]
     # (a dict display, not dict(zip(keys, row)): 45k tensors, 0.02 s instead of 0.04)
     return [{"min": v_min, "max": v_max, "mean": v_mean, "std": v_std, "rms": v_rms,
              "zero_fraction": v_zero, "nan_count": v_nan, "inf_count": v_inf, "robust": v_robust}

@@ -7,12 +7,16 @@ buffer; offsets are relative to the start of the data buffer.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import operator
 import os
 import struct
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,7 +25,7 @@ import numpy as np
 from ..errors import FormatError, UnsupportedDtypeError
 from ..index import view_row_dims
 from ..sources import ByteSource, LocalFileSource, as_source
-from ..types import TensorInfo
+from ..types import TensorInfo, view_of
 from ..untrusted import load_json
 from .base import MAX_NAME_LENGTH, Reader, check_block, gc_paused
 from .dtypes import CODE_DTYPES, ELEMENT_TYPES, ElementType
@@ -52,15 +56,18 @@ def looks_like_safetensors(head: bytes) -> bool:
     return 2 <= n <= MAX_HEADER_BYTES and head[8:9] == b"{"
 
 
-class _Entry:
-    __slots__ = ("info", "etype", "begin", "end", "rows", "cols", "row_bytes", "start")
+class _Entry(NamedTuple):
+    """A tensor's place in the file, its 2-D view's size computed once (reads are hot)."""
 
-    def __init__(self, info: TensorInfo, etype: ElementType, begin: int, end: int,
-                 data_start: int) -> None:
-        self.info, self.etype, self.begin, self.end = info, etype, begin, end
-        self.rows, self.cols = info.e_rows, info.e_cols  # computed once: reads are hot
-        self.row_bytes = self.cols * etype.itemsize
-        self.start = data_start + begin
+    info: TensorInfo
+    etype: ElementType
+    begin: int
+    end: int
+    rows: int
+    cols: int
+    row_bytes: int
+    start: int
+    """The data's first byte in the file (data buffer's start + ``begin``)."""
 
 
 class CodeSpan(NamedTuple):
@@ -84,6 +91,9 @@ class _Parsed(NamedTuple):
     entries: dict[str, _Entry]
     tensors: tuple[TensorInfo, ...]
 
+
+_new_tuple = tuple.__new__
+"""A NamedTuple made without its Python-level ``__new__`` (45k tensors: per-tensor calls)."""
 
 _PARSED: OrderedDict[tuple[object, ...], _Parsed] = OrderedDict()
 """Headers parsed in this process, by (name, device, inode, size, mtime) of the local file: a
@@ -180,7 +190,14 @@ class SafetensorsReader(Reader):
         order: list[tuple[int, str]] = []
         entries = self._entries
         file_name = str(p)
-        for name, spec in header.items():
+        # (45k tensors: the loop's own cost matters) each dtype string's type looked up once;
+        # TensorInfo(...) without its Python-level __new__
+        kinds: dict[str, tuple[ElementType, str, int]] = {}
+        new = _new_tuple
+        int_only = {int}
+        if self._entries_at_once(header, data_size, file_name, spans, order):
+            header = {}  # (all of them made)
+        for name, spec in header.items():  # (a header the checks at once refused: which entry)
             if len(name) > MAX_NAME_LENGTH:
                 raise FormatError(p, f"tensor name of {len(name)} characters (the bound is "
                                      f"{MAX_NAME_LENGTH}): corrupt?", tensor=name[:64] + "...")
@@ -189,14 +206,18 @@ class SafetensorsReader(Reader):
             dtype, shape, offs = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
             if not isinstance(dtype, str):
                 raise FormatError(p, "missing dtype", tensor=name)
-            etype = ELEMENT_TYPES.get(dtype.upper())
-            if etype is None:
-                raise UnsupportedDtypeError(
-                    p, f"unknown or unsupported dtype {_short(dtype)} (supported: "
-                       f"{', '.join(ELEMENT_TYPES)})", tensor=name)
+            kind = kinds.get(dtype)
+            if kind is None:
+                etype = ELEMENT_TYPES.get(dtype.upper())
+                if etype is None:
+                    raise UnsupportedDtypeError(
+                        p, f"unknown or unsupported dtype {_short(dtype)} (supported: "
+                           f"{', '.join(ELEMENT_TYPES)})", tensor=name)
+                kind = kinds[dtype] = (etype, etype.name, etype.itemsize)
+            etype, etype_name, itemsize = kind
             if (type(shape) is not list or len(shape) > MAX_RANK  # noqa: E721 (exact types:
-                    or not all(type(d) is int and 0 <= d <= _INT64_MAX  # noqa: E721 JSON gives
-                               for d in shape)):                        # list, int, bool)
+                    or not int_only.issuperset(map(type, shape))  # JSON gives list, int, bool)
+                    or (shape and (min(shape) < 0 or max(shape) > _INT64_MAX))):
                 raise FormatError(p, f"shape {_short(shape)} is not a list of at most "
                                      f"{MAX_RANK} integers in [0, 2**63)", tensor=name)
             if (type(offs) is not list or len(offs) != 2  # noqa: E721
@@ -213,14 +234,20 @@ class SafetensorsReader(Reader):
                        f"the file ({self._size} bytes): truncated?", tensor=name,
                     offset=self._data_start + begin if begin <= data_size else None)
             numel = math.prod(shape)
-            if end - begin != numel * etype.itemsize:
+            if end - begin != numel * itemsize:
                 raise FormatError(
                     p, f"data_offsets span {end - begin} bytes but shape {_short(shape)} of "
-                       f"{etype.name} needs {_short(numel * etype.itemsize)}", tensor=name,
+                       f"{etype_name} needs {_short(numel * itemsize)}", tensor=name,
                     offset=self._data_start + begin)
-            info = TensorInfo(name, tuple(shape), etype.name, file_name,
-                              view_row_dims(name, tuple(shape)) if len(shape) > 2 else 1)
-            entries[name] = _Entry(info, etype, begin, end, self._data_start)
+            dims = tuple(shape)
+            if len(dims) == 2:
+                row_dims, view = 1, dims
+            else:
+                row_dims = view_row_dims(name, dims) if len(dims) > 2 else 1
+                view = view_of(dims, row_dims)
+            info = new(TensorInfo, (name, dims, etype_name, file_name, row_dims))
+            entries[name] = new(_Entry, (info, etype, begin, end, view[0], view[1],
+                                         view[1] * itemsize, self._data_start + begin))
             order.append((begin, name))
             if end > begin:
                 spans.append((begin, end, name))
@@ -231,6 +258,63 @@ class SafetensorsReader(Reader):
             if b1 < e0:
                 raise FormatError(p, f"data of {n1!r} [{b1}, ...) overlaps {n0!r} "
                                      f"[{b0}, {e0})", tensor=n1, offset=self._data_start + b1)
+
+    def _entries_at_once(self, header: dict[str, Any], data_size: int, file_name: str,
+                         spans: list[tuple[int, int, str]], order: list[tuple[int, str]]
+                         ) -> bool:
+        """The entries of a header every entry of which passes ``_parse_header``'s checks,
+        each check made over all of them at once (C loops over columns: 45k tensors in ~0.05 s,
+        not ~0.1); ``spans`` and ``order`` as that loop fills them. False, with nothing
+        filled in, when a check fails (that loop then finds and names the entry)."""
+        names = list(header)
+        specs = list(header.values())
+        if not names or max(map(len, names)) > MAX_NAME_LENGTH \
+                or not {dict}.issuperset(map(type, specs)):
+            return False
+        dtypes, shapes, offs = (list[Any](map(dict.get, specs, repeat(k)))
+                                for k in ("dtype", "shape", "data_offsets"))
+        if not {str}.issuperset(map(type, dtypes)):
+            return False
+        kinds: dict[str, ElementType] = {}
+        for d in set(dtypes):
+            etype = ELEMENT_TYPES.get(d.upper())
+            if etype is None:
+                return False
+            kinds[d] = etype
+        if not {list}.issuperset(map(type, shapes)) or max(map(len, shapes)) > MAX_RANK \
+                or not {list}.issuperset(map(type, offs)) or set(map(len, offs)) != {2}:
+            return False
+        dims = list(itertools.chain.from_iterable(shapes))
+        if not {int}.issuperset(map(type, dims)) \
+                or (dims and (min(dims) < 0 or max(dims) > _INT64_MAX)):
+            return False
+        begins, ends = list(map(itemgetter(0), offs)), list(map(itemgetter(1), offs))
+        if not {int}.issuperset(map(type, begins)) or not {int}.issuperset(map(type, ends)) \
+                or min(begins) < 0 or not all(map(operator.le, begins, ends)) \
+                or max(ends) > data_size:
+            return False
+        sizes = {d: k.itemsize for d, k in kinds.items()}
+        itemsizes = list(map(sizes.__getitem__, dtypes))
+        if list(map(operator.sub, ends, begins)) != list(map(operator.mul,
+                                                             map(math.prod, shapes), itemsizes)):
+            return False
+        new = _new_tuple
+        tuples = list(map(tuple, shapes))
+        row_dims = [view_row_dims(n, t) if len(t) > 2 else 1
+                    for n, t in zip(names, tuples, strict=True)]
+        views = [t if len(t) == 2 else view_of(t, r) for t, r in zip(tuples, row_dims, strict=True)]
+        type_names = {d: k.name for d, k in kinds.items()}
+        infos = map(new, repeat(TensorInfo), zip(
+            names, tuples, map(type_names.__getitem__, dtypes), repeat(file_name), row_dims,
+            strict=False))  # (repeat: endless)
+        cols = list(map(itemgetter(1), views))
+        fields = zip(infos, map(kinds.__getitem__, dtypes), begins, ends,
+                     map(itemgetter(0), views), cols, map(operator.mul, cols, itemsizes),
+                     map(operator.add, begins, repeat(self._data_start)), strict=True)
+        self._entries.update(zip(names, map(new, repeat(_Entry), fields), strict=True))
+        order += zip(begins, names, strict=True)
+        spans += [(b, e, n) for b, e, n in zip(begins, ends, names, strict=True) if e > b]
+        return True
 
     # -- Reader ------------------------------------------------------------------------------
     def tensors(self) -> Sequence[TensorInfo]:
@@ -294,7 +378,8 @@ class SafetensorsReader(Reader):
         ent = self._entries.get(name)
         if ent is None or ent.etype.name not in CODE_DTYPES:
             return None
-        return CodeSpan(self._file, ent.start, ent.row_bytes, ent.rows, ent.cols, ent.etype.name)
+        return _new_tuple(CodeSpan, (self._file, ent.start, ent.row_bytes, ent.rows, ent.cols,
+                                     ent.etype.name))  # (CodeSpan(...) less its __new__)
 
     def raw_bytes(self) -> np.ndarray:
         """The whole file as a read-only uint8 array (a view of the source, not tracked)."""

@@ -101,12 +101,15 @@ def _model(moe: MoEStructure, index: NameIndex, infos: Mapping[str, TensorInfo]
     claimed: set[str] = set()
     seen: set[tuple[int, int, str]] = set()
     n_exp: dict[int, int] = defaultdict(int)
+    new = tuple.__new__  # _Draw(...) without its Python-level __new__ (44k slices)
     for (b, role), ss in moe.slices.items():
         n_exp[b] = max(n_exp[b], len(ss))
         cb = cells[b]
         for e, s in enumerate(ss):
             if s.expert_axis_index is None and s.col_step == 1:  # a 2-D tensor: the slice
-                cb[e].append(_Draw(role, s.tensor, *s.rows, *s.cols, f"expert {e} · {role}"))
+                (r0, r1), (c0, c1) = s.rows, s.cols
+                cb[e].append(new(_Draw, (role, s.tensor, r0, r1, c0, c1,
+                                         f"expert {e} · {role}")))
                 claimed.add(s.tensor)
                 continue
             rect = _slice_rect(infos[s.tensor], s)
@@ -297,6 +300,7 @@ def experts_layout(tensors: Sequence[TensorInfo], index: NameIndex, moe: MoEStru
     placements: list[Placement] = list(hd.placements)
     groups: list[Group] = list(hd.groups)
     gx0, gy0, grid_w, grid_h = pl.grid
+    offsets, add, new = cell.offsets, placements.append, tuple.__new__
     for b in range(b_lo, b_hi + 1):
         if b not in block_ts:
             continue
@@ -323,10 +327,9 @@ def experts_layout(tensors: Sequence[TensorInfo], index: NameIndex, moe: MoEStru
             ci, j = divmod(e, cell.k)
             cr, cc = divmod(ci, pl.cols)
             cx, cy = bx + gx0 + cc * (cell.w + g_cell), by + gy0 + cr * (cell.h + g_cell)
-            for d in draws:
-                ox, oy = cell.offsets[(j, d.key)]
-                placements.append(Placement(d.tensor, cx + ox, cy + oy, d.e_r0, d.e_r1,
-                                            d.e_c0, d.e_c1, d.label))
+            for key, tensor, r0, r1, c0, c1, label in draws:  # (44k: Placement's fast __new__)
+                ox, oy = offsets[(j, key)]
+                add(new(Placement, (tensor, cx + ox, cy + oy, r0, r1, c0, c1, label)))
         if shared is not None and model.shared.get(b):
             sx, sy = bx + tops[_SHARED][0], by + tops[_SHARED][1]
             groups.append(Group("shared experts", "section", sx, sy, shared.w, shared.h))
