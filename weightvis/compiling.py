@@ -29,6 +29,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_any
 from typing import Any
 
+from .interrupts import start_forked, unblock_stop_signals
+
 __all__ = ["start", "wait", "warm", "warm_all", "COMPILE_STAGE", "GROUPS"]
 
 COMPILE_STAGE = "compiling kernels (first run only)"
@@ -124,13 +126,14 @@ def start(delta: bool = False, needed: Collection[str] | None = None) -> None:
         parent, child = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_compile_main, args=(tasks, child), daemon=True,
                            name="weightvis-compile")
-        proc.start()
+        start_forked(proc)
         child.close()
         _running.append((proc, parent))
     _pending = len(groups)
 
 
 def _compile_main(tasks: Any, done: Connection) -> None:
+    unblock_stop_signals()  # (started by start_forked: a stop signal ends this process too)
     while (group := tasks.get()) is not None:
         try:
             _warm(group)

@@ -30,7 +30,7 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from .errors import WorkerError
-from .interrupts import become_helper, deferred, leave_to_main_thread
+from .interrupts import become_helper, deferred, leave_to_main_thread, start_forked
 from .tiling import SceneJob
 from .types import TileAddress
 
@@ -226,7 +226,7 @@ def _pool_results(workers: int, job: SceneJob | None, spec: Any,
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker_main, args=(child, job, spec, call, os.getpid()),
                                daemon=True, name="weightvis-worker")
-            proc.start()
+            start_forked(proc)
             child.close()
             procs.append((proc, parent))
         busy: dict[Connection, BaseProcess] = {}

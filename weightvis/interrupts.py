@@ -19,8 +19,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
-__all__ = ["STOP_SIGNALS", "deferred", "become_helper", "leave_to_main_thread"]
+__all__ = ["STOP_SIGNALS", "deferred", "start_forked", "unblock_stop_signals", "become_helper",
+           "leave_to_main_thread"]
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -44,6 +46,22 @@ def deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def start_forked(proc: Any) -> None:
+    """``proc.start()`` (a process about to fork) with the stop signals held off: a handler
+    that ran inside the fork's Python hooks would have its exception dropped there
+    ("Exception ignored in ... _releaseLock": logging's lock left held, the stop lost, the run
+    hanging); held off, the signal is handled in the caller right after the fork. The child
+    starts with them blocked: ``become_helper`` (or ``unblock_stop_signals``) unblocks them."""
+    with deferred():
+        proc.start()
+
+
+def unblock_stop_signals() -> None:
+    """Unblock the stop signals in this thread (a child of ``start_forked``)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
 def leave_to_main_thread() -> None:
     """Block the stop signals in this (side) thread for good, so the kernel delivers them to
     the main thread, whatever it waits on (a signal taken by a side thread would only be
@@ -58,8 +76,7 @@ def become_helper(parent: int) -> None:
     when the parent dies), elsewhere a thread that watches the parent's pid."""
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):  # forked inside a deferred() block: unblock
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    unblock_stop_signals()  # (forked inside a deferred() block)
     armed = False
     if sys.platform.startswith("linux"):
         try:

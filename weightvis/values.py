@@ -348,7 +348,9 @@ def start_scale_helper(spec: Any, names: Sequence[str], table: SharedScales,
                                        args=(spec, list(names), table, os.getpid(),
                                              small_only),
                                        name="weightvis-scales", daemon=True)
-    p.start()
+    from .interrupts import start_forked
+
+    start_forked(p)
     return p
 
 
