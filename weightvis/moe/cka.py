@@ -14,9 +14,10 @@ HSIC₁(K, L) = [⟨K, L⟩ - d_K·d_L + t_K t_L / ((n-1)(n-2)) - 2/(n-2) r_K·r
 CKA(a, b) = HSIC₁(K_a, K_b) / √(HSIC₁(K_a, K_a) HSIC₁(K_b, K_b)); ⟨K_a, K_b⟩ = ‖X_aᵀX_b‖²_F.
 
 **Exact** when it is cheap (``exact_cost`` ≤ ``cka_exact_max`` multiply-adds): ⟨K_a, K_b⟩ from
-each expert's n×n Gram in float64. **Sketched** above that: every expert of a (layer, role) is
-sketched by two independent random feature maps R₁, R₂ (k features each, shared by the group,
-seeded from the layer and role), S = X Rᵀ, and
+each expert's n×n Gram in float64. Above that the default estimate is the row sample of
+``sampled.py``; the **feature sketches** here are kept to compare (``MoEOptions.cka_sketch``):
+every expert of a (layer, role) is sketched by two independent random feature maps R₁, R₂
+(k features each, shared by the group, seeded from the layer and role), S = X Rᵀ, and
 numerator(a, b) = ½[HSIC₁(S¹_a, S²_b) + HSIC₁(S²_a, S¹_b)], denominator(a) = HSIC₁(S¹_a, S²_a).
 R₁ ⊥ R₂ makes every term an unbiased estimate of its unsketched value (one shared sketch, as
 the reference tool does, is biased by -0.03…-0.86, MOE.md §3.4). The maps are **CountSketch**
