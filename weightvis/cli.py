@@ -748,9 +748,18 @@ def _on_stop(signum: int, frame: Any) -> None:
     for s in STOP_SIGNALS:  # a second signal must not interrupt the clean-up of the first
         signal.signal(s, signal.SIG_IGN)
     _STOPPED_BY.append(signum)
+    # the exception raised here can land inside any object's construction (numba compiling,
+    # llvmlite's half-built ObjectRef): freed while the run unwinds, such an object's
+    # ``__del__`` fails, and Python prints "Exception ignored in ..." and a traceback. The
+    # run is ending as stopped, and says so in one line: those are its noise
+    sys.unraisablehook = _quiet_unraisable
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise _Stopped(signum)
+
+
+def _quiet_unraisable(unraisable: Any) -> None:
+    """``sys.unraisablehook`` once a stop signal arrived: says nothing (see ``_on_stop``)."""
 
 
 @contextlib.contextmanager
@@ -789,6 +798,7 @@ def main(argv: Sequence[str] | None = None, *, _exiting: bool = False) -> int:
     # warnings (WeightvisWarning: an optional file ignored; and any other) are shown after a
     # successful run only, ours as ``weightvis: warning: ...`` lines: a failed run says one
     # line, its error
+    unraisable_hook = sys.unraisablehook  # (``_on_stop`` may replace it)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", WeightvisWarning)
         try:
@@ -796,6 +806,8 @@ def main(argv: Sequence[str] | None = None, *, _exiting: bool = False) -> int:
                 code = _main(args)
         except BaseException as e:  # noqa: BLE001 - every way a command ends becomes an exit code
             code = _ending(e)
+    if not _exiting:  # (the run's frames are freed by now; an exiting process keeps it)
+        sys.unraisablehook = unraisable_hook
     for w in caught if code == 0 else ():
         if issubclass(w.category, WeightvisWarning):
             print(f"weightvis: warning: {printable(str(w.message))}", file=sys.stderr)
