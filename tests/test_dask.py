@@ -112,8 +112,9 @@ def test_moe_render_is_byte_identical_to_the_local_pool(tmp_path: Path,
         assert [k for k in local if local[k] != dask[k]] == []
 
 
-def _inject_failure() -> None:
-    """On a worker: drawing any tensor of layer 3 raises the error a broken file would."""
+def _inject_failure(slow: float = 0.0) -> None:
+    """On a worker: drawing any tensor of layer 3 raises the error a broken file would; any
+    other takes ``slow`` seconds more."""
     from weightvis import painters
     from weightvis.errors import FormatError
 
@@ -122,6 +123,7 @@ def _inject_failure() -> None:
     def rect(self, w, tensor, *args, **kwargs):  # type: ignore[no-untyped-def]
         if "layers.3." in tensor:
             raise FormatError("a.safetensors", "injected failure", tensor=tensor, offset=64)
+        time.sleep(slow)
         return original(self, w, tensor, *args, **kwargs)
 
     painters.ValuesPainter.rect = rect  # type: ignore[method-assign]
@@ -138,6 +140,29 @@ def test_a_task_error_comes_back_typed_and_leaves_nothing(ckpts: tuple[Path, Pat
             weightvis.render([a], tmp_path / "out", executor=executor)
         assert "injected failure" in str(e.value) and "layers.3." in str(e.value)
         assert time.perf_counter() - t0 < 30
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        executor.client.restart()
+
+
+def _executing(dask_worker) -> list[str]:  # type: ignore[no-untyped-def]
+    state = dask_worker.state
+    return [str(ts.key) for ts in state.executing | state.long_running]
+
+
+def test_an_aborted_render_waits_for_its_running_tasks(ckpts: tuple[Path, Path], tmp_path: Path,
+                                                       executor: DaskExecutor) -> None:
+    """Dask cannot stop a running task: the failed render waits until its cancelled tasks
+    have stopped (each at its next leaf tile) before it removes its staging folder, so no
+    task writes into a folder being removed (CI once saw part of one left behind)."""
+    a, _ = ckpts
+    executor.client.run(_inject_failure, 0.2)
+    try:
+        with pytest.raises(WeightvisError, match="injected failure"):
+            weightvis.render([a], tmp_path / "out", executor=executor)
+        running = executor.client.run(_executing)
+        assert [k for keys in running.values() for k in keys if "weightvis" in k] == []
+        time.sleep(0.5)  # (a straggler would write now)
         assert list(tmp_path.iterdir()) == []
     finally:
         executor.client.restart()

@@ -25,6 +25,7 @@ import os
 import pickle
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -129,13 +130,53 @@ def _subtree_on_worker(token: str, job_key: str, spec_key: str, job_blob: bytes,
     if held.tiles is None or held.tiles[0] != job_key:
         job: SceneJob = pickle.loads(job_blob)
         held.tiles = (job_key, TileWorker(job, held.reader(spec_key, job.spec)))
+    held.tiles[1].before_leaf = _cancel_check()
     return render_subtree(held.tiles[1], root)
 
 
 def _map_on_worker(token: str, spec_key: str, spec_blob: bytes,
                    task: Callable[[Any, Any], Any], items: Sequence[Any]) -> list[Any]:
     reader = _held(token).reader(spec_key, pickle.loads(spec_blob))
-    return [task(reader, item) for item in items]
+    check = _cancel_check()
+    out = []
+    for item in items:
+        check()
+        out.append(task(reader, item))
+    return out
+
+
+class _TaskCancelled(Exception):
+    """Raised in a worker's task whose future the client cancelled (nobody receives it)."""
+
+
+def _cancel_check() -> Callable[[], None]:
+    """In a worker's task: a function that raises ``_TaskCancelled`` once the client cancelled
+    this task (Dask cannot stop a running task; it only marks it cancelled)."""
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not in a worker (run inline)
+        return lambda: None
+    key = worker.get_current_task()
+    tasks = worker.state.tasks
+
+    def check() -> None:
+        ts = tasks.get(key)
+        if ts is None or ts.state == "cancelled":
+            raise _TaskCancelled(key)
+    return check
+
+
+def _running(keys: set[str], dask_worker: Any) -> int:
+    """On a worker: how many of ``keys`` are still executing there."""
+    state = dask_worker.state
+    return sum(1 for ts in state.executing | state.long_running if ts.key in keys)
+
+
+CANCEL_WAIT_S = 30.0
+"""How long an aborted run waits for its cancelled tasks to stop (each stops at its next leaf
+tile or item) before it removes what it wrote."""
 
 
 def _warm_worker() -> None:
@@ -287,6 +328,20 @@ class DaskExecutor(Executor):
             if not done:  # a failure or an interruption: nothing more runs for this render
                 with contextlib.suppress(Exception):
                     self.client.cancel(futures, force=True)
+                self._wait_stopped({f.key for f in futures})
+
+    def _wait_stopped(self, keys: set[str]) -> None:
+        """Wait (at most ``CANCEL_WAIT_S``) until no worker runs any of the cancelled ``keys``:
+        a task still writing tiles while the aborted run removes its staging folder would
+        leave part of it behind (seen in CI)."""
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                if not any(self.client.run(_running, keys).values()):
+                    return
+            except Exception:  # noqa: BLE001 - the cluster is going away: nothing to wait for
+                return
+            time.sleep(0.05)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,9 +55,15 @@ def _file_id(path: str | os.PathLike[str]) -> list[Any]:
 
 
 def remove(path: Path) -> None:
-    """Remove a file, a symlink or a folder tree (whichever ``path`` is); gone is fine."""
+    """Remove a file, a symlink or a folder tree (whichever ``path`` is); gone is fine. A
+    tree is tried again a few times while it is still there (a file written into it as it
+    was removed: a cluster task that had not stopped yet)."""
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        for attempt in range(5):
+            shutil.rmtree(path, ignore_errors=True)
+            if not os.path.lexists(path):
+                break
+            time.sleep(0.05 * (attempt + 1))
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

@@ -144,6 +144,9 @@ class TileWorker:
         self.tiles_written = 0
         self.bytes_written = 0
         self._set_up = False
+        self.before_leaf: Callable[[], None] | None = None
+        """Called before each leaf tile; raises to end the task there (a cluster's task whose
+        run was aborted: it stops writing within a tile, not at the end of its subtree)."""
 
     @property
     def reader(self) -> Any:
@@ -254,6 +257,8 @@ class TileWorker:
         if (a.t_x, a.t_y) not in self.geo.occupied[a.z]:
             return None
         if a.z == self.geo.max_zoom:
+            if self.before_leaf is not None:
+                self.before_leaf()
             idx = self.leaf(a.t_x, a.t_y)
         else:
             idx = self.parent([self.subtree(c) for c in a.children()], a)

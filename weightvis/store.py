@@ -383,7 +383,7 @@ class FolderStore(_LocalStore):
         with deferred():
             if self._root is not None:
                 if self._made_out:
-                    shutil.rmtree(self.path, ignore_errors=True)
+                    remove(self.path)
                 else:  # (an old bundle here was taken apart by begin)
                     for name in BUNDLE_ENTRIES:
                         remove(self.path / name)
