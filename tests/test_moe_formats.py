@@ -99,3 +99,47 @@ def test_q8_0_agrees_within_quantization_error(docs: dict[str, dict[str, Any]],
             np.testing.assert_allclose(q8["similarity"]["cosine"][role][layer],
                                        f32["similarity"]["cosine"][role][layer], atol=5e-3)
     assert q8["stats"]["rms"] != f32["stats"]["rms"]      # (it is quantized)
+
+
+def _bf16_values(ref: Ref) -> Ref:
+    """``ref`` with every array rounded to the nearest bfloat16 (held as float32)."""
+    def r(a: np.ndarray) -> np.ndarray:
+        b = a.astype(np.float32).view(np.uint32).astype(np.uint64)
+        b = (b + 0x7FFF + ((b >> 16) & 1)) >> 16 << 16
+        return b.astype(np.uint32).view(np.float32)
+
+    def each(d: dict[Any, Any]) -> dict[Any, Any]:
+        return {k: each(v) if isinstance(v, dict) else r(v) for k, v in d.items()}
+    return ref._replace(gate=each(ref.gate), up=each(ref.up), down=each(ref.down),
+                        router=each(ref.router), bias=each(ref.bias), shared=each(ref.shared))
+
+
+def test_bf16_storage_gives_the_numbers_of_its_float32_values(tmp_path: Path) -> None:
+    """A BF16 expert is decoded with its moments and sums in one pass (kernels.moe
+    ``decode_stats_pass``); every other storage reads the float32 matrix, then makes that
+    pass. The same values stored as BF16 and as F32, per expert and fused, give the same
+    moe.json, bit for bit — at sizes where σ₁ comes from Lanczos and the CKA from the row
+    sample (H > 128; ``--cka-exact-max 0``)."""
+    from weightvis.formats.safetensors import write_safetensors
+    from weightvis.options import MoEOptions
+
+    ref = _bf16_values(reference(H=192, I=136, E=3, n_layers=2, moe_layers=(1,), seed=5))
+    f32_dir = per_expert(ref, tmp_path / "f32", "mixtral")
+    fused_dir = fused(ref, tmp_path / "fused", "linear")
+    bf16_dir = tmp_path / "bf16"
+    bf16_dir.mkdir()
+    from safetensors.numpy import load_file
+
+    arrays = load_file(str(f32_dir / "model.safetensors"))
+    write_safetensors(bf16_dir / "model.safetensors",
+                      {k: ("BF16", v.shape, (v.view(np.uint32) >> 16).astype(np.uint16))
+                       for k, v in arrays.items()})
+    (bf16_dir / "config.json").write_text((f32_dir / "config.json").read_text())
+    opts = MoEOptions(cka_exact_max=0)
+    docs = {name: weightvis.render_moe([d], tmp_path / f"out-{name}", executor=InlineExecutor(),
+                                       moe=opts).manifest["moe"]
+            for name, d in (("bf16", bf16_dir), ("f32", f32_dir), ("fused", fused_dir))}
+    assert docs["bf16"]["stats"]["stable_rank"]["gate"][0][0] > 1.0
+    for name in ("f32", "fused"):
+        assert docs[name]["stats"] == docs["bf16"]["stats"], name
+        assert docs[name]["similarity"] == docs["bf16"]["similarity"], name

@@ -165,3 +165,34 @@ def test_small_matrices_get_sigma_exactly() -> None:
             assert steps == 0 and sigma == pytest.approx(s1, rel=1e-12)
     w = np.random.default_rng(5).standard_normal((SMALL + 1, 2 * SMALL)).astype(np.float32)
     assert top_singular_value(w)[1] > 0
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 700), (700, 3), (257, 129)])
+def test_decoding_bf16_makes_the_same_pass(shape: tuple[int, int]) -> None:
+    """decode_stats_pass (BF16 codes decoded and summed in one pass) = stats_pass over the
+    decoded matrix, bit for bit, with zeros, -0, Inf and NaN among the values; its sums
+    against float64 numpy."""
+    from weightvis.kernels.moe import decode_stats_pass, stats_pass
+
+    rng = np.random.default_rng(shape[0])
+    codes = rng.integers(0, 1 << 16, shape, dtype=np.uint16)
+    codes[rng.random(shape) < 0.1] = 0
+    codes.flat[::7] = 0x8000  # -0
+    w = (codes.astype(np.uint32) << 16).view(np.float32)
+    out = np.full(shape, np.nan, np.float32)
+    got, ref = decode_stats_pass(codes, out), stats_pass(w)
+    assert np.array_equal(out.view(np.uint32), w.view(np.uint32))
+    for a, b in zip(got, ref, strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+    with np.errstate(invalid="ignore"):
+        f = w.astype(np.float64)
+    fin = np.isfinite(f)
+    assert got.moments[M_NONFINITE] == (~fin).sum()
+    assert got.moments[M_ZEROS] == (w == 0).sum()
+    assert got.moments[M_SUMSQ] == pytest.approx((f[fin] ** 2).sum(), rel=1e-12)
+    ok = np.isfinite(f).all(axis=1)  # rows and columns without Inf / NaN
+    np.testing.assert_allclose(got.row_sum[ok], f[ok].sum(axis=1), rtol=1e-12, atol=1e-300)
+    ok = np.isfinite(f).all(axis=0)
+    np.testing.assert_allclose(got.col_sq[ok], (f[:, ok] ** 2).sum(axis=0), rtol=1e-12)
+    with pytest.raises(TypeError):
+        decode_stats_pass(codes, np.empty(shape, np.float64))

@@ -15,7 +15,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-__all__ = ["moments", "dot64", "gram_apply", "sketch_pass", "SketchPass", "example_sums",
+__all__ = ["moments", "stats_pass", "decode_stats_pass", "StatsPass", "dot64", "gram_apply",
+           "sketch_pass", "SketchPass", "example_sums",
            "warm_up", "MOMENTS", "M_SUMSQ", "M_SUMABS", "M_MAXABS", "M_ZEROS", "M_NONFINITE"]
 
 M_SUMSQ, M_SUMABS, M_MAXABS, M_ZEROS, M_NONFINITE = 0, 1, 2, 3, 4
@@ -25,30 +26,56 @@ that are not finite."""
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
-def _row_moments(w, bits, out):  # type: ignore[no-untyped-def]
-    """w float32[h, c] (C-contiguous), bits = w.view(uint32) -> out float64[h, 4]: per row the
-    sum of w², the sum of |w|, max |w| (as the uint32 bits of |w|: they order like the values)
-    and the count of exact zeros. Sums may be reassociated (vectorised) but their order is
-    fixed by the shape, not by the address. A row holding Inf or NaN gets a sum that is not
-    finite (the wrapper recomputes it: fast-math is not trusted with them)."""
-    h, c = w.shape
+def _row_pass(w, bits, i, rows, row_sum, col_sq, col_sum):  # type: ignore[no-untyped-def]
+    """Row i of w float32[h, c] (bits = w.view(uint32)): into rows[i] (float64[4]) its sum of
+    w², sum of |w|, max |w| (as the uint32 bits of |w|: they order like the values) and count
+    of exact zeros; into row_sum[i] its sum; added into col_sq and col_sum (float64[c]) its
+    squares and values. Sums may be reassociated (vectorised) but their order is fixed by the
+    shape, not by the address, nor by the caller (both kernels below call this one). A row
+    holding Inf or NaN gets sums that are not finite (``_finish`` recomputes its moments:
+    fast-math is not trusted with them)."""
+    c = w.shape[1]
+    rsq = 0.0
+    rab = 0.0
+    rs = 0.0
+    for j in range(c):
+        v = np.float64(w[i, j])
+        rsq += v * v
+        rab += abs(v)
+        rs += v
+        col_sq[j] += v * v
+        col_sum[j] += v
+    rmx = np.uint32(0)
+    rz = np.int64(0)
+    for j in range(c):
+        b = bits[i, j] & np.uint32(0x7FFFFFFF)
+        rmx = max(rmx, b)
+        rz += b == 0
+    rows[i, 0] = rsq
+    rows[i, 1] = rab
+    rows[i, 2] = rmx
+    rows[i, 3] = rz
+    row_sum[i] = rs
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _stats_rows(w, bits, rows, row_sum, col_sq, col_sum):  # type: ignore[no-untyped-def]
+    """``_row_pass`` over every row of w (C-contiguous): one pass."""
+    for i in range(w.shape[0]):
+        _row_pass(w, bits, i, rows, row_sum, col_sq, col_sum)
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _decode_stats_rows(codes, bits, out, rows, row_sum,  # type: ignore[no-untyped-def]
+                       col_sq, col_sum):
+    """BF16 codes uint16[h, c] decoded into out float32[h, c] (bits = out.view(uint32)), and
+    ``_row_pass`` over each row while it is in cache: one pass, the same sums as
+    ``_stats_rows`` over the decoded matrix, bit for bit."""
+    h, c = codes.shape
     for i in range(h):
-        rsq = 0.0
-        rab = 0.0
         for j in range(c):
-            v = np.float64(w[i, j])
-            rsq += v * v
-            rab += abs(v)
-        rmx = np.uint32(0)
-        rz = np.int64(0)
-        for j in range(c):
-            b = bits[i, j] & np.uint32(0x7FFFFFFF)
-            rmx = max(rmx, b)
-            rz += b == 0
-        out[i, 0] = rsq
-        out[i, 1] = rab
-        out[i, 2] = rmx
-        out[i, 3] = rz
+            bits[i, j] = np.uint32(codes[i, j]) << 16
+        _row_pass(out, bits, i, rows, row_sum, col_sq, col_sum)
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
@@ -155,34 +182,46 @@ def _sketch_cols(w, b1, s1, b2, s2, z1, z2, sq, total):  # type: ignore[no-untyp
                 z2[b, i0 + r] = t2[r, b]
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
-def _sums(w, row_sq, row_sum, col_sq, col_sum):  # type: ignore[no-untyped-def]
-    """One pass over w: each row's sum of squares and sum, each column's (float64)."""
-    h, c = w.shape
-    for i in range(h):
-        acc_sq = 0.0
-        acc = 0.0
-        for j in range(c):
-            x = np.float64(w[i, j])
-            acc_sq += x * x
-            acc += x
-            col_sq[j] += x * x
-            col_sum[j] += x
-        row_sq[i] = acc_sq
-        row_sum[i] = acc
-
-
 def _check(w: np.ndarray) -> np.ndarray:
     if w.dtype != np.float32 or w.ndim != 2:
         raise TypeError(f"expected a float32 matrix, got {w.dtype} with shape {w.shape}")
     return np.ascontiguousarray(w)
 
 
-def moments(w: np.ndarray) -> np.ndarray:
-    """float64[MOMENTS] of the float32 matrix ``w`` (see MOMENTS); sums in float64."""
-    w = _check(w)
-    rows = np.zeros((w.shape[0], 4), np.float64)
-    _row_moments(w, w.view(np.uint32), rows)
+class StatsPass(NamedTuple):
+    """One pass over an expert matrix (``stats_pass``, ``decode_stats_pass``)."""
+
+    moments: np.ndarray
+    """float64[MOMENTS] (see MOMENTS): finite values only."""
+    row_sq: np.ndarray
+    """float64 [rows]: each row's sum of squares (non-finite values included)."""
+    row_sum: np.ndarray
+    """float64 [rows]: each row's sum."""
+    col_sq: np.ndarray
+    """float64 [cols]: each column's sum of squares."""
+    col_sum: np.ndarray
+    """float64 [cols]: each column's sum."""
+
+    def example_sums(self, axis: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the examples' squared norms, the features' sums over the examples) when the
+        features run along ``axis`` (as the function ``example_sums``)."""
+        return (self.col_sq, self.row_sum) if axis == 0 else (self.row_sq, self.col_sum)
+
+
+def _buffers(h: int, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return (np.zeros((h, 4), np.float64), np.zeros(h, np.float64), np.zeros(c, np.float64),
+            np.zeros(c, np.float64))
+
+
+def _finish(w: np.ndarray, rows: np.ndarray, row_sum: np.ndarray, col_sq: np.ndarray,
+            col_sum: np.ndarray) -> StatsPass:
+    with np.errstate(invalid="ignore"):  # (signalling NaNs among the values: no warning)
+        return _finished(w, rows, row_sum, col_sq, col_sum)
+
+
+def _finished(w: np.ndarray, rows: np.ndarray, row_sum: np.ndarray, col_sq: np.ndarray,
+              col_sum: np.ndarray) -> StatsPass:
+    row_sq = rows[:, 0].copy()
     rows[:, 2] = rows[:, 2].astype(np.uint32).view(np.float32)
     out = np.zeros(MOMENTS, np.float64)
     bad = ~np.isfinite(rows[:, 0])
@@ -197,7 +236,34 @@ def moments(w: np.ndarray) -> np.ndarray:
     out[M_SUMABS] = rows[:, 1].sum()
     out[M_MAXABS] = rows[:, 2].max() if len(rows) else 0.0
     out[M_ZEROS] = rows[:, 3].sum()
-    return out
+    return StatsPass(out, row_sq, row_sum, col_sq, col_sum)
+
+
+def stats_pass(w: np.ndarray) -> StatsPass:
+    """The moments and the row and column sums of the float32 matrix ``w``, in one pass."""
+    w = _check(w)
+    bufs = _buffers(*w.shape)
+    _stats_rows(w, w.view(np.uint32), *bufs)
+    return _finish(w, *bufs)
+
+
+def decode_stats_pass(codes: np.ndarray, out: np.ndarray) -> StatsPass:
+    """BF16 ``codes`` (uint16 [rows, cols]) decoded into ``out`` (float32, C-contiguous, of
+    that shape) and ``stats_pass(out)``, bit for bit, in one pass (measured 3584 x 1024:
+    1.3 ms, against 2.1 ms decoding first)."""
+    if codes.dtype != np.uint16 or codes.ndim != 2 or out.shape != codes.shape \
+            or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise TypeError(f"decode_stats_pass: uint16 codes {codes.dtype} {codes.shape} into "
+                        f"{out.dtype} {out.shape}")
+    bufs = _buffers(*codes.shape)
+    _decode_stats_rows(codes, out.view(np.uint32), out, *bufs)
+    return _finish(out, *bufs)
+
+
+def moments(w: np.ndarray) -> np.ndarray:
+    """float64[MOMENTS] of the float32 matrix ``w`` (see MOMENTS); sums in float64
+    (``stats_pass``'s)."""
+    return stats_pass(w).moments
 
 
 def dot64(a: np.ndarray, b: np.ndarray) -> float:
@@ -256,18 +322,14 @@ def example_sums(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """In one pass over the float32 matrix ``w`` whose features run along ``axis`` (as
     ``sketch_pass``): the examples' squared norms (float64 [n]) and the features' sums over the
     examples (float64 [p])."""
-    w = _check(w)
-    h, c = w.shape
-    row_sq, row_sum = np.zeros(h, np.float64), np.zeros(h, np.float64)
-    col_sq, col_sum = np.zeros(c, np.float64), np.zeros(c, np.float64)
-    _sums(w, row_sq, row_sum, col_sq, col_sum)
-    return (col_sq, row_sum) if axis == 0 else (row_sq, col_sum)
+    return stats_pass(w).example_sums(axis)
 
 
 def warm_up() -> None:
     """Compile (or load from numba's cache) every kernel here, before processes fork."""
     w = np.ones((2, 3), np.float32)
     moments(w)
+    decode_stats_pass(np.ones((2, 3), np.uint16), np.empty((2, 3), np.float32))
     dot64(w, w)
     gram_apply(w, np.ones(3))
     for axis in (0, 1):

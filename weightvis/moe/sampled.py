@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..kernels.moe import example_sums
+from ..kernels.moe import StatsPass, stats_pass
 from .cka import ROLE_AXIS, canonical, cka_from_parts, features, hsic_from_off
 
 __all__ = ["ROW_HEAVY_RATIO", "ROW_BUDGET", "MIN_ROWS", "sample_rows", "RowMoments",
@@ -73,10 +73,10 @@ class RowMoments(NamedTuple):
     """float64 [n]: ‖x_i − x̄‖² (the heavy test)."""
 
 
-def row_moments(w: np.ndarray, role: str) -> RowMoments:
+def row_moments(w: np.ndarray, role: str, sums: StatsPass | None = None) -> RowMoments:
     """The sums of expert matrix ``w`` (float32 [out, in]) for ``role``'s X: one pass over
-    ``w`` and one matrix-vector product."""
-    sq, total = example_sums(w, ROLE_AXIS[role])
+    ``w`` (or ``sums``, a ``stats_pass`` of it made already) and one matrix-vector product."""
+    sq, total = (sums if sums is not None else stats_pass(w)).example_sums(ROLE_AXIS[role])
     x = features(w, role)
     n = x.shape[0]
     xt = (x @ total.astype(np.float32)).astype(np.float64)

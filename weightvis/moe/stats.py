@@ -71,11 +71,14 @@ class ExpertStats(NamedTuple):
                 self.stable_rank)
 
 
-def _moments(w: np.ndarray) -> tuple[tuple[float, float, float, float], float, int]:
-    """((rms, mean |w|, max |w| / rms, zero fraction), sum of w², non-finite count)."""
+def _moments(w: np.ndarray, m: np.ndarray | None = None
+             ) -> tuple[tuple[float, float, float, float], float, int]:
+    """((rms, mean |w|, max |w| / rms, zero fraction), sum of w², non-finite count), from
+    ``w``'s moments ``m`` (kernels.moe.moments) where given."""
     from ..kernels.moe import M_MAXABS, M_NONFINITE, M_SUMABS, M_SUMSQ, M_ZEROS, moments
 
-    m = moments(w)
+    if m is None:
+        m = moments(w)
     n = w.size
     bad = int(m[M_NONFINITE])
     finite = n - bad
@@ -95,9 +98,11 @@ def moment_stats(w: np.ndarray) -> tuple[float, float, float, float]:
     return _moments(w)[0]
 
 
-def expert_stats(w: np.ndarray, opts: StableRankOptions = DEFAULT_SR) -> ExpertStats:
-    """The statistics of the float32 matrix ``w`` (one expert, one role)."""
-    (rms, mean_abs, ratio, zero_fraction), sumsq, bad = _moments(w)
+def expert_stats(w: np.ndarray, opts: StableRankOptions = DEFAULT_SR,
+                 moments: np.ndarray | None = None) -> ExpertStats:
+    """The statistics of the float32 matrix ``w`` (one expert, one role); ``moments``: its
+    kernels.moe moments where a pass made them already (``stats_pass``)."""
+    (rms, mean_abs, ratio, zero_fraction), sumsq, bad = _moments(w, moments)
     if w.size and zero_fraction == 1.0:
         return ExpertStats(0.0, 0.0, 0.0, 1.0, 0.0, True, 0)
     if bad or not sumsq > 0:  # no finite values; non-finite ones; or only zeros and tiny ones
