@@ -5,6 +5,10 @@ router row norms, the "relative to the layer's median" view."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +200,34 @@ def test_decoding_bf16_makes_the_same_pass(shape: tuple[int, int]) -> None:
     np.testing.assert_allclose(got.col_sq[ok], (f[:, ok] ** 2).sum(axis=0), rtol=1e-12)
     with pytest.raises(TypeError):
         decode_stats_pass(codes, np.empty(shape, np.float64))
+
+
+PASS_DIGEST = """
+import hashlib, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from tests.moe_fakes import moe_tensors
+from weightvis.kernels.moe import decode_stats_pass, stats_pass
+h = hashlib.sha256()
+for name, w in sorted(moe_tensors()[0].items()):  # (where the bits once differed)
+    if w.ndim == 2:
+        codes = (w.view(np.uint32) >> 16).astype(np.uint16)
+        for p in (stats_pass(w), decode_stats_pass(codes, np.empty(w.shape, np.float32))):
+            for field in p:
+                h.update(field.tobytes())
+print(h.hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_the_pass_has_the_same_bits_compiled_or_loaded(tmp_path: Path) -> None:
+    """The one-pass kernels give the same bits in a process that compiles them and in one that
+    loads them from numba's cache (a jitted helper they called was once optimised differently
+    in the two: the local pool and a Dask worker then wrote different moe.json)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    root = str(Path(__file__).resolve().parent.parent)
+    runs = [subprocess.run([sys.executable, "-c", PASS_DIGEST, root], capture_output=True,
+                           text=True, env=env, timeout=300, check=True).stdout.strip()
+            for _ in range(2)]
+    assert len(runs[0]) == 64 and runs[0] == runs[1]
+    assert any((tmp_path / "numba").rglob("*.nbc"))  # (the second run loaded them)

@@ -25,29 +25,32 @@ MOMENTS = 5
 that are not finite."""
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+@numba.njit(inline="always", nogil=True, fastmath={"reassoc", "nsz"})
 def _row_pass(w, bits, i, rows, row_sum, col_sq, col_sum):  # type: ignore[no-untyped-def]
     """Row i of w float32[h, c] (bits = w.view(uint32)): into rows[i] (float64[4]) its sum of
     w², sum of |w|, max |w| (as the uint32 bits of |w|: they order like the values) and count
     of exact zeros; into row_sum[i] its sum; added into col_sq and col_sum (float64[c]) its
     squares and values. Sums may be reassociated (vectorised) but their order is fixed by the
-    shape, not by the address, nor by the caller (both kernels below call this one). A row
+    shape, not by the address, nor by the caller: both kernels below inline this one in
+    numba's IR (as a jitted callee it was optimised differently when compiled and when loaded
+    from numba's cache: a Dask worker's bits differed from the local pool's; tested). A row
     holding Inf or NaN gets sums that are not finite (``_finish`` recomputes its moments:
     fast-math is not trusted with them)."""
     c = w.shape[1]
     rsq = 0.0
     rab = 0.0
     rs = 0.0
-    for j in range(c):
-        v = np.float64(w[i, j])
-        rsq += v * v
-        rab += abs(v)
+    for j in range(c):  # (the reassociated sums in a loop without stores: a loop that also
+        v = np.float64(w[i, j])  # stores may be peeled to align them, and its sums' order
+        rsq += v * v             # then depends on the arrays' addresses — seen: two
+        rab += abs(v)            # processes' bits differed)
         rs += v
-        col_sq[j] += v * v
-        col_sum[j] += v
     rmx = np.uint32(0)
     rz = np.int64(0)
-    for j in range(c):
+    for j in range(c):  # (each store's sum is one addition; integers in any order)
+        v = np.float64(w[i, j])
+        col_sq[j] += v * v
+        col_sum[j] += v
         b = bits[i, j] & np.uint32(0x7FFFFFFF)
         rmx = max(rmx, b)
         rz += b == 0
