@@ -216,14 +216,9 @@ def _buffers(h: int, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
             np.zeros(c, np.float64))
 
 
+@np.errstate(invalid="ignore")  # (signalling NaNs among the values: no warning)
 def _finish(w: np.ndarray, rows: np.ndarray, row_sum: np.ndarray, col_sq: np.ndarray,
             col_sum: np.ndarray) -> StatsPass:
-    with np.errstate(invalid="ignore"):  # (signalling NaNs among the values: no warning)
-        return _finished(w, rows, row_sum, col_sq, col_sum)
-
-
-def _finished(w: np.ndarray, rows: np.ndarray, row_sum: np.ndarray, col_sq: np.ndarray,
-              col_sum: np.ndarray) -> StatsPass:
     row_sq = rows[:, 0].copy()
     rows[:, 2] = rows[:, 2].astype(np.uint32).view(np.float32)
     out = np.zeros(MOMENTS, np.float64)

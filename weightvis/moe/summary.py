@@ -203,11 +203,10 @@ def _read_into(reader: Any, s: Any, out: np.ndarray) -> tuple[np.ndarray, StatsP
 
 
 def _read_expert(reader: Any, task: GroupTask, e: int, into: np.ndarray | None
-                 ) -> tuple[np.ndarray, StatsPass]:
+                 ) -> tuple[np.ndarray, StatsPass | None]:
     """Expert ``e``'s float32 matrix (C-contiguous), decoded into ``into`` where given and
-    possible (``_read_into``), and its ``stats_pass``; a matrix of another shape or type is
-    one clear error."""
-    from ..kernels.moe import stats_pass
+    possible (``_read_into``), and its ``stats_pass`` where the decoding made it (else None);
+    a matrix of another shape or type is one clear error."""
     from .structure import expert_matrix
 
     s = task.slices[e]
@@ -221,8 +220,7 @@ def _read_expert(reader: Any, task: GroupTask, e: int, into: np.ndarray | None
     if w.shape != shape or w.dtype != np.float32:
         raise InputError(f"tensor {s.tensor!r}: expert {e} of layer {task.layer} ({task.role}) "
                          f"is {w.dtype} {w.shape}, expected float32 {shape}")
-    w = np.ascontiguousarray(w)
-    return w, sums if sums is not None else stats_pass(w)
+    return np.ascontiguousarray(w), sums
 
 
 def group_task(reader: Any, task: GroupTask) -> GroupResult:
@@ -241,6 +239,8 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
     is not kept whole — reads each expert again and keeps its cosine elements then, at the
     stride that ``memory`` leaves beside the rows the plan actually has (not the most it could
     have: an outlier-free DeepSeek-V3 layer keeps every 38th element, not every 252nd)."""
+    from ..kernels.moe import stats_pass
+
     opts = task.options
     e_count = len(task.slices)
     rows, cols = _shape(reader, task.slices[0])
@@ -272,6 +272,8 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
     for e in range(e_count):
         w, sums = _read_expert(reader, task, e,
                                kept[e].reshape(rows, cols) if step == 1 else None)
+        if sums is None:
+            sums = stats_pass(w)
         st = expert_stats(w, sr_opts, sums.moments)
         stats[e] = st.values()
         dead[e] = st.dead
