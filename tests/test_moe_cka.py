@@ -152,6 +152,61 @@ def _row_cka(ws: list[np.ndarray], role: str, seed: int, m: int | None = None,
     return sampled_cka([row_rep(w, role, mo, plan) for w, mo in zip(ws, mos, strict=True)])
 
 
+@pytest.mark.parametrize("case", ["no heavy", "a x30 coordinate", "every row", "undrawn"])
+@pytest.mark.parametrize("role", ["gate", "down"])
+def test_first_pass_rows_finish_as_the_direct_rows(case: str, role: str) -> None:
+    """The Gram rows made while each expert is read the first time (``raw_rows``, at the
+    drawn coordinates, translated by the mean of all rows) and finished once the plan is
+    known (``finish_rows``) are the rows ``row_rep`` makes from the matrix: bit for bit
+    without heavy coordinates (then the matrix is not needed), and within float32 rounding
+    where V moves the translation (a ×30 coordinate), where every coordinate is a row, and
+    where the sample holds a coordinate that was not drawn."""
+    from weightvis.moe.sampled import (
+        draw_sample,
+        finish_rows,
+        plan_rows,
+        raw_rows,
+        row_moments,
+        row_rep,
+        sampled_cka,
+    )
+
+    rng = np.random.default_rng(7)
+    h, i = 160, 96
+    ws = [rng.standard_normal((i, h) if role == "gate" else (h, i)).astype(np.float32) + 0.3
+          for _ in range(3)]
+    for c in {"a x30 coordinate": [11], "undrawn": [3, 40, 77, 100, 150]}.get(case, []):
+        for w in ws:
+            (w[:, c] if role == "gate" else w[c])[:] *= 30
+    m = {"every row": h, "undrawn": h - 2}.get(case, 24)
+    mos = [row_moments(w, role) for w in ws]
+    plan = plan_rows(mos, m, 8, (0, 1, 2))
+    drawn = draw_sample(h, m, (0, 1, 2))
+    if case == "undrawn":  # (all the others are the sample: exact, though two were not drawn)
+        assert plan.heavy.size == 5 and plan.weight == 1.0
+        assert not np.isin(plan.sample, drawn).all()
+    direct = [row_rep(w, role, mo, plan) for w, mo in zip(ws, mos, strict=True)]
+    split = []
+    for w, mo in zip(ws, mos, strict=True):
+        raw = np.empty((drawn.size, h), np.float32)
+        raw_rows(w, role, mo, drawn, raw)
+        need = plan.heavy.size or not np.isin(plan.sample, drawn).all()
+        split.append(finish_rows(raw, drawn, w if need else None, role, mo, plan))
+    if case == "no heavy":
+        assert plan.heavy.size == 0 and np.isin(plan.sample, drawn).all()
+        for a, b in zip(direct, split, strict=True):
+            assert np.array_equal(a.q, b.q)
+    else:
+        assert case != "a x30 coordinate" or plan.heavy.tolist() == [11]
+        for a, b in zip(direct, split, strict=True):
+            scale = np.abs(a.q).max()
+            np.testing.assert_allclose(b.q, a.q, rtol=0, atol=2e-5 * scale)
+    np.testing.assert_allclose(sampled_cka(split), sampled_cka(direct), rtol=0, atol=1e-5)
+    if case == "no heavy":
+        with pytest.raises(ValueError):
+            finish_rows(None, np.zeros(0, np.int64), None, role, mos[0], plan)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("h", "i", "role"), [
     (1024, 3584, "gate"), (1024, 1024, "gate"), (1792, 512, "gate"), (1024, 768, "down"),

@@ -143,3 +143,34 @@ def test_bf16_storage_gives_the_numbers_of_its_float32_values(tmp_path: Path) ->
     for name in ("f32", "fused"):
         assert docs[name]["stats"] == docs["bf16"]["stats"], name
         assert docs[name]["similarity"] == docs["bf16"]["similarity"], name
+
+
+def test_a_group_not_all_bfloat16_is_kept_as_float32(tmp_path: Path) -> None:
+    """A group whose experts are all bfloat16 is kept (for the cosines) as codes; one expert
+    that is not — its gate has one value off the bfloat16 grid, after two that are — turns the
+    group's kept experts into float32 midway. Both give the cosines of numpy's float64
+    products, and the other groups' numbers do not change."""
+    from weightvis.options import MoEOptions
+
+    ref = _bf16_values(reference(H=192, I=136, E=3, n_layers=2, moe_layers=(1,), seed=5))
+    gate = ref.gate[1].copy()
+    gate[2, 5, 7] = np.nextafter(gate[2, 5, 7], np.float32(np.inf))  # (low bits set)
+    off = ref._replace(gate={1: gate})
+    opts = MoEOptions(cka_exact_max=0)
+    docs = {name: weightvis.render_moe([per_expert(r, tmp_path / name, "mixtral")],
+                                       tmp_path / f"out-{name}", executor=InlineExecutor(),
+                                       moe=opts).manifest["moe"]
+            for name, r in (("bf16", ref), ("off", off))}
+    for name, r in (("bf16", ref), ("off", off)):
+        for role in ("gate", "up", "down"):
+            flat = np.stack([r.matrix(1, role, e).astype(np.float64).reshape(-1)
+                             for e in range(3)])
+            dots = flat @ flat.T
+            norms = np.sqrt(np.diag(dots))
+            want = dots / np.outer(norms, norms)
+            got = np.array(docs[name]["similarity"]["cosine"][role]["1"], float)
+            np.testing.assert_allclose(got, want, rtol=0, atol=2e-7, err_msg=f"{name} {role}")
+    for role in ("up", "down"):
+        assert docs["off"]["similarity"]["cosine"][role] == \
+            docs["bf16"]["similarity"]["cosine"][role]
+        assert docs["off"]["similarity"]["cka"][role] == docs["bf16"]["similarity"]["cka"][role]

@@ -207,23 +207,30 @@ import hashlib, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from tests.moe_fakes import moe_tensors
-from weightvis.kernels.moe import decode_stats_pass, stats_pass
+from weightvis.kernels.moe import (bf16_codes, decode_stats_pass, gram_apply, pair_dots,
+                                   stats_pass)
 h = hashlib.sha256()
+rng = np.random.default_rng(0)
 for name, w in sorted(moe_tensors()[0].items()):  # (where the bits once differed)
     if w.ndim == 2:
         codes = (w.view(np.uint32) >> 16).astype(np.uint16)
         for p in (stats_pass(w), decode_stats_pass(codes, np.empty(w.shape, np.float32))):
             for field in p:
-                h.update(field.tobytes())
+                h.update(np.asarray(field).tobytes())
+        v = rng.standard_normal(w.shape[1]).astype(np.float32)
+        h.update(gram_apply(w, v).tobytes())
+        h.update(gram_apply(codes, v).tobytes())
+        h.update(pair_dots(np.stack([w.reshape(-1), w.reshape(-1)[::-1]])).tobytes())
 print(h.hexdigest())
 """
 
 
 @pytest.mark.slow
 def test_the_pass_has_the_same_bits_compiled_or_loaded(tmp_path: Path) -> None:
-    """The one-pass kernels give the same bits in a process that compiles them and in one that
-    loads them from numba's cache (a jitted helper they called was once optimised differently
-    in the two: the local pool and a Dask worker then wrote different moe.json)."""
+    """The one-pass kernels, the stable rank's step (float32 and bfloat16 codes) and the
+    cosines' dots give the same bits in a process that compiles them and in one that loads
+    them from numba's cache (a jitted helper they called was once optimised differently in the
+    two: the local pool and a Dask worker then wrote different moe.json)."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
     root = str(Path(__file__).resolve().parent.parent)
     runs = [subprocess.run([sys.executable, "-c", PASS_DIGEST, root], capture_output=True,
@@ -231,3 +238,68 @@ def test_the_pass_has_the_same_bits_compiled_or_loaded(tmp_path: Path) -> None:
             for _ in range(2)]
     assert len(runs[0]) == 64 and runs[0] == runs[1]
     assert any((tmp_path / "numba").rglob("*.nbc"))  # (the second run loaded them)
+
+
+def _bf16(shape: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, float32 values) of a random bfloat16 matrix."""
+    w = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    codes = (w.view(np.uint32) >> 16).astype(np.uint16)
+    return codes, (codes.astype(np.uint32) << 16).view(np.float32)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 700), (257, 129), (130, 513)])
+def test_the_stable_rank_step_reads_bfloat16_codes(shape: tuple[int, int]) -> None:
+    """gram_apply over the codes = Wᵀ(W v) in float64 within float32 rounding, as over the
+    float32 values; bf16_codes gives the codes of a bfloat16-valued matrix and None for any
+    other (one low bit set is enough); the one-pass kernels say which it is."""
+    from weightvis.kernels.moe import bf16_codes, decode_stats_pass, gram_apply, stats_pass
+
+    codes, w = _bf16(shape, shape[1])
+    v = np.random.default_rng(1).standard_normal(shape[1]).astype(np.float32)
+    ref = w.astype(np.float64).T @ (w.astype(np.float64) @ v.astype(np.float64))
+    scale = np.abs(w.astype(np.float64)).T @ np.abs(w.astype(np.float64) @ v)
+    for got in (gram_apply(codes, v), gram_apply(w, v)):
+        assert got.dtype == np.float32 and got.shape == (shape[1],)
+        assert np.all(np.abs(got - ref) <= 1e-5 * scale + 1e-30)
+    got_codes = bf16_codes(w)
+    assert got_codes is not None and np.array_equal(got_codes, codes)
+    assert stats_pass(w).bf16 and decode_stats_pass(codes, np.empty_like(w)).bf16
+    off = w.copy()
+    off.view(np.uint32)[shape[0] // 2, shape[1] - 1] |= 1
+    assert bf16_codes(off) is None and not stats_pass(off).bf16
+
+
+def test_a_bfloat16_matrix_has_one_stable_rank_however_it_is_given() -> None:
+    """A matrix whose values are all bfloat16 gets the same bits of σ₁ from its codes, from
+    its float32 values told it is bfloat16, and from its float32 values alone (found in a
+    pass) — so BF16 and F32 storage of one expert agree — and σ₁ within the tolerance of the
+    SVD's."""
+    from weightvis.kernels.moe import stats_pass
+
+    codes, w = _bf16((600, 300), 7)
+    s1 = float(np.linalg.svd(w.astype(np.float64), compute_uv=False)[0])
+    got = {top_singular_value(w, codes=codes), top_singular_value(w, bf16=True),
+           top_singular_value(w)}
+    assert len(got) == 1
+    sigma, steps = got.pop()
+    assert steps > 0 and s1 * (1 - 0.05) <= sigma <= s1 * (1 + 1e-6)
+    assert expert_stats(w, sums=stats_pass(w)) == expert_stats(w, codes=codes) \
+        == expert_stats(w)
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (2, 8192), (8, 3 * 8192 + 17), (5, 100)])
+def test_pair_dots_against_float64(shape: tuple[int, int]) -> None:
+    """pair_dots = k kᵀ in float64 within float32 rounding of each block, symmetric, with the
+    squared norms on the diagonal."""
+    from weightvis.kernels.moe import pair_dots
+
+    k = np.random.default_rng(shape[1]).standard_normal(shape).astype(np.float32)
+    k[0] += 3.0  # (a common offset: large dots)
+    got = pair_dots(k)
+    k64 = k.astype(np.float64)
+    ref = k64 @ k64.T
+    scale = np.abs(k64) @ np.abs(k64).T
+    assert got.dtype == np.float64 and np.array_equal(got, got.T)
+    assert np.all(np.abs(got - ref) <= 1e-6 * scale)
+    with pytest.raises(TypeError):
+        pair_dots(k64)

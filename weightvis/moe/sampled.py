@@ -41,7 +41,8 @@ from ..kernels.moe import StatsPass, stats_pass
 from .cka import ROLE_AXIS, canonical, cka_from_parts, features, hsic_from_off
 
 __all__ = ["ROW_HEAVY_RATIO", "ROW_BUDGET", "MIN_ROWS", "sample_rows", "RowMoments",
-           "row_moments", "RowPlan", "plan_rows", "RowRep", "row_rep", "sampled_cka"]
+           "row_moments", "RowPlan", "draw_sample", "plan_rows", "RowRep", "raw_rows",
+           "finish_rows", "row_rep", "sampled_cka"]
 
 ROW_HEAVY_RATIO = 4.0
 """A hidden coordinate is heavy when its translated squared norm is above this many times the
@@ -100,10 +101,23 @@ class RowPlan(NamedTuple):
         return int(self.heavy.size + self.sample.size)
 
 
+def draw_sample(n: int, m: int, seed: Sequence[int]) -> np.ndarray:
+    """int64, ascending: ``m`` of the ``n`` hidden coordinates drawn uniformly without
+    replacement from ``seed`` (bundle seed, layer, role) — all of them when m ≥ n. Drawn before
+    the heavy coordinates are known (``plan_rows`` leaves those out), so that a group task can
+    compute these Gram rows while it reads each expert the first time (``raw_rows``)."""
+    if m >= n:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng([*seed, 3])
+    return np.sort(rng.choice(n, m, replace=False)).astype(np.int64)
+
+
 def plan_rows(moments: Sequence[RowMoments], m: int, heavy_max: int,
               seed: Sequence[int]) -> RowPlan:
-    """V (at most ``heavy_max``, the heaviest) and a uniform sample of ``m`` of the other
-    coordinates, drawn from ``seed`` (bundle seed, layer, role)."""
+    """V (at most ``heavy_max``, the heaviest) and the sample S: the ``draw_sample`` of ``m``
+    coordinates without those in V — a uniform sample of the others of the size it has, so
+    the weight (n − |V|) / |S| keeps the estimate unbiased — or all the others where they are
+    at most m (then the estimate is exact)."""
     if m < 1:
         raise ValueError(f"sample size must be at least 1, not {m}")
     n = moments[0].sq.size
@@ -118,9 +132,11 @@ def plan_rows(moments: Sequence[RowMoments], m: int, heavy_max: int,
     rest = np.setdiff1d(np.arange(n), heavy)
     if rest.size <= m:
         return RowPlan(heavy.astype(np.int64), rest.astype(np.int64), 1.0, n)
-    rng = np.random.default_rng([*seed, 3])
-    sample = np.sort(rng.choice(rest, m, replace=False))
-    return RowPlan(heavy.astype(np.int64), sample.astype(np.int64), rest.size / m, n)
+    sample = np.setdiff1d(draw_sample(n, m, seed), heavy)
+    if sample.size == 0:  # (every drawn coordinate is heavy: m ≤ |V|)
+        rng = np.random.default_rng([*seed, 4])
+        sample = np.sort(rng.choice(rest, m, replace=False))
+    return RowPlan(heavy.astype(np.int64), sample.astype(np.int64), rest.size / sample.size, n)
 
 
 class RowRep(NamedTuple):
@@ -138,40 +154,100 @@ class RowRep(NamedTuple):
     """The exact 1ᵀK1 − Σd."""
 
 
-def row_rep(w: np.ndarray, role: str, mo: RowMoments, plan: RowPlan,
-            out: np.ndarray | None = None) -> RowRep:
-    """Expert ``w``'s rows of K at the plan's coordinates and its exact d, r, t; ``out``:
-    float32 [rows, n] to write q into."""
-    x = features(w, role)
-    n = x.shape[0]
-    v, s = plan.heavy, plan.sample
-    idx = np.concatenate([v, s])
+def _rows_of(w: np.ndarray, role: str, idx: np.ndarray) -> np.ndarray:
+    """float32 [len(idx), p]: the rows ``idx`` of X (a gather along w's rows or columns)."""
     axis = ROLE_AXIS[role]
-    picked = np.take(w, idx, axis=1 - axis)                   # (a gather along w's rows)
-    xi = picked.T if axis == 0 else picked                    # x[idx]: [rows, p]
+    picked = np.take(w, idx, axis=1 - axis)
+    return picked.T if axis == 0 else picked
+
+
+def _translated_rows(w: np.ndarray, role: str, idx: np.ndarray, mu32: np.ndarray,
+                     out: np.ndarray) -> None:
+    """out [len(idx), n] = (x_i − μ)·(x_l − μ) for i in ``idx``, every l: the rows are
+    translated before the product (K's entries are then not the small difference of two large
+    float32 numbers)."""
+    xr = _rows_of(w, role, idx) - mu32                        # [rows, p]
+    np.matmul(xr, features(w, role).T, out=out)               # (x_i − μ) · x_l
+    out -= (xr @ mu32)[:, None]                               # − (x_i − μ) · μ
+
+
+def raw_rows(w: np.ndarray, role: str, mo: RowMoments, drawn: np.ndarray,
+             out: np.ndarray) -> None:
+    """The Gram rows at the ``draw_sample`` coordinates of expert ``w`` (float32 [out, in]),
+    translated by the mean μ₀ of all its rows, into ``out`` (float32 [len(drawn), n]): made
+    while the expert is read the first time; ``finish_rows`` turns them into its ``RowRep``
+    once the plan is known (they are exactly its rows when no coordinate is heavy)."""
+    n = features(w, role).shape[0]
+    mu0 = (mo.total / max(1, n)).astype(np.float32)
+    _translated_rows(w, role, drawn, mu0, out)
+
+
+def finish_rows(raw: np.ndarray | None, drawn: np.ndarray, w: np.ndarray | None, role: str,
+                mo: RowMoments, plan: RowPlan, out: np.ndarray | None = None) -> RowRep:
+    """Expert ``w``'s rows of K at the plan's coordinates and its exact d, r, t, into ``out``
+    (float32 [plan.rows, n]; may be ``raw``'s memory): rows of the sample that are in
+    ``raw`` (``raw_rows`` at ``drawn``) are taken from it — translated from μ₀ to the plan's
+    μ, the mean of the rows outside V, where V is not empty: (x_i − μ)·(x_l − μ) =
+    y_i·y_l − y_i·δ − δ·y_l + δ·δ, y = x − μ₀, δ = μ − μ₀ — and the others (V, and any sample
+    coordinate not drawn) are computed from ``w``, which is needed only then (None
+    otherwise)."""
+    n = plan.n
+    v, s = plan.heavy, plan.sample
+    if raw is None:
+        drawn = np.zeros(0, np.int64)
+    pos = np.searchsorted(drawn, s)
+    have = np.zeros(s.size, bool)
+    if drawn.size:
+        have = drawn[np.minimum(pos, drawn.size - 1)] == s
+    fresh = np.concatenate([v, s[~have]])
+    if (fresh.size or v.size) and w is None:
+        raise ValueError("finish_rows: the expert's matrix is needed (heavy or undrawn rows)")
     light = max(1, n - v.size)
-    heavy_sum = xi[:v.size].sum(axis=0, dtype=np.float64)
+    p = mo.total.size
+    heavy_sum = np.zeros(p)
+    x = features(w, role) if w is not None else None
+    if v.size:
+        heavy_sum = _rows_of(w, role, v).sum(axis=0, dtype=np.float64)  # type: ignore[arg-type]
     mu = (mo.total - heavy_sum) / light
     mu32 = mu.astype(np.float32)
     xmu = mo.xt                                               # x_i · μ, from x_i · Σ x_l
     if v.size:                                                # (and a pass only for V)
-        xmu = xmu - (x @ heavy_sum.astype(np.float32)).astype(np.float64)
+        xmu = xmu - (x @ heavy_sum.astype(np.float32)).astype(np.float64)  # type: ignore[operator]
     xmu = xmu / light
     d = np.maximum(mo.sq - 2.0 * xmu + mu @ mu, 0.0)          # ‖x_i − μ‖²
     tot = mo.total - n * mu                                   # Σ (x_i − μ)
     r = (mo.xt - n * xmu) - mu @ tot - d                      # K1 − d
-    xr = xi - mu32                                            # [rows, p]
-    q = out if out is not None else np.empty((idx.size, n), np.float32)
-    np.matmul(xr, x.T, out=q)                                 # (x_i − μ) · x_l
-    q -= (xr @ mu32)[:, None]                                 # − (x_i − μ) · μ
-    q[np.arange(idx.size), idx] = 0.0
     nv = v.size
+    from_raw = raw[pos[have]] if raw is not None and have.any() else None  # (a copy)
+    q = out if out is not None else np.empty((plan.rows, n), np.float32)
+    at = np.concatenate([np.arange(nv), nv + np.flatnonzero(~have)])  # fresh rows' places
+    if fresh.size:
+        rows = np.empty((fresh.size, n), np.float32)
+        _translated_rows(w, role, fresh, mu32, rows)  # type: ignore[arg-type]
+        q[at] = rows
+    if from_raw is not None:
+        if nv:  # from μ₀ to μ
+            mu0 = mo.total / n
+            delta = mu - mu0
+            y_delta = (x @ delta.astype(np.float32)).astype(np.float64) - mu0 @ delta  # type: ignore[operator]
+            from_raw += (delta @ delta - y_delta[s[have]][:, None]
+                         - y_delta[None, :]).astype(np.float32)
+        q[nv + np.flatnonzero(have)] = from_raw
+    idx = np.concatenate([v, s])
+    q[np.arange(idx.size), idx] = 0.0
     col = np.full(n, np.float32(np.sqrt(2.0)))
     col[v] = 1.0
     q[:nv] *= col
     q[nv:] *= np.float32(np.sqrt(plan.weight))
     q[nv:, v] = 0.0
     return RowRep(q, d, r, float(tot @ tot - d.sum()))
+
+
+def row_rep(w: np.ndarray, role: str, mo: RowMoments, plan: RowPlan,
+            out: np.ndarray | None = None) -> RowRep:
+    """Expert ``w``'s rows of K at the plan's coordinates and its exact d, r, t, all from
+    ``w`` (``finish_rows`` without raw rows); ``out``: float32 [rows, n] to write q into."""
+    return finish_rows(None, np.zeros(0, np.int64), w, role, mo, plan, out)
 
 
 def sampled_cka(reps: Sequence[RowRep], same: Sequence[int] | None = None,

@@ -39,7 +39,15 @@ from .cka import (
     features,
     sketched_cka,
 )
-from .sampled import RowRep, plan_rows, row_moments, row_rep, sampled_cka
+from .sampled import (
+    RowRep,
+    draw_sample,
+    finish_rows,
+    plan_rows,
+    raw_rows,
+    row_moments,
+    sampled_cka,
+)
 from .stats import STATS, StableRankOptions, expert_stats, router_row_norms
 
 if TYPE_CHECKING:
@@ -174,19 +182,37 @@ def _scratch(n: int) -> np.ndarray:
     return _SCRATCH.buffer[:n]
 
 
+class _Hot(threading.local):
+    buffer: np.ndarray | None = None
+
+
+_HOT = _Hot()
+"""This thread's buffer for one expert's float32 matrix (a group kept as bfloat16 codes
+decodes each expert into it: reused, it stays in cache; decoding into the kept group instead
+wrote 117 MB of fresh memory a Mixtral-shaped group)."""
+
+
+def _hot(n: int) -> np.ndarray:
+    if _HOT.buffer is None or _HOT.buffer.size < n:
+        _HOT.buffer = np.empty(n, np.float32)
+    return _HOT.buffer[:n]
+
+
 def _kept(experts: int, size: int, step: int) -> np.ndarray:
     """This thread's buffer for the cosines' elements, as [experts, elements kept]."""
     m = len(range(0, size, step))
     return _scratch(experts * m).reshape(experts, m)
 
 
-def _read_into(reader: Any, s: Any, out: np.ndarray) -> tuple[np.ndarray, StatsPass | None]:
+def _read_into(reader: Any, s: Any, out: np.ndarray
+               ) -> tuple[np.ndarray, StatsPass | None, np.ndarray | None]:
     """An expert's matrix (as ``structure.expert_matrix``) in ``out`` (float32 [rows, cols],
     C-contiguous): a stored BF16 block is decoded straight into it (no fresh buffer, no copy:
     measured 9 % of a Mixtral-shaped group's time), with its ``stats_pass`` made in the same
-    pass (measured 3584 x 1024: 1.3 ms against 2.1 ms in three passes); anything else is read
-    and copied (no pass made: None). A matrix of another shape is returned as read (the caller
-    names the error)."""
+    pass (measured 3584 x 1024: 1.3 ms against 2.1 ms in three passes), and its codes are
+    returned too (C-contiguous; resident until the reader's next ``release``); anything else is
+    read and copied (no pass made, no codes: None). A matrix of another shape is returned as
+    read (the caller names the error)."""
     from ..kernels.moe import decode_stats_pass
     from .structure import expert_matrix
 
@@ -194,52 +220,58 @@ def _read_into(reader: Any, s: Any, out: np.ndarray) -> tuple[np.ndarray, StatsP
             and reader.info(s.tensor).dtype == "BF16":
         codes = reader.read_codes(s.tensor, s.rows[0], s.rows[1], s.cols[0], s.cols[1])
         if codes is not None and codes.shape == out.shape:
-            return out, decode_stats_pass(codes, out)
+            codes = np.ascontiguousarray(codes)
+            return out, decode_stats_pass(codes, out), codes
     w: np.ndarray = expert_matrix(reader, s)
     if w.shape != out.shape:
-        return w, None
+        return w, None, None
     np.copyto(out, w)
-    return out, None
+    return out, None, None
 
 
 def _read_expert(reader: Any, task: GroupTask, e: int, into: np.ndarray | None
-                 ) -> tuple[np.ndarray, StatsPass | None]:
+                 ) -> tuple[np.ndarray, StatsPass | None, np.ndarray | None]:
     """Expert ``e``'s float32 matrix (C-contiguous), decoded into ``into`` where given and
-    possible (``_read_into``), and its ``stats_pass`` where the decoding made it (else None);
-    a matrix of another shape or type is one clear error."""
+    possible (``_read_into``), its ``stats_pass`` and bfloat16 codes where the decoding made
+    them (else None); a matrix of another shape or type is one clear error. The caller
+    releases the reader's pages (``reader.release()``) once done with the codes."""
     from .structure import expert_matrix
 
     s = task.slices[e]
-    sums = None
+    sums = codes = None
     if into is not None:
-        w, sums = _read_into(reader, s, into)
+        w, sums, codes = _read_into(reader, s, into)
     else:
         w = expert_matrix(reader, s)
-    reader.release()
     shape = _shape(reader, task.slices[0])
     if w.shape != shape or w.dtype != np.float32:
+        reader.release()
         raise InputError(f"tensor {s.tensor!r}: expert {e} of layer {task.layer} ({task.role}) "
                          f"is {w.dtype} {w.shape}, expected float32 {shape}")
-    return np.ascontiguousarray(w), sums
+    return np.ascontiguousarray(w), sums, codes
 
 
 def group_task(reader: Any, task: GroupTask) -> GroupResult:
     """Everything of one (layer, role), each expert read once or twice (module docstring).
     Runs in any process: ``reader`` is that process's.
 
-    Cosines come from one float32 product of what was kept of the experts (relative error
-    ~1e-6 of the norms): the whole matrices when the group fits in ``memory``, else every s-th
-    element (``cosine_step``), the same elements of every expert. An expert that is an exact
-    copy of an earlier one (the same statistics, the same kept elements — all of them when the
-    group fits — and the same sketches or Gram) gets that expert's rows and columns of every
-    pair matrix, so it scores exactly 1.
+    Cosines come from the dot products of what was kept of the experts (``pair_dots``:
+    float32 sums over blocks of 8192 elements, float64 across them): the whole matrices when
+    the group fits in ``memory`` — as bfloat16 codes when every expert's values are bfloat16,
+    whatever their storage (a stored BF16 expert's codes are the reader's, not a copy), else
+    as float32 — or else every s-th element (``cosine_step``), the same elements of every
+    expert. An expert that is an exact copy of an earlier one (the same statistics, the same
+    kept elements — all of them when the group fits — and the same sketches or Gram) gets
+    that expert's rows and columns of every pair matrix, so it scores exactly 1.
 
-    The row sample (``sampled``) needs every expert's sums before it chooses the coordinates
-    whose Gram rows it computes: its second pass uses the kept matrices, or — when the group
-    is not kept whole — reads each expert again and keeps its cosine elements then, at the
-    stride that ``memory`` leaves beside the rows the plan actually has (not the most it could
-    have: an outlier-free DeepSeek-V3 layer keeps every 38th element, not every 252nd)."""
-    from ..kernels.moe import stats_pass
+    The row sample (``sampled``) needs every expert's sums before it knows the heavy
+    coordinates: a group kept whole computes each expert's Gram rows at the drawn coordinates
+    while it reads the expert (``raw_rows``), and its second pass reads an expert again only
+    for the heavy coordinates' rows (``finish_rows``); a group not kept whole reads each expert
+    again and keeps its cosine elements then, at the stride that ``memory`` leaves beside the
+    rows the plan actually has (not the most it could have: an outlier-free DeepSeek-V3 layer
+    keeps every 38th element, not every 252nd)."""
+    from ..kernels.moe import bf16_codes, decode_stats_pass, pair_dots, stats_pass
 
     opts = task.options
     e_count = len(task.slices)
@@ -263,49 +295,98 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
         sketch = FeatureSketch(p, opts.sketch_size(e_count, n, p), seed, opts.cka_sketch,
                                opts.cka_heavy)
     step = cosine_step(e_count, size, opts.memory, rep_bytes(task, (rows, cols)))
-    later = by_rows and step != 1
+    whole = step == 1
+    later = by_rows and not whole
     """the group is not kept whole: the row sample's second pass reads each expert again, and
     keeps its cosine elements then, at the stride the plan's actual rows leave room for"""
-    kept = _kept(e_count, size, step) if not later else np.empty((e_count, 0), np.float32)
-    """row e: expert e's matrix flattened (step 1) or its every step-th element"""
+    kept: Any = (np.empty((e_count, 0), np.float32) if later or whole
+                 else _kept(e_count, size, step))
+    """what the cosines use: [e] = expert e's every step-th element (not whole), or the list
+    of its bfloat16 codes (whole, every expert so far a bfloat16 matrix), or float32 [E, size]
+    (whole)"""
+    codes_kept: list[np.ndarray] | None = [] if whole else None
+    m = opts.sketch_size(e_count, n, p)
+    drawn = draw_sample(n, m, seed) if by_rows and whole else None
+    stacked = (np.empty((e_count, drawn.size, n), np.float32) if drawn is not None else None)
+    """the Gram rows at the drawn coordinates, made in the first pass (a group kept whole)"""
     steps = 0
+    w: np.ndarray | None
     for e in range(e_count):
-        w, sums = _read_expert(reader, task, e,
-                               kept[e].reshape(rows, cols) if step == 1 else None)
+        into = (_hot(size) if codes_kept is not None else kept[e]) if whole else None
+        w, sums, codes = _read_expert(reader, task, e,
+                                      into.reshape(rows, cols) if into is not None else None)
         if sums is None:
             sums = stats_pass(w)
-        st = expert_stats(w, sr_opts, sums.moments)
-        stats[e] = st.values()
-        dead[e] = st.dead
-        steps += st.iterations
-        fingerprints.append(st.values()[:4])
+        if codes is None and sums.bf16 and codes_kept is not None:
+            codes = bf16_codes(w)  # (a bfloat16 matrix is kept as codes whatever its storage)
+        # what reads w's float32 values first, while the pass left them in cache (the stable
+        # rank's passes may read its codes instead)
         if by_rows:
-            reps.append((row_moments(w, task.role, sums),))
+            mo = row_moments(w, task.role, sums)
+            reps.append((mo,))
+            if stacked is not None:
+                raw_rows(w, task.role, mo, drawn, stacked[e])  # type: ignore[arg-type]
         elif sketch is not None:
             reps.append(tuple(sketch.apply(w, task.role)))
         else:
             x = features(w, task.role).astype(np.float64)
             reps.append((x @ x.T,))
-        if step != 1 and not later:  # (step 1: w is kept[e] already)
+        if codes_kept is not None and codes is not None:
+            codes_kept.append(codes)
+        elif whole:
+            if codes_kept is not None:  # the first expert that is not bfloat16: all float32
+                kept = _kept(e_count, size, 1)
+                for e2, c in enumerate(codes_kept):
+                    decode_stats_pass(c, kept[e2].reshape(rows, cols))
+                codes_kept = None
+            if not np.may_share_memory(w, kept[e]):
+                np.copyto(kept[e], w.reshape(-1))
+        elif not later:
             kept[e] = w.reshape(-1)[::step]
+        st = expert_stats(w, sr_opts, sums, codes)
+        del codes
+        if codes_kept is None:  # (else the stored codes stay mapped until the pairs are made)
+            reader.release()
+        stats[e] = st.values()
+        dead[e] = st.dead
+        steps += st.iterations
+        fingerprints.append(st.values()[:4])
         del w
-    stacked = None
+    if codes_kept is not None:
+        kept = codes_kept
+    reads = e_count
     if by_rows:  # the second pass: every expert's Gram rows at the group's coordinates
-        sample = opts.sketch_size(e_count, n, p)
-        plan = plan_rows([r[0] for r in reps], sample,
-                         max(0, row_count(task, (rows, cols)) - sample), seed)
-        stacked = np.empty((e_count, plan.rows, n), np.float32)
+        plan = plan_rows([r[0] for r in reps], m,
+                         max(0, row_count(task, (rows, cols)) - m), seed)
+        if stacked is None or stacked.shape[1] < plan.rows:
+            stacked = np.empty((e_count, plan.rows, n), np.float32) if stacked is None \
+                else _grown(stacked, plan.rows)
         if later:
             step = cosine_step(e_count, size, opts.memory,
                                stacked.nbytes + e_count * (3 * n + p) * 8)
             kept = _kept(e_count, size, step)
         for e in range(e_count):
-            w = (kept[e].reshape(rows, cols) if not later and step == 1
-                 else _read_expert(reader, task, e, None)[0])
-            reps[e] = tuple(row_rep(w, task.role, reps[e][0], plan, out=stacked[e]))
+            w = None
+            if drawn is None or plan.heavy.size or not np.isin(plan.sample, drawn).all():
+                if not whole:
+                    w = _read_expert(reader, task, e, None)[0]
+                    reads += 1
+                elif codes_kept is not None:
+                    w = _hot(size).reshape(rows, cols)
+                    decode_stats_pass(codes_kept[e], w)
+                else:
+                    w = kept[e].reshape(rows, cols)
+            raw = stacked[e, :drawn.size] if drawn is not None else None
+            reps[e] = tuple(finish_rows(raw, drawn if drawn is not None else _NONE, w,
+                                        task.role, reps[e][0], plan,
+                                        out=stacked[e, :plan.rows]))
             if later:
+                assert w is not None  # (read: drawn is None)
                 kept[e] = w.reshape(-1)[::step]
+                reader.release()
             del w
+        if stacked.shape[1] != plan.rows:
+            stacked[:, plan.rows:] = 0.0  # (rows of drawn coordinates now heavy: no terms)
     for e in range(e_count):  # an exact copy of an earlier expert?
         for e2 in range(e):
             if same[e2] == e2 and fingerprints[e2] == fingerprints[e] \
@@ -314,7 +395,10 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
                                                                  strict=True)):
                 same[e] = e2
                 break
-    dots = (kept @ kept.T).astype(np.float64)  # (one pass over what was kept)
+    dots = pair_dots(kept)  # (one pass over what was kept)
+    if codes_kept is not None:
+        del kept, codes_kept
+        reader.release()
     if n < 4:  # the unbiased HSIC needs four examples
         cka = np.full((e_count, e_count), np.nan)
     elif by_rows:
@@ -323,10 +407,19 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
         cka = sketched_cka([ExpertSketch(*r) for r in reps], same)
     else:
         cka = cka_exact([r[0] for r in reps], same)
-    reads = e_count * (2 if later else 1)
     return GroupResult(task.layer, task.role, stats, dead, cka,
                        cosine_from_dots(canonical(dots, same)), task.mode, reads, steps,
                        step)
+
+
+_NONE = np.zeros(0, np.int64)
+
+
+def _grown(stacked: np.ndarray, rows: int) -> np.ndarray:
+    """``stacked`` [E, m, n] copied into [E, rows, n] (rows > m; the new rows uninitialised)."""
+    out = np.empty((stacked.shape[0], rows, stacked.shape[2]), np.float32)
+    out[:, :stacked.shape[1]] = stacked
+    return out
 
 
 def moe_numbers(reader: Any, spec: Any, structure: Any, opts: MoEOptions, executor: Executor,
@@ -358,7 +451,8 @@ def moe_numbers(reader: Any, spec: Any, structure: Any, opts: MoEOptions, execut
         waiting[res.layer] -= 1
         if waiting[res.layer] == 0:
             _layer_done(res.layer, roles, e_count, k, results, on_layer, keep_similarity)
-    _SCRATCH.clear()  # (tasks run here by an inline executor: their buffer is not needed now)
+    _SCRATCH.clear()  # (tasks run here by an inline executor: their buffers are not needed now)
+    _HOT.buffer = None
     for layer in layers:
         if layer not in waiting:  # (no groups)
             _layer_done(layer, roles, e_count, k, results, on_layer, keep_similarity)
