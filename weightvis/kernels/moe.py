@@ -17,6 +17,7 @@ import numba
 import numpy as np
 from numba import types
 from numba.extending import intrinsic, overload
+from numba.np.numpy_support import carray
 
 __all__ = ["moments", "stats_pass", "decode_stats_pass", "StatsPass", "dot64", "gram_apply",
            "bf16_codes", "pair_dots",
@@ -201,9 +202,9 @@ def _pair_dots(addrs, n, like, out):  # type: ignore[no-untyped-def]
     for j0 in range(0, n, PAIR_BLOCK):
         j1 = min(n, j0 + PAIR_BLOCK)
         for a in range(e):
-            ka = numba.carray(_pointer(addrs[a], like), n)[j0:j1]
+            ka = carray(_pointer(addrs[a], like), n)[j0:j1]
             for b in range(a + 1):
-                out[a, b] += _dot32(ka, numba.carray(_pointer(addrs[b], like), n)[j0:j1])
+                out[a, b] += _dot32(ka, carray(_pointer(addrs[b], like), n)[j0:j1])
 
 
 @numba.njit(cache=True, nogil=True)
