@@ -5,8 +5,9 @@ fixed order into ``MoENumbers`` (the same bits whatever the executor and worker 
 One task per (layer, role) (``group_task``), run by ``Executor.map_unordered`` with the
 checkpoint's spec (each worker opens its own reader). A task reads each of the group's experts
 once, through ``structure.expert_matrix`` (true values), and keeps of it only what the pairs
-need: its two CKA sketches (2·k·H float32) or its Gram (H² float64, exact CKA), and for the
-cosines the whole matrix when the group fits in ``memory``, else every s-th element (s =
+need: its sampled Gram rows, two CKA sketches (2·k·H float32) or its Gram (H² float64, exact
+CKA), and for the cosines the whole matrix when the group fits in ``memory`` (its bfloat16
+codes when every expert's values are bfloat16), else every s-th element (s =
 ``cosine_step``: the smallest stride that fits; the cosine of two vectors from n' sampled
 elements is off by about 1/√n' where it is near 0 — 3e-4 for Mixtral-8x7B, 1.5e-3 for
 DeepSeek-V3). ``memory`` also bounds all the tasks running at once: as many run as it holds
@@ -307,8 +308,10 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
     codes_kept: list[np.ndarray] | None = [] if whole else None
     m = opts.sketch_size(e_count, n, p)
     drawn = draw_sample(n, m, seed) if by_rows and whole else None
-    stacked = (np.empty((e_count, drawn.size, n), np.float32) if drawn is not None else None)
-    """the Gram rows at the drawn coordinates, made in the first pass (a group kept whole)"""
+    stacked = (np.empty((e_count, max(drawn.size, row_count(task, (rows, cols))), n), np.float32)
+               if drawn is not None else None)
+    """the Gram rows at the drawn coordinates, made in the first pass (a group kept whole),
+    with room for the heavy coordinates' rows (as many rows as ``rep_bytes`` counts)"""
     steps = 0
     w: np.ndarray | None
     for e in range(e_count):
@@ -324,8 +327,8 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
         if by_rows:
             mo = row_moments(w, task.role, sums)
             reps.append((mo,))
-            if stacked is not None:
-                raw_rows(w, task.role, mo, drawn, stacked[e])  # type: ignore[arg-type]
+            if stacked is not None and drawn is not None:
+                raw_rows(w, task.role, mo, drawn, stacked[e, :drawn.size])
         elif sketch is not None:
             reps.append(tuple(sketch.apply(w, task.role)))
         else:
@@ -358,9 +361,8 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
     if by_rows:  # the second pass: every expert's Gram rows at the group's coordinates
         plan = plan_rows([r[0] for r in reps], m,
                          max(0, row_count(task, (rows, cols)) - m), seed)
-        if stacked is None or stacked.shape[1] < plan.rows:
-            stacked = np.empty((e_count, plan.rows, n), np.float32) if stacked is None \
-                else _grown(stacked, plan.rows)
+        if stacked is None:
+            stacked = np.empty((e_count, plan.rows, n), np.float32)
         if later:
             step = cosine_step(e_count, size, opts.memory,
                                stacked.nbytes + e_count * (3 * n + p) * 8)
@@ -385,8 +387,8 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
                 kept[e] = w.reshape(-1)[::step]
                 reader.release()
             del w
-        if stacked.shape[1] != plan.rows:
-            stacked[:, plan.rows:] = 0.0  # (rows of drawn coordinates now heavy: no terms)
+        if stacked.shape[1] != plan.rows:  # (one product of the plan's rows: the same bits as
+            stacked = np.ascontiguousarray(stacked[:, :plan.rows])  # a group read twice)
     for e in range(e_count):  # an exact copy of an earlier expert?
         for e2 in range(e):
             if same[e2] == e2 and fingerprints[e2] == fingerprints[e] \
@@ -413,13 +415,6 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
 
 
 _NONE = np.zeros(0, np.int64)
-
-
-def _grown(stacked: np.ndarray, rows: int) -> np.ndarray:
-    """``stacked`` [E, m, n] copied into [E, rows, n] (rows > m; the new rows uninitialised)."""
-    out = np.empty((stacked.shape[0], rows, stacked.shape[2]), np.float32)
-    out[:, :stacked.shape[1]] = stacked
-    return out
 
 
 def moe_numbers(reader: Any, spec: Any, structure: Any, opts: MoEOptions, executor: Executor,
