@@ -42,7 +42,7 @@ from .cka import ROLE_AXIS, canonical, cka_from_parts, features, hsic_from_off
 
 __all__ = ["ROW_HEAVY_RATIO", "ROW_BUDGET", "MIN_ROWS", "sample_rows", "RowMoments",
            "row_moments", "RowPlan", "draw_sample", "plan_rows", "RowRep", "raw_rows",
-           "finish_rows", "row_rep", "sampled_cka"]
+           "needs_matrix", "finish_rows", "row_rep", "sampled_cka"]
 
 ROW_HEAVY_RATIO = 4.0
 """A hidden coordinate is heavy when its translated squared norm is above this many times the
@@ -182,25 +182,30 @@ def raw_rows(w: np.ndarray, role: str, mo: RowMoments, drawn: np.ndarray,
     _translated_rows(w, role, drawn, mu0, out)
 
 
-def finish_rows(raw: np.ndarray | None, drawn: np.ndarray, w: np.ndarray | None, role: str,
-                mo: RowMoments, plan: RowPlan, out: np.ndarray | None = None) -> RowRep:
+def needs_matrix(plan: RowPlan, drawn: np.ndarray | None) -> bool:
+    """Whether ``finish_rows`` needs the expert's matrix: the plan has heavy coordinates, or
+    sample coordinates that were not drawn (``drawn`` None: no rows were made first)."""
+    return drawn is None or bool(plan.heavy.size) or not np.isin(plan.sample, drawn).all()
+
+
+def finish_rows(raw: np.ndarray | None, drawn: np.ndarray | None, w: np.ndarray | None,
+                role: str, mo: RowMoments, plan: RowPlan, out: np.ndarray | None = None
+                ) -> RowRep:
     """Expert ``w``'s rows of K at the plan's coordinates and its exact d, r, t, into ``out``
     (float32 [plan.rows, n]; may be ``raw``'s memory): rows of the sample that are in
     ``raw`` (``raw_rows`` at ``drawn``) are taken from it — translated from μ₀ to the plan's
     μ, the mean of the rows outside V, where V is not empty: (x_i − μ)·(x_l − μ) =
     y_i·y_l − y_i·δ − δ·y_l + δ·δ, y = x − μ₀, δ = μ − μ₀ — and the others (V, and any sample
-    coordinate not drawn) are computed from ``w``, which is needed only then (None
-    otherwise)."""
+    coordinate not drawn) are computed from ``w``, which is needed only then
+    (``needs_matrix``; None otherwise)."""
     n = plan.n
     v, s = plan.heavy, plan.sample
-    if raw is None:
-        drawn = np.zeros(0, np.int64)
+    if raw is None or drawn is None:
+        raw, drawn = None, np.zeros(0, np.int64)
+    have = np.isin(s, drawn)
     pos = np.searchsorted(drawn, s)
-    have = np.zeros(s.size, bool)
-    if drawn.size:
-        have = drawn[np.minimum(pos, drawn.size - 1)] == s
     fresh = np.concatenate([v, s[~have]])
-    if (fresh.size or v.size) and w is None:
+    if fresh.size and w is None:
         raise ValueError("finish_rows: the expert's matrix is needed (heavy or undrawn rows)")
     light = max(1, n - v.size)
     p = mo.total.size
@@ -247,7 +252,7 @@ def row_rep(w: np.ndarray, role: str, mo: RowMoments, plan: RowPlan,
             out: np.ndarray | None = None) -> RowRep:
     """Expert ``w``'s rows of K at the plan's coordinates and its exact d, r, t, all from
     ``w`` (``finish_rows`` without raw rows); ``out``: float32 [rows, n] to write q into."""
-    return finish_rows(None, np.zeros(0, np.int64), w, role, mo, plan, out)
+    return finish_rows(None, None, w, role, mo, plan, out)
 
 
 def sampled_cka(reps: Sequence[RowRep], same: Sequence[int] | None = None,

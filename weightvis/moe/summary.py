@@ -44,6 +44,7 @@ from .sampled import (
     RowRep,
     draw_sample,
     finish_rows,
+    needs_matrix,
     plan_rows,
     raw_rows,
     row_moments,
@@ -165,44 +166,34 @@ def plan_groups(structure: Any, reader: Any, opts: MoEOptions) -> list[GroupTask
 
 
 class _Scratch(threading.local):
+    """A float32 buffer per thread, reused by its tasks (fresh pages cost a fault and a clear
+    each: ~0.3 ns per element); one per thread, as two side threads may run tasks at once
+    (sidework.SideExecutor)."""
+
     buffer: np.ndarray | None = None
+
+    def get(self, n: int) -> np.ndarray:
+        if self.buffer is None or self.buffer.size < n:
+            self.buffer = np.empty(n, np.float32)
+        return self.buffer[:n]
 
     def clear(self) -> None:
         self.buffer = None
 
 
 _SCRATCH = _Scratch()
-"""This thread's buffer for the cosines' elements, reused by its tasks (fresh pages cost a
-fault and a clear each: ~0.3 ns per element); one per thread, as two side threads may run
-tasks at once (sidework.SideExecutor)."""
+"""For the cosines' elements (``_kept``)."""
 
-
-def _scratch(n: int) -> np.ndarray:
-    if _SCRATCH.buffer is None or _SCRATCH.buffer.size < n:
-        _SCRATCH.buffer = np.empty(n, np.float32)
-    return _SCRATCH.buffer[:n]
-
-
-class _Hot(threading.local):
-    buffer: np.ndarray | None = None
-
-
-_HOT = _Hot()
-"""This thread's buffer for one expert's float32 matrix (a group kept as bfloat16 codes
-decodes each expert into it: reused, it stays in cache; decoding into the kept group instead
-wrote 117 MB of fresh memory a Mixtral-shaped group)."""
-
-
-def _hot(n: int) -> np.ndarray:
-    if _HOT.buffer is None or _HOT.buffer.size < n:
-        _HOT.buffer = np.empty(n, np.float32)
-    return _HOT.buffer[:n]
+_HOT = _Scratch()
+"""For one expert's float32 matrix: a group kept as bfloat16 codes decodes each expert into
+it (reused, it stays in cache; decoding into the kept group instead wrote 117 MB of fresh
+memory a Mixtral-shaped group)."""
 
 
 def _kept(experts: int, size: int, step: int) -> np.ndarray:
     """This thread's buffer for the cosines' elements, as [experts, elements kept]."""
     m = len(range(0, size, step))
-    return _scratch(experts * m).reshape(experts, m)
+    return _SCRATCH.get(experts * m).reshape(experts, m)
 
 
 def _read_into(reader: Any, s: Any, out: np.ndarray
@@ -315,7 +306,7 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
     steps = 0
     w: np.ndarray | None
     for e in range(e_count):
-        into = (_hot(size) if codes_kept is not None else kept[e]) if whole else None
+        into = (_HOT.get(size) if codes_kept is not None else kept[e]) if whole else None
         w, sums, codes = _read_expert(reader, task, e,
                                       into.reshape(rows, cols) if into is not None else None)
         if sums is None:
@@ -369,18 +360,17 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
             kept = _kept(e_count, size, step)
         for e in range(e_count):
             w = None
-            if drawn is None or plan.heavy.size or not np.isin(plan.sample, drawn).all():
+            if needs_matrix(plan, drawn):
                 if not whole:
                     w = _read_expert(reader, task, e, None)[0]
                     reads += 1
                 elif codes_kept is not None:
-                    w = _hot(size).reshape(rows, cols)
+                    w = _HOT.get(size).reshape(rows, cols)
                     decode_stats_pass(codes_kept[e], w)
                 else:
                     w = kept[e].reshape(rows, cols)
             raw = stacked[e, :drawn.size] if drawn is not None else None
-            reps[e] = tuple(finish_rows(raw, drawn if drawn is not None else _NONE, w,
-                                        task.role, reps[e][0], plan,
+            reps[e] = tuple(finish_rows(raw, drawn, w, task.role, reps[e][0], plan,
                                         out=stacked[e, :plan.rows]))
             if later:
                 assert w is not None  # (read: drawn is None)
@@ -414,9 +404,6 @@ def group_task(reader: Any, task: GroupTask) -> GroupResult:
                        step)
 
 
-_NONE = np.zeros(0, np.int64)
-
-
 def moe_numbers(reader: Any, spec: Any, structure: Any, opts: MoEOptions, executor: Executor,
                 tick: Callable[[], None] | None = None,
                 on_layer: Callable[[MoENumbers], None] | None = None,
@@ -447,7 +434,7 @@ def moe_numbers(reader: Any, spec: Any, structure: Any, opts: MoEOptions, execut
         if waiting[res.layer] == 0:
             _layer_done(res.layer, roles, e_count, k, results, on_layer, keep_similarity)
     _SCRATCH.clear()  # (tasks run here by an inline executor: their buffers are not needed now)
-    _HOT.buffer = None
+    _HOT.clear()
     for layer in layers:
         if layer not in waiting:  # (no groups)
             _layer_done(layer, roles, e_count, k, results, on_layer, keep_similarity)
